@@ -1,0 +1,23 @@
+"""transformer-mt: train, run and score encoder-decoder Transformer translation models.
+
+Modules, one concept each:
+    config      YAML -> typed dataclasses, validated
+    tokenizer   SentencePiece models and text <-> ids
+    data        reading/checking parallel text, caching ids, token-based batches
+    model       the Transformer (Vaswani et al. 2017) with an incremental-decoding cache
+    loss        label-smoothed cross-entropy
+    search      greedy and beam search
+    checkpoint  atomic saving, loading with clear errors, averaging
+    trainer     the training loop and run directories
+    translator  the batched translation API
+    scoring     sacreBLEU BLEU / chrF
+    cli         the transformer-mt command
+"""
+
+from .config import Config, load_config
+from .errors import TransformerMTError
+from .trainer import Trainer, train
+from .translator import Translator
+
+__all__ = ["Config", "load_config", "Trainer", "train", "Translator", "TransformerMTError"]
+__version__ = "0.1.0"

@@ -1,0 +1,261 @@
+"""The ``transformer-mt`` command: a thin layer over the Python API.
+
+    transformer-mt train --config configs/demo.yaml --output-dir runs/demo
+    transformer-mt translate --model runs/demo "a sentence" "another one"
+    transformer-mt evaluate --model runs/demo --split test
+    transformer-mt evaluate --hyp hyp.txt --ref ref.txt --json
+    transformer-mt average --model runs/demo --last 5
+
+Errors caused by input (config, files, checkpoints) print one line starting
+with "error:" and exit with status 2; Ctrl-C during training saves a
+checkpoint and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import TransformerMTError
+
+
+def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--beam-size", type=int, default=None, metavar="N",
+                        help="beam size; 1 = greedy search (default: decoding.beam_size of the run's config)")
+    parser.add_argument("--length-penalty", type=float, default=None, metavar="A",
+                        help="length penalty alpha (default: decoding.length_penalty of the run's config)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="sentences decoded together (default: decoding.batch_size)")
+    parser.add_argument("--checkpoint", default="best",
+                        help="best, last, average, or a checkpoint file path (default: best)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="numeric precision for decoding (default: fp32)")
+    parser.add_argument("--quantize", action="store_true",
+                        help="dynamic int8 quantization of linear layers (CPU only; faster, may cost a little BLEU)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transformer-mt",
+        description="Train, run and score encoder-decoder Transformer translation models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    train = sub.add_parser(
+        "train", help="train a model from a YAML config",
+        description="Train a model as described by a YAML config (see configs/reference.yaml for every key). "
+                    "If the output directory already holds a checkpoint of the same config, training resumes "
+                    "from it.")
+    train.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
+    train.add_argument("--output-dir", metavar="DIR",
+                       help="run directory for checkpoints, tokenizer and logs (default: runs/<config name>)")
+    train.add_argument("--device", default=None,
+                       help="auto, cpu, cuda or cuda:N (default: training.device of the config)")
+    train.add_argument("--resume", action="store_true",
+                       help="require resuming from the output directory's last checkpoint")
+    train.add_argument("--overwrite", action="store_true",
+                       help="delete an existing run in the output directory and start again")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a config value, e.g. --set training.max_steps=100 (repeatable)")
+
+    translate = sub.add_parser(
+        "translate", help="translate sentences with a trained model",
+        description="Translate sentences given as arguments, read from --input, or from standard input "
+                    "(one sentence per line). Output keeps the input order; an empty input line gives an "
+                    "empty output line.")
+    translate.add_argument("sentences", nargs="*", metavar="SENTENCE", help="sentences to translate")
+    translate.add_argument("--model", required=True, metavar="DIR", help="run directory of a trained model")
+    translate.add_argument("--input", metavar="FILE", help="file with one source sentence per line")
+    translate.add_argument("--output", metavar="FILE", help="write translations here (default: standard output)")
+    translate.add_argument("--nbest", type=int, default=1, metavar="K",
+                           help="print the K best translations of each sentence, tab-separated (default: 1)")
+    _add_decoding_args(translate)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="translate a test set and score it with sacreBLEU (BLEU and chrF)",
+        description="Score translations with sacreBLEU BLEU and chrF and print the signatures. Either translate "
+                    "with a model (--model DIR with --split test or --src FILE --ref FILE) or score existing "
+                    "translations (--hyp FILE --ref FILE, no model needed).")
+    evaluate.add_argument("--model", metavar="DIR", help="run directory of a trained model")
+    evaluate.add_argument("--split", choices=("test", "valid"),
+                          help="use the split's files named in the run's config")
+    evaluate.add_argument("--src", metavar="FILE", help="source sentences to translate")
+    evaluate.add_argument("--ref", metavar="FILE", help="reference translations")
+    evaluate.add_argument("--hyp", metavar="FILE", help="existing translations to score (no model needed)")
+    evaluate.add_argument("--output", metavar="FILE", help="also write the model's translations to this file")
+    evaluate.add_argument("--tokenize", default=None,
+                          help="sacreBLEU tokenizer (default: zh for a Chinese target, ja-mecab for Japanese, else 13a)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object (bleu, chrf, signature, ...)")
+    _add_decoding_args(evaluate)
+
+    average = sub.add_parser(
+        "average", help="average the last N step checkpoints of a run",
+        description="Average the weights of the last N checkpoint_step*.pt files of a run into "
+                    "checkpoint_average.pt (use it with --checkpoint average).")
+    average.add_argument("--model", required=True, metavar="DIR", help="run directory")
+    average.add_argument("--last", type=int, default=5, metavar="N", help="number of checkpoints (default: 5)")
+    average.add_argument("--output", metavar="FILE", help="output file (default: DIR/checkpoint_average.pt)")
+    return parser
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise TransformerMTError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. training.max_steps=100")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .trainer import train
+
+    config = load_config(args.config, _parse_overrides(args.set))
+    output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)
+    summary = train(config, output_dir, device=args.device, resume=args.resume, overwrite=args.overwrite)
+    print(f"training finished ({summary['stop_reason']}): {summary['step']} steps, best validation BLEU "
+          f"{summary['best_bleu']:.2f}, {summary['train_seconds'] / 60:.1f} min. "
+          f"Translate with: transformer-mt translate --model {output_dir} \"...\"", file=sys.stderr)
+    return 0
+
+
+def _load_translator(args):
+    from .translator import Translator
+
+    return Translator.from_run(args.model, checkpoint=args.checkpoint, device=args.device,
+                               precision=args.precision, quantize=args.quantize)
+
+
+def _decode_kwargs(args) -> dict:
+    return {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "batch_size": args.batch_size}
+
+
+def cmd_translate(args) -> int:
+    from .data import read_lines
+
+    if args.sentences and args.input:
+        raise TransformerMTError("give sentences as arguments or --input FILE, not both")
+    if args.sentences:
+        sentences = list(args.sentences)
+    elif args.input:
+        sentences = read_lines(args.input)
+    else:
+        if sys.stdin.isatty():
+            print("reading sentences from standard input (one per line, Ctrl-D to end)", file=sys.stderr)
+        raw = sys.stdin.buffer.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise TransformerMTError(f"standard input is not valid UTF-8 at line {line}") from None
+        sentences = text.splitlines()
+    translator = _load_translator(args)
+    results = translator.translate(sentences, nbest=args.nbest, **_decode_kwargs(args))
+    lines = ["\t".join(r) if isinstance(r, list) else r for r in results]
+    text = "".join(line + "\n" for line in lines)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import read_lines
+    from .scoring import default_tokenize, score
+
+    if args.ref is None and args.split is None:
+        raise TransformerMTError("evaluate needs --ref FILE (with --hyp or --src) or --model DIR --split test")
+    if args.hyp:
+        if args.model or args.src or args.split:
+            raise TransformerMTError("--hyp scores existing translations; do not combine it with --model/--src/--split")
+        if not args.ref:
+            raise TransformerMTError("--hyp needs --ref FILE")
+        hyps, refs = read_lines(args.hyp), read_lines(args.ref)
+        tokenize = args.tokenize or "13a"
+    else:
+        if not args.model:
+            raise TransformerMTError("give --model DIR to translate, or --hyp FILE to score existing translations")
+        translator = _load_translator(args)
+        data = translator.config.data
+        if args.split:
+            if args.src or args.ref:
+                raise TransformerMTError("use either --split or --src/--ref, not both")
+            src_path, ref_path = data.path(args.split, data.src_lang), data.path(args.split, data.tgt_lang)
+        else:
+            if not (args.src and args.ref):
+                raise TransformerMTError("translating needs both --src FILE and --ref FILE (or --split test)")
+            src_path, ref_path = args.src, args.ref
+        sources, refs = read_lines(src_path), read_lines(ref_path)
+        if len(sources) != len(refs):
+            raise TransformerMTError(f"{src_path} has {len(sources)} lines but {ref_path} has {len(refs)}")
+        hyps = translator.translate(sources, **_decode_kwargs(args))
+        if args.output:
+            Path(args.output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+        tokenize = args.tokenize or translator.config.decoding.sacrebleu_tokenize
+        if tokenize == "auto":
+            tokenize = default_tokenize(data.tgt_lang)
+    result = score(hyps, refs, tokenize)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(f"BLEU = {result['bleu']:.2f}  ({result['bleu_details']})")
+        print(f"chrF2 = {result['chrf']:.2f}")
+        print(f"BLEU signature: {result['bleu_signature']}")
+        print(f"chrF signature: {result['chrf_signature']}")
+    return 0
+
+
+def cmd_average(args) -> int:
+    from .checkpoint import average_checkpoints
+    from .translator import CHECKPOINT_NAMES
+
+    run_dir = Path(args.model)
+    if not run_dir.is_dir():
+        raise TransformerMTError(f"run directory {run_dir} does not exist")
+    if args.last < 1:
+        raise TransformerMTError("--last must be at least 1")
+    paths = sorted(run_dir.glob("checkpoint_step*.pt"))[-args.last:]
+    if not paths:
+        raise TransformerMTError(f"{run_dir} has no checkpoint_step*.pt files to average")
+    output = Path(args.output) if args.output else run_dir / CHECKPOINT_NAMES["average"]
+    average_checkpoints(paths, output)
+    print(f"averaged {len(paths)} checkpoints ({paths[0].name} .. {paths[-1].name}) into {output}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "average": cmd_average}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from .trainer import TrainingInterrupted
+
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
+    except TransformerMTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

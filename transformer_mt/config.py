@@ -1,0 +1,355 @@
+"""Typed configuration: one YAML file -> nested dataclasses, validated on load.
+
+Every key is documented in ``configs/reference.yaml``. Validation happens here,
+once, so the rest of the code can trust the values: unknown keys (with the
+closest valid key suggested), wrong types, out-of-range values and missing data
+files are reported as one ``TransformerMTError`` naming the key or file.
+
+String values may use ``${VAR}`` or ``${VAR:-default}`` to read environment
+variables, e.g. ``root: ${TRANSFORMER_MT_DATA:-../shared/data}/multi30k``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import TransformerMTError
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/demo"  # folder holding {prefix}.{lang} files; relative to the working directory
+    src_lang: str = "src"
+    tgt_lang: str = "tgt"
+    train_prefix: str = "train"
+    valid_prefix: str = "valid"
+    test_prefix: str = "test"
+    max_len: int = 256  # training pairs longer than this (in subword tokens) are skipped and counted
+
+    def path(self, split: str, lang: str) -> Path:
+        prefix = {"train": self.train_prefix, "valid": self.valid_prefix, "test": self.test_prefix}[split]
+        return Path(self.root) / f"{prefix}.{lang}"
+
+
+@dataclass
+class TokenizerConfig:
+    joint: bool = True  # one SentencePiece model for source and target (needed for shared embeddings)
+    model_type: str = "bpe"
+    vocab_size: int = 8000
+    character_coverage: float = 0.9995
+    input_sentence_size: int = 2_000_000  # sentences sampled to train the tokenizer
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 256
+    num_heads: int = 4
+    num_encoder_layers: int = 3
+    num_decoder_layers: int = 3
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    activation: str = "relu"
+    pre_norm: bool = False  # False: post-norm as in Vaswani et al.; True: pre-norm (more stable when deep)
+    share_embeddings: bool = True  # one embedding matrix for source and target (needs tokenizer.joint)
+    tie_output: bool = True  # output projection shares the target embedding matrix
+    max_positions: int = 1024
+
+
+@dataclass
+class TrainingConfig:
+    seed: int = 1
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA)
+    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
+    compile: bool = False  # torch.compile the model
+    batch_tokens: int = 4096  # target tokens per batch (before accumulation)
+    accumulate: int = 1  # batches per optimizer update
+    max_steps: int = 0  # optimizer updates; 0 = no limit
+    max_epochs: int = 0  # 0 = no limit
+    max_minutes: float = 0.0  # wall-clock budget for training; 0 = no limit
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 5e-4  # peak learning rate
+    betas: list = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-9
+    weight_decay: float = 0.0
+    scheduler: str = "inverse_sqrt"  # inverse_sqrt | noam | cosine | constant
+    warmup_steps: int = 1000
+    min_lr: float = 0.0  # floor for the cosine schedule
+    label_smoothing: float = 0.1
+    clip_norm: float = 0.0  # 0 = no clipping
+    validate_every: int = 1000  # optimizer updates between validations
+    log_every: int = 100
+    keep_last_n: int = 5  # step checkpoints kept (for averaging); older ones are deleted
+    average_last_n: int = 0  # at the end, average this many last step checkpoints into average.pt
+    patience: int = 0  # early stopping: validations without BLEU improvement; 0 = off
+    max_nonfinite_in_row: int = 10  # stop after this many consecutive non-finite losses/gradients
+
+
+@dataclass
+class DecodingConfig:
+    beam_size: int = 5
+    length_penalty: float = 1.0  # GNMT alpha: scores divided by ((5 + length) / 6) ** alpha
+    max_length_a: float = 1.5  # output length limit = a * source_length + b
+    max_length_b: int = 10
+    batch_size: int = 64  # sentences decoded together
+    nbest: int = 1
+    valid_beam_size: int = 1  # beam used for validation BLEU during training (1 = greedy, fastest)
+    sacrebleu_tokenize: str = "auto"  # auto picks zh/ja-mecab for Chinese/Japanese targets, else 13a
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Allowed values of string options; checked at load time.
+CHOICES = {
+    "tokenizer.model_type": ("bpe", "unigram", "char", "word"),
+    "model.activation": ("relu", "gelu"),
+    "training.precision": ("fp32", "bf16", "fp16"),
+    "training.optimizer": ("adam", "adamw"),
+    "training.scheduler": ("inverse_sqrt", "noam", "cosine", "constant"),
+}
+
+# (key, lower bound, inclusive?) for numeric options.
+MINIMUMS = {
+    "data.max_len": (1, True),
+    "tokenizer.vocab_size": (8, True),
+    "tokenizer.character_coverage": (0.0, False),
+    "model.d_model": (1, True),
+    "model.num_heads": (1, True),
+    "model.num_encoder_layers": (1, True),
+    "model.num_decoder_layers": (1, True),
+    "model.ffn_dim": (1, True),
+    "model.dropout": (0.0, True),
+    "model.attention_dropout": (0.0, True),
+    "model.activation_dropout": (0.0, True),
+    "model.max_positions": (1, True),
+    "training.num_threads": (0, True),
+    "training.batch_tokens": (1, True),
+    "training.accumulate": (1, True),
+    "training.max_steps": (0, True),
+    "training.max_epochs": (0, True),
+    "training.max_minutes": (0.0, True),
+    "training.lr": (0.0, False),
+    "training.eps": (0.0, False),
+    "training.weight_decay": (0.0, True),
+    "training.warmup_steps": (0, True),
+    "training.min_lr": (0.0, True),
+    "training.label_smoothing": (0.0, True),
+    "training.clip_norm": (0.0, True),
+    "training.validate_every": (1, True),
+    "training.log_every": (1, True),
+    "training.keep_last_n": (1, True),
+    "training.average_last_n": (0, True),
+    "training.patience": (0, True),
+    "training.max_nonfinite_in_row": (1, True),
+    "decoding.beam_size": (1, True),
+    "decoding.max_length_a": (0.0, True),
+    "decoding.max_length_b": (0, True),
+    "decoding.batch_size": (1, True),
+    "decoding.nbest": (1, True),
+    "decoding.valid_beam_size": (1, True),
+}
+MAXIMUMS = {
+    "tokenizer.character_coverage": 1.0,
+    "model.dropout": 0.99,
+    "model.attention_dropout": 0.99,
+    "model.activation_dropout": 0.99,
+    "training.label_smoothing": 0.99,
+}
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str) -> str:
+    """Replace ${VAR} and ${VAR:-default} with environment values."""
+
+    def replace(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise TransformerMTError(
+            f"environment variable {name} is used in the config but not set; "
+            f"set it or write ${{{name}:-default}}"
+        )
+
+    return _ENV_PATTERN.sub(replace, value)
+
+
+def _check_value(key: str, value, expected_type, source: str):
+    """Return the value converted to the expected type, or raise a clear error."""
+    where = f"{source}: key '{key}'"
+    origin = typing.get_origin(expected_type) or expected_type
+    if expected_type is bool or origin is bool:
+        if isinstance(value, bool):
+            return value
+        raise TransformerMTError(f"{where} must be true or false, got {value!r}")
+    if expected_type is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise TransformerMTError(f"{where} must be an integer, got {value!r}")
+    if expected_type is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise TransformerMTError(f"{where} must be a number, got {value!r}")
+    if expected_type is str:
+        if isinstance(value, str):
+            return expand_env(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise TransformerMTError(f"{where} must be a string, got {value!r}")
+    if origin is list:
+        if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return [float(v) for v in value]
+        raise TransformerMTError(f"{where} must be a list of numbers, got {value!r}")
+    raise AssertionError(f"unhandled config type {expected_type} for {key}")
+
+
+def _build_section(section_cls, values, section_name: str, source: str):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise TransformerMTError(
+            f"{source}: section '{section_name}' must be a mapping of keys to values, got {values!r}"
+        )
+    hints = typing.get_type_hints(section_cls)
+    valid = [f.name for f in dataclasses.fields(section_cls)]
+    kwargs = {}
+    for key, value in values.items():
+        full_key = f"{section_name}.{key}"
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"; did you mean '{section_name}.{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+            raise TransformerMTError(f"{source}: unknown key '{full_key}'{hint}")
+        kwargs[key] = _check_value(full_key, value, hints[key], source)
+    return section_cls(**kwargs)
+
+
+def config_from_dict(raw, source: str = "config") -> Config:
+    """Build and validate a Config from a plain dict (as read from YAML or a checkpoint)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise TransformerMTError(
+            f"{source}: the top level must be a mapping with sections "
+            f"data/tokenizer/model/training/decoding, got {type(raw).__name__}"
+        )
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    kwargs = {}
+    for name, values in raw.items():
+        if name not in sections:
+            close = difflib.get_close_matches(str(name), list(sections), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid sections: {', '.join(sections)}"
+            raise TransformerMTError(f"{source}: unknown section '{name}'{hint}")
+        section_cls = typing.get_type_hints(Config)[name]
+        kwargs[name] = _build_section(section_cls, values, name, source)
+    config = Config(**kwargs)
+    validate(config, source)
+    return config
+
+
+def validate(config: Config, source: str = "config") -> None:
+    """Check choices, ranges and cross-key constraints."""
+    for key, choices in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in choices:
+            raise TransformerMTError(f"{source}: key '{key}' must be one of {', '.join(choices)}, got {value!r}")
+    for key, (low, inclusive) in MINIMUMS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value < low or (not inclusive and value == low):
+            op = ">=" if inclusive else ">"
+            raise TransformerMTError(f"{source}: key '{key}' must be {op} {low}, got {value!r}")
+    for key, high in MAXIMUMS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value > high:
+            raise TransformerMTError(f"{source}: key '{key}' must be <= {high}, got {value!r}")
+    model = config.model
+    if model.d_model % model.num_heads != 0:
+        raise TransformerMTError(
+            f"{source}: key 'model.d_model' ({model.d_model}) must be divisible by "
+            f"'model.num_heads' ({model.num_heads})"
+        )
+    if model.share_embeddings and not config.tokenizer.joint:
+        raise TransformerMTError(
+            f"{source}: 'model.share_embeddings: true' needs 'tokenizer.joint: true' "
+            f"(one vocabulary for both languages); set one of them differently"
+        )
+    if len(config.training.betas) != 2 or not all(0 <= b < 1 for b in config.training.betas):
+        raise TransformerMTError(f"{source}: key 'training.betas' must be two numbers in [0, 1), got {config.training.betas}")
+    if config.decoding.nbest > config.decoding.beam_size:
+        raise TransformerMTError(
+            f"{source}: key 'decoding.nbest' ({config.decoding.nbest}) must be <= 'decoding.beam_size' "
+            f"({config.decoding.beam_size})"
+        )
+    if config.data.src_lang == config.data.tgt_lang:
+        raise TransformerMTError(f"{source}: 'data.src_lang' and 'data.tgt_lang' are both {config.data.src_lang!r}")
+
+
+def load_config(path, overrides: dict | None = None) -> Config:
+    """Read a YAML config file; raise TransformerMTError with the file and line on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise TransformerMTError(f"config file {path} does not exist; pass an existing YAML file to --config")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TransformerMTError(f"config file {path} is not valid UTF-8 (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise TransformerMTError(f"config file {path} cannot be read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise TransformerMTError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if overrides:
+        raw = dict(raw or {})
+        for dotted, value in overrides.items():
+            section, key = dotted.split(".", 1)
+            raw.setdefault(section, {})
+            raw[section] = dict(raw[section] or {})
+            raw[section][key] = value
+    return config_from_dict(raw, source=str(path))
+
+
+def check_data_files(config: Config, splits=("train", "valid")) -> None:
+    """Raise a clear error if a data file named by the config is missing."""
+    for split in splits:
+        for lang in (config.data.src_lang, config.data.tgt_lang):
+            path = config.data.path(split, lang)
+            if not path.is_file():
+                raise TransformerMTError(
+                    f"data file {path} (split '{split}', language '{lang}') does not exist "
+                    f"(absolute: {path.resolve()}); check 'data.root', 'data.{split}_prefix' and "
+                    f"'data.src_lang'/'data.tgt_lang' in the config"
+                )
+
+
+def save_config(config: Config, path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

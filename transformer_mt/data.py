@@ -1,0 +1,220 @@
+"""Parallel corpora: read and check text files, encode once, batch by tokens.
+
+Reading checks what commonly goes wrong with parallel text: files of
+different line counts, invalid UTF-8 (reported with its line), and empty or
+over-long pairs, which are dropped *as pairs* (never one side only, which
+would shift the alignment) and counted.
+
+Encoded corpora are cached in the run directory as flat numpy arrays plus
+offsets, so tokenization happens once per corpus. Batches hold up to
+``batch_tokens`` padded target tokens; sentences are grouped by length so
+there is little padding, and the batch order is shuffled per epoch from
+(seed, epoch), which makes the data order reproducible for exact resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import TransformerMTError
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def read_lines(path) -> list[str]:
+    """Read a UTF-8 text file as a list of lines (without newlines), with clear errors."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TransformerMTError(f"file {path} does not exist") from None
+    except IsADirectoryError:
+        raise TransformerMTError(f"{path} is a directory, expected a text file") from None
+    except OSError as exc:
+        raise TransformerMTError(f"file {path} cannot be read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TransformerMTError(
+            f"file {path} is not valid UTF-8: line {line} has an invalid byte sequence; "
+            f"convert the file to UTF-8 (e.g. iconv -f LATIN1 -t UTF-8) or remove that line from both sides"
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def read_parallel(src_path, tgt_path) -> tuple[list[str], list[str]]:
+    src_lines, tgt_lines = read_lines(src_path), read_lines(tgt_path)
+    if len(src_lines) != len(tgt_lines):
+        raise TransformerMTError(
+            f"parallel files have different line counts: {src_path} has {len(src_lines)} lines, "
+            f"{tgt_path} has {len(tgt_lines)}; line i of one must translate line i of the other"
+        )
+    return src_lines, tgt_lines
+
+
+@dataclass
+class EncodedCorpus:
+    """Token ids of a parallel corpus: flat arrays and offsets (no bos/eos added)."""
+
+    src_ids: np.ndarray
+    src_offsets: np.ndarray
+    tgt_ids: np.ndarray
+    tgt_offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.src_offsets) - 1
+
+    @property
+    def src_lengths(self) -> np.ndarray:
+        return np.diff(self.src_offsets)
+
+    @property
+    def tgt_lengths(self) -> np.ndarray:
+        return np.diff(self.tgt_offsets)
+
+    def src(self, i: int) -> np.ndarray:
+        return self.src_ids[self.src_offsets[i]:self.src_offsets[i + 1]]
+
+    def tgt(self, i: int) -> np.ndarray:
+        return self.tgt_ids[self.tgt_offsets[i]:self.tgt_offsets[i + 1]]
+
+
+def _flatten(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter((t for s in sequences for t in s), dtype=np.int32, count=int(offsets[-1]))
+    return flat, offsets
+
+
+def encode_parallel(src_path, tgt_path, src_tok: Tokenizer, tgt_tok: Tokenizer, max_len: int,
+                    cache_dir=None, drop_bad_pairs: bool = True) -> EncodedCorpus:
+    """Encode a parallel corpus, reusing a cache keyed by the files' contents and the tokenizers.
+
+    With ``drop_bad_pairs`` (training), pairs with an empty side or a side longer
+    than ``max_len`` tokens are dropped together and counted in the log.
+    """
+    src_path, tgt_path = Path(src_path), Path(tgt_path)
+    cache_file = None
+    if cache_dir is not None:
+        key = hashlib.sha1()
+        for path in (src_path, tgt_path, src_tok.model_path, tgt_tok.model_path):
+            key.update(path.read_bytes())
+        key.update(f"{max_len}{drop_bad_pairs}".encode())
+        cache_file = Path(cache_dir) / f"{src_path.name}-{tgt_path.name}-{key.hexdigest()[:16]}.npz"
+        if cache_file.exists():
+            with np.load(cache_file) as arrays:
+                return EncodedCorpus(**{name: arrays[name] for name in arrays.files})
+    src_lines, tgt_lines = read_parallel(src_path, tgt_path)
+    src_seqs, tgt_seqs = src_tok.encode(src_lines), tgt_tok.encode(tgt_lines)
+    if drop_bad_pairs:
+        empty = too_long = 0
+        keep_src, keep_tgt = [], []
+        for s, t in zip(src_seqs, tgt_seqs):
+            if not s or not t:
+                empty += 1
+            elif len(s) > max_len or len(t) + 1 > max_len:
+                too_long += 1
+            else:
+                keep_src.append(s)
+                keep_tgt.append(t)
+        if empty or too_long:
+            log.warning("%s/%s: skipped %d pairs with an empty side and %d pairs longer than data.max_len=%d tokens "
+                        "(of %d pairs)", src_path, tgt_path.suffix, empty, too_long, max_len, len(src_seqs))
+        if not keep_src:
+            raise TransformerMTError(
+                f"no usable sentence pairs in {src_path} / {tgt_path}: all {len(src_seqs)} are empty or longer "
+                f"than data.max_len={max_len}"
+            )
+        src_seqs, tgt_seqs = keep_src, keep_tgt
+    src_ids, src_offsets = _flatten(src_seqs)
+    tgt_ids, tgt_offsets = _flatten(tgt_seqs)
+    corpus = EncodedCorpus(src_ids, src_offsets, tgt_ids, tgt_offsets)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp.npz")
+        np.savez(tmp, **corpus.__dict__)
+        tmp.replace(cache_file)
+    return corpus
+
+
+@dataclass
+class Batch:
+    src_tokens: torch.Tensor  # (B, S)
+    tgt_input: torch.Tensor  # (B, T): bos + target
+    tgt_output: torch.Tensor  # (B, T): target + eos
+    num_tokens: int  # real (non-pad) target tokens
+
+    def to(self, device) -> "Batch":
+        return Batch(self.src_tokens.to(device, non_blocking=True), self.tgt_input.to(device, non_blocking=True),
+                     self.tgt_output.to(device, non_blocking=True), self.num_tokens)
+
+
+def make_batches(corpus: EncodedCorpus, batch_tokens: int, seed: int, epoch: int, shuffle: bool = True,
+                 length_multiple: int = 1) -> list[np.ndarray]:
+    """Index lists of sentences, each batch within ``batch_tokens`` padded tokens.
+
+    Sentences are sorted by (target length, source length) -- after a random
+    permutation so equal lengths are mixed -- and cut into batches; the batch
+    order is then shuffled. Everything depends only on (seed, epoch).
+    """
+    rng = np.random.default_rng([seed, epoch])
+    n = len(corpus)
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    src_len = corpus.src_lengths[order]
+    tgt_len = corpus.tgt_lengths[order] + 1  # + eos (or bos)
+    order = order[np.lexsort((src_len, tgt_len))]
+    src_len, tgt_len = corpus.src_lengths[order], corpus.tgt_lengths[order] + 1
+    batches = []
+    start = 0
+    max_len = 0
+    for i in range(n):
+        longest = max(max_len, int(tgt_len[i]), int(src_len[i]))
+        if i > start and longest * (i - start + 1) > batch_tokens:
+            batches.append(order[start:i])
+            start, longest = i, max(int(tgt_len[i]), int(src_len[i]))
+        max_len = longest
+    if start < n:
+        batches.append(order[start:])
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def pad_sequences(sequences: list[np.ndarray], prefix: int | None = None, suffix: int | None = None) -> torch.Tensor:
+    extra = (prefix is not None) + (suffix is not None)
+    longest = max(len(s) for s in sequences) + extra
+    out = np.full((len(sequences), longest), PAD_ID, dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        start = 0
+        if prefix is not None:
+            out[row, 0] = prefix
+            start = 1
+        out[row, start:start + len(seq)] = seq
+        if suffix is not None:
+            out[row, start + len(seq)] = suffix
+    return torch.from_numpy(out)
+
+
+def collate(corpus: EncodedCorpus, indices: np.ndarray) -> Batch:
+    src = [corpus.src(i) for i in indices]
+    tgt = [corpus.tgt(i) for i in indices]
+    return Batch(
+        src_tokens=pad_sequences(src),
+        tgt_input=pad_sequences(tgt, prefix=BOS_ID),
+        tgt_output=pad_sequences(tgt, suffix=EOS_ID),
+        num_tokens=int(sum(len(t) for t in tgt) + len(tgt)),
+    )

@@ -1,0 +1,49 @@
+"""Device and numeric precision: one place that decides where and how tensors compute."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import TransformerMTError
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else is checked."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TransformerMTError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TransformerMTError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+    return device
+
+
+def autocast(device: torch.device, precision: str):
+    """Context manager running the forward pass in the configured precision."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise TransformerMTError("training.precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX-512 BF16 or AMX).
+
+    Without them bf16 matmuls are emulated and far slower than fp32.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("AVX512", "AVX512_BF16", "AMX"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

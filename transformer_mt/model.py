@@ -1,0 +1,292 @@
+"""The Transformer of Vaswani et al. (2017), "Attention Is All You Need".
+
+Read top to bottom: positional encoding, embeddings, multi-head attention,
+the position-wise feed-forward network, the residual ``SublayerConnection``,
+encoder and decoder layers, and the ``Transformer`` that ties them together.
+
+Shapes: B = batch, S = source length, T = target length, D = d_model,
+H = heads. Boolean masks follow ``scaled_dot_product_attention``: True means
+"may attend".
+
+Incremental decoding (used by search.py): ``Transformer.decode`` takes a
+``cache`` — one dict per decoder layer — holding the self-attention keys and
+values of all earlier positions and the encoder keys/values projected once.
+Each step then costs one position, not the whole prefix. ``reorder_cache``
+selects rows of every cached tensor, which is how beam search follows the
+surviving beams and drops finished sentences (as in fairseq).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+def subsequent_mask(size: int, device=None) -> torch.Tensor:
+    """(size, size) boolean mask: position i may attend to positions <= i."""
+    return torch.ones(size, size, dtype=torch.bool, device=device).tril()
+
+
+class PositionalEncoding(nn.Module):
+    """Sinusoidal position signals (section 3.5), added to the scaled embeddings."""
+
+    def __init__(self, d_model: int, max_positions: int):
+        super().__init__()
+        self.d_model = d_model
+        self.register_buffer("table", self.make_table(max_positions, d_model), persistent=False)
+
+    @staticmethod
+    def make_table(length: int, d_model: int) -> torch.Tensor:
+        position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+        div_term = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+        table = torch.zeros(length, d_model)
+        table[:, 0::2] = torch.sin(position * div_term)
+        table[:, 1::2] = torch.cos(position * div_term[: d_model // 2])
+        return table
+
+    def forward(self, length: int, offset: int = 0) -> torch.Tensor:
+        end = offset + length
+        if end > self.table.size(0):
+            # Inputs longer than max_positions are still translated in full:
+            # sinusoids extend to any length, so grow the table instead of failing.
+            self.table = self.make_table(max(end, 2 * self.table.size(0)), self.d_model).to(self.table.device)
+        return self.table[offset:end]
+
+
+class Embeddings(nn.Module):
+    """Token embeddings scaled by sqrt(d_model) (section 3.4) plus positions, then dropout."""
+
+    def __init__(self, embedding: nn.Embedding, positions: PositionalEncoding, dropout: float):
+        super().__init__()
+        self.embedding = embedding
+        self.positions = positions
+        self.scale = math.sqrt(embedding.embedding_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        x = self.embedding(tokens) * self.scale
+        x = x + self.positions(tokens.size(1), offset).to(x.dtype)
+        return self.dropout(x)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention (section 3.2.2).
+
+    Self-attention projects queries, keys and values with one fused matrix;
+    cross-attention projects the query from the decoder and keys/values from
+    the encoder output (fused, and only once per sentence when cached).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float, self_attention: bool):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.self_attention = self_attention
+        self.dropout = dropout
+        if self_attention:
+            self.qkv_proj = nn.Linear(d_model, 3 * d_model)
+        else:
+            self.q_proj = nn.Linear(d_model, d_model)
+            self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, H, L, D/H)"""
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        cache: dict | None = None,
+        cache_prefix: str = "",
+    ) -> torch.Tensor:
+        if self.self_attention:
+            q, k, v = self.qkv_proj(query).chunk(3, dim=-1)
+            q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+            if cache is not None:
+                # Append this step's key/value to those of the earlier positions.
+                if cache_prefix + "k" in cache:
+                    k = torch.cat([cache[cache_prefix + "k"], k], dim=2)
+                    v = torch.cat([cache[cache_prefix + "v"], v], dim=2)
+                cache[cache_prefix + "k"], cache[cache_prefix + "v"] = k, v
+        else:
+            q = self.split_heads(self.q_proj(query))
+            if cache is not None and cache_prefix + "k" in cache:
+                k, v = cache[cache_prefix + "k"], cache[cache_prefix + "v"]
+            else:
+                k, v = self.kv_proj(memory).chunk(2, dim=-1)
+                k, v = self.split_heads(k), self.split_heads(v)
+                if cache is not None:
+                    cache[cache_prefix + "k"], cache[cache_prefix + "v"] = k, v
+        out = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+        )
+        batch, _, length, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class PositionwiseFeedForward(nn.Module):
+    """FFN(x) = W2 act(W1 x + b1) + b2 (section 3.3)."""
+
+    def __init__(self, d_model: int, ffn_dim: int, activation: str, activation_dropout: float):
+        super().__init__()
+        self.w_1 = nn.Linear(d_model, ffn_dim)
+        self.w_2 = nn.Linear(ffn_dim, d_model)
+        self.activation = F.relu if activation == "relu" else F.gelu
+        self.dropout = nn.Dropout(activation_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w_2(self.dropout(self.activation(self.w_1(x))))
+
+
+class SublayerConnection(nn.Module):
+    """Residual connection around a sublayer, with layer norm.
+
+    Post-norm (the paper): LayerNorm(x + Dropout(Sublayer(x))).
+    Pre-norm: x + Dropout(Sublayer(LayerNorm(x))); needs a final norm after the stack.
+    """
+
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
+        if self.pre_norm:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention then feed-forward, each inside a SublayerConnection."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.num_heads, cfg.attention_dropout, self_attention=True)
+        self.feed_forward = PositionwiseFeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.activation_dropout)
+        self.sublayer = nn.ModuleList(SublayerConnection(cfg.d_model, cfg.dropout, cfg.pre_norm) for _ in range(2))
+
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        x = self.sublayer[0](x, lambda x: self.self_attn(x, attn_mask=src_mask))
+        return self.sublayer[1](x, self.feed_forward)
+
+
+class DecoderLayer(nn.Module):
+    """Masked self-attention, encoder-decoder (cross) attention, then feed-forward."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.num_heads, cfg.attention_dropout, self_attention=True)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.num_heads, cfg.attention_dropout, self_attention=False)
+        self.feed_forward = PositionwiseFeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.activation_dropout)
+        self.sublayer = nn.ModuleList(SublayerConnection(cfg.d_model, cfg.dropout, cfg.pre_norm) for _ in range(3))
+
+    def forward(self, x, memory, src_mask, cache: dict | None = None) -> torch.Tensor:
+        # With a cache, x holds only the newest position, which may attend to
+        # every cached one, so no causal mask is needed.
+        causal = cache is None and x.size(1) > 1
+        x = self.sublayer[0](x, lambda x: self.self_attn(x, is_causal=causal, cache=cache, cache_prefix="self_"))
+        x = self.sublayer[1](x, lambda x: self.cross_attn(x, memory, attn_mask=src_mask, cache=cache, cache_prefix="cross_"))
+        return self.sublayer[2](x, self.feed_forward)
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer. ``forward`` is teacher-forced training;
+    ``encode`` + ``decode`` (with a cache) is what search uses."""
+
+    def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.pad_id = pad_id
+        positions = PositionalEncoding(cfg.d_model, cfg.max_positions)
+        src_embedding = nn.Embedding(src_vocab_size, cfg.d_model, padding_idx=pad_id)
+        if cfg.share_embeddings:
+            if src_vocab_size != tgt_vocab_size:
+                raise ValueError("shared embeddings need one vocabulary for source and target")
+            tgt_embedding = src_embedding
+        else:
+            tgt_embedding = nn.Embedding(tgt_vocab_size, cfg.d_model, padding_idx=pad_id)
+        self.src_embed = Embeddings(src_embedding, positions, cfg.dropout)
+        self.tgt_embed = Embeddings(tgt_embedding, positions, cfg.dropout)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_decoder_layers))
+        # Pre-norm leaves the residual stream un-normalised; normalise once at the end.
+        self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
+        self.generator = nn.Linear(cfg.d_model, tgt_vocab_size, bias=False)
+        self.reset_parameters()
+        if cfg.tie_output:
+            self.generator.weight = tgt_embedding.weight
+
+    def reset_parameters(self) -> None:
+        for name, param in self.named_parameters():
+            if param.dim() > 1:
+                nn.init.xavier_uniform_(param)
+            elif name.endswith("bias"):
+                nn.init.zeros_(param)
+        # Embeddings ~ N(0, d^-1/2): after the sqrt(d) scale they have unit variance,
+        # and as tied output weights they give logits of sensible size.
+        for embed in (self.src_embed.embedding, self.tgt_embed.embedding):
+            nn.init.normal_(embed.weight, mean=0.0, std=self.cfg.d_model ** -0.5)
+            with torch.no_grad():
+                embed.weight[self.pad_id].zero_()
+
+    def source_mask(self, src_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 1, S): True where the source token is real, not padding."""
+        return (src_tokens != self.pad_id)[:, None, None, :]
+
+    def encode(self, src_tokens: torch.Tensor):
+        """src_tokens (B, S) -> memory (B, S, D), src_mask (B, 1, 1, S)."""
+        src_mask = self.source_mask(src_tokens)
+        x = self.src_embed(src_tokens)
+        for layer in self.encoder_layers:
+            x = layer(x, src_mask)
+        return self.encoder_norm(x), src_mask
+
+    def decode(self, tgt_tokens, memory, src_mask, cache: list[dict] | None = None) -> torch.Tensor:
+        """Decoder hidden states (B, T, D). With a cache, tgt_tokens holds only the newest position."""
+        offset = 0
+        if cache is not None and "self_k" in cache[0]:
+            offset = cache[0]["self_k"].size(2)
+        x = self.tgt_embed(tgt_tokens, offset)
+        for i, layer in enumerate(self.decoder_layers):
+            x = layer(x, memory, src_mask, None if cache is None else cache[i])
+        return self.decoder_norm(x)
+
+    def forward(self, src_tokens: torch.Tensor, tgt_input: torch.Tensor,
+                output_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing: logits (B, T, V) for the next token at every target position.
+
+        With ``output_mask`` (B, T) the logits are computed only where it is True,
+        as (N, V): training skips the vocabulary projection at padding positions.
+        """
+        memory, src_mask = self.encode(src_tokens)
+        hidden = self.decode(tgt_input, memory, src_mask)
+        if output_mask is not None:
+            hidden = hidden[output_mask]
+        return self.generator(hidden)
+
+    def new_cache(self) -> list[dict]:
+        return [{} for _ in self.decoder_layers]
+
+    @staticmethod
+    def reorder_cache(cache: list[dict], index: torch.Tensor) -> list[dict]:
+        """Keep rows `index` of every cached tensor (beam reordering, dropping finished sentences)."""
+        return [{name: tensor.index_select(0, index) for name, tensor in layer.items()} for layer in cache]
+
+
+def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> Transformer:
+    return Transformer(cfg, src_vocab_size, tgt_vocab_size, pad_id)

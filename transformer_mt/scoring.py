@@ -1,0 +1,43 @@
+"""Corpus-level BLEU and chrF with sacreBLEU, reported with its signature."""
+
+from __future__ import annotations
+
+from sacrebleu.metrics import BLEU, CHRF
+
+from .errors import TransformerMTError
+
+
+def default_tokenize(tgt_lang: str) -> str:
+    """sacreBLEU's tokenizer for the target language: zh for Chinese, ja-mecab for Japanese, else 13a."""
+    lang = tgt_lang.lower().split("-")[0].split("_")[0]
+    if lang in ("zh", "cmn", "yue"):
+        return "zh"
+    if lang in ("ja", "jpn"):
+        return "ja-mecab"
+    return "13a"
+
+
+def score(hypotheses: list[str], references: list[str], tokenize: str = "13a") -> dict:
+    """Return {'bleu', 'chrf', 'signature', 'bleu_signature', 'chrf_signature', 'bleu_details'}."""
+    if len(hypotheses) != len(references):
+        raise TransformerMTError(
+            f"{len(hypotheses)} hypotheses but {len(references)} references; both must have one line per sentence"
+        )
+    try:
+        bleu_metric = BLEU(tokenize=tokenize)
+    except Exception as exc:  # sacrebleu raises plain exceptions for missing optional tokenizers
+        raise TransformerMTError(f"sacreBLEU tokenizer {tokenize!r} is not available: {exc}") from None
+    chrf_metric = CHRF()
+    bleu = bleu_metric.corpus_score(hypotheses, [references])
+    chrf = chrf_metric.corpus_score(hypotheses, [references])
+    bleu_signature = str(bleu_metric.get_signature())
+    chrf_signature = str(chrf_metric.get_signature())
+    return {
+        "bleu": bleu.score,
+        "chrf": chrf.score,
+        "signature": bleu_signature,
+        "bleu_signature": bleu_signature,
+        "chrf_signature": chrf_signature,
+        "bleu_details": str(bleu),
+        "num_sentences": len(hypotheses),
+    }

@@ -1,0 +1,169 @@
+"""Greedy and beam search over a Transformer with incremental (cached) decoding.
+
+Both start every hypothesis from the start token (bos) and stop it at the end
+token (eos) or at the length limit ``max_length_a * source_length +
+max_length_b``. Returned token lists contain neither bos nor eos.
+
+Beam search keeps the beams of all sentences in one (sentences * beam) batch.
+Each step scores beam_size * vocab continuations per sentence, keeps the
+best 2 * beam_size, moves those ending in eos to the sentence's finished
+list and continues with the best beam_size others. A sentence is done once
+it has beam_size finished hypotheses; done sentences leave the batch (their
+rows are dropped from the encoder output and the cache) so later steps only
+pay for sentences still being decoded. Finished hypotheses are ranked by
+score / ((5 + length) / 6) ** length_penalty (Wu et al. 2016).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .model import Transformer
+from .tokenizer import BOS_ID, EOS_ID
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]
+    score: float  # length-normalised log-probability
+    log_prob: float
+
+
+def length_limits(src_tokens: torch.Tensor, pad_id: int, a: float, b: int) -> torch.Tensor:
+    src_lengths = (src_tokens != pad_id).sum(dim=1)
+    return (src_lengths.float() * a + b).long().clamp(min=1)
+
+
+def step_log_probs(model: Transformer, prev_tokens, memory, src_mask, cache) -> torch.Tensor:
+    """Log-probabilities (N, V) of the next token given the newest token of each row."""
+    hidden = model.decode(prev_tokens, memory, src_mask, cache)
+    return torch.log_softmax(model.generator(hidden[:, -1]).float(), dim=-1)
+
+
+@torch.inference_mode()
+def greedy_search(model: Transformer, src_tokens: torch.Tensor, max_length_a: float = 1.5,
+                  max_length_b: int = 10) -> list[list[int]]:
+    model.eval()
+    batch = src_tokens.size(0)
+    device = src_tokens.device
+    memory, src_mask = model.encode(src_tokens)
+    max_lens = length_limits(src_tokens, model.pad_id, max_length_a, max_length_b)
+    cache = model.new_cache()
+    prev = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
+    outputs: list[list[int]] = [[] for _ in range(batch)]
+    active = torch.arange(batch, device=device)  # original row of each active row
+    for step in range(int(max_lens.max())):
+        next_tokens = step_log_probs(model, prev, memory, src_mask, cache).argmax(dim=-1)
+        tokens_cpu = next_tokens.tolist()
+        keep = []
+        for row, (orig, token) in enumerate(zip(active.tolist(), tokens_cpu)):
+            if token == EOS_ID:
+                continue
+            outputs[orig].append(token)
+            if len(outputs[orig]) < int(max_lens[orig]):
+                keep.append(row)
+        if not keep:
+            break
+        if len(keep) < len(tokens_cpu):
+            index = torch.tensor(keep, device=device)
+            active, memory, src_mask = active[index], memory[index], src_mask[index]
+            next_tokens = next_tokens[index]
+            cache = model.reorder_cache(cache, index)
+        prev = next_tokens.unsqueeze(1)
+    return outputs
+
+
+@torch.inference_mode()
+def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5, length_penalty: float = 1.0,
+                max_length_a: float = 1.5, max_length_b: int = 10, nbest: int = 1) -> list[list[Hypothesis]]:
+    """Return, for each source sentence, its ``nbest`` best hypotheses, best first."""
+    model.eval()
+    num_sentences = src_tokens.size(0)
+    device = src_tokens.device
+    k = beam_size
+    memory, src_mask = model.encode(src_tokens)
+    max_lens = length_limits(src_tokens, model.pad_id, max_length_a, max_length_b).tolist()
+
+    # Expand encoder output to (sentences * beam) rows: rows s*k .. s*k+k-1 belong to sentence s.
+    expand = torch.arange(num_sentences, device=device).repeat_interleave(k)
+    memory, src_mask = memory[expand], src_mask[expand]
+    cache = model.new_cache()
+    prev = torch.full((num_sentences * k, 1), BOS_ID, dtype=torch.long, device=device)
+    # Only the first beam of each sentence is live at step 0, so the k beams do not start as k copies.
+    scores = torch.full((num_sentences, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    tokens = torch.empty((num_sentences, k, 0), dtype=torch.long, device=device)
+    finished: list[list[Hypothesis]] = [[] for _ in range(num_sentences)]
+    active = list(range(num_sentences))  # original index of each active sentence
+
+    def normalise(log_prob: float, length: int) -> float:
+        return log_prob / (((5.0 + length) / 6.0) ** length_penalty)
+
+    for step in range(max(max_lens)):
+        num_active = len(active)
+        lprobs = step_log_probs(model, prev, memory, src_mask, cache)  # (A*k, V)
+        vocab = lprobs.size(-1)
+        candidates = (scores.unsqueeze(-1) + lprobs.view(num_active, k, vocab)).view(num_active, k * vocab)
+        top_scores, top_index = candidates.topk(2 * k, dim=1)  # (A, 2k)
+        top_beam, top_token = top_index // vocab, top_index % vocab
+        is_eos = top_token == EOS_ID
+
+        # Hypotheses ending now (only those among a sentence's best k can matter).
+        eos_rows, eos_cols = torch.nonzero(is_eos[:, :k] & torch.isfinite(top_scores[:, :k]), as_tuple=True)
+        if len(eos_rows):
+            for row, col, score, beam in zip(eos_rows.tolist(), eos_cols.tolist(),
+                                             top_scores[eos_rows, eos_cols].tolist(),
+                                             top_beam[eos_rows, eos_cols].tolist()):
+                sentence = active[row]
+                if len(finished[sentence]) < k:
+                    hyp_tokens = tokens[row, beam].tolist()
+                    finished[sentence].append(Hypothesis(hyp_tokens, normalise(score, len(hyp_tokens) + 1), score))
+
+        # Continue with the best k candidates that do not end in eos (stable sort keeps score order).
+        order = torch.sort(is_eos.to(torch.int8), dim=1, stable=True).indices[:, :k]
+        next_scores = top_scores.gather(1, order)
+        next_beam = top_beam.gather(1, order)
+        next_token = top_token.gather(1, order)
+        row_base = (torch.arange(num_active, device=device) * k).unsqueeze(1)
+        source_rows = (row_base + next_beam).view(-1)
+        tokens = torch.cat([tokens.reshape(num_active * k, step)[source_rows].view(num_active, k, step),
+                            next_token.unsqueeze(-1)], dim=2)
+        scores = next_scores
+
+        # Sentences that are done: k finished hypotheses, or the length limit reached.
+        keep_sentences = []
+        length_now = step + 1
+        scores_cpu = scores.tolist() if any(length_now >= max_lens[s] for s in active) else None
+        for row, sentence in enumerate(active):
+            if len(finished[sentence]) >= k:
+                continue
+            if length_now >= max_lens[sentence]:
+                for beam in range(k):
+                    if len(finished[sentence]) >= k:
+                        break
+                    log_prob = scores_cpu[row][beam]
+                    if log_prob == float("-inf"):
+                        continue
+                    hyp_tokens = tokens[row, beam].tolist()
+                    finished[sentence].append(Hypothesis(hyp_tokens, normalise(log_prob, len(hyp_tokens)), log_prob))
+                continue
+            keep_sentences.append(row)
+        if not keep_sentences:
+            break
+        if len(keep_sentences) < num_active:
+            keep = torch.tensor(keep_sentences, device=device)
+            active = [active[row] for row in keep_sentences]
+            scores, tokens = scores[keep], tokens[keep]
+            source_rows = source_rows.view(num_active, k)[keep].view(-1)
+            keep_rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
+            memory, src_mask = memory[keep_rows], src_mask[keep_rows]
+        cache = model.reorder_cache(cache, source_rows)
+        prev = tokens[:, :, -1].reshape(-1, 1)
+
+    results = []
+    for hyps in finished:
+        hyps = sorted(hyps, key=lambda h: h.score, reverse=True)
+        results.append(hyps[:nbest])
+    return results

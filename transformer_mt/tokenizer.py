@@ -1,0 +1,124 @@
+"""SentencePiece tokenization: train the models, map text <-> ids.
+
+Special ids are fixed for every model: pad 0, unk 1, bos 2, eos 3. The
+models live inside the run directory (``spm.model`` for a joint vocabulary,
+``spm.src.model`` and ``spm.tgt.model`` otherwise), so a run directory is all
+a translator needs. Training again reuses models that are already there.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import sentencepiece as spm
+
+from .config import TokenizerConfig
+from .errors import TransformerMTError
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+log = logging.getLogger(__name__)
+
+
+class Tokenizer:
+    """One SentencePiece model: text -> list of ids (no bos/eos) and back."""
+
+    def __init__(self, model_path):
+        self.model_path = Path(model_path)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(model_path))
+        except (OSError, RuntimeError) as exc:
+            raise TransformerMTError(
+                f"tokenizer model {model_path} cannot be loaded ({exc}); the run directory is incomplete, "
+                f"train again or copy the whole run directory"
+            ) from None
+        if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+            raise TransformerMTError(
+                f"tokenizer model {model_path} has special ids pad/unk/bos/eos = "
+                f"{self.sp.pad_id()}/{self.sp.unk_id()}/{self.sp.bos_id()}/{self.sp.eos_id()}, expected 0/1/2/3"
+            )
+
+    def __len__(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode(texts)
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        return self.sp.decode(ids)
+
+    def pieces(self, text: str) -> list[str]:
+        return self.sp.encode(text, out_type=str)
+
+
+def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig) -> None:
+    log.info("training SentencePiece %s model (%d pieces) on %s", cfg.model_type, cfg.vocab_size,
+             ", ".join(str(p) for p in input_files))
+    # Training writes into a temporary prefix and renames at the end, so an
+    # interrupted run never leaves a half-written tokenizer to be "reused".
+    tmp_prefix = model_prefix.with_name(model_prefix.name + ".tmp")
+    # SentencePiece logs verbosely to a file descriptor; keep its log in the run directory.
+    log_path = model_prefix.with_name(model_prefix.name + ".train.log")
+    try:
+        with open(log_path, "w", encoding="utf-8") as log_stream:
+            spm.SentencePieceTrainer.train(
+                input=[str(p) for p in input_files],
+                model_prefix=str(tmp_prefix),
+                vocab_size=cfg.vocab_size,
+                model_type=cfg.model_type,
+                character_coverage=cfg.character_coverage,
+                input_sentence_size=cfg.input_sentence_size,
+                shuffle_input_sentence=True,
+                pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+                # Multi-digit numbers split into digits generalise better on small data.
+                split_digits=True,
+                logstream=log_stream,
+            )
+    except RuntimeError as exc:
+        message = str(exc)
+        if "Vocabulary size is too large" in message or "vocab_size" in message:
+            raise TransformerMTError(
+                f"tokenizer.vocab_size {cfg.vocab_size} is too large for the training text "
+                f"({message.strip()}); lower 'tokenizer.vocab_size' in the config"
+            ) from None
+        raise TransformerMTError(f"SentencePiece training failed on {input_files}: {message.strip()}") from None
+    for suffix in (".model", ".vocab"):
+        Path(str(tmp_prefix) + suffix).replace(str(model_prefix) + suffix)
+
+
+def tokenizer_paths(run_dir, joint: bool) -> tuple[Path, Path]:
+    run_dir = Path(run_dir)
+    if joint:
+        return run_dir / "spm.model", run_dir / "spm.model"
+    return run_dir / "spm.src.model", run_dir / "spm.tgt.model"
+
+
+def build_tokenizers(run_dir, cfg: TokenizerConfig, src_train: Path, tgt_train: Path) -> tuple[Tokenizer, Tokenizer]:
+    """Train (or reuse) the source and target tokenizers of a run."""
+    src_path, tgt_path = tokenizer_paths(run_dir, cfg.joint)
+    if cfg.joint:
+        if not src_path.exists():
+            _train_one([src_train, tgt_train], src_path.with_suffix(""), cfg)
+        else:
+            log.info("reusing tokenizer %s", src_path)
+        tokenizer = Tokenizer(src_path)
+        return tokenizer, tokenizer
+    for path, train_file in ((src_path, src_train), (tgt_path, tgt_train)):
+        if not path.exists():
+            _train_one([train_file], path.with_suffix(""), cfg)
+        else:
+            log.info("reusing tokenizer %s", path)
+    return Tokenizer(src_path), Tokenizer(tgt_path)
+
+
+def load_tokenizers(run_dir, joint: bool) -> tuple[Tokenizer, Tokenizer]:
+    src_path, tgt_path = tokenizer_paths(run_dir, joint)
+    for path in {src_path, tgt_path}:
+        if not path.is_file():
+            raise TransformerMTError(
+                f"tokenizer model {path} is missing; the run directory {run_dir} is incomplete "
+                f"(was training started there?)"
+            )
+    src = Tokenizer(src_path)
+    return (src, src) if joint else (src, Tokenizer(tgt_path))

@@ -1,0 +1,493 @@
+"""Training: from a Config to a self-contained run directory.
+
+    from transformer_mt import load_config, train
+    summary = train(load_config("configs/demo.yaml"), "runs/demo")
+
+A run directory holds everything needed to translate and to resume:
+
+    config.yaml               the resolved config
+    spm.model                 SentencePiece model (spm.src/tgt.model when not joint)
+    checkpoint_last.pt        model, optimizer, scheduler, scaler, RNG states, data position
+    checkpoint_best.pt        weights with the best validation BLEU
+    checkpoint_step*.pt       the last ``keep_last_n`` validation checkpoints (for averaging)
+    checkpoint_average.pt     average of the last ``average_last_n`` of those (if asked for)
+    train.log, metrics.jsonl  human-readable log and one JSON object per log/validation event
+    cache/                    the encoded corpora
+
+Starting training over a run directory that already has a checkpoint resumes
+it when the config is compatible, and refuses otherwise (unless overwrite).
+SIGINT/SIGTERM save a checkpoint and stop; resuming continues exactly where
+the run stopped (same data order, same dropout masks on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .config import Config, check_data_files, config_from_dict, save_config
+from .data import collate, encode_parallel, make_batches, read_lines
+from .device import autocast, resolve_device
+from .errors import TransformerMTError
+from .loss import label_smoothed_nll_loss
+from .model import Transformer, build_model
+from .scoring import default_tokenize, score
+from .tokenizer import PAD_ID, build_tokenizers
+from .translator import CHECKPOINT_NAMES, Translator
+
+log = logging.getLogger("transformer_mt")
+
+# Keys that may change between a run and its resumption (budgets, logging, hardware).
+RESUMABLE_CHANGES = {
+    "training": {"max_steps", "max_epochs", "max_minutes", "patience", "validate_every", "log_every", "device",
+                 "num_threads", "keep_last_n", "average_last_n", "compile", "max_nonfinite_in_row"},
+    "decoding": {"beam_size", "length_penalty", "max_length_a", "max_length_b", "batch_size", "nbest",
+                 "valid_beam_size", "sacrebleu_tokenize"},
+}
+
+
+class TrainingInterrupted(TransformerMTError):
+    """Raised after SIGINT/SIGTERM once the checkpoint is saved."""
+
+
+def learning_rate_factor(step: int, cfg) -> float:
+    """Multiplier of ``training.lr`` at optimizer update ``step`` (1-based)."""
+    step = max(step, 1)
+    warmup = cfg.warmup_steps
+    if cfg.scheduler == "constant":
+        return min(1.0, step / warmup) if warmup else 1.0
+    if cfg.scheduler in ("inverse_sqrt", "noam"):
+        # Vaswani et al.: linear warmup, then decay with 1/sqrt(step); peak = lr at step == warmup.
+        if not warmup:
+            return 1.0 / math.sqrt(step)
+        return min(step / warmup, math.sqrt(warmup / step))
+    # cosine: warmup, then cosine decay to min_lr at max_steps
+    if warmup and step < warmup:
+        return step / warmup
+    total = max(cfg.max_steps, warmup + 1)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    floor = cfg.min_lr / cfg.lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def setup_logging(run_dir: Path) -> logging.Handler:
+    log.setLevel(logging.INFO)
+    log.propagate = False  # our own console handler below; avoid printing every line twice
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in log.handlers):
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(console)
+    return handler
+
+
+def _incompatible_keys(old: dict, new: dict) -> list[str]:
+    diffs = []
+    for section, values in new.items():
+        for key, value in values.items():
+            if key in RESUMABLE_CHANGES.get(section, ()):
+                continue
+            if old.get(section, {}).get(key) != value:
+                diffs.append(f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {value!r}")
+    return diffs
+
+
+def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool) -> bool:
+    """Create or check the run directory; return True when training should resume from it."""
+    last = run_dir / CHECKPOINT_NAMES["last"]
+    saved_config = run_dir / "config.yaml"
+    if overwrite and run_dir.exists():
+        for pattern in ("checkpoint_*.pt", "spm*.model", "spm*.vocab", "metrics.jsonl", "train.log", "config.yaml"):
+            for path in run_dir.glob(pattern):
+                path.unlink()
+        shutil.rmtree(run_dir / "cache", ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if saved_config.exists():
+        import yaml
+
+        try:
+            old = yaml.safe_load(saved_config.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            old = {}
+        diffs = _incompatible_keys(old, config.to_dict())
+        if diffs:
+            raise TransformerMTError(
+                f"output directory {run_dir} holds a run with a different config ({'; '.join(diffs[:5])}); "
+                f"use another --output-dir, or pass --overwrite to delete that run"
+            )
+    if resume and not last.exists():
+        raise TransformerMTError(f"--resume was given but {last} does not exist; start without --resume")
+    return last.exists()
+
+
+class Trainer:
+    """Owns the model, optimizer and data of one run; ``run()`` trains until a budget is spent."""
+
+    def __init__(self, config: Config, run_dir, device: str | None = None, resume: bool = False,
+                 overwrite: bool = False, show_progress: bool | None = None):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.show_progress = show_progress
+        cfg = config.training
+        resuming = prepare_run_dir(config, self.run_dir, resume, overwrite)
+        self.log_handler = setup_logging(self.run_dir)
+        save_config(config, self.run_dir / "config.yaml")
+        check_data_files(config, ("train", "valid"))
+
+        self.device = resolve_device(device or cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.seed_everything(cfg.seed)
+
+        data = config.data
+        self.src_tok, self.tgt_tok = build_tokenizers(
+            self.run_dir, config.tokenizer, data.path("train", data.src_lang), data.path("train", data.tgt_lang))
+        self.train_data = encode_parallel(
+            data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
+            data.max_len, cache_dir=self.run_dir / "cache")
+        self.valid_src = read_lines(data.path("valid", data.src_lang))
+        self.valid_ref = read_lines(data.path("valid", data.tgt_lang))
+        if len(self.valid_src) != len(self.valid_ref):
+            raise TransformerMTError(
+                f"parallel files have different line counts: {data.path('valid', data.src_lang)} has "
+                f"{len(self.valid_src)} lines, {data.path('valid', data.tgt_lang)} has {len(self.valid_ref)}")
+        self.valid_data = encode_parallel(
+            data.path("valid", data.src_lang), data.path("valid", data.tgt_lang), self.src_tok, self.tgt_tok,
+            data.max_len, cache_dir=self.run_dir / "cache")
+
+        self.model: Transformer = build_model(config.model, len(self.src_tok), len(self.tgt_tok), PAD_ID).to(self.device)
+        self.train_model = torch.compile(self.model) if cfg.compile else self.model
+        optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                       weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda i: learning_rate_factor(i + 1, cfg))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16" and self.device.type == "cuda")
+
+        self.step = 0
+        self.epoch = 0
+        self.batches_done = 0  # batches of the current epoch already consumed
+        self.best_bleu = -1.0
+        self.validations_without_improvement = 0
+        self.nonfinite_in_row = 0
+        self.nonfinite_total = 0
+        self.elapsed = 0.0  # training seconds of earlier sessions of this run
+        self.stop_signal = None
+        if resuming:
+            self.load_state(self.run_dir / CHECKPOINT_NAMES["last"])
+
+        num_params = sum(p.numel() for p in self.model.parameters())
+        log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s, "
+                 "precision %s", self.run_dir, len(self.train_data), len(self.valid_src), len(self.src_tok),
+                 len(self.tgt_tok), num_params / 1e6, self.device, cfg.precision)
+
+    # --- state -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def state_dict(self, full: bool = True) -> dict:
+        state = {
+            "format_version": ckpt.FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "vocab_sizes": {"src": len(self.src_tok), "tgt": len(self.tgt_tok)},
+            "step": self.step,
+            "epoch": self.epoch,
+            "best_bleu": self.best_bleu,
+        }
+        if full:
+            state.update({
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": {
+                    "python": random.getstate(),
+                    "numpy": np.random.get_state(),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                },
+                "data_position": {"epoch": self.epoch, "batches_done": self.batches_done},
+                "validations_without_improvement": self.validations_without_improvement,
+                "elapsed": self.elapsed,
+                "nonfinite_total": self.nonfinite_total,
+            })
+        return state
+
+    def load_state(self, path: Path) -> None:
+        state = ckpt.load_checkpoint(path, map_location=self.device)
+        if "optimizer" not in state:
+            raise TransformerMTError(f"{path} holds only model weights and cannot be resumed from")
+        old_config = config_from_dict(state["config"], source=f"config stored in {path}")
+        diffs = _incompatible_keys(old_config.to_dict(), self.config.to_dict())
+        if diffs:
+            raise TransformerMTError(
+                f"checkpoint {path} was trained with a different config ({'; '.join(diffs[:5])}); "
+                f"use another --output-dir or --overwrite")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise TransformerMTError(f"checkpoint {path} does not fit the model of this config") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        self.step = state["step"]
+        self.epoch = state["data_position"]["epoch"]
+        self.batches_done = state["data_position"]["batches_done"]
+        self.best_bleu = state["best_bleu"]
+        self.validations_without_improvement = state["validations_without_improvement"]
+        self.elapsed = state["elapsed"]
+        self.nonfinite_total = state.get("nonfinite_total", 0)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch + 1,
+                 self.batches_done)
+
+    def save_checkpoints(self, is_best: bool) -> None:
+        cfg = self.config.training
+        ckpt.atomic_save(self.state_dict(full=True), self.run_dir / CHECKPOINT_NAMES["last"])
+        weights = self.state_dict(full=False)
+        ckpt.atomic_save(weights, self.run_dir / f"checkpoint_step{self.step:08d}.pt")
+        if is_best:
+            ckpt.atomic_save(weights, self.run_dir / CHECKPOINT_NAMES["best"])
+        for old in self.step_checkpoints()[:-cfg.keep_last_n]:
+            old.unlink(missing_ok=True)
+
+    def step_checkpoints(self) -> list[Path]:
+        return sorted(self.run_dir.glob("checkpoint_step*.pt"))
+
+    def write_metrics(self, record: dict) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # --- one update ------------------------------------------------------------------------------
+
+    def compute_loss(self, batch):
+        """Summed label-smoothed loss and NLL of one batch."""
+        real = batch.tgt_output != PAD_ID
+        with autocast(self.device, self.config.training.precision):
+            logits = self.train_model(batch.src_tokens, batch.tgt_input, real)
+        return label_smoothed_nll_loss(logits, batch.tgt_output[real], self.config.training.label_smoothing, PAD_ID)
+
+    def train_update(self, batches) -> dict | None:
+        """One optimizer update over ``batches`` (gradient accumulation); None if skipped as non-finite."""
+        cfg = self.config.training
+        self.model.train()
+        total_tokens = sum(b.num_tokens for b in batches)
+        loss_sum = nll_sum = 0.0
+        for batch in batches:
+            batch = batch.to(self.device)
+            loss, nll = self.compute_loss(batch)
+            # Normalise by the tokens of the whole update so accumulation equals one big batch.
+            self.scaler.scale(loss / total_tokens).backward()
+            loss_sum += loss.item()
+            nll_sum += nll.item()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm or float("inf"))
+        if not (math.isfinite(loss_sum) and math.isfinite(grad_norm.item())):
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler.is_enabled():
+                self.scaler.update()  # fp16: lowers the scale; overflow is routine, not an error
+                return None
+            self.nonfinite_in_row += 1
+            self.nonfinite_total += 1
+            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", self.step + 1,
+                        self.nonfinite_in_row)
+            self.write_metrics({"type": "nonfinite", "step": self.step + 1, "in_row": self.nonfinite_in_row,
+                                "total": self.nonfinite_total})
+            if self.nonfinite_in_row >= cfg.max_nonfinite_in_row:
+                raise TransformerMTError(
+                    f"{self.nonfinite_in_row} updates in a row had a non-finite loss or gradient; training "
+                    f"diverged. Lower training.lr, raise training.warmup_steps, set training.clip_norm, or use "
+                    f"fp32 precision, then resume")
+            return None
+        self.nonfinite_in_row = 0
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"loss": loss_sum / total_tokens, "nll": nll_sum / total_tokens, "tokens": total_tokens,
+                "grad_norm": grad_norm.item()}
+
+    # --- validation ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validation_loss(self) -> tuple[float, float]:
+        self.model.eval()
+        loss_sum = nll_sum = 0.0
+        tokens = 0
+        for indices in make_batches(self.valid_data, self.config.training.batch_tokens, 0, 0, shuffle=False):
+            batch = collate(self.valid_data, indices).to(self.device)
+            loss, nll = self.compute_loss(batch)
+            loss_sum += loss.item()
+            nll_sum += nll.item()
+            tokens += batch.num_tokens
+        return loss_sum / tokens, nll_sum / tokens
+
+    def validate(self) -> dict:
+        start = time.time()
+        loss, nll = self.validation_loss()
+        translator = Translator(self.model, self.src_tok, self.tgt_tok, self.config, self.device,
+                                self.config.training.precision)
+        dec = self.config.decoding
+        hyps = translator.translate(self.valid_src, beam_size=dec.valid_beam_size)
+        tokenize = dec.sacrebleu_tokenize
+        if tokenize == "auto":
+            tokenize = default_tokenize(self.config.data.tgt_lang)
+        scores = score(hyps, self.valid_ref, tokenize)
+        result = {"type": "valid", "step": self.step, "epoch": self.epoch + 1, "loss": loss, "nll": nll,
+                  "ppl": math.exp(min(nll, 50)), "bleu": scores["bleu"], "chrf": scores["chrf"],
+                  "seconds": time.time() - start}
+        self.model.train()
+        return result
+
+    def validate_and_save(self) -> bool:
+        """Validate, log, save checkpoints; return True when early stopping says stop."""
+        result = self.validate()
+        is_best = result["bleu"] > self.best_bleu
+        if is_best:
+            self.best_bleu = result["bleu"]
+            self.validations_without_improvement = 0
+        else:
+            self.validations_without_improvement += 1
+        result["best_bleu"] = self.best_bleu
+        self.write_metrics(result)
+        log.info("validation at step %d: loss %.3f, ppl %.2f, BLEU %.2f, chrF %.2f (best %.2f)%s [%.1fs]",
+                 self.step, result["loss"], result["ppl"], result["bleu"], result["chrf"], self.best_bleu,
+                 " *" if is_best else "", result["seconds"])
+        self.save_checkpoints(is_best)
+        patience = self.config.training.patience
+        return bool(patience) and self.validations_without_improvement >= patience
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def budget_spent(self, session_start: float) -> str | None:
+        cfg = self.config.training
+        if cfg.max_steps and self.step >= cfg.max_steps:
+            return f"reached training.max_steps={cfg.max_steps}"
+        if cfg.max_epochs and self.epoch >= cfg.max_epochs:
+            return f"reached training.max_epochs={cfg.max_epochs}"
+        if cfg.max_minutes and self.elapsed + time.time() - session_start >= cfg.max_minutes * 60:
+            return f"reached training.max_minutes={cfg.max_minutes}"
+        return None
+
+    def _handle_signal(self, signum, frame) -> None:
+        if self.stop_signal is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.stop_signal = signal.Signals(signum).name
+        log.warning("%s received: finishing the current update, then saving a checkpoint", self.stop_signal)
+
+    def run(self) -> dict:
+        cfg = self.config.training
+        if not (cfg.max_steps or cfg.max_epochs or cfg.max_minutes or cfg.patience):
+            raise TransformerMTError(
+                "training has no end: set training.max_steps, training.max_epochs, training.max_minutes "
+                "or training.patience")
+        previous_handlers = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous_handlers[sig] = signal.signal(sig, self._handle_signal)
+            except ValueError:
+                pass  # not the main thread: signals stay with the caller
+        session_start = time.time()
+        stop_reason = self.budget_spent(session_start)
+        progress = tqdm(total=cfg.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True,
+                        disable=(not self.show_progress) if self.show_progress is not None else None,
+                        mininterval=1.0)
+        window_tokens, window_loss, window_start = 0, 0.0, time.time()
+        try:
+            while stop_reason is None:
+                batches = make_batches(self.train_data, cfg.batch_tokens, cfg.seed, self.epoch)
+                while self.batches_done < len(batches) and stop_reason is None:
+                    group = batches[self.batches_done:self.batches_done + cfg.accumulate]
+                    self.batches_done += len(group)
+                    stats = self.train_update([collate(self.train_data, idx) for idx in group])
+                    if stats is None:
+                        continue
+                    window_tokens += stats["tokens"]
+                    window_loss += stats["loss"] * stats["tokens"]
+                    progress.update(1)
+                    if self.step % cfg.log_every == 0:
+                        seconds = time.time() - window_start
+                        record = {"type": "train", "step": self.step, "epoch": self.epoch + 1,
+                                  "loss": window_loss / window_tokens, "lr": self.scheduler.get_last_lr()[0],
+                                  "tokens_per_s": window_tokens / max(seconds, 1e-9),
+                                  "grad_norm": stats["grad_norm"]}
+                        self.write_metrics(record)
+                        progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                                             tok_s=f"{record['tokens_per_s']:.0f}")
+                        log.debug("step %d loss %.4f", self.step, record["loss"])
+                        window_tokens, window_loss, window_start = 0, 0.0, time.time()
+                    stop_reason = self.budget_spent(session_start)
+                    if self.stop_signal:
+                        stop_reason = f"{self.stop_signal} received"
+                    if stop_reason is None and self.step % cfg.validate_every == 0:
+                        self.elapsed += time.time() - session_start
+                        session_start = time.time()
+                        if self.validate_and_save():
+                            stop_reason = (f"early stopping: no BLEU improvement in {cfg.patience} validations")
+                if self.batches_done >= len(batches):
+                    self.epoch += 1
+                    self.batches_done = 0
+                    log.info("epoch %d done at step %d", self.epoch, self.step)
+                    if stop_reason is None:
+                        stop_reason = self.budget_spent(session_start)
+            progress.close()
+            self.elapsed += time.time() - session_start
+            session_start = time.time()
+            if self.stop_signal:
+                self.save_checkpoints(is_best=False)
+                raise TrainingInterrupted(
+                    f"training stopped by {self.stop_signal} at step {self.step}; checkpoint saved in "
+                    f"{self.run_dir}. Resume with: transformer-mt train --config <same config> "
+                    f"--output-dir {self.run_dir} --resume")
+            log.info("training stopped: %s", stop_reason)
+            if not self.step_checkpoints() or not self.step_checkpoints()[-1].name.endswith(f"{self.step:08d}.pt"):
+                self.validate_and_save()
+            if cfg.average_last_n:
+                self.average()
+        finally:
+            progress.close()
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+            log.removeHandler(self.log_handler)
+            self.log_handler.close()
+        return {"run_dir": str(self.run_dir), "step": self.step, "epoch": self.epoch, "best_bleu": self.best_bleu,
+                "train_seconds": self.elapsed, "stop_reason": stop_reason}
+
+    def average(self) -> Path | None:
+        paths = self.step_checkpoints()[-self.config.training.average_last_n:]
+        if len(paths) < 2:
+            log.info("only %d step checkpoint(s); nothing to average", len(paths))
+            return None
+        out = self.run_dir / CHECKPOINT_NAMES["average"]
+        ckpt.average_checkpoints(paths, out)
+        log.info("averaged %d checkpoints (%s .. %s) into %s", len(paths), paths[0].name, paths[-1].name, out)
+        return out
+
+
+def train(config: Config, output_dir, device: str | None = None, resume: bool = False, overwrite: bool = False,
+          show_progress: bool | None = None) -> dict:
+    """Train a model as configured and return a summary (run_dir, step, best_bleu, train_seconds, ...)."""
+    return Trainer(config, output_dir, device, resume, overwrite, show_progress).run()

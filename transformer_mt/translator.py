@@ -1,0 +1,143 @@
+"""The batched Python translation API.
+
+    from transformer_mt import Translator
+    translator = Translator.from_run("runs/demo")
+    translator.translate(["first sentence", "second sentence"], beam_size=5)
+
+Sentences are tokenized, sorted by length (so batches hold sentences of
+similar length and little padding), decoded in batches, detokenized and
+returned in input order. An empty input sentence gives an empty output.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import Config, config_from_dict
+from .device import autocast, resolve_device
+from .errors import TransformerMTError
+from .model import Transformer, build_model
+from .search import beam_search, greedy_search
+from .tokenizer import PAD_ID, Tokenizer, load_tokenizers
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAMES = {"best": "checkpoint_best.pt", "last": "checkpoint_last.pt", "average": "checkpoint_average.pt"}
+
+
+def find_checkpoint(run_dir, checkpoint: str = "best") -> Path:
+    """Resolve 'best' / 'last' / 'average' or a file path to a checkpoint file of a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise TransformerMTError(f"run directory {run_dir} does not exist; pass the --output-dir of a training run")
+    if checkpoint in CHECKPOINT_NAMES:
+        path = run_dir / CHECKPOINT_NAMES[checkpoint]
+        if checkpoint == "best" and not path.exists():
+            path = run_dir / CHECKPOINT_NAMES["last"]
+        if not path.exists():
+            raise TransformerMTError(
+                f"run directory {run_dir} has no {CHECKPOINT_NAMES[checkpoint]}; has training saved a "
+                f"checkpoint there yet?"
+            )
+        return path
+    path = Path(checkpoint)
+    if not path.is_absolute() and not path.exists():
+        path = run_dir / checkpoint
+    if not path.exists():
+        raise TransformerMTError(f"checkpoint {checkpoint} not found (looked in {run_dir})")
+    return path
+
+
+class Translator:
+    def __init__(self, model: Transformer, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, config: Config,
+                 device: torch.device, precision: str = "fp32"):
+        self.model = model.to(device).eval()
+        self.src_tokenizer = src_tokenizer
+        self.tgt_tokenizer = tgt_tokenizer
+        self.config = config
+        self.device = device
+        self.precision = precision
+
+    @classmethod
+    def from_run(cls, run_dir, checkpoint: str = "best", device: str | None = "auto",
+                 precision: str = "fp32", quantize: bool = False) -> "Translator":
+        """Load a trained model from a run directory (``checkpoint``: best, last, average or a path).
+
+        ``quantize`` applies dynamic int8 quantization to the linear layers (CPU only).
+        """
+        run_dir = Path(run_dir)
+        path = find_checkpoint(run_dir, checkpoint)
+        state = load_checkpoint(path)
+        config = config_from_dict(state["config"], source=f"config stored in {path}")
+        src_tok, tgt_tok = load_tokenizers(run_dir, config.tokenizer.joint)
+        vocab = state.get("vocab_sizes", {})
+        if vocab.get("src") != len(src_tok) or vocab.get("tgt") != len(tgt_tok):
+            raise TransformerMTError(
+                f"checkpoint {path} was trained with vocabulary sizes {vocab}, but the tokenizer in {run_dir} "
+                f"has {len(src_tok)}/{len(tgt_tok)} pieces; the checkpoint belongs to another run"
+            )
+        model = build_model(config.model, len(src_tok), len(tgt_tok), PAD_ID)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise TransformerMTError(
+                f"checkpoint {path} does not match the model its config describes "
+                f"({first[1].strip() if len(first) > 1 else first[0]}); it was written by an incompatible "
+                f"configuration or version"
+            ) from None
+        resolved = resolve_device(device)
+        if quantize:
+            if resolved.type != "cpu":
+                raise TransformerMTError("int8 quantization runs on the CPU only; use --device cpu")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return cls(model, src_tok, tgt_tok, config, resolved, precision)
+
+    def translate(self, sentences: list[str], beam_size: int | None = None, nbest: int | None = None,
+                  length_penalty: float | None = None, batch_size: int | None = None,
+                  max_length_a: float | None = None, max_length_b: int | None = None):
+        """Translate a list of sentences.
+
+        Returns a list of strings, or with ``nbest`` > 1 a list of lists of
+        ``nbest`` strings (best first). Defaults come from the run's decoding config.
+        """
+        if isinstance(sentences, str):
+            raise TypeError("translate() takes a list of sentences; wrap a single sentence in a list")
+        dec = self.config.decoding
+        beam_size = dec.beam_size if beam_size is None else beam_size
+        nbest = 1 if nbest is None else nbest
+        length_penalty = dec.length_penalty if length_penalty is None else length_penalty
+        batch_size = dec.batch_size if batch_size is None else batch_size
+        max_length_a = dec.max_length_a if max_length_a is None else max_length_a
+        max_length_b = dec.max_length_b if max_length_b is None else max_length_b
+        if beam_size < 1 or nbest < 1 or batch_size < 1:
+            raise TransformerMTError("beam size, nbest and batch size must be at least 1")
+        if nbest > beam_size:
+            raise TransformerMTError(f"nbest ({nbest}) cannot exceed the beam size ({beam_size})")
+
+        encoded = self.src_tokenizer.encode([s.strip() for s in sentences])
+        results: list[list[str]] = [[""] * nbest for _ in sentences]
+        order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]), reverse=True)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            longest = max(len(encoded[i]) for i in rows)
+            src = torch.full((len(rows), longest), PAD_ID, dtype=torch.long)
+            for r, i in enumerate(rows):
+                src[r, :len(encoded[i])] = torch.tensor(encoded[i])
+            src = src.to(self.device)
+            with autocast(self.device, self.precision):
+                if beam_size == 1:
+                    outputs = [[tokens] for tokens in greedy_search(self.model, src, max_length_a, max_length_b)]
+                else:
+                    hyps = beam_search(self.model, src, beam_size, length_penalty, max_length_a, max_length_b, nbest)
+                    outputs = [[h.tokens for h in sentence_hyps] for sentence_hyps in hyps]
+            for i, token_lists in zip(rows, outputs):
+                texts = self.tgt_tokenizer.decode(token_lists)
+                results[i] = (texts + [""] * nbest)[:nbest]
+        if nbest == 1:
+            return [r[0] for r in results]
+        return results
