@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from .model import Transformer
-from .tokenizer import BOS_ID, EOS_ID
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+NEVER_GENERATED = [PAD_ID, BOS_ID]
 
 
 @dataclass
@@ -37,9 +39,14 @@ def length_limits(src_tokens: torch.Tensor, pad_id: int, a: float, b: int) -> to
 
 
 def step_log_probs(model: Transformer, prev_tokens, memory, src_mask, cache) -> torch.Tensor:
-    """Log-probabilities (N, V) of the next token given the newest token of each row."""
+    """Log-probabilities (N, V) of the next token given the newest token of each row.
+
+    Padding and the start token are never valid outputs, so they get -inf.
+    """
     hidden = model.decode(prev_tokens, memory, src_mask, cache)
-    return torch.log_softmax(model.generator(hidden[:, -1]).float(), dim=-1)
+    logits = model.generator(hidden[:, -1]).float()
+    logits[:, NEVER_GENERATED] = float("-inf")
+    return torch.log_softmax(logits, dim=-1)
 
 
 @torch.inference_mode()

@@ -8,7 +8,10 @@ a translator needs. Training again reuses models that are already there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 from pathlib import Path
 
 import sentencepiece as spm
@@ -52,6 +55,19 @@ class Tokenizer:
         return self.sp.encode(text, out_type=str)
 
 
+@contextlib.contextmanager
+def _stderr_to(stream):
+    """Send file descriptor 2 to ``stream`` (SentencePiece's C++ logging writes there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(stream.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig) -> None:
     log.info("training SentencePiece %s model (%d pieces) on %s", cfg.model_type, cfg.vocab_size,
              ", ".join(str(p) for p in input_files))
@@ -61,7 +77,7 @@ def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig
     # SentencePiece logs verbosely to a file descriptor; keep its log in the run directory.
     log_path = model_prefix.with_name(model_prefix.name + ".train.log")
     try:
-        with open(log_path, "w", encoding="utf-8") as log_stream:
+        with open(log_path, "w", encoding="utf-8") as log_stream, _stderr_to(log_stream):
             spm.SentencePieceTrainer.train(
                 input=[str(p) for p in input_files],
                 model_prefix=str(tmp_prefix),
@@ -76,13 +92,18 @@ def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig
                 logstream=log_stream,
             )
     except RuntimeError as exc:
-        message = str(exc)
-        if "Vocabulary size is too large" in message or "vocab_size" in message:
+        message = str(exc).strip()
+        if "smaller than required_chars" in message:
+            raise TransformerMTError(
+                f"tokenizer.vocab_size {cfg.vocab_size} is smaller than the number of distinct characters "
+                f"to cover ({message}); raise 'tokenizer.vocab_size' or lower 'tokenizer.character_coverage'"
+            ) from None
+        if "too high" in message or "too large" in message:
             raise TransformerMTError(
                 f"tokenizer.vocab_size {cfg.vocab_size} is too large for the training text "
-                f"({message.strip()}); lower 'tokenizer.vocab_size' in the config"
+                f"({message}); lower 'tokenizer.vocab_size' in the config"
             ) from None
-        raise TransformerMTError(f"SentencePiece training failed on {input_files}: {message.strip()}") from None
+        raise TransformerMTError(f"SentencePiece training failed on {[str(p) for p in input_files]}: {message}") from None
     for suffix in (".model", ".vocab"):
         Path(str(tmp_prefix) + suffix).replace(str(model_prefix) + suffix)
 

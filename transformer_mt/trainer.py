@@ -171,8 +171,9 @@ class Trainer:
         self.model: Transformer = build_model(config.model, len(self.src_tok), len(self.tgt_tok), PAD_ID).to(self.device)
         self.train_model = torch.compile(self.model) if cfg.compile else self.model
         optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        # fused=True: one kernel for all parameters instead of several ops per tensor.
         self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                       weight_decay=cfg.weight_decay)
+                                       weight_decay=cfg.weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda i: learning_rate_factor(i + 1, cfg))
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16" and self.device.type == "cuda")

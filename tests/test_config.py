@@ -1,0 +1,82 @@
+"""Config loading: every mistake is one clear message naming the key or file."""
+
+import subprocess
+import sys
+
+import pytest
+
+from transformer_mt.config import check_data_files, load_config
+from transformer_mt.errors import TransformerMTError
+
+REPO_CONFIGS = ["configs/demo.yaml", "configs/reference.yaml", "configs/multi30k_de_en.yaml"]
+
+
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("path", REPO_CONFIGS)
+def test_shipped_configs_load(path):
+    load_config(path)
+
+
+def test_unknown_key_suggests_the_closest_valid_key(tmp_path):
+    path = write(tmp_path, "model:\n  d_modle: 128\n")
+    with pytest.raises(TransformerMTError, match=r"unknown key 'model.d_modle'.*did you mean 'model.d_model'"):
+        load_config(path)
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(TransformerMTError, match=r"unknown section 'trainig'.*'training'"):
+        load_config(write(tmp_path, "trainig:\n  lr: 0.1\n"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model:\n  d_model: big\n", r"'model.d_model' must be an integer, got 'big'"),
+    ("training:\n  lr: [1]\n", r"'training.lr' must be a number"),
+    ("model:\n  pre_norm: 1\n", r"'model.pre_norm' must be true or false"),
+    ("model:\n  dropout: -0.1\n", r"'model.dropout' must be >= 0.0"),
+    ("model:\n  d_model: 100\n  num_heads: 3\n", r"'model.d_model' \(100\) must be divisible by 'model.num_heads' \(3\)"),
+    ("training:\n  scheduler: linear\n", r"'training.scheduler' must be one of inverse_sqrt, noam, cosine, constant"),
+    ("tokenizer:\n  joint: false\n", r"share_embeddings: true' needs 'tokenizer.joint: true'"),
+    ("- a\n- b\n", r"top level must be a mapping"),
+])
+def test_wrong_types_and_values(tmp_path, text, message):
+    with pytest.raises(TransformerMTError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, "model:\n  d_model: 128\n  heads: [1, 2\ntraining:\n  lr: 1\n")
+    with pytest.raises(TransformerMTError, match=r"c.yaml is not valid YAML at line \d+"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(TransformerMTError, match=r"config file .*nope.yaml does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_missing_data_file_names_the_file_and_key(tmp_path):
+    config = load_config(write(tmp_path, f"data:\n  root: {tmp_path}/corpus\n  src_lang: de\n  tgt_lang: en\n"))
+    with pytest.raises(TransformerMTError, match=r"data file .*corpus/train.de .*does not exist.*data.root"):
+        check_data_files(config)
+
+
+def test_environment_variables_in_paths(tmp_path, monkeypatch):
+    path = write(tmp_path, "data:\n  root: ${TMT_TEST_ROOT:-/default}/multi30k\n")
+    assert load_config(path).data.root == "/default/multi30k"
+    monkeypatch.setenv("TMT_TEST_ROOT", "/elsewhere")
+    assert load_config(path).data.root == "/elsewhere/multi30k"
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path):
+    path = write(tmp_path, "model:\n  d_modle: 128\n")
+    result = subprocess.run([sys.executable, "-m", "transformer_mt.cli", "train", "--config", str(path),
+                             "--output-dir", str(tmp_path / "run")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "did you mean 'model.d_model'" in result.stderr

@@ -1,0 +1,55 @@
+"""Label-smoothed cross-entropy against a value computed by hand."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from transformer_mt.loss import label_smoothed_nll_loss
+
+
+def test_loss_equals_hand_computed_value_and_ignores_padding():
+    # Two real positions and one padding position (target id 0 = pad), vocabulary of 3.
+    logits = torch.tensor([[[1.0, 2.0, 0.5], [0.0, 0.0, 3.0], [5.0, -1.0, 2.0]]])
+    target = torch.tensor([[1, 2, 0]])
+    eps = 0.1
+
+    def log_softmax(row):
+        z = math.log(sum(math.exp(v) for v in row))
+        return [v - z for v in row]
+
+    expected_loss = expected_nll = 0.0
+    for row, y in ((logits[0, 0].tolist(), 1), (logits[0, 1].tolist(), 2)):
+        lp = log_softmax(row)
+        q = [eps / 3 + (1 - eps if k == y else 0.0) for k in range(3)]
+        expected_loss += -sum(qk * lpk for qk, lpk in zip(q, lp))
+        expected_nll += -lp[y]
+    loss, nll = label_smoothed_nll_loss(logits, target, eps, pad_id=0)
+    assert abs(loss.item() - expected_loss) < 1e-5
+    assert abs(nll.item() - expected_nll) < 1e-5
+
+    # Changing the logits of the padding position changes nothing.
+    logits2 = logits.clone()
+    logits2[0, 2] = torch.tensor([-7.0, 9.0, 0.0])
+    loss2, _ = label_smoothed_nll_loss(logits2, target, eps, pad_id=0)
+    assert loss2.item() == loss.item()
+
+
+def test_loss_matches_torch_cross_entropy_with_label_smoothing():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 7, 50, generator=g)
+    target = torch.randint(1, 50, (4, 7), generator=g)
+    target[:, 5:] = 0
+    loss, nll = label_smoothed_nll_loss(logits, target, 0.2, pad_id=0)
+    reference = F.cross_entropy(logits.view(-1, 50), target.view(-1), ignore_index=0, label_smoothing=0.2,
+                                reduction="sum")
+    assert torch.allclose(loss, reference, atol=1e-4)
+    assert torch.allclose(nll, F.cross_entropy(logits.view(-1, 50), target.view(-1), ignore_index=0,
+                                               reduction="sum"), atol=1e-4)
+
+
+def test_no_smoothing_is_plain_nll():
+    logits = torch.randn(3, 10)
+    target = torch.tensor([1, 4, 9])
+    loss, nll = label_smoothed_nll_loss(logits, target, 0.0, pad_id=0)
+    assert torch.allclose(loss, nll)

@@ -1,0 +1,104 @@
+"""Properties of the Transformer: causality, padding invariance, cached decoding."""
+
+import pytest
+import torch
+
+from transformer_mt.model import subsequent_mask
+from transformer_mt.tokenizer import BOS_ID, PAD_ID
+
+from conftest import tiny_model
+
+
+def random_tokens(batch, length, vocab=23, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(4, vocab, (batch, length), generator=g)
+
+
+def test_subsequent_mask_is_lower_triangular():
+    mask = subsequent_mask(4)
+    assert mask.tolist() == [[True, False, False, False], [True, True, False, False],
+                             [True, True, True, False], [True, True, True, True]]
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_future_target_token_never_changes_earlier_outputs(pre_norm):
+    model = tiny_model(pre_norm=pre_norm)
+    src = random_tokens(2, 7)
+    tgt = random_tokens(2, 6, seed=1)
+    base = model(src, tgt)
+    for t in range(1, 6):
+        changed = tgt.clone()
+        changed[:, t] = (changed[:, t] + 1 - 4) % 19 + 4
+        out = model(src, changed)
+        torch.testing.assert_close(out[:, :t], base[:, :t], rtol=0, atol=1e-6)
+        assert not torch.allclose(out[:, t:], base[:, t:]), "a changed token must change later outputs"
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_padding_never_changes_real_positions(pre_norm):
+    model = tiny_model(pre_norm=pre_norm)
+    src = random_tokens(1, 5)
+    tgt = random_tokens(1, 4, seed=1)
+    alone = model(src, tgt)
+    # Put the sentence in a batch with a longer one, so both sides get padded.
+    long_src = random_tokens(1, 9, seed=2)
+    long_tgt = random_tokens(1, 8, seed=3)
+    src_batch = torch.full((2, 9), PAD_ID)
+    src_batch[0, :5], src_batch[1] = src[0], long_src[0]
+    tgt_batch = torch.full((2, 8), PAD_ID)
+    tgt_batch[0, :4], tgt_batch[1] = tgt[0], long_tgt[0]
+    batched = model(src_batch, tgt_batch)
+    torch.testing.assert_close(batched[0, :4], alone[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batched[1], model(long_src, long_tgt)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+@pytest.mark.parametrize("share", [True, False])
+def test_incremental_decoding_equals_full_forward(pre_norm, share):
+    model = tiny_model(pre_norm=pre_norm, share=share)
+    src = random_tokens(3, 8)
+    src[0, 6:] = PAD_ID  # a padded source row exercises the cross-attention mask
+    tgt = torch.cat([torch.full((3, 1), BOS_ID), random_tokens(3, 6, seed=4)], dim=1)
+    with torch.no_grad():
+        full = model(src, tgt)
+        memory, src_mask = model.encode(src)
+        cache = model.new_cache()
+        steps = []
+        for t in range(tgt.size(1)):
+            hidden = model.decode(tgt[:, t:t + 1], memory, src_mask, cache)
+            steps.append(model.generator(hidden))
+    incremental = torch.cat(steps, dim=1)
+    torch.testing.assert_close(incremental, full, rtol=0, atol=1e-5)
+
+
+def test_reorder_cache_follows_beams():
+    model = tiny_model()
+    src = random_tokens(2, 5)
+    tgt = torch.cat([torch.full((2, 1), BOS_ID), random_tokens(2, 3, seed=5)], dim=1)
+    with torch.no_grad():
+        memory, src_mask = model.encode(src)
+        cache = model.new_cache()
+        for t in range(3):
+            model.decode(tgt[:, t:t + 1], memory, src_mask, cache)
+        # Swap the two rows: decoding the next token must give the swapped results.
+        swap = torch.tensor([1, 0])
+        cache_swapped = model.reorder_cache(cache, swap)
+        out = model.decode(tgt[:, 3:4], memory, src_mask, cache)
+        out_swapped = model.decode(tgt[swap, 3:4], memory[swap], src_mask[swap], cache_swapped)
+    torch.testing.assert_close(out_swapped, out[swap])
+
+
+def test_inputs_longer_than_max_positions_do_not_crash():
+    model = tiny_model()  # max_positions 64
+    src = random_tokens(1, 100)
+    tgt = random_tokens(1, 80)
+    with torch.no_grad():
+        assert model(src, tgt).shape == (1, 80, 23)
+
+
+def test_tied_and_shared_embeddings_are_one_tensor():
+    model = tiny_model(share=True)
+    assert model.generator.weight is model.tgt_embed.embedding.weight
+    assert model.src_embed.embedding is model.tgt_embed.embedding
+    untied = tiny_model(share=False)
+    assert untied.src_embed.embedding is not untied.tgt_embed.embedding
