@@ -11,7 +11,6 @@ import torch
 from transformer_mt.config import Config, ModelConfig, config_from_dict
 from transformer_mt.model import build_model
 
-LETTERS = "abcdefghij"
 
 
 def tiny_model(vocab_size: int = 23, pre_norm: bool = False, share: bool = True, seed: int = 0, **overrides):
@@ -22,14 +21,17 @@ def tiny_model(vocab_size: int = 23, pre_norm: bool = False, share: bool = True,
     return build_model(cfg, vocab_size, vocab_size).eval()
 
 
+WORDS = [a + b for a in "bdgkmp" for b in "aeiou"]  # 30 invented syllable-words
+
+
 def write_reverse_corpus(root: Path, n_train: int = 3000, n_valid: int = 100, n_test: int = 100, seed: int = 0):
-    """Source: random words of letters; target: the words in reverse order, each reversed."""
+    """Source: 3-8 random words; target: the same words in reverse order."""
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
 
     def pair():
-        words = ["".join(rng.choice(LETTERS) for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(2, 6))]
-        return " ".join(words), " ".join(w[::-1] for w in reversed(words))
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
+        return " ".join(words), " ".join(reversed(words))
 
     for split, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
         pairs = [pair() for _ in range(n)]
@@ -42,7 +44,7 @@ def tiny_config(data_root: Path, **training) -> Config:
     raw = {
         "data": {"root": str(data_root), "src_lang": "src", "tgt_lang": "tgt", "valid_prefix": "valid",
                  "test_prefix": "test", "max_len": 64},
-        "tokenizer": {"model_type": "char", "vocab_size": 16},
+        "tokenizer": {"model_type": "word", "vocab_size": 34},
         "model": {"d_model": 32, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "ffn_dim": 64,
                   "dropout": 0.1, "attention_dropout": 0.0},
         "training": {"batch_tokens": 400, "max_steps": 6, "lr": 0.003, "warmup_steps": 5, "validate_every": 3,
@@ -55,3 +57,7 @@ def tiny_config(data_root: Path, **training) -> Config:
 @pytest.fixture
 def reverse_corpus(tmp_path):
     return write_reverse_corpus(tmp_path / "data", n_train=300, n_valid=20, n_test=20)
+
+
+# Small models run fastest on one thread, and tests may share the machine with a training run.
+torch.set_num_threads(1)

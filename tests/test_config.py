@@ -80,3 +80,19 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "did you mean 'model.d_model'" in result.stderr
+
+
+def test_reference_config_documents_every_key_with_its_default():
+    import dataclasses
+
+    import yaml
+
+    from transformer_mt.config import Config
+
+    raw = yaml.safe_load(open("configs/reference.yaml", encoding="utf-8"))
+    defaults = Config()
+    for section in dataclasses.fields(Config):
+        documented = set(raw[section.name])
+        keys = {f.name for f in dataclasses.fields(getattr(defaults, section.name))}
+        assert documented == keys, f"section {section.name}: missing {keys - documented}, extra {documented - keys}"
+    assert load_config("configs/reference.yaml") == defaults

@@ -1,0 +1,87 @@
+"""Checkpoint files: atomic writes, clear errors for damaged files, averaging."""
+
+import os
+
+import pytest
+import torch
+
+from transformer_mt import checkpoint as ckpt
+from transformer_mt.errors import TransformerMTError
+
+
+def fake_state(value: float) -> dict:
+    return {"format_version": ckpt.FORMAT_VERSION, "config": {}, "step": int(value),
+            "model": {"w": torch.full((2, 3), value), "b": torch.tensor([value, 2 * value]),
+                      "count": torch.tensor(7)}}
+
+
+def test_average_equals_mean_of_inputs(tmp_path):
+    paths = []
+    for i, value in enumerate([1.0, 2.0, 6.0]):
+        paths.append(tmp_path / f"c{i}.pt")
+        ckpt.atomic_save(fake_state(value), paths[-1])
+    averaged = ckpt.average_checkpoints(paths, tmp_path / "avg.pt")
+    assert torch.allclose(averaged["model"]["w"], torch.full((2, 3), 3.0))
+    assert torch.allclose(averaged["model"]["b"], torch.tensor([3.0, 6.0]))
+    assert averaged["model"]["count"].item() == 7  # integer buffers are not averaged
+    reloaded = ckpt.load_checkpoint(tmp_path / "avg.pt")
+    assert torch.equal(reloaded["model"]["w"], averaged["model"]["w"])
+
+
+def test_average_of_random_state_dicts_is_elementwise_mean():
+    g = torch.Generator().manual_seed(0)
+    dicts = [{"a": torch.randn(4, 5, generator=g), "b": torch.randn(3, generator=g)} for _ in range(4)]
+    avg = ckpt.average_state_dicts(dicts)
+    for key in ("a", "b"):
+        assert torch.allclose(avg[key], torch.stack([d[key] for d in dicts]).mean(0), atol=1e-6)
+
+
+def test_atomic_save_replaces_and_leaves_no_temporary_files(tmp_path):
+    path = tmp_path / "ck.pt"
+    ckpt.atomic_save(fake_state(1.0), path)
+    ckpt.atomic_save(fake_state(2.0), path)
+    assert ckpt.load_checkpoint(path)["step"] == 2
+    assert os.listdir(tmp_path) == ["ck.pt"]
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    ckpt.atomic_save(fake_state(1.0), path)
+
+    def disk_full(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(TransformerMTError, match="No space left on device.*previous checkpoint.*unchanged"):
+        ckpt.atomic_save(fake_state(2.0), path)
+    monkeypatch.undo()
+    assert ckpt.load_checkpoint(path)["step"] == 1
+    assert os.listdir(tmp_path) == ["ck.pt"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_checkpoint_gives_a_clear_error(tmp_path, damage):
+    path = tmp_path / "ck.pt"
+    ckpt.atomic_save(fake_state(1.0), path)
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a checkpoint at all" * 10)
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(TransformerMTError, match="corrupt or truncated"):
+        ckpt.load_checkpoint(path)
+
+
+def test_foreign_file_and_version_mismatch(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"weights": 1}, path)
+    with pytest.raises(TransformerMTError, match="not a transformer-mt checkpoint"):
+        ckpt.load_checkpoint(path)
+    state = fake_state(1.0)
+    state["format_version"] = 99
+    torch.save(state, path)
+    with pytest.raises(TransformerMTError, match="format version 99"):
+        ckpt.load_checkpoint(path)
