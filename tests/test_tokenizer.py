@@ -16,7 +16,7 @@ def test_train_round_trip_special_ids_and_reuse(tmp_path):
     sp = src_tok.sp
     assert (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id()) == (PAD_ID, UNK_ID, BOS_ID, EOS_ID) == (0, 1, 2, 3)
     assert len(src_tok) == 40
-    sentences = ["abc dd ej", "j i h g", "a"]
+    sentences = ["ba ke mu", "po di ga ko", "be"]
     ids = src_tok.encode(sentences)
     assert all(min(seq) > EOS_ID for seq in ids)  # no special ids inside text
     assert src_tok.decode(ids) == sentences

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Measure training and decoding speed of transformer-mt on a config's data.
+
+Training: target tokens per second over ``--train-steps`` optimizer updates, measured after
+``--warmup-steps`` updates, with the config's batch size, precision and threads; peak memory.
+Decoding: sentences and target tokens per second on the first ``--sentences`` test sentences,
+greedy and beam 5, batch sizes 1 and 64, and the BLEU of each setting.
+
+Decoding uses a trained run (``--run DIR``); without one it decodes with the model after the
+timed training updates (speeds are then indicative only, BLEU meaningless).
+
+    python scripts/benchmark.py --config configs/multi30k_de_en.yaml --run runs/m30k_de_en
+    python scripts/benchmark.py --config configs/demo.yaml --json results.json
+
+Prints a table and, with --json, writes all numbers to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from transformer_mt.config import load_config  # noqa: E402
+from transformer_mt.data import collate, make_batches, read_lines  # noqa: E402
+from transformer_mt.scoring import default_tokenize, score  # noqa: E402
+from transformer_mt.trainer import Trainer  # noqa: E402
+from transformer_mt.translator import Translator  # noqa: E402
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def benchmark_training(trainer: Trainer, warmup: int, steps: int) -> dict:
+    cfg = trainer.config.training
+    batches = make_batches(trainer.train_data, cfg.batch_tokens, cfg.seed, 0)
+    needed = (warmup + steps) * cfg.accumulate
+    batches = (batches * (needed // len(batches) + 1))[:needed]
+    groups = [batches[i:i + cfg.accumulate] for i in range(0, needed, cfg.accumulate)]
+    for group in groups[:warmup]:
+        trainer.train_update([collate(trainer.train_data, idx) for idx in group])
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    tokens = 0
+    start = time.perf_counter()
+    for group in groups[warmup:]:
+        stats = trainer.train_update([collate(trainer.train_data, idx) for idx in group])
+        tokens += stats["tokens"] if stats else 0
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"updates": steps, "target_tokens": tokens, "seconds": seconds, "target_tokens_per_s": tokens / seconds,
+            "peak_memory_mb": peak_memory_mb(trainer.device)}
+
+
+def benchmark_decoding(translator: Translator, sources: list[str], references: list[str], tokenize: str) -> list[dict]:
+    rows = []
+    for beam_size in (1, 5):
+        for batch_size in (1, 64):
+            translator.translate(sources[:8], beam_size=beam_size, batch_size=batch_size)  # warm-up
+            start = time.perf_counter()
+            hyps = translator.translate(sources, beam_size=beam_size, batch_size=batch_size)
+            seconds = time.perf_counter() - start
+            out_tokens = sum(len(ids) + 1 for ids in translator.tgt_tokenizer.encode(hyps))
+            rows.append({"search": "greedy" if beam_size == 1 else f"beam{beam_size}", "batch_size": batch_size,
+                         "sentences": len(sources), "seconds": seconds,
+                         "sentences_per_s": len(sources) / seconds, "tokens_per_s": out_tokens / seconds,
+                         "bleu": score(hyps, references, tokenize)["bleu"]})
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config (data, model size, batch size, precision)")
+    parser.add_argument("--run", help="trained run directory to decode with")
+    parser.add_argument("--checkpoint", default="best", help="checkpoint of --run (default: best)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda (default: the config's)")
+    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument("--train-steps", type=int, default=20)
+    parser.add_argument("--sentences", type=int, default=1000, help="test sentences to decode (default: 1000)")
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--skip-decoding", action="store_true")
+    parser.add_argument("--quantize", action="store_true", help="also decode with int8 dynamic quantization")
+    parser.add_argument("--json", help="write the results to this file")
+    args = parser.parse_args()
+
+    config = load_config(args.config)
+    result = {"config": args.config, "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                                                  "torch": torch.__version__, "threads": torch.get_num_threads(),
+                                                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}}
+    trainer = None
+    if not args.skip_training or not args.run:
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(config, Path(tmp) / "run", device=args.device, show_progress=False)
+            result["machine"]["threads"] = torch.get_num_threads()
+            if not args.skip_training:
+                result["training"] = benchmark_training(trainer, args.warmup_steps, args.train_steps)
+                t = result["training"]
+                print(f"training: {t['target_tokens_per_s']:.0f} target tokens/s over {t['updates']} updates "
+                      f"({t['seconds']:.1f}s), peak memory {t['peak_memory_mb']:.0f} MB, "
+                      f"device {trainer.device}, precision {config.training.precision}, "
+                      f"{result['machine']['threads']} threads")
+    if not args.skip_decoding:
+        data = config.data
+        sources = read_lines(data.path("test", data.src_lang))[:args.sentences]
+        references = read_lines(data.path("test", data.tgt_lang))[:args.sentences]
+        tokenize = default_tokenize(data.tgt_lang)
+        variants = [("fp32", False)] + ([("int8", True)] if args.quantize else [])
+        result["decoding"] = []
+        for name, quantize in variants:
+            if args.run:
+                translator = Translator.from_run(args.run, args.checkpoint, device=args.device or "auto",
+                                                 quantize=quantize)
+            else:
+                model = trainer.model
+                if quantize:
+                    model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+                translator = Translator(model, trainer.src_tok, trainer.tgt_tok, config, trainer.device)
+            for row in benchmark_decoding(translator, sources, references, tokenize):
+                row["weights"] = name
+                result["decoding"].append(row)
+        print(f"\n{'weights':8} {'search':8} {'batch':>5} {'sent/s':>8} {'tok/s':>8} {'BLEU':>6}")
+        for row in result["decoding"]:
+            print(f"{row['weights']:8} {row['search']:8} {row['batch_size']:5d} {row['sentences_per_s']:8.1f} "
+                  f"{row['tokens_per_s']:8.0f} {row['bleu']:6.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
