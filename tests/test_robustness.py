@@ -173,3 +173,12 @@ def test_read_lines_handles_crlf_bom_and_no_final_newline(tmp_path):
     path = tmp_path / "f.txt"
     path.write_bytes("\ufeffone\r\ntwo\r\nthree".encode("utf-8"))
     assert read_lines(path) == ["one", "two", "three"]
+
+
+def test_fixing_a_config_mistake_before_any_checkpoint_is_not_refused(tmp_path):
+    data = write_reverse_corpus(tmp_path / "data", n_train=100, n_valid=5, n_test=5)
+    bad = tiny_config(tmp_path / "wrong-folder", max_steps=2, validate_every=2)
+    with pytest.raises(TransformerMTError, match="does not exist"):
+        train(bad, tmp_path / "run", show_progress=False)
+    summary = train(tiny_config(data, max_steps=2, validate_every=2), tmp_path / "run", show_progress=False)
+    assert summary["step"] == 2

@@ -123,6 +123,14 @@ def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool
         except yaml.YAMLError:
             old = {}
         diffs = _incompatible_keys(old, config.to_dict())
+        if diffs and not last.exists():
+            # No checkpoint yet (e.g. an earlier start failed on a config mistake): nothing to lose,
+            # but a tokenizer or cached ids built for other data must not be reused.
+            if any(d.startswith(("data.", "tokenizer.")) for d in diffs):
+                for path in list(run_dir.glob("spm*.model")) + list(run_dir.glob("spm*.vocab")):
+                    path.unlink()
+                shutil.rmtree(run_dir / "cache", ignore_errors=True)
+            diffs = []
         if diffs:
             raise TransformerMTError(
                 f"output directory {run_dir} holds a run with a different config ({'; '.join(diffs[:5])}); "

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Reproduce one result: train a config, average checkpoints, decode the test set, write a results row.
+
+    python scripts/reproduce.py configs/multi30k_de_en.yaml
+    python scripts/reproduce.py configs/demo.yaml --output-dir runs/demo --results results/results.jsonl
+
+Training resumes if the output directory already holds a run of the same config. The best of
+checkpoint_best.pt and checkpoint_average.pt on the validation set is used for the test set.
+The row (BLEU, chrF, sacreBLEU signature, parameters, training time, machine) is appended to
+--results and printed as a README table row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from transformer_mt import Translator, TransformerMTError, load_config, train  # noqa: E402
+from transformer_mt.data import read_lines  # noqa: E402
+from transformer_mt.results import append_results_row, make_results_row, markdown_row  # noqa: E402
+from transformer_mt.scoring import default_tokenize, score  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--output-dir", help="run directory (default: runs/<config name>)")
+    parser.add_argument("--results", default="results/results.jsonl", help="JSON-lines file to append the row to")
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+    try:
+        config = load_config(args.config)
+        run_dir = Path(args.output_dir or Path("runs") / Path(args.config).stem)
+        summary = train(config, run_dir, device=args.device)
+        data, dec = config.data, config.decoding
+        tokenize = default_tokenize(data.tgt_lang) if dec.sacrebleu_tokenize == "auto" else dec.sacrebleu_tokenize
+        valid_src, valid_ref = read_lines(data.path("valid", data.src_lang)), read_lines(data.path("valid", data.tgt_lang))
+        candidates = ["best"] + (["average"] if (run_dir / "checkpoint_average.pt").exists() else [])
+        best_name, best_translator, best_bleu = None, None, -1.0
+        for name in candidates:
+            translator = Translator.from_run(run_dir, name, device=args.device or "auto")
+            bleu = score(translator.translate(valid_src), valid_ref, tokenize)["bleu"]
+            print(f"validation BLEU with checkpoint {name}: {bleu:.2f}")
+            if bleu > best_bleu:
+                best_name, best_translator, best_bleu = name, translator, bleu
+        test_src, test_ref = read_lines(data.path("test", data.src_lang)), read_lines(data.path("test", data.tgt_lang))
+        hyps = best_translator.translate(test_src)
+        (run_dir / "test.hyp").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+        scores = score(hyps, test_ref, tokenize)
+        row = make_results_row(
+            name=Path(args.config).stem, command=f"python scripts/reproduce.py {args.config}",
+            config_path=args.config, scores=scores, checkpoint=best_name, beam_size=dec.beam_size,
+            length_penalty=dec.length_penalty, num_parameters=sum(p.numel() for p in best_translator.model.parameters()),
+            train_seconds=summary["train_seconds"], steps=summary["step"])
+    except TransformerMTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    append_results_row(args.results, row)
+    print(f"test BLEU {row['bleu']:.2f}, chrF {row['chrf']:.2f} ({row['signature']})")
+    print(markdown_row(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
