@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from transformer_mt import train
@@ -61,13 +62,14 @@ def wait_for(predicate, timeout=120):
     raise AssertionError("timed out")
 
 
-def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, signum):
     data = write_reverse_corpus(tmp_path / "data", n_train=300, n_valid=5, n_test=5)
     config = write_config(tmp_path, data, max_steps=100000, validate_every=100000)
     run = tmp_path / "run"
     proc = start_training(config, run)
     wait_for(lambda: (run / "metrics.jsonl").exists() and len((run / "metrics.jsonl").read_text().splitlines()) >= 3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
@@ -104,8 +106,6 @@ def test_different_config_over_existing_run_is_refused(tmp_path):
     data = write_reverse_corpus(tmp_path / "data", n_train=100, n_valid=5, n_test=5)
     train(tiny_config(data, max_steps=2, validate_every=2), tmp_path / "run", show_progress=False)
     changed = tiny_config(data, max_steps=2, validate_every=2, lr=0.5)
-    import pytest
-
     from transformer_mt.errors import TransformerMTError
 
     with pytest.raises(TransformerMTError, match=r"different config \(training.lr: 0.003 -> 0.5\).*--overwrite"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -99,9 +100,11 @@ def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig
                 f"to cover ({message}); raise 'tokenizer.vocab_size' or lower 'tokenizer.character_coverage'"
             ) from None
         if "too high" in message or "too large" in message:
+            limit = re.search(r"<= (\d+)", message)
+            most = f" (at most {limit.group(1)} here)" if limit else ""
             raise TransformerMTError(
-                f"tokenizer.vocab_size {cfg.vocab_size} is too large for the training text "
-                f"({message}); lower 'tokenizer.vocab_size' in the config"
+                f"tokenizer.vocab_size {cfg.vocab_size} is too large for the training text{most}; "
+                f"lower 'tokenizer.vocab_size' in the config"
             ) from None
         raise TransformerMTError(f"SentencePiece training failed on {[str(p) for p in input_files]}: {message}") from None
     for suffix in (".model", ".vocab"):
