@@ -61,14 +61,17 @@ class TrainingInterrupted(TransformerMTError):
     """Raised after SIGINT/SIGTERM once the checkpoint is saved."""
 
 
-def learning_rate_factor(step: int, cfg) -> float:
+def learning_rate_factor(step: int, cfg, d_model: int) -> float:
     """Multiplier of ``training.lr`` at optimizer update ``step`` (1-based)."""
     step = max(step, 1)
     warmup = cfg.warmup_steps
     if cfg.scheduler == "constant":
         return min(1.0, step / warmup) if warmup else 1.0
-    if cfg.scheduler in ("inverse_sqrt", "noam"):
-        # Vaswani et al.: linear warmup, then decay with 1/sqrt(step); peak = lr at step == warmup.
+    if cfg.scheduler == "noam":
+        # The paper's formula (section 5.3); training.lr is then a scale factor (often 1 or 2).
+        return d_model ** -0.5 * min(step ** -0.5, step * max(warmup, 1) ** -1.5)
+    if cfg.scheduler == "inverse_sqrt":
+        # Same shape as noam, normalised so that the peak (at step == warmup) is training.lr.
         if not warmup:
             return 1.0 / math.sqrt(step)
         return min(step / warmup, math.sqrt(warmup / step))
@@ -183,7 +186,7 @@ class Trainer:
         self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                        weight_decay=cfg.weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda i: learning_rate_factor(i + 1, cfg))
+            self.optimizer, lambda i: learning_rate_factor(i + 1, cfg, config.model.d_model))
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16" and self.device.type == "cuda")
 
         self.step = 0
