@@ -459,13 +459,13 @@ class Trainer:
                         session_start = time.time()
                         if self.validate_and_save():
                             stop_reason = (f"early stopping: no BLEU improvement in {cfg.patience} validations")
+                        window_start += time.time() - session_start  # tokens/s excludes validation time
                 if self.batches_done >= len(batches):
                     self.epoch += 1
                     self.batches_done = 0
                     log.info("epoch %d done at step %d", self.epoch, self.step)
                     if stop_reason is None:
                         stop_reason = self.budget_spent(session_start)
-            progress.close()
             self.elapsed += time.time() - session_start
             session_start = time.time()
             if self.stop_signal:
