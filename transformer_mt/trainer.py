@@ -466,6 +466,7 @@ class Trainer:
                     log.info("epoch %d done at step %d", self.epoch, self.step)
                     if stop_reason is None:
                         stop_reason = self.budget_spent(session_start)
+            progress.close()
             self.elapsed += time.time() - session_start
             session_start = time.time()
             if self.stop_signal:
