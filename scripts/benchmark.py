@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformer_mt.config import load_config  # noqa: E402
 from transformer_mt.data import collate, make_batches, read_lines  # noqa: E402
-from transformer_mt.scoring import default_tokenize, score  # noqa: E402
+from transformer_mt.scoring import resolve_tokenize, score  # noqa: E402
 from transformer_mt.trainer import Trainer  # noqa: E402
 from transformer_mt.translator import Translator  # noqa: E402
 
@@ -116,7 +116,7 @@ def main() -> int:
         data = config.data
         sources = read_lines(data.path("test", data.src_lang))[:args.sentences]
         references = read_lines(data.path("test", data.tgt_lang))[:args.sentences]
-        tokenize = default_tokenize(data.tgt_lang)
+        tokenize = resolve_tokenize(config.decoding.sacrebleu_tokenize, data.tgt_lang)
         variants = [("fp32", False)] + ([("int8", True)] if args.quantize else [])
         result["decoding"] = []
         for name, quantize in variants:

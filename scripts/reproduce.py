@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from transformer_mt import Translator, TransformerMTError, load_config, train  # noqa: E402
 from transformer_mt.data import read_lines  # noqa: E402
 from transformer_mt.results import append_results_row, make_results_row, markdown_row  # noqa: E402
-from transformer_mt.scoring import default_tokenize, score  # noqa: E402
+from transformer_mt.scoring import resolve_tokenize, score  # noqa: E402
 
 
 def main() -> int:
@@ -36,7 +36,7 @@ def main() -> int:
         run_dir = Path(args.output_dir or Path("runs") / Path(args.config).stem)
         summary = train(config, run_dir, device=args.device)
         data, dec = config.data, config.decoding
-        tokenize = default_tokenize(data.tgt_lang) if dec.sacrebleu_tokenize == "auto" else dec.sacrebleu_tokenize
+        tokenize = resolve_tokenize(dec.sacrebleu_tokenize, data.tgt_lang)
         valid_src, valid_ref = read_lines(data.path("valid", data.src_lang)), read_lines(data.path("valid", data.tgt_lang))
         candidates = ["best"] + (["average"] if (run_dir / "checkpoint_average.pt").exists() else [])
         best_name, best_translator, best_bleu = None, None, -1.0

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformer_mt import Translator, TransformerMTError  # noqa: E402
 from transformer_mt.data import read_lines  # noqa: E402
-from transformer_mt.scoring import default_tokenize, score  # noqa: E402
+from transformer_mt.scoring import resolve_tokenize, score  # noqa: E402
 
 
 def main() -> int:
@@ -37,7 +37,7 @@ def main() -> int:
     except TransformerMTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    tokenize = default_tokenize(data.tgt_lang)
+    tokenize = resolve_tokenize(translator.config.decoding.sacrebleu_tokenize, data.tgt_lang)
     results = []
     for beam in args.beams:
         for alpha in (args.length_penalties if beam > 1 else [0.0]):

@@ -170,8 +170,8 @@ def cmd_translate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import read_lines
-    from .scoring import default_tokenize, score
+    from .data import read_lines, read_parallel
+    from .scoring import resolve_tokenize, score
 
     if args.ref is None and args.split is None:
         raise TransformerMTError("evaluate needs --ref FILE (with --hyp or --src) or --model DIR --split test")
@@ -195,15 +195,11 @@ def cmd_evaluate(args) -> int:
             if not (args.src and args.ref):
                 raise TransformerMTError("translating needs both --src FILE and --ref FILE (or --split test)")
             src_path, ref_path = args.src, args.ref
-        sources, refs = read_lines(src_path), read_lines(ref_path)
-        if len(sources) != len(refs):
-            raise TransformerMTError(f"{src_path} has {len(sources)} lines but {ref_path} has {len(refs)}")
+        sources, refs = read_parallel(src_path, ref_path)
         hyps = translator.translate(sources, **_decode_kwargs(args))
         if args.output:
             Path(args.output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
-        tokenize = args.tokenize or translator.config.decoding.sacrebleu_tokenize
-        if tokenize == "auto":
-            tokenize = default_tokenize(data.tgt_lang)
+        tokenize = args.tokenize or resolve_tokenize(translator.config.decoding.sacrebleu_tokenize, data.tgt_lang)
     result = score(hyps, refs, tokenize)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))

@@ -17,6 +17,11 @@ def default_tokenize(tgt_lang: str) -> str:
     return "13a"
 
 
+def resolve_tokenize(setting: str, tgt_lang: str) -> str:
+    """The config's ``decoding.sacrebleu_tokenize``, with 'auto' resolved for the target language."""
+    return default_tokenize(tgt_lang) if setting == "auto" else setting
+
+
 def score(hypotheses: list[str], references: list[str], tokenize: str = "13a") -> dict:
     """Return {'bleu', 'chrf', 'signature', 'bleu_signature', 'chrf_signature', 'bleu_details'}."""
     if len(hypotheses) != len(references):

@@ -37,12 +37,12 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import Config, check_data_files, config_from_dict, save_config
-from .data import collate, encode_parallel, make_batches, read_lines
+from .data import collate, encode_parallel, make_batches, read_parallel
 from .device import autocast, resolve_device
 from .errors import TransformerMTError
 from .loss import label_smoothed_nll_loss
 from .model import Transformer, build_model
-from .scoring import default_tokenize, score
+from .scoring import resolve_tokenize, score
 from .tokenizer import PAD_ID, build_tokenizers
 from .translator import CHECKPOINT_NAMES, Translator
 
@@ -169,12 +169,8 @@ class Trainer:
         self.train_data = encode_parallel(
             data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
             data.max_len, cache_dir=self.run_dir / "cache")
-        self.valid_src = read_lines(data.path("valid", data.src_lang))
-        self.valid_ref = read_lines(data.path("valid", data.tgt_lang))
-        if len(self.valid_src) != len(self.valid_ref):
-            raise TransformerMTError(
-                f"parallel files have different line counts: {data.path('valid', data.src_lang)} has "
-                f"{len(self.valid_src)} lines, {data.path('valid', data.tgt_lang)} has {len(self.valid_ref)}")
+        self.valid_src, self.valid_ref = read_parallel(data.path("valid", data.src_lang),
+                                                       data.path("valid", data.tgt_lang))
         self.valid_data = encode_parallel(
             data.path("valid", data.src_lang), data.path("valid", data.tgt_lang), self.src_tok, self.tgt_tok,
             data.max_len, cache_dir=self.run_dir / "cache")
@@ -364,10 +360,7 @@ class Trainer:
                                 self.config.training.precision)
         dec = self.config.decoding
         hyps = translator.translate(self.valid_src, beam_size=dec.valid_beam_size)
-        tokenize = dec.sacrebleu_tokenize
-        if tokenize == "auto":
-            tokenize = default_tokenize(self.config.data.tgt_lang)
-        scores = score(hyps, self.valid_ref, tokenize)
+        scores = score(hyps, self.valid_ref, resolve_tokenize(dec.sacrebleu_tokenize, self.config.data.tgt_lang))
         result = {"type": "valid", "step": self.step, "epoch": self.epoch + 1, "loss": loss, "nll": nll,
                   "ppl": math.exp(min(nll, 50)), "bleu": scores["bleu"], "chrf": scores["chrf"],
                   "seconds": time.time() - start}
