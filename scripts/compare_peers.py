@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""Train and decode with transformer-mt, JoeyNMT, OpenNMT-py and CTranslate2 side by side.
+
+One run on one machine, same data, same model size, same threads:
+
+* one joint 8k SentencePiece BPE model trained on Multi30k train.de + train.en, used by every
+  toolkit (OpenNMT-py and CTranslate2 read the pre-segmented text, JoeyNMT the model itself);
+* Transformer 3+3 layers, d_model 256, 4 heads, FFN 1024, dropout 0.1 (attention and activation
+  dropout 0.1 too, as the peers do), tied and shared embeddings, label smoothing 0.1, Adam
+  (0.9, 0.98) with 1,000 warmup updates, ~4096-token batches, fp32, ``--threads`` CPU threads;
+* each toolkit trains for the same wall-clock budget (``--train-minutes``), then decodes
+  Multi30k test2016 (1,000 sentences) greedy and with beam 5, 64 sentences per batch.
+
+Training speed is each toolkit's own log of target tokens per second (averaged over the run,
+the first log interval left out as warm-up). Decoding speed is measured the same way for every
+toolkit: the wall-clock time of its command on the whole test set minus the time of the same
+command on one sentence (start-up and model loading), so sentences/s = 999 / difference.
+CTranslate2 decodes the OpenNMT-py model after ``ct2-opennmt-py-converter`` (fp32 and int8).
+
+Peers are installed into throw-away virtual environments under ``--work`` (torch pinned to
+2.13.0 so that pip does not pull CUDA packages), as described in ../shared/peers/README.md.
+
+    python scripts/compare_peers.py --train-minutes 10 --json peers.json
+    python scripts/compare_peers.py --toolkits transformer-mt,joeynmt --train-minutes 5
+
+Prints one table (and writes JSON with --json) with each toolkit's numbers and the ratios of
+transformer-mt to each peer. Needs package-registry access the first time (to install peers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sacrebleu  # noqa: E402
+import sentencepiece as spm  # noqa: E402
+import yaml  # noqa: E402
+
+from transformer_mt.config import TokenizerConfig  # noqa: E402
+from transformer_mt.tokenizer import build_tokenizers  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLKITS = ("transformer-mt", "joeynmt", "opennmt-py", "ctranslate2")
+SPLITS = ("train", "val", "test2016")
+PEER_PACKAGES = {
+    # JoeyNMT imports importlib_metadata without declaring it; sentencepiece 0.2 lacks SetVocabulary.
+    "joey": [["joeynmt==2.3.0", "importlib_metadata", "sentencepiece==0.1.99"]],
+    # OpenNMT-py 3.5.1 declares torch<2.3; it runs on 2.13, so install it without its pins.
+    "onmt": [["--no-deps", "OpenNMT-py==3.5.1"],
+             ["configargparse", "ctranslate2>=4,<5", "tensorboard", "pyyaml", "sacrebleu", "rapidfuzz", "six",
+              "pyonmttok>=1.37,<2", "pyahocorasick", "flask", "waitress", "spacy", "fasttext-wheel",
+              "sentencepiece"]],
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# set-up: virtual environments and data
+
+
+def setup_venv(work: Path, name: str) -> Path:
+    """Create work/venv-<name> with torch 2.13.0 and the peer's packages (once)."""
+    venv = work / f"venv-{name}"
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    if marker.exists():
+        return python
+    constraints = work / "constraints.txt"
+    constraints.write_text("torch==2.13.0\n")
+    print(f"installing {name} into {venv} ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run(pip + ["torch==2.13.0"], check=True)
+    for packages in PEER_PACKAGES[name]:
+        subprocess.run(pip + ["-c", str(constraints)] + packages, check=True)
+    marker.touch()
+    return python
+
+
+def prepare_data(data: Path, work: Path, src: str, tgt: str) -> dict:
+    """Joint SentencePiece model, segmented splits, and each peer's vocabulary file."""
+    seg = work / "data"
+    seg.mkdir(parents=True, exist_ok=True)
+    spm_path = work / "spm.model"
+    if not spm_path.exists():
+        # transformer-mt's own tokenizer trainer: BPE, pad/unk/bos/eos = 0/1/2/3.
+        cfg = TokenizerConfig(joint=True, model_type="bpe", vocab_size=8000, character_coverage=1.0)
+        build_tokenizers(work, cfg, data / f"train.{src}", data / f"train.{tgt}")
+    sp = spm.SentencePieceProcessor(model_file=str(spm_path))
+    counts: dict[str, int] = {}
+    for split in SPLITS:
+        for lang in (src, tgt):
+            out = seg / f"{split}.{lang}.sp"
+            lines = (data / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
+            pieces = sp.encode(lines, out_type=str)
+            if not out.exists():
+                out.write_text("".join(" ".join(p) + "\n" for p in pieces), encoding="utf-8")
+            if split == "train":
+                for sentence in pieces:
+                    for piece in sentence:
+                        counts[piece] = counts.get(piece, 0) + 1
+    specials = {"<pad>", "<unk>", "<s>", "</s>"}
+    # JoeyNMT: the pieces of the SentencePiece vocabulary, one per line, without special symbols.
+    joey_vocab = work / "joey.vocab"
+    pieces = [line.split("\t")[0] for line in (work / "spm.vocab").read_text(encoding="utf-8").splitlines()]
+    joey_vocab.write_text("".join(p + "\n" for p in pieces if p not in specials), encoding="utf-8")
+    # OpenNMT-py: "piece<TAB>count" lines, most frequent first.
+    onmt_vocab = work / "onmt.vocab"
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    onmt_vocab.write_text("".join(f"{p}\t{c}\n" for p, c in ranked), encoding="utf-8")
+    return {"spm": spm_path, "seg": seg, "joey_vocab": joey_vocab, "onmt_vocab": onmt_vocab}
+
+
+# ---------------------------------------------------------------------------------------------
+# running commands
+
+
+def run_for(cmd: list[str], minutes: float, log_path: Path, env: dict, stop_signal=signal.SIGINT) -> float:
+    """Run a training command; after ``minutes`` send it ``stop_signal`` and wait. Returns seconds."""
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            proc.wait(timeout=minutes * 60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(stop_signal)
+            try:
+                proc.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return time.perf_counter() - start
+
+
+def timed(cmd: list[str], env: dict, stdin_path: Path | None = None, log_path: Path | None = None) -> float:
+    start = time.perf_counter()
+    with open(stdin_path or os.devnull, "rb") as stdin, open(log_path or os.devnull, "ab") as log:
+        proc = subprocess.run(cmd, stdin=stdin, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}; see {log_path}")
+    return time.perf_counter() - start
+
+
+def mean_after_first(values: list[float]) -> float | None:
+    values = values[1:] if len(values) > 1 else values
+    return statistics.fmean(values) if values else None
+
+
+def bleu_of(hyp_path: Path, ref_path: Path) -> float:
+    hyps = hyp_path.read_text(encoding="utf-8").splitlines()
+    refs = ref_path.read_text(encoding="utf-8").splitlines()
+    return sacrebleu.corpus_bleu(hyps, [refs]).score
+
+
+def decode_speed(translate, work: Path, name: str, test_src: Path, test_ref: Path, sp, env) -> dict:
+    """Time ``translate(src_file, out_file, beam)`` on 1 sentence and on the whole test set."""
+    one = work / "one_sentence.txt"
+    one.write_text(test_src.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    num = len(test_src.read_text(encoding="utf-8").splitlines())
+    results = {}
+    for beam in (1, 5):
+        out = work / f"{name}.beam{beam}.hyp"
+        startup = translate(one, work / f"{name}.one.hyp", beam)
+        total = translate(test_src, out, beam)
+        if sp is not None:  # segmented output: join the pieces back into text
+            lines = out.read_text(encoding="utf-8").splitlines()
+            out.write_text("".join(sp.decode(line.split()) + "\n" for line in lines), encoding="utf-8")
+        seconds = max(total - startup, 1e-6)
+        results[f"beam{beam}"] = {"seconds": round(seconds, 2), "startup_seconds": round(startup, 2),
+                                  "sents_per_s": round((num - 1) / seconds, 1),
+                                  "bleu": round(bleu_of(out, test_ref), 2)}
+        print(f"  {name} beam {beam}: {results[f'beam{beam}']}", flush=True)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# the toolkits
+
+
+def run_transformer_mt(args, work: Path, prep: dict, env: dict) -> dict:
+    run_dir = work / "tmt_run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    shutil.copy(prep["spm"], run_dir / "spm.model")  # the shared tokenizer (reused, not retrained)
+    config = {
+        "data": {"root": str(args.data), "src_lang": args.src, "tgt_lang": args.tgt, "train_prefix": "train",
+                 "valid_prefix": "val", "test_prefix": "test2016", "max_len": 100},
+        "tokenizer": {"joint": True, "model_type": "bpe", "vocab_size": 8000, "character_coverage": 1.0},
+        "model": {"d_model": 256, "num_heads": 4, "num_encoder_layers": 3, "num_decoder_layers": 3,
+                  "ffn_dim": 1024, "dropout": 0.1, "attention_dropout": args.tmt_attention_dropout,
+                  "activation_dropout": args.tmt_activation_dropout, "pre_norm": True,
+                  "share_embeddings": True, "tie_output": True},
+        "training": {"seed": 1, "device": "cpu", "num_threads": args.threads, "batch_tokens": 4096,
+                     "max_minutes": args.train_minutes, "lr": 0.001, "warmup_steps": 1000,
+                     "scheduler": "inverse_sqrt", "label_smoothing": 0.1, "validate_every": 100000,
+                     "log_every": 20, "keep_last_n": 1},
+        "decoding": {"beam_size": 5, "length_penalty": 1.0, "batch_size": args.batch_size},
+    }
+    config_path = work / "tmt.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    cli = [str(ROOT / ".venv" / "bin" / "transformer-mt")] if (ROOT / ".venv" / "bin" / "transformer-mt").exists() \
+        else [sys.executable, "-m", "transformer_mt.cli"]
+    seconds = run_for(cli + ["train", "--config", str(config_path), "--output-dir", str(run_dir)],
+                      args.train_minutes + 3, work / "tmt_train.log", env)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r.get("type") == "train"]
+    result = {"train_tok_per_s": mean_after_first([r["tokens_per_s"] for r in train_rows]),
+              "updates": train_rows[-1]["step"] if train_rows else 0, "train_seconds": round(seconds, 1)}
+
+    def translate(src_file, out_file, beam):
+        return timed(cli + ["translate", "--model", str(run_dir), "--checkpoint", "last", "--device", "cpu",
+                            "--beam-size", str(beam), "--batch-size", str(args.batch_size),
+                            "--input", str(src_file), "--output", str(out_file)],
+                     env, log_path=work / "tmt_translate.log")
+
+    result["decode"] = decode_speed(translate, work, "tmt", args.data / f"test2016.{args.src}",
+                                    args.data / f"test2016.{args.tgt}", None, env)
+    return result
+
+
+def run_joeynmt(args, work: Path, prep: dict, env: dict) -> dict:
+    python = setup_venv(work, "joey")
+    model_dir = work / "joey_run"
+    side = lambda lang: {"lang": lang, "max_length": 100, "lowercase": False, "normalize": False,  # noqa: E731
+                         "level": "bpe", "voc_file": str(prep["joey_vocab"]), "tokenizer_type": "sentencepiece",
+                         "tokenizer_cfg": {"model_file": str(prep["spm"])}}
+    layers = lambda: {"type": "transformer", "num_layers": 3, "num_heads": 4,  # noqa: E731
+                      "embeddings": {"embedding_dim": 256, "scale": True, "dropout": 0.0},
+                      "hidden_size": 256, "ff_size": 1024, "dropout": 0.1, "layer_norm": "pre"}
+    config = {
+        "name": "joey_compare", "joeynmt_version": "2.3.0", "model_dir": str(model_dir), "use_cuda": False,
+        "data": {"train": str(args.data / "train"), "dev": str(args.data / "val"),
+                 "test": str(args.data / "test2016"), "dataset_type": "plain",
+                 "src": side(args.src), "trg": side(args.tgt)},
+        "testing": {"n_best": 1, "beam_size": 5, "beam_alpha": 1.0, "batch_size": args.batch_size,
+                    "batch_type": "sentence", "max_output_length": 100, "eval_metrics": ["bleu"],
+                    "sacrebleu_cfg": {"tokenize": "13a"}},
+        "training": {"random_seed": 42, "optimizer": "adam", "normalization": "tokens", "adam_betas": [0.9, 0.98],
+                     "scheduling": "warmupinversesquareroot", "learning_rate_warmup": 1000,
+                     "learning_rate": 0.0005, "learning_rate_min": 1e-8, "label_smoothing": 0.1,
+                     "loss": "crossentropy", "batch_size": 4096, "batch_type": "token", "epochs": 1000,
+                     "validation_freq": 1000000, "logging_freq": 20, "overwrite": True, "shuffle": True,
+                     "keep_best_ckpts": 1},
+        "model": {"initializer": "xavier_uniform", "bias_initializer": "zeros",
+                  "embed_initializer": "xavier_uniform", "tied_embeddings": True, "tied_softmax": True,
+                  "encoder": layers(), "decoder": layers()},
+    }
+    config_path = work / "joey.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    # JoeyNMT saves the current weights when interrupted (KeyboardInterrupt), so SIGINT ends its budget.
+    seconds = run_for([str(python), "-m", "joeynmt", "train", str(config_path), "--skip-test"],
+                      args.train_minutes, work / "joey_train.log", env, signal.SIGINT)
+    log_text = (model_dir / "train.log").read_text(encoding="utf-8")
+    speeds = [float(x) for x in re.findall(r"Tokens per Sec:\s+([\d.]+)", log_text)]
+    steps = [int(x) for x in re.findall(r"Step:\s+(\d+)", log_text)]
+    checkpoints = sorted(model_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not checkpoints:
+        raise RuntimeError(f"JoeyNMT left no checkpoint in {model_dir}; see {work / 'joey_train.log'}")
+    result = {"train_tok_per_s": mean_after_first(speeds), "updates": steps[-1] if steps else 0,
+              "train_seconds": round(seconds, 1)}
+
+    def translate(src_file, out_file, beam):
+        config["testing"].update(beam_size=beam, load_model=str(checkpoints[-1]))
+        path = work / f"joey_translate_beam{beam}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        return timed([str(python), "-m", "joeynmt", "translate", str(path), "-o", str(out_file)], env,
+                     stdin_path=src_file, log_path=work / "joey_translate.log")
+
+    result["decode"] = decode_speed(translate, work, "joey", args.data / f"test2016.{args.src}",
+                                    args.data / f"test2016.{args.tgt}", None, env)
+    return result
+
+
+def run_opennmt(args, work: Path, prep: dict, env: dict, with_ctranslate2: bool) -> dict:
+    python = setup_venv(work, "onmt")
+    bin_dir = python.parent
+    run_dir = work / "onmt_run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    seg, src, tgt = prep["seg"], args.src, args.tgt
+    config = {
+        "save_data": str(run_dir / "data"), "src_vocab": str(prep["onmt_vocab"]),
+        "tgt_vocab": str(prep["onmt_vocab"]), "share_vocab": True, "overwrite": True,
+        "data": {"corpus_1": {"path_src": str(seg / f"train.{src}.sp"), "path_tgt": str(seg / f"train.{tgt}.sp")},
+                 "valid": {"path_src": str(seg / f"val.{src}.sp"), "path_tgt": str(seg / f"val.{tgt}.sp")}},
+        "src_seq_length": 100, "tgt_seq_length": 100,
+        "encoder_type": "transformer", "decoder_type": "transformer", "enc_layers": 3, "dec_layers": 3,
+        "hidden_size": 256, "word_vec_size": 256, "transformer_ff": 1024, "heads": 4,
+        "dropout": [0.1], "attention_dropout": [0.1], "position_encoding": True,
+        "share_decoder_embeddings": True, "share_embeddings": True,
+        "batch_size": 4096, "batch_type": "tokens", "normalization": "tokens",
+        "optim": "adam", "adam_beta1": 0.9, "adam_beta2": 0.98, "decay_method": "noam",
+        "learning_rate": 2.0, "warmup_steps": 1000, "label_smoothing": 0.1,
+        "param_init": 0, "param_init_glorot": True, "train_steps": 1000000, "valid_steps": 1000000,
+        "report_every": 20, "save_checkpoint_steps": 50, "keep_checkpoint": 2,
+        "save_model": str(run_dir / "model"), "seed": 42,
+    }
+    config_path = work / "onmt.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    seconds = run_for([str(bin_dir / "onmt_train"), "-config", str(config_path)], args.train_minutes,
+                      work / "onmt_train.log", env, signal.SIGTERM)
+    log_text = (work / "onmt_train.log").read_text(encoding="utf-8", errors="replace")
+    # report lines: "Step 40/1000000; acc: ...; 1234/ 1500 tok/s;" = source/target tokens per second
+    speeds = [float(t) for _, t in re.findall(r"(\d+)/\s*(\d+) tok/s", log_text)]
+    checkpoints = sorted(run_dir.glob("model_step_*.pt"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
+    if not checkpoints:
+        raise RuntimeError(f"OpenNMT-py left no checkpoint in {run_dir}; see {work / 'onmt_train.log'}")
+    model = checkpoints[-1]
+    results = {"opennmt-py": {"train_tok_per_s": mean_after_first(speeds),
+                              "updates": int(re.findall(r"\d+", model.stem)[-1]), "train_seconds": round(seconds, 1)}}
+    sp = spm.SentencePieceProcessor(model_file=str(prep["spm"]))
+    test_src_sp = seg / f"test2016.{src}.sp"
+    test_ref = args.data / f"test2016.{tgt}"
+
+    def translate(src_file, out_file, beam):
+        src_sp = src_file if src_file.suffix == ".sp" else _segment(src_file, sp)
+        return timed([str(bin_dir / "onmt_translate"), "-model", str(model), "-src", str(src_sp),
+                      "-output", str(out_file), "-beam_size", str(beam), "-batch_size", str(args.batch_size),
+                      "-batch_type", "sents", "-max_length", "100", "-length_penalty", "wu", "-alpha", "1.0"],
+                     env, log_path=work / "onmt_translate.log")
+
+    results["opennmt-py"]["decode"] = decode_speed(translate, work, "onmt", test_src_sp, test_ref, sp, env)
+    if with_ctranslate2:
+        results["ctranslate2"] = run_ctranslate2(args, work, python, model, test_src_sp, test_ref, sp, env)
+    return results
+
+
+CT2_DRIVER = """
+import sys, ctranslate2
+model_dir, compute_type, threads, beam, batch, src, out = sys.argv[1:]
+translator = ctranslate2.Translator(model_dir, device="cpu", compute_type=compute_type,
+                                    intra_threads=int(threads), inter_threads=1)
+lines = [line.split() for line in open(src, encoding="utf-8").read().splitlines()]
+results = translator.translate_batch(lines, beam_size=int(beam), max_batch_size=int(batch),
+                                     length_penalty=1.0, max_decoding_length=100)
+with open(out, "w", encoding="utf-8") as f:
+    for r in results:
+        f.write(" ".join(r.hypotheses[0]) + "\\n")
+"""
+
+
+def run_ctranslate2(args, work, python, model, test_src_sp, test_ref, sp, env) -> dict:
+    ct2_dir = work / "ct2_model"
+    if ct2_dir.exists():
+        shutil.rmtree(ct2_dir)
+    subprocess.run([str(python.parent / "ct2-opennmt-py-converter"), "--model_path", str(model),
+                    "--output_dir", str(ct2_dir)], check=True, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = work / "ct2_translate.py"
+    driver.write_text(CT2_DRIVER, encoding="utf-8")
+    results = {}
+    for compute_type in ("float32", "int8"):
+        def translate(src_file, out_file, beam, compute_type=compute_type):
+            src_sp = src_file if src_file.suffix == ".sp" else _segment(src_file, sp)
+            return timed([str(python), str(driver), str(ct2_dir), compute_type, str(args.threads), str(beam),
+                          str(args.batch_size), str(src_sp), str(out_file)], env,
+                         log_path=work / "ct2_translate.log")
+        results[compute_type] = decode_speed(translate, work, f"ct2_{compute_type}", test_src_sp, test_ref, sp, env)
+    return {"decode": results["float32"], "decode_int8": results["int8"]}
+
+
+def _segment(path: Path, sp) -> Path:
+    out = path.with_name(path.name + ".sp")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out.write_text("".join(" ".join(p) + "\n" for p in sp.encode(lines, out_type=str)), encoding="utf-8")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def report(results: dict) -> list[str]:
+    lines = ["| toolkit | train tok/s | updates | greedy sent/s | beam-5 sent/s | BLEU greedy | BLEU beam 5 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def fmt(x, digits=0):
+        return "-" if x is None else f"{x:,.{digits}f}"
+
+    for name, r in results.items():
+        decodes = [(name, r.get("decode"))] + ([(name + " int8", r["decode_int8"])] if "decode_int8" in r else [])
+        for label, d in decodes:
+            d = d or {}
+            lines.append(f"| {label} | {fmt(r.get('train_tok_per_s'))} | {fmt(r.get('updates'))} | "
+                         f"{fmt(d.get('beam1', {}).get('sents_per_s'), 1)} | {fmt(d.get('beam5', {}).get('sents_per_s'), 1)} | "
+                         f"{fmt(d.get('beam1', {}).get('bleu'), 2)} | {fmt(d.get('beam5', {}).get('bleu'), 2)} |")
+    ours = results.get("transformer-mt")
+    if ours:
+        lines.append("")
+        lines.append("transformer-mt / peer:")
+        for name, r in results.items():
+            if name == "transformer-mt":
+                continue
+            parts = []
+            if ours.get("train_tok_per_s") and r.get("train_tok_per_s"):
+                parts.append(f"training {ours['train_tok_per_s'] / r['train_tok_per_s']:.2f}x")
+            for beam in ("beam1", "beam5"):
+                a = (ours.get("decode") or {}).get(beam, {}).get("sents_per_s")
+                b = (r.get("decode") or {}).get(beam, {}).get("sents_per_s")
+                if a and b:
+                    parts.append(f"{beam.replace('beam1', 'greedy').replace('beam5', 'beam 5')} decoding {a / b:.2f}x")
+            lines.append(f"  vs {name}: " + ", ".join(parts))
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    default_data = Path(os.environ.get("TRANSFORMER_MT_DATA", ROOT.parent / "shared" / "data")) / "multi30k"
+    parser.add_argument("--data", type=Path, default=default_data, help="Multi30k folder (default: %(default)s)")
+    parser.add_argument("--src", default="de")
+    parser.add_argument("--tgt", default="en")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/transformer-mt-peers"),
+                        help="virtual environments, segmented data, runs, outputs (default: %(default)s)")
+    parser.add_argument("--toolkits", default=",".join(TOOLKITS),
+                        help="comma-separated subset of " + ", ".join(TOOLKITS))
+    parser.add_argument("--train-minutes", type=float, default=10.0, help="training budget per toolkit")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for every toolkit")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch")
+    parser.add_argument("--tmt-attention-dropout", type=float, default=0.1,
+                        help="transformer-mt attention dropout (0.1 matches the peers; 0 is faster on CPU)")
+    parser.add_argument("--tmt-activation-dropout", type=float, default=0.1,
+                        help="transformer-mt FFN activation dropout (0.1 matches the peers)")
+    parser.add_argument("--json", type=Path, help="also write all numbers to this JSON file")
+    args = parser.parse_args()
+
+    wanted = [t.strip() for t in args.toolkits.split(",") if t.strip()]
+    unknown = sorted(set(wanted) - set(TOOLKITS))
+    if unknown:
+        parser.error(f"unknown toolkit(s) {unknown}; choose from {', '.join(TOOLKITS)}")
+    for split in SPLITS:
+        for lang in (args.src, args.tgt):
+            if not (args.data / f"{split}.{lang}").is_file():
+                parser.error(f"{args.data / f'{split}.{lang}'} is missing: point --data at the Multi30k folder "
+                             f"(or run scripts/download_multi30k.py)")
+    args.data = args.data.resolve()
+    args.work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
+    prep = prepare_data(args.data, args.work, args.src, args.tgt)
+
+    results: dict = {}
+    started = time.time()
+    if "transformer-mt" in wanted:
+        print("== transformer-mt", flush=True)
+        results["transformer-mt"] = run_transformer_mt(args, args.work, prep, env)
+    if "joeynmt" in wanted:
+        print("== JoeyNMT 2.3.0", flush=True)
+        results["joeynmt"] = run_joeynmt(args, args.work, prep, env)
+    if "opennmt-py" in wanted or "ctranslate2" in wanted:
+        print("== OpenNMT-py 3.5.1" + (" + CTranslate2" if "ctranslate2" in wanted else ""), flush=True)
+        onmt = run_opennmt(args, args.work, prep, env, with_ctranslate2="ctranslate2" in wanted)
+        results.update({k: v for k, v in onmt.items() if k in wanted or k == "opennmt-py"})
+
+    lines = report(results)
+    print("\n".join(lines))
+    if args.json:
+        meta = {"train_minutes": args.train_minutes, "threads": args.threads, "batch_size": args.batch_size,
+                "data": str(args.data), "wall_seconds": round(time.time() - started, 1),
+                "machine": os.uname().nodename, "cpu_count": os.cpu_count()}
+        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
