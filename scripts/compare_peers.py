@@ -51,6 +51,7 @@ from transformer_mt.config import TokenizerConfig  # noqa: E402
 from transformer_mt.tokenizer import build_tokenizers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+SENTENCES = 0  # set by --sentences
 TOOLKITS = ("transformer-mt", "joeynmt", "opennmt-py", "ctranslate2")
 SPLITS = ("train", "val", "test2016")
 PEER_PACKAGES = {
@@ -142,10 +143,13 @@ def run_for(cmd: list[str], minutes: float, log_path: Path, env: dict, stop_sign
     return time.perf_counter() - start
 
 
-def timed(cmd: list[str], env: dict, stdin_path: Path | None = None, log_path: Path | None = None) -> float:
+def timed(cmd: list[str], env: dict, stdin_path: Path | None = None, log_path: Path | None = None,
+          stdout_path: Path | None = None) -> float:
+    """Seconds a command takes; stdout goes to ``stdout_path`` (or the log), stderr to the log."""
     start = time.perf_counter()
-    with open(stdin_path or os.devnull, "rb") as stdin, open(log_path or os.devnull, "ab") as log:
-        proc = subprocess.run(cmd, stdin=stdin, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(stdin_path or os.devnull, "rb") as stdin, open(log_path or os.devnull, "ab") as log, \
+            open(stdout_path or os.devnull, "wb") as out:
+        proc = subprocess.run(cmd, stdin=stdin, stdout=out if stdout_path else log, stderr=log, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}; see {log_path}")
     return time.perf_counter() - start
@@ -166,6 +170,8 @@ def decode_speed(translate, work: Path, name: str, test_src: Path, test_ref: Pat
     """Time ``translate(src_file, out_file, beam)`` on 1 sentence and on the whole test set."""
     one = work / "one_sentence.txt"
     one.write_text(test_src.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    if SENTENCES:  # --sentences: the first N test sentences only (quick checks of the script)
+        test_src, test_ref = _head(test_src, work, SENTENCES), _head(test_ref, work, SENTENCES)
     num = len(test_src.read_text(encoding="utf-8").splitlines())
     results = {}
     for beam in (1, 5):
@@ -274,8 +280,9 @@ def run_joeynmt(args, work: Path, prep: dict, env: dict) -> dict:
         config["testing"].update(beam_size=beam, load_model=str(checkpoints[-1]))
         path = work / f"joey_translate_beam{beam}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        return timed([str(python), "-m", "joeynmt", "translate", str(path), "-o", str(out_file)], env,
-                     stdin_path=src_file, log_path=work / "joey_translate.log")
+        # (its -o option fails in 2.3.0 with "'BaseConfig' object has no attribute 'n_best'": use stdout)
+        return timed([str(python), "-m", "joeynmt", "translate", str(path)], env, stdin_path=src_file,
+                     log_path=work / "joey_translate.log", stdout_path=out_file)
 
     result["decode"] = decode_speed(translate, work, "joey", args.data / f"test2016.{args.src}",
                                     args.data / f"test2016.{args.tgt}", None, env)
@@ -303,7 +310,7 @@ def run_opennmt(args, work: Path, prep: dict, env: dict, with_ctranslate2: bool)
         "optim": "adam", "adam_beta1": 0.9, "adam_beta2": 0.98, "decay_method": "noam",
         "learning_rate": 2.0, "warmup_steps": 1000, "label_smoothing": 0.1,
         "param_init": 0, "param_init_glorot": True, "train_steps": 1000000, "valid_steps": 1000000,
-        "report_every": 20, "save_checkpoint_steps": 50, "keep_checkpoint": 2,
+        "report_every": 20, "save_checkpoint_steps": 20, "keep_checkpoint": 2,
         "save_model": str(run_dir / "model"), "seed": 42,
     }
     config_path = work / "onmt.yaml"
@@ -370,6 +377,13 @@ def run_ctranslate2(args, work, python, model, test_src_sp, test_ref, sp, env) -
     return {"decode": results["float32"], "decode_int8": results["int8"]}
 
 
+def _head(path: Path, work: Path, count: int) -> Path:
+    out = work / f"head{count}.{path.name}"
+    lines = path.read_text(encoding="utf-8").splitlines()[:count]
+    out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return out
+
+
 def _segment(path: Path, sp) -> Path:
     out = path.with_name(path.name + ".sp")
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -432,8 +446,12 @@ def main() -> int:
                         help="transformer-mt attention dropout (0.1 matches the peers; 0 is faster on CPU)")
     parser.add_argument("--tmt-activation-dropout", type=float, default=0.1,
                         help="transformer-mt FFN activation dropout (0.1 matches the peers)")
+    parser.add_argument("--sentences", type=int, default=0,
+                        help="decode only the first N test sentences (0 = all; for quick checks)")
     parser.add_argument("--json", type=Path, help="also write all numbers to this JSON file")
     args = parser.parse_args()
+    global SENTENCES
+    SENTENCES = args.sentences
 
     wanted = [t.strip() for t in args.toolkits.split(",") if t.strip()]
     unknown = sorted(set(wanted) - set(TOOLKITS))
@@ -452,16 +470,25 @@ def main() -> int:
 
     results: dict = {}
     started = time.time()
-    if "transformer-mt" in wanted:
-        print("== transformer-mt", flush=True)
-        results["transformer-mt"] = run_transformer_mt(args, args.work, prep, env)
-    if "joeynmt" in wanted:
-        print("== JoeyNMT 2.3.0", flush=True)
-        results["joeynmt"] = run_joeynmt(args, args.work, prep, env)
+    steps = [("transformer-mt", "transformer-mt", lambda: run_transformer_mt(args, args.work, prep, env)),
+             ("joeynmt", "JoeyNMT 2.3.0", lambda: run_joeynmt(args, args.work, prep, env))]
     if "opennmt-py" in wanted or "ctranslate2" in wanted:
-        print("== OpenNMT-py 3.5.1" + (" + CTranslate2" if "ctranslate2" in wanted else ""), flush=True)
-        onmt = run_opennmt(args, args.work, prep, env, with_ctranslate2="ctranslate2" in wanted)
-        results.update({k: v for k, v in onmt.items() if k in wanted or k == "opennmt-py"})
+        steps.append(("opennmt-py", "OpenNMT-py 3.5.1" + (" + CTranslate2" if "ctranslate2" in wanted else ""),
+                      lambda: run_opennmt(args, args.work, prep, env, with_ctranslate2="ctranslate2" in wanted)))
+    for key, title, step in steps:
+        if key not in wanted and key != "opennmt-py":
+            continue
+        print(f"== {title}", flush=True)
+        try:
+            outcome = step()
+        except Exception as exc:  # one toolkit failing must not lose the others' numbers
+            print(f"  {title} failed: {exc}", flush=True)
+            results[key] = {"error": str(exc)}
+            continue
+        if key == "opennmt-py":
+            results.update(outcome)
+        else:
+            results[key] = outcome
 
     lines = report(results)
     print("\n".join(lines))
