@@ -181,12 +181,12 @@ def decode_speed(translate, work: Path, name: str, test_src: Path, test_ref: Pat
         if sp is not None:  # segmented output: join the pieces back into text
             lines = out.read_text(encoding="utf-8").splitlines()
             out.write_text("".join(sp.decode(line.split()) + "\n" for line in lines), encoding="utf-8")
-        seconds = max(total - startup, 1e-6)
+        seconds = total - startup  # start-up varies by a second or so: use enough sentences
         # Output words per second too: an under-trained model that runs to the length limit decodes
         # many more words per sentence, so sentences/s alone compares unequal work.
         words = sum(len(line.split()) for line in out.read_text(encoding="utf-8").splitlines())
         results[f"beam{beam}"] = {"seconds": round(seconds, 2), "startup_seconds": round(startup, 2),
-                                  "sents_per_s": round((num - 1) / seconds, 1),
+                                  "sents_per_s": round((num - 1) / seconds, 1) if seconds > 0 else None,
                                   "words_per_sent": round(words / max(num, 1), 1),
                                   "bleu": round(bleu_of(out, test_ref), 2)}
         print(f"  {name} beam {beam}: {results[f'beam{beam}']}", flush=True)
