@@ -30,6 +30,7 @@ transformer-mt to each peer. Needs package-registry access the first time (to in
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -51,7 +52,6 @@ from transformer_mt.config import TokenizerConfig  # noqa: E402
 from transformer_mt.tokenizer import build_tokenizers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SENTENCES = 0  # set by --sentences
 TOOLKITS = ("transformer-mt", "joeynmt", "opennmt-py", "ctranslate2")
 SPLITS = ("train", "val", "test2016")
 PEER_PACKAGES = {
@@ -98,18 +98,14 @@ def prepare_data(data: Path, work: Path, src: str, tgt: str) -> dict:
         cfg = TokenizerConfig(joint=True, model_type="bpe", vocab_size=8000, character_coverage=1.0)
         build_tokenizers(work, cfg, data / f"train.{src}", data / f"train.{tgt}")
     sp = spm.SentencePieceProcessor(model_file=str(spm_path))
-    counts: dict[str, int] = {}
+    counts: collections.Counter = collections.Counter()
     for split in SPLITS:
         for lang in (src, tgt):
-            out = seg / f"{split}.{lang}.sp"
             lines = (data / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
             pieces = sp.encode(lines, out_type=str)
-            if not out.exists():
-                out.write_text("".join(" ".join(p) + "\n" for p in pieces), encoding="utf-8")
+            (seg / f"{split}.{lang}.sp").write_text("".join(" ".join(p) + "\n" for p in pieces), encoding="utf-8")
             if split == "train":
-                for sentence in pieces:
-                    for piece in sentence:
-                        counts[piece] = counts.get(piece, 0) + 1
+                counts.update(piece for sentence in pieces for piece in sentence)
     specials = {"<pad>", "<unk>", "<s>", "</s>"}
     # JoeyNMT: the pieces of the SentencePiece vocabulary, one per line, without special symbols.
     joey_vocab = work / "joey.vocab"
@@ -119,7 +115,7 @@ def prepare_data(data: Path, work: Path, src: str, tgt: str) -> dict:
     onmt_vocab = work / "onmt.vocab"
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     onmt_vocab.write_text("".join(f"{p}\t{c}\n" for p, c in ranked), encoding="utf-8")
-    return {"spm": spm_path, "seg": seg, "joey_vocab": joey_vocab, "onmt_vocab": onmt_vocab}
+    return {"spm": spm_path, "sp": sp, "seg": seg, "joey_vocab": joey_vocab, "onmt_vocab": onmt_vocab}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,12 +162,15 @@ def bleu_of(hyp_path: Path, ref_path: Path) -> float:
     return sacrebleu.corpus_bleu(hyps, [refs]).score
 
 
-def decode_speed(translate, work: Path, name: str, test_src: Path, test_ref: Path, sp, env) -> dict:
-    """Time ``translate(src_file, out_file, beam)`` on 1 sentence and on the whole test set."""
-    one = work / "one_sentence.txt"
-    one.write_text(test_src.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
-    if SENTENCES:  # --sentences: the first N test sentences only (quick checks of the script)
-        test_src, test_ref = _head(test_src, work, SENTENCES), _head(test_ref, work, SENTENCES)
+def decode_speed(translate, work: Path, name: str, test_src: Path, test_ref: Path, sp, limit: int) -> dict:
+    """Time ``translate(src_file, out_file, beam)`` on 1 sentence and on the test set.
+
+    ``test_src`` is raw text or, for the toolkits that read it (``sp`` given), segmented text; the
+    one-sentence file and the ``limit`` (--sentences) head keep its suffixes, hence its format.
+    """
+    one = _head(test_src, work, 1)
+    if limit:  # the first ``limit`` test sentences only (quick checks of the script)
+        test_src, test_ref = _head(test_src, work, limit), _head(test_ref, work, limit)
     num = len(test_src.read_text(encoding="utf-8").splitlines())
     results = {}
     for beam in (1, 5):
@@ -235,7 +234,7 @@ def run_transformer_mt(args, work: Path, prep: dict, env: dict) -> dict:
                      env, log_path=work / "tmt_translate.log")
 
     result["decode"] = decode_speed(translate, work, "tmt", args.data / f"test2016.{args.src}",
-                                    args.data / f"test2016.{args.tgt}", None, env)
+                                    args.data / f"test2016.{args.tgt}", None, args.sentences)
     return result
 
 
@@ -289,7 +288,7 @@ def run_joeynmt(args, work: Path, prep: dict, env: dict) -> dict:
                      log_path=work / "joey_translate.log", stdout_path=out_file)
 
     result["decode"] = decode_speed(translate, work, "joey", args.data / f"test2016.{args.src}",
-                                    args.data / f"test2016.{args.tgt}", None, env)
+                                    args.data / f"test2016.{args.tgt}", None, args.sentences)
     return result
 
 
@@ -332,18 +331,18 @@ def run_opennmt(args, work: Path, prep: dict, env: dict, with_ctranslate2: bool)
     model = checkpoints[-1]
     results = {"opennmt-py": {"train_tok_per_s": mean_after_first(speeds),
                               "updates": int(re.findall(r"\d+", model.stem)[-1]), "train_seconds": round(seconds, 1)}}
-    sp = spm.SentencePieceProcessor(model_file=str(prep["spm"]))
+    sp = prep["sp"]
     test_src_sp = seg / f"test2016.{src}.sp"
     test_ref = args.data / f"test2016.{tgt}"
 
     def translate(src_file, out_file, beam):
-        src_sp = src_file if src_file.suffix == ".sp" else _segment(src_file, sp)
-        return timed([str(bin_dir / "onmt_translate"), "-model", str(model), "-src", str(src_sp),
+        return timed([str(bin_dir / "onmt_translate"), "-model", str(model), "-src", str(src_file),
                       "-output", str(out_file), "-beam_size", str(beam), "-batch_size", str(args.batch_size),
                       "-batch_type", "sents", "-max_length", "100", "-length_penalty", "wu", "-alpha", "1.0"],
                      env, log_path=work / "onmt_translate.log")
 
-    results["opennmt-py"]["decode"] = decode_speed(translate, work, "onmt", test_src_sp, test_ref, sp, env)
+    results["opennmt-py"]["decode"] = decode_speed(translate, work, "onmt", test_src_sp, test_ref, sp,
+                                                    args.sentences)
     if with_ctranslate2:
         try:
             results["ctranslate2"] = run_ctranslate2(args, work, python, model, test_src_sp, test_ref, sp, env)
@@ -385,11 +384,11 @@ def run_ctranslate2(args, work, python, model, test_src_sp, test_ref, sp, env) -
     results = {}
     for compute_type in ("float32", "int8"):
         def translate(src_file, out_file, beam, compute_type=compute_type):
-            src_sp = src_file if src_file.suffix == ".sp" else _segment(src_file, sp)
             return timed([str(python), str(driver), str(ct2_dir), compute_type, str(args.threads), str(beam),
-                          str(args.batch_size), str(src_sp), str(out_file)], env,
+                          str(args.batch_size), str(src_file), str(out_file)], env,
                          log_path=work / "ct2_translate.log")
-        results[compute_type] = decode_speed(translate, work, f"ct2_{compute_type}", test_src_sp, test_ref, sp, env)
+        results[compute_type] = decode_speed(translate, work, f"ct2_{compute_type}", test_src_sp, test_ref, sp,
+                                              args.sentences)
     return {"decode": results["float32"], "decode_int8": results["int8"]}
 
 
@@ -397,13 +396,6 @@ def _head(path: Path, work: Path, count: int) -> Path:
     out = work / f"head{count}.{path.name}"
     lines = path.read_text(encoding="utf-8").splitlines()[:count]
     out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return out
-
-
-def _segment(path: Path, sp) -> Path:
-    out = path.with_name(path.name + ".sp")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out.write_text("".join(" ".join(p) + "\n" for p in sp.encode(lines, out_type=str)), encoding="utf-8")
     return out
 
 
@@ -469,8 +461,6 @@ def main() -> int:
                         help="decode only the first N test sentences (0 = all; for quick checks)")
     parser.add_argument("--json", type=Path, help="also write all numbers to this JSON file")
     args = parser.parse_args()
-    global SENTENCES
-    SENTENCES = args.sentences
 
     wanted = [t.strip() for t in args.toolkits.split(",") if t.strip()]
     unknown = sorted(set(wanted) - set(TOOLKITS))
