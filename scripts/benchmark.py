@@ -9,6 +9,11 @@ greedy and beam 5, batch sizes 1 and 64, and the BLEU of each setting.
 Decoding uses a trained run (``--run DIR``); without one it decodes with the model after the
 timed training updates (speeds are then indicative only, BLEU meaningless).
 
+``--check-exact N`` checks that speed costs no BLEU: it decodes the first N test sentences the
+fast way (key/value cache, 64 sentences per batch, finished sentences leaving the batch) and the
+reference way (no cache, the whole prefix recomputed each step, one sentence at a time), greedy
+and beam 5, and prints how many translations are identical and both BLEU scores.
+
     python scripts/benchmark.py --config configs/multi30k_de_en.yaml --run runs/m30k_de_en
     python scripts/benchmark.py --config configs/demo.yaml --json results.json
 
@@ -81,6 +86,20 @@ def benchmark_decoding(translator: Translator, sources: list[str], references: l
     return rows
 
 
+def check_exact(translator: Translator, sources: list[str], references: list[str], tokenize: str) -> list[dict]:
+    rows = []
+    for beam_size in (1, 5):
+        fast = translator.translate(sources, beam_size=beam_size, batch_size=64)
+        start = time.perf_counter()
+        reference = translator.translate(sources, beam_size=beam_size, batch_size=1, incremental=False)
+        rows.append({"search": "greedy" if beam_size == 1 else f"beam{beam_size}", "sentences": len(sources),
+                     "identical": sum(a == b for a, b in zip(fast, reference)),
+                     "bleu_fast": score(fast, references, tokenize)["bleu"],
+                     "bleu_reference": score(reference, references, tokenize)["bleu"],
+                     "reference_seconds": time.perf_counter() - start})
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config (data, model size, batch size, precision)")
@@ -93,6 +112,9 @@ def main() -> int:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--skip-decoding", action="store_true")
     parser.add_argument("--quantize", action="store_true", help="also decode with int8 dynamic quantization")
+    parser.add_argument("--check-exact", type=int, default=0, metavar="N",
+                        help="compare fast decoding with uncached one-sentence-at-a-time decoding on the first "
+                             "N test sentences (needs --run)")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
 
@@ -135,6 +157,19 @@ def main() -> int:
         for row in result["decoding"]:
             print(f"{row['weights']:8} {row['search']:8} {row['batch_size']:5d} {row['sentences_per_s']:8.1f} "
                   f"{row['tokens_per_s']:8.0f} {row['bleu']:6.2f}")
+    if args.check_exact:
+        if not args.run:
+            parser.error("--check-exact needs a trained run (--run DIR)")
+        data = config.data
+        sources = read_lines(data.path("test", data.src_lang))[:args.check_exact]
+        references = read_lines(data.path("test", data.tgt_lang))[:args.check_exact]
+        tokenize = resolve_tokenize(config.decoding.sacrebleu_tokenize, data.tgt_lang)
+        translator = Translator.from_run(args.run, args.checkpoint, device=args.device or "auto")
+        result["check_exact"] = check_exact(translator, sources, references, tokenize)
+        print(f"\n{'search':8} {'identical':>12} {'BLEU fast':>10} {'BLEU ref':>10}")
+        for row in result["check_exact"]:
+            print(f"{row['search']:8} {row['identical']:5d}/{row['sentences']:<6d} {row['bleu_fast']:10.2f} "
+                  f"{row['bleu_reference']:10.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
     return 0

@@ -1,5 +1,6 @@
 """Greedy and beam search: agreement with each other and with uncached, unbatched decoding."""
 
+import pytest
 import torch
 
 from transformer_mt.search import beam_search, greedy_search
@@ -47,6 +48,21 @@ def test_greedy_equals_uncached_unbatched_reference():
         for row in range(src.size(0)):
             real = src[row][src[row] != PAD_ID]
             assert batched[row] == reference_greedy(model, real, len(real) + 5)
+
+
+def test_cached_search_equals_search_without_cache():
+    # The key/value cache is an optimisation only: recomputing the whole prefix every step
+    # must give the same tokens (and, up to float rounding, the same scores).
+    for seed in range(3):
+        model = peaked_model(seed)
+        src = sources(seed)
+        assert greedy_search(model, src, 1.0, 5) == greedy_search(model, src, 1.0, 5, incremental=False)
+        cached = beam_search(model, src, beam_size=4, max_length_a=1.0, max_length_b=5, nbest=4)
+        uncached = beam_search(model, src, beam_size=4, max_length_a=1.0, max_length_b=5, nbest=4,
+                               incremental=False)
+        for with_cache, without_cache in zip(cached, uncached):
+            assert [h.tokens for h in with_cache] == [h.tokens for h in without_cache]
+            assert [h.score for h in with_cache] == pytest.approx([h.score for h in without_cache], abs=1e-4)
 
 
 def test_beam_size_one_equals_greedy():

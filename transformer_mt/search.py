@@ -12,6 +12,10 @@ it has beam_size finished hypotheses; done sentences leave the batch (their
 rows are dropped from the encoder output and the cache) so later steps only
 pay for sentences still being decoded. Finished hypotheses are ranked by
 score / ((5 + length) / 6) ** length_penalty (Wu et al. 2016).
+
+``incremental=False`` turns the key/value cache off: every step runs the
+decoder over the whole prefix again. It is slow and exists as the reference
+that the cached search must match exactly (tests, scripts/benchmark.py).
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ def length_limits(src_tokens: torch.Tensor, pad_id: int, a: float, b: int) -> to
 
 
 def step_log_probs(model: Transformer, prev_tokens, memory, src_mask, cache) -> torch.Tensor:
-    """Log-probabilities (N, V) of the next token given the newest token of each row.
+    """Log-probabilities (N, V) of the next token after ``prev_tokens``.
 
+    With a cache ``prev_tokens`` is the newest token of each row; without one, the whole prefix.
     Padding and the start token are never valid outputs, so they get -inf.
     """
     hidden = model.decode(prev_tokens, memory, src_mask, cache)
@@ -51,14 +56,14 @@ def step_log_probs(model: Transformer, prev_tokens, memory, src_mask, cache) -> 
 
 @torch.inference_mode()
 def greedy_search(model: Transformer, src_tokens: torch.Tensor, max_length_a: float = 1.5,
-                  max_length_b: int = 10) -> list[list[int]]:
+                  max_length_b: int = 10, incremental: bool = True) -> list[list[int]]:
     model.eval()
     batch = src_tokens.size(0)
     device = src_tokens.device
     memory, src_mask = model.encode(src_tokens)
     max_lens = length_limits(src_tokens, model.pad_id, max_length_a, max_length_b)
-    cache = model.new_cache()
-    prev = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
+    cache = model.new_cache() if incremental else None
+    prev = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)  # without a cache: the whole prefix
     outputs: list[list[int]] = [[] for _ in range(batch)]
     active = torch.arange(batch, device=device)  # original row of each active row
     for step in range(int(max_lens.max())):
@@ -77,14 +82,18 @@ def greedy_search(model: Transformer, src_tokens: torch.Tensor, max_length_a: fl
             index = torch.tensor(keep, device=device)
             active, memory, src_mask = active[index], memory[index], src_mask[index]
             next_tokens = next_tokens[index]
-            cache = model.reorder_cache(cache, index)
-        prev = next_tokens.unsqueeze(1)
+            if incremental:
+                cache = model.reorder_cache(cache, index)
+            else:
+                prev = prev[index]
+        prev = next_tokens.unsqueeze(1) if incremental else torch.cat([prev, next_tokens.unsqueeze(1)], dim=1)
     return outputs
 
 
 @torch.inference_mode()
 def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5, length_penalty: float = 1.0,
-                max_length_a: float = 1.5, max_length_b: int = 10, nbest: int = 1) -> list[list[Hypothesis]]:
+                max_length_a: float = 1.5, max_length_b: int = 10, nbest: int = 1,
+                incremental: bool = True) -> list[list[Hypothesis]]:
     """Return, for each source sentence, its ``nbest`` best hypotheses, best first."""
     model.eval()
     num_sentences = src_tokens.size(0)
@@ -96,7 +105,7 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
     # Expand encoder output to (sentences * beam) rows: rows s*k .. s*k+k-1 belong to sentence s.
     expand = torch.arange(num_sentences, device=device).repeat_interleave(k)
     memory, src_mask = memory[expand], src_mask[expand]
-    cache = model.new_cache()
+    cache = model.new_cache() if incremental else None
     prev = torch.full((num_sentences * k, 1), BOS_ID, dtype=torch.long, device=device)
     # Only the first beam of each sentence is live at step 0, so the k beams do not start as k copies.
     scores = torch.full((num_sentences, k), float("-inf"), device=device)
@@ -166,8 +175,12 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             source_rows = source_rows.view(num_active, k)[keep].view(-1)
             keep_rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
             memory, src_mask = memory[keep_rows], src_mask[keep_rows]
-        cache = model.reorder_cache(cache, source_rows)
-        prev = tokens[:, :, -1].reshape(-1, 1)
+        if incremental:
+            cache = model.reorder_cache(cache, source_rows)
+            prev = tokens[:, :, -1].reshape(-1, 1)
+        else:  # the whole prefix: start token + the tokens so far
+            start = torch.full((tokens.size(0) * k, 1), BOS_ID, dtype=torch.long, device=device)
+            prev = torch.cat([start, tokens.reshape(-1, length_now)], dim=1)
 
     results = []
     for hyps in finished:

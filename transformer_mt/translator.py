@@ -99,11 +99,14 @@ class Translator:
 
     def translate(self, sentences: list[str], beam_size: int | None = None, nbest: int | None = None,
                   length_penalty: float | None = None, batch_size: int | None = None,
-                  max_length_a: float | None = None, max_length_b: int | None = None):
+                  max_length_a: float | None = None, max_length_b: int | None = None,
+                  incremental: bool = True):
         """Translate a list of sentences.
 
         Returns a list of strings, or with ``nbest`` > 1 a list of lists of
         ``nbest`` strings (best first). Defaults come from the run's decoding config.
+        ``incremental=False`` decodes without the key/value cache (slow; the reference
+        that cached decoding must match, see scripts/benchmark.py --check-exact).
         """
         if isinstance(sentences, str):
             raise TypeError("translate() takes a list of sentences; wrap a single sentence in a list")
@@ -131,9 +134,11 @@ class Translator:
             src = src.to(self.device)
             with autocast(self.device, self.precision):
                 if beam_size == 1:
-                    outputs = [[tokens] for tokens in greedy_search(self.model, src, max_length_a, max_length_b)]
+                    outputs = [[tokens] for tokens in greedy_search(self.model, src, max_length_a, max_length_b,
+                                                                    incremental)]
                 else:
-                    hyps = beam_search(self.model, src, beam_size, length_penalty, max_length_a, max_length_b, nbest)
+                    hyps = beam_search(self.model, src, beam_size, length_penalty, max_length_a, max_length_b, nbest,
+                                       incremental)
                     outputs = [[h.tokens for h in sentence_hyps] for sentence_hyps in hyps]
             for i, token_lists in zip(rows, outputs):
                 texts = self.tgt_tokenizer.decode(token_lists)
