@@ -7,7 +7,9 @@ One run on one machine, same data, same model size, same threads:
   toolkit (OpenNMT-py and CTranslate2 read the pre-segmented text, JoeyNMT the model itself);
 * Transformer 3+3 layers, d_model 256, 4 heads, FFN 1024, dropout 0.1 (attention and activation
   dropout 0.1 too, as the peers do), tied and shared embeddings, label smoothing 0.1, Adam
-  (0.9, 0.98) with 1,000 warmup updates, ~4096-token batches, fp32, ``--threads`` CPU threads;
+  (0.9, 0.98), the same inverse-square-root schedule for all (``--warmup`` updates up to a peak
+  learning rate of ``--peak-lr``), ``--batch-tokens`` target tokens per batch, fp32, ``--threads``
+  CPU threads;
 * each toolkit trains for the same wall-clock budget (``--train-minutes``), then decodes
   Multi30k test2016 (1,000 sentences) greedy and with beam 5, 64 sentences per batch.
 
@@ -210,8 +212,8 @@ def run_transformer_mt(args, work: Path, prep: dict, env: dict) -> dict:
                   "ffn_dim": 1024, "dropout": 0.1, "attention_dropout": args.tmt_attention_dropout,
                   "activation_dropout": args.tmt_activation_dropout, "pre_norm": True,
                   "share_embeddings": True, "tie_output": True},
-        "training": {"seed": 1, "device": "cpu", "num_threads": args.threads, "batch_tokens": 4096,
-                     "max_minutes": args.train_minutes, "lr": 0.001, "warmup_steps": 1000,
+        "training": {"seed": 1, "device": "cpu", "num_threads": args.threads, "batch_tokens": args.batch_tokens,
+                     "max_minutes": args.train_minutes, "lr": args.peak_lr, "warmup_steps": args.warmup,
                      "scheduler": "inverse_sqrt", "label_smoothing": 0.1, "validate_every": 100000,
                      "log_every": 20, "keep_last_n": 1},
         "decoding": {"beam_size": 5, "length_penalty": 1.0, "batch_size": args.batch_size},
@@ -256,9 +258,9 @@ def run_joeynmt(args, work: Path, prep: dict, env: dict) -> dict:
                     "batch_type": "sentence", "max_output_length": 100, "eval_metrics": ["bleu"],
                     "sacrebleu_cfg": {"tokenize": "13a"}},
         "training": {"random_seed": 42, "optimizer": "adam", "normalization": "tokens", "adam_betas": [0.9, 0.98],
-                     "scheduling": "warmupinversesquareroot", "learning_rate_warmup": 1000,
-                     "learning_rate": 0.0005, "learning_rate_min": 1e-8, "label_smoothing": 0.1,
-                     "loss": "crossentropy", "batch_size": 4096, "batch_type": "token", "epochs": 1000,
+                     "scheduling": "warmupinversesquareroot", "learning_rate_warmup": args.warmup,
+                     "learning_rate": args.peak_lr, "learning_rate_min": 1e-8, "label_smoothing": 0.1,
+                     "loss": "crossentropy", "batch_size": args.batch_tokens, "batch_type": "token", "epochs": 1000,
                      "validation_freq": 1000000, "logging_freq": 20, "overwrite": True, "shuffle": True,
                      "keep_best_ckpts": 1},
         "model": {"initializer": "xavier_uniform", "bias_initializer": "zeros",
@@ -311,9 +313,11 @@ def run_opennmt(args, work: Path, prep: dict, env: dict, with_ctranslate2: bool)
         # CTranslate2's converter refuses OpenNMT-py 3.5's default "scaled-dot-flash".
         "self_attn_type": "scaled-dot",
         "share_decoder_embeddings": True, "share_embeddings": True,
-        "batch_size": 4096, "batch_type": "tokens", "normalization": "tokens",
+        "batch_size": args.batch_tokens, "batch_type": "tokens", "normalization": "tokens",
+        # noam: lr = learning_rate * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), which peaks at
+        # learning_rate * (d_model * warmup)^-0.5; choose learning_rate so that the peak is --peak-lr.
         "optim": "adam", "adam_beta1": 0.9, "adam_beta2": 0.98, "decay_method": "noam",
-        "learning_rate": 2.0, "warmup_steps": 1000, "label_smoothing": 0.1,
+        "learning_rate": args.peak_lr * (256 * args.warmup) ** 0.5, "warmup_steps": args.warmup, "label_smoothing": 0.1,
         "param_init": 0, "param_init_glorot": True, "train_steps": 1000000, "valid_steps": 1000000,
         "report_every": 20, "save_checkpoint_steps": 20, "keep_checkpoint": 2,
         "save_model": str(run_dir / "model"), "seed": 42,
@@ -453,6 +457,11 @@ def main() -> int:
     parser.add_argument("--train-minutes", type=float, default=10.0, help="training budget per toolkit")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every toolkit")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch")
+    parser.add_argument("--batch-tokens", type=int, default=4096, help="tokens per training batch, every toolkit")
+    parser.add_argument("--warmup", type=int, default=1000,
+                        help="warmup updates of the inverse-square-root schedule, every toolkit (a short "
+                             "--train-minutes needs a short warmup to give models that translate at all)")
+    parser.add_argument("--peak-lr", type=float, default=1e-3, help="learning rate at the end of warmup")
     parser.add_argument("--tmt-attention-dropout", type=float, default=0.1,
                         help="transformer-mt attention dropout (0.1 matches the peers; 0 is faster on CPU)")
     parser.add_argument("--tmt-activation-dropout", type=float, default=0.1,
@@ -506,6 +515,7 @@ def main() -> int:
     print("\n".join(lines))
     if args.json:
         meta = {"train_minutes": args.train_minutes, "threads": args.threads, "batch_size": args.batch_size,
+                "batch_tokens": args.batch_tokens, "warmup": args.warmup, "peak_lr": args.peak_lr,
                 "data": str(args.data), "wall_seconds": round(time.time() - started, 1),
                 "machine": os.uname().nodename, "cpu_count": os.cpu_count()}
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2), encoding="utf-8")
