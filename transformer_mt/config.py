@@ -33,6 +33,10 @@ class DataConfig:
     valid_prefix: str = "valid"
     test_prefix: str = "test"
     max_len: int = 256  # training pairs longer than this (in subword tokens) are skipped and counted
+    # Share of training pairs whose source ends in punctuation that are added once more with that
+    # punctuation removed: corpora where nearly every source ends in "." or "。" teach a model to
+    # end its output only after one, so typed input without it ("我爱学习") runs on.
+    unpunctuated_copies: float = 0.0
 
     def path(self, split: str, lang: str) -> Path:
         prefix = {"train": self.train_prefix, "valid": self.valid_prefix, "test": self.test_prefix}[split]
@@ -133,6 +137,7 @@ CHOICES = {
 # (key, lower bound, inclusive?) for numeric options.
 MINIMUMS = {
     "data.max_len": (1, True),
+    "data.unpunctuated_copies": (0.0, True),
     "tokenizer.vocab_size": (8, True),
     "tokenizer.character_coverage": (0.0, False),
     "model.d_model": (1, True),
@@ -171,6 +176,7 @@ MINIMUMS = {
     "decoding.valid_beam_size": (1, True),
 }
 MAXIMUMS = {
+    "data.unpunctuated_copies": 1.0,
     "tokenizer.character_coverage": 1.0,
     "model.dropout": 0.99,
     "model.attention_dropout": 0.99,

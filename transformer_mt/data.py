@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,12 +102,39 @@ def _flatten(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return flat, offsets
 
 
+def without_final_punctuation(line: str) -> str:
+    """``line`` without the punctuation (Unicode category P*) and spaces at its end."""
+    end = len(line)
+    while end and (unicodedata.category(line[end - 1]).startswith("P") or line[end - 1].isspace()):
+        end -= 1
+    return line[:end]
+
+
+def add_unpunctuated_copies(src_lines: list[str], tgt_lines: list[str], share: float,
+                            seed: int) -> tuple[list[str], list[str], int]:
+    """Append a ``share`` of the pairs whose source ends in punctuation, with that punctuation removed.
+
+    The choice depends only on ``seed`` and the lines, so a run and its resume see the same data.
+    """
+    rng = random.Random(seed)
+    extra_src, extra_tgt = [], []
+    for src, tgt in zip(src_lines, tgt_lines):
+        chosen = rng.random() < share
+        stripped = without_final_punctuation(src)
+        if chosen and stripped and stripped != src.rstrip():
+            extra_src.append(stripped)
+            extra_tgt.append(tgt)
+    return src_lines + extra_src, tgt_lines + extra_tgt, len(extra_src)
+
+
 def encode_parallel(src_path, tgt_path, src_tok: Tokenizer, tgt_tok: Tokenizer, max_len: int,
-                    cache_dir=None, drop_bad_pairs: bool = True) -> EncodedCorpus:
+                    cache_dir=None, drop_bad_pairs: bool = True, unpunctuated_copies: float = 0.0,
+                    seed: int = 0) -> EncodedCorpus:
     """Encode a parallel corpus, reusing a cache keyed by the files' contents and the tokenizers.
 
     With ``drop_bad_pairs`` (training), pairs with an empty side or a side longer
-    than ``max_len`` tokens are dropped together and counted in the log.
+    than ``max_len`` tokens are dropped together and counted in the log. With
+    ``unpunctuated_copies`` > 0 (training), see :func:`add_unpunctuated_copies`.
     """
     src_path, tgt_path = Path(src_path), Path(tgt_path)
     cache_file = None
@@ -113,12 +142,16 @@ def encode_parallel(src_path, tgt_path, src_tok: Tokenizer, tgt_tok: Tokenizer, 
         key = hashlib.sha1()
         for path in (src_path, tgt_path, src_tok.model_path, tgt_tok.model_path):
             key.update(path.read_bytes())
-        key.update(f"{max_len}{drop_bad_pairs}".encode())
+        key.update(f"{max_len}{drop_bad_pairs}{unpunctuated_copies}{seed}".encode())
         cache_file = Path(cache_dir) / f"{src_path.name}-{tgt_path.name}-{key.hexdigest()[:16]}.npz"
         if cache_file.exists():
             with np.load(cache_file) as arrays:
                 return EncodedCorpus(**{name: arrays[name] for name in arrays.files})
     src_lines, tgt_lines = read_parallel(src_path, tgt_path)
+    if unpunctuated_copies:
+        src_lines, tgt_lines, added = add_unpunctuated_copies(src_lines, tgt_lines, unpunctuated_copies, seed)
+        log.info("%s: added %d pairs with the source's final punctuation removed (data.unpunctuated_copies=%g)",
+                 src_path, added, unpunctuated_copies)
     src_seqs, tgt_seqs = src_tok.encode(src_lines), tgt_tok.encode(tgt_lines)
     if drop_bad_pairs:
         empty = too_long = 0

@@ -168,7 +168,8 @@ class Trainer:
             self.run_dir, config.tokenizer, data.path("train", data.src_lang), data.path("train", data.tgt_lang))
         self.train_data = encode_parallel(
             data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
-            data.max_len, cache_dir=self.run_dir / "cache")
+            data.max_len, cache_dir=self.run_dir / "cache", unpunctuated_copies=data.unpunctuated_copies,
+            seed=cfg.seed)
         self.valid_src, self.valid_ref = read_parallel(data.path("valid", data.src_lang),
                                                        data.path("valid", data.tgt_lang))
         self.valid_data = encode_parallel(
