@@ -102,3 +102,38 @@ def test_tied_and_shared_embeddings_are_one_tensor():
     assert model.src_embed.embedding is model.tgt_embed.embedding
     untied = tiny_model(share=False)
     assert untied.src_embed.embedding is not untied.tgt_embed.embedding
+
+
+def test_dropout_mask_drops_p_and_keeps_the_mean():
+    from transformer_mt.model import dropout_mask
+
+    torch.manual_seed(0)
+    for p in (0.1, 0.3):
+        mask = dropout_mask((1000, 1000), p, torch.empty(0))
+        dropped = (mask == 0).float().mean().item()
+        assert abs(dropped - p) < 0.002, (p, dropped)
+        assert abs(mask.mean().item() - 1.0) < 0.003
+        assert set(mask.unique().tolist()) <= {0.0, mask.max().item()}
+
+
+def test_dropout_mask_draws_from_the_seeded_generator():
+    from transformer_mt.model import dropout_mask
+
+    torch.manual_seed(3)
+    first = dropout_mask((7, 33), 0.2, torch.empty(0))
+    torch.manual_seed(3)
+    assert torch.equal(first, dropout_mask((7, 33), 0.2, torch.empty(0)))
+    assert not torch.equal(first, dropout_mask((7, 33), 0.2, torch.empty(0)))
+
+
+def test_spelled_out_attention_equals_scaled_dot_product_attention():
+    """The CPU training path with attention dropout computes the same weights as SDPA."""
+    from transformer_mt.model import MultiHeadAttention
+
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(16, 4, dropout=0.0, self_attention=True)
+    q, k, v = (torch.randn(2, 4, 5, 4) for _ in range(3))
+    key_mask = torch.tensor([[True] * 5, [True, True, True, False, False]]).view(2, 1, 1, 5)
+    for mask, causal in ((key_mask, False), (None, True), (None, False)):
+        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        assert torch.allclose(attn.attention_with_dropout(q, k, v, mask, causal), expected, atol=1e-6)
