@@ -18,6 +18,8 @@ the first log interval left out as warm-up). Decoding speed is measured the same
 toolkit: the wall-clock time of its command on the whole test set minus the time of the same
 command on one sentence (start-up and model loading), so sentences/s = 999 / difference.
 CTranslate2 decodes the OpenNMT-py model after ``ct2-opennmt-py-converter`` (fp32 and int8).
+transformer-mt-bf16 trains and decodes transformer-mt once more with bfloat16 autocast, where the
+CPU has native bf16 instructions (AVX-512 BF16 or AMX; skipped with a message elsewhere).
 
 Peers are installed into throw-away virtual environments under ``--work`` (torch pinned to
 2.13.0 so that pip does not pull CUDA packages), as described in ../shared/peers/README.md.
@@ -51,10 +53,11 @@ import sentencepiece as spm  # noqa: E402
 import yaml  # noqa: E402
 
 from transformer_mt.config import TokenizerConfig  # noqa: E402
+from transformer_mt.device import cpu_has_fast_bf16  # noqa: E402
 from transformer_mt.tokenizer import build_tokenizers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOLKITS = ("transformer-mt", "joeynmt", "opennmt-py", "ctranslate2")
+TOOLKITS = ("transformer-mt", "transformer-mt-bf16", "joeynmt", "opennmt-py", "ctranslate2")
 SPLITS = ("train", "val", "test2016")
 PEER_PACKAGES = {
     # JoeyNMT imports importlib_metadata without declaring it; sentencepiece 0.2 lacks SetVocabulary.
@@ -198,8 +201,10 @@ def decode_speed(translate, work: Path, name: str, test_src: Path, test_ref: Pat
 # the toolkits
 
 
-def run_transformer_mt(args, work: Path, prep: dict, env: dict) -> dict:
-    run_dir = work / "tmt_run"
+def run_transformer_mt(args, work: Path, prep: dict, env: dict, precision: str = "fp32") -> dict:
+    """Train and decode with transformer-mt; ``precision`` bf16 autocasts both (CPUs with AVX-512 BF16/AMX)."""
+    name = "tmt" if precision == "fp32" else f"tmt_{precision}"
+    run_dir = work / f"{name}_run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
@@ -212,18 +217,19 @@ def run_transformer_mt(args, work: Path, prep: dict, env: dict) -> dict:
                   "ffn_dim": 1024, "dropout": 0.1, "attention_dropout": args.tmt_attention_dropout,
                   "activation_dropout": args.tmt_activation_dropout, "pre_norm": True,
                   "share_embeddings": True, "tie_output": True},
-        "training": {"seed": 1, "device": "cpu", "num_threads": args.threads, "batch_tokens": args.batch_tokens,
+        "training": {"seed": 1, "device": "cpu", "num_threads": args.threads, "precision": precision,
+                     "batch_tokens": args.batch_tokens,
                      "max_minutes": args.train_minutes, "lr": args.peak_lr, "warmup_steps": args.warmup,
                      "scheduler": "inverse_sqrt", "label_smoothing": 0.1, "validate_every": 100000,
                      "log_every": 20, "keep_last_n": 1},
         "decoding": {"beam_size": 5, "length_penalty": 1.0, "batch_size": args.batch_size},
     }
-    config_path = work / "tmt.yaml"
+    config_path = work / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     cli = [str(ROOT / ".venv" / "bin" / "transformer-mt")] if (ROOT / ".venv" / "bin" / "transformer-mt").exists() \
         else [sys.executable, "-m", "transformer_mt.cli"]
     seconds = run_for(cli + ["train", "--config", str(config_path), "--output-dir", str(run_dir)],
-                      args.train_minutes + 3, work / "tmt_train.log", env)
+                      args.train_minutes + 3, work / f"{name}_train.log", env)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r.get("type") == "train"]
     result = {"train_tok_per_s": mean_after_first([r["tokens_per_s"] for r in train_rows]),
@@ -231,11 +237,11 @@ def run_transformer_mt(args, work: Path, prep: dict, env: dict) -> dict:
 
     def translate(src_file, out_file, beam):
         return timed(cli + ["translate", "--model", str(run_dir), "--checkpoint", "last", "--device", "cpu",
-                            "--beam-size", str(beam), "--batch-size", str(args.batch_size),
+                            "--beam-size", str(beam), "--batch-size", str(args.batch_size), "--precision", precision,
                             "--input", str(src_file), "--output", str(out_file)],
-                     env, log_path=work / "tmt_translate.log")
+                     env, log_path=work / f"{name}_translate.log")
 
-    result["decode"] = decode_speed(translate, work, "tmt", args.data / f"test2016.{args.src}",
+    result["decode"] = decode_speed(translate, work, name, args.data / f"test2016.{args.src}",
                                     args.data / f"test2016.{args.tgt}", None, args.sentences)
     return result
 
@@ -424,12 +430,14 @@ def report(results: dict) -> list[str]:
             lines.append(f"| {label} | {fmt(r.get('train_tok_per_s'))} | {fmt(r.get('updates'))} | "
                          f"{fmt(d.get('beam1', {}).get('sents_per_s'), 1)} | {fmt(d.get('beam5', {}).get('sents_per_s'), 1)} | "
                          f"{fmt(d.get('beam1', {}).get('bleu'), 2)} | {fmt(d.get('beam5', {}).get('bleu'), 2)} |")
-    ours = results.get("transformer-mt")
-    if ours:
+    for our_name in ("transformer-mt", "transformer-mt-bf16"):
+        ours = results.get(our_name)
+        if not ours or "error" in ours:
+            continue
         lines.append("")
-        lines.append("transformer-mt / peer:")
+        lines.append(f"{our_name} / peer:")
         for name, r in results.items():
-            if name == "transformer-mt":
+            if name.startswith("transformer-mt"):
                 continue
             parts = []
             if ours.get("train_tok_per_s") and r.get("train_tok_per_s"):
@@ -491,7 +499,13 @@ def main() -> int:
 
     results: dict = {}
     started = time.time()
+    if "transformer-mt-bf16" in wanted and not cpu_has_fast_bf16():
+        # Without native bf16 instructions bf16 matmuls are emulated, far slower than fp32.
+        print("transformer-mt-bf16 skipped: this CPU has no AVX-512 BF16 or AMX", flush=True)
+        wanted.remove("transformer-mt-bf16")
     steps = [("transformer-mt", "transformer-mt", lambda: run_transformer_mt(args, args.work, prep, env)),
+             ("transformer-mt-bf16", "transformer-mt, bf16 autocast (training and decoding)",
+              lambda: run_transformer_mt(args, args.work, prep, env, precision="bf16")),
              ("joeynmt", "JoeyNMT 2.3.0", lambda: run_joeynmt(args, args.work, prep, env))]
     if "opennmt-py" in wanted or "ctranslate2" in wanted:
         steps.append(("opennmt-py", "OpenNMT-py 3.5.1" + (" + CTranslate2" if "ctranslate2" in wanted else ""),

@@ -72,3 +72,16 @@ def test_gradient_matches_torch_cross_entropy(eps):
     (2.5 * reference).backward()
     assert torch.allclose(ours, logits.grad, atol=1e-10)
     assert torch.count_nonzero(ours[1, 3:]) == 0
+
+
+def test_loss_is_exact_where_the_target_probability_underflows():
+    """A confidently wrong fp32 model: p(target) = e^-300 is 0 in fp32, yet its NLL is 300, not inf."""
+    logits = torch.zeros(2, 20)
+    logits[0, 5] = 300.0  # the model is sure of token 5; the reference is token 7
+    logits[1, 7] = -300.0
+    target = torch.tensor([7, 7])
+    loss, nll = label_smoothed_nll_loss(logits, target, 0.1, pad_id=0)
+    reference = F.cross_entropy(logits.double(), target, label_smoothing=0.1, reduction="sum")
+    assert torch.isfinite(loss) and torch.isfinite(nll)
+    assert abs(loss.item() - reference.item()) < 1e-3
+    assert abs(nll.item() - F.cross_entropy(logits.double(), target, reduction="sum").item()) < 1e-3

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .config import Config, check_data_files, config_from_dict, save_config
 from .data import collate, encode_parallel, make_batches, read_parallel
-from .device import autocast, resolve_device
+from .device import autocast, keep_freed_cpu_memory, resolve_device
 from .errors import TransformerMTError
 from .loss import label_smoothed_nll_loss
 from .model import Transformer, build_model
@@ -161,6 +161,8 @@ class Trainer:
         self.device = resolve_device(device or cfg.device)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        if self.device.type == "cpu":
+            keep_freed_cpu_memory()
         self.seed_everything(cfg.seed)
 
         data = config.data
