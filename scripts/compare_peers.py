@@ -131,7 +131,10 @@ def run_for(cmd: list[str], minutes: float, log_path: Path, env: dict, stop_sign
     """Run a training command; after ``minutes`` send it ``stop_signal`` and wait. Returns seconds."""
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # A script started in the background (nohup ... &) inherits SIGINT ignored, and so would the
+        # trainer: JoeyNMT then never sees its KeyboardInterrupt and saves nothing. Restore the default.
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             proc.wait(timeout=minutes * 60)
         except subprocess.TimeoutExpired:

@@ -3,6 +3,7 @@
 
     python scripts/reproduce.py configs/multi30k_de_en.yaml
     python scripts/reproduce.py configs/demo.yaml --output-dir runs/demo --results results/results.jsonl
+    python scripts/reproduce.py configs/multi30k_de_en.yaml --set training.precision=bf16 --set training.max_steps=5800
 
 Training resumes if the output directory already holds a run of the same config. The best of
 checkpoint_best.pt and checkpoint_average.pt on the validation set is used for the test set.
@@ -19,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformer_mt import Translator, TransformerMTError, load_config, train  # noqa: E402
+from transformer_mt.config import parse_overrides  # noqa: E402
 from transformer_mt.data import read_lines  # noqa: E402
 from transformer_mt.results import append_results_row, make_results_row, markdown_row  # noqa: E402
 from transformer_mt.scoring import resolve_tokenize, score  # noqa: E402
@@ -30,9 +32,11 @@ def main() -> int:
     parser.add_argument("--output-dir", help="run directory (default: runs/<config name>)")
     parser.add_argument("--results", default="results/results.jsonl", help="JSON-lines file to append the row to")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, as in 'transformer-mt train --set' (repeatable)")
     args = parser.parse_args()
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, parse_overrides(args.set))
         run_dir = Path(args.output_dir or Path("runs") / Path(args.config).stem)
         summary = train(config, run_dir, device=args.device)
         data, dec = config.data, config.decoding
@@ -50,8 +54,9 @@ def main() -> int:
         hyps = best_translator.translate(test_src)
         (run_dir / "test.hyp").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
         scores = score(hyps, test_ref, tokenize)
+        command = " ".join(["python scripts/reproduce.py", args.config] + [f"--set {item}" for item in args.set])
         row = make_results_row(
-            name=Path(args.config).stem, command=f"python scripts/reproduce.py {args.config}",
+            name=Path(args.config).stem, command=command,
             config_path=args.config, scores=scores, checkpoint=best_name, beam_size=dec.beam_size,
             length_penalty=dec.length_penalty, num_parameters=sum(p.numel() for p in best_translator.model.parameters()),
             train_seconds=summary["train_seconds"], steps=summary["step"])

@@ -103,23 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_overrides(items: list[str]) -> dict:
-    import yaml
-
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or "." not in key:
-            raise TransformerMTError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. training.max_steps=100")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
-
-
 def cmd_train(args) -> int:
-    from .config import load_config
+    from .config import load_config, parse_overrides
     from .trainer import train
 
-    config = load_config(args.config, _parse_overrides(args.set))
+    config = load_config(args.config, parse_overrides(args.set))
     output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)
     summary = train(config, output_dir, device=args.device, resume=args.resume, overwrite=args.overwrite)
     print(f"training finished ({summary['stop_reason']}): {summary['step']} steps, best validation BLEU "

@@ -318,6 +318,17 @@ def validate(config: Config, source: str = "config") -> None:
         raise TransformerMTError(f"{source}: 'data.src_lang' and 'data.tgt_lang' are both {config.data.src_lang!r}")
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``["training.max_steps=100", ...]`` (the CLI's ``--set``) -> ``{"training.max_steps": 100}``, values as YAML."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise TransformerMTError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. training.max_steps=100")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 def load_config(path, overrides: dict | None = None) -> Config:
     """Read a YAML config file; raise TransformerMTError with the file and line on any problem."""
     path = Path(path)
