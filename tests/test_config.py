@@ -96,3 +96,12 @@ def test_reference_config_documents_every_key_with_its_default():
         keys = {f.name for f in dataclasses.fields(getattr(defaults, section.name))}
         assert documented == keys, f"section {section.name}: missing {keys - documented}, extra {documented - keys}"
     assert load_config("configs/reference.yaml") == defaults
+
+
+def test_parse_overrides_reads_values_as_yaml_and_names_bad_items():
+    from transformer_mt.config import parse_overrides
+
+    assert parse_overrides(["training.max_steps=100", "model.pre_norm=false", "training.precision=bf16"]) == {
+        "training.max_steps": 100, "model.pre_norm": False, "training.precision": "bf16"}
+    with pytest.raises(TransformerMTError, match="max_steps100"):
+        parse_overrides(["max_steps100"])
