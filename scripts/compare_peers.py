@@ -13,10 +13,15 @@ One run on one machine, same data, same model size, same threads:
 * each toolkit trains for the same wall-clock budget (``--train-minutes``), then decodes
   Multi30k test2016 (1,000 sentences) greedy and with beam 5, 64 sentences per batch.
 
-Training speed is each toolkit's own log of target tokens per second (averaged over the run,
-the first log interval left out as warm-up). Decoding speed is measured the same way for every
-toolkit: the wall-clock time of its command on the whole test set minus the time of the same
-command on one sentence (start-up and model loading), so sentences/s = 999 / difference.
+The budget is split into ``--rounds`` slots run round-robin (transformer-mt, JoeyNMT, OpenNMT-py,
+transformer-mt, ...), each slot resuming from the previous slot's checkpoint: a shared VM's speed
+drifts by tens of percent over minutes, and interleaving spreads that drift over all toolkits.
+Training speed is each toolkit's own log of target tokens per second, averaged over all slots
+with each slot's first log interval left out (start-up, warm-up). Decoding speed is measured the
+same way for every toolkit: the wall-clock time of its command on the whole test set minus the
+time of the same command on one sentence (start-up and model loading), so sentences/s =
+999 / difference; the median of ``--decode-rounds`` round-robin passes (one for JoeyNMT, whose
+pass takes minutes).
 CTranslate2 decodes the OpenNMT-py model after ``ct2-opennmt-py-converter`` (fp32 and int8).
 transformer-mt-bf16 trains and decodes transformer-mt once more with bfloat16 autocast, where the
 CPU has native bf16 instructions (AVX-512 BF16 or AMX; skipped with a message elsewhere).
@@ -159,11 +164,6 @@ def timed(cmd: list[str], env: dict, stdin_path: Path | None = None, log_path: P
     return time.perf_counter() - start
 
 
-def mean_after_first(values: list[float]) -> float | None:
-    values = values[1:] if len(values) > 1 else values
-    return statistics.fmean(values) if values else None
-
-
 def bleu_of(hyp_path: Path, ref_path: Path) -> float:
     hyps = hyp_path.read_text(encoding="utf-8").splitlines()
     refs = ref_path.read_text(encoding="utf-8").splitlines()
@@ -202,167 +202,261 @@ def decode_speed(translate, work: Path, name: str, test_src: Path, test_ref: Pat
 
 # ---------------------------------------------------------------------------------------------
 # the toolkits
+#
+# Each toolkit is an object with the same four steps, so that main() can interleave them:
+#   train_slot(minutes, slot)  train for one slot, resuming from the previous slot's checkpoint;
+#   train_result()             training numbers over all slots;
+#   decoders()                 (result key, name, translate function, test source, sp) to time;
+#   decode_once                True where one decoding pass takes minutes (JoeyNMT).
 
 
-def run_transformer_mt(args, work: Path, prep: dict, env: dict, precision: str = "fp32") -> dict:
-    """Train and decode with transformer-mt; ``precision`` bf16 autocasts both (CPUs with AVX-512 BF16/AMX)."""
-    name = "tmt" if precision == "fp32" else f"tmt_{precision}"
-    run_dir = work / f"{name}_run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    shutil.copy(prep["spm"], run_dir / "spm.model")  # the shared tokenizer (reused, not retrained)
-    config = {
-        "data": {"root": str(args.data), "src_lang": args.src, "tgt_lang": args.tgt, "train_prefix": "train",
-                 "valid_prefix": "val", "test_prefix": "test2016", "max_len": 100},
-        "tokenizer": {"joint": True, "model_type": "bpe", "vocab_size": 8000, "character_coverage": 1.0},
-        "model": {"d_model": 256, "num_heads": 4, "num_encoder_layers": 3, "num_decoder_layers": 3,
-                  "ffn_dim": 1024, "dropout": 0.1, "attention_dropout": args.tmt_attention_dropout,
-                  "activation_dropout": args.tmt_activation_dropout, "pre_norm": True,
-                  "share_embeddings": True, "tie_output": True},
-        "training": {"seed": 1, "device": "cpu", "num_threads": args.threads, "precision": precision,
-                     "batch_tokens": args.batch_tokens,
-                     "max_minutes": args.train_minutes, "lr": args.peak_lr, "warmup_steps": args.warmup,
-                     "scheduler": "inverse_sqrt", "label_smoothing": 0.1, "validate_every": 100000,
-                     "log_every": 20, "keep_last_n": 1},
-        "decoding": {"beam_size": 5, "length_penalty": 1.0, "batch_size": args.batch_size},
-    }
-    config_path = work / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    cli = [str(ROOT / ".venv" / "bin" / "transformer-mt")] if (ROOT / ".venv" / "bin" / "transformer-mt").exists() \
-        else [sys.executable, "-m", "transformer_mt.cli"]
-    seconds = run_for(cli + ["train", "--config", str(config_path), "--output-dir", str(run_dir)],
-                      args.train_minutes + 3, work / f"{name}_train.log", env)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train_rows = [r for r in rows if r.get("type") == "train"]
-    result = {"train_tok_per_s": mean_after_first([r["tokens_per_s"] for r in train_rows]),
-              "updates": train_rows[-1]["step"] if train_rows else 0, "train_seconds": round(seconds, 1)}
-
-    def translate(src_file, out_file, beam):
-        return timed(cli + ["translate", "--model", str(run_dir), "--checkpoint", "last", "--device", "cpu",
-                            "--beam-size", str(beam), "--batch-size", str(args.batch_size), "--precision", precision,
-                            "--input", str(src_file), "--output", str(out_file)],
-                     env, log_path=work / f"{name}_translate.log")
-
-    result["decode"] = decode_speed(translate, work, name, args.data / f"test2016.{args.src}",
-                                    args.data / f"test2016.{args.tgt}", None, args.sentences)
-    return result
+def slot_speeds(per_slot: list[list[float]]) -> list[float]:
+    """Logged speeds of every slot with each slot's first interval left out (start-up, warm-up)."""
+    speeds = []
+    for values in per_slot:
+        speeds.extend(values[1:] if len(values) > 1 else values)
+    return speeds
 
 
-def run_joeynmt(args, work: Path, prep: dict, env: dict) -> dict:
-    python = setup_venv(work, "joey")
-    model_dir = work / "joey_run"
-    side = lambda lang: {"lang": lang, "max_length": 100, "lowercase": False, "normalize": False,  # noqa: E731
-                         "level": "bpe", "voc_file": str(prep["joey_vocab"]), "tokenizer_type": "sentencepiece",
-                         "tokenizer_cfg": {"model_file": str(prep["spm"])}}
-    layers = lambda: {"type": "transformer", "num_layers": 3, "num_heads": 4,  # noqa: E731
-                      "embeddings": {"embedding_dim": 256, "scale": True, "dropout": 0.0},
-                      "hidden_size": 256, "ff_size": 1024, "dropout": 0.1, "layer_norm": "pre"}
-    config = {
-        "name": "joey_compare", "joeynmt_version": "2.3.0", "model_dir": str(model_dir), "use_cuda": False,
-        "data": {"train": str(args.data / "train"), "dev": str(args.data / "val"),
-                 "test": str(args.data / "test2016"), "dataset_type": "plain",
-                 "src": side(args.src), "trg": side(args.tgt)},
-        "testing": {"n_best": 1, "beam_size": 5, "beam_alpha": 1.0, "batch_size": args.batch_size,
-                    "batch_type": "sentence", "max_output_length": 100, "eval_metrics": ["bleu"],
-                    "sacrebleu_cfg": {"tokenize": "13a"}},
-        "training": {"random_seed": 42, "optimizer": "adam", "normalization": "tokens", "adam_betas": [0.9, 0.98],
-                     "scheduling": "warmupinversesquareroot", "learning_rate_warmup": args.warmup,
-                     "learning_rate": args.peak_lr, "learning_rate_min": 1e-8, "label_smoothing": 0.1,
-                     "loss": "crossentropy", "batch_size": args.batch_tokens, "batch_type": "token", "epochs": 1000,
-                     "validation_freq": 1000000, "logging_freq": 20, "overwrite": True, "shuffle": True,
-                     "keep_best_ckpts": 1},
-        "model": {"initializer": "xavier_uniform", "bias_initializer": "zeros",
-                  "embed_initializer": "xavier_uniform", "tied_embeddings": True, "tied_softmax": True,
-                  "encoder": layers(), "decoder": layers()},
-    }
-    config_path = work / "joey.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    # JoeyNMT saves the current weights when interrupted (KeyboardInterrupt), so SIGINT ends its budget.
-    seconds = run_for([str(python), "-m", "joeynmt", "train", str(config_path), "--skip-test"],
-                      args.train_minutes, work / "joey_train.log", env, signal.SIGINT)
-    log_text = (model_dir / "train.log").read_text(encoding="utf-8")
-    speeds = [float(x) for x in re.findall(r"Tokens per Sec:\s+([\d.]+)", log_text)]
-    steps = [int(x) for x in re.findall(r"Step:\s+(\d+)", log_text)]
-    checkpoints = sorted(model_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not checkpoints:
-        raise RuntimeError(f"JoeyNMT left no checkpoint in {model_dir}; see {work / 'joey_train.log'}")
-    result = {"train_tok_per_s": mean_after_first(speeds), "updates": steps[-1] if steps else 0,
-              "train_seconds": round(seconds, 1)}
+def train_numbers(per_slot: list[list[float]], updates: int, seconds: float) -> dict:
+    speeds = slot_speeds(per_slot)
+    return {"train_tok_per_s": statistics.fmean(speeds) if speeds else None,
+            "train_tok_per_s_by_slot": [round(statistics.fmean(v[1:] if len(v) > 1 else v)) if v else None
+                                        for v in per_slot],
+            "updates": updates, "train_seconds": round(seconds, 1)}
 
-    def translate(src_file, out_file, beam):
-        config["testing"].update(beam_size=beam, load_model=str(checkpoints[-1]))
-        path = work / f"joey_translate_beam{beam}.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+class TransformerMT:
+    """transformer-mt; ``precision`` bf16 autocasts training and decoding (CPUs with AVX-512 BF16/AMX)."""
+
+    decode_once = False
+
+    def __init__(self, args, work: Path, prep: dict, env: dict, precision: str = "fp32"):
+        self.args, self.work, self.env, self.precision = args, work, env, precision
+        self.name = "tmt" if precision == "fp32" else f"tmt_{precision}"
+        self.run_dir = work / f"{self.name}_run"
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir)
+        self.run_dir.mkdir(parents=True)
+        shutil.copy(prep["spm"], self.run_dir / "spm.model")  # the shared tokenizer (reused, not retrained)
+        config = {
+            "data": {"root": str(args.data), "src_lang": args.src, "tgt_lang": args.tgt, "train_prefix": "train",
+                     "valid_prefix": "val", "test_prefix": "test2016", "max_len": 100},
+            "tokenizer": {"joint": True, "model_type": "bpe", "vocab_size": 8000, "character_coverage": 1.0},
+            "model": {"d_model": 256, "num_heads": 4, "num_encoder_layers": 3, "num_decoder_layers": 3,
+                      "ffn_dim": 1024, "dropout": 0.1, "attention_dropout": args.tmt_attention_dropout,
+                      "activation_dropout": args.tmt_activation_dropout, "pre_norm": True,
+                      "share_embeddings": True, "tie_output": True},
+            # The budget is enforced by the slots (a signal after each); max_minutes is only a backstop.
+            "training": {"seed": 1, "device": "cpu", "num_threads": args.threads, "precision": precision,
+                         "batch_tokens": args.batch_tokens, "max_minutes": args.train_minutes + 5,
+                         "lr": args.peak_lr, "warmup_steps": args.warmup,
+                         "scheduler": "inverse_sqrt", "label_smoothing": 0.1, "validate_every": 100000,
+                         "log_every": 20, "keep_last_n": 1},
+            "decoding": {"beam_size": 5, "length_penalty": 1.0, "batch_size": args.batch_size},
+        }
+        self.config_path = work / f"{self.name}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        exe = ROOT / ".venv" / "bin" / "transformer-mt"
+        self.cli = [str(exe)] if exe.exists() else [sys.executable, "-m", "transformer_mt.cli"]
+        self.per_slot: list[list[float]] = []
+        self.seconds = 0.0
+
+    def _train_rows(self) -> list[dict]:
+        path = self.run_dir / "metrics.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [r for r in rows if r.get("type") == "train"]
+
+    def train_slot(self, minutes: float, slot: int) -> None:
+        # SIGINT makes the trainer finish its update and save; the next slot resumes from that checkpoint.
+        before = len(self._train_rows())
+        self.seconds += run_for(self.cli + ["train", "--config", str(self.config_path), "--output-dir",
+                                            str(self.run_dir)], minutes, self.work / f"{self.name}_train_slot{slot}.log",
+                                self.env)
+        self.per_slot.append([r["tokens_per_s"] for r in self._train_rows()[before:]])
+
+    def train_result(self) -> dict:
+        rows = self._train_rows()
+        return train_numbers(self.per_slot, rows[-1]["step"] if rows else 0, self.seconds)
+
+    def translate(self, src_file, out_file, beam) -> float:
+        return timed(self.cli + ["translate", "--model", str(self.run_dir), "--checkpoint", "last",
+                                 "--device", "cpu", "--beam-size", str(beam), "--batch-size", str(self.args.batch_size),
+                                 "--precision", self.precision, "--input", str(src_file), "--output", str(out_file)],
+                     self.env, log_path=self.work / f"{self.name}_translate.log")
+
+    def decoders(self) -> list:
+        return [("decode", self.name, self.translate, self.args.data / f"test2016.{self.args.src}", None)]
+
+
+class JoeyNMT:
+    """JoeyNMT 2.3.0: each slot is a new model directory that loads the previous slot's checkpoint
+    (weights, optimizer, scheduler, step counter); JoeyNMT saves its weights when interrupted."""
+
+    decode_once = True  # its decoding of the test set takes minutes: one timed pass
+
+    def __init__(self, args, work: Path, prep: dict, env: dict):
+        self.args, self.work, self.env = args, work, env
+        self.python = setup_venv(work, "joey")
+        self.root = work / "joey_run"
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True)
+        side = lambda lang: {"lang": lang, "max_length": 100, "lowercase": False, "normalize": False,  # noqa: E731
+                             "level": "bpe", "voc_file": str(prep["joey_vocab"]), "tokenizer_type": "sentencepiece",
+                             "tokenizer_cfg": {"model_file": str(prep["spm"])}}
+        layers = lambda: {"type": "transformer", "num_layers": 3, "num_heads": 4,  # noqa: E731
+                          "embeddings": {"embedding_dim": 256, "scale": True, "dropout": 0.0},
+                          "hidden_size": 256, "ff_size": 1024, "dropout": 0.1, "layer_norm": "pre"}
+        self.config = {
+            "name": "joey_compare", "joeynmt_version": "2.3.0", "model_dir": "", "use_cuda": False,
+            "data": {"train": str(args.data / "train"), "dev": str(args.data / "val"),
+                     "test": str(args.data / "test2016"), "dataset_type": "plain",
+                     "src": side(args.src), "trg": side(args.tgt)},
+            "testing": {"n_best": 1, "beam_size": 5, "beam_alpha": 1.0, "batch_size": args.batch_size,
+                        "batch_type": "sentence", "max_output_length": 100, "eval_metrics": ["bleu"],
+                        "sacrebleu_cfg": {"tokenize": "13a"}},
+            "training": {"random_seed": 42, "optimizer": "adam", "normalization": "tokens",
+                         "adam_betas": [0.9, 0.98], "scheduling": "warmupinversesquareroot",
+                         "learning_rate_warmup": args.warmup, "learning_rate": args.peak_lr,
+                         "learning_rate_min": 1e-8, "label_smoothing": 0.1, "loss": "crossentropy",
+                         "batch_size": args.batch_tokens, "batch_type": "token", "epochs": 1000,
+                         "validation_freq": 1000000, "logging_freq": 20, "overwrite": True, "shuffle": True,
+                         "keep_best_ckpts": 1},
+            "model": {"initializer": "xavier_uniform", "bias_initializer": "zeros",
+                      "embed_initializer": "xavier_uniform", "tied_embeddings": True, "tied_softmax": True,
+                      "encoder": layers(), "decoder": layers()},
+        }
+        self.checkpoint: Path | None = None
+        self.per_slot: list[list[float]] = []
+        self.steps = 0
+        self.seconds = 0.0
+
+    def train_slot(self, minutes: float, slot: int) -> None:
+        model_dir = self.root / f"slot{slot}"
+        self.config["model_dir"] = str(model_dir)
+        self.config["training"].pop("load_model", None)
+        if self.checkpoint is not None:
+            self.config["training"]["load_model"] = str(self.checkpoint)
+        config_path = self.work / f"joey_slot{slot}.yaml"
+        config_path.write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
+        # JoeyNMT saves the current weights when interrupted (KeyboardInterrupt), so SIGINT ends a slot.
+        self.seconds += run_for([str(self.python), "-m", "joeynmt", "train", str(config_path), "--skip-test"],
+                                minutes, self.work / f"joey_train_slot{slot}.log", self.env, signal.SIGINT)
+        checkpoints = sorted(model_dir.glob("[0-9]*.ckpt"), key=lambda p: int(p.stem))
+        if not checkpoints:
+            raise RuntimeError(f"JoeyNMT left no checkpoint in {model_dir}; see {self.work}/joey_train_slot{slot}.log")
+        self.checkpoint = checkpoints[-1]
+        log_text = (model_dir / "train.log").read_text(encoding="utf-8")
+        self.per_slot.append([float(x) for x in re.findall(r"Tokens per Sec:\s+([\d.]+)", log_text)])
+        self.steps = int(self.checkpoint.stem)
+
+    def train_result(self) -> dict:
+        return train_numbers(self.per_slot, self.steps, self.seconds)
+
+    def translate(self, src_file, out_file, beam) -> float:
+        self.config["testing"].update(beam_size=beam, load_model=str(self.checkpoint))
+        path = self.work / f"joey_translate_beam{beam}.yaml"
+        path.write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
         # (its -o option fails in 2.3.0 with "'BaseConfig' object has no attribute 'n_best'": use stdout)
-        return timed([str(python), "-m", "joeynmt", "translate", str(path)], env, stdin_path=src_file,
-                     log_path=work / "joey_translate.log", stdout_path=out_file)
+        return timed([str(self.python), "-m", "joeynmt", "translate", str(path)], self.env, stdin_path=src_file,
+                     log_path=self.work / "joey_translate.log", stdout_path=out_file)
 
-    result["decode"] = decode_speed(translate, work, "joey", args.data / f"test2016.{args.src}",
-                                    args.data / f"test2016.{args.tgt}", None, args.sentences)
-    return result
+    def decoders(self) -> list:
+        return [("decode", "joey", self.translate, self.args.data / f"test2016.{self.args.src}", None)]
 
 
-def run_opennmt(args, work: Path, prep: dict, env: dict, with_ctranslate2: bool) -> dict:
-    python = setup_venv(work, "onmt")
-    bin_dir = python.parent
-    run_dir = work / "onmt_run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    seg, src, tgt = prep["seg"], args.src, args.tgt
-    config = {
-        "save_data": str(run_dir / "data"), "src_vocab": str(prep["onmt_vocab"]),
-        "tgt_vocab": str(prep["onmt_vocab"]), "share_vocab": True, "overwrite": True,
-        "data": {"corpus_1": {"path_src": str(seg / f"train.{src}.sp"), "path_tgt": str(seg / f"train.{tgt}.sp")},
-                 "valid": {"path_src": str(seg / f"val.{src}.sp"), "path_tgt": str(seg / f"val.{tgt}.sp")}},
-        "src_seq_length": 100, "tgt_seq_length": 100,
-        "encoder_type": "transformer", "decoder_type": "transformer", "enc_layers": 3, "dec_layers": 3,
-        "hidden_size": 256, "word_vec_size": 256, "transformer_ff": 1024, "heads": 4,
-        "dropout": [0.1], "attention_dropout": [0.1], "position_encoding": True,
-        # CTranslate2's converter refuses OpenNMT-py 3.5's default "scaled-dot-flash".
-        "self_attn_type": "scaled-dot",
-        "share_decoder_embeddings": True, "share_embeddings": True,
-        "batch_size": args.batch_tokens, "batch_type": "tokens", "normalization": "tokens",
-        # noam: lr = learning_rate * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), which peaks at
-        # learning_rate * (d_model * warmup)^-0.5; choose learning_rate so that the peak is --peak-lr.
-        "optim": "adam", "adam_beta1": 0.9, "adam_beta2": 0.98, "decay_method": "noam",
-        "learning_rate": args.peak_lr * (256 * args.warmup) ** 0.5, "warmup_steps": args.warmup, "label_smoothing": 0.1,
-        "param_init": 0, "param_init_glorot": True, "train_steps": 1000000, "valid_steps": 1000000,
-        "report_every": 20, "save_checkpoint_steps": 20, "keep_checkpoint": 2,
-        "save_model": str(run_dir / "model"), "seed": 42,
-    }
-    config_path = work / "onmt.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    seconds = run_for([str(bin_dir / "onmt_train"), "-config", str(config_path)], args.train_minutes,
-                      work / "onmt_train.log", env, signal.SIGTERM)
-    log_text = (work / "onmt_train.log").read_text(encoding="utf-8", errors="replace")
-    # report lines: "Step 40/1000000; acc: ...; 1234/ 1500 tok/s;" = source/target tokens per second
-    speeds = [float(t) for _, t in re.findall(r"(\d+)/\s*(\d+) tok/s", log_text)]
-    checkpoints = sorted(run_dir.glob("model_step_*.pt"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
-    if not checkpoints:
-        raise RuntimeError(f"OpenNMT-py left no checkpoint in {run_dir}; see {work / 'onmt_train.log'}")
-    model = checkpoints[-1]
-    results = {"opennmt-py": {"train_tok_per_s": mean_after_first(speeds),
-                              "updates": int(re.findall(r"\d+", model.stem)[-1]), "train_seconds": round(seconds, 1)}}
-    sp = prep["sp"]
-    test_src_sp = seg / f"test2016.{src}.sp"
-    test_ref = args.data / f"test2016.{tgt}"
+class OpenNMT:
+    """OpenNMT-py 3.5.1, optionally with CTranslate2 decoding its converted model (fp32 and int8).
 
-    def translate(src_file, out_file, beam):
-        return timed([str(bin_dir / "onmt_translate"), "-model", str(model), "-src", str(src_file),
-                      "-output", str(out_file), "-beam_size", str(beam), "-batch_size", str(args.batch_size),
-                      "-batch_type", "sents", "-max_length", "100", "-length_penalty", "wu", "-alpha", "1.0"],
-                     env, log_path=work / "onmt_translate.log")
+    Each slot resumes with ``-train_from`` the newest checkpoint (weights, optimizer, step). OpenNMT-py
+    saves nothing when stopped, so checkpoints are written every 20 updates and a slot loses < 20."""
 
-    results["opennmt-py"]["decode"] = decode_speed(translate, work, "onmt", test_src_sp, test_ref, sp,
-                                                    args.sentences)
-    if with_ctranslate2:
-        try:
-            results["ctranslate2"] = run_ctranslate2(args, work, python, model, test_src_sp, test_ref, sp, env)
-        except Exception as exc:  # keep the OpenNMT-py numbers
-            print(f"  CTranslate2 failed: {exc}", flush=True)
-            results["ctranslate2"] = {"error": str(exc)}
-    return results
+    decode_once = False
+
+    def __init__(self, args, work: Path, prep: dict, env: dict, with_ctranslate2: bool):
+        self.args, self.work, self.env, self.prep = args, work, env, prep
+        self.with_ctranslate2 = with_ctranslate2
+        self.python = setup_venv(work, "onmt")
+        self.bin_dir = self.python.parent
+        self.run_dir = work / "onmt_run"
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir)
+        seg, src, tgt = prep["seg"], args.src, args.tgt
+        self.config = {
+            "save_data": str(self.run_dir / "data"), "src_vocab": str(prep["onmt_vocab"]),
+            "tgt_vocab": str(prep["onmt_vocab"]), "share_vocab": True, "overwrite": True,
+            "data": {"corpus_1": {"path_src": str(seg / f"train.{src}.sp"), "path_tgt": str(seg / f"train.{tgt}.sp")},
+                     "valid": {"path_src": str(seg / f"val.{src}.sp"), "path_tgt": str(seg / f"val.{tgt}.sp")}},
+            "src_seq_length": 100, "tgt_seq_length": 100,
+            "encoder_type": "transformer", "decoder_type": "transformer", "enc_layers": 3, "dec_layers": 3,
+            "hidden_size": 256, "word_vec_size": 256, "transformer_ff": 1024, "heads": 4,
+            "dropout": [0.1], "attention_dropout": [0.1], "position_encoding": True,
+            # CTranslate2's converter refuses OpenNMT-py 3.5's default "scaled-dot-flash".
+            "self_attn_type": "scaled-dot",
+            "share_decoder_embeddings": True, "share_embeddings": True,
+            "batch_size": args.batch_tokens, "batch_type": "tokens", "normalization": "tokens",
+            # noam: lr = learning_rate * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), which peaks at
+            # learning_rate * (d_model * warmup)^-0.5; choose learning_rate so that the peak is --peak-lr.
+            "optim": "adam", "adam_beta1": 0.9, "adam_beta2": 0.98, "decay_method": "noam",
+            "learning_rate": args.peak_lr * (256 * args.warmup) ** 0.5, "warmup_steps": args.warmup,
+            "label_smoothing": 0.1, "param_init": 0, "param_init_glorot": True, "train_steps": 1000000,
+            "valid_steps": 1000000, "report_every": 20, "save_checkpoint_steps": 20, "keep_checkpoint": 2,
+            "save_model": str(self.run_dir / "model"), "seed": 42,
+        }
+        self.per_slot: list[list[float]] = []
+        self.seconds = 0.0
+        self.ct2_dir: Path | None = None
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(self.run_dir.glob("model_step_*.pt"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
+
+    def train_slot(self, minutes: float, slot: int) -> None:
+        config = dict(self.config)
+        if self.checkpoints():
+            config["train_from"] = str(self.checkpoints()[-1])
+        config_path = self.work / f"onmt_slot{slot}.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        log_path = self.work / f"onmt_train_slot{slot}.log"
+        self.seconds += run_for([str(self.bin_dir / "onmt_train"), "-config", str(config_path)], minutes,
+                                log_path, self.env, signal.SIGTERM)
+        log_text = log_path.read_text(encoding="utf-8", errors="replace")
+        # report lines: "Step 40/1000000; acc: ...; 1234/ 1500 tok/s;" = source/target tokens per second
+        self.per_slot.append([float(t) for _, t in re.findall(r"(\d+)/\s*(\d+) tok/s", log_text)])
+        if not self.checkpoints():
+            raise RuntimeError(f"OpenNMT-py left no checkpoint in {self.run_dir}; see {log_path}")
+
+    def train_result(self) -> dict:
+        updates = int(re.findall(r"\d+", self.checkpoints()[-1].stem)[-1])
+        result = train_numbers(self.per_slot, updates, self.seconds)
+        if self.with_ctranslate2:
+            self.ct2_dir = convert_to_ctranslate2(self.python, self.checkpoints()[-1], self.work, self.env)
+        return result
+
+    def translate(self, src_file, out_file, beam) -> float:
+        return timed([str(self.bin_dir / "onmt_translate"), "-model", str(self.checkpoints()[-1]),
+                      "-src", str(src_file), "-output", str(out_file), "-beam_size", str(beam),
+                      "-batch_size", str(self.args.batch_size), "-batch_type", "sents", "-max_length", "100",
+                      "-length_penalty", "wu", "-alpha", "1.0"], self.env, log_path=self.work / "onmt_translate.log")
+
+    def ct2_translator(self, compute_type: str):
+        driver = self.work / "ct2_translate.py"
+        driver.write_text(CT2_DRIVER, encoding="utf-8")
+
+        def translate(src_file, out_file, beam):
+            return timed([str(self.python), str(driver), str(self.ct2_dir), compute_type, str(self.args.threads),
+                          str(beam), str(self.args.batch_size), str(src_file), str(out_file)], self.env,
+                         log_path=self.work / "ct2_translate.log")
+        return translate
+
+    def decoders(self) -> list:
+        test_src_sp = self.prep["seg"] / f"test2016.{self.args.src}.sp"
+        sp = self.prep["sp"]
+        decoders = [("decode", "onmt", self.translate, test_src_sp, sp)]
+        if self.ct2_dir is not None:
+            decoders += [("ctranslate2:decode", "ct2_float32", self.ct2_translator("float32"), test_src_sp, sp),
+                         ("ctranslate2:decode_int8", "ct2_int8", self.ct2_translator("int8"), test_src_sp, sp)]
+        return decoders
 
 
 CT2_DRIVER = """
@@ -379,7 +473,7 @@ with open(out, "w", encoding="utf-8") as f:
 """
 
 
-def run_ctranslate2(args, work, python, model, test_src_sp, test_ref, sp, env) -> dict:
+def convert_to_ctranslate2(python: Path, model: Path, work: Path, env: dict) -> Path:
     ct2_dir = work / "ct2_model"
     if ct2_dir.exists():
         shutil.rmtree(ct2_dir)
@@ -392,17 +486,18 @@ def run_ctranslate2(args, work, python, model, test_src_sp, test_ref, sp, env) -
                "main()\n")
     timed([str(python), "-c", convert, "--model_path", str(model), "--output_dir", str(ct2_dir)], env,
           log_path=work / "ct2_convert.log")
-    driver = work / "ct2_translate.py"
-    driver.write_text(CT2_DRIVER, encoding="utf-8")
-    results = {}
-    for compute_type in ("float32", "int8"):
-        def translate(src_file, out_file, beam, compute_type=compute_type):
-            return timed([str(python), str(driver), str(ct2_dir), compute_type, str(args.threads), str(beam),
-                          str(args.batch_size), str(src_file), str(out_file)], env,
-                         log_path=work / "ct2_translate.log")
-        results[compute_type] = decode_speed(translate, work, f"ct2_{compute_type}", test_src_sp, test_ref, sp,
-                                              args.sentences)
-    return {"decode": results["float32"], "decode_int8": results["int8"]}
+    return ct2_dir
+
+
+def merge_decode_rounds(rounds: list[dict]) -> dict:
+    """Median sentences/s over the rounds (BLEU is the same every round: the outputs are)."""
+    merged = {}
+    for beam in ("beam1", "beam5"):
+        runs = [r[beam] for r in rounds if beam in r]
+        speeds = [r["sents_per_s"] for r in runs if r.get("sents_per_s")]
+        merged[beam] = dict(runs[-1], sents_per_s=round(statistics.median(speeds), 1) if speeds else None,
+                            sents_per_s_by_round=speeds)
+    return merged
 
 
 def _head(path: Path, work: Path, count: int) -> Path:
@@ -466,6 +561,12 @@ def main() -> int:
     parser.add_argument("--toolkits", default=",".join(TOOLKITS),
                         help="comma-separated subset of " + ", ".join(TOOLKITS))
     parser.add_argument("--train-minutes", type=float, default=10.0, help="training budget per toolkit")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="split each toolkit's training budget into this many slots, run round-robin, each "
+                             "resuming from the last (1 = one toolkit after the other)")
+    parser.add_argument("--decode-rounds", type=int, default=3,
+                        help="timed decoding passes per toolkit, round-robin; the median is reported "
+                             "(JoeyNMT: one pass, it takes minutes)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every toolkit")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch")
     parser.add_argument("--batch-tokens", type=int, default=4096, help="tokens per training batch, every toolkit")
@@ -506,32 +607,72 @@ def main() -> int:
         # Without native bf16 instructions bf16 matmuls are emulated, far slower than fp32.
         print("transformer-mt-bf16 skipped: this CPU has no AVX-512 BF16 or AMX", flush=True)
         wanted.remove("transformer-mt-bf16")
-    steps = [("transformer-mt", "transformer-mt", lambda: run_transformer_mt(args, args.work, prep, env)),
-             ("transformer-mt-bf16", "transformer-mt, bf16 autocast (training and decoding)",
-              lambda: run_transformer_mt(args, args.work, prep, env, precision="bf16")),
-             ("joeynmt", "JoeyNMT 2.3.0", lambda: run_joeynmt(args, args.work, prep, env))]
-    if "opennmt-py" in wanted or "ctranslate2" in wanted:
-        steps.append(("opennmt-py", "OpenNMT-py 3.5.1" + (" + CTranslate2" if "ctranslate2" in wanted else ""),
-                      lambda: run_opennmt(args, args.work, prep, env, with_ctranslate2="ctranslate2" in wanted)))
-    for key, title, step in steps:
-        if key not in wanted and key != "opennmt-py":
-            continue
-        print(f"== {title}", flush=True)
+    makers = [("transformer-mt", lambda: TransformerMT(args, args.work, prep, env)),
+              ("transformer-mt-bf16", lambda: TransformerMT(args, args.work, prep, env, precision="bf16")),
+              ("joeynmt", lambda: JoeyNMT(args, args.work, prep, env)),
+              ("opennmt-py", lambda: OpenNMT(args, args.work, prep, env, "ctranslate2" in wanted))]
+    toolkits = {}
+    for key, make in makers:  # set-up (installs) before anything is timed
+        if key in wanted or (key == "opennmt-py" and "ctranslate2" in wanted):
+            try:
+                toolkits[key] = make()
+            except Exception as exc:  # one toolkit failing must not lose the others' numbers
+                print(f"  {key} set-up failed: {exc}", flush=True)
+                results[key] = {"error": str(exc)}
+
+    # Training in interleaved slots: this VM's speed drifts by tens of percent over minutes, and
+    # round-robin slots spread that drift over every toolkit instead of favouring whoever ran first.
+    slot_minutes = args.train_minutes / args.rounds
+    for slot in range(args.rounds):
+        for key, toolkit in list(toolkits.items()):
+            print(f"== training {key}, slot {slot + 1}/{args.rounds} ({slot_minutes:g} min)", flush=True)
+            try:
+                toolkit.train_slot(slot_minutes, slot)
+            except Exception as exc:
+                print(f"  {key} failed: {exc}", flush=True)
+                results[key] = {"error": str(exc)}
+                del toolkits[key]
+    for key, toolkit in list(toolkits.items()):
         try:
-            outcome = step()
-        except Exception as exc:  # one toolkit failing must not lose the others' numbers
-            print(f"  {title} failed: {exc}", flush=True)
+            results[key] = toolkit.train_result()
+            print(f"  {key}: {results[key]}", flush=True)
+        except Exception as exc:
+            print(f"  {key} failed: {exc}", flush=True)
             results[key] = {"error": str(exc)}
-            continue
-        if key == "opennmt-py":
-            results.update(outcome)
+            del toolkits[key]
+
+    # Decoding, also round-robin; each speed is the median over --decode-rounds passes.
+    rounds: dict = collections.defaultdict(list)
+    for round_index in range(args.decode_rounds):
+        for key, toolkit in list(toolkits.items()):
+            if round_index > 0 and toolkit.decode_once:
+                continue
+            for result_key, name, translate, test_src, sp in toolkit.decoders():
+                print(f"== decoding {name}, round {round_index + 1}/{args.decode_rounds}", flush=True)
+                try:
+                    rounds[(key, result_key)].append(decode_speed(
+                        translate, args.work, name, test_src, args.data / f"test2016.{args.tgt}", sp,
+                        args.sentences))
+                except Exception as exc:
+                    print(f"  {name} failed: {exc}", flush=True)
+                    rounds.pop((key, result_key), None)
+                    results.setdefault(key, {})[f"{result_key}_error"] = str(exc)
+    for (key, result_key), measured in rounds.items():
+        if ":" in result_key:  # CTranslate2 decodes the OpenNMT-py model: its own row
+            row, result_key = result_key.split(":")
+            results.setdefault(row, {})[result_key] = merge_decode_rounds(measured)
         else:
-            results[key] = outcome
+            results[key][result_key] = merge_decode_rounds(measured)
+    if "ctranslate2" not in wanted:
+        results.pop("ctranslate2", None)
+    if "opennmt-py" not in wanted:
+        results.pop("opennmt-py", None)
 
     lines = report(results)
     print("\n".join(lines))
     if args.json:
-        meta = {"train_minutes": args.train_minutes, "threads": args.threads, "batch_size": args.batch_size,
+        meta = {"train_minutes": args.train_minutes, "rounds": args.rounds, "decode_rounds": args.decode_rounds,
+                "threads": args.threads, "batch_size": args.batch_size,
                 "batch_tokens": args.batch_tokens, "warmup": args.warmup, "peak_lr": args.peak_lr,
                 "data": str(args.data), "wall_seconds": round(time.time() - started, 1),
                 "machine": os.uname().nodename, "cpu_count": os.cpu_count()}
