@@ -116,3 +116,34 @@ def test_wider_beam_never_finds_a_worse_best_log_probability_than_greedy_on_aver
     greedy = beam_search(model, src, beam_size=1, length_penalty=0.0)
     wide = beam_search(model, src, beam_size=6, length_penalty=0.0)
     assert sum(h[0].log_prob for h in wide) >= sum(h[0].log_prob for h in greedy) - 1e-4
+
+
+@pytest.mark.parametrize("early_exit", [True, False])
+def test_cached_beam_search_equals_uncached_with_either_stopping_rule(early_exit):
+    for seed in range(3):
+        model, src = peaked_model(seed), sources(seed)
+        options = dict(beam_size=4, max_length_a=1.0, max_length_b=5, nbest=1, early_exit=early_exit)
+        cached = beam_search(model, src, **options)
+        uncached = beam_search(model, src, incremental=False, **options)
+        assert [h[0].tokens for h in cached] == [h[0].tokens for h in uncached]
+
+
+def test_early_exit_decodes_fewer_rows_and_returns_a_hypothesis_the_full_search_finds():
+    rows_decoded = {True: 0, False: 0}
+    for seed in range(4):
+        model, src = peaked_model(seed), sources(seed)
+        decode = model.decode
+        results = {}
+        for early_exit in (True, False):
+            def counting_decode(tgt_tokens, *args, early_exit=early_exit, **kwargs):
+                rows_decoded[early_exit] += tgt_tokens.size(0)
+                return decode(tgt_tokens, *args, **kwargs)
+
+            model.decode = counting_decode
+            results[early_exit] = beam_search(model, src, beam_size=4, max_length_a=1.0, max_length_b=5,
+                                              nbest=1 if early_exit else 4, early_exit=early_exit)
+        # The search is the same until a sentence stops, so what early exit returns was found by
+        # the full search too (which keeps the first beam_size hypotheses that end).
+        for early, full in zip(results[True], results[False]):
+            assert early[0].tokens in [h.tokens for h in full]
+    assert rows_decoded[True] < rows_decoded[False]

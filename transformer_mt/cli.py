@@ -29,6 +29,9 @@ def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
                         help="length penalty alpha (default: decoding.length_penalty of the run's config)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="sentences decoded together (default: decoding.batch_size)")
+    parser.add_argument("--early-exit", action=argparse.BooleanOptionalAction, default=None,
+                        help="end a sentence's beam search when its best candidate ends (faster, may cost "
+                             "BLEU; default: decoding.early_exit of the run's config)")
     parser.add_argument("--checkpoint", default="best",
                         help="best, last, average, or a checkpoint file path (default: best)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
@@ -124,7 +127,8 @@ def _load_translator(args):
 
 
 def _decode_kwargs(args) -> dict:
-    return {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "batch_size": args.batch_size}
+    return {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "batch_size": args.batch_size,
+            "early_exit": args.early_exit}
 
 
 def cmd_translate(args) -> int:

@@ -109,6 +109,7 @@ class DecodingConfig:
     max_length_b: int = 10
     batch_size: int = 64  # sentences decoded together
     nbest: int = 1
+    early_exit: bool = False  # True: a sentence's beam search ends when its best candidate ends (faster)
     valid_beam_size: int = 1  # beam used for validation BLEU during training (1 = greedy, fastest)
     sacrebleu_tokenize: str = "auto"  # auto picks zh/ja-mecab for Chinese/Japanese targets, else 13a
 

@@ -335,9 +335,13 @@ class Transformer(nn.Module):
         return [{} for _ in self.decoder_layers]
 
     @staticmethod
-    def reorder_cache(cache: list[dict], index: torch.Tensor) -> list[dict]:
-        """Keep rows `index` of every cached tensor (beam reordering, dropping finished sentences)."""
-        return [{name: tensor.index_select(0, index) for name, tensor in layer.items()} for layer in cache]
+    def reorder_cache(cache: list[dict], index: torch.Tensor, reorder_cross: bool = True) -> list[dict]:
+        """Keep rows `index` of every cached tensor (beam reordering, dropping finished sentences).
+
+        The cross-attention keys/values are the same for every beam of a sentence, so a reordering
+        among the beams of each sentence (``reorder_cross=False``) leaves them as they are."""
+        return [{name: tensor if not reorder_cross and name.startswith("cross_") else tensor.index_select(0, index)
+                 for name, tensor in layer.items()} for layer in cache]
 
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> Transformer:

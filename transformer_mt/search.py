@@ -8,7 +8,9 @@ Beam search keeps the beams of all sentences in one (sentences * beam) batch.
 Each step scores beam_size * vocab continuations per sentence, keeps the
 best 2 * beam_size, moves those ending in eos to the sentence's finished
 list and continues with the best beam_size others. A sentence is done once
-it has beam_size finished hypotheses; done sentences leave the batch (their
+it has beam_size finished hypotheses or, with ``early_exit=True`` (the rule of
+OpenNMT-py, JoeyNMT and CTranslate2: fewer steps, but lower BLEU on Multi30k),
+once its best candidate of a step ends in eos; done sentences leave the batch (their
 rows are dropped from the encoder output and the cache) so later steps only
 pay for sentences still being decoded. Finished hypotheses are ranked by
 score / ((5 + length) / 6) ** length_penalty (Wu et al. 2016).
@@ -93,7 +95,7 @@ def greedy_search(model: Transformer, src_tokens: torch.Tensor, max_length_a: fl
 @torch.inference_mode()
 def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5, length_penalty: float = 1.0,
                 max_length_a: float = 1.5, max_length_b: int = 10, nbest: int = 1,
-                incremental: bool = True) -> list[list[Hypothesis]]:
+                incremental: bool = True, early_exit: bool = False) -> list[list[Hypothesis]]:
     """Return, for each source sentence, its ``nbest`` best hypotheses, best first."""
     model.eval()
     num_sentences = src_tokens.size(0)
@@ -137,6 +139,9 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
                     hyp_tokens = tokens[row, beam].tolist()
                     finished[sentence].append(Hypothesis(hyp_tokens, normalise(score, len(hyp_tokens) + 1), score))
 
+        # early_exit: a sentence whose best candidate ends now is done (that candidate was just kept).
+        top_ended = (is_eos[:, 0] & torch.isfinite(top_scores[:, 0])).tolist() if early_exit else None
+
         # Continue with the best k candidates that do not end in eos (stable sort keeps score order).
         order = torch.sort(is_eos.to(torch.int8), dim=1, stable=True).indices[:, :k]
         next_scores = top_scores.gather(1, order)
@@ -153,7 +158,7 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
         length_now = step + 1
         scores_cpu = scores.tolist() if any(length_now >= max_lens[s] for s in active) else None
         for row, sentence in enumerate(active):
-            if len(finished[sentence]) >= k:
+            if len(finished[sentence]) >= k or (early_exit and top_ended[row] and len(finished[sentence]) >= nbest):
                 continue
             if length_now >= max_lens[sentence]:
                 for beam in range(k):
@@ -176,7 +181,8 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             keep_rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
             memory, src_mask = memory[keep_rows], src_mask[keep_rows]
         if incremental:
-            cache = model.reorder_cache(cache, source_rows)
+            # Beams only move within their sentence unless sentences left the batch.
+            cache = model.reorder_cache(cache, source_rows, reorder_cross=len(keep_sentences) < num_active)
             prev = tokens[:, :, -1].reshape(-1, 1)
         else:  # the whole prefix: start token + the tokens so far
             start = torch.full((tokens.size(0) * k, 1), BOS_ID, dtype=torch.long, device=device)

@@ -52,7 +52,7 @@ log = logging.getLogger("transformer_mt")
 RESUMABLE_CHANGES = {
     "training": {"max_steps", "max_epochs", "max_minutes", "patience", "validate_every", "log_every", "device",
                  "num_threads", "keep_last_n", "average_last_n", "compile", "max_nonfinite_in_row"},
-    "decoding": {"beam_size", "length_penalty", "max_length_a", "max_length_b", "batch_size", "nbest",
+    "decoding": {"beam_size", "length_penalty", "max_length_a", "max_length_b", "batch_size", "nbest", "early_exit",
                  "valid_beam_size", "sacrebleu_tokenize"},
 }
 

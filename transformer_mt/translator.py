@@ -100,13 +100,15 @@ class Translator:
     def translate(self, sentences: list[str], beam_size: int | None = None, nbest: int | None = None,
                   length_penalty: float | None = None, batch_size: int | None = None,
                   max_length_a: float | None = None, max_length_b: int | None = None,
-                  incremental: bool = True):
+                  incremental: bool = True, early_exit: bool | None = None):
         """Translate a list of sentences.
 
         Returns a list of strings, or with ``nbest`` > 1 a list of lists of
         ``nbest`` strings (best first). Defaults come from the run's decoding config.
         ``incremental=False`` decodes without the key/value cache (slow; the reference
         that cached decoding must match, see scripts/benchmark.py --check-exact).
+        ``early_exit`` (default: decoding.early_exit) ends a sentence's beam search when its
+        best candidate ends, instead of waiting for beam_size finished hypotheses.
         """
         if isinstance(sentences, str):
             raise TypeError("translate() takes a list of sentences; wrap a single sentence in a list")
@@ -117,6 +119,7 @@ class Translator:
         batch_size = dec.batch_size if batch_size is None else batch_size
         max_length_a = dec.max_length_a if max_length_a is None else max_length_a
         max_length_b = dec.max_length_b if max_length_b is None else max_length_b
+        early_exit = dec.early_exit if early_exit is None else early_exit
         if beam_size < 1 or nbest < 1 or batch_size < 1:
             raise TransformerMTError("beam size, nbest and batch size must be at least 1")
         if nbest > beam_size:
@@ -138,7 +141,7 @@ class Translator:
                                                                     incremental)]
                 else:
                     hyps = beam_search(self.model, src, beam_size, length_penalty, max_length_a, max_length_b, nbest,
-                                       incremental)
+                                       incremental, early_exit)
                     outputs = [[h.tokens for h in sentence_hyps] for sentence_hyps in hyps]
             for i, token_lists in zip(rows, outputs):
                 texts = self.tgt_tokenizer.decode(token_lists)
