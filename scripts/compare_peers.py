@@ -235,10 +235,14 @@ class TransformerMT:
         self.args, self.work, self.env, self.precision = args, work, env, precision
         self.name = "tmt" if precision == "fp32" else f"tmt_{precision}"
         self.run_dir = work / f"{self.name}_run"
-        if self.run_dir.exists():
-            shutil.rmtree(self.run_dir)
-        self.run_dir.mkdir(parents=True)
-        shutil.copy(prep["spm"], self.run_dir / "spm.model")  # the shared tokenizer (reused, not retrained)
+        if args.reuse_training:
+            if not self.run_dir.is_dir():
+                raise RuntimeError(f"--reuse-training: {self.run_dir} does not exist; train first")
+        else:
+            if self.run_dir.exists():
+                shutil.rmtree(self.run_dir)
+            self.run_dir.mkdir(parents=True)
+            shutil.copy(prep["spm"], self.run_dir / "spm.model")  # the shared tokenizer (reused, not retrained)
         config = {
             "data": {"root": str(args.data), "src_lang": args.src, "tgt_lang": args.tgt, "train_prefix": "train",
                      "valid_prefix": "val", "test_prefix": "test2016", "max_len": 100},
@@ -282,7 +286,8 @@ class TransformerMT:
     def translate(self, src_file, out_file, beam) -> float:
         return timed(self.cli + ["translate", "--model", str(self.run_dir), "--checkpoint", "last",
                                  "--device", "cpu", "--beam-size", str(beam), "--batch-size", str(self.args.batch_size),
-                                 "--precision", self.precision, "--input", str(src_file), "--output", str(out_file)],
+                                 "--precision", self.precision, "--input", str(src_file), "--output", str(out_file)]
+                     + (["--early-exit"] if self.args.tmt_early_exit else []),
                      self.env, log_path=self.work / f"{self.name}_translate.log")
 
     def decoders(self) -> list:
@@ -299,9 +304,16 @@ class JoeyNMT:
         self.args, self.work, self.env = args, work, env
         self.python = setup_venv(work, "joey")
         self.root = work / "joey_run"
-        if self.root.exists():
-            shutil.rmtree(self.root)
-        self.root.mkdir(parents=True)
+        self.checkpoint: Path | None = None
+        if args.reuse_training:
+            checkpoints = sorted(self.root.glob("slot*/[0-9]*.ckpt"), key=lambda p: int(p.stem))
+            if not checkpoints:
+                raise RuntimeError(f"--reuse-training: no JoeyNMT checkpoint under {self.root}; train first")
+            self.checkpoint = checkpoints[-1]
+        else:
+            if self.root.exists():
+                shutil.rmtree(self.root)
+            self.root.mkdir(parents=True)
         side = lambda lang: {"lang": lang, "max_length": 100, "lowercase": False, "normalize": False,  # noqa: E731
                              "level": "bpe", "voc_file": str(prep["joey_vocab"]), "tokenizer_type": "sentencepiece",
                              "tokenizer_cfg": {"model_file": str(prep["spm"])}}
@@ -327,7 +339,6 @@ class JoeyNMT:
                       "embed_initializer": "xavier_uniform", "tied_embeddings": True, "tied_softmax": True,
                       "encoder": layers(), "decoder": layers()},
         }
-        self.checkpoint: Path | None = None
         self.per_slot: list[list[float]] = []
         self.steps = 0
         self.seconds = 0.0
@@ -380,7 +391,9 @@ class OpenNMT:
         self.python = setup_venv(work, "onmt")
         self.bin_dir = self.python.parent
         self.run_dir = work / "onmt_run"
-        if self.run_dir.exists():
+        if args.reuse_training and not self.checkpoints():
+            raise RuntimeError(f"--reuse-training: no OpenNMT-py checkpoint in {self.run_dir}; train first")
+        if self.run_dir.exists() and not args.reuse_training:
             shutil.rmtree(self.run_dir)
         seg, src, tgt = prep["seg"], args.src, args.tgt
         self.config = {
@@ -428,10 +441,11 @@ class OpenNMT:
 
     def train_result(self) -> dict:
         updates = int(re.findall(r"\d+", self.checkpoints()[-1].stem)[-1])
-        result = train_numbers(self.per_slot, updates, self.seconds)
+        return train_numbers(self.per_slot, updates, self.seconds)
+
+    def prepare_decoding(self) -> None:
         if self.with_ctranslate2:
             self.ct2_dir = convert_to_ctranslate2(self.python, self.checkpoints()[-1], self.work, self.env)
-        return result
 
     def translate(self, src_file, out_file, beam) -> float:
         return timed([str(self.bin_dir / "onmt_translate"), "-model", str(self.checkpoints()[-1]),
@@ -578,6 +592,11 @@ def main() -> int:
                         help="transformer-mt attention dropout (0.1 matches the peers; 0 is faster on CPU)")
     parser.add_argument("--tmt-activation-dropout", type=float, default=0.1,
                         help="transformer-mt FFN activation dropout (0.1 matches the peers)")
+    parser.add_argument("--reuse-training", action="store_true",
+                        help="skip training: decode with the models an earlier run left in --work")
+    parser.add_argument("--tmt-early-exit", action="store_true",
+                        help="transformer-mt beam search with early exit (translate --early-exit), the peers' "
+                             "stopping rule; off by default, as in transformer-mt itself")
     parser.add_argument("--sentences", type=int, default=0,
                         help="decode only the first N test sentences (0 = all; for quick checks)")
     parser.add_argument("--json", type=Path, help="also write all numbers to this JSON file")
@@ -623,7 +642,7 @@ def main() -> int:
     # Training in interleaved slots: this VM's speed drifts by tens of percent over minutes, and
     # round-robin slots spread that drift over every toolkit instead of favouring whoever ran first.
     slot_minutes = args.train_minutes / args.rounds
-    for slot in range(args.rounds):
+    for slot in range(0 if args.reuse_training else args.rounds):
         for key, toolkit in list(toolkits.items()):
             print(f"== training {key}, slot {slot + 1}/{args.rounds} ({slot_minutes:g} min)", flush=True)
             try:
@@ -634,7 +653,9 @@ def main() -> int:
                 del toolkits[key]
     for key, toolkit in list(toolkits.items()):
         try:
-            results[key] = toolkit.train_result()
+            results[key] = {} if args.reuse_training else toolkit.train_result()
+            if hasattr(toolkit, "prepare_decoding"):
+                toolkit.prepare_decoding()
             print(f"  {key}: {results[key]}", flush=True)
         except Exception as exc:
             print(f"  {key} failed: {exc}", flush=True)
@@ -671,7 +692,8 @@ def main() -> int:
     lines = report(results)
     print("\n".join(lines))
     if args.json:
-        meta = {"train_minutes": args.train_minutes, "rounds": args.rounds, "decode_rounds": args.decode_rounds,
+        meta = {"reuse_training": args.reuse_training, "tmt_early_exit": args.tmt_early_exit,
+                "train_minutes": args.train_minutes, "rounds": args.rounds, "decode_rounds": args.decode_rounds,
                 "threads": args.threads, "batch_size": args.batch_size,
                 "batch_tokens": args.batch_tokens, "warmup": args.warmup, "peak_lr": args.peak_lr,
                 "data": str(args.data), "wall_seconds": round(time.time() - started, 1),
