@@ -153,12 +153,12 @@ def run_for(cmd: list[str], minutes: float, log_path: Path, env: dict, stop_sign
 
 
 def timed(cmd: list[str], env: dict, stdin_path: Path | None = None, log_path: Path | None = None,
-          stdout_path: Path | None = None) -> float:
+          stdout_path: Path | None = None, cwd: Path | None = None) -> float:
     """Seconds a command takes; stdout goes to ``stdout_path`` (or the log), stderr to the log."""
     start = time.perf_counter()
     with open(stdin_path or os.devnull, "rb") as stdin, open(log_path or os.devnull, "ab") as log, \
             open(stdout_path or os.devnull, "wb") as out:
-        proc = subprocess.run(cmd, stdin=stdin, stdout=out if stdout_path else log, stderr=log, env=env)
+        proc = subprocess.run(cmd, stdin=stdin, stdout=out if stdout_path else log, stderr=log, env=env, cwd=cwd)
     if proc.returncode != 0:
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}; see {log_path}")
     return time.perf_counter() - start
@@ -371,7 +371,8 @@ class JoeyNMT:
         path.write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
         # (its -o option fails in 2.3.0 with "'BaseConfig' object has no attribute 'n_best'": use stdout)
         return timed([str(self.python), "-m", "joeynmt", "translate", str(path)], self.env, stdin_path=src_file,
-                     log_path=self.work / "joey_translate.log", stdout_path=out_file)
+                     log_path=self.work / "joey_translate.log", stdout_path=out_file,
+                     cwd=self.work)  # it writes translate.log into its working directory
 
     def decoders(self) -> list:
         return [("decode", "joey", self.translate, self.args.data / f"test2016.{self.args.src}", None)]
