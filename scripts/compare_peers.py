@@ -210,19 +210,12 @@ def decode_speed(translate, work: Path, name: str, test_src: Path, test_ref: Pat
 #   decode_once                True where one decoding pass takes minutes (JoeyNMT).
 
 
-def slot_speeds(per_slot: list[list[float]]) -> list[float]:
-    """Logged speeds of every slot with each slot's first interval left out (start-up, warm-up)."""
-    speeds = []
-    for values in per_slot:
-        speeds.extend(values[1:] if len(values) > 1 else values)
-    return speeds
-
-
 def train_numbers(per_slot: list[list[float]], updates: int, seconds: float) -> dict:
-    speeds = slot_speeds(per_slot)
+    """Mean logged speed over all slots, each slot's first interval left out (start-up, warm-up)."""
+    steady = [values[1:] if len(values) > 1 else values for values in per_slot]
+    speeds = [speed for values in steady for speed in values]
     return {"train_tok_per_s": statistics.fmean(speeds) if speeds else None,
-            "train_tok_per_s_by_slot": [round(statistics.fmean(v[1:] if len(v) > 1 else v)) if v else None
-                                        for v in per_slot],
+            "train_tok_per_s_by_slot": [round(statistics.fmean(values)) if values else None for values in steady],
             "updates": updates, "train_seconds": round(seconds, 1)}
 
 
@@ -447,6 +440,7 @@ class OpenNMT:
     def prepare_decoding(self) -> None:
         if self.with_ctranslate2:
             self.ct2_dir = convert_to_ctranslate2(self.python, self.checkpoints()[-1], self.work, self.env)
+            (self.work / "ct2_translate.py").write_text(CT2_DRIVER, encoding="utf-8")
 
     def translate(self, src_file, out_file, beam) -> float:
         return timed([str(self.bin_dir / "onmt_translate"), "-model", str(self.checkpoints()[-1]),
@@ -455,11 +449,8 @@ class OpenNMT:
                       "-length_penalty", "wu", "-alpha", "1.0"], self.env, log_path=self.work / "onmt_translate.log")
 
     def ct2_translator(self, compute_type: str):
-        driver = self.work / "ct2_translate.py"
-        driver.write_text(CT2_DRIVER, encoding="utf-8")
-
         def translate(src_file, out_file, beam):
-            return timed([str(self.python), str(driver), str(self.ct2_dir), compute_type, str(self.args.threads),
+            return timed([str(self.python), str(self.work / "ct2_translate.py"), str(self.ct2_dir), compute_type, str(self.args.threads),
                           str(beam), str(self.args.batch_size), str(src_file), str(out_file)], self.env,
                          log_path=self.work / "ct2_translate.log")
         return translate
@@ -665,11 +656,14 @@ def main() -> int:
 
     # Decoding, also round-robin; each speed is the median over --decode-rounds passes.
     rounds: dict = collections.defaultdict(list)
+    failed: set = set()  # (toolkit, result key) whose decoding failed once: not retried, not reported
     for round_index in range(args.decode_rounds):
         for key, toolkit in list(toolkits.items()):
             if round_index > 0 and toolkit.decode_once:
                 continue
             for result_key, name, translate, test_src, sp in toolkit.decoders():
+                if (key, result_key) in failed:
+                    continue
                 print(f"== decoding {name}, round {round_index + 1}/{args.decode_rounds}", flush=True)
                 try:
                     rounds[(key, result_key)].append(decode_speed(
@@ -677,6 +671,7 @@ def main() -> int:
                         args.sentences))
                 except Exception as exc:
                     print(f"  {name} failed: {exc}", flush=True)
+                    failed.add((key, result_key))
                     rounds.pop((key, result_key), None)
                     results.setdefault(key, {})[f"{result_key}_error"] = str(exc)
     for (key, result_key), measured in rounds.items():
