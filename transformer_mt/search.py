@@ -173,7 +173,8 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             keep_sentences.append(row)
         if not keep_sentences:
             break
-        if len(keep_sentences) < num_active:
+        sentences_left = len(keep_sentences) < num_active
+        if sentences_left:
             keep = torch.tensor(keep_sentences, device=device)
             active = [active[row] for row in keep_sentences]
             scores, tokens = scores[keep], tokens[keep]
@@ -182,7 +183,7 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             memory, src_mask = memory[keep_rows], src_mask[keep_rows]
         if incremental:
             # Beams only move within their sentence unless sentences left the batch.
-            cache = model.reorder_cache(cache, source_rows, reorder_cross=len(keep_sentences) < num_active)
+            cache = model.reorder_cache(cache, source_rows, reorder_cross=sentences_left)
             prev = tokens[:, :, -1].reshape(-1, 1)
         else:  # the whole prefix: start token + the tokens so far
             start = torch.full((tokens.size(0) * k, 1), BOS_ID, dtype=torch.long, device=device)
