@@ -80,12 +80,33 @@ def test_reorder_cache_follows_beams():
         cache = model.new_cache()
         for t in range(3):
             model.decode(tgt[:, t:t + 1], memory, src_mask, cache)
-        # Swap the two rows: decoding the next token must give the swapped results.
+        # Swap the two rows (and sentences): decoding the next token must give the swapped results.
         swap = torch.tensor([1, 0])
-        cache_swapped = model.reorder_cache(cache, swap)
+        cache_swapped = model.reorder_cache(cache, swap, swap)
         out = model.decode(tgt[:, 3:4], memory, src_mask, cache)
         out_swapped = model.decode(tgt[swap, 3:4], memory[swap], src_mask[swap], cache_swapped)
     torch.testing.assert_close(out_swapped, out[swap])
+
+
+def test_beams_sharing_their_sentences_encoder_output_equal_beams_with_copies():
+    # Beam search decodes k rows per sentence against one row of memory (the beams become extra
+    # query positions in cross-attention); that must equal giving every row its own copy.
+    model = tiny_model()
+    beams = 3
+    src = random_tokens(2, 7)
+    src[1, 5:] = PAD_ID
+    tgt = torch.cat([torch.full((6, 1), BOS_ID), random_tokens(6, 4, seed=6)], dim=1)
+    copies = torch.arange(2).repeat_interleave(beams)
+    with torch.no_grad():
+        memory, src_mask = model.encode(src)
+        shared = model.decode(tgt, memory, src_mask)
+        copied = model.decode(tgt, memory[copies], src_mask[copies])
+        cache_shared, cache_copied = model.new_cache(), model.new_cache()
+        for t in range(tgt.size(1)):
+            step_shared = model.decode(tgt[:, t:t + 1], memory, src_mask, cache_shared)
+            step_copied = model.decode(tgt[:, t:t + 1], memory[copies], src_mask[copies], cache_copied)
+            torch.testing.assert_close(step_shared, step_copied, rtol=0, atol=1e-5)
+    torch.testing.assert_close(shared, copied, rtol=0, atol=1e-5)
 
 
 def test_inputs_longer_than_max_positions_do_not_crash():
@@ -136,4 +157,4 @@ def test_spelled_out_attention_equals_scaled_dot_product_attention():
     key_mask = torch.tensor([[True] * 5, [True, True, True, False, False]]).view(2, 1, 1, 5)
     for mask, causal in ((key_mask, False), (None, True), (None, False)):
         expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-        assert torch.allclose(attn.attention_with_dropout(q, k, v, mask, causal), expected, atol=1e-6)
+        assert torch.allclose(attn.spelled_out_attention(q, k, v, mask, causal), expected, atol=1e-6)

@@ -13,7 +13,8 @@ Incremental decoding (used by search.py): ``Transformer.decode`` takes a
 values of all earlier positions and the encoder keys/values projected once.
 Each step then costs one position, not the whole prefix. ``reorder_cache``
 selects rows of every cached tensor, which is how beam search follows the
-surviving beams and drops finished sentences (as in fairseq).
+surviving beams and drops finished sentences (as in fairseq). The beams of a
+sentence share one copy of its encoder output and cross-attention keys/values.
 """
 
 from __future__ import annotations
@@ -155,7 +156,6 @@ class MultiHeadAttention(nn.Module):
                     v = torch.cat([cache[cache_prefix + "v"], v], dim=2)
                 cache[cache_prefix + "k"], cache[cache_prefix + "v"] = k, v
         else:
-            q = self.split_heads(self.q_proj(query))
             if cache is not None and cache_prefix + "k" in cache:
                 k, v = cache[cache_prefix + "k"], cache[cache_prefix + "v"]
             else:
@@ -163,8 +163,18 @@ class MultiHeadAttention(nn.Module):
                 k, v = self.split_heads(k), self.split_heads(v)
                 if cache is not None:
                     cache[cache_prefix + "k"], cache[cache_prefix + "v"] = k, v
-        if self.training and self.dropout > 0.0 and q.device.type == "cpu":
-            out = self.attention_with_dropout(q, k, v, attn_mask, is_causal)
+            # Beam search decodes `group` rows (beams) per sentence, sentence-major, against one
+            # copy of the sentence's encoder output: the beams become extra query positions of
+            # their sentence, so keys/values are neither copied per beam nor reordered with them.
+            rows, length, _ = query.shape
+            sentences = k.size(0)
+            q = self.split_heads(self.q_proj(query).view(sentences, rows // sentences * length, -1))
+        # On CPU the spelled-out formula beats scaled_dot_product_attention in two cases: training
+        # with dropout (a faster mask) and cached cross-attention, where a sentence's few beam
+        # queries meet its keys (beam-5 decoding of 1,000 sentences: 7.75 s -> 7.23 s).
+        cached_cross_attention = cache is not None and not self.self_attention and not self.training
+        if q.device.type == "cpu" and ((self.training and self.dropout > 0.0) or cached_cross_attention):
+            out = self.spelled_out_attention(q, k, v, attn_mask, is_causal)
         else:
             out = F.scaled_dot_product_attention(
                 q, k, v,
@@ -172,11 +182,10 @@ class MultiHeadAttention(nn.Module):
                 dropout_p=self.dropout if self.training else 0.0,
                 is_causal=is_causal,
             )
-        batch, _, length, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
+        return self.out_proj(out.transpose(1, 2).reshape(query.shape))
 
-    def attention_with_dropout(self, q, k, v, attn_mask, is_causal: bool) -> torch.Tensor:
-        """softmax(q k^T / sqrt(d_k)) v (equation 1) with dropout on the weights, spelled out.
+    def spelled_out_attention(self, q, k, v, attn_mask, is_causal: bool) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d_k)) v (equation 1), with dropout on the weights when training.
 
         On CPU, ``scaled_dot_product_attention`` with dropout computes these same steps but draws its
         mask with the slow Bernoulli sampler; this uses ``Dropout``'s faster one.
@@ -335,14 +344,16 @@ class Transformer(nn.Module):
         return [{} for _ in self.decoder_layers]
 
     @staticmethod
-    def reorder_cache(cache: list[dict], index: torch.Tensor, reorder_cross: bool = True) -> list[dict]:
-        """Keep rows `index` of every cached tensor (beam reordering, dropping finished sentences).
+    def reorder_cache(cache: list[dict], row_index: torch.Tensor,
+                      sentence_index: torch.Tensor | None = None) -> list[dict]:
+        """Follow the surviving beams: keep rows ``row_index`` of every self-attention cache.
 
-        The cross-attention keys/values are the same for every beam of a sentence, so a reordering
-        among the beams of each sentence (``reorder_cross=False``) leaves them as they are."""
-        return [{name: tensor if not reorder_cross and name.startswith("cross_") else tensor.index_select(0, index)
+        The cross-attention keys/values are stored once per sentence (see MultiHeadAttention),
+        so they only change when sentences leave the batch: then ``sentence_index`` says which
+        sentences stay. For greedy search rows and sentences are the same index."""
+        return [{name: tensor.index_select(0, row_index) if name.startswith("self_")
+                 else tensor if sentence_index is None else tensor.index_select(0, sentence_index)
                  for name, tensor in layer.items()} for layer in cache]
-
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> Transformer:
     return Transformer(cfg, src_vocab_size, tgt_vocab_size, pad_id)

@@ -4,7 +4,8 @@ Both start every hypothesis from the start token (bos) and stop it at the end
 token (eos) or at the length limit ``max_length_a * source_length +
 max_length_b``. Returned token lists contain neither bos nor eos.
 
-Beam search keeps the beams of all sentences in one (sentences * beam) batch.
+Beam search keeps the beams of all sentences in one (sentences * beam) batch;
+the beams of a sentence share its encoder output.
 Each step scores beam_size * vocab continuations per sentence, keeps the
 best 2 * beam_size, moves those ending in eos to the sentence's finished
 list and continues with the best beam_size others. A sentence is done once
@@ -85,7 +86,7 @@ def greedy_search(model: Transformer, src_tokens: torch.Tensor, max_length_a: fl
             active, memory, src_mask = active[index], memory[index], src_mask[index]
             next_tokens = next_tokens[index]
             if incremental:
-                cache = model.reorder_cache(cache, index)
+                cache = model.reorder_cache(cache, index, index)
             else:
                 prev = prev[index]
         prev = next_tokens.unsqueeze(1) if incremental else torch.cat([prev, next_tokens.unsqueeze(1)], dim=1)
@@ -104,15 +105,15 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
     memory, src_mask = model.encode(src_tokens)
     max_lens = length_limits(src_tokens, model.pad_id, max_length_a, max_length_b).tolist()
 
-    # Expand encoder output to (sentences * beam) rows: rows s*k .. s*k+k-1 belong to sentence s.
-    expand = torch.arange(num_sentences, device=device).repeat_interleave(k)
-    memory, src_mask = memory[expand], src_mask[expand]
+    # Rows of the decoder batch are sentence-major: rows s*beams .. s*beams+beams-1 belong to active
+    # sentence s, and all of a sentence's beams share its one row of `memory` (see the model's
+    # cross-attention). Every hypothesis starts as the start token alone, so step 0 decodes one row
+    # per sentence; its best k continuations then become the k beams.
+    beams = 1
     cache = model.new_cache() if incremental else None
-    prev = torch.full((num_sentences * k, 1), BOS_ID, dtype=torch.long, device=device)
-    # Only the first beam of each sentence is live at step 0, so the k beams do not start as k copies.
-    scores = torch.full((num_sentences, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0
-    tokens = torch.empty((num_sentences, k, 0), dtype=torch.long, device=device)
+    prev = torch.full((num_sentences, 1), BOS_ID, dtype=torch.long, device=device)
+    scores = torch.zeros((num_sentences, 1), device=device)
+    tokens = torch.empty((num_sentences, 1, 0), dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(num_sentences)]
     active = list(range(num_sentences))  # original index of each active sentence
 
@@ -121,9 +122,9 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
 
     for step in range(max(max_lens)):
         num_active = len(active)
-        lprobs = step_log_probs(model, prev, memory, src_mask, cache)  # (A*k, V)
+        lprobs = step_log_probs(model, prev, memory, src_mask, cache)  # (A*beams, V)
         vocab = lprobs.size(-1)
-        candidates = (scores.unsqueeze(-1) + lprobs.view(num_active, k, vocab)).view(num_active, k * vocab)
+        candidates = (scores.unsqueeze(-1) + lprobs.view(num_active, beams, vocab)).view(num_active, beams * vocab)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (A, 2k)
         top_beam, top_token = top_index // vocab, top_index % vocab
         is_eos = top_token == EOS_ID
@@ -147,11 +148,12 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
         next_scores = top_scores.gather(1, order)
         next_beam = top_beam.gather(1, order)
         next_token = top_token.gather(1, order)
-        row_base = (torch.arange(num_active, device=device) * k).unsqueeze(1)
-        source_rows = (row_base + next_beam).view(-1)
-        tokens = torch.cat([tokens.reshape(num_active * k, step)[source_rows].view(num_active, k, step),
+        row_base = (torch.arange(num_active, device=device) * beams).unsqueeze(1)
+        source_rows = (row_base + next_beam).view(-1)  # the row each new beam continues
+        tokens = torch.cat([tokens.reshape(num_active * beams, step)[source_rows].view(num_active, k, step),
                             next_token.unsqueeze(-1)], dim=2)
         scores = next_scores
+        beams = k
 
         # Sentences that are done: k finished hypotheses, or the length limit reached.
         keep_sentences = []
@@ -173,17 +175,15 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             keep_sentences.append(row)
         if not keep_sentences:
             break
-        sentences_left = len(keep_sentences) < num_active
-        if sentences_left:
+        keep = None
+        if len(keep_sentences) < num_active:
             keep = torch.tensor(keep_sentences, device=device)
             active = [active[row] for row in keep_sentences]
             scores, tokens = scores[keep], tokens[keep]
             source_rows = source_rows.view(num_active, k)[keep].view(-1)
-            keep_rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
-            memory, src_mask = memory[keep_rows], src_mask[keep_rows]
+            memory, src_mask = memory[keep], src_mask[keep]
         if incremental:
-            # Beams only move within their sentence unless sentences left the batch.
-            cache = model.reorder_cache(cache, source_rows, reorder_cross=sentences_left)
+            cache = model.reorder_cache(cache, source_rows, keep)
             prev = tokens[:, :, -1].reshape(-1, 1)
         else:  # the whole prefix: start token + the tokens so far
             start = torch.full((tokens.size(0) * k, 1), BOS_ID, dtype=torch.long, device=device)
