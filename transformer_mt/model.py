@@ -68,6 +68,26 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+# oneDNN's matmul, called directly (see Linear). Private to PyTorch but what torch.compile uses.
+ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` that, on CPU in float32 without gradients (decoding), multiplies with oneDNN.
+
+    PyTorch sends float32 matmuls on CPU to MKL, which on AMD CPUs takes a path without AVX-512:
+    on this project's Zen 5 machine MKL gave ~210 GFLOP/s and oneDNN ~450 for the decoder's
+    shapes, and beam-5 decoding ran ~1.6x faster. Same float32 arithmetic (error vs float64 of the
+    same order as MKL's). Training keeps ``F.linear``: the oneDNN op has no backward.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")):
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        return F.linear(x, self.weight, self.bias)
+
+
 class PositionalEncoding(nn.Module):
     """Sinusoidal position signals (section 3.5), added to the scaled embeddings."""
 
@@ -126,11 +146,11 @@ class MultiHeadAttention(nn.Module):
         self.dropout = dropout
         self.attn_dropout = Dropout(dropout)
         if self_attention:
-            self.qkv_proj = nn.Linear(d_model, 3 * d_model)
+            self.qkv_proj = Linear(d_model, 3 * d_model)
         else:
-            self.q_proj = nn.Linear(d_model, d_model)
-            self.kv_proj = nn.Linear(d_model, 2 * d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
+            self.q_proj = Linear(d_model, d_model)
+            self.kv_proj = Linear(d_model, 2 * d_model)
+        self.out_proj = Linear(d_model, d_model)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, D) -> (B, H, L, D/H)"""
@@ -203,8 +223,8 @@ class PositionwiseFeedForward(nn.Module):
 
     def __init__(self, d_model: int, ffn_dim: int, activation: str, activation_dropout: float):
         super().__init__()
-        self.w_1 = nn.Linear(d_model, ffn_dim)
-        self.w_2 = nn.Linear(ffn_dim, d_model)
+        self.w_1 = Linear(d_model, ffn_dim)
+        self.w_2 = Linear(ffn_dim, d_model)
         self.activation = F.relu if activation == "relu" else F.gelu
         self.dropout = Dropout(activation_dropout)
 
@@ -287,7 +307,7 @@ class Transformer(nn.Module):
         # Pre-norm leaves the residual stream un-normalised; normalise once at the end.
         self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
-        self.generator = nn.Linear(cfg.d_model, tgt_vocab_size, bias=False)
+        self.generator = Linear(cfg.d_model, tgt_vocab_size, bias=False)
         self.reset_parameters()
         if cfg.tie_output:
             self.generator.weight = tgt_embedding.weight

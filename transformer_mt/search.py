@@ -124,7 +124,7 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
         num_active = len(active)
         lprobs = step_log_probs(model, prev, memory, src_mask, cache)  # (A*beams, V)
         vocab = lprobs.size(-1)
-        candidates = (scores.unsqueeze(-1) + lprobs.view(num_active, beams, vocab)).view(num_active, beams * vocab)
+        candidates = lprobs.view(num_active, beams, vocab).add_(scores.unsqueeze(-1)).view(num_active, beams * vocab)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (A, 2k)
         top_beam, top_token = top_index // vocab, top_index % vocab
         is_eos = top_token == EOS_ID

@@ -20,7 +20,7 @@ from .checkpoint import load_checkpoint
 from .config import Config, config_from_dict
 from .device import autocast, keep_freed_cpu_memory, resolve_device
 from .errors import TransformerMTError
-from .model import Transformer, build_model
+from .model import Linear, Transformer, build_model
 from .search import beam_search, greedy_search
 from .tokenizer import PAD_ID, Tokenizer, load_tokenizers
 
@@ -98,6 +98,9 @@ class Translator:
         if quantize:
             if resolved.type != "cpu":
                 raise TransformerMTError("int8 quantization runs on the CPU only; use --device cpu")
+            for module in model.modules():  # quantize_dynamic swaps modules whose type is exactly nn.Linear
+                if isinstance(module, Linear):
+                    module.__class__ = torch.nn.Linear
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         return cls(model, src_tok, tgt_tok, config, resolved, precision)
 
