@@ -158,3 +158,26 @@ def test_spelled_out_attention_equals_scaled_dot_product_attention():
     for mask, causal in ((key_mask, False), (None, True), (None, False)):
         expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         assert torch.allclose(attn.spelled_out_attention(q, k, v, mask, causal), expected, atol=1e-6)
+
+
+def test_linear_layer_equals_torch_linear_forwards_and_backwards():
+    # model.Linear multiplies with oneDNN on CPU (its own backward pass); it must compute what
+    # F.linear computes, for 3-D inputs and without a bias too.
+    from transformer_mt.model import Linear
+
+    torch.manual_seed(0)
+    for bias in (True, False):
+        layer = Linear(32, 48, bias=bias)
+        x = torch.randn(4, 7, 32, requires_grad=True)
+        grad_y = torch.randn(4, 7, 48)
+        layer(x).backward(grad_y)
+        ours = [x.grad.clone(), layer.weight.grad.clone()] + ([layer.bias.grad.clone()] if bias else [])
+        x.grad = None
+        layer.zero_grad()
+        torch.nn.functional.linear(x, layer.weight, layer.bias).backward(grad_y)
+        expected = [x.grad, layer.weight.grad] + ([layer.bias.grad] if bias else [])
+        for got, want in zip(ours, expected):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias),
+                                       rtol=1e-5, atol=1e-5)
