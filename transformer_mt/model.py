@@ -68,13 +68,24 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
-# oneDNN's matmul, called directly (see Linear). Private to PyTorch but what torch.compile uses.
-ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight^T + bias by oneDNN (``weight`` is (out, in), as in nn.Linear)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _onednn_linear_works() -> bool:
+    # The op is private to PyTorch (torch.compile's CPU backend uses it): check it exists and
+    # computes a linear layer in this build, else Linear falls back to F.linear.
+    try:
+        x, weight, bias = torch.ones(2, 3), torch.ones(4, 3), torch.ones(4)
+        with torch.no_grad():
+            return torch.backends.mkldnn.is_available() and torch.equal(onednn_linear(x, weight, bias),
+                                                                        F.linear(x, weight, bias))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+ONEDNN_LINEAR = _onednn_linear_works()
 
 
 class OneDNNLinearFunction(torch.autograd.Function):
