@@ -1,22 +1,96 @@
-"""Checkpoints: atomic writes, clear errors on load, and averaging.
+"""Checkpoints: atomic writes, safe loading with clear errors, averaging, upgrading old files.
 
 A checkpoint is written to a temporary file in the same directory, flushed
 and fsynced, then renamed over the old one, so a crash or a full disk at any
 moment leaves the previous checkpoint intact and readable.
+
+Loading never runs code. A checkpoint (format 2) holds only tensors and plain
+values (dicts, lists, tuples, numbers, strings), and every load goes through
+``torch.load(weights_only=True)``, PyTorch's allow-list unpickler: a file that
+would need any other Python object to be imported and called (the way a
+crafted pickle runs ``os.system``) is refused before anything in it runs.
+Format 1 files (transformer-mt before the safe format) pickled the numpy RNG
+state and so cannot be loaded that way; ``upgrade_checkpoint`` converts one
+the user trusts, once, on explicit request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import TransformerMTError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+# Config keys that may differ between checkpoints of one run, or between a run and its
+# resumption: budgets, logging, hardware and decoding. Any other difference means the
+# weights were trained for another model, data or optimizer.
+RESUMABLE_CHANGES = {
+    "training": {"max_steps", "max_epochs", "max_minutes", "patience", "validate_every", "log_every", "device",
+                 "num_threads", "keep_last_n", "average_last_n", "compile", "max_nonfinite_in_row"},
+    "decoding": {"beam_size", "length_penalty", "max_length_a", "max_length_b", "batch_size", "nbest", "early_exit",
+                 "valid_beam_size", "sacrebleu_tokenize"},
+}
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """``section.key: old -> new`` for every difference that is not in RESUMABLE_CHANGES."""
+    diffs = []
+    for section, values in new.items():
+        for key, value in values.items():
+            if key in RESUMABLE_CHANGES.get(section, ()):
+                continue
+            if old.get(section, {}).get(key) != value:
+                diffs.append(f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {value!r}")
+    return diffs
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tokenizer_checksums(src_model_path, tgt_model_path) -> dict:
+    """SHA-256 of the SentencePiece model files: a checkpoint only fits the tokenizer it was trained with."""
+    return {"src": file_sha256(src_model_path), "tgt": file_sha256(tgt_model_path)}
+
+
+def check_tokenizer_checksums(state: dict, src_model_path, tgt_model_path, checkpoint_path) -> None:
+    """Refuse a tokenizer that is not the one the checkpoint was trained with (same size is not enough)."""
+    expected = state.get("tokenizer_sha256")
+    if expected is None:
+        return  # upgraded from format 1 without its run's tokenizer beside it: nothing to compare
+    actual = tokenizer_checksums(src_model_path, tgt_model_path)
+    for side, path in (("src", src_model_path), ("tgt", tgt_model_path)):
+        if actual[side] != expected.get(side):
+            raise TransformerMTError(
+                f"tokenizer {path} is not the one checkpoint {checkpoint_path} was trained with (SHA-256 "
+                f"{actual[side][:12]}... instead of {str(expected.get(side))[:12]}...); the run directory mixes "
+                f"files of two runs. Copy the whole run directory of the checkpoint, tokenizer included"
+            )
+
+
+def numpy_rng_state_to_plain(state: tuple) -> dict:
+    """numpy's legacy RNG state (which holds an ndarray, not loadable safely) as a tensor and plain values."""
+    name, key, pos, has_gauss, cached_gaussian = state
+    return {"bit_generator": str(name), "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+            "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+
+
+def numpy_rng_state_from_plain(state: dict) -> tuple:
+    return (state["bit_generator"], state["key"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+            state["cached_gaussian"])
 
 
 def atomic_save(obj, path) -> None:
@@ -29,11 +103,16 @@ def atomic_save(obj, path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
+    except (OSError, RuntimeError) as exc:
+        # torch.save reports a full disk as RuntimeError ("file write failed"), open() as OSError.
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only file system: nothing was written there either
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise TransformerMTError(
-            f"could not write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint (if any) "
-            f"is unchanged. Free disk space or choose another --output-dir, then resume with --resume"
+            f"could not write checkpoint {path}: {reason}; the previous checkpoint (if any) is unchanged. "
+            f"Free disk space or make the directory writable (or choose another --output-dir), then resume"
         ) from None
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -45,19 +124,42 @@ def atomic_save(obj, path) -> None:
         pass  # some file systems cannot fsync directories; the rename is still atomic
 
 
+def _unsafe_reason(exc: Exception) -> str | None:
+    """The Python object a refused pickle wanted to import, or None when the file is simply damaged."""
+    match = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return match.group(1) if match else None
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint written by ``atomic_save``; any corruption becomes one clear error."""
+    """Load a checkpoint without running any code in it; damage or unsafe content becomes one clear error."""
     path = Path(path)
+    if path.is_dir():
+        raise TransformerMTError(f"checkpoint {path} is a directory, expected a checkpoint file")
     if not path.is_file():
         raise TransformerMTError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
-            AttributeError, ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = _unsafe_reason(exc)
+        if unsafe is None:
+            raise TransformerMTError(
+                f"checkpoint {path} is corrupt or truncated (unreadable pickle); use another checkpoint of the "
+                f"run (e.g. --checkpoint last) or train again") from None
+        raise TransformerMTError(
+            f"checkpoint {path} was not loaded: it holds Python objects ({unsafe}) that loading would have to "
+            f"import and run, so it may be unsafe. A checkpoint of transformer-mt before format "
+            f"{FORMAT_VERSION} looks like this; if you made it or trust its source, convert it once with: "
+            f"transformer-mt upgrade-checkpoint --trust {path}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError,
+            IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise TransformerMTError(
             f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); use another checkpoint "
             f"of the run (e.g. --checkpoint last) or train again"
         ) from None
+    return _check_state(state, path)
+
+
+def _check_state(state, path) -> dict:
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise TransformerMTError(f"{path} is not a transformer-mt checkpoint (no model/config inside)")
     if state.get("format_version") != FORMAT_VERSION:
@@ -65,6 +167,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
             f"checkpoint {path} has format version {state.get('format_version')}, this transformer-mt "
             f"reads version {FORMAT_VERSION}; use the transformer-mt version that wrote it"
         )
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise TransformerMTError(f"checkpoint {path} is damaged: its model entry is not a dict of tensors")
     return state
 
 
@@ -76,6 +180,11 @@ def average_state_dicts(state_dicts: list[dict]) -> dict:
     for i, sd in enumerate(state_dicts):
         if list(sd.keys()) != keys:
             raise TransformerMTError(f"checkpoint {i} to average has different parameters than the others")
+        for key in keys:
+            if sd[key].shape != state_dicts[-1][key].shape:
+                raise TransformerMTError(
+                    f"checkpoint {i} to average has parameter {key} of shape {tuple(sd[key].shape)}, the last "
+                    f"has {tuple(state_dicts[-1][key].shape)}; only checkpoints of one model can be averaged")
     averaged = {}
     for key in keys:
         tensors = [sd[key] for sd in state_dicts]
@@ -89,13 +198,80 @@ def average_state_dicts(state_dicts: list[dict]) -> dict:
     return averaged
 
 
+def _check_same_run(states: list[dict], paths: list) -> None:
+    """Averaging weights of different models, vocabularies or tokenizers gives garbage: refuse it."""
+    last, last_path = states[-1], paths[-1]
+    for state, path in zip(states[:-1], paths[:-1]):
+        if state.get("vocab_sizes") != last.get("vocab_sizes"):
+            raise TransformerMTError(
+                f"cannot average {path} (vocabulary sizes {state.get('vocab_sizes')}) with {last_path} "
+                f"({last.get('vocab_sizes')}): they belong to different runs")
+        if state.get("tokenizer_sha256") != last.get("tokenizer_sha256"):
+            raise TransformerMTError(
+                f"cannot average {path} with {last_path}: they were trained with different tokenizers")
+        diffs = config_differences(state["config"], last["config"])
+        if diffs:
+            raise TransformerMTError(
+                f"cannot average {path} with {last_path}: trained with different configs ({'; '.join(diffs[:3])})")
+
+
 def average_checkpoints(paths: list, output_path) -> dict:
     """Average the model weights of several checkpoints of one run and save the result atomically."""
     states = [load_checkpoint(p) for p in paths]
+    _check_same_run(states, paths)
     averaged = dict(states[-1])
     averaged["model"] = average_state_dicts([s["model"] for s in states])
     averaged["averaged_from"] = [str(p) for p in paths]
-    for key in ("optimizer", "scheduler", "rng", "data_position"):
+    for key in ("optimizer", "scheduler", "scaler", "rng", "data_position", "log_sizes"):
         averaged.pop(key, None)
     atomic_save(averaged, output_path)
     return averaged
+
+
+def upgrade_checkpoint(path, trust: bool) -> bool:
+    """Convert a format-1 checkpoint the user trusts into the safe format, in place.
+
+    Reading format 1 unpickles arbitrary objects, so it happens only with ``trust``. The
+    original is kept beside it as ``<name>.format1``. Returns False when the file is already
+    in the current format. The SentencePiece model(s) beside the checkpoint, if there, are
+    recorded as its tokenizer.
+    """
+    from .tokenizer import tokenizer_paths
+
+    path = Path(path)
+    try:
+        load_checkpoint(path)
+        return False
+    except TransformerMTError:
+        pass
+    if not trust:
+        raise TransformerMTError(
+            f"upgrading {path} means unpickling it, which runs any code it holds; pass --trust if you made "
+            f"this checkpoint or trust its source")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 -- a trusted file that still fails to load is damaged
+        raise TransformerMTError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise TransformerMTError(f"{path} is not a transformer-mt checkpoint (no model/config inside)")
+    if state.get("format_version") not in (1, FORMAT_VERSION):
+        raise TransformerMTError(f"checkpoint {path} has unknown format version {state.get('format_version')}")
+    rng = state.get("rng")
+    if isinstance(rng, dict) and isinstance(rng.get("numpy"), tuple):
+        rng["numpy"] = numpy_rng_state_to_plain(rng["numpy"])
+    state["format_version"] = FORMAT_VERSION
+    joint = bool(state["config"].get("tokenizer", {}).get("joint", True))
+    src_model, tgt_model = tokenizer_paths(path.parent, joint)
+    if src_model.is_file() and tgt_model.is_file():
+        state["tokenizer_sha256"] = tokenizer_checksums(src_model, tgt_model)
+    backup = path.with_name(path.name + ".format1")
+    tmp = path.with_name(f".{path.name}.upgrade-{os.getpid()}")
+    atomic_save(state, tmp)
+    try:
+        load_checkpoint(tmp)  # loads safely now, or the original stays as it was
+    except TransformerMTError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TransformerMTError(f"{path} could not be converted to the safe format: {exc}") from None
+    os.replace(path, backup)
+    os.replace(tmp, path)
+    return True

@@ -5,6 +5,7 @@
 
 A run directory holds everything needed to translate and to resume:
 
+    run.json, .lock           marks the directory as a run; held locked while training (see rundir.py)
     config.yaml               the resolved config
     spm.model                 SentencePiece model (spm.src/tgt.model when not joint)
     checkpoint_last.pt        model, optimizer, scheduler, scaler, RNG states, data position
@@ -16,6 +17,7 @@ A run directory holds everything needed to translate and to resume:
 
 Starting training over a run directory that already has a checkpoint resumes
 it when the config is compatible, and refuses otherwise (unless overwrite).
+Training only writes into a new, empty or run directory, one process at a time.
 SIGINT/SIGTERM save a checkpoint and stop; resuming continues exactly where
 the run stopped (same data order, same dropout masks on CPU).
 """
@@ -42,19 +44,15 @@ from .device import autocast, keep_freed_cpu_memory, resolve_device
 from .errors import TransformerMTError
 from .loss import label_smoothed_nll_loss
 from .model import Transformer, build_model
+from .rundir import RunLock, claim_run_dir, remove_interrupted_writes
 from .scoring import resolve_tokenize, score
 from .tokenizer import PAD_ID, build_tokenizers
 from .translator import CHECKPOINT_NAMES, Translator
 
 log = logging.getLogger("transformer_mt")
 
-# Keys that may change between a run and its resumption (budgets, logging, hardware).
-RESUMABLE_CHANGES = {
-    "training": {"max_steps", "max_epochs", "max_minutes", "patience", "validate_every", "log_every", "device",
-                 "num_threads", "keep_last_n", "average_last_n", "compile", "max_nonfinite_in_row"},
-    "decoding": {"beam_size", "length_penalty", "max_length_a", "max_length_b", "batch_size", "nbest", "early_exit",
-                 "valid_beam_size", "sacrebleu_tokenize"},
-}
+# Logs that a resumed run cuts back to their length at its checkpoint (the steps after it are trained again).
+RESUMED_LOGS = ("train.log", "metrics.jsonl")
 
 
 class TrainingInterrupted(TransformerMTError):
@@ -97,51 +95,80 @@ def setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def _incompatible_keys(old: dict, new: dict) -> list[str]:
-    diffs = []
-    for section, values in new.items():
-        for key, value in values.items():
-            if key in RESUMABLE_CHANGES.get(section, ()):
-                continue
-            if old.get(section, {}).get(key) != value:
-                diffs.append(f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {value!r}")
-    return diffs
+def read_saved_config(path: Path) -> tuple[dict | None, str | None]:
+    """The run's config.yaml as a dict, or (None, why) when it is missing or damaged."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return None, f"unreadable: {type(exc).__name__}"
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        return None, "not a mapping of sections"
+    return raw, None
 
 
-def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool) -> bool:
-    """Create or check the run directory; return True when training should resume from it."""
-    last = run_dir / CHECKPOINT_NAMES["last"]
-    saved_config = run_dir / "config.yaml"
-    if overwrite and run_dir.exists():
-        for pattern in ("checkpoint_*.pt", "spm*.model", "spm*.vocab", "metrics.jsonl", "train.log", "config.yaml"):
-            for path in run_dir.glob(pattern):
-                path.unlink()
-        shutil.rmtree(run_dir / "cache", ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if saved_config.exists():
-        import yaml
+def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool) -> tuple[RunLock, dict | None]:
+    """Claim and lock the run directory; return the lock and, when training resumes, checkpoint_last's state.
 
-        try:
-            old = yaml.safe_load(saved_config.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
-            old = {}
-        diffs = _incompatible_keys(old, config.to_dict())
-        if diffs and not last.exists():
-            # No checkpoint yet (e.g. an earlier start failed on a config mistake): nothing to lose,
-            # but a tokenizer or cached ids built for other data must not be reused.
-            if any(d.startswith(("data.", "tokenizer.")) for d in diffs):
-                for path in list(run_dir.glob("spm*.model")) + list(run_dir.glob("spm*.vocab")):
-                    path.unlink()
-                shutil.rmtree(run_dir / "cache", ignore_errors=True)
-            diffs = []
-        if diffs:
-            raise TransformerMTError(
-                f"output directory {run_dir} holds a run with a different config ({'; '.join(diffs[:5])}); "
-                f"use another --output-dir, or pass --overwrite to delete that run"
-            )
-    if resume and not last.exists():
-        raise TransformerMTError(f"--resume was given but {last} does not exist; start without --resume")
-    return last.exists()
+    The checkpoint's own config decides whether the new config may continue it.
+    """
+    lock = claim_run_dir(run_dir, overwrite)
+    try:
+        last = run_dir / CHECKPOINT_NAMES["last"]
+        if last.exists():
+            state = ckpt.load_checkpoint(last)
+            if "optimizer" not in state:
+                raise TransformerMTError(f"{last} holds only model weights and cannot be resumed from")
+            diffs = ckpt.config_differences(state["config"], config.to_dict())
+            if diffs:
+                raise TransformerMTError(
+                    f"output directory {run_dir} holds a run with a different config ({'; '.join(diffs[:5])}); "
+                    f"use another --output-dir, or pass --overwrite to delete that run")
+            return lock, state
+        if resume:
+            raise TransformerMTError(f"--resume was given but {last} does not exist; start without --resume")
+        return lock, None
+    except BaseException:
+        lock.release()
+        raise
+
+
+def discard_stale_tokenizer(config: Config, run_dir: Path) -> None:
+    """Before the first checkpoint, config.yaml says what the run's tokenizer and cached ids were built from.
+
+    With no checkpoint (e.g. an earlier start failed on a config mistake) there is nothing to
+    lose, but a tokenizer or cached ids built for other (or unknown) data must not be reused.
+    """
+    saved, problem = read_saved_config(run_dir / "config.yaml")
+    diffs = ckpt.config_differences(saved or {}, config.to_dict())
+    if problem in (None, "missing") and not any(d.startswith(("data.", "tokenizer.")) for d in diffs):
+        return
+    if problem not in (None, "missing"):
+        log.warning("config.yaml in %s is %s; rebuilding the run's tokenizer and encoded corpus", run_dir, problem)
+    for path in list(run_dir.glob("spm*.model")) + list(run_dir.glob("spm*.vocab")):
+        path.unlink()
+    shutil.rmtree(run_dir / "cache", ignore_errors=True)
+
+
+def cut_logs_to_checkpoint(run_dir: Path, log_sizes: dict) -> dict:
+    """Truncate train.log/metrics.jsonl to their length when the checkpoint was written; lines removed per file.
+
+    A run killed after its last checkpoint logged steps that the resumed run trains again;
+    keeping both would list those steps twice.
+    """
+    removed = {}
+    for name in RESUMED_LOGS:
+        path, size = run_dir / name, log_sizes.get(name)
+        if size is None or not path.exists() or path.stat().st_size <= size:
+            continue
+        with open(path, "r+b") as handle:
+            handle.seek(size)
+            removed[name] = handle.read().count(b"\n")
+            handle.truncate(size)
+    return removed
 
 
 class Trainer:
@@ -152,9 +179,27 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.show_progress = show_progress
-        cfg = config.training
-        resuming = prepare_run_dir(config, self.run_dir, resume, overwrite)
+        self.lock, resume_state = prepare_run_dir(config, self.run_dir, resume, overwrite)
+        self.log_handler = None
+        try:
+            self._setup(resume_state, device)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, resume_state: dict | None, device: str | None) -> None:
+        config, cfg = self.config, self.config.training
+        cut = cut_logs_to_checkpoint(self.run_dir, resume_state.get("log_sizes", {})) if resume_state else {}
         self.log_handler = setup_logging(self.run_dir)
+        for name, lines in cut.items():
+            log.info("%s: removed %d lines written after checkpoint_last.pt by the interrupted session (the "
+                     "resumed run writes those steps again)", name, lines)
+        for path in remove_interrupted_writes(self.run_dir):
+            log.info("removed %s, left by an interrupted write", path)
+        if resume_state is None:
+            discard_stale_tokenizer(config, self.run_dir)
+        else:
+            self.warn_if_config_yaml_damaged()
         save_config(config, self.run_dir / "config.yaml")
         check_data_files(config, ("train", "valid"))
 
@@ -168,6 +213,10 @@ class Trainer:
         data = config.data
         self.src_tok, self.tgt_tok = build_tokenizers(
             self.run_dir, config.tokenizer, data.path("train", data.src_lang), data.path("train", data.tgt_lang))
+        self.tokenizer_sha256 = ckpt.tokenizer_checksums(self.src_tok.model_path, self.tgt_tok.model_path)
+        if resume_state:
+            ckpt.check_tokenizer_checksums(resume_state, self.src_tok.model_path, self.tgt_tok.model_path,
+                                           self.run_dir / CHECKPOINT_NAMES["last"])
         self.train_data = encode_parallel(
             data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
             data.max_len, cache_dir=self.run_dir / "cache", unpunctuated_copies=data.unpunctuated_copies,
@@ -197,8 +246,8 @@ class Trainer:
         self.nonfinite_total = 0
         self.elapsed = 0.0  # training seconds of earlier sessions of this run
         self.stop_signal = None
-        if resuming:
-            self.load_state(self.run_dir / CHECKPOINT_NAMES["last"])
+        if resume_state:
+            self.load_state(resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
 
         num_params = sum(p.numel() for p in self.model.parameters())
         log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s, "
@@ -219,6 +268,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "vocab_sizes": {"src": len(self.src_tok), "tgt": len(self.tgt_tok)},
+            "tokenizer_sha256": self.tokenizer_sha256,
             "step": self.step,
             "epoch": self.epoch,
             "best_bleu": self.best_bleu,
@@ -230,7 +280,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict(),
                 "rng": {
                     "python": random.getstate(),
-                    "numpy": np.random.get_state(),
+                    "numpy": ckpt.numpy_rng_state_to_plain(np.random.get_state()),
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 },
@@ -238,19 +288,26 @@ class Trainer:
                 "validations_without_improvement": self.validations_without_improvement,
                 "elapsed": self.elapsed,
                 "nonfinite_total": self.nonfinite_total,
+                "log_sizes": {name: self._file_size(self.run_dir / name) for name in RESUMED_LOGS},
             })
         return state
 
-    def load_state(self, path: Path) -> None:
-        state = ckpt.load_checkpoint(path, map_location=self.device)
-        if "optimizer" not in state:
-            raise TransformerMTError(f"{path} holds only model weights and cannot be resumed from")
-        old_config = config_from_dict(state["config"], source=f"config stored in {path}")
-        diffs = _incompatible_keys(old_config.to_dict(), self.config.to_dict())
-        if diffs:
-            raise TransformerMTError(
-                f"checkpoint {path} was trained with a different config ({'; '.join(diffs[:5])}); "
-                f"use another --output-dir or --overwrite")
+    def warn_if_config_yaml_damaged(self) -> None:
+        _, problem = read_saved_config(self.run_dir / "config.yaml")
+        if problem is not None:
+            log.warning("config.yaml in %s is %s; it is written again from the config (the checkpoint's own "
+                        "config matched it)", self.run_dir, problem)
+
+    @staticmethod
+    def _file_size(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def load_state(self, state: dict, path: Path) -> None:
+        """Continue from ``state`` (checkpoint_last.pt, already checked against the config by prepare_run_dir)."""
+        config_from_dict(state["config"], source=f"config stored in {path}")
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError:
@@ -260,7 +317,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         rng = state["rng"]
         random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        np.random.set_state(ckpt.numpy_rng_state_from_plain(rng["numpy"]))
         torch.set_rng_state(rng["torch"].cpu())
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
@@ -480,10 +537,17 @@ class Trainer:
             progress.close()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
-            log.removeHandler(self.log_handler)
-            self.log_handler.close()
+            self.close()
         return {"run_dir": str(self.run_dir), "step": self.step, "epoch": self.epoch, "best_bleu": self.best_bleu,
                 "train_seconds": self.elapsed, "stop_reason": stop_reason}
+
+    def close(self) -> None:
+        """Stop writing train.log and release the run directory's lock (run() does this when it ends)."""
+        if self.log_handler is not None:
+            log.removeHandler(self.log_handler)
+            self.log_handler.close()
+            self.log_handler = None
+        self.lock.release()
 
     def average(self) -> Path | None:
         paths = self.step_checkpoints()[-self.config.training.average_last_n:]

@@ -1,0 +1,190 @@
+"""Run directories: a marker, an exclusive lock, and the files a run owns.
+
+A directory becomes a run directory when ``train`` first writes ``run.json``
+into it (only into a new or empty directory: training never takes over a
+folder that already holds other files). From then on:
+
+- one process at a time works on it: ``train`` and ``average`` hold an
+  exclusive ``flock`` on ``.lock`` while they run. The kernel drops the lock
+  when the process ends, however it ends (a SIGKILL leaves no stale lock);
+  the file keeps the PID of the last holder so a refusal can name it.
+- transformer-mt touches only the files it owns (``OWNED_PATTERNS``):
+  ``--overwrite`` deletes those and nothing else, so a user's notes or data
+  kept inside a run directory survive.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from .errors import TransformerMTError
+
+log = logging.getLogger("transformer_mt")
+
+MARKER = "run.json"
+LOCK_NAME = ".lock"
+RUN_FORMAT = 1
+
+# Files (glob patterns relative to the run directory) that a run writes and may delete again.
+OWNED_PATTERNS = (
+    MARKER, LOCK_NAME, "config.yaml", "train.log", "metrics.jsonl", "cache",
+    "spm.model", "spm.vocab", "spm.train.log", "spm.src.*", "spm.tgt.*", "spm*.tmp.*",
+    "checkpoint_*.pt", "checkpoint_*.pt.format1", ".checkpoint_*.pt.*",
+)
+# Left behind by a write that was interrupted (checkpoint, tokenizer, encoded corpus); never valid.
+TEMPORARY_PATTERNS = (".checkpoint_*.pt.tmp-*", ".checkpoint_*.pt.upgrade-*", "spm*.tmp.model", "spm*.tmp.vocab",
+                      "cache/*.tmp.npz")
+
+
+def is_run_dir(run_dir: Path) -> bool:
+    try:
+        marker = json.loads((run_dir / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("tool") == "transformer-mt"
+
+
+def write_marker(run_dir: Path) -> None:
+    marker = {"tool": "transformer-mt", "run_format": RUN_FORMAT, "owns": list(OWNED_PATTERNS)}
+    tmp = run_dir / f".{MARKER}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, run_dir / MARKER)
+
+
+def _owned_paths(run_dir: Path, patterns) -> list[Path]:
+    found = set()
+    for pattern in patterns:
+        found.update(run_dir.glob(pattern))
+    return sorted(found)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on ``<run_dir>/.lock``; released on ``release()`` or process exit."""
+
+    def __init__(self, run_dir, purpose: str):
+        self.run_dir = Path(run_dir)
+        self.purpose = purpose
+        self.handle = None
+
+    def acquire(self) -> "RunLock":
+        path = self.run_dir / LOCK_NAME
+        try:
+            handle = open(path, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise TransformerMTError(
+                f"run directory {self.run_dir} is not writable ({exc.strerror}); make it writable or choose "
+                f"another directory") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.seek(0)
+            holder = handle.read().split()
+            handle.close()
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise TransformerMTError(f"cannot lock run directory {self.run_dir}: {exc.strerror}") from None
+            pid = holder[0] if holder else "unknown"
+            what = " ".join(holder[1:]) or "a transformer-mt command"
+            raise TransformerMTError(
+                f"run directory {self.run_dir} is in use by another process (PID {pid}, {what}); wait for it to "
+                f"finish or stop it, or use another --output-dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {self.purpose}\n")
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def claim_run_dir(run_dir, overwrite: bool) -> RunLock:
+    """Create or reopen a run directory for training: check it is ours, lock it, clean it up.
+
+    Refuses a path that is a file, and a directory that holds files but is not a
+    transformer-mt run (with or without ``overwrite``). With ``overwrite`` the run's own
+    files are deleted; anything else in the directory is left alone.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TransformerMTError(f"output directory {run_dir} is a file; choose a directory for --output-dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        others = [p.name for p in run_dir.iterdir() if p.name != LOCK_NAME]
+    except OSError as exc:
+        raise TransformerMTError(
+            f"cannot create output directory {run_dir}: {exc.strerror}; choose another --output-dir or fix "
+            f"the permissions of its parent") from None
+    if others and not is_run_dir(run_dir):
+        shown = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
+        raise TransformerMTError(
+            f"output directory {run_dir} already holds files ({shown}) and is not a transformer-mt run directory "
+            f"(no {MARKER}); training never writes into or deletes such a folder, with or without --overwrite. "
+            f"Choose a new or empty --output-dir (a run of transformer-mt before checkpoint format 2 is converted "
+            f"with: transformer-mt upgrade-checkpoint --trust {run_dir})")
+    lock = RunLock(run_dir, "training").acquire()
+    try:
+        if overwrite:
+            removed = [p for p in _owned_paths(run_dir, OWNED_PATTERNS) if p.name != LOCK_NAME]
+            for path in removed:
+                _remove(path)
+            if removed:
+                log.info("--overwrite: deleted %d files of the earlier run in %s", len(removed), run_dir)
+        if not (run_dir / MARKER).exists():
+            write_marker(run_dir)
+    except OSError as exc:
+        lock.release()
+        raise TransformerMTError(f"run directory {run_dir} cannot be prepared: {exc.strerror}: "
+                                 f"{exc.filename}") from None
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def remove_interrupted_writes(run_dir) -> list[Path]:
+    """Delete temporary files of writes that never finished (only while holding the run's lock)."""
+    paths = _owned_paths(Path(run_dir), TEMPORARY_PATTERNS)
+    for path in paths:
+        _remove(path)
+    return paths
+
+
+def upgrade_run_dir(run_dir, trust: bool) -> list[Path]:
+    """Convert every format-1 checkpoint of a run the user trusts and mark the directory as a run.
+
+    Returns the checkpoints that were converted (the originals stay as ``*.pt.format1``).
+    """
+    from .checkpoint import upgrade_checkpoint
+
+    run_dir = Path(run_dir)
+    checkpoints = sorted(run_dir.glob("checkpoint_*.pt"))
+    if not checkpoints:
+        raise TransformerMTError(f"{run_dir} has no checkpoint_*.pt files to upgrade")
+    with RunLock(run_dir, "upgrading checkpoints"):
+        converted = [path for path in checkpoints if upgrade_checkpoint(path, trust)]
+        if not (run_dir / MARKER).exists():
+            write_marker(run_dir)
+    return converted
