@@ -2,8 +2,9 @@
 
 Every key is documented in ``configs/reference.yaml``. Validation happens here,
 once, so the rest of the code can trust the values: unknown keys (with the
-closest valid key suggested), wrong types, out-of-range values and missing data
-files are reported as one ``TransformerMTError`` naming the key or file.
+closest valid key suggested), keys given twice, wrong types, non-finite or
+out-of-range values and missing data files are reported as one
+``TransformerMTError`` naming the key or file.
 
 String values may use ``${VAR}`` or ``${VAR:-default}`` to read environment
 variables, e.g. ``root: ${TRANSFORMER_MT_DATA:-../shared/data}/multi30k``.
@@ -13,9 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
+import math
 import os
 import re
+import stat
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,6 +210,19 @@ def expand_env(value: str) -> str:
     return _ENV_PATTERN.sub(replace, value)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite_float(value) -> float | None:
+    """``value`` as a float, or None for .nan, .inf and integers too large for a float."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _check_value(key: str, value, expected_type, source: str):
     """Return the value converted to the expected type, or raise a clear error."""
     where = f"{source}: key '{key}'"
@@ -220,9 +238,13 @@ def _check_value(key: str, value, expected_type, source: str):
             return int(value)
         raise TransformerMTError(f"{where} must be an integer, got {value!r}")
     if expected_type is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise TransformerMTError(f"{where} must be a number, got {value!r}")
+        if not _is_number(value):
+            raise TransformerMTError(f"{where} must be a number, got {value!r}")
+        # NaN passes every range check below (all comparisons are false), and inf makes no sense anywhere.
+        number = _finite_float(value)
+        if number is None:
+            raise TransformerMTError(f"{where} must be a finite number, got {value!r}")
+        return number
     if expected_type is str:
         if isinstance(value, str):
             return expand_env(value)
@@ -230,9 +252,12 @@ def _check_value(key: str, value, expected_type, source: str):
             return str(value)
         raise TransformerMTError(f"{where} must be a string, got {value!r}")
     if origin is list:
-        if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return [float(v) for v in value]
-        raise TransformerMTError(f"{where} must be a list of numbers, got {value!r}")
+        if not (isinstance(value, list) and all(_is_number(v) for v in value)):
+            raise TransformerMTError(f"{where} must be a list of numbers, got {value!r}")
+        numbers = [_finite_float(v) for v in value]
+        if None in numbers:
+            raise TransformerMTError(f"{where} must be a list of finite numbers, got {value!r}")
+        return numbers
     raise AssertionError(f"unhandled config type {expected_type} for {key}")
 
 
@@ -241,7 +266,8 @@ def _build_section(section_cls, values, section_name: str, source: str):
         values = {}
     if not isinstance(values, dict):
         raise TransformerMTError(
-            f"{source}: section '{section_name}' must be a mapping of keys to values, got {values!r}"
+            f"{source}: section '{section_name}' must be a mapping of keys to values, got {values!r}; "
+            f"write its keys indented below '{section_name}:'"
         )
     hints = typing.get_type_hints(section_cls)
     valid = [f.name for f in dataclasses.fields(section_cls)]
@@ -319,15 +345,100 @@ def validate(config: Config, source: str = "config") -> None:
         raise TransformerMTError(f"{source}: 'data.src_lang' and 'data.tgt_lang' are both {config.data.src_lang!r}")
 
 
+# Schedules that ramp the learning rate up over training.warmup_steps before their peak.
+WARMUP_SCHEDULERS = ("inverse_sqrt", "noam", "cosine", "constant")
+
+
+def training_warnings(config: Config) -> list[str]:
+    """Settings that are valid but almost certainly not what the user meant, one message each."""
+    cfg = config.training
+    warnings = []
+    if cfg.scheduler in WARMUP_SCHEDULERS and 0 < cfg.max_steps < cfg.warmup_steps:
+        warnings.append(
+            f"training.warmup_steps ({cfg.warmup_steps}) > training.max_steps ({cfg.max_steps}): the learning rate "
+            f"never reaches its peak training.lr; lower warmup_steps"
+        )
+    return warnings
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects a key given twice in one mapping.
+
+    yaml.safe_load keeps the last of them silently, so a second ``training:``
+    section would quietly replace the first one. Keys merged in with ``<<`` may
+    still be overridden: that is what merging is for.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.key_prefixes = {}  # mapping node -> dotted path of its key, e.g. "training.", to name nested keys
+
+    def construct_mapping(self, node, deep=False):
+        prefix = self.key_prefixes.get(node, "")
+        first_line = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # the base class reports unhashable keys
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{prefix}{key}' is given twice (lines {first_line[key]} and {line}); keep one",
+                    key_node.start_mark)
+            first_line[key] = line
+            # Children are constructed after their parent (PyYAML defers them), so the prefix is known in time.
+            self.key_prefixes.setdefault(value_node, f"{prefix}{key}.")
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds no Python objects
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what is wrong in a YAML error: " at line L, column C: problem"."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: {problem}"
+
+
 def parse_overrides(items: list[str]) -> dict:
     """``["training.max_steps=100", ...]`` (the CLI's ``--set``) -> ``{"training.max_steps": 100}``, values as YAML."""
     overrides = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or "." not in key:
+        dotted, sep, value = item.partition("=")
+        section, _, key = dotted.strip().partition(".")
+        if not sep or not section or not key:
             raise TransformerMTError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. training.max_steps=100")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[dotted.strip()] = _load_yaml(value)
+        except yaml.YAMLError as exc:
+            raise TransformerMTError(
+                f"--set {item!r}: the value is not valid YAML{_yaml_problem(exc)}; "
+                f"write a YAML value, e.g. training.max_steps=100 or training.betas=[0.9,0.98]"
+            ) from None
     return overrides
+
+
+def _apply_overrides(raw, overrides: dict):
+    """``raw`` with the dotted ``overrides`` set; a non-mapping top level or section is left for
+    config_from_dict to report (with the file name) instead of failing here."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        values = raw.get(section)
+        if values is None:
+            values = {}
+        if isinstance(values, dict):
+            raw[section] = {**values, key: value}
+    return raw
 
 
 def load_config(path, overrides: dict | None = None) -> Config:
@@ -342,31 +453,42 @@ def load_config(path, overrides: dict | None = None) -> Config:
     except OSError as exc:
         raise TransformerMTError(f"config file {path} cannot be read: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = _load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TransformerMTError(f"config file {path} is not valid YAML{where}: {problem}") from None
+        raise TransformerMTError(f"config file {path} is not valid YAML{_yaml_problem(exc)}") from None
     if overrides:
-        raw = dict(raw or {})
-        for dotted, value in overrides.items():
-            section, key = dotted.split(".", 1)
-            raw.setdefault(section, {})
-            raw[section] = dict(raw[section] or {})
-            raw[section][key] = value
+        raw = _apply_overrides(raw, overrides)
     return config_from_dict(raw, source=str(path))
 
 
+def _data_file_problem(path: Path) -> str | None:
+    """What keeps ``path`` from being read as a text file, or None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link loop"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "is a symbolic link to a missing file" if path.is_symlink() else "does not exist"
+        return f"cannot be accessed ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a directory, expected a text file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a device, pipe or socket), expected a text file"
+    return None  # an unreadable file is reported when it is read
+
+
 def check_data_files(config: Config, splits=("train", "valid")) -> None:
-    """Raise a clear error if a data file named by the config is missing."""
+    """Raise a clear error if a data file named by the config is missing or not a file."""
     for split in splits:
         for lang in (config.data.src_lang, config.data.tgt_lang):
             path = config.data.path(split, lang)
-            if not path.is_file():
+            problem = _data_file_problem(path)
+            if problem is not None:
+                # abspath, not resolve(): resolve raises on a symbolic link loop.
                 raise TransformerMTError(
-                    f"data file {path} (split '{split}', language '{lang}') does not exist "
-                    f"(absolute: {path.resolve()}); check 'data.root', 'data.{split}_prefix' and "
+                    f"data file {path} (split '{split}', language '{lang}') {problem} "
+                    f"(absolute: {os.path.abspath(path)}); check 'data.root', 'data.{split}_prefix' and "
                     f"'data.src_lang'/'data.tgt_lang' in the config"
                 )
 

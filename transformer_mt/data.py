@@ -6,18 +6,22 @@ over-long pairs, which are dropped *as pairs* (never one side only, which
 would shift the alignment) and counted.
 
 Encoded corpora are cached in the run directory as flat numpy arrays plus
-offsets, so tokenization happens once per corpus. Batches hold up to
-``batch_tokens`` padded target tokens; sentences are grouped by length so
-there is little padding, and the batch order is shuffled per epoch from
-(seed, epoch), which makes the data order reproducible for exact resume.
+offsets, so tokenization happens once per corpus; a damaged cache file is
+rebuilt, with a warning. Batches hold up to ``batch_tokens`` padded target
+tokens; sentences are grouped by length so there is little padding, and the
+batch order is shuffled per epoch from (seed, epoch), which makes the data
+order reproducible for exact resume.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import random
 import unicodedata
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,17 +34,24 @@ from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 log = logging.getLogger(__name__)
 
 
-def read_lines(path) -> list[str]:
-    """Read a UTF-8 text file as a list of lines (without newlines), with clear errors."""
-    path = Path(path)
+def read_bytes(path: Path) -> bytes:
+    """The contents of a file, with clear errors."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise TransformerMTError(f"file {path} does not exist") from None
     except IsADirectoryError:
         raise TransformerMTError(f"{path} is a directory, expected a text file") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TransformerMTError(f"file {path} is a symbolic link loop; point it at a real file") from None
         raise TransformerMTError(f"file {path} cannot be read: {exc.strerror}") from None
+
+
+def read_lines(path) -> list[str]:
+    """Read a UTF-8 text file as a list of lines (without newlines), with clear errors."""
+    path = Path(path)
+    data = read_bytes(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -51,6 +62,8 @@ def read_lines(path) -> list[str]:
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
+    # "\n" only: str.splitlines would also split at \x0b, \x1c, \x85, \u2028 ..., which may stand
+    # inside a sentence, and shift the pairs out of alignment.
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -141,12 +154,13 @@ def encode_parallel(src_path, tgt_path, src_tok: Tokenizer, tgt_tok: Tokenizer, 
     if cache_dir is not None:
         key = hashlib.sha1()
         for path in (src_path, tgt_path, src_tok.model_path, tgt_tok.model_path):
-            key.update(path.read_bytes())
+            key.update(read_bytes(path))
         key.update(f"{max_len}{drop_bad_pairs}{unpunctuated_copies}{seed}".encode())
         cache_file = Path(cache_dir) / f"{src_path.name}-{tgt_path.name}-{key.hexdigest()[:16]}.npz"
         if cache_file.exists():
-            with np.load(cache_file) as arrays:
-                return EncodedCorpus(**{name: arrays[name] for name in arrays.files})
+            corpus = read_cache(cache_file, len(src_tok), len(tgt_tok))
+            if corpus is not None:
+                return corpus
     src_lines, tgt_lines = read_parallel(src_path, tgt_path)
     if unpunctuated_copies:
         src_lines, tgt_lines, added = add_unpunctuated_copies(src_lines, tgt_lines, unpunctuated_copies, seed)
@@ -182,6 +196,60 @@ def encode_parallel(src_path, tgt_path, src_tok: Tokenizer, tgt_tok: Tokenizer, 
         np.savez(tmp, **corpus.__dict__)
         tmp.replace(cache_file)
     return corpus
+
+
+CACHE_ARRAYS = ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets")
+# What np.load and reading its arrays raise on a truncated or damaged file (object arrays: ValueError;
+# damaged zip headers: NotImplementedError for "unsupported" methods, RuntimeError for "encrypted").
+CACHE_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+                RuntimeError)
+
+
+def read_cache(cache_file: Path, src_vocab: int, tgt_vocab: int) -> EncodedCorpus | None:
+    """The corpus cached in ``cache_file``; None, after a warning and with the file deleted, if it is damaged."""
+    try:
+        # allow_pickle=False: a cache file must never run code when it is loaded.
+        with np.load(cache_file, allow_pickle=False) as arrays:
+            corpus = EncodedCorpus(**{name: arrays[name] for name in CACHE_ARRAYS})
+    except CACHE_ERRORS as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    else:
+        problem = _corpus_problem(corpus, src_vocab, tgt_vocab)
+        if problem is None:
+            return corpus
+    log.warning("cache file %s is invalid (%s); rebuilding it", cache_file, problem)
+    cache_file.unlink(missing_ok=True)
+    return None
+
+
+def _corpus_problem(corpus: EncodedCorpus, src_vocab: int, tgt_vocab: int) -> str | None:
+    """Why ``corpus`` cannot be what encode_parallel wrote (a damaged cache), or None."""
+    for side, vocab in (("src", src_vocab), ("tgt", tgt_vocab)):
+        problem = _ids_problem(getattr(corpus, f"{side}_ids"), getattr(corpus, f"{side}_offsets"), vocab)
+        if problem is not None:
+            return f"{side}: {problem}"
+    if len(corpus.src_offsets) != len(corpus.tgt_offsets):
+        return f"{len(corpus.src_offsets) - 1} source but {len(corpus.tgt_offsets) - 1} target sentences"
+    return None
+
+
+def _ids_problem(ids: np.ndarray, offsets: np.ndarray, vocab: int) -> str | None:
+    if ids.dtype != np.int32 or offsets.dtype != np.int64 or ids.ndim != 1 or offsets.ndim != 1:
+        return (f"ids/offsets are {ids.dtype}{list(ids.shape)}/{offsets.dtype}{list(offsets.shape)}, "
+                f"expected 1-D int32/int64")
+    # Offsets compared pairwise: np.diff could overflow on damaged values and hide a decrease.
+    if len(offsets) == 0 or offsets[0] != 0 or np.any(offsets[1:] < offsets[:-1]) or offsets[-1] != len(ids):
+        return "offsets do not index the ids"
+    if len(ids) and (ids.min() < 0 or ids.max() >= vocab):
+        return f"ids outside [0, {vocab})"
+    return None
+
+
+def count_oversized(corpus: EncodedCorpus, batch_tokens: int) -> int:
+    """Training sentences longer than ``batch_tokens`` padded tokens: make_batches gives each a batch of
+    its own, over the budget (and memory) that training.batch_tokens is meant to bound."""
+    padded = np.maximum(corpus.src_lengths, corpus.tgt_lengths + 1)  # + eos (or bos), as in make_batches
+    return int(np.count_nonzero(padded > batch_tokens))
 
 
 @dataclass

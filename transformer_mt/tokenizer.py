@@ -69,7 +69,27 @@ def _stderr_to(stream):
         os.close(saved)
 
 
+def _has_text(path: Path) -> bool:
+    """Whether ``path`` has a line that is not only white space (stops at the first one)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            return any(line.strip().lstrip("\ufeff") for line in lines)
+    except OSError as exc:
+        raise TransformerMTError(f"training file {path} cannot be read: {exc.strerror}") from None
+
+
+def _check_training_text(input_files: list[Path]) -> None:
+    # SentencePiece would stop with "INTERNAL: ... [!sentences_.empty()]", which names no file.
+    for path in input_files:
+        if not _has_text(path):
+            raise TransformerMTError(
+                f"training file {path} has no non-blank lines; put the training sentences in it, one per line "
+                f"(or point 'data.root' / 'data.train_prefix' at the right files)"
+            )
+
+
 def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig) -> None:
+    _check_training_text(input_files)
     log.info("training SentencePiece %s model (%d pieces) on %s", cfg.model_type, cfg.vocab_size,
              ", ".join(str(p) for p in input_files))
     # Training writes into a temporary prefix and renames at the end, so an
@@ -105,6 +125,12 @@ def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig
             raise TransformerMTError(
                 f"tokenizer.vocab_size {cfg.vocab_size} is too large for the training text{most}; "
                 f"lower 'tokenizer.vocab_size' in the config"
+            ) from None
+        if "sentences_.empty()" in message or "all_chars_count" in message:
+            # Lines of only characters that SentencePiece normalizes away (zero-width spaces, controls, ...).
+            raise TransformerMTError(
+                f"SentencePiece found no text to learn from in {', '.join(str(p) for p in input_files)}: "
+                f"every line is empty once normalized; put the training sentences there, one per line"
             ) from None
         raise TransformerMTError(f"SentencePiece training failed on {[str(p) for p in input_files]}: {message}") from None
     for suffix in (".model", ".vocab"):

@@ -38,8 +38,8 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .config import Config, check_data_files, config_from_dict, save_config
-from .data import collate, encode_parallel, make_batches, read_parallel
+from .config import Config, check_data_files, config_from_dict, save_config, training_warnings
+from .data import collate, count_oversized, encode_parallel, make_batches, read_parallel
 from .device import autocast, keep_freed_cpu_memory, resolve_device
 from .errors import TransformerMTError
 from .loss import label_smoothed_nll_loss
@@ -202,6 +202,8 @@ class Trainer:
             self.warn_if_config_yaml_damaged()
         save_config(config, self.run_dir / "config.yaml")
         check_data_files(config, ("train", "valid"))
+        for message in training_warnings(config):
+            log.warning("%s", message)
 
         self.device = resolve_device(device or cfg.device)
         if cfg.num_threads:
@@ -221,6 +223,11 @@ class Trainer:
             data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
             data.max_len, cache_dir=self.run_dir / "cache", unpunctuated_copies=data.unpunctuated_copies,
             seed=cfg.seed)
+        oversized = count_oversized(self.train_data, cfg.batch_tokens)
+        if oversized:
+            log.warning("%d training sentences are longer than training.batch_tokens=%d (padded tokens); "
+                        "each gets a batch of its own, over that budget: raise training.batch_tokens or lower "
+                        "data.max_len", oversized, cfg.batch_tokens)
         self.valid_src, self.valid_ref = read_parallel(data.path("valid", data.src_lang),
                                                        data.path("valid", data.tgt_lang))
         self.valid_data = encode_parallel(

@@ -1,0 +1,334 @@
+"""Input mistakes in configs, data files, tokenizer training text and the encoded-corpus cache:
+one clear TransformerMTError naming the key or file, or (for a cache) a warning and a rebuild."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from transformer_mt.config import (TokenizerConfig, check_data_files, load_config, parse_overrides,
+                                   training_warnings)
+from transformer_mt.data import EncodedCorpus, count_oversized, encode_parallel, make_batches, read_lines
+from transformer_mt.errors import TransformerMTError
+from transformer_mt.tokenizer import build_tokenizers
+
+from conftest import tiny_config, write_reverse_corpus
+
+
+def run_cli(*args, input_bytes=None):
+    return subprocess.run([sys.executable, "-m", "transformer_mt.cli", *map(str, args)], input=input_bytes,
+                          capture_output=True, timeout=300)
+
+
+def assert_clean_error(result, *fragments):
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), stderr
+    for fragment in fragments:
+        assert fragment in last, (fragment, last)
+
+
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# 1. Non-finite numbers
+
+@pytest.mark.parametrize("text, key", [
+    ("training:\n  lr: .nan\n", "training.lr"),
+    ("training:\n  lr: .inf\n", "training.lr"),
+    ("training:\n  lr: -.inf\n", "training.lr"),
+    ("training:\n  max_minutes: .inf\n", "training.max_minutes"),
+    ("decoding:\n  length_penalty: .nan\n", "decoding.length_penalty"),  # no range check would catch it
+    ("training:\n  betas: [.nan, 0.98]\n", "training.betas"),
+    ("training:\n  betas: [0.9, .inf]\n", "training.betas"),
+    ("training:\n  betas: [-.inf, 0.9]\n", "training.betas"),
+])
+def test_non_finite_numbers_name_the_key(tmp_path, text, key):
+    with pytest.raises(TransformerMTError, match=rf"key '{key}' must be a (list of )?finite number"):
+        load_config(write(tmp_path, text))
+
+
+def test_non_finite_number_from_set(tmp_path):
+    with pytest.raises(TransformerMTError, match=r"key 'training.lr' must be a finite number, got nan"):
+        load_config(write(tmp_path, "model: {}\n"), parse_overrides(["training.lr=.nan"]))
+
+
+# 2. --set items
+
+@pytest.mark.parametrize("item", ["training.max_steps=[1", "training.betas={a: 1", "training.lr=\"x"])
+def test_set_value_that_is_not_yaml_names_the_item(item):
+    with pytest.raises(TransformerMTError, match=re.escape(f"--set {item!r}: the value is not valid YAML")):
+        parse_overrides([item])
+
+
+@pytest.mark.parametrize("item", [".x=1", "training.=1", "=1", ".=1", " . =1", "training.lr"])
+def test_set_key_needs_both_parts(item):
+    with pytest.raises(TransformerMTError, match=r"expected SECTION.KEY=VALUE"):
+        parse_overrides([item])
+
+
+def test_cli_set_with_bad_yaml(tmp_path):
+    result = run_cli("train", "--config", write(tmp_path, "model: {}\n"), "--output-dir", tmp_path / "run",
+                     "--set", "training.max_steps=[1")
+    assert_clean_error(result, "--set 'training.max_steps=[1'", "not valid YAML")
+
+
+# 3. Overrides on a config whose top level or section is not a mapping
+
+@pytest.mark.parametrize("text, message", [
+    ("- a\n- b\n", r"top level must be a mapping"),
+    ("5\n", r"top level must be a mapping"),
+    ("just text\n", r"top level must be a mapping"),
+    ("training: 5\n", r"section 'training' must be a mapping"),
+    ("training: [1, 2]\n", r"section 'training' must be a mapping"),
+    ("training: text\n", r"section 'training' must be a mapping"),
+])
+def test_overrides_on_a_config_that_is_not_a_mapping(tmp_path, text, message):
+    with pytest.raises(TransformerMTError, match=message):
+        load_config(write(tmp_path, text), {"training.lr": 0.1})
+
+
+def test_overrides_fill_empty_sections_and_keep_other_keys(tmp_path):
+    config = load_config(write(tmp_path, "training:\nmodel:\n  d_model: 64\n"),
+                         {"training.lr": 0.25, "model.num_heads": 8})
+    assert (config.training.lr, config.model.d_model, config.model.num_heads) == (0.25, 64, 8)
+
+
+# 4. Duplicate keys
+
+@pytest.mark.parametrize("text, message", [
+    ("training:\n  lr: 0.1\nmodel:\n  d_model: 64\ntraining:\n  warmup_steps: 3\n",
+     r"line 5, column 1: key 'training' is given twice \(lines 1 and 5\)"),
+    ("training:\n  lr: 0.1\n  warmup_steps: 3\n  lr: 0.2\n",
+     r"line 4, column 3: key 'training.lr' is given twice \(lines 2 and 4\)"),
+    ("training: {lr: 0.1, lr: 0.2}\n", r"line 1, column 21: key 'training.lr' is given twice \(lines 1 and 1\)"),
+])
+def test_duplicate_keys_name_the_key_and_both_lines(tmp_path, text, message):
+    with pytest.raises(TransformerMTError, match=r"c.yaml is not valid YAML at " + message):
+        load_config(write(tmp_path, text))
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path):
+    text = ("model:\n  <<: [{d_model: 64, num_heads: 2}, {num_heads: 4, ffn_dim: 128}]\n  num_heads: 8\n"
+            "decoding:\n  beam_size: &beam 4\n  valid_beam_size: *beam\n")
+    config = load_config(write(tmp_path, text))
+    assert (config.model.d_model, config.model.num_heads, config.model.ffn_dim) == (64, 8, 128)
+    assert config.decoding.valid_beam_size == 4
+
+
+def test_cli_duplicate_section(tmp_path):
+    result = run_cli("train", "--config", write(tmp_path, "training:\n  lr: 0.1\ntraining:\n  lr: 0.2\n"),
+                     "--output-dir", tmp_path / "run")
+    assert_clean_error(result, "key 'training' is given twice (lines 1 and 3)")
+
+
+# 5. Warnings about valid but self-defeating settings
+
+@pytest.mark.parametrize("scheduler", ["inverse_sqrt", "noam", "cosine", "constant"])
+def test_warmup_longer_than_training_is_warned_about(tmp_path, scheduler):
+    config = tiny_config(tmp_path, scheduler=scheduler, warmup_steps=11, max_steps=10)
+    assert training_warnings(config) == [
+        "training.warmup_steps (11) > training.max_steps (10): the learning rate never reaches its peak "
+        "training.lr; lower warmup_steps"]
+    assert training_warnings(tiny_config(tmp_path, scheduler=scheduler, warmup_steps=4000, max_steps=6))
+
+
+@pytest.mark.parametrize("warmup, max_steps", [(5, 10), (10, 10), (0, 10), (1000, 0)])
+def test_no_warning_when_warmup_ends_before_training(tmp_path, warmup, max_steps):
+    assert training_warnings(tiny_config(tmp_path, warmup_steps=warmup, max_steps=max_steps)) == []
+
+
+# 6. Sentences longer than a batch
+
+def corpus_of_lengths(src_lengths, tgt_lengths):
+    def flat(lengths):
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return np.full(offsets[-1], 5, dtype=np.int32), offsets
+
+    return EncodedCorpus(*flat(src_lengths), *flat(tgt_lengths))
+
+
+def test_count_oversized_counts_the_sentences_make_batches_puts_alone_over_budget():
+    corpus = corpus_of_lengths([3, 10, 2, 7, 8, 1, 9], [2, 1, 9, 6, 7, 8, 3])
+    # padded lengths max(src, tgt + 1): 3, 10, 10, 7, 8, 9, 9
+    assert count_oversized(corpus, 8) == 4
+    assert count_oversized(corpus, 10) == 0
+    assert count_oversized(corpus, 2) == 7
+    over_budget = [b for b in make_batches(corpus, 8, seed=0, epoch=0)
+                   if max(max(corpus.src_lengths[b]), max(corpus.tgt_lengths[b]) + 1) * len(b) > 8]
+    assert all(len(b) == 1 for b in over_budget) and len(over_budget) == 4
+    assert count_oversized(corpus_of_lengths([], []), 8) == 0
+
+
+# 7. Data paths that are not files
+
+def test_data_file_that_is_a_symlink_loop(tmp_path):
+    data = write_reverse_corpus(tmp_path / "data", n_train=5, n_valid=5, n_test=5)
+    (data / "train.src").unlink()
+    os.symlink(data / "train.src", data / "train.src")
+    with pytest.raises(TransformerMTError, match=r"data file .*train.src \(split 'train', language 'src'\) is a "
+                                                 r"symbolic link loop \(absolute: /.*data/train.src\); check"):
+        check_data_files(tiny_config(data))
+    with pytest.raises(TransformerMTError, match=r"file .*train.src is a symbolic link loop"):
+        read_lines(data / "train.src")
+
+
+def test_data_file_that_is_a_directory_or_a_dangling_link(tmp_path):
+    data = write_reverse_corpus(tmp_path / "data", n_train=5, n_valid=5, n_test=5)
+    (data / "valid.tgt").unlink()
+    (data / "valid.tgt").mkdir()
+    with pytest.raises(TransformerMTError, match=r"valid.tgt .* is a directory, expected a text file"):
+        check_data_files(tiny_config(data))
+    (data / "valid.tgt").rmdir()
+    os.symlink(tmp_path / "nowhere", data / "valid.tgt")
+    with pytest.raises(TransformerMTError, match=r"valid.tgt .* is a symbolic link to a missing file"):
+        check_data_files(tiny_config(data))
+
+
+def test_cli_data_file_that_is_a_symlink_loop(tmp_path):
+    data = write_reverse_corpus(tmp_path / "data", n_train=5, n_valid=5, n_test=5)
+    (data / "valid.src").unlink()
+    os.symlink(data / "valid.src", data / "valid.src")
+    config = write(tmp_path, yaml.safe_dump(tiny_config(data).to_dict()))
+    result = run_cli("train", "--config", config, "--output-dir", tmp_path / "run")
+    assert_clean_error(result, "valid.src", "is a symbolic link loop")
+
+
+# 8. Training text with nothing to learn from
+
+@pytest.mark.parametrize("content", [b"", b"\n\n", b"  \n\t\n \r\n", "\u3000\n\ufeff\n".encode("utf-8")])
+def test_blank_training_file_is_named_before_sentencepiece_runs(tmp_path, content):
+    data = write_reverse_corpus(tmp_path / "data", n_train=20, n_valid=2, n_test=2)
+    (data / "train.tgt").write_bytes(content)
+    (tmp_path / "run").mkdir()
+    for joint in (True, False):
+        with pytest.raises(TransformerMTError, match=r"training file .*train.tgt has no non-blank lines"):
+            build_tokenizers(tmp_path / "run", TokenizerConfig(joint=joint, model_type="word", vocab_size=34),
+                             data / "train.src", data / "train.tgt")
+
+
+def test_text_that_sentencepiece_normalizes_away_gives_a_clear_error(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.src").write_text("\u200b\n" * 5, encoding="utf-8")  # zero-width spaces: not white space
+    (tmp_path / "run").mkdir()
+    with pytest.raises(TransformerMTError, match=r"SentencePiece found no text to learn from in .*train.src"):
+        build_tokenizers(tmp_path / "run", TokenizerConfig(joint=False, model_type="word", vocab_size=8),
+                         data / "train.src", data / "train.src")
+
+
+# 9. A damaged encoded-corpus cache is rebuilt
+
+@pytest.fixture(scope="module")
+def cached_corpus(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cache")
+    data = write_reverse_corpus(tmp / "data", n_train=60, n_valid=2, n_test=2)
+    (tmp / "run").mkdir()
+    tok, _ = build_tokenizers(tmp / "run", TokenizerConfig(model_type="word", vocab_size=34), data / "train.src",
+                              data / "train.tgt")
+    fresh = encode_parallel(data / "train.src", data / "train.tgt", tok, tok, max_len=64)
+    return data, tok, fresh
+
+
+def write_arrays(**changes):
+    """Save the corpus with some arrays replaced (by a value or a function of the corpus) or left out (None)."""
+    def damage(path, corpus):
+        arrays = {**corpus.__dict__, **changes}
+        arrays = {name: value(corpus) if callable(value) else value for name, value in arrays.items()}
+        np.savez(path, **{name: value for name, value in arrays.items() if value is not None})
+    return damage
+
+
+def write_bytes(cut):
+    def damage(path, corpus):
+        path.write_bytes(cut(path.read_bytes()))
+    return damage
+
+
+def changed(name, index, value):
+    def change(corpus):
+        array = getattr(corpus, name).copy()
+        array[index] = value
+        return array
+    return change
+
+
+# kind of damage -> (how to do it, words of the reason given in the warning)
+DAMAGE = {
+    "truncated": (write_bytes(lambda blob: blob[: len(blob) // 2]), "BadZipFile"),
+    "empty": (write_bytes(lambda blob: b""), "EOFError"),
+    "not a zip": (write_bytes(lambda blob: b"garbage" * 50), "ValueError"),
+    "bit flips": (write_bytes(lambda blob: blob[:100] + bytes(b ^ 0xFF for b in blob[100:140]) + blob[140:]), ""),
+    "object array": (write_arrays(src_ids=np.array([1, "x", None], dtype=object)), "ValueError: Object arrays"),
+    "missing array": (write_arrays(tgt_offsets=None), "KeyError"),
+    "float ids": (write_arrays(src_ids=lambda c: c.src_ids.astype(np.float64)), "expected 1-D int32/int64"),
+    "2-D offsets": (write_arrays(tgt_offsets=lambda c: c.tgt_offsets[None]), "expected 1-D int32/int64"),
+    "offsets not from 0": (write_arrays(src_offsets=changed("src_offsets", 0, 1)), "offsets do not index"),
+    "offsets decreasing": (write_arrays(src_offsets=changed("src_offsets", 5, 0)), "offsets do not index"),
+    "offsets past the ids": (write_arrays(tgt_offsets=changed("tgt_offsets", -1, 10**6)), "offsets do not index"),
+    "no offsets": (write_arrays(src_offsets=np.zeros(0, dtype=np.int64),
+                                tgt_offsets=np.zeros(0, dtype=np.int64)), "offsets do not index"),
+    "sentence counts differ": (write_arrays(src_offsets=lambda c: c.src_offsets[:-1],
+                                            src_ids=lambda c: c.src_ids[:c.src_offsets[-2]]),
+                               "59 source but 60 target sentences"),
+    "id too large": (write_arrays(tgt_ids=changed("tgt_ids", 7, 34)), "tgt: ids outside [0, 34)"),
+    "negative id": (write_arrays(src_ids=changed("src_ids", 0, -1)), "src: ids outside [0, 34)"),
+}
+
+
+def assert_same_corpus(a, b):
+    for name in ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        assert getattr(a, name).dtype == getattr(b, name).dtype
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_damaged_cache_is_rebuilt(cached_corpus, tmp_path, caplog, kind):
+    data, tok, fresh = cached_corpus
+    cache = tmp_path / "cache"
+
+    def encode():
+        return encode_parallel(data / "train.src", data / "train.tgt", tok, tok, max_len=64, cache_dir=cache)
+
+    assert_same_corpus(encode(), fresh)
+    [cache_file] = cache.glob("*.npz")
+    damage, reason = DAMAGE[kind]
+    damage(cache_file, fresh)
+    with caplog.at_level("WARNING"):
+        assert_same_corpus(encode(), fresh)
+    assert f"cache file {cache_file} is invalid (" in caplog.text and "); rebuilding it" in caplog.text
+    assert reason in caplog.text
+    assert list(cache.iterdir()) == [cache_file]  # rewritten in place, no temporary file left
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert_same_corpus(encode(), fresh)  # the rebuilt cache is valid
+    assert "invalid" not in caplog.text
+
+
+# 10. Lines end at "\n" only
+
+def test_read_lines_splits_at_newline_only(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_bytes("a\u2028b\x85c\x0bd\x1ce\rf\r\n\r\nlast\r".encode("utf-8"))
+    assert read_lines(path) == ["a\u2028b\x85c\x0bd\x1ce\rf", "", "last"]
+
+
+def test_training_logs_the_warmup_and_oversized_sentence_warnings(tmp_path):
+    from transformer_mt import train
+
+    data = write_reverse_corpus(tmp_path / "data", n_train=100, n_valid=5, n_test=5)
+    # Sentences of 3-8 words need up to 9 padded target tokens: a budget of 6 is too small for some.
+    config = tiny_config(data, max_steps=2, validate_every=2, warmup_steps=50, batch_tokens=6)
+    train(config, tmp_path / "run", show_progress=False)
+    log_text = (tmp_path / "run" / "train.log").read_text()
+    assert "training.warmup_steps (50) > training.max_steps (2)" in log_text
+    assert "training sentences are longer than training.batch_tokens=6" in log_text
