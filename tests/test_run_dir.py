@@ -98,7 +98,6 @@ def test_sigkill_leaves_no_stale_lock_and_no_repeated_log_records(tmp_path, setu
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     saved = ckpt.load_checkpoint(run / "checkpoint_last.pt")["step"]
-    assert max(metric_steps(run)) > saved  # steps after the checkpoint were logged, and will be trained again
     # A temporary file as an interrupted checkpoint write leaves it.
     (run / f".checkpoint_last.pt.tmp-{proc.pid}").write_bytes(b"half a checkpoint")
     result = run_cli("train", "--config", config_path, "--output-dir", run, "--set", f"training.max_steps={saved + 4}",
@@ -112,6 +111,23 @@ def test_sigkill_leaves_no_stale_lock_and_no_repeated_log_records(tmp_path, setu
     assert len(log_lines) == len(set(line.split(" INFO ")[1] for line in log_lines))
     assert not list(run.glob(".checkpoint_*.tmp-*"))
     assert "left by an interrupted write" in (run / "train.log").read_text()
+
+
+def test_records_written_after_the_last_checkpoint_are_cut_on_resume(tmp_path, setup):
+    data, config, _ = setup
+    run = tmp_path / "run"
+    train(tiny_config(data, max_steps=4, validate_every=2), run, show_progress=False)
+    # What a SIGKILL after step 5 leaves: records of steps the resumed run trains again, and half a line.
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write('{"type": "train", "step": 5, "loss": 9.9}\n{"type": "valid", "step": 6, "bl')
+    with open(run / "train.log", "a") as handle:
+        handle.write("2026-01-01 00:00:00,000 INFO validation at step 6: from the killed session\n")
+    train(tiny_config(data, max_steps=6, validate_every=2), run, show_progress=False)
+    assert metric_steps(run) == [1, 2, 3, 4, 5, 6]
+    assert metric_steps(run, "valid") == [2, 4, 6]
+    log_text = (run / "train.log").read_text()
+    assert "from the killed session" not in log_text
+    assert "metrics.jsonl: removed 1 lines written after checkpoint_last.pt" in log_text
 
 
 def test_a_folder_that_is_not_a_run_is_never_written_to(tmp_path, setup):

@@ -162,6 +162,10 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 def _check_state(state, path) -> dict:
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise TransformerMTError(f"{path} is not a transformer-mt checkpoint (no model/config inside)")
+    if state.get("format_version") == 1:
+        raise TransformerMTError(
+            f"checkpoint {path} was written by transformer-mt before checkpoint format {FORMAT_VERSION}; if you "
+            f"made it or trust its source, convert it once with: transformer-mt upgrade-checkpoint --trust {path}")
     if state.get("format_version") != FORMAT_VERSION:
         raise TransformerMTError(
             f"checkpoint {path} has format version {state.get('format_version')}, this transformer-mt "
@@ -202,6 +206,10 @@ def _check_same_run(states: list[dict], paths: list) -> None:
     """Averaging weights of different models, vocabularies or tokenizers gives garbage: refuse it."""
     last, last_path = states[-1], paths[-1]
     for state, path in zip(states[:-1], paths[:-1]):
+        diffs = config_differences(state["config"], last["config"])
+        if diffs:
+            raise TransformerMTError(
+                f"cannot average {path} with {last_path}: trained with different configs ({'; '.join(diffs[:3])})")
         if state.get("vocab_sizes") != last.get("vocab_sizes"):
             raise TransformerMTError(
                 f"cannot average {path} (vocabulary sizes {state.get('vocab_sizes')}) with {last_path} "
@@ -209,10 +217,6 @@ def _check_same_run(states: list[dict], paths: list) -> None:
         if state.get("tokenizer_sha256") != last.get("tokenizer_sha256"):
             raise TransformerMTError(
                 f"cannot average {path} with {last_path}: they were trained with different tokenizers")
-        diffs = config_differences(state["config"], last["config"])
-        if diffs:
-            raise TransformerMTError(
-                f"cannot average {path} with {last_path}: trained with different configs ({'; '.join(diffs[:3])})")
 
 
 def average_checkpoints(paths: list, output_path) -> dict:
@@ -240,10 +244,11 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
 
     path = Path(path)
     try:
-        load_checkpoint(path)
-        return False
+        current = load_checkpoint(path)["format_version"] == FORMAT_VERSION
     except TransformerMTError:
-        pass
+        current = False
+    if current:
+        return False
     if not trust:
         raise TransformerMTError(
             f"upgrading {path} means unpickling it, which runs any code it holds; pass --trust if you made "

@@ -5,6 +5,7 @@
     transformer-mt evaluate --model runs/demo --split test
     transformer-mt evaluate --hyp hyp.txt --ref ref.txt --json
     transformer-mt average --model runs/demo --last 5
+    transformer-mt upgrade-checkpoint --trust runs/old_run
 
 Errors caused by input (config, files, checkpoints) print one line starting
 with "error:" and exit with status 2; Ctrl-C during training saves a
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -103,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_argument("--model", required=True, metavar="DIR", help="run directory")
     average.add_argument("--last", type=int, default=5, metavar="N", help="number of checkpoints (default: 5)")
     average.add_argument("--output", metavar="FILE", help="output file (default: DIR/checkpoint_average.pt)")
+
+    upgrade = sub.add_parser(
+        "upgrade-checkpoint", help="convert checkpoints of an earlier transformer-mt to the safe format",
+        description="Checkpoints are loaded without running code in them (torch.load with weights_only=True). "
+                    "Those written by transformer-mt before checkpoint format 2 hold a pickled numpy object and "
+                    "are refused. This command converts a run directory (all its checkpoint_*.pt files, and "
+                    "marks it as a run) or a single checkpoint file once. Reading the old format unpickles the "
+                    "file, which runs any code it holds: only convert files you made or whose source you trust. "
+                    "Each original is kept as <name>.format1.")
+    upgrade.add_argument("path", metavar="PATH", help="run directory or checkpoint file")
+    upgrade.add_argument("--trust", action="store_true",
+                         help="required to convert: you trust the file(s), which are unpickled once to convert them")
     return parser
 
 
@@ -131,67 +145,165 @@ def _decode_kwargs(args) -> dict:
             "early_exit": args.early_exit}
 
 
+def _split_lines(text: str) -> list[str]:
+    """Split text into lines exactly as data.read_lines splits a file (tests check that they agree).
+
+    Only "\n" ends a line: str.splitlines would also split on U+2028, form feeds, "\x85" and
+    more, and so give more output lines than the input has. A BOM, trailing "\r"s and the
+    empty piece after a final newline go.
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def _read_stdin() -> list[str]:
+    if sys.stdin.isatty():
+        print("reading sentences from standard input (one per line, Ctrl-D to end)", file=sys.stderr)
+    raw = sys.stdin.buffer.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise TransformerMTError(f"standard input is not valid UTF-8 at line {line}") from None
+    return _split_lines(text)
+
+
+def _check_output(path) -> None:
+    """Refuse an --output that cannot be written now, not after minutes of decoding."""
+    if path is None:
+        return
+    target = Path(path).resolve()  # a link is written through, not replaced
+    if target.is_dir():
+        raise TransformerMTError(f"--output {path} is a directory; give a file name, e.g. {Path(path) / 'out.txt'}")
+    parent = target.parent
+    if not parent.exists():
+        raise TransformerMTError(f"--output {path}: directory {parent} does not exist; create it or choose "
+                                 f"another --output")
+    if not parent.is_dir():
+        raise TransformerMTError(f"--output {path}: {parent} is not a directory; choose another --output")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TransformerMTError(f"--output {path}: directory {parent} is not writable; choose another --output")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise TransformerMTError(f"--output {path} is read-only; make it writable or choose another --output")
+
+
+def _check_output_is_not_input(path, inputs: dict) -> None:
+    """The whole input is read before the output is written, so this would silently replace it."""
+    for option, input_path in inputs.items():
+        if path and input_path and Path(input_path).exists() and Path(path).exists() \
+                and Path(path).samefile(input_path):
+            raise TransformerMTError(f"--output {path} is the {option} file; writing it would replace the "
+                                     f"input; choose another --output")
+
+
+def _write_output(path, text: str) -> None:
+    """Write atomically (temporary file in the same directory, then os.replace), so a failure or
+    Ctrl-C midway leaves an existing file at ``path`` as it was instead of half written."""
+    target = Path(path).resolve()
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        if target.exists():
+            tmp.chmod(target.stat().st_mode)  # keep the permissions of the file it replaces
+        tmp.replace(target)
+    except OSError as exc:
+        raise TransformerMTError(f"could not write --output {path}: {exc.strerror or exc}; "
+                                 f"it was left as it was") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_not_empty(lines: list[str], first, second) -> None:
+    if not lines:
+        raise TransformerMTError(f"nothing to score: {first} and {second} are empty")
+
+
+def _read_hyp_ref(args) -> tuple[list[str], list[str]]:
+    from .data import read_lines
+
+    if args.model or args.src or args.split:
+        raise TransformerMTError("--hyp scores existing translations; do not combine it with --model/--src/--split")
+    if not args.ref:
+        raise TransformerMTError("--hyp needs --ref FILE")
+    if args.output:
+        raise TransformerMTError("--output writes the model's translations, and --hyp translates nothing; "
+                                 "leave --output out")
+    hyps, refs = read_lines(args.hyp), read_lines(args.ref)
+    if len(hyps) != len(refs):
+        raise TransformerMTError(f"--hyp {args.hyp} has {len(hyps)} lines but --ref {args.ref} has {len(refs)}; "
+                                 f"line i of the translations must go with line i of the references")
+    _check_not_empty(hyps, args.hyp, args.ref)
+    return hyps, refs
+
+
+def _translate_for_evaluation(args):
+    """Translate the --src or --split sources; return (hypotheses, references, translator)."""
+    from .data import read_parallel
+
+    if not args.model:
+        raise TransformerMTError("give --model DIR to translate, or --hyp FILE to score existing translations")
+    if args.split and (args.src or args.ref):
+        raise TransformerMTError("use either --split or --src/--ref, not both")
+    if not args.split and not (args.src and args.ref):
+        raise TransformerMTError("translating needs both --src FILE and --ref FILE (or --split test)")
+    _check_output(args.output)
+    translator = _load_translator(args)
+    data = translator.config.data
+    if args.split:
+        src_path, ref_path = data.path(args.split, data.src_lang), data.path(args.split, data.tgt_lang)
+    else:
+        src_path, ref_path = args.src, args.ref
+    names = (f"{args.split} source", f"{args.split} reference") if args.split else ("--src", "--ref")
+    _check_output_is_not_input(args.output, dict(zip(names, (src_path, ref_path))))
+    sources, refs = read_parallel(src_path, ref_path)
+    _check_not_empty(sources, src_path, ref_path)
+    hyps = translator.translate(sources, **_decode_kwargs(args))
+    if args.output:
+        _write_output(args.output, "".join(h + "\n" for h in hyps))
+    return hyps, refs, translator
+
+
 def cmd_translate(args) -> int:
     from .data import read_lines
 
     if args.sentences and args.input:
         raise TransformerMTError("give sentences as arguments or --input FILE, not both")
+    _check_output(args.output)
+    _check_output_is_not_input(args.output, {"--input": args.input})
     if args.sentences:
-        sentences = list(args.sentences)
+        # One argument is one sentence: a line break inside it must not add a line to the output.
+        sentences = [" ".join(sentence.splitlines()) for sentence in args.sentences]
     elif args.input:
         sentences = read_lines(args.input)
     else:
-        if sys.stdin.isatty():
-            print("reading sentences from standard input (one per line, Ctrl-D to end)", file=sys.stderr)
-        raw = sys.stdin.buffer.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw.count(b"\n", 0, exc.start) + 1
-            raise TransformerMTError(f"standard input is not valid UTF-8 at line {line}") from None
-        sentences = text.splitlines()
+        sentences = _read_stdin()
     translator = _load_translator(args)
     results = translator.translate(sentences, nbest=args.nbest, **_decode_kwargs(args))
     lines = ["\t".join(r) if isinstance(r, list) else r for r in results]
     text = "".join(line + "\n" for line in lines)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        _write_output(args.output, text)
     else:
         sys.stdout.write(text)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .data import read_lines, read_parallel
     from .scoring import resolve_tokenize, score
 
     if args.ref is None and args.split is None:
         raise TransformerMTError("evaluate needs --ref FILE (with --hyp or --src) or --model DIR --split test")
     if args.hyp:
-        if args.model or args.src or args.split:
-            raise TransformerMTError("--hyp scores existing translations; do not combine it with --model/--src/--split")
-        if not args.ref:
-            raise TransformerMTError("--hyp needs --ref FILE")
-        hyps, refs = read_lines(args.hyp), read_lines(args.ref)
+        hyps, refs = _read_hyp_ref(args)
         tokenize = args.tokenize or "13a"
     else:
-        if not args.model:
-            raise TransformerMTError("give --model DIR to translate, or --hyp FILE to score existing translations")
-        translator = _load_translator(args)
-        data = translator.config.data
-        if args.split:
-            if args.src or args.ref:
-                raise TransformerMTError("use either --split or --src/--ref, not both")
-            src_path, ref_path = data.path(args.split, data.src_lang), data.path(args.split, data.tgt_lang)
-        else:
-            if not (args.src and args.ref):
-                raise TransformerMTError("translating needs both --src FILE and --ref FILE (or --split test)")
-            src_path, ref_path = args.src, args.ref
-        sources, refs = read_parallel(src_path, ref_path)
-        hyps = translator.translate(sources, **_decode_kwargs(args))
-        if args.output:
-            Path(args.output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
-        tokenize = args.tokenize or resolve_tokenize(translator.config.decoding.sacrebleu_tokenize, data.tgt_lang)
+        hyps, refs, translator = _translate_for_evaluation(args)
+        config = translator.config
+        tokenize = args.tokenize or resolve_tokenize(config.decoding.sacrebleu_tokenize, config.data.tgt_lang)
     result = score(hyps, refs, tokenize)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
@@ -205,6 +317,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_average(args) -> int:
     from .checkpoint import average_checkpoints
+    from .rundir import RunLock
     from .translator import CHECKPOINT_NAMES
 
     run_dir = Path(args.model)
@@ -216,12 +329,34 @@ def cmd_average(args) -> int:
     if not paths:
         raise TransformerMTError(f"{run_dir} has no checkpoint_step*.pt files to average")
     output = Path(args.output) if args.output else run_dir / CHECKPOINT_NAMES["average"]
-    average_checkpoints(paths, output)
+    with RunLock(run_dir, "averaging checkpoints"):
+        average_checkpoints(paths, output)
     print(f"averaged {len(paths)} checkpoints ({paths[0].name} .. {paths[-1].name}) into {output}")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "average": cmd_average}
+def cmd_upgrade_checkpoint(args) -> int:
+    from .checkpoint import upgrade_checkpoint
+    from .rundir import upgrade_run_dir
+
+    path = Path(args.path)
+    if path.is_dir():
+        converted = upgrade_run_dir(path, args.trust)
+        print(f"{path}: converted {len(converted)} checkpoint(s) to the safe format"
+              + (f" ({', '.join(p.name for p in converted)}); the originals are kept as *.pt.format1" if converted
+                 else "; all were already in it"))
+    elif path.is_file():
+        if upgrade_checkpoint(path, args.trust):
+            print(f"{path}: converted to the safe format; the original is kept as {path.name}.format1")
+        else:
+            print(f"{path}: already in the safe format; nothing to do")
+    else:
+        raise TransformerMTError(f"{path} does not exist; give a run directory or a checkpoint file")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "average": cmd_average,
+            "upgrade-checkpoint": cmd_upgrade_checkpoint}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,8 @@ def score(hypotheses: list[str], references: list[str], tokenize: str = "13a") -
         raise TransformerMTError(
             f"{len(hypotheses)} hypotheses but {len(references)} references; both must have one line per sentence"
         )
+    if not hypotheses:  # sacreBLEU fails with an IndexError on an empty corpus
+        raise TransformerMTError("nothing to score: no hypotheses and no references")
     try:
         bleu_metric = BLEU(tokenize=tokenize)
     except Exception as exc:  # sacrebleu raises plain exceptions for missing optional tokenizers

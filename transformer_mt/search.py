@@ -8,8 +8,9 @@ Beam search keeps the beams of all sentences in one (sentences * beam) batch;
 the beams of a sentence share its encoder output.
 Each step scores beam_size * vocab continuations per sentence, keeps the
 best 2 * beam_size, moves those ending in eos to the sentence's finished
-list and continues with the best beam_size others. A sentence is done once
-it has beam_size finished hypotheses or, with ``early_exit=True`` (the rule of
+list and continues with the best beam_size others (a beam wider than the
+vocabulary allows starts with fewer beams and grows to beam_size). A
+sentence is done once it has beam_size finished hypotheses or, with ``early_exit=True`` (the rule of
 OpenNMT-py, JoeyNMT and CTranslate2: fewer steps, but lower BLEU on Multi30k),
 once its best candidate of a step ends in eos; done sentences leave the batch (their
 rows are dropped from the encoder output and the cache) so later steps only
@@ -125,7 +126,11 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
         lprobs = step_log_probs(model, prev, memory, src_mask, cache)  # (A*beams, V)
         vocab = lprobs.size(-1)
         candidates = lprobs.view(num_active, beams, vocab).add_(scores.unsqueeze(-1)).view(num_active, beams * vocab)
-        top_scores, top_index = candidates.topk(2 * k, dim=1)  # (A, 2k)
+        # 2k candidates hold at least k that do not end in eos (each beam has one eos), but a beam
+        # larger than the vocabulary has fewer candidates than that at the first steps: then take
+        # all of them and continue with fewer beams (the beam count grows back to k as it widens).
+        width = min(2 * k, beams * vocab)
+        top_scores, top_index = candidates.topk(width, dim=1)  # (A, width)
         top_beam, top_token = top_index // vocab, top_index % vocab
         is_eos = top_token == EOS_ID
 
@@ -144,16 +149,17 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
         top_ended = (is_eos[:, 0] & torch.isfinite(top_scores[:, 0])).tolist() if early_exit else None
 
         # Continue with the best k candidates that do not end in eos (stable sort keeps score order).
-        order = torch.sort(is_eos.to(torch.int8), dim=1, stable=True).indices[:, :k]
+        new_beams = min(k, width - beams)  # at most `beams` of the candidates end in eos
+        order = torch.sort(is_eos.to(torch.int8), dim=1, stable=True).indices[:, :new_beams]
         next_scores = top_scores.gather(1, order)
         next_beam = top_beam.gather(1, order)
         next_token = top_token.gather(1, order)
         row_base = (torch.arange(num_active, device=device) * beams).unsqueeze(1)
         source_rows = (row_base + next_beam).view(-1)  # the row each new beam continues
-        tokens = torch.cat([tokens.reshape(num_active * beams, step)[source_rows].view(num_active, k, step),
+        tokens = torch.cat([tokens.reshape(num_active * beams, step)[source_rows].view(num_active, new_beams, step),
                             next_token.unsqueeze(-1)], dim=2)
         scores = next_scores
-        beams = k
+        beams = new_beams
 
         # Sentences that are done: k finished hypotheses, or the length limit reached.
         keep_sentences = []
@@ -163,7 +169,7 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             if len(finished[sentence]) >= k or (early_exit and top_ended[row] and len(finished[sentence]) >= nbest):
                 continue
             if length_now >= max_lens[sentence]:
-                for beam in range(k):
+                for beam in range(beams):
                     if len(finished[sentence]) >= k:
                         break
                     log_prob = scores_cpu[row][beam]
@@ -180,13 +186,13 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             keep = torch.tensor(keep_sentences, device=device)
             active = [active[row] for row in keep_sentences]
             scores, tokens = scores[keep], tokens[keep]
-            source_rows = source_rows.view(num_active, k)[keep].view(-1)
+            source_rows = source_rows.view(num_active, beams)[keep].view(-1)
             memory, src_mask = memory[keep], src_mask[keep]
         if incremental:
             cache = model.reorder_cache(cache, source_rows, keep)
             prev = tokens[:, :, -1].reshape(-1, 1)
         else:  # the whole prefix: start token + the tokens so far
-            start = torch.full((tokens.size(0) * k, 1), BOS_ID, dtype=torch.long, device=device)
+            start = torch.full((tokens.size(0) * beams, 1), BOS_ID, dtype=torch.long, device=device)
             prev = torch.cat([start, tokens.reshape(-1, length_now)], dim=1)
 
     results = []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import check_tokenizer_checksums, load_checkpoint
 from .config import Config, config_from_dict
 from .device import autocast, keep_freed_cpu_memory, resolve_device
 from .errors import TransformerMTError
@@ -84,6 +84,7 @@ class Translator:
                 f"checkpoint {path} was trained with vocabulary sizes {vocab}, but the tokenizer in {run_dir} "
                 f"has {len(src_tok)}/{len(tgt_tok)} pieces; the checkpoint belongs to another run"
             )
+        check_tokenizer_checksums(state, src_tok.model_path, tgt_tok.model_path, path)
         model = build_model(config.model, len(src_tok), len(tgt_tok), PAD_ID)
         try:
             model.load_state_dict(state["model"])
@@ -133,6 +134,14 @@ class Translator:
             raise TransformerMTError(f"nbest ({nbest}) cannot exceed the beam size ({beam_size})")
 
         encoded = self.src_tokenizer.encode([s.strip() for s in sentences])
+        # Training dropped pairs longer than data.max_len, so the model has never seen such inputs and
+        # tends to stop early: say so once per call instead of silently returning a short translation.
+        limit = self.config.data.max_len
+        too_long = [len(ids) for ids in encoded if len(ids) > limit]
+        if too_long:
+            log.warning("%d input sentence(s) longer than the model's training limit data.max_len=%d tokens "
+                        "(longest: %d); translations of such long inputs are often truncated or wrong; split "
+                        "them into sentences", len(too_long), limit, max(too_long))
         results: list[list[str]] = [[""] * nbest for _ in sentences]
         order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]), reverse=True)
         for start in range(0, len(order), batch_size):
@@ -151,7 +160,8 @@ class Translator:
                                        incremental, early_exit)
                     outputs = [[h.tokens for h in sentence_hyps] for sentence_hyps in hyps]
             for i, token_lists in zip(rows, outputs):
-                texts = self.tgt_tokenizer.decode(token_lists)
+                # One translation must stay one line of output, whatever a piece decodes to.
+                texts = [" ".join(text.splitlines()) for text in self.tgt_tokenizer.decode(token_lists)]
                 results[i] = (texts + [""] * nbest)[:nbest]
         if nbest == 1:
             return [r[0] for r in results]

@@ -1,0 +1,182 @@
+"""Opening a checkpoint never runs code: crafted files are refused by every command that reads one."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from transformer_mt import Translator, train
+from transformer_mt import checkpoint as ckpt
+from transformer_mt.errors import TransformerMTError
+
+from conftest import tiny_config, write_reverse_corpus
+
+
+class Payload:
+    """Unpickling this runs ``touch <marker>``: what a malicious model file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "transformer_mt.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("safe")
+    data = write_reverse_corpus(tmp / "data", n_train=200, n_valid=5, n_test=5)
+    config = tiny_config(data, max_steps=4, validate_every=2)
+    train(config, tmp / "run", show_progress=False)
+    config_path = tmp / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config.to_dict()), encoding="utf-8")
+    return tmp, data, config_path, tmp / "run"
+
+
+def test_every_checkpoint_a_run_writes_loads_with_the_safe_unpickler(trained):
+    _, _, _, run = trained
+    names = sorted(p.name for p in run.glob("checkpoint_*.pt"))
+    assert "checkpoint_last.pt" in names and "checkpoint_best.pt" in names
+    for name in names:
+        state = torch.load(run / name, weights_only=True)
+        assert state["format_version"] == ckpt.FORMAT_VERSION
+        assert set(state["tokenizer_sha256"]) == {"src", "tgt"}
+
+
+def plant(run, names, marker, hidden):
+    """Replace checkpoints ``names`` of ``run`` with a payload file, or hide the payload inside the real one."""
+    for name in names:
+        if hidden:
+            state = torch.load(run / name, weights_only=True)
+            state["notes"] = Payload(marker)  # one extra key: the rest of the checkpoint is genuine
+        else:
+            state = Payload(marker)
+        torch.save(state, run / name)
+
+
+@pytest.mark.parametrize("hidden", [False, True], ids=["whole-file", "hidden-key"])
+@pytest.mark.parametrize("command", ["translate", "evaluate", "average", "resume"])
+def test_a_crafted_checkpoint_never_runs_its_payload(trained, tmp_path, command, hidden):
+    tmp, data, config_path, run = trained
+    victim = tmp_path / "run"
+    shutil.copytree(run, victim)
+    marker = tmp_path / "payload-ran"
+    if command == "translate":
+        plant(victim, ["checkpoint_best.pt"], marker, hidden)
+        result = run_cli("translate", "--model", victim, "ba de")
+    elif command == "evaluate":
+        plant(victim, ["checkpoint_best.pt"], marker, hidden)
+        result = run_cli("evaluate", "--model", victim, "--split", "test")
+    elif command == "average":
+        plant(victim, [p.name for p in victim.glob("checkpoint_step*.pt")][:1], marker, hidden)
+        result = run_cli("average", "--model", victim, "--last", "2")
+    else:
+        plant(victim, ["checkpoint_last.pt"], marker, hidden)
+        result = run_cli("train", "--config", config_path, "--output-dir", victim, "--set", "training.max_steps=6")
+    assert not marker.exists(), "the checkpoint's payload ran"
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "may be unsafe" in last and "upgrade-checkpoint --trust" in last, last
+    assert "system" in last  # names what the file wanted to run
+
+
+def make_format1(path):
+    """Turn a checkpoint into what transformer-mt wrote before format 2 (numpy RNG state pickled)."""
+    state = torch.load(path, weights_only=True)
+    state["format_version"] = 1
+    state.pop("tokenizer_sha256", None)
+    state.pop("log_sizes", None)
+    if "rng" in state:
+        state["rng"]["numpy"] = ckpt.numpy_rng_state_from_plain(state["rng"]["numpy"])
+    torch.save(state, path)
+
+
+def test_old_checkpoint_is_refused_until_upgraded_explicitly(trained, tmp_path):
+    tmp, data, config_path, run = trained
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    expected = Translator.from_run(run).translate(["ba de gi", "ko mu"])
+    for path in old.glob("checkpoint_*.pt"):
+        make_format1(path)
+    (old / "run.json").unlink()  # a run directory of the earlier version had no marker
+    with pytest.raises(TransformerMTError, match=r"before checkpoint format 2.*upgrade-checkpoint --trust"):
+        Translator.from_run(old)  # checkpoint_best: weights only, loadable safely but of the old format
+    with pytest.raises(TransformerMTError, match=r"numpy.*may be unsafe.*upgrade-checkpoint --trust"):
+        Translator.from_run(old, checkpoint="last")  # checkpoint_last: the pickled numpy RNG state
+
+    refused = run_cli("upgrade-checkpoint", old / "checkpoint_best.pt")
+    assert refused.returncode == 2 and "--trust" in refused.stderr.strip().splitlines()[-1]
+    assert torch.load(old / "checkpoint_best.pt", weights_only=False)["format_version"] == 1  # untouched
+
+    done = run_cli("upgrade-checkpoint", "--trust", old)
+    assert done.returncode == 0, done.stderr
+    assert (old / "run.json").exists() and (old / "checkpoint_best.pt.format1").exists()
+    assert Translator.from_run(old).translate(["ba de gi", "ko mu"]) == expected
+    assert "already" in run_cli("upgrade-checkpoint", old / "checkpoint_best.pt").stdout
+    # The upgraded run resumes: the numpy RNG state survived the conversion.
+    resumed = run_cli("train", "--config", config_path, "--output-dir", old, "--set", "training.max_steps=6")
+    assert resumed.returncode == 0, resumed.stderr
+    assert ckpt.load_checkpoint(old / "checkpoint_last.pt")["step"] == 6
+
+
+def test_numpy_rng_state_round_trips_through_plain_values():
+    rng = np.random.RandomState(7)
+    rng.standard_normal()  # leaves a cached gaussian in the state
+    state = rng.get_state()
+    restored = ckpt.numpy_rng_state_from_plain(ckpt.numpy_rng_state_to_plain(state))
+    other = np.random.RandomState()
+    other.set_state(restored)
+    assert np.array_equal(other.standard_normal(5), rng.standard_normal(5))
+
+
+def test_a_tokenizer_from_another_run_is_refused_even_with_the_same_size(trained, tmp_path):
+    tmp, data, config_path, run = trained
+    swapped = tmp_path / "swapped"
+    shutil.copytree(run, swapped)
+    # Another run on different text: a tokenizer of the same size whose ids mean other pieces.
+    other_data = write_reverse_corpus(tmp_path / "other", n_train=200, n_valid=5, n_test=5, seed=5)
+    lines = (other_data / "train.src").read_text().replace("ba", "zu").replace("ko", "xy")
+    (other_data / "train.src").write_text(lines)
+    train(tiny_config(other_data, max_steps=1, validate_every=1), tmp_path / "other_run", show_progress=False)
+    shutil.copy(tmp_path / "other_run" / "spm.model", swapped / "spm.model")
+    with pytest.raises(TransformerMTError, match="spm.model is not the one checkpoint .* was trained with"):
+        Translator.from_run(swapped)
+    result = run_cli("train", "--config", config_path, "--output-dir", swapped, "--set", "training.max_steps=6")
+    assert result.returncode == 2 and "is not the one checkpoint" in result.stderr, result.stderr
+
+
+def test_average_refuses_checkpoints_of_different_runs(trained, tmp_path):
+    tmp, data, config_path, run = trained
+    other = tmp_path / "other"
+    train(tiny_config(data, max_steps=2, validate_every=2, lr=0.001), other, show_progress=False)
+    paths = [run / "checkpoint_best.pt", other / "checkpoint_best.pt"]
+    with pytest.raises(TransformerMTError, match=r"different configs \(training.lr"):
+        ckpt.average_checkpoints(paths, tmp_path / "avg.pt")
+    bigger = tmp_path / "bigger"
+    config = tiny_config(data, max_steps=2, validate_every=2).to_dict()
+    config["tokenizer"]["vocab_size"] = 30
+    from transformer_mt.config import config_from_dict
+
+    train(config_from_dict(config), bigger, show_progress=False)
+    with pytest.raises(TransformerMTError, match="different configs"):
+        ckpt.average_checkpoints([run / "checkpoint_best.pt", bigger / "checkpoint_best.pt"], tmp_path / "avg.pt")
+    # Same config, another training: a different tokenizer (SentencePiece shuffles its input).
+    again = tmp_path / "again"
+    train(tiny_config(data, max_steps=4, validate_every=2), again, show_progress=False)
+    if ckpt.file_sha256(again / "spm.model") != ckpt.file_sha256(run / "spm.model"):
+        with pytest.raises(TransformerMTError, match="different tokenizers"):
+            ckpt.average_checkpoints([run / "checkpoint_best.pt", again / "checkpoint_best.pt"], tmp_path / "avg.pt")
+    # Same config and tokenizer (the run's own step checkpoints): averaged.
+    ckpt.average_checkpoints(sorted(run.glob("checkpoint_step*.pt")), tmp_path / "avg.pt")
+    assert ckpt.load_checkpoint(tmp_path / "avg.pt")["format_version"] == ckpt.FORMAT_VERSION
