@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,53 @@ def tiny_config(data_root: Path, **training) -> Config:
         "decoding": {"beam_size": 2, "valid_beam_size": 1, "batch_size": 32},
     }
     return config_from_dict(raw)
+
+
+def run_cli(*args, input_bytes=None, timeout=300):
+    """Run the transformer-mt command in a new process; stdout/stderr come back as text."""
+    result = subprocess.run([sys.executable, "-m", "transformer_mt.cli", *map(str, args)], input=input_bytes,
+                            capture_output=True, timeout=timeout)
+    result.stdout = result.stdout.decode("utf-8", "replace")
+    result.stderr = result.stderr.decode("utf-8", "replace")
+    return result
+
+
+def assert_clean_error(result, *fragments) -> str:
+    """Exit status 2, no traceback, and a last line 'error: ...' holding every fragment; returns that line."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in last, (fragment, last)
+    return last
+
+
+def start_training(config_path, run_dir, *extra):
+    """``transformer-mt train`` in a background process (text pipes)."""
+    return subprocess.Popen([sys.executable, "-m", "transformer_mt.cli", "train", "--config", str(config_path),
+                             "--output-dir", str(run_dir), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A 2-step model of the reversal task (tmp folder, data folder, run folder), trained once per module."""
+    from transformer_mt import train
+
+    tmp = tmp_path_factory.mktemp("small_run")
+    data = write_reverse_corpus(tmp / "data", n_train=200, n_valid=5, n_test=5)
+    train(tiny_config(data, max_steps=2, validate_every=2), tmp / "run", show_progress=False)
+    return tmp, data, tmp / "run"
 
 
 @pytest.fixture

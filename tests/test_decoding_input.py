@@ -25,8 +25,7 @@ from transformer_mt.scoring import score
 from transformer_mt.search import NEVER_GENERATED, beam_search
 from transformer_mt.tokenizer import BOS_ID, EOS_ID
 
-from conftest import WORDS, tiny_model
-from test_robustness import run_cli, small_run  # noqa: F401 (a fixture: trains once per module)
+from conftest import WORDS, run_cli, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +65,8 @@ def test_any_beam_size_translates(translator, beam_size):
 
 def test_beam_larger_than_the_vocabulary_from_the_cli(small_run):
     result = run_cli("translate", "--model", small_run[2], "--beam-size", 40, "--nbest", 40, "ba de")
-    assert result.returncode == 0, result.stderr.decode()
-    assert result.stdout.decode().count("\n") == 1 and result.stdout.decode().count("\t") == 39
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1 and result.stdout.count("\t") == 39
 
 
 def test_nbest_larger_than_beam_is_a_clean_error(small_run, capsys):
@@ -355,7 +354,7 @@ def test_inputs_longer_than_data_max_len_warn_once(translator, caplog):
 def test_long_input_warning_reaches_the_cli_user(small_run):
     result = run_cli("translate", "--model", small_run[2], "--beam-size", "1", input_bytes=(
         long_sentence(70) + "\nba de\n").encode())
-    stderr = result.stderr.decode()
+    stderr = result.stderr
     assert result.returncode == 0, stderr
     assert "1 input sentence(s) longer than the model's training limit data.max_len=64 tokens (longest: 70)" in stderr
-    assert result.stdout.decode().count("\n") == 2
+    assert result.stdout.count("\n") == 2

@@ -3,8 +3,6 @@ one clear TransformerMTError naming the key or file, or (for a cache) a warning 
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,22 +14,7 @@ from transformer_mt.data import EncodedCorpus, count_oversized, encode_parallel,
 from transformer_mt.errors import TransformerMTError
 from transformer_mt.tokenizer import build_tokenizers
 
-from conftest import tiny_config, write_reverse_corpus
-
-
-def run_cli(*args, input_bytes=None):
-    return subprocess.run([sys.executable, "-m", "transformer_mt.cli", *map(str, args)], input=input_bytes,
-                          capture_output=True, timeout=300)
-
-
-def assert_clean_error(result, *fragments):
-    stderr = result.stderr.decode("utf-8", "replace")
-    assert result.returncode == 2, stderr
-    assert "Traceback" not in stderr
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), stderr
-    for fragment in fragments:
-        assert fragment in last, (fragment, last)
+from conftest import assert_clean_error, run_cli, tiny_config, write_reverse_corpus
 
 
 def write(tmp_path, text, name="c.yaml"):

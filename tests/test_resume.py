@@ -13,7 +13,7 @@ import yaml
 from transformer_mt import train
 from transformer_mt.checkpoint import load_checkpoint
 
-from conftest import tiny_config, write_reverse_corpus
+from conftest import start_training, tiny_config, wait_for, write_reverse_corpus
 
 
 def train_losses(run_dir):
@@ -45,21 +45,6 @@ def write_config(tmp_path, data, **training):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
-
-
-def start_training(config, run_dir, *extra):
-    return subprocess.Popen([sys.executable, "-m", "transformer_mt.cli", "train", "--config", str(config),
-                             "--output-dir", str(run_dir), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(predicate, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -1,8 +1,5 @@
 """Bad input: one clear message (file, line, key), a non-zero exit status, no traceback, nothing lost."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 import yaml
@@ -11,30 +8,7 @@ from transformer_mt import Translator, train
 from transformer_mt.data import encode_parallel, read_lines
 from transformer_mt.errors import TransformerMTError
 
-from conftest import tiny_config, write_reverse_corpus
-
-
-def run_cli(*args, input_bytes=None):
-    return subprocess.run([sys.executable, "-m", "transformer_mt.cli", *map(str, args)], input=input_bytes,
-                          capture_output=True, timeout=300)
-
-
-def assert_clean_error(result, *fragments):
-    stderr = result.stderr.decode("utf-8", "replace")
-    assert result.returncode == 2, stderr
-    assert "Traceback" not in stderr
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), stderr
-    for fragment in fragments:
-        assert fragment in last, (fragment, last)
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("robust")
-    data = write_reverse_corpus(tmp / "data", n_train=200, n_valid=5, n_test=5)
-    train(tiny_config(data, max_steps=2, validate_every=2), tmp / "run", show_progress=False)
-    return tmp, data, tmp / "run"
+from conftest import assert_clean_error, run_cli, tiny_config, write_reverse_corpus
 
 
 def config_file(tmp_path, data):

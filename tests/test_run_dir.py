@@ -4,9 +4,6 @@ import errno
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -17,35 +14,7 @@ from transformer_mt import train
 from transformer_mt.errors import TransformerMTError
 from transformer_mt.rundir import RunLock
 
-from conftest import tiny_config, write_reverse_corpus
-
-
-def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "transformer_mt.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def start_training(config_path, run_dir, *extra):
-    return subprocess.Popen([sys.executable, "-m", "transformer_mt.cli", "train", "--config", str(config_path),
-                             "--output-dir", str(run_dir), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(predicate, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
-def last_error(result):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: "), result.stderr
-    return line
+from conftest import assert_clean_error, run_cli, start_training, tiny_config, wait_for, write_reverse_corpus
 
 
 @pytest.fixture
@@ -69,7 +38,7 @@ def test_two_concurrent_trainings_on_one_directory(tmp_path, setup):
     wait_for(lambda: (run / ".lock").exists() and (run / ".lock").read_text().startswith(str(first.pid)))
     second = run_cli("train", "--config", config_path, "--output-dir", run, "--set", "training.max_steps=60",
                      "--set", "training.validate_every=30")
-    line = last_error(second)
+    line = assert_clean_error(second)
     assert str(run) in line and f"PID {first.pid}" in line and "in use" in line
     _, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
@@ -82,7 +51,7 @@ def test_average_waits_for_no_one_and_refuses_a_locked_run(tmp_path, setup):
     run = tmp_path / "run"
     train(tiny_config(data, max_steps=4, validate_every=2), run, show_progress=False)
     with RunLock(run, "training"):
-        line = last_error(run_cli("average", "--model", run, "--last", "2"))
+        line = assert_clean_error(run_cli("average", "--model", run, "--last", "2"))
         assert f"PID {os.getpid()}" in line and "in use" in line
         with pytest.raises(TransformerMTError, match="in use by another process"):
             train(tiny_config(data, max_steps=6, validate_every=2), run, show_progress=False)
@@ -138,7 +107,7 @@ def test_a_folder_that_is_not_a_run_is_never_written_to(tmp_path, setup):
     (folder / "config.yaml").write_text("my: own config\n")
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     for extra in ([], ["--overwrite"]):
-        line = last_error(run_cli("train", "--config", config_path, "--output-dir", folder, *extra))
+        line = assert_clean_error(run_cli("train", "--config", config_path, "--output-dir", folder, *extra))
         assert "is not a transformer-mt run directory" in line and "config.yaml" in line
     after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     assert after == before
@@ -189,8 +158,8 @@ def test_output_dir_problems_are_one_clear_line(tmp_path, setup):
     data, config, config_path = setup
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    assert "is a file" in last_error(run_cli("train", "--config", config_path, "--output-dir", a_file))
-    line = last_error(run_cli("train", "--config", config_path, "--output-dir", a_file / "run"))
+    assert "is a file" in assert_clean_error(run_cli("train", "--config", config_path, "--output-dir", a_file))
+    line = assert_clean_error(run_cli("train", "--config", config_path, "--output-dir", a_file / "run"))
     assert "cannot create output directory" in line and "Not a directory" in line
 
 

@@ -2,8 +2,6 @@
 
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from transformer_mt import Translator, train
 from transformer_mt import checkpoint as ckpt
 from transformer_mt.errors import TransformerMTError
 
-from conftest import tiny_config, write_reverse_corpus
+from conftest import run_cli, tiny_config, write_reverse_corpus
 
 
 class Payload:
@@ -25,11 +23,6 @@ class Payload:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "transformer_mt.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
