@@ -80,8 +80,9 @@ def test_a_crafted_checkpoint_never_runs_its_payload(trained, tmp_path, command,
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "may be unsafe" in last and "upgrade-checkpoint --trust" in last, last
+    assert last.startswith("error: ") and "may be unsafe" in last, last
     assert "system" in last  # names what the file wanted to run
+    assert "upgrade-checkpoint" not in last  # and never suggests loading it some other way
 
 
 def make_format1(path):
@@ -105,7 +106,8 @@ def test_old_checkpoint_is_refused_until_upgraded_explicitly(trained, tmp_path):
     (old / "run.json").unlink()  # a run directory of the earlier version had no marker
     with pytest.raises(TransformerMTError, match=r"before checkpoint format 2.*upgrade-checkpoint --trust"):
         Translator.from_run(old)  # checkpoint_best: weights only, loadable safely but of the old format
-    with pytest.raises(TransformerMTError, match=r"numpy.*may be unsafe.*upgrade-checkpoint --trust"):
+    with pytest.raises(TransformerMTError, match=r"before checkpoint format 2 \(it pickles a numpy array\).*"
+                                                 r"upgrade-checkpoint --trust"):
         Translator.from_run(old, checkpoint="last")  # checkpoint_last: the pickled numpy RNG state
 
     refused = run_cli("upgrade-checkpoint", old / "checkpoint_best.pt")
@@ -121,6 +123,21 @@ def test_old_checkpoint_is_refused_until_upgraded_explicitly(trained, tmp_path):
     resumed = run_cli("train", "--config", config_path, "--output-dir", old, "--set", "training.max_steps=6")
     assert resumed.returncode == 0, resumed.stderr
     assert ckpt.load_checkpoint(old / "checkpoint_last.pt")["step"] == 6
+
+
+def test_upgrading_never_runs_code_even_with_trust(trained, tmp_path):
+    tmp, data, config_path, run = trained
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    make_format1(old / "checkpoint_last.pt")
+    state = torch.load(old / "checkpoint_last.pt", weights_only=False)
+    marker = tmp_path / "payload-ran"
+    state["notes"] = Payload(marker)  # an old-format file with a payload beside the numpy state
+    torch.save(state, old / "checkpoint_last.pt")
+    result = run_cli("upgrade-checkpoint", "--trust", old / "checkpoint_last.pt")
+    assert not marker.exists()
+    assert result.returncode == 2 and "cannot be upgraded" in result.stderr and "system" in result.stderr
+    assert not (old / "checkpoint_last.pt.format1").exists()  # left as it was
 
 
 def test_numpy_rng_state_round_trips_through_plain_values():

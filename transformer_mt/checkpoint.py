@@ -11,7 +11,8 @@ would need any other Python object to be imported and called (the way a
 crafted pickle runs ``os.system``) is refused before anything in it runs.
 Format 1 files (transformer-mt before the safe format) pickled the numpy RNG
 state and so cannot be loaded that way; ``upgrade_checkpoint`` converts one
-the user trusts, once, on explicit request.
+the user trusts, once, on explicit request, allowing exactly the numpy types
+of that state and nothing else.
 """
 
 from __future__ import annotations
@@ -124,10 +125,23 @@ def atomic_save(obj, path) -> None:
         pass  # some file systems cannot fsync directories; the rename is still atomic
 
 
-def _unsafe_reason(exc: Exception) -> str | None:
-    """The Python object a refused pickle wanted to import, or None when the file is simply damaged."""
-    match = re.search(r"GLOBAL ([\w.]+)", str(exc))
-    return match.group(1) if match else None
+# What format 1 pickled besides allowed types: the numpy RNG state's uint32 array. Upgrading
+# allows exactly these (by the names the pickle uses), so even a trusted file cannot run code.
+FORMAT1_GLOBALS = (np.ndarray, np.dtype, type(np.dtype(np.uint32)), np.zeros(1).__reduce__()[0])
+FORMAT1_GLOBAL_NAMES = {"numpy.ndarray", "numpy.dtype", "numpy.dtypes.UInt32DType",
+                        "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"}
+
+
+def _unsafe_globals(path, exc: Exception) -> list[str]:
+    """The Python objects a refused pickle wants to import (read without running it); [] if it is damaged."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 -- an unreadable file: fall back to what the refusal said
+        names = []
+    if not names:
+        names = re.findall(r"GLOBAL ([\w.]+)", str(exc))
+    # The ones that are not format 1's numpy types first: those are what a message must name.
+    return sorted(set(names), key=lambda name: (name in FORMAT1_GLOBAL_NAMES, name))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -140,16 +154,20 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        unsafe = _unsafe_reason(exc)
-        if unsafe is None:
+        unsafe = _unsafe_globals(path, exc)
+        if not unsafe:
             raise TransformerMTError(
                 f"checkpoint {path} is corrupt or truncated (unreadable pickle); use another checkpoint of the "
                 f"run (e.g. --checkpoint last) or train again") from None
+        if set(unsafe) <= FORMAT1_GLOBAL_NAMES:
+            raise TransformerMTError(
+                f"checkpoint {path} was written by transformer-mt before checkpoint format {FORMAT_VERSION} (it "
+                f"pickles a numpy array) and was not loaded; if you made it or trust its source, convert it once "
+                f"with: transformer-mt upgrade-checkpoint --trust {path}") from None
         raise TransformerMTError(
-            f"checkpoint {path} was not loaded: it holds Python objects ({unsafe}) that loading would have to "
-            f"import and run, so it may be unsafe. A checkpoint of transformer-mt before format "
-            f"{FORMAT_VERSION} looks like this; if you made it or trust its source, convert it once with: "
-            f"transformer-mt upgrade-checkpoint --trust {path}") from None
+            f"checkpoint {path} was not loaded: it holds Python objects ({', '.join(unsafe[:3])}) that loading "
+            f"would import and call, which no transformer-mt checkpoint does, so it may be unsafe (crafted to run "
+            f"code). Do not open it with torch.load(weights_only=False) or other tools either") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError,
             IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise TransformerMTError(
@@ -235,7 +253,9 @@ def average_checkpoints(paths: list, output_path) -> dict:
 def upgrade_checkpoint(path, trust: bool) -> bool:
     """Convert a format-1 checkpoint the user trusts into the safe format, in place.
 
-    Reading format 1 unpickles arbitrary objects, so it happens only with ``trust``. The
+    Format 1 pickled a numpy array; the weights-only unpickler reads it here with exactly the
+    numpy types that array needs allowed, so a file holding anything else is still refused.
+    The conversion happens only with ``trust`` all the same: it rewrites the user's files. The
     original is kept beside it as ``<name>.format1``. Returns False when the file is already
     in the current format. The SentencePiece model(s) beside the checkpoint, if there, are
     recorded as its tokenizer.
@@ -254,9 +274,15 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
             f"upgrading {path} means unpickling it, which runs any code it holds; pass --trust if you made "
             f"this checkpoint or trust its source")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 -- a trusted file that still fails to load is damaged
-        raise TransformerMTError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from None
+        with torch.serialization.safe_globals(list(FORMAT1_GLOBALS)):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = ", ".join(_unsafe_globals(path, exc)[:3]) or "an unreadable pickle"
+        raise TransformerMTError(
+            f"checkpoint {path} cannot be upgraded: besides the numpy RNG state of format 1 it holds {unsafe}, "
+            f"which no transformer-mt checkpoint does; it may be crafted to run code and was not loaded") from None
+    except Exception as exc:  # noqa: BLE001 -- torch raises many types for damaged files
+        raise TransformerMTError(f"checkpoint {path} cannot be read ({type(exc).__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise TransformerMTError(f"{path} is not a transformer-mt checkpoint (no model/config inside)")
     if state.get("format_version") not in (1, FORMAT_VERSION):

@@ -111,12 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Checkpoints are loaded without running code in them (torch.load with weights_only=True). "
                     "Those written by transformer-mt before checkpoint format 2 hold a pickled numpy object and "
                     "are refused. This command converts a run directory (all its checkpoint_*.pt files, and "
-                    "marks it as a run) or a single checkpoint file once. Reading the old format unpickles the "
-                    "file, which runs any code it holds: only convert files you made or whose source you trust. "
-                    "Each original is kept as <name>.format1.")
+                    "marks it as a run) or a single checkpoint file once. It reads the old files with the same "
+                    "weights-only loader, allowing only the numpy types of the old RNG state, so a file holding "
+                    "anything else is still refused. Each original is kept as <name>.format1.")
     upgrade.add_argument("path", metavar="PATH", help="run directory or checkpoint file")
     upgrade.add_argument("--trust", action="store_true",
-                         help="required to convert: you trust the file(s), which are unpickled once to convert them")
+                         help="required to convert: you made the file(s) or trust their source")
     return parser
 
 
