@@ -271,8 +271,8 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
         return False
     if not trust:
         raise TransformerMTError(
-            f"upgrading {path} means unpickling it, which runs any code it holds; pass --trust if you made "
-            f"this checkpoint or trust its source")
+            f"{path} is in an earlier checkpoint format; converting it rewrites the file (the original is kept "
+            f"as {path.name}.format1): pass --trust to confirm that you made it or trust its source")
     try:
         with torch.serialization.safe_globals(list(FORMAT1_GLOBALS)):
             state = torch.load(path, map_location="cpu", weights_only=True)
