@@ -358,3 +358,11 @@ def test_long_input_warning_reaches_the_cli_user(small_run):
     assert result.returncode == 0, stderr
     assert "1 input sentence(s) longer than the model's training limit data.max_len=64 tokens (longest: 70)" in stderr
     assert result.stdout.count("\n") == 2
+
+
+def test_quantize_with_bf16_and_non_finite_length_penalty_are_clean_errors(small_run):
+    run = small_run[2]
+    with pytest.raises(TransformerMTError, match="--quantize .* cannot be combined with --precision bf16"):
+        Translator.from_run(run, quantize=True, precision="bf16", device="cpu")
+    with pytest.raises(TransformerMTError, match="must be finite"):
+        Translator.from_run(run).translate(["ba de"], length_penalty=float("nan"))

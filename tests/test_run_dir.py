@@ -201,3 +201,76 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, mo
         ckpt.atomic_save(good, path)
     monkeypatch.undo()
     assert torch.equal(ckpt.load_checkpoint(path)["model"]["w"], torch.ones(2))
+
+
+def test_a_log_that_is_not_the_checkpoints_is_left_alone(tmp_path, setup):
+    data, config, _ = setup
+    run = tmp_path / "run"
+    train(tiny_config(data, max_steps=4, validate_every=2), run, show_progress=False)
+    # Records rewritten since the checkpoint (or a log from another machine): cutting at the recorded
+    # byte count would split a record in two.
+    text = (run / "metrics.jsonl").read_text().replace('"type"', '"type" ')
+    (run / "metrics.jsonl").write_text(text + '{"type": "train", "step": 5}\n')
+    train(tiny_config(data, max_steps=6, validate_every=2), run, show_progress=False)
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        json.loads(line)  # every record whole
+    assert "does not match checkpoint_last.pt" in (run / "train.log").read_text()
+
+
+def test_mistakes_are_reported_before_overwrite_deletes_anything(tmp_path, setup):
+    data, config, config_path = setup
+    run = tmp_path / "run"
+    train(config, run, show_progress=False)
+    before = sorted(p.name for p in run.iterdir())
+    assert_clean_error(run_cli("train", "--config", config_path, "--output-dir", run, "--overwrite", "--resume"),
+                       "--resume continues a run and --overwrite deletes it")
+    assert_clean_error(run_cli("train", "--config", config_path, "--output-dir", run, "--overwrite",
+                               "--set", "data.root=/no/such/folder"), "does not exist")
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_step_checkpoints_without_checkpoint_last_are_not_overwritten(tmp_path, setup):
+    data, config, _ = setup
+    run = tmp_path / "run"
+    train(config, run, show_progress=False)
+    (run / "checkpoint_last.pt").unlink()
+    best = (run / "checkpoint_best.pt").read_bytes()
+    with pytest.raises(TransformerMTError, match="holds checkpoints .* but no checkpoint_last.pt"):
+        train(config, run, show_progress=False)
+    assert (run / "checkpoint_best.pt").read_bytes() == best
+    assert train(config, run, overwrite=True, show_progress=False)["step"] == 2
+
+
+def test_a_users_own_lock_file_makes_a_folder_not_a_run(tmp_path, setup):
+    data, config, _ = setup
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / ".lock").write_text("my notes\n")
+    with pytest.raises(TransformerMTError, match="not a transformer-mt run directory"):
+        train(config, folder, show_progress=False)
+    assert (folder / ".lock").read_text() == "my notes\n"
+
+
+def test_failures_before_and_after_training_release_the_lock(tmp_path, setup):
+    from transformer_mt.trainer import Trainer
+
+    data, config, _ = setup
+    run = tmp_path / "run"
+    with pytest.raises(TransformerMTError, match="training has no end"):
+        train(tiny_config(data, max_steps=0, validate_every=2), run, show_progress=False)
+    trainer = Trainer(config, run, show_progress=False)
+    trainer.run()
+    other = Trainer(tiny_config(data, max_steps=4, validate_every=2), run, show_progress=False)  # lock was free
+    with pytest.raises(TransformerMTError, match="has ended"):
+        trainer.run()  # a finished Trainer never trains again without the lock
+    assert other.run()["step"] == 4
+
+
+def test_a_damaged_run_directory_is_one_error_line(tmp_path, setup):
+    data, config, config_path = setup
+    run = tmp_path / "run"
+    train(config, run, show_progress=False)
+    (run / "train.log").unlink()
+    (run / "train.log").mkdir()
+    assert_clean_error(run_cli("train", "--config", config_path, "--output-dir", run, "--set", "training.max_steps=4"),
+                       "is damaged or not writable", "train.log")

@@ -90,7 +90,7 @@ def make_format1(path):
     state = torch.load(path, weights_only=True)
     state["format_version"] = 1
     state.pop("tokenizer_sha256", None)
-    state.pop("log_sizes", None)
+    state.pop("log_positions", None)
     if "rng" in state:
         state["rng"]["numpy"] = ckpt.numpy_rng_state_from_plain(state["rng"]["numpy"])
     torch.save(state, path)

@@ -127,7 +127,11 @@ def atomic_save(obj, path) -> None:
 
 # What format 1 pickled besides allowed types: the numpy RNG state's uint32 array. Upgrading
 # allows exactly these (by the names the pickle uses), so even a trusted file cannot run code.
-FORMAT1_GLOBALS = (np.ndarray, np.dtype, type(np.dtype(np.uint32)), np.zeros(1).__reduce__()[0])
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]
+# (object, name): files pickled under numpy 1 name the array constructor numpy.core..., numpy 2 numpy._core...
+FORMAT1_GLOBALS = (np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+                   (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
+                   (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"))
 FORMAT1_GLOBAL_NAMES = {"numpy.ndarray", "numpy.dtype", "numpy.dtypes.UInt32DType",
                         "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"}
 
@@ -244,7 +248,7 @@ def average_checkpoints(paths: list, output_path) -> dict:
     averaged = dict(states[-1])
     averaged["model"] = average_state_dicts([s["model"] for s in states])
     averaged["averaged_from"] = [str(p) for p in paths]
-    for key in ("optimizer", "scheduler", "scaler", "rng", "data_position", "log_sizes"):
+    for key in ("optimizer", "scheduler", "scaler", "rng", "data_position", "log_positions"):
         averaged.pop(key, None)
     atomic_save(averaged, output_path)
     return averaged
@@ -277,10 +281,13 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
         with torch.serialization.safe_globals(list(FORMAT1_GLOBALS)):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        unsafe = ", ".join(_unsafe_globals(path, exc)[:3]) or "an unreadable pickle"
+        unsafe = [name for name in _unsafe_globals(path, exc) if name not in FORMAT1_GLOBAL_NAMES]
+        if not unsafe:
+            raise TransformerMTError(f"{path} is corrupt or not a checkpoint; nothing was converted") from None
         raise TransformerMTError(
-            f"checkpoint {path} cannot be upgraded: besides the numpy RNG state of format 1 it holds {unsafe}, "
-            f"which no transformer-mt checkpoint does; it may be crafted to run code and was not loaded") from None
+            f"checkpoint {path} cannot be upgraded: besides the numpy RNG state of format 1 it holds "
+            f"{', '.join(unsafe[:3])}, which no transformer-mt checkpoint does; it may be crafted to run code "
+            f"and was not loaded") from None
     except Exception as exc:  # noqa: BLE001 -- torch raises many types for damaged files
         raise TransformerMTError(f"checkpoint {path} cannot be read ({type(exc).__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:

@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -40,6 +41,15 @@ OWNED_PATTERNS = (
 # Left behind by a write that was interrupted (checkpoint, tokenizer, encoded corpus); never valid.
 TEMPORARY_PATTERNS = (".checkpoint_*.pt.tmp-*", ".checkpoint_*.pt.upgrade-*", "spm*.tmp.model", "spm*.tmp.vocab",
                       "cache/*.tmp.npz")
+
+
+def _is_our_lock_file(path: Path) -> bool:
+    """Empty, or 'PID purpose' as RunLock writes it: a lock file of ours (maybe of a start that failed)."""
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return False
+    return text is not None and re.fullmatch(r"(\d+ [^\n]*\n)?", text) is not None
 
 
 def is_run_dir(run_dir: Path) -> bool:
@@ -132,7 +142,7 @@ def claim_run_dir(run_dir, overwrite: bool) -> RunLock:
         raise TransformerMTError(f"output directory {run_dir} is a file; choose a directory for --output-dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        others = [p.name for p in run_dir.iterdir() if p.name != LOCK_NAME]
+        others = [p.name for p in run_dir.iterdir() if not (p.name == LOCK_NAME and _is_our_lock_file(p))]
     except OSError as exc:
         raise TransformerMTError(
             f"cannot create output directory {run_dir}: {exc.strerror}; choose another --output-dir or fix "

@@ -24,8 +24,10 @@ the run stopped (same data order, same dropout masks on CPU).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import math
 import random
 import shutil
@@ -130,6 +132,12 @@ def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool
             return lock, state
         if resume:
             raise TransformerMTError(f"--resume was given but {last} does not exist; start without --resume")
+        others = sorted(p.name for p in run_dir.glob("checkpoint_*.pt"))
+        if others:
+            raise TransformerMTError(
+                f"output directory {run_dir} holds checkpoints ({', '.join(others[:3])}) but no {last.name} to "
+                f"resume from; starting again would overwrite them: use another --output-dir, or pass --overwrite "
+                f"to delete that run")
         return lock, None
     except BaseException:
         lock.release()
@@ -153,19 +161,45 @@ def discard_stale_tokenizer(config: Config, run_dir: Path) -> None:
     shutil.rmtree(run_dir / "cache", ignore_errors=True)
 
 
-def cut_logs_to_checkpoint(run_dir: Path, log_sizes: dict) -> dict:
-    """Truncate train.log/metrics.jsonl to their length when the checkpoint was written; lines removed per file.
+LOG_TAIL_BYTES = 4096  # the bytes before a log's recorded end whose hash identifies that log
+
+
+def log_positions(run_dir: Path) -> dict:
+    """Where train.log and metrics.jsonl end now, and a hash of the bytes just before (for the checkpoint)."""
+    positions = {}
+    for name in RESUMED_LOGS:
+        try:
+            with open(run_dir / name, "rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, size - LOG_TAIL_BYTES))
+                tail = handle.read(size - handle.tell())
+        except FileNotFoundError:
+            size, tail = 0, b""
+        positions[name] = {"size": size, "tail_sha256": hashlib.sha256(tail).hexdigest()}
+    return positions
+
+
+def cut_logs_to_checkpoint(run_dir: Path, positions: dict) -> dict:
+    """Truncate train.log/metrics.jsonl to where they ended when the checkpoint was written.
+
+    Returns, per file past that point, the number of lines cut, or None where it was left alone.
 
     A run killed after its last checkpoint logged steps that the resumed run trains again;
-    keeping both would list those steps twice.
+    keeping both would list those steps twice. A log is cut only if the bytes before that
+    point are the ones the checkpoint saw (not a log replaced or copied from elsewhere).
     """
     removed = {}
     for name in RESUMED_LOGS:
-        path, size = run_dir / name, log_sizes.get(name)
-        if size is None or not path.exists() or path.stat().st_size <= size:
+        path, position = run_dir / name, positions.get(name)
+        if not position or not path.is_file() or path.stat().st_size <= position["size"]:
             continue
+        size = position["size"]
         with open(path, "r+b") as handle:
-            handle.seek(size)
+            handle.seek(max(0, size - LOG_TAIL_BYTES))
+            tail = handle.read(size - handle.tell())
+            if hashlib.sha256(tail).hexdigest() != position["tail_sha256"]:
+                removed[name] = None
+                continue
             removed[name] = handle.read().count(b"\n")
             handle.truncate(size)
     return removed
@@ -179,21 +213,40 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.show_progress = show_progress
+        cfg = config.training
+        # Mistakes that need no run directory are reported before it is touched (--overwrite deletes).
+        if not (cfg.max_steps or cfg.max_epochs or cfg.max_minutes or cfg.patience):
+            raise TransformerMTError(
+                "training has no end: set training.max_steps, training.max_epochs, training.max_minutes "
+                "or training.patience")
+        if resume and overwrite:
+            raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
+        check_data_files(config, ("train", "valid"))
         self.lock, resume_state = prepare_run_dir(config, self.run_dir, resume, overwrite)
         self.log_handler = None
         try:
             self._setup(resume_state, device)
+        except OSError as exc:
+            self.close()
+            raise TransformerMTError(
+                f"run directory {self.run_dir} is damaged or not writable: {exc.strerror or exc}"
+                f"{f': {exc.filename}' if exc.filename else ''}; fix that file, or train into a new "
+                f"--output-dir") from None
         except BaseException:
             self.close()
             raise
 
     def _setup(self, resume_state: dict | None, device: str | None) -> None:
         config, cfg = self.config, self.config.training
-        cut = cut_logs_to_checkpoint(self.run_dir, resume_state.get("log_sizes", {})) if resume_state else {}
+        cut = cut_logs_to_checkpoint(self.run_dir, resume_state.get("log_positions", {})) if resume_state else {}
         self.log_handler = setup_logging(self.run_dir)
         for name, lines in cut.items():
-            log.info("%s: removed %d lines written after checkpoint_last.pt by the interrupted session (the "
-                     "resumed run writes those steps again)", name, lines)
+            if lines is None:
+                log.warning("%s does not match checkpoint_last.pt (changed since, or from another run): left as "
+                            "it is, so records after the checkpoint may repeat", self.run_dir / name)
+                continue
+            log.info("%s: removed %d lines written after checkpoint_last.pt (the run goes on from that "
+                     "checkpoint and logs those steps again)", name, lines)
         for path in remove_interrupted_writes(self.run_dir):
             log.info("removed %s, left by an interrupted write", path)
         if resume_state is None:
@@ -201,7 +254,6 @@ class Trainer:
         else:
             self.warn_if_config_yaml_damaged()
         save_config(config, self.run_dir / "config.yaml")
-        check_data_files(config, ("train", "valid"))
         for message in training_warnings(config):
             log.warning("%s", message)
 
@@ -295,7 +347,7 @@ class Trainer:
                 "validations_without_improvement": self.validations_without_improvement,
                 "elapsed": self.elapsed,
                 "nonfinite_total": self.nonfinite_total,
-                "log_sizes": {name: self._file_size(self.run_dir / name) for name in RESUMED_LOGS},
+                "log_positions": log_positions(self.run_dir),
             })
         return state
 
@@ -304,13 +356,6 @@ class Trainer:
         if problem is not None:
             log.warning("config.yaml in %s is %s; it is written again from the config (the checkpoint's own "
                         "config matched it)", self.run_dir, problem)
-
-    @staticmethod
-    def _file_size(path: Path) -> int:
-        try:
-            return path.stat().st_size
-        except FileNotFoundError:
-            return 0
 
     def load_state(self, state: dict, path: Path) -> None:
         """Continue from ``state`` (checkpoint_last.pt, already checked against the config by prepare_run_dir)."""
@@ -352,8 +397,13 @@ class Trainer:
         return sorted(self.run_dir.glob("checkpoint_step*.pt"))
 
     def write_metrics(self, record: dict) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise TransformerMTError(
+                f"could not write {self.run_dir / 'metrics.jsonl'}: {exc.strerror or exc}; free disk space or make "
+                f"the run directory writable, then resume (the last checkpoint is intact)") from None
 
     # --- one update ------------------------------------------------------------------------------
 
@@ -472,23 +522,23 @@ class Trainer:
 
     def run(self) -> dict:
         cfg = self.config.training
-        if not (cfg.max_steps or cfg.max_epochs or cfg.max_minutes or cfg.patience):
-            raise TransformerMTError(
-                "training has no end: set training.max_steps, training.max_epochs, training.max_minutes "
-                "or training.patience")
+        if self.lock.handle is None:
+            raise TransformerMTError(f"this Trainer of {self.run_dir} has ended (its lock is released); create a "
+                                     f"new one to train on")
         previous_handlers = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous_handlers[sig] = signal.signal(sig, self._handle_signal)
-            except ValueError:
-                pass  # not the main thread: signals stay with the caller
-        session_start = time.time()
-        stop_reason = self.budget_spent(session_start)
-        progress = tqdm(total=cfg.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True,
-                        disable=(not self.show_progress) if self.show_progress is not None else None,
-                        mininterval=1.0)
-        window_tokens, window_loss, window_start = 0, 0.0, time.time()
+        progress = None
         try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    previous_handlers[sig] = signal.signal(sig, self._handle_signal)
+                except ValueError:
+                    pass  # not the main thread: signals stay with the caller
+            session_start = time.time()
+            stop_reason = self.budget_spent(session_start)
+            progress = tqdm(total=cfg.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True,
+                            disable=(not self.show_progress) if self.show_progress is not None else None,
+                            mininterval=1.0)
+            window_tokens, window_loss, window_start = 0, 0.0, time.time()
             while stop_reason is None:
                 batches = make_batches(self.train_data, cfg.batch_tokens, cfg.seed, self.epoch)
                 while self.batches_done < len(batches) and stop_reason is None:
@@ -541,7 +591,8 @@ class Trainer:
             if cfg.average_last_n:
                 self.average()
         finally:
-            progress.close()
+            if progress is not None:
+                progress.close()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
             self.close()

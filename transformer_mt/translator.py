@@ -12,6 +12,7 @@ returned in input order. An empty input sentence gives an empty output.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -99,6 +100,9 @@ class Translator:
         if quantize:
             if resolved.type != "cpu":
                 raise TransformerMTError("int8 quantization runs on the CPU only; use --device cpu")
+            if precision != "fp32":
+                raise TransformerMTError(f"--quantize computes in int8 with float32 around it; it cannot be "
+                                         f"combined with --precision {precision}: leave one of them out")
             for module in model.modules():  # quantize_dynamic swaps modules whose type is exactly nn.Linear
                 if isinstance(module, Linear):
                     module.__class__ = torch.nn.Linear
@@ -130,6 +134,8 @@ class Translator:
         early_exit = dec.early_exit if early_exit is None else early_exit
         if beam_size < 1 or nbest < 1 or batch_size < 1:
             raise TransformerMTError("beam size, nbest and batch size must be at least 1")
+        if not (math.isfinite(length_penalty) and math.isfinite(max_length_a)):
+            raise TransformerMTError("the length penalty and max_length_a must be finite numbers")
         if nbest > beam_size:
             raise TransformerMTError(f"nbest ({nbest}) cannot exceed the beam size ({beam_size})")
 
