@@ -9,4 +9,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[serve,test]"

@@ -7,9 +7,12 @@ Modules, one concept each:
     model       the Transformer (Vaswani et al. 2017) with an incremental-decoding cache
     loss        label-smoothed cross-entropy
     search      greedy and beam search
-    checkpoint  atomic saving, loading with clear errors, averaging
-    trainer     the training loop and run directories
+    checkpoint  atomic saving, safe loading with clear errors, averaging, upgrading
+    rundir      run directories: marker, lock, the files a run owns
+    trainer     the training loop
     translator  the batched translation API
+    batching    dynamic batching of concurrent requests (a queue and a decoding thread)
+    server      the REST API of `transformer-mt serve` (optional extra [serve])
     scoring     sacreBLEU BLEU / chrF
     cli         the transformer-mt command
 """

@@ -5,6 +5,7 @@
     transformer-mt evaluate --model runs/demo --split test
     transformer-mt evaluate --hyp hyp.txt --ref ref.txt --json
     transformer-mt average --model runs/demo --last 5
+    transformer-mt serve --model runs/demo --port 5000
     transformer-mt upgrade-checkpoint --trust runs/old_run
 
 Errors caused by input (config, files, checkpoints) print one line starting
@@ -105,6 +106,32 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_argument("--model", required=True, metavar="DIR", help="run directory")
     average.add_argument("--last", type=int, default=5, metavar="N", help="number of checkpoints (default: 5)")
     average.add_argument("--output", metavar="FILE", help="output file (default: DIR/checkpoint_average.pt)")
+
+    serve = sub.add_parser(
+        "serve", help="serve a trained model over HTTP (LibreTranslate-compatible REST API)",
+        description="Serve a trained model over HTTP: POST /translate (LibreTranslate's API), GET /languages, "
+                    "POST /v1/translate (beam size, n-best, scores), GET /health, GET /v1/info, docs at /docs. "
+                    "Concurrent requests are decoded together in batches. Needs the [serve] extra "
+                    "(pip install 'transformer-mt[serve]'). Listens on 127.0.0.1 unless --host says otherwise.")
+    serve.add_argument("--model", required=True, metavar="DIR", help="run directory of a trained model")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                                                           "only; 0.0.0.0 for every interface)")
+    serve.add_argument("--port", type=int, default=5000, help="port (default: 5000, LibreTranslate's)")
+    serve.add_argument("--max-batch-sentences", type=int, default=64, metavar="N",
+                       help="a batch is decoded once it holds N sentences (default: 64)")
+    serve.add_argument("--max-wait-ms", type=float, default=10.0, metavar="MS",
+                       help="... or MS milliseconds after its first request arrived (default: 10)")
+    serve.add_argument("--max-queue-sentences", type=int, default=2048, metavar="N",
+                       help="sentences waiting at most; more gets 503 with Retry-After (default: 2048)")
+    serve.add_argument("--max-sentences-per-request", type=int, default=256, metavar="N",
+                       help="sentences in one request at most; more gets 413 (default: 256)")
+    serve.add_argument("--max-chars-per-sentence", type=int, default=5000, metavar="N",
+                       help="characters per sentence at most; more gets 413 (default: 5000)")
+    serve.add_argument("--max-body-bytes", type=int, default=1_000_000, metavar="N",
+                       help="request body size at most; more gets 413 (default: 1000000)")
+    serve.add_argument("--api-key-file", metavar="FILE",
+                       help="file with one API key per line; requests must then send one as 'api_key'")
+    _add_decoding_args(serve)
 
     upgrade = sub.add_parser(
         "upgrade-checkpoint", help="convert checkpoints of an earlier transformer-mt to the safe format",
@@ -335,6 +362,74 @@ def cmd_average(args) -> int:
     return 0
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise TransformerMTError(f"--host {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise TransformerMTError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port "
+                                     f"(or stop the server using it)") from None
+
+
+def cmd_serve(args) -> int:
+    from .data import read_lines
+
+    try:
+        import uvicorn
+
+        from .server import ServeLimits, create_app
+    except ImportError as exc:
+        raise TransformerMTError(f"serving needs the [serve] extra ({exc.name} is not installed): "
+                                 f"pip install 'transformer-mt[serve]'") from None
+    for option in ("max_batch_sentences", "max_queue_sentences", "max_sentences_per_request",
+                   "max_chars_per_sentence", "max_body_bytes"):
+        if getattr(args, option) < 1:
+            raise TransformerMTError(f"--{option.replace('_', '-')} must be at least 1")
+    if not 0 <= args.max_wait_ms <= 10_000:
+        raise TransformerMTError("--max-wait-ms must be between 0 and 10000")
+    if not 0 <= args.port <= 65535:
+        raise TransformerMTError(f"--port {args.port} is not a port number (0-65535)")
+    _check_can_listen(args.host, args.port)  # before minutes of model loading, not after
+    api_keys = None
+    if args.api_key_file:
+        api_keys = {line.strip() for line in read_lines(args.api_key_file) if line.strip()}
+        if not api_keys:
+            raise TransformerMTError(f"--api-key-file {args.api_key_file} holds no key (one per line)")
+    translator = _load_translator(args)
+    if args.beam_size is not None:
+        translator.config.decoding.beam_size = args.beam_size
+    if args.length_penalty is not None:
+        translator.config.decoding.length_penalty = args.length_penalty
+    if args.batch_size is not None:
+        translator.config.decoding.batch_size = args.batch_size
+    if args.early_exit is not None:
+        translator.config.decoding.early_exit = args.early_exit
+    limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sentences_per_request=args.max_sentences_per_request,
+                         max_chars_per_sentence=args.max_chars_per_sentence)
+    info = {"model": str(Path(args.model).resolve()), "checkpoint": args.checkpoint, "engine": "torch",
+            "device": str(translator.device), "precision": args.precision, "quantized": args.quantize,
+            "parameters": sum(p.numel() for p in translator.model.parameters())}
+    app = create_app(translator, limits=limits, max_batch_sentences=args.max_batch_sentences,
+                     max_wait_ms=args.max_wait_ms, max_queue_sentences=args.max_queue_sentences,
+                     api_keys=api_keys, info=info)
+    print(f"serving {info['model']} ({translator.config.data.src_lang} -> {translator.config.data.tgt_lang}) on "
+          f"http://{args.host}:{args.port} (API docs: /docs); Ctrl-C stops", file=sys.stderr)
+    try:
+        # SIGINT/SIGTERM: uvicorn stops accepting, lets open requests finish, then the app drains its queue.
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    except OSError as exc:
+        raise TransformerMTError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return 0
+
+
 def cmd_upgrade_checkpoint(args) -> int:
     from .checkpoint import upgrade_checkpoint
     from .rundir import upgrade_run_dir
@@ -356,7 +451,7 @@ def cmd_upgrade_checkpoint(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "average": cmd_average,
-            "upgrade-checkpoint": cmd_upgrade_checkpoint}
+            "serve": cmd_serve, "upgrade-checkpoint": cmd_upgrade_checkpoint}
 
 
 def main(argv: list[str] | None = None) -> int:

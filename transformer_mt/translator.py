@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -26,6 +27,13 @@ from .search import beam_search, greedy_search
 from .tokenizer import PAD_ID, Tokenizer, load_tokenizers
 
 log = logging.getLogger(__name__)
+
+class Translation(NamedTuple):
+    """One translation and its score: the length-normalised log-probability beam search ranks by."""
+
+    text: str
+    score: float
+
 
 CHECKPOINT_NAMES = {"best": "checkpoint_best.pt", "last": "checkpoint_last.pt", "average": "checkpoint_average.pt"}
 
@@ -112,7 +120,7 @@ class Translator:
     def translate(self, sentences: list[str], beam_size: int | None = None, nbest: int | None = None,
                   length_penalty: float | None = None, batch_size: int | None = None,
                   max_length_a: float | None = None, max_length_b: int | None = None,
-                  incremental: bool = True, early_exit: bool | None = None):
+                  incremental: bool = True, early_exit: bool | None = None, return_scores: bool = False):
         """Translate a list of sentences.
 
         Returns a list of strings, or with ``nbest`` > 1 a list of lists of
@@ -121,6 +129,9 @@ class Translator:
         that cached decoding must match, see scripts/benchmark.py --check-exact).
         ``early_exit`` (default: decoding.early_exit) ends a sentence's beam search when its
         best candidate ends, instead of waiting for beam_size finished hypotheses.
+        ``return_scores=True`` returns for each sentence a list of up to ``nbest``
+        :class:`Translation` (text, score), best first (beam search also for beam size 1,
+        which gives greedy search's output with its score); an empty input gives ("", 0.0).
         """
         if isinstance(sentences, str):
             raise TypeError("translate() takes a list of sentences; wrap a single sentence in a list")
@@ -149,6 +160,7 @@ class Translator:
                         "(longest: %d); translations of such long inputs are often truncated or wrong; split "
                         "them into sentences", len(too_long), limit, max(too_long))
         results: list[list[str]] = [[""] * nbest for _ in sentences]
+        scored: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
         order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]), reverse=True)
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
@@ -158,17 +170,22 @@ class Translator:
                 src[r, :len(encoded[i])] = torch.tensor(encoded[i])
             src = src.to(self.device)
             with autocast(self.device, self.precision):
-                if beam_size == 1:
+                if beam_size == 1 and not return_scores:
                     outputs = [[tokens] for tokens in greedy_search(self.model, src, max_length_a, max_length_b,
                                                                     incremental)]
                 else:
                     hyps = beam_search(self.model, src, beam_size, length_penalty, max_length_a, max_length_b, nbest,
                                        incremental, early_exit)
                     outputs = [[h.tokens for h in sentence_hyps] for sentence_hyps in hyps]
-            for i, token_lists in zip(rows, outputs):
+                    scores = [[h.score for h in sentence_hyps] for sentence_hyps in hyps]
+            for row, (i, token_lists) in enumerate(zip(rows, outputs)):
                 # One translation must stay one line of output, whatever a piece decodes to.
                 texts = [" ".join(text.splitlines()) for text in self.tgt_tokenizer.decode(token_lists)]
                 results[i] = (texts + [""] * nbest)[:nbest]
+                if return_scores:
+                    scored[i] = [Translation(text, score) for text, score in zip(texts, scores[row])][:nbest]
+        if return_scores:
+            return scored
         if nbest == 1:
             return [r[0] for r in results]
         return results

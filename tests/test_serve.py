@@ -1,0 +1,243 @@
+"""transformer-mt serve: LibreTranslate-compatible and native API, dynamic batching, limits, a real server."""
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from transformer_mt import Translator  # noqa: E402
+from transformer_mt.batching import BatchingTranslator, DecodeOptions, QueueFull  # noqa: E402
+from transformer_mt.server import ServeLimits, create_app  # noqa: E402
+
+from conftest import WORDS  # noqa: E402
+
+SENTENCES = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)) for i in range(24)]
+
+
+@pytest.fixture(scope="module")
+def translator(small_run):
+    return Translator.from_run(small_run[2], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(translator):
+    app = create_app(translator, limits=ServeLimits(max_body_bytes=4000, max_sentences_per_request=8,
+                                                    max_chars_per_sentence=200), max_wait_ms=1)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def offline(translator, sentences, beam_size=None, nbest=1):
+    return translator.translate(sentences, beam_size=beam_size, nbest=nbest, return_scores=True)
+
+
+def test_libretranslate_string_and_list(client, translator):
+    expected = [t[0].text for t in offline(translator, SENTENCES[:3], beam_size=2)]
+    one = client.post("/translate", json={"q": SENTENCES[0], "source": "src", "target": "tgt"})
+    assert one.status_code == 200 and one.json() == {"translatedText": expected[0]}
+    many = client.post("/translate", json={"q": SENTENCES[:3], "source": "auto", "target": "tgt", "format": "text"})
+    assert many.json()["translatedText"] == expected
+    assert many.json()["detectedLanguage"] == [{"confidence": 100.0, "language": "src"}] * 3
+
+
+def test_libretranslate_alternatives_and_form_body(client, translator):
+    expected = [t.text for t in offline(translator, SENTENCES[:1], beam_size=3, nbest=3)[0]]
+    answer = client.post("/translate", json={"q": SENTENCES[0], "source": "src", "target": "tgt",
+                                             "alternatives": 2}).json()
+    assert [answer["translatedText"]] + answer["alternatives"] == expected
+    form = client.post("/translate", data={"q": SENTENCES[0], "source": "src", "target": "tgt"})
+    default_beam = offline(translator, SENTENCES[:1])[0][0].text  # the run's decoding.beam_size
+    assert form.status_code == 200 and form.json()["translatedText"] == default_beam
+
+
+def test_languages_health_info_docs(client):
+    assert client.get("/languages").json() == [{"code": "src", "name": "src", "targets": ["tgt"]}]
+    assert client.get("/health").json() == {"status": "ok"}
+    info = client.get("/v1/info").json()
+    assert info["source"] == "src" and info["limits"]["max_sentences_per_request"] == 8
+    assert client.get("/docs").status_code == 200 and client.get("/openapi.json").status_code == 200
+
+
+def test_native_api_returns_nbest_with_scores(client, translator):
+    expected = offline(translator, SENTENCES[:2], beam_size=4, nbest=3)
+    answer = client.post("/v1/translate", json={"text": SENTENCES[:2], "beam_size": 4, "nbest": 3}).json()
+    assert answer["beam_size"] == 4
+    for got, want in zip(answer["translations"], expected):
+        assert [g["text"] for g in got] == [w.text for w in want]
+        assert [g["score"] for g in got] == pytest.approx([w.score for w in want])
+        assert [g["score"] for g in got] == sorted((g["score"] for g in got), reverse=True)
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    ({"source": "src", "target": "tgt"}, 400, "missing 'q'"),
+    ({"q": 5, "source": "src", "target": "tgt"}, 400, "'q' must be a string or a list"),
+    ({"q": ["a", 3]}, 400, "'q' must be a string or a list"),
+    ({"q": "ba", "source": "de", "target": "en"}, 400, "translates src -> tgt only"),
+    ({"q": "ba", "format": "html"}, 400, "format 'html' is not supported"),
+    ({"q": "ba", "alternatives": "many"}, 400, "'alternatives' must be a whole number"),
+    ({"q": "ba", "alternatives": 20}, 400, "above this server's limits"),
+    ({"q": ["ba"] * 9}, 413, "the limit is 8 (max_sentences_per_request)"),
+    ({"q": "ba " * 100}, 413, "the limit is 200 (max_chars_per_sentence)"),
+])
+def test_bad_libretranslate_requests_get_json_errors(client, body, status, fragment):
+    response = client.post("/translate", json=body)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]
+
+
+def test_malformed_and_oversized_bodies(client):
+    bad = client.post("/translate", content=b"{not json", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
+    big = client.post("/translate", content=b"x" * 5000, headers={"content-type": "application/json"})
+    assert big.status_code == 413 and "limit of 4000 bytes" in big.json()["error"]
+
+    def chunks():  # no Content-Length: the limit must hold while streaming
+        for _ in range(10):
+            yield b"x" * 1000
+
+    streamed = client.post("/translate", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    typed = client.post("/v1/translate", json={"text": "ba", "beam_size": "wide"})
+    assert typed.status_code == 422 and "beam_size" in typed.json()["error"]
+    nan = client.post("/v1/translate", content=b'{"text": "ba", "length_penalty": NaN}',
+                      headers={"content-type": "application/json"})
+    assert nan.status_code == 422
+
+
+def test_api_keys(translator, tmp_path):
+    app = create_app(translator, api_keys={"secret-1"}, max_wait_ms=1)
+    with TestClient(app) as c:
+        assert c.post("/translate", json={"q": "ba"}).status_code == 403
+        assert c.post("/translate", json={"q": "ba", "api_key": "wrong"}).status_code == 403
+        assert c.post("/translate", json={"q": "ba", "api_key": "secret-1"}).status_code == 200
+        assert c.post("/v1/translate", json={"text": "ba"}).status_code == 403
+        assert c.post("/v1/translate", json={"text": "ba", "api_key": "secret-1"}).status_code == 200
+
+
+class SlowTranslator:
+    """Stands in for a Translator whose decoding takes until ``release`` is set."""
+
+    def __init__(self, real):
+        self.real, self.config = real, real.config
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def translate(self, sentences, **kwargs):
+        self.started.set()
+        self.release.wait(30)
+        return self.real.translate(sentences, **kwargs)
+
+
+def test_health_answers_while_a_batch_decodes_and_a_full_queue_gets_503(translator):
+    slow = SlowTranslator(translator)
+    app = create_app(slow, max_wait_ms=1, max_queue_sentences=2)
+    with TestClient(app) as c, ThreadPoolExecutor(4) as pool:
+        first = pool.submit(c.post, "/translate", json={"q": SENTENCES[0]})
+        assert slow.started.wait(30)
+        start = time.monotonic()
+        assert c.get("/health").status_code == 200
+        assert time.monotonic() - start < 5  # not stuck behind the decoding batch
+        queued = pool.submit(c.post, "/translate", json={"q": SENTENCES[1:3]})  # fills the queue (2)
+        deadline = time.monotonic() + 10
+        while app.state.batcher.queued_sentences < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        full = c.post("/translate", json={"q": SENTENCES[3]})
+        assert full.status_code == 503 and full.headers["retry-after"] == "1"
+        slow.release.set()
+        assert first.result().status_code == 200 and queued.result().status_code == 200
+
+
+def test_batcher_groups_concurrent_requests_and_keeps_each_answer_its_own(translator):
+    batcher = BatchingTranslator(translator, max_batch_sentences=16, max_wait_ms=200)
+    options = DecodeOptions(beam_size=2, length_penalty=1.0, nbest=1)
+    futures = [batcher.submit([s], options) for s in SENTENCES[:12]]
+    other = batcher.submit([SENTENCES[0]], DecodeOptions(beam_size=3, length_penalty=1.0, nbest=2))
+    results = [f.result(60) for f in futures]
+    batcher.close()
+    assert [r[0][0].text for r in results] == [t[0].text for t in offline(translator, SENTENCES[:12], beam_size=2)]
+    assert len(other.result()[0]) == 2
+    assert max(batcher.batch_sizes) > 1  # requests were decoded together
+    with pytest.raises(Exception):
+        batcher.submit(["ba"], options)  # closed
+
+
+def test_a_full_batcher_refuses_at_once(translator):
+    slow = SlowTranslator(translator)
+    batcher = BatchingTranslator(slow, max_batch_sentences=1, max_wait_ms=0, max_queue_sentences=1)
+    options = DecodeOptions(2, 1.0, 1)
+    running = batcher.submit(["ba"], options)
+    assert slow.started.wait(30)
+    batcher.submit(["de"], options)
+    with pytest.raises(QueueFull):
+        batcher.submit(["gi"], options)
+    slow.release.set()
+    assert running.result(30)
+    batcher.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_real_server_answers_concurrent_clients_with_their_own_results(small_run, translator):
+    """`transformer-mt serve` in a process on 127.0.0.1: 24 clients at once, each gets its own translation."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "transformer_mt.cli", "serve", "--model", str(small_run[2]),
+                               "--port", str(port), "--device", "cpu", "--max-wait-ms", "50", "--beam-size", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/health", timeout=2)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                time.sleep(0.1)
+
+        def client(sentence):
+            request = urllib.request.Request(base + "/translate", data=json.dumps({"q": sentence}).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read())["translatedText"]
+
+        with ThreadPoolExecutor(len(SENTENCES)) as pool:
+            got = list(pool.map(client, SENTENCES))
+        assert got == [t[0].text for t in offline(translator, SENTENCES, beam_size=2)]
+        info = json.loads(urllib.request.urlopen(base + "/v1/info", timeout=10).read())
+        assert info["batching"]["sentences_decoded"] == len(SENTENCES)
+        assert info["batching"]["batches_decoded"] < len(SENTENCES)  # some requests shared a batch
+        assert info["engine"] == "torch" and info["device"] == "cpu"
+    finally:
+        server.terminate()  # SIGTERM: a graceful stop
+        _, stderr = server.communicate(timeout=60)
+    # Uvicorn stops gracefully on SIGTERM, then ends by the same signal, as a service manager expects.
+    assert server.returncode in (0, -15), stderr
+    assert "Traceback" not in stderr
+
+
+def test_serve_refuses_a_busy_port_and_a_bad_key_file_in_one_line(small_run, tmp_path):
+    from conftest import assert_clean_error, run_cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert_clean_error(run_cli("serve", "--model", small_run[2], "--port", port), f"127.0.0.1:{port}",
+                           "Address already in use")
+    (tmp_path / "keys").write_text("\n  \n")
+    assert_clean_error(run_cli("serve", "--model", small_run[2], "--api-key-file", tmp_path / "keys"), "holds no key")

@@ -1,0 +1,135 @@
+"""Dynamic batching: sentences of requests that arrive together are decoded together.
+
+A server gets many small requests at once. Decoding each alone wastes the
+batched beam search (one sentence uses a fraction of what a batch of 64 costs),
+so requests wait in a queue and one worker thread decodes them in batches:
+
+- a batch closes when it holds ``max_batch_sentences`` sentences, or
+  ``max_wait_ms`` after its first request arrived, whichever comes first;
+- requests with different decoding options (beam size, length penalty,
+  n-best) go into different batches;
+- the queue holds at most ``max_queue_sentences`` sentences; beyond that
+  ``submit`` raises :class:`QueueFull` at once (the server answers 503), so a
+  burst cannot grow memory or waiting times without bound.
+
+Decoding runs in the worker thread, so an asyncio server stays responsive
+while a batch decodes (PyTorch releases the GIL inside its kernels).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from .translator import Translator
+
+
+class QueueFull(Exception):
+    """The queue already holds max_queue_sentences sentences; try again later."""
+
+
+class ShuttingDown(Exception):
+    """The batcher no longer accepts requests (the server is stopping)."""
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int
+    length_penalty: float
+    nbest: int
+
+
+@dataclass
+class _Job:
+    sentences: list[str]
+    options: DecodeOptions
+    future: Future
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class BatchingTranslator:
+    """Queue + one worker thread around a :class:`Translator`; ``submit`` returns a Future of scored results."""
+
+    def __init__(self, translator: Translator, max_batch_sentences: int = 64, max_wait_ms: float = 10.0,
+                 max_queue_sentences: int = 2048):
+        self.translator = translator
+        self.max_batch_sentences = max_batch_sentences
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queue_sentences = max_queue_sentences
+        self.jobs: deque[_Job] = deque()
+        self.queued_sentences = 0
+        self.batch_sizes: list[int] = []  # sentences per decoded batch (for /v1/info and tests)
+        self.accepting = True
+        self.condition = threading.Condition()
+        self.worker = threading.Thread(target=self._work, name="transformer-mt-decoder", daemon=True)
+        self.worker.start()
+
+    def submit(self, sentences: list[str], options: DecodeOptions) -> Future:
+        """Queue ``sentences``; the Future's result is one list of Translation (n-best) per sentence."""
+        future: Future = Future()
+        with self.condition:
+            if not self.accepting:
+                raise ShuttingDown("the server is shutting down")
+            if self.queued_sentences and self.queued_sentences + len(sentences) > self.max_queue_sentences:
+                raise QueueFull(f"{self.queued_sentences} sentences are waiting to be translated")
+            self.jobs.append(_Job(list(sentences), options, future))
+            self.queued_sentences += len(sentences)
+            self.condition.notify()
+        return future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting, decode what is queued, then stop the worker."""
+        with self.condition:
+            self.accepting = False
+            self.condition.notify()
+        self.worker.join(timeout)
+
+    def _next_batch(self) -> list[_Job] | None:
+        """Wait for a batch to close and take its jobs off the queue (None: closed and drained)."""
+        with self.condition:
+            while not self.jobs:
+                if not self.accepting:
+                    return None
+                self.condition.wait()
+            first = self.jobs[0]
+            deadline = first.arrived + self.max_wait
+            while self.accepting and self._sentences_like(first.options) < self.max_batch_sentences:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.condition.wait(remaining)
+            batch, size = [], 0
+            for job in list(self.jobs):
+                if job.options != first.options:
+                    continue
+                if batch and size + len(job.sentences) > self.max_batch_sentences:
+                    break
+                batch.append(job)
+                size += len(job.sentences)
+            for job in batch:
+                self.jobs.remove(job)
+            self.queued_sentences -= size
+            return batch
+
+    def _sentences_like(self, options: DecodeOptions) -> int:
+        return sum(len(job.sentences) for job in self.jobs if job.options == options)
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            options = batch[0].options
+            sentences = [sentence for job in batch for sentence in job.sentences]
+            try:
+                results = self.translator.translate(sentences, beam_size=options.beam_size, nbest=options.nbest,
+                                                    length_penalty=options.length_penalty, return_scores=True)
+            except BaseException as exc:  # noqa: BLE001 -- every waiting request learns of the failure
+                for job in batch:
+                    job.future.set_exception(exc)
+                continue
+            self.batch_sizes.append(len(sentences))
+            start = 0
+            for job in batch:
+                job.future.set_result(results[start:start + len(job.sentences)])
+                start += len(job.sentences)
