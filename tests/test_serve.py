@@ -189,26 +189,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_real_server_answers_concurrent_clients_with_their_own_results(small_run, translator):
-    """`transformer-mt serve` in a process on 127.0.0.1: 24 clients at once, each gets its own translation."""
+def start_server(run_dir, *extra):
+    """`transformer-mt serve` in its own process on 127.0.0.1; returns it and its base URL once /health answers."""
     import subprocess
     import sys
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "transformer_mt.cli", "serve", "--model", str(small_run[2]),
-                               "--port", str(port), "--device", "cpu", "--max-wait-ms", "50", "--beam-size", "2"],
+    server = subprocess.Popen([sys.executable, "-m", "transformer_mt.cli", "serve", "--model", str(run_dir),
+                               "--port", str(port), "--device", "cpu", *extra],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(base + "/health", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
-                time.sleep(0.1)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(base + "/health", timeout=2)
+            return server, base
+        except (urllib.error.URLError, ConnectionError):
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise AssertionError(f"the server did not start: {server.communicate()[1]}") from None
+            time.sleep(0.1)
 
+
+def stop_server(server) -> str:
+    server.terminate()  # SIGTERM: a graceful stop
+    _, stderr = server.communicate(timeout=60)
+    # Uvicorn stops gracefully on SIGTERM, then ends by the same signal, as a service manager expects.
+    assert server.returncode in (0, -15), stderr
+    assert "Traceback" not in stderr
+    return stderr
+
+
+def test_a_real_server_answers_concurrent_clients_with_their_own_results(small_run, translator):
+    """24 clients at once, each gets its own translation, and requests share batches."""
+    server, base = start_server(small_run[2], "--max-wait-ms", "50", "--beam-size", "2")
+    try:
         def client(sentence):
             request = urllib.request.Request(base + "/translate", data=json.dumps({"q": sentence}).encode(),
                                              headers={"Content-Type": "application/json"})
@@ -223,11 +238,43 @@ def test_a_real_server_answers_concurrent_clients_with_their_own_results(small_r
         assert info["batching"]["batches_decoded"] < len(SENTENCES)  # some requests shared a batch
         assert info["engine"] == "torch" and info["device"] == "cpu"
     finally:
-        server.terminate()  # SIGTERM: a graceful stop
-        _, stderr = server.communicate(timeout=60)
-    # Uvicorn stops gracefully on SIGTERM, then ends by the same signal, as a service manager expects.
-    assert server.returncode in (0, -15), stderr
-    assert "Traceback" not in stderr
+        stop_server(server)
+
+
+def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_path):
+    """Headless Chromium types two lines into the page and reads the translations it shows."""
+    import os
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: scripts/setup.sh installs Debian's chromium")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    server, base = start_server(small_run[2], "--beam-size", "2")
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                page.goto(base + "/")
+                page.wait_for_function("document.getElementById('pair').textContent.includes('tgt')", timeout=20000)
+                page.fill("#source", SENTENCES[0] + "\n" + SENTENCES[1])
+                page.click("#translate")
+                page.wait_for_selector(".translation >> nth=1", timeout=30000)
+                shown = page.locator(".translation").all_inner_texts()
+                page.screenshot(path=str(tmp_path / "page.png"))
+                page.fill("#source", "x" * 6000)  # over the server's limit: the page shows the error
+                page.click("#translate")
+                page.wait_for_selector("#status.error", timeout=30000)
+                error = page.inner_text("#status")
+            finally:
+                browser.close()
+    finally:
+        stop_server(server)
+    assert shown == [t[0].text for t in offline(translator, SENTENCES[:2], beam_size=2)]
+    assert "max_chars_per_sentence" in error
 
 
 def test_serve_refuses_a_busy_port_and_a_bad_key_file_in_one_line(small_run, tmp_path):

@@ -14,6 +14,8 @@ Endpoints (OpenAPI docs at ``/docs``):
 - ``POST /v1/translate``: the native API, with beam size, length penalty,
   n-best and scores.
 - ``GET /health`` (200 once the model is loaded) and ``GET /v1/info``.
+- ``GET /``: a web page to type sentences and read their translations (it uses
+  ``/languages`` and ``/translate`` like any client).
 
 Concurrent requests are decoded together (see ``batching.py``); decoding runs
 in a worker thread, so ``/health`` answers while a batch decodes. Models are
@@ -29,11 +31,12 @@ import hmac
 import json
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from .batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown
@@ -227,6 +230,10 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
         results = await decode(sentences, DecodeOptions(beam, penalty, request.nbest))
         return {"translations": [[{"text": t.text, "score": t.score} for t in result] for result in results],
                 "source": source, "target": target, "beam_size": beam, "length_penalty": penalty}
+
+    @app.get("/", include_in_schema=False)
+    async def web_page():
+        return FileResponse(Path(__file__).with_name("static") / "index.html", media_type="text/html")
 
     @app.get("/health", summary="200 once the model is loaded")
     async def health():
