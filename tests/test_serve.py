@@ -241,6 +241,30 @@ def test_a_real_server_answers_concurrent_clients_with_their_own_results(small_r
         stop_server(server)
 
 
+def test_sigterm_lets_the_request_being_decoded_finish(small_run, translator):
+    server, base = start_server(small_run[2], "--max-sentences-per-request", "512", "--max-batch-sentences", "512")
+    many = [SENTENCES[i % len(SENTENCES)] + " " + WORDS[i % len(WORDS)] for i in range(400)]
+    with ThreadPoolExecutor(1) as pool:
+        def client():
+            body = json.dumps({"text": many, "beam_size": 8}).encode()
+            request = urllib.request.Request(base + "/v1/translate", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, json.loads(response.read())
+
+        answer = pool.submit(client)
+        deadline = time.monotonic() + 60
+        while json.loads(urllib.request.urlopen(base + "/v1/info", timeout=10).read())["batching"][
+                "sentences_decoding"] == 0:
+            assert time.monotonic() < deadline and not answer.done()
+            time.sleep(0.005)
+        stderr = stop_server(server)  # SIGTERM while the batch decodes
+        status, body = answer.result(60)
+    assert status == 200 and len(body["translations"]) == len(many), stderr
+    expected = offline(translator, many[:5], beam_size=8)
+    assert [t[0]["text"] for t in body["translations"][:5]] == [e[0].text for e in expected]
+
+
 def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_path):
     """Headless Chromium types two lines into the page and reads the translations it shows."""
     import os

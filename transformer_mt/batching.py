@@ -61,6 +61,7 @@ class BatchingTranslator:
         self.max_queue_sentences = max_queue_sentences
         self.jobs: deque[_Job] = deque()
         self.queued_sentences = 0
+        self.decoding_sentences = 0  # taken off the queue, not yet answered
         self.batch_sizes: list[int] = []  # sentences per decoded batch (for /v1/info and tests)
         self.accepting = True
         self.condition = threading.Condition()
@@ -112,6 +113,7 @@ class BatchingTranslator:
             for job in batch:
                 self.jobs.remove(job)
             self.queued_sentences -= size
+            self.decoding_sentences = size
             return batch
 
     def _sentences_like(self, options: DecodeOptions) -> int:
@@ -127,9 +129,11 @@ class BatchingTranslator:
             except BaseException as exc:  # noqa: BLE001 -- every waiting request learns of the failure
                 for job in batch:
                     job.future.set_exception(exc)
+                self.decoding_sentences = 0
                 continue
             self.batch_sizes.append(len(sentences))
             start = 0
             for job in batch:
                 job.future.set_result(results[start:start + len(job.sentences)])
                 start += len(job.sentences)
+            self.decoding_sentences = 0

@@ -247,6 +247,8 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
                 "length_penalty": default_penalty, "limits": asdict(limits),
                 "batching": {"max_batch_sentences": max_batch_sentences, "max_wait_ms": max_wait_ms,
                              "max_queue_sentences": max_queue_sentences, "batches_decoded": len(sizes),
-                             "sentences_decoded": sum(sizes)}}
+                             "sentences_decoded": sum(sizes),
+                             "sentences_waiting": batcher.queued_sentences if batcher else 0,
+                             "sentences_decoding": batcher.decoding_sentences if batcher else 0}}
 
     return app
