@@ -1,5 +1,6 @@
 """transformer-mt serve: LibreTranslate-compatible and native API, dynamic batching, limits, a real server."""
 
+import contextlib
 import json
 import socket
 import threading
@@ -12,7 +13,8 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-from fastapi.testclient import TestClient  # noqa: E402
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
 
 from transformer_mt import Translator  # noqa: E402
 from transformer_mt.batching import BatchingTranslator, DecodeOptions, QueueFull  # noqa: E402
@@ -20,7 +22,7 @@ from transformer_mt.server import ServeLimits, create_app  # noqa: E402
 
 from conftest import WORDS  # noqa: E402
 
-SENTENCES = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)) for i in range(24)]
+SENTENCES = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)) for i in range(32)]
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +30,36 @@ def translator(small_run):
     return Translator.from_run(small_run[2], device="cpu")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live(app):
+    """The app served by a real uvicorn server on 127.0.0.1 (a free port) in a thread; yields an HTTP client."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=60) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 @pytest.fixture(scope="module")
 def client(translator):
     app = create_app(translator, limits=ServeLimits(max_body_bytes=4000, max_sentences_per_request=8,
                                                     max_chars_per_sentence=200), max_wait_ms=1)
-    with TestClient(app) as test_client:
-        yield test_client
+    with live(app) as http:
+        yield http
 
 
 def offline(translator, sentences, beam_size=None, nbest=1):
@@ -115,7 +141,7 @@ def test_malformed_and_oversized_bodies(client):
 
 def test_api_keys(translator, tmp_path):
     app = create_app(translator, api_keys={"secret-1"}, max_wait_ms=1)
-    with TestClient(app) as c:
+    with live(app) as c:
         assert c.post("/translate", json={"q": "ba"}).status_code == 403
         assert c.post("/translate", json={"q": "ba", "api_key": "wrong"}).status_code == 403
         assert c.post("/translate", json={"q": "ba", "api_key": "secret-1"}).status_code == 200
@@ -139,7 +165,7 @@ class SlowTranslator:
 def test_health_answers_while_a_batch_decodes_and_a_full_queue_gets_503(translator):
     slow = SlowTranslator(translator)
     app = create_app(slow, max_wait_ms=1, max_queue_sentences=2)
-    with TestClient(app) as c, ThreadPoolExecutor(4) as pool:
+    with live(app) as c, ThreadPoolExecutor(4) as pool:
         first = pool.submit(c.post, "/translate", json={"q": SENTENCES[0]})
         assert slow.started.wait(30)
         start = time.monotonic()
@@ -147,7 +173,7 @@ def test_health_answers_while_a_batch_decodes_and_a_full_queue_gets_503(translat
         assert time.monotonic() - start < 5  # not stuck behind the decoding batch
         queued = pool.submit(c.post, "/translate", json={"q": SENTENCES[1:3]})  # fills the queue (2)
         deadline = time.monotonic() + 10
-        while app.state.batcher.queued_sentences < 2 and time.monotonic() < deadline:
+        while c.get("/v1/info").json()["batching"]["sentences_waiting"] < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         full = c.post("/translate", json={"q": SENTENCES[3]})
         assert full.status_code == 503 and full.headers["retry-after"] == "1"
@@ -183,12 +209,6 @@ def test_a_full_batcher_refuses_at_once(translator):
     batcher.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(run_dir, *extra):
     """`transformer-mt serve` in its own process on 127.0.0.1; returns it and its base URL once /health answers."""
     import subprocess
@@ -221,7 +241,7 @@ def stop_server(server) -> str:
 
 
 def test_a_real_server_answers_concurrent_clients_with_their_own_results(small_run, translator):
-    """24 clients at once, each gets its own translation, and requests share batches."""
+    """32 clients at once, each gets its own translation, and requests share batches."""
     server, base = start_server(small_run[2], "--max-wait-ms", "50", "--beam-size", "2")
     try:
         def client(sentence):
@@ -285,9 +305,11 @@ def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_pa
                 page.goto(base + "/")
                 page.wait_for_function("document.getElementById('pair').textContent.includes('tgt')", timeout=20000)
                 page.fill("#source", SENTENCES[0] + "\n" + SENTENCES[1])
+                page.fill("#alternatives", "1")
                 page.click("#translate")
                 page.wait_for_selector(".translation >> nth=1", timeout=30000)
                 shown = page.locator(".translation").all_inner_texts()
+                alternatives = page.locator(".alternatives li").all_inner_texts()
                 page.screenshot(path=str(tmp_path / "page.png"))
                 page.fill("#source", "x" * 6000)  # over the server's limit: the page shows the error
                 page.click("#translate")
@@ -297,7 +319,9 @@ def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_pa
                 browser.close()
     finally:
         stop_server(server)
-    assert shown == [t[0].text for t in offline(translator, SENTENCES[:2], beam_size=2)]
+    expected = offline(translator, SENTENCES[:2], beam_size=2, nbest=2)
+    assert shown == [t[0].text for t in expected]
+    assert alternatives == [t[1].text for t in expected]
     assert "max_chars_per_sentence" in error
 
 
