@@ -12,3 +12,5 @@ transformer-mt translate --model runs/demo \
     "Three kings do not like the green river."
 echo "--- test set:"
 transformer-mt evaluate --model runs/demo --split test
+echo "--- serve it: transformer-mt serve --model runs/demo   (then open http://127.0.0.1:5000/ or:"
+echo "    curl -s localhost:5000/translate -H 'Content-Type: application/json' -d '{\"q\": \"A dog sees the cat.\", \"source\": \"auto\", \"target\": \"auto\"}')"

@@ -70,7 +70,7 @@ def test_libretranslate_string_and_list(client, translator):
     expected = [t[0].text for t in offline(translator, SENTENCES[:3], beam_size=2)]
     one = client.post("/translate", json={"q": SENTENCES[0], "source": "src", "target": "tgt"})
     assert one.status_code == 200 and one.json() == {"translatedText": expected[0]}
-    many = client.post("/translate", json={"q": SENTENCES[:3], "source": "auto", "target": "tgt", "format": "text"})
+    many = client.post("/translate", json={"q": SENTENCES[:3], "source": "auto", "target": "auto", "format": "text"})
     assert many.json()["translatedText"] == expected
     assert many.json()["detectedLanguage"] == [{"confidence": 100.0, "language": "src"}] * 3
 

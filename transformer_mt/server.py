@@ -192,7 +192,7 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
             raise ApiError(400, "missing 'q': the text to translate (a string or a list of strings)")
         sentences = check_sentences(fields["q"])
         src, tgt = fields.get("source", "auto"), fields.get("target", target)
-        if src not in ("auto", source) or tgt != target:
+        if src not in ("auto", source) or tgt not in ("auto", target):  # one pair: "auto" can only mean it
             raise ApiError(400, f"this server translates {source} -> {target} only (got source {src!r}, "
                                 f"target {tgt!r}); see GET /languages")
         if fields.get("format", "text") != "text":
