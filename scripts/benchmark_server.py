@@ -2,17 +2,20 @@
 """Throughput of ``transformer-mt serve`` under many clients, against offline batched decoding.
 
 Starts ``transformer-mt serve`` in its own process (127.0.0.1, a free port), sends the first
-``--sentences`` test sentences from ``--clients`` concurrent clients (threads of this process),
-one sentence per request (the hardest case for a server), and prints sentences/s and latency
-percentiles; then the same with batching off (``--max-batch-sentences 1``), and offline
-``Translator.translate`` over all sentences at once (what batching should approach).
+``--sentences`` test sentences from N concurrent clients for each N of ``--clients`` (threads
+of this process, each with one keep-alive connection, sending one sentence per request: the
+hardest case for a server), and prints sentences/s and p50/p95/p99 latency per level; then the
+same with batching off (``--max-batch-sentences 1``), and offline ``Translator.translate``
+over all sentences at once (what batching should approach) and over one sentence at a time
+(what a single client's latency should approach).
 
-    python scripts/benchmark_serve.py --model runs/demo --clients 32 128 --sentences 500
+    python scripts/benchmark_server.py --model runs/demo --clients 1 4 16 64 --sentences 500
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import platform
 import socket
@@ -54,23 +57,29 @@ def start_server(model: str, *extra: str):
 
 
 def load(base: str, sentences: list[str], clients: int) -> dict:
-    def one(sentence):
-        start = time.perf_counter()
-        request = urllib.request.Request(base + "/translate", data=json.dumps({"q": sentence}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=300) as response:
-            text = json.loads(response.read())["translatedText"]
-        return text, time.perf_counter() - start
+    host, port = base.removeprefix("http://").split(":")
+    results: list = [None] * len(sentences)
+
+    def client(first: int) -> None:  # sentences first, first + clients, ... over one keep-alive connection
+        connection = http.client.HTTPConnection(host, int(port), timeout=300)
+        for i in range(first, len(sentences), clients):
+            start = time.perf_counter()
+            connection.request("POST", "/translate", body=json.dumps({"q": sentences[i]}),
+                               headers={"Content-Type": "application/json"})
+            text = json.loads(connection.getresponse().read())["translatedText"]
+            results[i] = (text, time.perf_counter() - start)
+        connection.close()
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(one, sentences))
+        list(pool.map(client, range(clients)))
     seconds = time.perf_counter() - start
     latencies = sorted(r[1] for r in results)
     info = json.loads(urllib.request.urlopen(base + "/v1/info").read())["batching"]
     return {"sent_per_s": len(sentences) / seconds, "seconds": seconds,
             "latency_p50_ms": 1000 * statistics.median(latencies),
             "latency_p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
+            "latency_p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
             "batches": info["batches_decoded"], "translations": [r[0] for r in results]}
 
 
@@ -79,7 +88,8 @@ def main() -> int:
     parser.add_argument("--model", required=True, help="run directory")
     parser.add_argument("--src", help="sentences to translate (default: the run's test split source)")
     parser.add_argument("--sentences", type=int, default=500)
-    parser.add_argument("--clients", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--max-batch-sentences", type=int, default=64)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -87,8 +97,8 @@ def main() -> int:
     data = translator.config.data
     sentences = read_lines(args.src or data.path("test", data.src_lang))[:args.sentences]
     rows = {}
-    for name, batch in (("serve, batching", 64), ("serve, no batching", 1)):
-        for clients in args.clients if batch > 1 else args.clients[:1]:
+    for name, batch in (("serve, batching", args.max_batch_sentences), ("serve, no batching", 1)):
+        for clients in args.clients if batch > 1 else args.clients[-1:]:
             server, base = start_server(args.model, "--max-batch-sentences", str(batch), "--max-wait-ms",
                                         str(args.max_wait_ms))
             try:
@@ -100,14 +110,28 @@ def main() -> int:
     offline = translator.translate(sentences)
     offline_seconds = time.perf_counter() - start
     rows["offline Translator.translate"] = {"sent_per_s": len(sentences) / offline_seconds, "seconds": offline_seconds}
+    singles = []
+    for sentence in sentences[:100]:
+        start = time.perf_counter()
+        translator.translate([sentence])
+        singles.append(time.perf_counter() - start)
+    singles.sort()
+    rows["offline, one sentence per call"] = {
+        "sent_per_s": len(singles) / sum(singles), "latency_p50_ms": 1000 * statistics.median(singles),
+        "latency_p95_ms": 1000 * singles[int(0.95 * (len(singles) - 1))],
+        "latency_p99_ms": 1000 * singles[int(0.99 * (len(singles) - 1))]}
     batched = rows[f"serve, batching, {args.clients[-1]} clients"]
     same = sum(a == b for a, b in zip(batched["translations"], offline))
     print(f"{len(sentences)} sentences, one sentence per request, beam "
           f"{translator.config.decoding.beam_size}, torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
-    print(f"{'':36} {'sent/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'batches':>8}")
+    print(f"{'':36} {'sent/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batches':>8}")
     for name, row in rows.items():
-        print(f"{name:36} {row['sent_per_s']:8.1f} {row.get('latency_p50_ms', float('nan')):8.0f} "
-              f"{row.get('latency_p95_ms', float('nan')):8.0f} {row.get('batches', '-'):>8}")
+        print(f"{name:36} {row['sent_per_s']:8.1f} {row.get('latency_p50_ms', float('nan')):8.1f} "
+              f"{row.get('latency_p95_ms', float('nan')):8.1f} {row.get('latency_p99_ms', float('nan')):8.1f} "
+              f"{row.get('batches', '-'):>8}")
+    single = rows[f"serve, batching, {args.clients[0]} clients"]["latency_p50_ms"]
+    print(f"{args.clients[0]}-client p50 latency / offline one-sentence p50: "
+          f"{single / rows['offline, one sentence per call']['latency_p50_ms']:.2f}")
     ratio = batched["sent_per_s"] / rows["offline Translator.translate"]["sent_per_s"]
     print(f"serve with batching, {args.clients[-1]} clients / offline: {ratio:.2f}; identical translations: "
           f"{same}/{len(sentences)}")

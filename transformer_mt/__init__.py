@@ -12,6 +12,8 @@ Modules, one concept each:
     trainer     the training loop
     translator  the batched translation API
     batching    dynamic batching of concurrent requests (a queue and a decoding thread)
+    export      export to CTranslate2 (optional extra [export])
+    ct2_translator  translate with an exported CTranslate2 model, like a Translator
     server      the REST API of `transformer-mt serve` (optional extra [serve])
     scoring     sacreBLEU BLEU / chrF
     cli         the transformer-mt command

@@ -35,6 +35,57 @@ class Translation(NamedTuple):
     score: float
 
 
+class Decoding(NamedTuple):
+    """The decoding settings of one translate() call."""
+
+    beam_size: int
+    nbest: int
+    length_penalty: float
+    batch_size: int
+    max_length_a: float
+    max_length_b: int
+    early_exit: bool
+
+
+def resolve_decoding(config: Config, beam_size: int | None = None, nbest: int | None = None,
+                     length_penalty: float | None = None, batch_size: int | None = None,
+                     max_length_a: float | None = None, max_length_b: int | None = None,
+                     early_exit: bool | None = None) -> Decoding:
+    """translate()'s decoding arguments, those left out (None) taken from the run's decoding config, checked."""
+    dec = config.decoding
+    settings = Decoding(
+        beam_size=dec.beam_size if beam_size is None else beam_size,
+        nbest=1 if nbest is None else nbest,
+        length_penalty=dec.length_penalty if length_penalty is None else length_penalty,
+        batch_size=dec.batch_size if batch_size is None else batch_size,
+        max_length_a=dec.max_length_a if max_length_a is None else max_length_a,
+        max_length_b=dec.max_length_b if max_length_b is None else max_length_b,
+        early_exit=dec.early_exit if early_exit is None else early_exit)
+    if settings.beam_size < 1 or settings.nbest < 1 or settings.batch_size < 1:
+        raise TransformerMTError("beam size, nbest and batch size must be at least 1")
+    if not (math.isfinite(settings.length_penalty) and math.isfinite(settings.max_length_a)):
+        raise TransformerMTError("the length penalty and max_length_a must be finite numbers")
+    if settings.nbest > settings.beam_size:
+        raise TransformerMTError(f"nbest ({settings.nbest}) cannot exceed the beam size ({settings.beam_size})")
+    return settings
+
+
+def encode_sentences(sentences: list[str], tokenizer: Tokenizer, config: Config) -> list[list[int]]:
+    """translate()'s input sentences as source ids (stripped, no bos/eos)."""
+    if isinstance(sentences, str):
+        raise TypeError("translate() takes a list of sentences; wrap a single sentence in a list")
+    encoded = tokenizer.encode([s.strip() for s in sentences])
+    # Training dropped pairs longer than data.max_len, so the model has never seen such inputs and
+    # tends to stop early: say so once per call instead of silently returning a short translation.
+    limit = config.data.max_len
+    too_long = [len(ids) for ids in encoded if len(ids) > limit]
+    if too_long:
+        log.warning("%d input sentence(s) longer than the model's training limit data.max_len=%d tokens "
+                    "(longest: %d); translations of such long inputs are often truncated or wrong; split "
+                    "them into sentences", len(too_long), limit, max(too_long))
+    return encoded
+
+
 CHECKPOINT_NAMES = {"best": "checkpoint_best.pt", "last": "checkpoint_last.pt", "average": "checkpoint_average.pt"}
 
 
@@ -133,32 +184,9 @@ class Translator:
         :class:`Translation` (text, score), best first (beam search also for beam size 1,
         which gives greedy search's output with its score); an empty input gives ("", 0.0).
         """
-        if isinstance(sentences, str):
-            raise TypeError("translate() takes a list of sentences; wrap a single sentence in a list")
-        dec = self.config.decoding
-        beam_size = dec.beam_size if beam_size is None else beam_size
-        nbest = 1 if nbest is None else nbest
-        length_penalty = dec.length_penalty if length_penalty is None else length_penalty
-        batch_size = dec.batch_size if batch_size is None else batch_size
-        max_length_a = dec.max_length_a if max_length_a is None else max_length_a
-        max_length_b = dec.max_length_b if max_length_b is None else max_length_b
-        early_exit = dec.early_exit if early_exit is None else early_exit
-        if beam_size < 1 or nbest < 1 or batch_size < 1:
-            raise TransformerMTError("beam size, nbest and batch size must be at least 1")
-        if not (math.isfinite(length_penalty) and math.isfinite(max_length_a)):
-            raise TransformerMTError("the length penalty and max_length_a must be finite numbers")
-        if nbest > beam_size:
-            raise TransformerMTError(f"nbest ({nbest}) cannot exceed the beam size ({beam_size})")
-
-        encoded = self.src_tokenizer.encode([s.strip() for s in sentences])
-        # Training dropped pairs longer than data.max_len, so the model has never seen such inputs and
-        # tends to stop early: say so once per call instead of silently returning a short translation.
-        limit = self.config.data.max_len
-        too_long = [len(ids) for ids in encoded if len(ids) > limit]
-        if too_long:
-            log.warning("%d input sentence(s) longer than the model's training limit data.max_len=%d tokens "
-                        "(longest: %d); translations of such long inputs are often truncated or wrong; split "
-                        "them into sentences", len(too_long), limit, max(too_long))
+        beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit = resolve_decoding(
+            self.config, beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit)
+        encoded = encode_sentences(sentences, self.src_tokenizer, self.config)
         results: list[list[str]] = [[""] * nbest for _ in sentences]
         scored: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
         order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]), reverse=True)
