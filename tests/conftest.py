@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -91,6 +94,40 @@ def wait_for(predicate, timeout=120):
             return
         time.sleep(0.05)
     raise AssertionError("timed out")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run_dir, *extra):
+    """`transformer-mt serve` in its own process on 127.0.0.1; returns it and its base URL once /health answers."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "transformer_mt.cli", "serve", "--model", str(run_dir),
+                               "--port", str(port), "--device", "cpu", *extra],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(base + "/health", timeout=2)
+            return server, base
+        except (urllib.error.URLError, ConnectionError):
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise AssertionError(f"the server did not start: {server.communicate()[1]}") from None
+            time.sleep(0.1)
+
+
+def stop_server(server) -> str:
+    server.terminate()  # SIGTERM: a graceful stop
+    _, stderr = server.communicate(timeout=60)
+    # Uvicorn stops gracefully on SIGTERM, then ends by the same signal, as a service manager expects.
+    assert server.returncode in (0, -15), stderr
+    assert "Traceback" not in stderr
+    return stderr
 
 
 @pytest.fixture(scope="module")

@@ -215,3 +215,32 @@ def test_without_ctranslate2_says_how_to_install(base, tmp_path, monkeypatch):
     with pytest.raises(TransformerMTError, match=r"pip install 'transformer-mt\[export\]'"):
         CTranslate2Translator(base[1])
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_translate_and_serve_with_the_ctranslate2_engine(base, corpus, tmp_path):
+    import json
+    import urllib.request
+
+    from conftest import run_cli, start_server, stop_server
+
+    run, _, translator, _ = base
+    sentences = corpus[1][:5]
+    out = tmp_path / "exported"
+    exported = run_cli("export", "--model", run, "--output", out, "--format", "ctranslate2")
+    assert exported.returncode == 0, exported.stderr
+    (tmp_path / "in.txt").write_text("".join(s + "\n" for s in sentences), encoding="utf-8")
+    expected = translator.translate(sentences, beam_size=1)
+    for model in (out, run):  # an export directory, or a run directory exported on the fly
+        result = run_cli("translate", "--engine", "ctranslate2", "--model", model, "--beam-size", "1",
+                         "--input", tmp_path / "in.txt")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == expected
+    server, base_url = start_server(out, "--engine", "ctranslate2", "--beam-size", "1")
+    try:
+        request = urllib.request.Request(base_url + "/translate", data=json.dumps({"q": sentences}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        assert json.loads(urllib.request.urlopen(request, timeout=60).read())["translatedText"] == expected
+        info = json.loads(urllib.request.urlopen(base_url + "/v1/info", timeout=10).read())
+        assert info["engine"] == "ctranslate2" and info["compute_type"] == "float32"
+    finally:
+        stop_server(server)

@@ -20,7 +20,7 @@ from transformer_mt import Translator  # noqa: E402
 from transformer_mt.batching import BatchingTranslator, DecodeOptions, QueueFull  # noqa: E402
 from transformer_mt.server import ServeLimits, create_app  # noqa: E402
 
-from conftest import WORDS  # noqa: E402
+from conftest import WORDS, free_port, start_server, stop_server  # noqa: E402
 
 SENTENCES = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)) for i in range(32)]
 
@@ -28,12 +28,6 @@ SENTENCES = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i %
 @pytest.fixture(scope="module")
 def translator(small_run):
     return Translator.from_run(small_run[2], device="cpu")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -207,37 +201,6 @@ def test_a_full_batcher_refuses_at_once(translator):
     slow.release.set()
     assert running.result(30)
     batcher.close()
-
-
-def start_server(run_dir, *extra):
-    """`transformer-mt serve` in its own process on 127.0.0.1; returns it and its base URL once /health answers."""
-    import subprocess
-    import sys
-
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "transformer_mt.cli", "serve", "--model", str(run_dir),
-                               "--port", str(port), "--device", "cpu", *extra],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/health", timeout=2)
-            return server, base
-        except (urllib.error.URLError, ConnectionError):
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise AssertionError(f"the server did not start: {server.communicate()[1]}") from None
-            time.sleep(0.1)
-
-
-def stop_server(server) -> str:
-    server.terminate()  # SIGTERM: a graceful stop
-    _, stderr = server.communicate(timeout=60)
-    # Uvicorn stops gracefully on SIGTERM, then ends by the same signal, as a service manager expects.
-    assert server.returncode in (0, -15), stderr
-    assert "Traceback" not in stderr
-    return stderr
 
 
 def test_a_real_server_answers_concurrent_clients_with_their_own_results(small_run, translator):

@@ -6,6 +6,7 @@
     transformer-mt evaluate --hyp hyp.txt --ref ref.txt --json
     transformer-mt average --model runs/demo --last 5
     transformer-mt serve --model runs/demo --port 5000
+    transformer-mt export --model runs/demo --output runs/demo-ct2
     transformer-mt upgrade-checkpoint --trust runs/old_run
 
 Errors caused by input (config, files, checkpoints) print one line starting
@@ -42,6 +43,10 @@ def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
                         help="numeric precision for decoding (default: fp32)")
     parser.add_argument("--quantize", action="store_true",
                         help="dynamic int8 quantization of linear layers (CPU only; faster, may cost a little BLEU)")
+    parser.add_argument("--engine", default="torch", choices=("torch", "ctranslate2"),
+                        help="torch (default), or ctranslate2: decode with CTranslate2 (the [export] extra); --model "
+                             "is then a directory written by 'transformer-mt export', or a run directory, exported "
+                             "on the fly to a temporary directory")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="file with one API key per line; requests must then send one as 'api_key'")
     _add_decoding_args(serve)
 
+    export = sub.add_parser(
+        "export", help="export a trained model to CTranslate2 (a fast C++ inference engine)",
+        description="Write a directory that ctranslate2.Translator loads: the model's weights in CTranslate2's "
+                    "format, its SentencePiece model(s) and config. Decode with it through transformer-mt "
+                    "(translate/evaluate/serve --engine ctranslate2 --model OUT) or CTranslate2's own API. Needs "
+                    "the [export] extra (pip install 'transformer-mt[export]').")
+    export.add_argument("--model", required=True, metavar="DIR", help="run directory of a trained model")
+    export.add_argument("--output", required=True, metavar="OUT", help="new (or empty) directory to write")
+    export.add_argument("--format", default="ctranslate2", choices=("ctranslate2",), help="(default: ctranslate2)")
+    export.add_argument("--checkpoint", default="best", help="best, last, average or a checkpoint file (default: best)")
+    export.add_argument("--quantization", default=None,
+                        choices=("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16",
+                                 "bfloat16", "float32"),
+                        help="weight type in the export (default: float32, as trained)")
+
     upgrade = sub.add_parser(
         "upgrade-checkpoint", help="convert checkpoints of an earlier transformer-mt to the safe format",
         description="Checkpoints are loaded without running code in them (torch.load with weights_only=True). "
@@ -163,8 +183,35 @@ def cmd_train(args) -> int:
 def _load_translator(args):
     from .translator import Translator
 
+    if args.engine == "ctranslate2":
+        return _load_ctranslate2(args)
     return Translator.from_run(args.model, checkpoint=args.checkpoint, device=args.device,
                                precision=args.precision, quantize=args.quantize)
+
+
+def _load_ctranslate2(args):
+    """A CTranslate2Translator for --model: an export directory, or a run directory exported now."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from .ct2_translator import CTranslate2Translator
+    from .export import EXPORT_INFO, export_ctranslate2
+
+    model = Path(args.model)
+    if not (model / EXPORT_INFO).is_file():
+        if not model.is_dir():
+            raise TransformerMTError(f"--model {model} does not exist; give an export directory or a run directory")
+        temporary = tempfile.mkdtemp(prefix="transformer-mt-ct2-")
+        atexit.register(shutil.rmtree, temporary, ignore_errors=True)
+        export_dir = Path(temporary) / "model"
+        print(f"exporting {model} (checkpoint {args.checkpoint}) to CTranslate2 in {export_dir}; export once with "
+              f"'transformer-mt export' to skip this", file=sys.stderr)
+        export_ctranslate2(model, export_dir, checkpoint=args.checkpoint)
+        model = export_dir
+    compute_type = "int8" if args.quantize else {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[args.precision]
+    device = "cuda" if args.device.startswith("cuda") else "cpu"
+    return CTranslate2Translator(model, device=device, compute_type=compute_type)
 
 
 def _decode_kwargs(args) -> dict:
@@ -414,9 +461,12 @@ def cmd_serve(args) -> int:
         translator.config.decoding.early_exit = args.early_exit
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sentences_per_request=args.max_sentences_per_request,
                          max_chars_per_sentence=args.max_chars_per_sentence)
-    info = {"model": str(Path(args.model).resolve()), "checkpoint": args.checkpoint, "engine": "torch",
-            "device": str(translator.device), "precision": args.precision, "quantized": args.quantize,
-            "parameters": sum(p.numel() for p in translator.model.parameters())}
+    info = {"model": str(Path(args.model).resolve()), "checkpoint": args.checkpoint, "engine": args.engine,
+            "device": str(translator.device), "precision": args.precision, "quantized": args.quantize}
+    if args.engine == "torch":
+        info["parameters"] = sum(p.numel() for p in translator.model.parameters())
+    else:
+        info["compute_type"] = translator.compute_type
     app = create_app(translator, limits=limits, max_batch_sentences=args.max_batch_sentences,
                      max_wait_ms=args.max_wait_ms, max_queue_sentences=args.max_queue_sentences,
                      api_keys=api_keys, info=info)
@@ -427,6 +477,15 @@ def cmd_serve(args) -> int:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
     except OSError as exc:
         raise TransformerMTError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_ctranslate2
+
+    output = export_ctranslate2(args.model, args.output, checkpoint=args.checkpoint, quantization=args.quantization)
+    print(f"exported {args.model} to {output}; translate with: transformer-mt translate --engine ctranslate2 "
+          f"--model {output} \"...\"")
     return 0
 
 
@@ -451,7 +510,7 @@ def cmd_upgrade_checkpoint(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "average": cmd_average,
-            "serve": cmd_serve, "upgrade-checkpoint": cmd_upgrade_checkpoint}
+            "serve": cmd_serve, "export": cmd_export, "upgrade-checkpoint": cmd_upgrade_checkpoint}
 
 
 def main(argv: list[str] | None = None) -> int:
