@@ -89,8 +89,9 @@ def main() -> int:
     parser.add_argument("--src", help="sentences to translate (default: the run's test split source)")
     parser.add_argument("--sentences", type=int, default=500)
     parser.add_argument("--max-batch-sentences", type=int, default=64)
+    parser.add_argument("--server-threads", type=int, default=None, help="serve --threads (default: serve's)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
-    parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     translator = Translator.from_run(args.model, device="cpu")
@@ -99,8 +100,9 @@ def main() -> int:
     rows = {}
     for name, batch in (("serve, batching", args.max_batch_sentences), ("serve, no batching", 1)):
         for clients in args.clients if batch > 1 else args.clients[-1:]:
+            threads = ["--threads", str(args.server_threads)] if args.server_threads else []
             server, base = start_server(args.model, "--max-batch-sentences", str(batch), "--max-wait-ms",
-                                        str(args.max_wait_ms))
+                                        str(args.max_wait_ms), *threads)
             try:
                 rows[f"{name}, {clients} clients"] = load(base, sentences, clients)
             finally:

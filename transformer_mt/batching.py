@@ -53,7 +53,7 @@ class _Job:
 class BatchingTranslator:
     """Queue + one worker thread around a :class:`Translator`; ``submit`` returns a Future of scored results."""
 
-    def __init__(self, translator: Translator, max_batch_sentences: int = 64, max_wait_ms: float = 10.0,
+    def __init__(self, translator: Translator, max_batch_sentences: int = 64, max_wait_ms: float = 2.0,
                  max_queue_sentences: int = 2048):
         self.translator = translator
         self.max_batch_sentences = max_batch_sentences

@@ -113,7 +113,7 @@ def _parse_libretranslate_body(content_type: str, body: bytes) -> dict:
 
 
 def create_app(translator: Translator, *, limits: ServeLimits | None = None, max_batch_sentences: int = 64,
-               max_wait_ms: float = 10.0, max_queue_sentences: int = 2048, api_keys: set[str] | None = None,
+               max_wait_ms: float = 2.0, max_queue_sentences: int = 2048, api_keys: set[str] | None = None,
                info: dict | None = None) -> FastAPI:
     """The FastAPI application serving ``translator`` (uvicorn runs it; tests call it with a client)."""
     limits = limits or ServeLimits()
