@@ -14,6 +14,9 @@ fast way (key/value cache, 64 sentences per batch, finished sentences leaving th
 reference way (no cache, the whole prefix recomputed each step, one sentence at a time), greedy
 and beam 5, and prints how many translations are identical and both BLEU scores.
 
+``--ctranslate2`` (with ``--run``) also exports the run to CTranslate2 in float32 and int8 and
+decodes the same sentences with the same settings (rows ``ct2 fp32`` and ``ct2 int8``).
+
     python scripts/benchmark.py --config configs/multi30k_de_en.yaml --run runs/m30k_de_en
     python scripts/benchmark.py --config configs/demo.yaml --json results.json
 
@@ -36,7 +39,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformer_mt.config import load_config  # noqa: E402
+from transformer_mt.ct2_translator import CTranslate2Translator  # noqa: E402
 from transformer_mt.data import collate, make_batches, read_lines  # noqa: E402
+from transformer_mt.export import INSTALL_HINT, export_ctranslate2  # noqa: E402
 from transformer_mt.scoring import resolve_tokenize, score  # noqa: E402
 from transformer_mt.trainer import Trainer  # noqa: E402
 from transformer_mt.translator import Translator  # noqa: E402
@@ -70,7 +75,8 @@ def benchmark_training(trainer: Trainer, warmup: int, steps: int) -> dict:
             "peak_memory_mb": peak_memory_mb(trainer.device)}
 
 
-def benchmark_decoding(translator: Translator, sources: list[str], references: list[str], tokenize: str) -> list[dict]:
+def benchmark_decoding(translator: Translator | CTranslate2Translator, sources: list[str], references: list[str],
+                       tokenize: str) -> list[dict]:
     rows = []
     for beam_size in (1, 5):
         for batch_size in (1, 64):
@@ -83,6 +89,24 @@ def benchmark_decoding(translator: Translator, sources: list[str], references: l
                          "sentences": len(sources), "seconds": seconds,
                          "sentences_per_s": len(sources) / seconds, "tokens_per_s": out_tokens / seconds,
                          "bleu": score(hyps, references, tokenize)["bleu"]})
+    return rows
+
+
+def benchmark_ctranslate2(run: str, checkpoint: str, sources: list[str], references: list[str],
+                          tokenize: str) -> list[dict]:
+    """benchmark_decoding's rows for the run exported to CTranslate2 in float32 and int8; none without it."""
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        print(f"CTranslate2 is not installed, skipping the ct2 rows: {INSTALL_HINT}")
+        return []
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, quantization in (("fp32", None), ("int8", "int8")):
+            export_dir = export_ctranslate2(run, Path(tmp) / name, checkpoint, quantization=quantization)
+            translator = CTranslate2Translator(export_dir, intra_threads=torch.get_num_threads())
+            rows += [{**row, "weights": f"ct2 {name}"}
+                     for row in benchmark_decoding(translator, sources, references, tokenize)]
     return rows
 
 
@@ -118,9 +142,13 @@ def main() -> int:
     parser.add_argument("--check-exact", type=int, default=0, metavar="N",
                         help="compare fast decoding with uncached one-sentence-at-a-time decoding on the first "
                              "N test sentences (needs --run)")
+    parser.add_argument("--ctranslate2", action="store_true",
+                        help="also decode with the run exported to CTranslate2, float32 and int8 (needs --run)")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
 
+    if args.ctranslate2 and not args.run:
+        parser.error("--ctranslate2 needs a trained run (--run DIR)")
     config = load_config(args.config)
     if args.precision:
         config.training.precision = args.precision
@@ -162,6 +190,8 @@ def main() -> int:
             for row in benchmark_decoding(translator, sources, references, tokenize):
                 row["weights"] = name
                 result["decoding"].append(row)
+        if args.ctranslate2:
+            result["decoding"] += benchmark_ctranslate2(args.run, args.checkpoint, sources, references, tokenize)
         print(f"\n{'weights':8} {'search':8} {'batch':>5} {'sent/s':>8} {'tok/s':>8} {'BLEU':>6}")
         for row in result["decoding"]:
             print(f"{row['weights']:8} {row['search']:8} {row['batch_size']:5d} {row['sentences_per_s']:8.1f} "
