@@ -299,3 +299,65 @@ def test_serve_refuses_a_busy_port_and_a_bad_key_file_in_one_line(small_run, tmp
                            "Address already in use")
     (tmp_path / "keys").write_text("\n  \n")
     assert_clean_error(run_cli("serve", "--model", small_run[2], "--api-key-file", tmp_path / "keys"), "holds no key")
+
+
+def test_hostile_bodies_get_json_errors_not_500(client):
+    deep = b"[" * 1900 + b"]" * 1900  # deeper than Python's recursion limit, within the 4000-byte body limit
+    for body, status in ((b'{"q": "ba", "alternatives": Infinity}', 400), (deep, 400),
+                         (b'{"q": "\\ud800"}', 400)):
+        response = client.post("/translate", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == status, (body[:40], response.text)
+        assert "error" in response.json()
+    big = b'{"text": "ba", "pad": "' + b"x" * 5000 + b'"}'  # the native API has the body limit too
+    assert client.post("/v1/translate", content=big, headers={"content-type": "application/json"}).status_code == 413
+    assert client.post("/v1/translate", json={"text": "ba", "length_penalty": 1000}).status_code == 422
+    missing = client.get("/no/such/page")
+    assert missing.status_code == 404 and "error" in missing.json()
+
+
+def test_a_non_ascii_api_key(translator):
+    with live(create_app(translator, api_keys={"clé-1"}, max_wait_ms=1)) as c:
+        assert c.post("/translate", json={"q": "ba", "api_key": "clé"}).status_code == 403
+        assert c.post("/translate", json={"q": "ba", "api_key": "clé-1"}).status_code == 200
+
+
+class FailsOn:
+    """A translator that raises for one sentence: what a bad input does inside the decoding thread."""
+
+    def __init__(self, real, bad):
+        self.real, self.bad, self.config = real, bad, real.config
+
+    def translate(self, sentences, **kwargs):
+        if self.bad in sentences:
+            raise ValueError("cannot decode this")
+        return self.real.translate(sentences, **kwargs)
+
+
+def test_one_requests_failure_is_its_own_and_cancelled_requests_do_not_stop_the_worker(translator):
+    batcher = BatchingTranslator(FailsOn(translator, "BAD"), max_batch_sentences=16, max_wait_ms=200)
+    options = DecodeOptions(2, 1.0, 1)
+    good, bad = batcher.submit([SENTENCES[0]], options), batcher.submit(["BAD"], options)
+    assert good.result(60)[0][0].text == offline(translator, SENTENCES[:1], beam_size=2)[0][0].text
+    with pytest.raises(ValueError):
+        bad.result(60)
+
+    slow = SlowTranslator(translator)
+    batcher = BatchingTranslator(slow, max_batch_sentences=1, max_wait_ms=0)
+    running = batcher.submit([SENTENCES[0]], options)
+    assert slow.started.wait(30)
+    given_up = batcher.submit([SENTENCES[1]], options)
+    assert given_up.cancel()  # the client went away while its request waited
+    slow.release.set()
+    running.result(60)
+    assert batcher.submit([SENTENCES[2]], options).result(60)  # the worker is still alive
+    batcher.close()
+
+
+def test_serve_and_export_refuse_bad_settings_in_one_line(small_run, tmp_path):
+    from conftest import assert_clean_error, run_cli
+
+    assert_clean_error(run_cli("serve", "--model", small_run[2], "--beam-size", "100"), "above the server's limit")
+    assert_clean_error(run_cli("serve", "--model", small_run[2], "--length-penalty", "nan"), "finite")
+    (tmp_path / "afile").write_text("x")
+    pytest.importorskip("ctranslate2")
+    assert_clean_error(run_cli("export", "--model", small_run[2], "--output", tmp_path / "afile" / "sub"))

@@ -113,7 +113,9 @@ class BatchingTranslator:
             for job in batch:
                 self.jobs.remove(job)
             self.queued_sentences -= size
-            self.decoding_sentences = size
+            # A request whose caller gave up (cancelled) is not decoded; the others cannot be cancelled now.
+            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            self.decoding_sentences = sum(len(job.sentences) for job in batch)
             return batch
 
     def _sentences_like(self, options: DecodeOptions) -> int:
@@ -121,19 +123,25 @@ class BatchingTranslator:
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
-            options = batch[0].options
-            sentences = [sentence for job in batch for sentence in job.sentences]
-            try:
-                results = self.translator.translate(sentences, beam_size=options.beam_size, nbest=options.nbest,
-                                                    length_penalty=options.length_penalty, return_scores=True)
-            except BaseException as exc:  # noqa: BLE001 -- every waiting request learns of the failure
-                for job in batch:
-                    job.future.set_exception(exc)
-                self.decoding_sentences = 0
-                continue
-            self.batch_sizes.append(len(sentences))
-            start = 0
-            for job in batch:
-                job.future.set_result(results[start:start + len(job.sentences)])
-                start += len(job.sentences)
+            if batch:
+                self._decode(batch)
             self.decoding_sentences = 0
+
+    def _decode(self, batch: list[_Job]) -> None:
+        options = batch[0].options
+        sentences = [sentence for job in batch for sentence in job.sentences]
+        try:
+            results = self.translator.translate(sentences, beam_size=options.beam_size, nbest=options.nbest,
+                                                length_penalty=options.length_penalty, return_scores=True)
+        except Exception as exc:  # noqa: BLE001 -- reported to the requests, never the end of the worker
+            if len(batch) > 1:  # one request's bad input must not fail the others: decode each on its own
+                for job in batch:
+                    self._decode([job])
+            else:
+                batch[0].future.set_exception(exc)
+            return
+        self.batch_sizes.append(len(sentences))
+        start = 0
+        for job in batch:
+            job.future.set_result(results[start:start + len(job.sentences)])
+            start += len(job.sentences)

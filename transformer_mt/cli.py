@@ -214,7 +214,9 @@ def _load_ctranslate2(args):
         export_ctranslate2(model, export_dir, checkpoint=args.checkpoint)
         model = export_dir
     compute_type = "int8" if args.quantize else {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[args.precision]
-    device = "cuda" if args.device.startswith("cuda") else "cpu"
+    from .device import resolve_device
+
+    device = resolve_device(args.device).type  # checks the name (and that CUDA is there) as the torch engine does
     threads = getattr(args, "threads", None) or 0  # serve sets it; 0 is CTranslate2's default
     return CTranslate2Translator(model, device=device, compute_type=compute_type, intra_threads=threads)
 
@@ -470,6 +472,13 @@ def cmd_serve(args) -> int:
         translator.config.decoding.batch_size = args.batch_size
     if args.early_exit is not None:
         translator.config.decoding.early_exit = args.early_exit
+    from .translator import resolve_decoding
+
+    decoding = resolve_decoding(translator.config)  # a setting that would fail every request fails here instead
+    limits_probe = ServeLimits()
+    if decoding.beam_size > limits_probe.max_beam_size:
+        raise TransformerMTError(f"--beam-size {decoding.beam_size} is above the server's limit of "
+                                 f"{limits_probe.max_beam_size}")
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sentences_per_request=args.max_sentences_per_request,
                          max_chars_per_sentence=args.max_chars_per_sentence)
     info = {"model": str(Path(args.model).resolve()), "checkpoint": args.checkpoint, "engine": args.engine,

@@ -200,10 +200,10 @@ def export_ctranslate2(run_dir, output_dir, checkpoint: str = "best", quantizati
     spec.validate()
     spec.optimize(quantization=quantization)
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
         spec.save(str(tmp))
         save_config(translator.config, tmp / "config.yaml")

@@ -37,11 +37,12 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown
 from .errors import TransformerMTError
-from .translator import Translator
+from .translator import MAX_LENGTH_PENALTY, Translator
 
 # Names of common language codes for /languages; other codes are shown as they are.
 LANGUAGE_NAMES = {
@@ -72,7 +73,8 @@ class NativeRequest(BaseModel):
 
     text: str | list[str] = Field(description="a sentence or a list of sentences")
     beam_size: int | None = Field(None, ge=1, description="default: the model's decoding.beam_size")
-    length_penalty: float | None = Field(None, allow_inf_nan=False, description="GNMT alpha")
+    length_penalty: float | None = Field(None, ge=-MAX_LENGTH_PENALTY, le=MAX_LENGTH_PENALTY, allow_inf_nan=False,
+                                         description="GNMT alpha")
     nbest: int = Field(1, ge=1, description="translations per sentence, best first")
     api_key: str | None = Field(None, description="needed when the server was started with --api-key-file")
 
@@ -94,6 +96,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _parse_libretranslate_body(content_type: str, body: bytes) -> dict:
     """JSON, or a urlencoded form as LibreTranslate's web clients send (one value per field)."""
     if "application/x-www-form-urlencoded" in content_type:
@@ -103,10 +109,12 @@ def _parse_libretranslate_body(content_type: str, body: bytes) -> dict:
             raise ApiError(400, "the form body is not valid UTF-8") from None
         return {key: values if key == "q" and len(values) > 1 else values[0] for key, values in fields.items()}
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ApiError(400, f"the body is not valid JSON ({exc}); send a JSON object such as "
                             f'{{"q": "text", "source": "auto", "target": "xx"}}') from None
+    except RecursionError:
+        raise ApiError(400, "the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the JSON body must be an object with a 'q' field")
     return data
@@ -142,8 +150,12 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
         return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):  # 404, 405, ...: the same JSON shape
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
@@ -153,6 +165,11 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
         sentences = [q] if isinstance(q, str) else q
         if not isinstance(sentences, list) or not all(isinstance(s, str) for s in sentences):
             raise ApiError(400, "'q' must be a string or a list of strings")
+        for i, sentence in enumerate(sentences):
+            try:
+                sentence.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but no text
+                raise ApiError(400, f"sentence {i} is not valid Unicode text (a lone surrogate)") from None
         if len(sentences) > limits.max_sentences_per_request:
             raise ApiError(413, f"{len(sentences)} sentences in one request; the limit is "
                                 f"{limits.max_sentences_per_request} (max_sentences_per_request)")
@@ -177,10 +194,17 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
         except TransformerMTError as exc:
             raise ApiError(400, str(exc)) from None
 
+    encoded_keys = [k.encode("utf-8") for k in api_keys] if api_keys is not None else None
+
     def check_api_key(key) -> None:
-        if api_keys is None:
+        if encoded_keys is None:
             return
-        if not isinstance(key, str) or not any(hmac.compare_digest(key, k) for k in api_keys):
+        try:
+            given = key.encode("utf-8") if isinstance(key, str) else None
+        except UnicodeEncodeError:
+            given = None
+        # compare_digest on bytes: constant time, and any Unicode key works (it refuses non-ASCII str).
+        if given is None or not any(hmac.compare_digest(given, k) for k in encoded_keys):
             raise ApiError(403, "missing or invalid API key; send it as 'api_key'")
 
     @app.post("/translate", summary="Translate (LibreTranslate-compatible)")
@@ -219,8 +243,14 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
     async def languages():
         return [_language_entry(source, target)]
 
-    @app.post("/v1/translate", summary="Translate with decoding options and scores")
-    async def translate_native(request: NativeRequest):
+    @app.post("/v1/translate", summary="Translate with decoding options and scores", openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": NativeRequest.model_json_schema()}}}})
+    async def translate_native(http_request: Request):
+        body = await _read_body(http_request, limits.max_body_bytes)
+        try:
+            request = NativeRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
         check_api_key(request.api_key)
         sentences = check_sentences(request.text)
         beam = request.beam_size or max(default_beam, request.nbest)

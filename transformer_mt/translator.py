@@ -47,6 +47,10 @@ class Decoding(NamedTuple):
     early_exit: bool
 
 
+# Beyond this the GNMT penalty ((5 + length) / 6) ** alpha overflows float arithmetic; useful values are 0-2.
+MAX_LENGTH_PENALTY = 10.0
+
+
 def resolve_decoding(config: Config, beam_size: int | None = None, nbest: int | None = None,
                      length_penalty: float | None = None, batch_size: int | None = None,
                      max_length_a: float | None = None, max_length_b: int | None = None,
@@ -65,6 +69,9 @@ def resolve_decoding(config: Config, beam_size: int | None = None, nbest: int | 
         raise TransformerMTError("beam size, nbest and batch size must be at least 1")
     if not (math.isfinite(settings.length_penalty) and math.isfinite(settings.max_length_a)):
         raise TransformerMTError("the length penalty and max_length_a must be finite numbers")
+    if abs(settings.length_penalty) > MAX_LENGTH_PENALTY:
+        raise TransformerMTError(f"the length penalty must be between -{MAX_LENGTH_PENALTY:g} and "
+                                 f"{MAX_LENGTH_PENALTY:g} (useful values: 0 to 2), got {settings.length_penalty:g}")
     if settings.nbest > settings.beam_size:
         raise TransformerMTError(f"nbest ({settings.nbest}) cannot exceed the beam size ({settings.beam_size})")
     return settings
