@@ -51,7 +51,8 @@ def live(app):
 @pytest.fixture(scope="module")
 def client(translator):
     app = create_app(translator, limits=ServeLimits(max_body_bytes=4000, max_sentences_per_request=8,
-                                                    max_chars_per_sentence=200), max_wait_ms=1)
+                                                    max_chars_per_sentence=200, max_chars_per_request=1000),
+                     max_wait_ms=1)
     with live(app) as http:
         yield http
 
@@ -107,6 +108,7 @@ def test_native_api_returns_nbest_with_scores(client, translator):
     ({"q": "ba", "alternatives": 20}, 400, "above this server's limits"),
     ({"q": ["ba"] * 9}, 413, "the limit is 8 (max_sentences_per_request)"),
     ({"q": "ba " * 100}, 413, "the limit is 200 (max_chars_per_sentence)"),
+    ({"q": ["ba " * 60] * 7}, 413, "the limit is 1000 (max_chars_per_request)"),
 ])
 def test_bad_libretranslate_requests_get_json_errors(client, body, status, fragment):
     response = client.post("/translate", json=body)

@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sentences in one request at most; more gets 413 (default: 256)")
     serve.add_argument("--max-chars-per-sentence", type=int, default=5000, metavar="N",
                        help="characters per sentence at most; more gets 413 (default: 5000)")
+    serve.add_argument("--max-chars-per-request", type=int, default=20000, metavar="N",
+                       help="characters in one request at most (bounds how long it holds the decoder); more gets "
+                            "413 (default: 20000)")
     serve.add_argument("--max-body-bytes", type=int, default=1_000_000, metavar="N",
                        help="request body size at most; more gets 413 (default: 1000000)")
     serve.add_argument("--threads", type=int, default=None, metavar="N",
@@ -444,7 +447,7 @@ def cmd_serve(args) -> int:
         raise TransformerMTError(f"serving needs the [serve] extra ({exc.name} is not installed): "
                                  f"pip install 'transformer-mt[serve]'") from None
     for option in ("max_batch_sentences", "max_queue_sentences", "max_sentences_per_request",
-                   "max_chars_per_sentence", "max_body_bytes"):
+                   "max_chars_per_sentence", "max_chars_per_request", "max_body_bytes"):
         if getattr(args, option) < 1:
             raise TransformerMTError(f"--{option.replace('_', '-')} must be at least 1")
     if not 0 <= args.max_wait_ms <= 10_000:
@@ -480,7 +483,8 @@ def cmd_serve(args) -> int:
         raise TransformerMTError(f"--beam-size {decoding.beam_size} is above the server's limit of "
                                  f"{limits_probe.max_beam_size}")
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sentences_per_request=args.max_sentences_per_request,
-                         max_chars_per_sentence=args.max_chars_per_sentence)
+                         max_chars_per_sentence=args.max_chars_per_sentence,
+                         max_chars_per_request=args.max_chars_per_request)
     info = {"model": str(Path(args.model).resolve()), "checkpoint": args.checkpoint, "engine": args.engine,
             "threads": threads,
             "device": str(translator.device), "precision": args.precision, "quantized": args.quantize}

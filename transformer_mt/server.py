@@ -58,6 +58,8 @@ class ServeLimits:
     max_body_bytes: int = 1_000_000
     max_sentences_per_request: int = 256
     max_chars_per_sentence: int = 5_000
+    # Decoding time grows with the text, not the body size: this bounds how long one request holds the decoder.
+    max_chars_per_request: int = 20_000
     max_nbest: int = 8
     max_beam_size: int = 16
 
@@ -177,6 +179,10 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
             if len(sentence) > limits.max_chars_per_sentence:
                 raise ApiError(413, f"sentence {i} has {len(sentence)} characters; the limit is "
                                     f"{limits.max_chars_per_sentence} (max_chars_per_sentence)")
+        total = sum(len(sentence) for sentence in sentences)
+        if total > limits.max_chars_per_request:
+            raise ApiError(413, f"the request holds {total} characters; the limit is {limits.max_chars_per_request} "
+                                f"(max_chars_per_request): send the text in several requests")
         return sentences
 
     async def decode(sentences: list[str], options: DecodeOptions):
