@@ -125,28 +125,6 @@ def test_tied_and_shared_embeddings_are_one_tensor():
     assert untied.src_embed.embedding is not untied.tgt_embed.embedding
 
 
-def test_dropout_mask_drops_p_and_keeps_the_mean():
-    from transformer_mt.model import dropout_mask
-
-    torch.manual_seed(0)
-    for p in (0.1, 0.3):
-        mask = dropout_mask((1000, 1000), p, torch.empty(0))
-        dropped = (mask == 0).float().mean().item()
-        assert abs(dropped - p) < 0.002, (p, dropped)
-        assert abs(mask.mean().item() - 1.0) < 0.003
-        assert set(mask.unique().tolist()) <= {0.0, mask.max().item()}
-
-
-def test_dropout_mask_draws_from_the_seeded_generator():
-    from transformer_mt.model import dropout_mask
-
-    torch.manual_seed(3)
-    first = dropout_mask((7, 33), 0.2, torch.empty(0))
-    torch.manual_seed(3)
-    assert torch.equal(first, dropout_mask((7, 33), 0.2, torch.empty(0)))
-    assert not torch.equal(first, dropout_mask((7, 33), 0.2, torch.empty(0)))
-
-
 def test_spelled_out_attention_equals_scaled_dot_product_attention():
     """The CPU training path with attention dropout computes the same weights as SDPA."""
     from transformer_mt.model import MultiHeadAttention
@@ -158,26 +136,3 @@ def test_spelled_out_attention_equals_scaled_dot_product_attention():
     for mask, causal in ((key_mask, False), (None, True), (None, False)):
         expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         assert torch.allclose(attn.spelled_out_attention(q, k, v, mask, causal), expected, atol=1e-6)
-
-
-def test_linear_layer_equals_torch_linear_forwards_and_backwards():
-    # model.Linear multiplies with oneDNN on CPU (its own backward pass); it must compute what
-    # F.linear computes, for 3-D inputs and without a bias too.
-    from transformer_mt.model import Linear
-
-    torch.manual_seed(0)
-    for bias in (True, False):
-        layer = Linear(32, 48, bias=bias)
-        x = torch.randn(4, 7, 32, requires_grad=True)
-        grad_y = torch.randn(4, 7, 48)
-        layer(x).backward(grad_y)
-        ours = [x.grad.clone(), layer.weight.grad.clone()] + ([layer.bias.grad.clone()] if bias else [])
-        x.grad = None
-        layer.zero_grad()
-        torch.nn.functional.linear(x, layer.weight, layer.bias).backward(grad_y)
-        expected = [x.grad, layer.weight.grad] + ([layer.bias.grad] if bias else [])
-        for got, want in zip(ours, expected):
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        with torch.no_grad():
-            torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias),
-                                       rtol=1e-5, atol=1e-5)

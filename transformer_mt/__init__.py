@@ -5,6 +5,7 @@ Modules, one concept each:
     tokenizer   SentencePiece models and text <-> ids
     data        reading/checking parallel text, caching ids, token-based batches
     model       the Transformer (Vaswani et al. 2017) with an incremental-decoding cache
+    kernels     CPU performance kernels (oneDNN linear layers, fast dropout masks), with a switch
     loss        label-smoothed cross-entropy
     search      greedy and beam search
     checkpoint  atomic saving, safe loading with clear errors, averaging, upgrading

@@ -22,7 +22,8 @@ from .checkpoint import check_tokenizer_checksums, load_checkpoint
 from .config import Config, config_from_dict
 from .device import autocast, keep_freed_cpu_memory, resolve_device
 from .errors import TransformerMTError
-from .model import Linear, Transformer, build_model
+from .kernels import OneDNNLinear
+from .model import Transformer, build_model
 from .search import beam_search, greedy_search
 from .tokenizer import PAD_ID, Tokenizer, load_tokenizers
 
@@ -170,7 +171,7 @@ class Translator:
                 raise TransformerMTError(f"--quantize computes in int8 with float32 around it; it cannot be "
                                          f"combined with --precision {precision}: leave one of them out")
             for module in model.modules():  # quantize_dynamic swaps modules whose type is exactly nn.Linear
-                if isinstance(module, Linear):
+                if isinstance(module, OneDNNLinear):
                     module.__class__ = torch.nn.Linear
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         return cls(model, src_tok, tgt_tok, config, resolved, precision)

@@ -1,0 +1,59 @@
+"""The CPU kernels compute what the plain PyTorch layers compute, and the switch turns them off."""
+
+import torch
+
+from transformer_mt import kernels
+from transformer_mt.kernels import FastDropout, OneDNNLinear, dropout_mask
+
+
+def test_dropout_mask_drops_p_and_keeps_the_mean():
+    torch.manual_seed(0)
+    for p in (0.1, 0.3):
+        mask = dropout_mask((1000, 1000), p, torch.empty(0))
+        dropped = (mask == 0).float().mean().item()
+        assert abs(dropped - p) < 0.002, (p, dropped)
+        assert abs(mask.mean().item() - 1.0) < 0.003
+        assert set(mask.unique().tolist()) <= {0.0, mask.max().item()}
+
+
+def test_dropout_mask_draws_from_the_seeded_generator():
+    torch.manual_seed(3)
+    first = dropout_mask((7, 33), 0.2, torch.empty(0))
+    torch.manual_seed(3)
+    assert torch.equal(first, dropout_mask((7, 33), 0.2, torch.empty(0)))
+    assert not torch.equal(first, dropout_mask((7, 33), 0.2, torch.empty(0)))
+
+
+def test_linear_layer_equals_torch_linear_forwards_and_backwards():
+    # OneDNNLinear multiplies with oneDNN on CPU (its own backward pass); it must compute what
+    # F.linear computes, for 3-D inputs and without a bias too.
+    torch.manual_seed(0)
+    for bias in (True, False):
+        layer = OneDNNLinear(32, 48, bias=bias)
+        x = torch.randn(4, 7, 32, requires_grad=True)
+        grad_y = torch.randn(4, 7, 48)
+        layer(x).backward(grad_y)
+        ours = [x.grad.clone(), layer.weight.grad.clone()] + ([layer.bias.grad.clone()] if bias else [])
+        x.grad = None
+        layer.zero_grad()
+        torch.nn.functional.linear(x, layer.weight, layer.bias).backward(grad_y)
+        expected = [x.grad, layer.weight.grad] + ([layer.bias.grad] if bias else [])
+        for got, want in zip(ours, expected):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias),
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_the_switch_gives_the_plain_pytorch_path(monkeypatch):
+    torch.manual_seed(0)
+    layer, x = OneDNNLinear(16, 24), torch.randn(5, 16)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    with torch.no_grad():
+        assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))  # bit for bit
+    dropout = FastDropout(0.25).train()
+    torch.manual_seed(1)
+    ours = dropout(torch.ones(200, 50))
+    torch.manual_seed(1)
+    assert torch.equal(ours, torch.nn.functional.dropout(torch.ones(200, 50), 0.25, training=True))
+    assert torch.equal(dropout.eval()(x), x)
