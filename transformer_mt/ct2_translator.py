@@ -37,9 +37,10 @@ How our decoding (search.py) is mapped onto CTranslate2's, and where they differ
   nbest finished) or at beam_size finished. CTranslate2 returns its nbest by log-probability,
   re-ranked here by GNMT, where ours ranks all its finished hypotheses.
 - Length limit. Ours is per sentence (max_length_a * source length + max_length_b tokens, the end
-  token not counted); CTranslate2's ``max_decoding_length`` is per call, so each call holds
-  sentences with the same limit (equal source lengths): batches are smaller than batch_size
-  when a batch would mix lengths. ``min_decoding_length=0``: ours may end at the first step
+  token not counted); CTranslate2's ``max_decoding_length`` is per call, so for beam search each
+  call holds sentences with the same limit (equal source lengths): batches are smaller than
+  batch_size when a batch would mix lengths. Greedy search decodes whole batches under their
+  largest limit and decodes again, alone, the few sentences that did not end within their own. ``min_decoding_length=0``: ours may end at the first step
   (CTranslate2's default of 1 forbids an empty translation).
 - Padding and the start token are never generated (suppressed, as search.NEVER_GENERATED).
 - The exported position table has ``positions`` rows (export.EXPORTED_POSITIONS); CTranslate2
@@ -127,12 +128,29 @@ class CTranslate2Translator:
 
         scored: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
         order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]), reverse=True)
+        hypotheses: dict[int, list] = {}
+        if beam_size == 1:
+            # Greedy search does not depend on the limit until the limit is reached: decode whole
+            # batches under their largest limit, and again alone only the sentences that ran past
+            # their own limit (exact, and far fewer, smaller calls than one call per limit).
+            again = []
+            for rows in (order[start:start + batch_size] for start in range(0, len(order), batch_size)):
+                results = self._decode([encoded[i] for i in rows], max(limits[i] for i in rows), 1, 1,
+                                       length_penalty, early_exit, keep_end=True)
+                for i, hyps in zip(rows, results):
+                    ids = hyps[0][0]
+                    if ids and ids[-1] == EOS_ID and len(ids) - 1 < limits[i]:
+                        hypotheses[i] = [(ids[:-1], hyps[0][1])]
+                    else:
+                        again.append(i)
+            order = again
         for rows in self._batches(order, limits, batch_size):
-            hypotheses = self._decode([encoded[i] for i in rows], limits[rows[0]], beam_size, nbest,
-                                      length_penalty, early_exit)
-            for i, hyps in zip(rows, hypotheses):
-                texts = [" ".join(text.splitlines()) for text in self.tgt_tokenizer.decode([h[0] for h in hyps])]
-                scored[i] = [Translation(text, score) for text, (_, score) in zip(texts, hyps)]
+            results = self._decode([encoded[i] for i in rows], limits[rows[0]], beam_size, nbest,
+                                   length_penalty, early_exit)
+            hypotheses.update(zip(rows, results))
+        for i, hyps in hypotheses.items():
+            texts = [" ".join(text.splitlines()) for text in self.tgt_tokenizer.decode([h[0] for h in hyps])]
+            scored[i] = [Translation(text, score) for text, (_, score) in zip(texts, hyps)]
         if return_scores:
             return scored
         if nbest == 1:
@@ -152,8 +170,10 @@ class CTranslate2Translator:
             yield batch
 
     def _decode(self, sources: list[list[int]], limit: int, beam_size: int, nbest: int, length_penalty: float,
-                early_exit: bool) -> list[list[tuple[list[int], float]]]:
-        """For each source (ids), up to nbest (target ids, score) by our ranking, best first."""
+                early_exit: bool, keep_end: bool = False) -> list[list[tuple[list[int], float]]]:
+        """For each source (ids), up to nbest (target ids, score) by our ranking, best first.
+
+        ``keep_end``: the target ids keep a final end token (so the caller sees which ended)."""
         wait_for_beam = beam_size > 1 and not early_exit
         results = self.translator.translate_batch(
             [self.src_tokenizer.sp.id_to_piece(ids) for ids in sources],
@@ -168,6 +188,6 @@ class CTranslate2Translator:
             for tokens, log_prob in zip(result.hypotheses, result.scores):
                 ids = self.tgt_tokenizer.sp.piece_to_id(tokens)
                 score = gnmt_score(log_prob, len(ids), length_penalty)  # the end token counts, as in search.py
-                hyps.append((ids[:-1] if ids and ids[-1] == EOS_ID else ids, score))
+                hyps.append((ids[:-1] if ids and ids[-1] == EOS_ID and not keep_end else ids, score))
             ranked.append(sorted(hyps, key=lambda h: h[1], reverse=True)[:nbest])
         return ranked
