@@ -14,6 +14,7 @@ Modules, one concept each:
     translator  the batched translation API
     batching    dynamic batching of concurrent requests (a queue and a decoding thread)
     export      export to CTranslate2 (optional extra [export])
+    plotting    learning curves of runs (optional extra [plots])
     ct2_translator  translate with an exported CTranslate2 model, like a Translator
     server      the REST API of `transformer-mt serve` (optional extra [serve])
     scoring     sacreBLEU BLEU / chrF

@@ -160,6 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
                                  "bfloat16", "float32"),
                         help="weight type in the export (default: float32, as trained)")
 
+    plot = sub.add_parser(
+        "plot", help="draw learning curves of one or more runs (matplotlib, the [plots] extra)",
+        description="Learning curves from the runs' metrics.jsonl: training and validation loss, validation "
+                    "BLEU and chrF, learning rate and training speed, steps on x; several --model overlaid.")
+    plot.add_argument("--model", required=True, action="append", metavar="DIR",
+                      help="run directory (repeat to compare runs)")
+    plot.add_argument("--output", metavar="DIR", help="folder for the pictures (default: the first run directory)")
+    plot.add_argument("--format", action="append", choices=("png", "svg", "pdf"),
+                      help="picture format (repeatable; default: png)")
+
     upgrade = sub.add_parser(
         "upgrade-checkpoint", help="convert checkpoints of an earlier transformer-mt to the safe format",
         description="Checkpoints are loaded without running code in them (torch.load with weights_only=True). "
@@ -514,6 +524,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from .plotting import plot_learning_curves
+
+    written = plot_learning_curves(args.model, args.output or args.model[0], tuple(args.format or ["png"]))
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
 def cmd_upgrade_checkpoint(args) -> int:
     from .checkpoint import upgrade_checkpoint
     from .rundir import upgrade_run_dir
@@ -535,7 +553,7 @@ def cmd_upgrade_checkpoint(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "average": cmd_average,
-            "serve": cmd_serve, "export": cmd_export, "upgrade-checkpoint": cmd_upgrade_checkpoint}
+            "serve": cmd_serve, "export": cmd_export, "plot": cmd_plot, "upgrade-checkpoint": cmd_upgrade_checkpoint}
 
 
 def main(argv: list[str] | None = None) -> int:
