@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transformer_mt import Translator, cli
-from transformer_mt.data import read_lines
+from transformer_mt.data import read_lines, split_lines
 from transformer_mt.errors import TransformerMTError
 from transformer_mt.scoring import score
 from transformer_mt.search import NEVER_GENERATED, beam_search
@@ -280,7 +280,7 @@ def test_split_lines_agrees_with_read_lines(text):
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp) / "lines.txt"
         path.write_bytes(text.encode("utf-8"))
-        assert cli._split_lines(text) == read_lines(path)
+        assert split_lines(text) == read_lines(path)
 
 
 class FakeStdin:

@@ -67,12 +67,16 @@ def tokenizer_checksums(src_model_path, tgt_model_path) -> dict:
     return {"src": file_sha256(src_model_path), "tgt": file_sha256(tgt_model_path)}
 
 
-def check_tokenizer_checksums(state: dict, src_model_path, tgt_model_path, checkpoint_path) -> None:
-    """Refuse a tokenizer that is not the one the checkpoint was trained with (same size is not enough)."""
+def check_tokenizer_checksums(state: dict, src_model_path, tgt_model_path, checkpoint_path,
+                              actual: dict | None = None) -> None:
+    """Refuse a tokenizer that is not the one the checkpoint was trained with (same size is not enough).
+
+    ``actual``: the files' checksums when the caller has computed them already.
+    """
     expected = state.get("tokenizer_sha256")
     if expected is None:
         return  # upgraded from format 1 without its run's tokenizer beside it: nothing to compare
-    actual = tokenizer_checksums(src_model_path, tgt_model_path)
+    actual = actual or tokenizer_checksums(src_model_path, tgt_model_path)
     for side, path in (("src", src_model_path), ("tgt", tgt_model_path)):
         if actual[side] != expected.get(side):
             raise TransformerMTError(

@@ -239,22 +239,9 @@ def _decode_kwargs(args) -> dict:
             "early_exit": args.early_exit}
 
 
-def _split_lines(text: str) -> list[str]:
-    """Split text into lines exactly as data.read_lines splits a file (tests check that they agree).
-
-    Only "\n" ends a line: str.splitlines would also split on U+2028, form feeds, "\x85" and
-    more, and so give more output lines than the input has. A BOM, trailing "\r"s and the
-    empty piece after a final newline go.
-    """
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines]
-
-
 def _read_stdin() -> list[str]:
+    from .data import split_lines
+
     if sys.stdin.isatty():
         print("reading sentences from standard input (one per line, Ctrl-D to end)", file=sys.stderr)
     raw = sys.stdin.buffer.read()
@@ -263,7 +250,7 @@ def _read_stdin() -> list[str]:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise TransformerMTError(f"standard input is not valid UTF-8 at line {line}") from None
-    return _split_lines(text)
+    return split_lines(text)
 
 
 def _check_output(path) -> None:
@@ -488,13 +475,12 @@ def cmd_serve(args) -> int:
     from .translator import resolve_decoding
 
     decoding = resolve_decoding(translator.config)  # a setting that would fail every request fails here instead
-    limits_probe = ServeLimits()
-    if decoding.beam_size > limits_probe.max_beam_size:
-        raise TransformerMTError(f"--beam-size {decoding.beam_size} is above the server's limit of "
-                                 f"{limits_probe.max_beam_size}")
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sentences_per_request=args.max_sentences_per_request,
                          max_chars_per_sentence=args.max_chars_per_sentence,
                          max_chars_per_request=args.max_chars_per_request)
+    if decoding.beam_size > limits.max_beam_size:
+        raise TransformerMTError(f"--beam-size {decoding.beam_size} is above the server's limit of "
+                                 f"{limits.max_beam_size}")
     info = {"model": str(Path(args.model).resolve()), "checkpoint": args.checkpoint, "engine": args.engine,
             "threads": threads,
             "device": str(translator.device), "precision": args.precision, "quantized": args.quantize}

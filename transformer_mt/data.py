@@ -60,10 +60,18 @@ def read_lines(path) -> list[str]:
             f"file {path} is not valid UTF-8: line {line} has an invalid byte sequence; "
             f"convert the file to UTF-8 (e.g. iconv -f LATIN1 -t UTF-8) or remove that line from both sides"
         ) from None
+    return split_lines(text)
+
+
+def split_lines(text: str) -> list[str]:
+    """Text as lines, the way every input is split (files, standard input): at "\n" only.
+
+    str.splitlines would also split at \x0b, \x1c, \x85, \u2028 ..., which may stand inside a
+    sentence, shift parallel pairs out of alignment and give more output lines than input lines.
+    A BOM, trailing "\r"s (CRLF files) and the empty piece after a final newline go.
+    """
     if text.startswith("\ufeff"):
         text = text[1:]
-    # "\n" only: str.splitlines would also split at \x0b, \x1c, \x85, \u2028 ..., which may stand
-    # inside a sentence, and shift the pairs out of alignment.
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()

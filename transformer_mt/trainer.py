@@ -27,8 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import math
+import os
 import random
 import shutil
 import signal
@@ -164,6 +164,12 @@ def discard_stale_tokenizer(config: Config, run_dir: Path) -> None:
 LOG_TAIL_BYTES = 4096  # the bytes before a log's recorded end whose hash identifies that log
 
 
+def _tail_sha256(handle, size: int) -> str:
+    """SHA-256 of the LOG_TAIL_BYTES bytes of an open log before byte ``size``; leaves the handle at ``size``."""
+    handle.seek(max(0, size - LOG_TAIL_BYTES))
+    return hashlib.sha256(handle.read(size - handle.tell())).hexdigest()
+
+
 def log_positions(run_dir: Path) -> dict:
     """Where train.log and metrics.jsonl end now, and a hash of the bytes just before (for the checkpoint)."""
     positions = {}
@@ -171,11 +177,9 @@ def log_positions(run_dir: Path) -> dict:
         try:
             with open(run_dir / name, "rb") as handle:
                 size = handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, size - LOG_TAIL_BYTES))
-                tail = handle.read(size - handle.tell())
+                positions[name] = {"size": size, "tail_sha256": _tail_sha256(handle, size)}
         except FileNotFoundError:
-            size, tail = 0, b""
-        positions[name] = {"size": size, "tail_sha256": hashlib.sha256(tail).hexdigest()}
+            positions[name] = {"size": 0, "tail_sha256": hashlib.sha256(b"").hexdigest()}
     return positions
 
 
@@ -195,9 +199,7 @@ def cut_logs_to_checkpoint(run_dir: Path, positions: dict) -> dict:
             continue
         size = position["size"]
         with open(path, "r+b") as handle:
-            handle.seek(max(0, size - LOG_TAIL_BYTES))
-            tail = handle.read(size - handle.tell())
-            if hashlib.sha256(tail).hexdigest() != position["tail_sha256"]:
+            if _tail_sha256(handle, size) != position["tail_sha256"]:
                 removed[name] = None
                 continue
             removed[name] = handle.read().count(b"\n")
@@ -270,7 +272,7 @@ class Trainer:
         self.tokenizer_sha256 = ckpt.tokenizer_checksums(self.src_tok.model_path, self.tgt_tok.model_path)
         if resume_state:
             ckpt.check_tokenizer_checksums(resume_state, self.src_tok.model_path, self.tgt_tok.model_path,
-                                           self.run_dir / CHECKPOINT_NAMES["last"])
+                                           self.run_dir / CHECKPOINT_NAMES["last"], actual=self.tokenizer_sha256)
         self.train_data = encode_parallel(
             data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
             data.max_len, cache_dir=self.run_dir / "cache", unpunctuated_copies=data.unpunctuated_copies,

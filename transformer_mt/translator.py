@@ -29,6 +29,7 @@ from .tokenizer import PAD_ID, Tokenizer, load_tokenizers
 
 log = logging.getLogger(__name__)
 
+
 class Translation(NamedTuple):
     """One translation and its score: the length-normalised log-probability beam search ranks by."""
 
