@@ -80,7 +80,7 @@ class ModelConfig:
 class TrainingConfig:
     seed: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA)
+    precision: str = "fp32"  # auto | fp32 | bf16 | fp16 (fp16 only on CUDA); auto: see device.resolve_precision
     num_threads: int = 0  # CPU threads for torch; 0 = torch's default
     compile: bool = False  # torch.compile the model
     batch_tokens: int = 4096  # target tokens per batch (before accumulation)
@@ -93,9 +93,10 @@ class TrainingConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-9
     weight_decay: float = 0.0
-    scheduler: str = "inverse_sqrt"  # inverse_sqrt | noam | cosine | constant
+    scheduler: str = "inverse_sqrt"  # inverse_sqrt | noam | cosine | linear | constant
+    schedule_horizon: str = "steps"  # steps | minutes: what the cosine/linear decay runs over (max_steps or max_minutes)
     warmup_steps: int = 1000
-    min_lr: float = 0.0  # floor for the cosine schedule
+    min_lr: float = 0.0  # floor of the cosine/linear schedules
     label_smoothing: float = 0.1
     clip_norm: float = 0.0  # 0 = no clipping
     validate_every: int = 1000  # optimizer updates between validations
@@ -135,9 +136,10 @@ class Config:
 CHOICES = {
     "tokenizer.model_type": ("bpe", "unigram", "char", "word"),
     "model.activation": ("relu", "gelu"),
-    "training.precision": ("fp32", "bf16", "fp16"),
+    "training.precision": ("auto", "fp32", "bf16", "fp16"),
     "training.optimizer": ("adam", "adamw"),
-    "training.scheduler": ("inverse_sqrt", "noam", "cosine", "constant"),
+    "training.scheduler": ("inverse_sqrt", "noam", "cosine", "linear", "constant"),
+    "training.schedule_horizon": ("steps", "minutes"),
 }
 
 # (key, lower bound, inclusive?) for numeric options.
@@ -343,10 +345,31 @@ def validate(config: Config, source: str = "config") -> None:
         )
     if config.data.src_lang == config.data.tgt_lang:
         raise TransformerMTError(f"{source}: 'data.src_lang' and 'data.tgt_lang' are both {config.data.src_lang!r}")
+    _validate_schedule(config.training, source)
+
+
+def _validate_schedule(cfg: TrainingConfig, source: str) -> None:
+    """A decaying schedule needs the end it decays towards."""
+    if cfg.schedule_horizon == "minutes":
+        if cfg.scheduler not in DECAYING_SCHEDULERS:
+            raise TransformerMTError(
+                f"{source}: 'training.schedule_horizon: minutes' times the decay of a cosine or linear schedule, "
+                f"but 'training.scheduler' is {cfg.scheduler}; set scheduler to cosine or linear, or the horizon "
+                f"to steps")
+        if not cfg.max_minutes:
+            raise TransformerMTError(
+                f"{source}: 'training.schedule_horizon: minutes' decays the learning rate over "
+                f"'training.max_minutes', which is 0; set max_minutes (e.g. 60)")
+    elif cfg.scheduler in DECAYING_SCHEDULERS and not cfg.max_steps:
+        raise TransformerMTError(
+            f"{source}: 'training.scheduler: {cfg.scheduler}' decays over 'training.max_steps', which is 0; set "
+            f"max_steps, or 'training.schedule_horizon: minutes' with max_minutes")
 
 
 # Schedules that ramp the learning rate up over training.warmup_steps before their peak.
-WARMUP_SCHEDULERS = ("inverse_sqrt", "noam", "cosine", "constant")
+WARMUP_SCHEDULERS = ("inverse_sqrt", "noam", "cosine", "linear", "constant")
+# Schedules that decay to training.min_lr over a horizon (training.schedule_horizon).
+DECAYING_SCHEDULERS = ("cosine", "linear")
 
 
 def training_warnings(config: Config) -> list[str]:

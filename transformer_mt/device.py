@@ -35,6 +35,26 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """The precision to train in, and why: ``auto`` picks what the hardware computes natively.
+
+    bf16 on CUDA devices that support it and on CPUs with AVX-512 BF16 or AMX; fp16 (with a
+    grad scaler) on older CUDA devices; fp32 elsewhere, where bf16 would be emulated and slower.
+    """
+    if precision != "auto":
+        return precision, "set in the config"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if torch.cuda.is_bf16_supported():
+            return "bf16", f"auto: {name} computes bf16 natively"
+        return "fp16", f"auto: {name} has no bf16; fp16 with a gradient scaler"
+    if device.type == "cpu":
+        if cpu_has_fast_bf16():
+            return "bf16", "auto: this CPU has native bf16 instructions (AVX-512 BF16 or AMX)"
+        return "fp32", "auto: this CPU has no native bf16 instructions (AVX-512 BF16 or AMX), where bf16 is slower"
+    return "fp32", f"auto: no mixed precision chosen for {device.type} devices"
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has native bf16 matrix instructions (AVX-512 BF16 or AMX).
 

@@ -8,7 +8,7 @@ A run directory holds everything needed to translate and to resume:
     run.json, .lock           marks the directory as a run; held locked while training (see rundir.py)
     config.yaml               the resolved config
     spm.model                 SentencePiece model (spm.src/tgt.model when not joint)
-    checkpoint_last.pt        model, optimizer, scheduler, scaler, RNG states, data position
+    checkpoint_last.pt        model, optimizer, grad scaler, RNG states, data position, elapsed time
     checkpoint_best.pt        weights with the best validation BLEU
     checkpoint_step*.pt       the last ``keep_last_n`` validation checkpoints (for averaging)
     checkpoint_average.pt     average of the last ``average_last_n`` of those (if asked for)
@@ -42,7 +42,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .config import Config, check_data_files, config_from_dict, save_config, training_warnings
 from .data import collate, count_oversized, encode_parallel, make_batches, read_parallel
-from .device import autocast, keep_freed_cpu_memory, resolve_device
+from .device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision
 from .errors import TransformerMTError
 from .loss import label_smoothed_nll_loss
 from .model import Transformer, build_model
@@ -61,8 +61,13 @@ class TrainingInterrupted(TransformerMTError):
     """Raised after SIGINT/SIGTERM once the checkpoint is saved."""
 
 
-def learning_rate_factor(step: int, cfg, d_model: int) -> float:
-    """Multiplier of ``training.lr`` at optimizer update ``step`` (1-based)."""
+def learning_rate_factor(step: int, cfg, d_model: int, progress: float | None = None) -> float:
+    """Multiplier of ``training.lr`` at optimizer update ``step`` (1-based).
+
+    The cosine and linear schedules decay over ``progress`` (0 -> 1) when it is given (the
+    minutes horizon: the share of the time budget spent), else over the updates after warmup
+    up to ``training.max_steps``.
+    """
     step = max(step, 1)
     warmup = cfg.warmup_steps
     if cfg.scheduler == "constant":
@@ -75,12 +80,16 @@ def learning_rate_factor(step: int, cfg, d_model: int) -> float:
         if not warmup:
             return 1.0 / math.sqrt(step)
         return min(step / warmup, math.sqrt(warmup / step))
-    # cosine: warmup, then cosine decay to min_lr at max_steps
+    # cosine / linear: warmup, then decay to min_lr at the end of the horizon
     if warmup and step < warmup:
         return step / warmup
-    total = max(cfg.max_steps, warmup + 1)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if progress is None:
+        total = max(cfg.max_steps, warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+    progress = min(1.0, max(0.0, progress))
     floor = cfg.min_lr / cfg.lr
+    if cfg.scheduler == "linear":
+        return floor + (1 - floor) * (1 - progress)
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -260,6 +269,7 @@ class Trainer:
             log.warning("%s", message)
 
         self.device = resolve_device(device or cfg.device)
+        self.precision, precision_reason = resolve_precision(cfg.precision, self.device)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         if self.device.type == "cpu":
@@ -294,9 +304,7 @@ class Trainer:
         # fused=True: one kernel for all parameters instead of several ops per tensor.
         self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                        weight_decay=cfg.weight_decay, fused=True)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda i: learning_rate_factor(i + 1, cfg, config.model.d_model))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16" and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and self.device.type == "cuda")
 
         self.step = 0
         self.epoch = 0
@@ -305,15 +313,20 @@ class Trainer:
         self.validations_without_improvement = 0
         self.nonfinite_in_row = 0
         self.nonfinite_total = 0
-        self.elapsed = 0.0  # training seconds of earlier sessions of this run
+        self.elapsed = 0.0  # seconds of the training loop in earlier sessions of this run (validation included)
+        self.validation_seconds = 0.0  # of those and this session's, the seconds spent validating
+        self.clock = time.monotonic  # tests replace it with a fake clock
+        self.session_start = self.clock()
         self.stop_signal = None
         if resume_state:
             self.load_state(resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
 
         num_params = sum(p.numel() for p in self.model.parameters())
-        log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s, "
-                 "precision %s", self.run_dir, len(self.train_data), len(self.valid_src), len(self.src_tok),
-                 len(self.tgt_tok), num_params / 1e6, self.device, cfg.precision)
+        log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s",
+                 self.run_dir, len(self.train_data), len(self.valid_src), len(self.src_tok), len(self.tgt_tok),
+                 num_params / 1e6, self.device)
+        log.info("precision %s (%s)", self.precision, precision_reason)
+        log.info("learning rate: %s", self.describe_schedule())
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -337,7 +350,6 @@ class Trainer:
         if full:
             state.update({
                 "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": {
                     "python": random.getstate(),
@@ -347,7 +359,8 @@ class Trainer:
                 },
                 "data_position": {"epoch": self.epoch, "batches_done": self.batches_done},
                 "validations_without_improvement": self.validations_without_improvement,
-                "elapsed": self.elapsed,
+                "elapsed": self.wall_seconds(),
+                "validation_seconds": self.validation_seconds,
                 "nonfinite_total": self.nonfinite_total,
                 "log_positions": log_positions(self.run_dir),
             })
@@ -367,7 +380,6 @@ class Trainer:
         except RuntimeError:
             raise TransformerMTError(f"checkpoint {path} does not fit the model of this config") from None
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         rng = state["rng"]
         random.setstate(rng["python"])
@@ -381,6 +393,7 @@ class Trainer:
         self.best_bleu = state["best_bleu"]
         self.validations_without_improvement = state["validations_without_improvement"]
         self.elapsed = state["elapsed"]
+        self.validation_seconds = state.get("validation_seconds", 0.0)
         self.nonfinite_total = state.get("nonfinite_total", 0)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch + 1,
                  self.batches_done)
@@ -407,12 +420,49 @@ class Trainer:
                 f"could not write {self.run_dir / 'metrics.jsonl'}: {exc.strerror or exc}; free disk space or make "
                 f"the run directory writable, then resume (the last checkpoint is intact)") from None
 
+    # --- the learning-rate schedule ----------------------------------------------------------------
+
+    def wall_seconds(self) -> float:
+        """Seconds of the training loop so far, all sessions, validation included: what max_minutes bounds."""
+        return self.elapsed + self.clock() - self.session_start
+
+    def schedule_progress(self) -> float | None:
+        """With the minutes horizon, the share of the time budget spent training (None: the steps horizon).
+
+        Time spent validating does not count: the progress is the training seconds so far over the
+        budget less the seconds validated so far, so it reaches 1 exactly when the budget ends.
+        """
+        cfg = self.config.training
+        if cfg.schedule_horizon != "minutes":
+            return None
+        training_budget = cfg.max_minutes * 60 - self.validation_seconds
+        trained = self.wall_seconds() - self.validation_seconds
+        return min(1.0, trained / training_budget) if training_budget > 0 else 1.0
+
+    def set_learning_rate(self) -> float:
+        """Set the learning rate of the next update (number ``self.step + 1``) and return it."""
+        cfg = self.config.training
+        lr = cfg.lr * learning_rate_factor(self.step + 1, cfg, self.config.model.d_model, self.schedule_progress())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def describe_schedule(self) -> str:
+        cfg = self.config.training
+        text = f"{cfg.scheduler}, peak {cfg.lr:g} after {cfg.warmup_steps} warmup updates"
+        if cfg.scheduler not in ("cosine", "linear"):
+            return text
+        if cfg.schedule_horizon == "minutes":
+            return (f"{text}, decaying to {cfg.min_lr:g} over the {cfg.max_minutes:g}-minute budget "
+                    f"(schedule_horizon: minutes; time spent validating does not count)")
+        return f"{text}, decaying to {cfg.min_lr:g} at update {cfg.max_steps} (schedule_horizon: steps)"
+
     # --- one update ------------------------------------------------------------------------------
 
     def compute_loss(self, batch):
         """Summed label-smoothed loss and NLL of one batch."""
         real = batch.tgt_output != PAD_ID
-        with autocast(self.device, self.config.training.precision):
+        with autocast(self.device, self.precision):
             logits = self.train_model(batch.src_tokens, batch.tgt_input, real)
         return label_smoothed_nll_loss(logits, batch.tgt_output[real], self.config.training.label_smoothing, PAD_ID)
 
@@ -420,6 +470,7 @@ class Trainer:
         """One optimizer update over ``batches`` (gradient accumulation); None if skipped as non-finite."""
         cfg = self.config.training
         self.model.train()
+        self.set_learning_rate()
         total_tokens = sum(b.num_tokens for b in batches)
         loss_sum = nll_sum = 0.0
         for batch in batches:
@@ -451,7 +502,6 @@ class Trainer:
         self.nonfinite_in_row = 0
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return {"loss": loss_sum / total_tokens, "nll": nll_sum / total_tokens, "tokens": total_tokens,
@@ -475,8 +525,8 @@ class Trainer:
     def validate(self) -> dict:
         start = time.time()
         loss, nll = self.validation_loss()
-        translator = Translator(self.model, self.src_tok, self.tgt_tok, self.config, self.device,
-                                self.config.training.precision)
+        # Decoded in fp32 whatever the training precision: BLEU here picks the best checkpoint.
+        translator = Translator(self.model, self.src_tok, self.tgt_tok, self.config, self.device, "fp32")
         dec = self.config.decoding
         hyps = translator.translate(self.valid_src, beam_size=dec.valid_beam_size)
         scores = score(hyps, self.valid_ref, resolve_tokenize(dec.sacrebleu_tokenize, self.config.data.tgt_lang))
@@ -487,7 +537,11 @@ class Trainer:
         return result
 
     def validate_and_save(self) -> bool:
-        """Validate, log, save checkpoints; return True when early stopping says stop."""
+        """Validate, log, save checkpoints; return True when early stopping says stop.
+
+        The time this takes is added to ``validation_seconds`` (it does not advance the schedule).
+        """
+        start = self.clock()
         result = self.validate()
         is_best = result["bleu"] > self.best_bleu
         if is_best:
@@ -500,19 +554,20 @@ class Trainer:
         log.info("validation at step %d: loss %.3f, ppl %.2f, BLEU %.2f, chrF %.2f (best %.2f)%s [%.1fs]",
                  self.step, result["loss"], result["ppl"], result["bleu"], result["chrf"], self.best_bleu,
                  " *" if is_best else "", result["seconds"])
+        self.validation_seconds += self.clock() - start
         self.save_checkpoints(is_best)
         patience = self.config.training.patience
         return bool(patience) and self.validations_without_improvement >= patience
 
     # --- the loop --------------------------------------------------------------------------------
 
-    def budget_spent(self, session_start: float) -> str | None:
+    def budget_spent(self) -> str | None:
         cfg = self.config.training
         if cfg.max_steps and self.step >= cfg.max_steps:
             return f"reached training.max_steps={cfg.max_steps}"
         if cfg.max_epochs and self.epoch >= cfg.max_epochs:
             return f"reached training.max_epochs={cfg.max_epochs}"
-        if cfg.max_minutes and self.elapsed + time.time() - session_start >= cfg.max_minutes * 60:
+        if cfg.max_minutes and self.wall_seconds() >= cfg.max_minutes * 60:
             return f"reached training.max_minutes={cfg.max_minutes}"
         return None
 
@@ -535,8 +590,8 @@ class Trainer:
                     previous_handlers[sig] = signal.signal(sig, self._handle_signal)
                 except ValueError:
                     pass  # not the main thread: signals stay with the caller
-            session_start = time.time()
-            stop_reason = self.budget_spent(session_start)
+            self.session_start = self.clock()
+            stop_reason = self.budget_spent()
             progress = tqdm(total=cfg.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True,
                             disable=(not self.show_progress) if self.show_progress is not None else None,
                             mininterval=1.0)
@@ -555,7 +610,7 @@ class Trainer:
                     if self.step % cfg.log_every == 0:
                         seconds = time.time() - window_start
                         record = {"type": "train", "step": self.step, "epoch": self.epoch + 1,
-                                  "loss": window_loss / window_tokens, "lr": self.scheduler.get_last_lr()[0],
+                                  "loss": window_loss / window_tokens, "lr": self.optimizer.param_groups[0]["lr"],
                                   "tokens_per_s": window_tokens / max(seconds, 1e-9),
                                   "grad_norm": stats["grad_norm"]}
                         self.write_metrics(record)
@@ -563,24 +618,23 @@ class Trainer:
                                              tok_s=f"{record['tokens_per_s']:.0f}")
                         log.debug("step %d loss %.4f", self.step, record["loss"])
                         window_tokens, window_loss, window_start = 0, 0.0, time.time()
-                    stop_reason = self.budget_spent(session_start)
+                    stop_reason = self.budget_spent()
                     if self.stop_signal:
                         stop_reason = f"{self.stop_signal} received"
                     if stop_reason is None and self.step % cfg.validate_every == 0:
-                        self.elapsed += time.time() - session_start
-                        session_start = time.time()
+                        validation_start = time.time()
                         if self.validate_and_save():
                             stop_reason = (f"early stopping: no BLEU improvement in {cfg.patience} validations")
-                        window_start += time.time() - session_start  # tokens/s excludes validation time
+                        window_start += time.time() - validation_start  # tokens/s excludes validation time
                 if self.batches_done >= len(batches):
                     self.epoch += 1
                     self.batches_done = 0
                     log.info("epoch %d done at step %d", self.epoch, self.step)
                     if stop_reason is None:
-                        stop_reason = self.budget_spent(session_start)
+                        stop_reason = self.budget_spent()
             progress.close()
-            self.elapsed += time.time() - session_start
-            session_start = time.time()
+            self.elapsed = self.wall_seconds()
+            self.session_start = self.clock()
             if self.stop_signal:
                 self.save_checkpoints(is_best=False)
                 raise TrainingInterrupted(
