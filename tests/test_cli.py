@@ -100,7 +100,7 @@ def test_average_command(trained_run):
     assert translated.returncode == 0 and translated.stdout.strip()
 
 
-@pytest.mark.parametrize("command", ["train", "translate", "evaluate", "average"])
+@pytest.mark.parametrize("command", ["train", "translate", "evaluate", "average", "plot"])
 def test_help_is_complete(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0

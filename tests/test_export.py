@@ -146,6 +146,8 @@ def test_bad_arguments_are_refused_alike(base):
     for engine in (translator, ct2):
         with pytest.raises(TypeError, match="list of sentences"):
             engine.translate("ga ge")
+    with pytest.raises(TransformerMTError, match="alignments need the PyTorch engine"):
+        ct2.translate(["ga ge"], return_alignment=True)
 
 
 def test_export_directory_is_self_contained(base):

@@ -126,9 +126,9 @@ def test_non_finite_losses_are_skipped_then_stop(tmp_path, monkeypatch):
     original = trainer_module.Trainer.compute_loss
     calls = {"n": 0}
 
-    def sometimes_nan(self, batch):
+    def sometimes_nan(self, batch, model):
         calls["n"] += 1
-        loss, nll = original(self, batch)
+        loss, nll = original(self, batch, model)
         return (loss * float("nan"), nll) if calls["n"] in (2, 3) else (loss, nll)
 
     monkeypatch.setattr(trainer_module.Trainer, "compute_loss", sometimes_nan)
@@ -137,7 +137,7 @@ def test_non_finite_losses_are_skipped_then_stop(tmp_path, monkeypatch):
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count('"nonfinite"') == 2
 
     monkeypatch.setattr(trainer_module.Trainer, "compute_loss",
-                        lambda self, batch: tuple(x * float("nan") for x in original(self, batch)))
+                        lambda self, batch, model: tuple(x * float("nan") for x in original(self, batch, model)))
     with pytest.raises(TransformerMTError, match="3 updates in a row had a non-finite loss"):
         train(tiny_config(data, max_steps=10, validate_every=10, max_nonfinite_in_row=3), tmp_path / "run2",
               show_progress=False)

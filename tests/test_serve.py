@@ -98,6 +98,26 @@ def test_native_api_returns_nbest_with_scores(client, translator):
         assert [g["score"] for g in got] == sorted((g["score"] for g in got), reverse=True)
 
 
+def test_native_api_returns_alignments_when_asked(client, translator):
+    expected = translator.translate(SENTENCES[:2], beam_size=3, nbest=2, return_alignment=True)
+    answer = client.post("/v1/translate", json={"text": SENTENCES[:2], "beam_size": 3, "nbest": 2,
+                                                "alignment": True}).json()
+    for got, want in zip(answer["translations"], expected):
+        assert [g["text"] for g in got] == [w.text for w in want]
+        assert [g["alignment"] for g in got] == [[list(pair) for pair in w.alignment] for w in want]
+        assert [g["target_tokens"] for g in got] == [w.target_tokens for w in want]
+        assert got[0]["source_tokens"] == want[0].source_tokens and got[0]["source_tokens"][0].startswith("\u2581")
+    words = client.post("/v1/translate", json={"text": SENTENCES[0], "alignment": "words", "alignment_layer": 1})
+    assert words.json()["translations"][0][0]["source_tokens"] == SENTENCES[0].split()
+    plain = client.post("/v1/translate", json={"text": SENTENCES[0]}).json()["translations"][0][0]
+    assert set(plain) == {"text", "score"}
+    for body, fragment in (({"alignment_layer": 1}, "add \"alignment\": true"),
+                           ({"alignment": True, "alignment_layer": 2}, "alignment layer 2 does not exist")):
+        response = client.post("/v1/translate", json={"text": SENTENCES[0], **body})
+        assert response.status_code == 400 and fragment in response.json()["error"]
+    assert client.post("/v1/translate", json={"text": "ba", "alignment": "letters"}).status_code == 422
+
+
 @pytest.mark.parametrize("body, status, fragment", [
     ({"source": "src", "target": "tgt"}, 400, "missing 'q'"),
     ({"q": 5, "source": "src", "target": "tgt"}, 400, "'q' must be a string or a list"),

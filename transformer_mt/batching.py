@@ -7,7 +7,7 @@ so requests wait in a queue and one worker thread decodes them in batches:
 - a batch closes when it holds ``max_batch_sentences`` sentences, or
   ``max_wait_ms`` after its first request arrived, whichever comes first;
 - requests with different decoding options (beam size, length penalty,
-  n-best) go into different batches;
+  n-best, alignment) go into different batches;
 - the queue holds at most ``max_queue_sentences`` sentences; beyond that
   ``submit`` raises :class:`QueueFull` at once (the server answers 503), so a
   burst cannot grow memory or waiting times without bound.
@@ -40,6 +40,8 @@ class DecodeOptions:
     beam_size: int
     length_penalty: float
     nbest: int
+    alignment: str | None = None  # "pieces" or "words": results are AlignedTranslation (Translator.translate)
+    alignment_layer: int | None = None
 
 
 @dataclass
@@ -130,9 +132,12 @@ class BatchingTranslator:
     def _decode(self, batch: list[_Job]) -> None:
         options = batch[0].options
         sentences = [sentence for job in batch for sentence in job.sentences]
+        alignment = {} if options.alignment is None else {
+            "return_alignment": True, "alignment_unit": options.alignment, "alignment_layer": options.alignment_layer}
         try:
             results = self.translator.translate(sentences, beam_size=options.beam_size, nbest=options.nbest,
-                                                length_penalty=options.length_penalty, return_scores=True)
+                                                length_penalty=options.length_penalty, return_scores=True,
+                                                **alignment)
         except Exception as exc:  # noqa: BLE001 -- reported to the requests, never the end of the worker
             if len(batch) > 1:  # one request's bad input must not fail the others: decode each on its own
                 for job in batch:

@@ -35,8 +35,9 @@ FORMAT_VERSION = 2
 # resumption: budgets, logging, hardware and decoding. Any other difference means the
 # weights were trained for another model, data or optimizer.
 RESUMABLE_CHANGES = {
+    "data": {"num_workers", "cache_dir"},  # how and where corpora are encoded, not what they hold
     "training": {"max_steps", "max_epochs", "max_minutes", "patience", "validate_every", "log_every", "device",
-                 "num_threads", "keep_last_n", "average_last_n", "compile", "max_nonfinite_in_row"},
+                 "num_threads", "keep_last_n", "average_last_n", "compile", "max_nonfinite_in_row", "tensorboard"},
     "decoding": {"beam_size", "length_penalty", "max_length_a", "max_length_b", "batch_size", "nbest", "early_exit",
                  "valid_beam_size", "sacrebleu_tokenize"},
 }
@@ -252,7 +253,7 @@ def average_checkpoints(paths: list, output_path) -> dict:
     averaged = dict(states[-1])
     averaged["model"] = average_state_dicts([s["model"] for s in states])
     averaged["averaged_from"] = [str(p) for p in paths]
-    for key in ("optimizer", "scheduler", "scaler", "rng", "data_position", "log_positions"):
+    for key in ("optimizer", "scheduler", "scaler", "rng", "rng_per_rank", "data_position", "log_positions"):
         averaged.pop(key, None)
     atomic_save(averaged, output_path)
     return averaged

@@ -7,6 +7,7 @@
     transformer-mt average --model runs/demo --last 5
     transformer-mt serve --model runs/demo --port 5000
     transformer-mt export --model runs/demo --output runs/demo-ct2
+    transformer-mt plot --model runs/demo --attention "A dog sees the cat."
     transformer-mt upgrade-checkpoint --trust runs/old_run
 
 Errors caused by input (config, files, checkpoints) print one line starting
@@ -85,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--output", metavar="FILE", help="write translations here (default: standard output)")
     translate.add_argument("--nbest", type=int, default=1, metavar="K",
                            help="print the K best translations of each sentence, tab-separated (default: 1)")
+    translate.add_argument("--alignment", nargs="?", const="pieces", choices=("pieces", "words"), default=None,
+                           help="after each translation print a tab and its hard alignment to the source: "
+                                "space-separated pairs i-j, source token i aligned to target token j, counted from "
+                                "0 (e.g. 'ein rotes Auto' -> 'a red car<TAB>0-0 2-1 1-2'). Each target piece is "
+                                "aligned to the source piece that the cross-attention of a decoder layer, averaged "
+                                "over its heads, weighs most. pieces (the default): SentencePiece pieces, one pair "
+                                "per target piece; words: pieces joined into words at their ▁ marks, each word pair "
+                                "once. With --nbest each translation is followed by its own alignment. Put the "
+                                "option after the sentences, or name the unit: --alignment pieces \"a sentence\"")
+    translate.add_argument("--alignment-layer", type=int, default=None, metavar="L",
+                           help="decoder layer whose cross-attention gives --alignment, numbered from 1 "
+                                "(default: the penultimate layer, as fairseq's alignment_layer)")
     _add_decoding_args(translate)
 
     evaluate = sub.add_parser(
@@ -161,14 +174,36 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight type in the export (default: float32, as trained)")
 
     plot = sub.add_parser(
-        "plot", help="draw learning curves of one or more runs (matplotlib, the [plots] extra)",
-        description="Learning curves from the runs' metrics.jsonl: training and validation loss, validation "
-                    "BLEU and chrF, learning rate and training speed, steps on x; several --model overlaid.")
+        "plot", help="draw learning curves of runs, or a model's attention (matplotlib, the [plots] extra)",
+        description="Learning curves from the runs' metrics.jsonl (learning_curves.png): training and validation "
+                    "loss, validation BLEU and chrF, learning rate and training speed, steps on x; several --model "
+                    "overlaid. With --attention SENTENCE: translate the sentence with the run's model (greedy "
+                    "search when its decoding.beam_size or --beam-size is 1, else beam search; the command says "
+                    "which) and draw the encoder-decoder (cross-)attention as heatmaps, target pieces as rows and "
+                    "source pieces as columns (SentencePiece pieces, ▁ marks a space before a piece; a last "
+                    "row </s> is the step that ended the translation), one figure per decoder layer: "
+                    "attention_layerL.png (heads averaged), attention_layerL_headH.png (--head), "
+                    "self_attention_layerL*.png (--self-attention).")
     plot.add_argument("--model", required=True, action="append", metavar="DIR",
-                      help="run directory (repeat to compare runs)")
+                      help="run directory (repeat to compare runs; one with --attention)")
     plot.add_argument("--output", metavar="DIR", help="folder for the pictures (default: the first run directory)")
     plot.add_argument("--format", action="append", choices=("png", "svg", "pdf"),
                       help="picture format (repeatable; default: png)")
+    plot.add_argument("--attention", metavar="SENTENCE",
+                      help="draw the attention of the model translating this source sentence instead of learning "
+                           "curves")
+    plot.add_argument("--layer", type=int, metavar="L",
+                      help="with --attention: only decoder layer L, numbered from 1 (default: every layer)")
+    plot.add_argument("--head", metavar="H",
+                      help="with --attention: one figure for head H, numbered from 1, or 'all': one figure per "
+                           "head (default: one figure of the heads' average)")
+    plot.add_argument("--self-attention", action="store_true",
+                      help="with --attention: also draw the decoder self-attention (rows: target pieces, columns: "
+                           "the decoder's inputs, <s> and the pieces before)")
+    plot.add_argument("--beam-size", type=int, metavar="N",
+                      help="with --attention: beam size; 1 = greedy search (default: decoding.beam_size of the run)")
+    plot.add_argument("--checkpoint", default="best",
+                      help="with --attention: best, last, average or a checkpoint file (default: best)")
 
     upgrade = sub.add_parser(
         "upgrade-checkpoint", help="convert checkpoints of an earlier transformer-mt to the safe format",
@@ -185,12 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
+    from . import distributed
     from .config import load_config, parse_overrides
     from .trainer import train
 
     config = load_config(args.config, parse_overrides(args.set))
     output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)
-    summary = train(config, output_dir, device=args.device, resume=args.resume, overwrite=args.overwrite)
+    # Under torchrun, join the process group (process-wide, so here at the entry point); else one process.
+    context, device = distributed.setup(args.device or config.training.device)
+    try:
+        summary = train(config, output_dir, device=device, resume=args.resume, overwrite=args.overwrite,
+                        distributed=context)
+    finally:
+        distributed.teardown()
+    if not context.is_main:
+        return 0
     print(f"training finished ({summary['stop_reason']}): {summary['step']} steps, best validation BLEU "
           f"{summary['best_bleu']:.2f}, {summary['train_seconds'] / 60:.1f} min. "
           f"Translate with: transformer-mt translate --model {output_dir} \"...\"", file=sys.stderr)
@@ -362,9 +406,23 @@ def cmd_translate(args) -> int:
         sentences = read_lines(args.input)
     else:
         sentences = _read_stdin()
+    if args.alignment_layer is not None and not args.alignment:
+        raise TransformerMTError("--alignment-layer chooses the layer of --alignment; add --alignment")
+    if args.alignment and args.engine != "torch":
+        raise TransformerMTError("--alignment needs --engine torch: the CTranslate2 engine returns the attention of "
+                                 "one layer and head fixed at export, not the layer asked for")
     translator = _load_translator(args)
-    results = translator.translate(sentences, nbest=args.nbest, **_decode_kwargs(args))
-    lines = ["\t".join(r) if isinstance(r, list) else r for r in results]
+    if args.alignment:
+        from .alignment import format_alignment
+
+        results = translator.translate(sentences, nbest=args.nbest, return_alignment=True,
+                                       alignment_unit=args.alignment, alignment_layer=args.alignment_layer,
+                                       **_decode_kwargs(args))
+        fields = [[field for t in r for field in (t.text, format_alignment(t.alignment))] for r in results]
+        lines = ["\t".join(f + ["", ""] * (args.nbest - len(f) // 2)) for f in fields]
+    else:
+        results = translator.translate(sentences, nbest=args.nbest, **_decode_kwargs(args))
+        lines = ["\t".join(r) if isinstance(r, list) else r for r in results]
     text = "".join(line + "\n" for line in lines)
     if args.output:
         _write_output(args.output, text)
@@ -511,9 +569,30 @@ def cmd_export(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plotting import plot_learning_curves
+    from .plotting import plot_attention, plot_learning_curves
 
-    written = plot_learning_curves(args.model, args.output or args.model[0], tuple(args.format or ["png"]))
+    formats = tuple(args.format or ["png"])
+    if args.attention is None:
+        for option in ("layer", "head", "beam_size"):
+            if getattr(args, option) is not None:
+                raise TransformerMTError(f"--{option.replace('_', '-')} goes with --attention SENTENCE")
+        if args.self_attention:
+            raise TransformerMTError("--self-attention goes with --attention SENTENCE")
+        written = plot_learning_curves(args.model, args.output or args.model[0], formats)
+        print("wrote " + ", ".join(str(path) for path in written))
+        return 0
+    if len(args.model) > 1:
+        raise TransformerMTError("--attention draws one model's attention; give one --model")
+    head = args.head
+    if head is not None and head != "all":
+        try:
+            head = int(head)
+        except ValueError:
+            raise TransformerMTError(f"--head {args.head!r} is not a head number or 'all'") from None
+    written, attention = plot_attention(args.model[0], args.attention, args.output or args.model[0],
+                                        layer=args.layer, head=head, self_attention=args.self_attention,
+                                        formats=formats, beam_size=args.beam_size, checkpoint=args.checkpoint)
+    print(f"translated with {attention.search}: {attention.text}")
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
 

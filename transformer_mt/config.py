@@ -42,10 +42,18 @@ class DataConfig:
     # punctuation removed: corpora where nearly every source ends in "." or "。" teach a model to
     # end its output only after one, so typed input without it ("我爱学习") runs on.
     unpunctuated_copies: float = 0.0
+    num_workers: int = 0  # threads that tokenize the corpora when they are encoded; 0 = the cores available
+    # Where encoded corpora are cached (memory-mapped .npy files, shared safely by processes that
+    # prepare the same corpus at once); relative to the working directory; empty = the run's cache/.
+    cache_dir: str = ""
 
     def path(self, split: str, lang: str) -> Path:
         prefix = {"train": self.train_prefix, "valid": self.valid_prefix, "test": self.test_prefix}[split]
         return Path(self.root) / f"{prefix}.{lang}"
+
+    def cache_path(self, run_dir) -> Path:
+        """The directory of the run's encoded corpora: ``cache_dir``, or ``<run_dir>/cache``."""
+        return Path(self.cache_dir) if self.cache_dir else Path(run_dir) / "cache"
 
 
 @dataclass
@@ -105,6 +113,7 @@ class TrainingConfig:
     average_last_n: int = 0  # at the end, average this many last step checkpoints into average.pt
     patience: int = 0  # early stopping: validations without BLEU improvement; 0 = off
     max_nonfinite_in_row: int = 10  # stop after this many consecutive non-finite losses/gradients
+    tensorboard: bool = True  # also write TensorBoard event files (RUN_DIR/tensorboard) when tensorboard is installed
 
 
 @dataclass
@@ -146,6 +155,7 @@ CHOICES = {
 MINIMUMS = {
     "data.max_len": (1, True),
     "data.unpunctuated_copies": (0.0, True),
+    "data.num_workers": (0, True),
     "tokenizer.vocab_size": (8, True),
     "tokenizer.character_coverage": (0.0, False),
     "model.d_model": (1, True),
@@ -514,6 +524,12 @@ def check_data_files(config: Config, splits=("train", "valid")) -> None:
                     f"(absolute: {os.path.abspath(path)}); check 'data.root', 'data.{split}_prefix' and "
                     f"'data.src_lang'/'data.tgt_lang' in the config"
                 )
+    cache_dir = config.data.cache_dir
+    if "train" in splits and cache_dir and os.path.lexists(cache_dir) and not os.path.isdir(cache_dir):
+        raise TransformerMTError(
+            f"data.cache_dir {cache_dir} is not a directory; point 'data.cache_dir' at a directory "
+            f"(it is created if missing) or leave it empty to cache in the run directory"
+        )
 
 
 def save_config(config: Config, path) -> None:

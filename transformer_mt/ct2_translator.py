@@ -111,9 +111,15 @@ class CTranslate2Translator:
     def translate(self, sentences: list[str], beam_size: int | None = None, nbest: int | None = None,
                   length_penalty: float | None = None, batch_size: int | None = None,
                   max_length_a: float | None = None, max_length_b: int | None = None,
-                  early_exit: bool | None = None, return_scores: bool = False):
+                  early_exit: bool | None = None, return_scores: bool = False, return_alignment: bool = False,
+                  alignment_unit: str = "pieces", alignment_layer: int | None = None):
         """As ``Translator.translate``: a list of strings, with ``nbest`` > 1 a list of ``nbest``-lists,
-        with ``return_scores`` for each sentence a list of :class:`Translation` (text, score), best first."""
+        with ``return_scores`` for each sentence a list of :class:`Translation` (text, score), best first.
+        ``return_alignment`` is refused: CTranslate2 returns the attention of one layer and head chosen
+        when the model is exported, not the head-averaged layer that alignments are defined on."""
+        if return_alignment:
+            raise TransformerMTError("alignments need the PyTorch engine (--engine torch): CTranslate2 returns "
+                                     "the attention of one layer and head fixed at export, not the layer asked for")
         beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit = resolve_decoding(
             self.config, beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit)
         encoded = encode_sentences(sentences, self.src_tokenizer, self.config)

@@ -15,6 +15,11 @@ Each step then costs one position, not the whole prefix. ``reorder_cache``
 selects rows of every cached tensor, which is how beam search follows the
 surviving beams and drops finished sentences (as in fairseq). The beams of a
 sentence share one copy of its encoder output and cross-attention keys/values.
+
+Attention weights (for attention plots and word alignments) come out only when
+asked: ``decode(..., return_attention=True)``. Without the flag nothing is kept
+and the fast kernels run; with it the attention is computed by the spelled-out
+formula, since ``scaled_dot_product_attention`` does not return its weights.
 """
 
 from __future__ import annotations
@@ -111,7 +116,13 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         cache: dict | None = None,
         cache_prefix: str = "",
+        weights: list | None = None,
     ) -> torch.Tensor:
+        """Attention of ``query`` (B, T, D) to itself or to ``memory`` (B, S, D); returns (B, T, D).
+
+        ``weights``: a list that receives this call's attention weights, (B, H, T, keys), when
+        someone asks for them (attention plots, alignments); otherwise None and nothing is kept.
+        """
         if self.self_attention:
             q, k, v = self.qkv_proj(query).chunk(3, dim=-1)
             q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
@@ -140,8 +151,11 @@ class MultiHeadAttention(nn.Module):
         # queries meet its keys (beam-5 decoding of 1,000 sentences, measured before the linear
         # layers moved to oneDNN: 7.75 s -> 7.23 s).
         cached_cross_attention = cache is not None and not self.self_attention and not self.training
-        if q.device.type == "cpu" and ((self.training and self.dropout > 0.0) or cached_cross_attention):
-            out = self.spelled_out_attention(q, k, v, attn_mask, is_causal)
+        if weights is not None:  # scaled_dot_product_attention does not return the weights
+            out, attention = self.spelled_out_attention(q, k, v, attn_mask, is_causal)
+            weights.append(self.weights_per_row(attention, query.size(0)))
+        elif q.device.type == "cpu" and ((self.training and self.dropout > 0.0) or cached_cross_attention):
+            out, _ = self.spelled_out_attention(q, k, v, attn_mask, is_causal)
         else:
             out = F.scaled_dot_product_attention(
                 q, k, v,
@@ -151,10 +165,11 @@ class MultiHeadAttention(nn.Module):
             )
         return self.out_proj(out.transpose(1, 2).reshape(query.shape))
 
-    def spelled_out_attention(self, q, k, v, attn_mask, is_causal: bool) -> torch.Tensor:
+    def spelled_out_attention(self, q, k, v, attn_mask, is_causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """softmax(q k^T / sqrt(d_k)) v (equation 1), with dropout on the weights when training.
 
-        On CPU, ``scaled_dot_product_attention`` with dropout computes these same steps but draws its
+        Returns the output and the attention weights (before dropout). On CPU,
+        ``scaled_dot_product_attention`` with dropout computes these same steps but draws its
         mask with the slow Bernoulli sampler; this uses ``kernels.dropout_mask``, the faster one.
         """
         scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
@@ -162,7 +177,18 @@ class MultiHeadAttention(nn.Module):
             attn_mask = subsequent_mask(q.size(-2), q.device)
         if attn_mask is not None:
             scores = scores.masked_fill(~attn_mask, float("-inf"))
-        return torch.matmul(self.attn_dropout(scores.softmax(dim=-1)), v)
+        attention = scores.softmax(dim=-1)
+        return torch.matmul(self.attn_dropout(attention), v), attention
+
+    def weights_per_row(self, attention: torch.Tensor, rows: int) -> torch.Tensor:
+        """(B, H, T, keys) for the B query rows: cached cross-attention computed a sentence's beams
+        as extra query positions of one row (see forward); give each beam its own row again."""
+        sentences, heads, queries, keys = attention.shape
+        if sentences == rows:
+            return attention
+        beams = rows // sentences
+        return (attention.view(sentences, heads, beams, queries // beams, keys).transpose(1, 2)
+                .reshape(rows, heads, queries // beams, keys))
 
 
 class PositionwiseFeedForward(nn.Module):
@@ -222,12 +248,16 @@ class DecoderLayer(nn.Module):
         self.feed_forward = PositionwiseFeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.activation_dropout)
         self.sublayer = nn.ModuleList(SublayerConnection(cfg.d_model, cfg.dropout, cfg.pre_norm) for _ in range(3))
 
-    def forward(self, x, memory, src_mask, cache: dict | None = None) -> torch.Tensor:
+    def forward(self, x, memory, src_mask, cache: dict | None = None,
+                self_weights: list | None = None, cross_weights: list | None = None) -> torch.Tensor:
+        """``self_weights`` / ``cross_weights``: lists that receive the attention weights, when asked for."""
         # With a cache, x holds only the newest position, which may attend to
         # every cached one, so no causal mask is needed.
         causal = cache is None and x.size(1) > 1
-        x = self.sublayer[0](x, lambda x: self.self_attn(x, is_causal=causal, cache=cache, cache_prefix="self_"))
-        x = self.sublayer[1](x, lambda x: self.cross_attn(x, memory, attn_mask=src_mask, cache=cache, cache_prefix="cross_"))
+        x = self.sublayer[0](x, lambda x: self.self_attn(x, is_causal=causal, cache=cache, cache_prefix="self_",
+                                                         weights=self_weights))
+        x = self.sublayer[1](x, lambda x: self.cross_attn(x, memory, attn_mask=src_mask, cache=cache,
+                                                          cache_prefix="cross_", weights=cross_weights))
         return self.sublayer[2](x, self.feed_forward)
 
 
@@ -284,15 +314,30 @@ class Transformer(nn.Module):
             x = layer(x, src_mask)
         return self.encoder_norm(x), src_mask
 
-    def decode(self, tgt_tokens, memory, src_mask, cache: list[dict] | None = None) -> torch.Tensor:
-        """Decoder hidden states (B, T, D). With a cache, tgt_tokens holds only the newest position."""
+    def decode(self, tgt_tokens, memory, src_mask, cache: list[dict] | None = None,
+               return_attention: bool = False, return_self_attention: bool = False):
+        """Decoder hidden states (B, T, D). With a cache, tgt_tokens holds only the newest position.
+
+        ``return_attention`` / ``return_self_attention``: return ``(hidden, attention)`` instead,
+        where ``attention["cross"]`` holds one (B, H, T, S) tensor of encoder-decoder attention
+        weights per decoder layer (zero on source padding) and ``attention["self"]`` one
+        (B, H, T, prefix length) tensor of decoder self-attention weights per layer.
+        """
         offset = 0
         if cache is not None and "self_k" in cache[0]:
             offset = cache[0]["self_k"].size(2)
+        self_weights = [] if return_self_attention else None
+        cross_weights = [] if return_attention else None
         x = self.tgt_embed(tgt_tokens, offset)
         for i, layer in enumerate(self.decoder_layers):
-            x = layer(x, memory, src_mask, None if cache is None else cache[i])
-        return self.decoder_norm(x)
+            x = layer(x, memory, src_mask, None if cache is None else cache[i], self_weights, cross_weights)
+        hidden = self.decoder_norm(x)
+        if not (return_attention or return_self_attention):
+            return hidden
+        attention = {"cross": cross_weights} if return_attention else {}
+        if return_self_attention:
+            attention["self"] = self_weights
+        return hidden, attention
 
     def forward(self, src_tokens: torch.Tensor, tgt_input: torch.Tensor,
                 output_mask: torch.Tensor | None = None) -> torch.Tensor:

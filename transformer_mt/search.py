@@ -20,6 +20,13 @@ score / ((5 + length) / 6) ** length_penalty (Wu et al. 2016).
 ``incremental=False`` turns the key/value cache off: every step runs the
 decoder over the whole prefix again. It is slow and exists as the reference
 that the cached search must match exactly (tests, scripts/benchmark.py).
+
+``return_attention=True`` (and ``return_self_attention=True``) also return the
+attention weights each output token was predicted with (attention plots, word
+alignments); they follow the beams as the cache does. Without the flags no
+weights are computed or kept. ``attention_layer=L`` keeps only decoder layer L's
+cross-attention, averaged over its heads: all that alignments need, and a
+fraction of the memory of every layer's and head's weights for every beam.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .model import Transformer
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -39,6 +47,41 @@ class Hypothesis:
     tokens: list[int]
     score: float  # length-normalised log-probability
     log_prob: float
+    # Only with return_attention / return_self_attention: see AttentionHistory.of_row.
+    attention: dict[str, torch.Tensor] | None = None
+
+
+class AttentionHistory:
+    """The attention weights of every decoding step of each decoder row, kept only when asked for.
+
+    Per kind ("cross", "self") one tensor (rows, layers, heads, steps, keys). Search calls
+    ``select`` whenever it reorders or drops rows (beams, finished sentences), as it does for the
+    key/value cache, so each row's history is that of the hypothesis the row now holds. Earlier
+    steps' self-attention rows are zero-padded to the newest step's number of keys.
+    """
+
+    def __init__(self, src_tokens: torch.Tensor, pad_id: int):
+        self.source_lengths = (src_tokens != pad_id).sum(dim=1).tolist()
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def append(self, step_attention: dict[str, torch.Tensor]) -> None:
+        for kind, step in step_attention.items():
+            history = self.weights.get(kind)
+            if history is not None:
+                if step.size(-1) > history.size(-1):  # self-attention: one more key each step
+                    history = F.pad(history, (0, step.size(-1) - history.size(-1)))
+                step = torch.cat([history, step], dim=3)
+            self.weights[kind] = step
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.weights = {kind: weights.index_select(0, rows) for kind, weights in self.weights.items()}
+
+    def of_row(self, row: int, sentence: int) -> dict[str, torch.Tensor]:
+        """Row ``row``'s weights, of original sentence ``sentence``: "cross" (layers, heads, steps,
+        source length without padding), "self" (layers, heads, steps, steps). Step t is the step
+        that produced output token t (the last one may be the end token)."""
+        return {kind: (weights[row, ..., :self.source_lengths[sentence]] if kind == "cross" else weights[row]).clone()
+                for kind, weights in self.weights.items()}
 
 
 def length_limits(src_tokens: torch.Tensor, pad_id: int, a: float, b: int) -> torch.Tensor:
@@ -46,21 +89,39 @@ def length_limits(src_tokens: torch.Tensor, pad_id: int, a: float, b: int) -> to
     return (src_lengths.float() * a + b).long().clamp(min=1)
 
 
-def step_log_probs(model: Transformer, prev_tokens, memory, src_mask, cache) -> torch.Tensor:
+def step_log_probs(model: Transformer, prev_tokens, memory, src_mask, cache,
+                   return_attention: bool = False, return_self_attention: bool = False,
+                   attention_layer: int | None = None):
     """Log-probabilities (N, V) of the next token after ``prev_tokens``.
 
     With a cache ``prev_tokens`` is the newest token of each row; without one, the whole prefix.
-    Padding and the start token are never valid outputs, so they get -inf.
+    Padding and the start token are never valid outputs, so they get -inf. With either flag,
+    returns ``(log_probs, step_attention)``: the newest position's attention weights, per kind
+    (N, layers, heads, 1, keys); with ``attention_layer`` (from 1) the cross-attention is that
+    layer's alone, averaged over the heads: (N, 1, 1, 1, keys).
     """
-    hidden = model.decode(prev_tokens, memory, src_mask, cache)
+    step_attention = None
+    if return_attention or return_self_attention:
+        hidden, attention = model.decode(prev_tokens, memory, src_mask, cache, return_attention,
+                                         return_self_attention)
+        if return_attention and attention_layer is not None:
+            attention["cross"] = [attention["cross"][attention_layer - 1].mean(dim=1, keepdim=True)]
+        step_attention = {kind: torch.stack([weights[:, :, -1:] for weights in layers], dim=1).float()
+                          for kind, layers in attention.items()}
+    else:
+        hidden = model.decode(prev_tokens, memory, src_mask, cache)
     logits = model.generator(hidden[:, -1]).float()
     logits[:, NEVER_GENERATED] = float("-inf")
-    return torch.log_softmax(logits, dim=-1)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    return log_probs if step_attention is None else (log_probs, step_attention)
 
 
 @torch.inference_mode()
 def greedy_search(model: Transformer, src_tokens: torch.Tensor, max_length_a: float = 1.5,
-                  max_length_b: int = 10, incremental: bool = True) -> list[list[int]]:
+                  max_length_b: int = 10, incremental: bool = True, return_attention: bool = False,
+                  return_self_attention: bool = False, attention_layer: int | None = None):
+    """The output tokens of each source sentence; with either attention flag ``(outputs, attentions)``,
+    ``attentions[i]`` the weights sentence i's tokens were predicted with (see AttentionHistory.of_row)."""
     model.eval()
     batch = src_tokens.size(0)
     device = src_tokens.device
@@ -70,16 +131,26 @@ def greedy_search(model: Transformer, src_tokens: torch.Tensor, max_length_a: fl
     prev = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)  # without a cache: the whole prefix
     outputs: list[list[int]] = [[] for _ in range(batch)]
     active = torch.arange(batch, device=device)  # original row of each active row
+    history = AttentionHistory(src_tokens, model.pad_id) if return_attention or return_self_attention else None
+    attentions: list[dict | None] = [None] * batch
     for step in range(int(max_lens.max())):
-        next_tokens = step_log_probs(model, prev, memory, src_mask, cache).argmax(dim=-1)
+        if history is None:
+            next_tokens = step_log_probs(model, prev, memory, src_mask, cache).argmax(dim=-1)
+        else:
+            log_probs, step_attention = step_log_probs(model, prev, memory, src_mask, cache, return_attention,
+                                                       return_self_attention, attention_layer)
+            next_tokens = log_probs.argmax(dim=-1)
+            history.append(step_attention)
         tokens_cpu = next_tokens.tolist()
         keep = []
         for row, (orig, token) in enumerate(zip(active.tolist(), tokens_cpu)):
-            if token == EOS_ID:
-                continue
-            outputs[orig].append(token)
-            if len(outputs[orig]) < int(max_lens[orig]):
-                keep.append(row)
+            if token != EOS_ID:
+                outputs[orig].append(token)
+                if len(outputs[orig]) < int(max_lens[orig]):
+                    keep.append(row)
+                    continue
+            if history is not None:  # the sentence ends at this step
+                attentions[orig] = history.of_row(row, orig)
         if not keep:
             break
         if len(keep) < len(tokens_cpu):
@@ -90,15 +161,19 @@ def greedy_search(model: Transformer, src_tokens: torch.Tensor, max_length_a: fl
                 cache = model.reorder_cache(cache, index, index)
             else:
                 prev = prev[index]
+            if history is not None:
+                history.select(index)
         prev = next_tokens.unsqueeze(1) if incremental else torch.cat([prev, next_tokens.unsqueeze(1)], dim=1)
-    return outputs
+    return outputs if history is None else (outputs, attentions)
 
 
 @torch.inference_mode()
 def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5, length_penalty: float = 1.0,
                 max_length_a: float = 1.5, max_length_b: int = 10, nbest: int = 1,
-                incremental: bool = True, early_exit: bool = False) -> list[list[Hypothesis]]:
-    """Return, for each source sentence, its ``nbest`` best hypotheses, best first."""
+                incremental: bool = True, early_exit: bool = False, return_attention: bool = False,
+                return_self_attention: bool = False, attention_layer: int | None = None) -> list[list[Hypothesis]]:
+    """Return, for each source sentence, its ``nbest`` best hypotheses, best first (with either
+    attention flag each with its ``attention``)."""
     model.eval()
     num_sentences = src_tokens.size(0)
     device = src_tokens.device
@@ -117,13 +192,19 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
     tokens = torch.empty((num_sentences, 1, 0), dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(num_sentences)]
     active = list(range(num_sentences))  # original index of each active sentence
+    history = AttentionHistory(src_tokens, model.pad_id) if return_attention or return_self_attention else None
 
     def normalise(log_prob: float, length: int) -> float:
         return log_prob / (((5.0 + length) / 6.0) ** length_penalty)
 
     for step in range(max(max_lens)):
         num_active = len(active)
-        lprobs = step_log_probs(model, prev, memory, src_mask, cache)  # (A*beams, V)
+        if history is None:
+            lprobs = step_log_probs(model, prev, memory, src_mask, cache)  # (A*beams, V)
+        else:
+            lprobs, step_attention = step_log_probs(model, prev, memory, src_mask, cache, return_attention,
+                                                    return_self_attention, attention_layer)
+            history.append(step_attention)
         vocab = lprobs.size(-1)
         candidates = lprobs.view(num_active, beams, vocab).add_(scores.unsqueeze(-1)).view(num_active, beams * vocab)
         # 2k candidates hold at least k that do not end in eos (each beam has one eos), but a beam
@@ -143,7 +224,9 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
                 sentence = active[row]
                 if len(finished[sentence]) < k:
                     hyp_tokens = tokens[row, beam].tolist()
-                    finished[sentence].append(Hypothesis(hyp_tokens, normalise(score, len(hyp_tokens) + 1), score))
+                    attention = None if history is None else history.of_row(row * beams + beam, sentence)
+                    finished[sentence].append(Hypothesis(hyp_tokens, normalise(score, len(hyp_tokens) + 1), score,
+                                                         attention))
 
         # early_exit: a sentence whose best candidate ends now is done (that candidate was just kept).
         top_ended = (is_eos[:, 0] & torch.isfinite(top_scores[:, 0])).tolist() if early_exit else None
@@ -160,6 +243,8 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
                             next_token.unsqueeze(-1)], dim=2)
         scores = next_scores
         beams = new_beams
+        if history is not None:
+            history.select(source_rows)
 
         # Sentences that are done: k finished hypotheses, or the length limit reached.
         keep_sentences = []
@@ -176,7 +261,9 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
                     if log_prob == float("-inf"):
                         continue
                     hyp_tokens = tokens[row, beam].tolist()
-                    finished[sentence].append(Hypothesis(hyp_tokens, normalise(log_prob, len(hyp_tokens)), log_prob))
+                    attention = None if history is None else history.of_row(row * beams + beam, sentence)
+                    finished[sentence].append(Hypothesis(hyp_tokens, normalise(log_prob, len(hyp_tokens)), log_prob,
+                                                         attention))
                 continue
             keep_sentences.append(row)
         if not keep_sentences:
@@ -188,6 +275,8 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             scores, tokens = scores[keep], tokens[keep]
             source_rows = source_rows.view(num_active, beams)[keep].view(-1)
             memory, src_mask = memory[keep], src_mask[keep]
+            if history is not None:  # already follows the beams (select above): drop the done sentences' rows
+                history.select((keep.unsqueeze(1) * beams + torch.arange(beams, device=device)).view(-1))
         if incremental:
             cache = model.reorder_cache(cache, source_rows, keep)
             prev = tokens[:, :, -1].reshape(-1, 1)

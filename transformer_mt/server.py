@@ -12,7 +12,7 @@ Endpoints (OpenAPI docs at ``/docs``):
   ``{"error": "..."}`` with status 400, 403, 413 or 503.
 - ``GET /languages``: the served pair, ``[{"code", "name", "targets"}]``.
 - ``POST /v1/translate``: the native API, with beam size, length penalty,
-  n-best and scores.
+  n-best, scores and, on request, alignments to the source.
 - ``GET /health`` (200 once the model is loaded) and ``GET /v1/info``.
 - ``GET /``: a web page to type sentences and read their translations (it uses
   ``/languages`` and ``/translate`` like any client).
@@ -32,6 +32,7 @@ import json
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
@@ -78,6 +79,12 @@ class NativeRequest(BaseModel):
     length_penalty: float | None = Field(None, ge=-MAX_LENGTH_PENALTY, le=MAX_LENGTH_PENALTY, allow_inf_nan=False,
                                          description="GNMT alpha")
     nbest: int = Field(1, ge=1, description="translations per sentence, best first")
+    alignment: bool | Literal["pieces", "words"] = Field(
+        False, description="true or 'pieces': each translation also gets 'alignment', pairs [i, j] (source "
+                           "piece i aligned to target piece j, from 0), with 'source_tokens' and 'target_tokens'; "
+                           "'words': the same for words")
+    alignment_layer: int | None = Field(None, ge=1, description="decoder layer of the alignment, from 1 "
+                                                                "(default: the penultimate)")
     api_key: str | None = Field(None, description="needed when the server was started with --api-key-file")
 
 
@@ -263,8 +270,19 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
         if request.nbest > beam:
             raise ApiError(400, f"nbest ({request.nbest}) cannot exceed beam_size ({beam})")
         penalty = default_penalty if request.length_penalty is None else request.length_penalty
-        results = await decode(sentences, DecodeOptions(beam, penalty, request.nbest))
-        return {"translations": [[{"text": t.text, "score": t.score} for t in result] for result in results],
+        alignment = "pieces" if request.alignment is True else request.alignment or None
+        if request.alignment_layer is not None and alignment is None:
+            raise ApiError(400, "'alignment_layer' chooses the layer of an alignment; add \"alignment\": true")
+        results = await decode(sentences, DecodeOptions(beam, penalty, request.nbest, alignment,
+                                                        request.alignment_layer))
+
+        def answer(t) -> dict:
+            if alignment is None:
+                return {"text": t.text, "score": t.score}
+            return {"text": t.text, "score": t.score, "alignment": [list(pair) for pair in t.alignment],
+                    "source_tokens": t.source_tokens, "target_tokens": t.target_tokens}
+
+        return {"translations": [[answer(t) for t in result] for result in results],
                 "source": source, "target": target, "beam_size": beam, "length_penalty": penalty}
 
     @app.get("/", include_in_schema=False)

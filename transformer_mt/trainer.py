@@ -13,6 +13,7 @@ A run directory holds everything needed to translate and to resume:
     checkpoint_step*.pt       the last ``keep_last_n`` validation checkpoints (for averaging)
     checkpoint_average.pt     average of the last ``average_last_n`` of those (if asked for)
     train.log, metrics.jsonl  human-readable log and one JSON object per log/validation event
+    tensorboard/              the same metrics (and a few validation translations) for TensorBoard
     cache/                    the encoded corpora
 
 Starting training over a run directory that already has a checkpoint resumes
@@ -25,7 +26,7 @@ the run stopped (same data order, same dropout masks on CPU).
 from __future__ import annotations
 
 import hashlib
-import json
+import inspect
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ import random
 import shutil
 import signal
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +45,10 @@ from . import checkpoint as ckpt
 from .config import Config, check_data_files, config_from_dict, save_config, training_warnings
 from .data import collate, count_oversized, encode_parallel, make_batches, read_parallel
 from .device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision
+from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .errors import TransformerMTError
 from .loss import label_smoothed_nll_loss
+from .metrics import MetricsWriter
 from .model import Transformer, build_model
 from .rundir import RunLock, claim_run_dir, remove_interrupted_writes
 from .scoring import resolve_tokenize, score
@@ -52,6 +56,8 @@ from .tokenizer import PAD_ID, build_tokenizers
 from .translator import CHECKPOINT_NAMES, Translator
 
 log = logging.getLogger("transformer_mt")
+
+VALIDATION_EXAMPLES = 3  # validation translations shown in TensorBoard's text tab at each validation
 
 # Logs that a resumed run cuts back to their length at its checkpoint (the steps after it are trained again).
 RESUMED_LOGS = ("train.log", "metrics.jsonl")
@@ -217,13 +223,20 @@ def cut_logs_to_checkpoint(run_dir: Path, positions: dict) -> dict:
 
 
 class Trainer:
-    """Owns the model, optimizer and data of one run; ``run()`` trains until a budget is spent."""
+    """Owns the model, optimizer and data of one run; ``run()`` trains until a budget is spent.
+
+    Under torchrun, each process makes its own Trainer with the ``distributed`` context of
+    ``distributed.setup()``: every rank trains its shard of each epoch's batches, and rank 0
+    alone writes the run directory and validates.
+    """
 
     def __init__(self, config: Config, run_dir, device: str | None = None, resume: bool = False,
-                 overwrite: bool = False, show_progress: bool | None = None):
+                 overwrite: bool = False, show_progress: bool | None = None,
+                 distributed: DistributedContext = SINGLE_PROCESS):
         self.config = config
         self.run_dir = Path(run_dir)
         self.show_progress = show_progress
+        self.distributed = distributed
         cfg = config.training
         # Mistakes that need no run directory are reported before it is touched (--overwrite deletes).
         if not (cfg.max_steps or cfg.max_epochs or cfg.max_minutes or cfg.patience):
@@ -233,8 +246,16 @@ class Trainer:
         if resume and overwrite:
             raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
         check_data_files(config, ("train", "valid"))
-        self.lock, resume_state = prepare_run_dir(config, self.run_dir, resume, overwrite)
+        # Rank 0 claims and locks the run directory; the other ranks read the checkpoint it resumes.
+        self.lock, resume_state = distributed.run_on_main(prepare_run_dir, config, self.run_dir, resume, overwrite) \
+            or (None, None)
+        resuming = distributed.broadcast_from_main(resume_state is not None)
+        if resuming and resume_state is None:
+            resume_state = ckpt.load_checkpoint(self.run_dir / CHECKPOINT_NAMES["last"])
         self.log_handler = None
+        self.metrics: MetricsWriter | None = None  # rank 0's
+        self.progress_bar = None
+        self.closed = False
         try:
             self._setup(resume_state, device)
         except OSError as exc:
@@ -249,6 +270,71 @@ class Trainer:
 
     def _setup(self, resume_state: dict | None, device: str | None) -> None:
         config, cfg = self.config, self.config.training
+        if not self.distributed.is_main:
+            log.setLevel(logging.WARNING)  # rank 0 tells the story; the others only warn
+        self.distributed.run_on_main(self._prepare_run_files, resume_state)
+
+        self.device = resolve_device(device or cfg.device)
+        self.precision, precision_reason = resolve_precision(cfg.precision, self.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        if self.device.type == "cpu":
+            keep_freed_cpu_memory()
+        self.seed_everything(cfg.seed)
+        # Rank 0 trains the tokenizer and encodes the corpora into the cache; the others then read them.
+        self.distributed.run_on_main(self._load_data, resume_state)
+        if not self.distributed.is_main:
+            self._load_data(resume_state)
+
+        self.model: Transformer = build_model(config.model, len(self.src_tok), len(self.tgt_tok), PAD_ID).to(self.device)
+        self.compiled_model = torch.compile(self.model) if cfg.compile else self.model
+        self.train_model = self.compiled_model
+        if self.distributed.enabled:
+            # Every rank built the same initial weights from the seed (DDP broadcasts rank 0's anyway);
+            # dropout must differ between ranks, as it would between the batches of one process.
+            torch.manual_seed(cfg.seed * 1000 + self.distributed.rank)
+            # No buffer sync in forward: the only buffer, the positional table, is the same everywhere, and
+            # a broadcast in every forward would also hang rank 0's validation, which the others skip.
+            ddp = torch.nn.parallel.DistributedDataParallel
+            no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                              inspect.signature(ddp.__init__).parameters else {"broadcast_buffers": False})
+            self.train_model = ddp(self.compiled_model, **no_buffer_sync,
+                                   device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        # fused=True: one kernel for all parameters instead of several ops per tensor.
+        self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                       weight_decay=cfg.weight_decay, fused=True)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and self.device.type == "cuda")
+
+        self.step = 0
+        self.epoch = 0
+        self.batches_done = 0  # batches of the current epoch already consumed (by this rank)
+        self.best_bleu = -1.0
+        self.validations_without_improvement = 0
+        self.nonfinite_in_row = 0
+        self.nonfinite_total = 0
+        self.elapsed = 0.0  # seconds of the training loop in earlier sessions of this run (validation included)
+        self.validation_seconds = 0.0  # of those and this session's, the seconds spent validating
+        self.clock = time.monotonic  # tests replace it with a fake clock
+        self.session_start = self.clock()
+        self.agreed_progress = None  # several ranks: rank 0's schedule progress, shared after each update
+        self.stop_signal = None
+        if resume_state:
+            self.load_state(resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
+
+        num_params = sum(p.numel() for p in self.model.parameters())
+        log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s",
+                 self.run_dir, len(self.train_data), len(self.valid_src), len(self.src_tok), len(self.tgt_tok),
+                 num_params / 1e6, self.device)
+        if self.distributed.enabled:
+            log.info("data-parallel: world size %d, backend %s; rank 0 writes and validates",
+                     self.distributed.world_size, self.distributed.backend)
+        log.info("precision %s (%s)", self.precision, precision_reason)
+        log.info("learning rate: %s", self.describe_schedule())
+
+    def _prepare_run_files(self, resume_state: dict | None) -> None:
+        """Rank 0's share of the set-up: the run directory's logs, leftovers, tokenizer and config files."""
+        config = self.config
         cut = cut_logs_to_checkpoint(self.run_dir, resume_state.get("log_positions", {})) if resume_state else {}
         self.log_handler = setup_logging(self.run_dir)
         for name, lines in cut.items():
@@ -267,16 +353,16 @@ class Trainer:
         save_config(config, self.run_dir / "config.yaml")
         for message in training_warnings(config):
             log.warning("%s", message)
+        # A resumed run's TensorBoard hides what an earlier session logged after the checkpoint, as the logs do.
+        self.metrics = MetricsWriter(self.run_dir, tensorboard="auto" if config.training.tensorboard else False,
+                                     purge_step=resume_state["step"] + 1 if resume_state else None)
+        if self.metrics.tensorboard:
+            log.info("TensorBoard event files in %s (tensorboard --logdir %s)", self.run_dir / "tensorboard",
+                     self.run_dir)
 
-        self.device = resolve_device(device or cfg.device)
-        self.precision, precision_reason = resolve_precision(cfg.precision, self.device)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
-        if self.device.type == "cpu":
-            keep_freed_cpu_memory()
-        self.seed_everything(cfg.seed)
-
-        data = config.data
+    def _load_data(self, resume_state: dict | None) -> None:
+        """Tokenizers (trained on first use) and the encoded corpora (cached in the run directory)."""
+        config, cfg, data = self.config, self.config.training, self.config.data
         self.src_tok, self.tgt_tok = build_tokenizers(
             self.run_dir, config.tokenizer, data.path("train", data.src_lang), data.path("train", data.tgt_lang))
         self.tokenizer_sha256 = ckpt.tokenizer_checksums(self.src_tok.model_path, self.tgt_tok.model_path)
@@ -297,36 +383,6 @@ class Trainer:
         self.valid_data = encode_parallel(
             data.path("valid", data.src_lang), data.path("valid", data.tgt_lang), self.src_tok, self.tgt_tok,
             data.max_len, cache_dir=self.run_dir / "cache")
-
-        self.model: Transformer = build_model(config.model, len(self.src_tok), len(self.tgt_tok), PAD_ID).to(self.device)
-        self.train_model = torch.compile(self.model) if cfg.compile else self.model
-        optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        # fused=True: one kernel for all parameters instead of several ops per tensor.
-        self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                       weight_decay=cfg.weight_decay, fused=True)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and self.device.type == "cuda")
-
-        self.step = 0
-        self.epoch = 0
-        self.batches_done = 0  # batches of the current epoch already consumed
-        self.best_bleu = -1.0
-        self.validations_without_improvement = 0
-        self.nonfinite_in_row = 0
-        self.nonfinite_total = 0
-        self.elapsed = 0.0  # seconds of the training loop in earlier sessions of this run (validation included)
-        self.validation_seconds = 0.0  # of those and this session's, the seconds spent validating
-        self.clock = time.monotonic  # tests replace it with a fake clock
-        self.session_start = self.clock()
-        self.stop_signal = None
-        if resume_state:
-            self.load_state(resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
-
-        num_params = sum(p.numel() for p in self.model.parameters())
-        log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s",
-                 self.run_dir, len(self.train_data), len(self.valid_src), len(self.src_tok), len(self.tgt_tok),
-                 num_params / 1e6, self.device)
-        log.info("precision %s (%s)", self.precision, precision_reason)
-        log.info("learning rate: %s", self.describe_schedule())
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -351,13 +407,9 @@ class Trainer:
             state.update({
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(),
-                "rng": {
-                    "python": random.getstate(),
-                    "numpy": ckpt.numpy_rng_state_to_plain(np.random.get_state()),
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                },
-                "data_position": {"epoch": self.epoch, "batches_done": self.batches_done},
+                "rng": self.rng_state(),
+                "data_position": {"epoch": self.epoch, "batches_done": self.batches_done,
+                                  "world_size": self.distributed.world_size},
                 "validations_without_improvement": self.validations_without_improvement,
                 "elapsed": self.wall_seconds(),
                 "validation_seconds": self.validation_seconds,
@@ -365,6 +417,15 @@ class Trainer:
                 "log_positions": log_positions(self.run_dir),
             })
         return state
+
+    @staticmethod
+    def rng_state() -> dict:
+        return {
+            "python": random.getstate(),
+            "numpy": ckpt.numpy_rng_state_to_plain(np.random.get_state()),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
 
     def warn_if_config_yaml_damaged(self) -> None:
         _, problem = read_saved_config(self.run_dir / "config.yaml")
@@ -381,7 +442,15 @@ class Trainer:
             raise TransformerMTError(f"checkpoint {path} does not fit the model of this config") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        rng = state["rng"]
+        world_size = state["data_position"].get("world_size", 1)
+        if world_size != self.distributed.world_size:
+            how = "without torchrun" if world_size == 1 else f"with torchrun --nproc_per_node/--nnodes giving {world_size}"
+            raise TransformerMTError(
+                f"{path} was written by {world_size} training process(es) and this run has "
+                f"{self.distributed.world_size}: each process's place in the epoch and its random state belong to "
+                f"that number. Resume {how} processes, or start a new run (--output-dir) with this number")
+        # Several ranks: each continues its own random stream (dropout masks).
+        rng = state["rng_per_rank"][self.distributed.rank] if "rng_per_rank" in state else state["rng"]
         random.setstate(rng["python"])
         np.random.set_state(ckpt.numpy_rng_state_from_plain(rng["numpy"]))
         torch.set_rng_state(rng["torch"].cpu())
@@ -399,8 +468,15 @@ class Trainer:
                  self.batches_done)
 
     def save_checkpoints(self, is_best: bool) -> None:
+        """Every rank calls this at the same update; rank 0 writes, with every rank's random state."""
         cfg = self.config.training
-        ckpt.atomic_save(self.state_dict(full=True), self.run_dir / CHECKPOINT_NAMES["last"])
+        rng_per_rank = self.distributed.gather_to_main(self.rng_state())
+        if not self.distributed.is_main:
+            return
+        state = self.state_dict(full=True)
+        if self.distributed.enabled:
+            state["rng_per_rank"] = rng_per_rank
+        ckpt.atomic_save(state, self.run_dir / CHECKPOINT_NAMES["last"])
         weights = self.state_dict(full=False)
         ckpt.atomic_save(weights, self.run_dir / f"checkpoint_step{self.step:08d}.pt")
         if is_best:
@@ -412,13 +488,8 @@ class Trainer:
         return sorted(self.run_dir.glob("checkpoint_step*.pt"))
 
     def write_metrics(self, record: dict) -> None:
-        try:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-        except OSError as exc:
-            raise TransformerMTError(
-                f"could not write {self.run_dir / 'metrics.jsonl'}: {exc.strerror or exc}; free disk space or make "
-                f"the run directory writable, then resume (the last checkpoint is intact)") from None
+        if self.metrics is not None:  # rank 0 alone writes
+            self.metrics.write(record)
 
     # --- the learning-rate schedule ----------------------------------------------------------------
 
@@ -442,7 +513,9 @@ class Trainer:
     def set_learning_rate(self) -> float:
         """Set the learning rate of the next update (number ``self.step + 1``) and return it."""
         cfg = self.config.training
-        lr = cfg.lr * learning_rate_factor(self.step + 1, cfg, self.config.model.d_model, self.schedule_progress())
+        # Several ranks: rank 0's progress, shared by agree_to_stop, so that every rank uses the same rate.
+        progress = self.agreed_progress if self.distributed.enabled else self.schedule_progress()
+        lr = cfg.lr * learning_rate_factor(self.step + 1, cfg, self.config.model.d_model, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -459,11 +532,12 @@ class Trainer:
 
     # --- one update ------------------------------------------------------------------------------
 
-    def compute_loss(self, batch):
-        """Summed label-smoothed loss and NLL of one batch."""
+    def compute_loss(self, batch, model):
+        """Summed label-smoothed loss and NLL of one batch: ``train_model`` while training, else the
+        ``compiled_model`` (no DDP: validation runs on rank 0 alone)."""
         real = batch.tgt_output != PAD_ID
         with autocast(self.device, self.precision):
-            logits = self.train_model(batch.src_tokens, batch.tgt_input, real)
+            logits = model(batch.src_tokens, batch.tgt_input, real)
         return label_smoothed_nll_loss(logits, batch.tgt_output[real], self.config.training.label_smoothing, PAD_ID)
 
     def train_update(self, batches) -> dict | None:
@@ -471,15 +545,22 @@ class Trainer:
         cfg = self.config.training
         self.model.train()
         self.set_learning_rate()
-        total_tokens = sum(b.num_tokens for b in batches)
+        world_size = self.distributed.world_size
+        # Normalise by the target tokens of the whole update, on all ranks, so that accumulation over
+        # batches and ranks equals one big batch. DDP averages the ranks' gradients: hence x world_size.
+        total_tokens = int(self.distributed.sum([sum(b.num_tokens for b in batches)], self.device)[0])
         loss_sum = nll_sum = 0.0
-        for batch in batches:
+        for i, batch in enumerate(batches):
             batch = batch.to(self.device)
-            loss, nll = self.compute_loss(batch)
-            # Normalise by the tokens of the whole update so accumulation equals one big batch.
-            self.scaler.scale(loss / total_tokens).backward()
+            # Ranks exchange gradients once per update, after its last batch.
+            accumulating = self.distributed.enabled and i < len(batches) - 1
+            with self.train_model.no_sync() if accumulating else nullcontext():
+                loss, nll = self.compute_loss(batch, self.train_model)
+                scaled = loss / total_tokens if world_size == 1 else loss * (world_size / total_tokens)
+                self.scaler.scale(scaled).backward()
             loss_sum += loss.item()
             nll_sum += nll.item()
+        loss_sum, nll_sum = self.distributed.sum([loss_sum, nll_sum], self.device)
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm or float("inf"))
         if not (math.isfinite(loss_sum) and math.isfinite(grad_norm.item())):
@@ -516,7 +597,7 @@ class Trainer:
         tokens = 0
         for indices in make_batches(self.valid_data, self.config.training.batch_tokens, 0, 0, shuffle=False):
             batch = collate(self.valid_data, indices).to(self.device)
-            loss, nll = self.compute_loss(batch)
+            loss, nll = self.compute_loss(batch, self.compiled_model)
             loss_sum += loss.item()
             nll_sum += nll.item()
             tokens += batch.num_tokens
@@ -534,14 +615,25 @@ class Trainer:
                   "ppl": math.exp(min(nll, 50)), "bleu": scores["bleu"], "chrf": scores["chrf"],
                   "seconds": time.time() - start}
         self.model.train()
+        self.last_validation_examples = list(zip(self.valid_src, hyps, self.valid_ref))[:VALIDATION_EXAMPLES]
         return result
 
     def validate_and_save(self) -> bool:
         """Validate, log, save checkpoints; return True when early stopping says stop.
 
         The time this takes is added to ``validation_seconds`` (it does not advance the schedule).
+        Every rank calls this at the same update; rank 0 validates and decides.
         """
         start = self.clock()
+        is_best = self.validate_and_log() if self.distributed.is_main else False
+        self.validation_seconds += self.clock() - start
+        self.save_checkpoints(is_best)
+        patience = self.config.training.patience
+        return self.distributed.broadcast_from_main(
+            bool(patience) and self.validations_without_improvement >= patience)
+
+    def validate_and_log(self) -> bool:
+        """Validate, write the record and the log line; return whether this is the best BLEU so far."""
         result = self.validate()
         is_best = result["bleu"] > self.best_bleu
         if is_best:
@@ -551,25 +643,53 @@ class Trainer:
             self.validations_without_improvement += 1
         result["best_bleu"] = self.best_bleu
         self.write_metrics(result)
+        if self.metrics is not None:
+            self.metrics.write_text("valid/translations", "\n\n".join(
+                f"**source** {src}  \n**output** {hyp}  \n**reference** {ref}"
+                for src, hyp, ref in self.last_validation_examples), self.step)
         log.info("validation at step %d: loss %.3f, ppl %.2f, BLEU %.2f, chrF %.2f (best %.2f)%s [%.1fs]",
                  self.step, result["loss"], result["ppl"], result["bleu"], result["chrf"], self.best_bleu,
                  " *" if is_best else "", result["seconds"])
-        self.validation_seconds += self.clock() - start
-        self.save_checkpoints(is_best)
-        patience = self.config.training.patience
-        return bool(patience) and self.validations_without_improvement >= patience
+        return is_best
 
     # --- the loop --------------------------------------------------------------------------------
 
-    def budget_spent(self) -> str | None:
+    def budget_spent(self, check_time: bool = True) -> str | None:
         cfg = self.config.training
         if cfg.max_steps and self.step >= cfg.max_steps:
             return f"reached training.max_steps={cfg.max_steps}"
         if cfg.max_epochs and self.epoch >= cfg.max_epochs:
             return f"reached training.max_epochs={cfg.max_epochs}"
-        if cfg.max_minutes and self.wall_seconds() >= cfg.max_minutes * 60:
+        if check_time and self.time_budget_spent():
             return f"reached training.max_minutes={cfg.max_minutes}"
         return None
+
+    def time_budget_spent(self) -> bool:
+        minutes = self.config.training.max_minutes
+        return bool(minutes) and self.wall_seconds() >= minutes * 60
+
+    def agree_to_stop(self) -> str | None:
+        """Why training stops now (None: it goes on); checked after every update, the same on every rank.
+
+        Several ranks must stop at the same update, or the others would wait forever in their
+        next all-reduce: a signal on any rank stops all, and rank 0's clock, the one that
+        validation time is counted on, decides the time budget and the schedule's progress.
+        """
+        if not self.distributed.enabled:
+            return f"{self.stop_signal} received" if self.stop_signal else self.budget_spent()
+        is_main = self.distributed.is_main
+        signals, time_spent, progress = self.distributed.sum(
+            [float(self.stop_signal is not None), float(is_main and self.time_budget_spent()),
+             (self.schedule_progress() or 0.0) if is_main else 0.0], self.device)
+        if self.config.training.schedule_horizon == "minutes":
+            self.agreed_progress = progress
+        if signals:
+            self.stop_signal = self.stop_signal or "a signal to another rank"
+            return f"{self.stop_signal} received"
+        reason = self.budget_spent(check_time=False)
+        if reason is None and time_spent:
+            reason = f"reached training.max_minutes={self.config.training.max_minutes}"
+        return reason
 
     def _handle_signal(self, signum, frame) -> None:
         if self.stop_signal is not None:
@@ -578,12 +698,12 @@ class Trainer:
         log.warning("%s received: finishing the current update, then saving a checkpoint", self.stop_signal)
 
     def run(self) -> dict:
+        """Train until a budget is spent, a signal arrives or early stopping says so; return a summary."""
         cfg = self.config.training
-        if self.lock.handle is None:
+        if self.closed:
             raise TransformerMTError(f"this Trainer of {self.run_dir} has ended (its lock is released); create a "
                                      f"new one to train on")
         previous_handlers = {}
-        progress = None
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
@@ -591,48 +711,14 @@ class Trainer:
                 except ValueError:
                     pass  # not the main thread: signals stay with the caller
             self.session_start = self.clock()
-            stop_reason = self.budget_spent()
-            progress = tqdm(total=cfg.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True,
-                            disable=(not self.show_progress) if self.show_progress is not None else None,
-                            mininterval=1.0)
-            window_tokens, window_loss, window_start = 0, 0.0, time.time()
+            stop_reason = self.agree_to_stop()
+            hide = (not self.show_progress) if self.show_progress is not None else None
+            self.progress_bar = tqdm(total=cfg.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True,
+                                     disable=hide if self.distributed.is_main else True, mininterval=1.0)
+            self.start_log_window()
             while stop_reason is None:
-                batches = make_batches(self.train_data, cfg.batch_tokens, cfg.seed, self.epoch)
-                while self.batches_done < len(batches) and stop_reason is None:
-                    group = batches[self.batches_done:self.batches_done + cfg.accumulate]
-                    self.batches_done += len(group)
-                    stats = self.train_update([collate(self.train_data, idx) for idx in group])
-                    if stats is None:
-                        continue
-                    window_tokens += stats["tokens"]
-                    window_loss += stats["loss"] * stats["tokens"]
-                    progress.update(1)
-                    if self.step % cfg.log_every == 0:
-                        seconds = time.time() - window_start
-                        record = {"type": "train", "step": self.step, "epoch": self.epoch + 1,
-                                  "loss": window_loss / window_tokens, "lr": self.optimizer.param_groups[0]["lr"],
-                                  "tokens_per_s": window_tokens / max(seconds, 1e-9),
-                                  "grad_norm": stats["grad_norm"]}
-                        self.write_metrics(record)
-                        progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
-                                             tok_s=f"{record['tokens_per_s']:.0f}")
-                        log.debug("step %d loss %.4f", self.step, record["loss"])
-                        window_tokens, window_loss, window_start = 0, 0.0, time.time()
-                    stop_reason = self.budget_spent()
-                    if self.stop_signal:
-                        stop_reason = f"{self.stop_signal} received"
-                    if stop_reason is None and self.step % cfg.validate_every == 0:
-                        validation_start = time.time()
-                        if self.validate_and_save():
-                            stop_reason = (f"early stopping: no BLEU improvement in {cfg.patience} validations")
-                        window_start += time.time() - validation_start  # tokens/s excludes validation time
-                if self.batches_done >= len(batches):
-                    self.epoch += 1
-                    self.batches_done = 0
-                    log.info("epoch %d done at step %d", self.epoch, self.step)
-                    if stop_reason is None:
-                        stop_reason = self.budget_spent()
-            progress.close()
+                stop_reason = self.run_epoch()
+            self.progress_bar.close()
             self.elapsed = self.wall_seconds()
             self.session_start = self.clock()
             if self.stop_signal:
@@ -642,18 +728,77 @@ class Trainer:
                     f"{self.run_dir}. Resume with: transformer-mt train --config <same config> "
                     f"--output-dir {self.run_dir} --resume")
             log.info("training stopped: %s", stop_reason)
-            if not self.step_checkpoints() or not self.step_checkpoints()[-1].name.endswith(f"{self.step:08d}.pt"):
+            if not self.distributed.broadcast_from_main(self.is_main_and_saved_this_step()):
                 self.validate_and_save()
-            if cfg.average_last_n:
+            if cfg.average_last_n and self.distributed.is_main:
                 self.average()
         finally:
-            if progress is not None:
-                progress.close()
+            if self.progress_bar is not None:
+                self.progress_bar.close()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
             self.close()
         return {"run_dir": str(self.run_dir), "step": self.step, "epoch": self.epoch, "best_bleu": self.best_bleu,
                 "train_seconds": self.elapsed, "stop_reason": stop_reason}
+
+    def run_epoch(self) -> str | None:
+        """Train on this rank's share of the current epoch, from where the run stands in it.
+
+        Returns why training stops, or None when the epoch ended and training goes on.
+        """
+        cfg = self.config.training
+        all_batches = make_batches(self.train_data, cfg.batch_tokens, cfg.seed, self.epoch)
+        batches = shard_batches(all_batches, self.distributed.rank, self.distributed.world_size)
+        if self.distributed.enabled and self.batches_done == 0:
+            log.info("epoch %d: %d batches, %d per rank (%d repeated to even out the ranks)", self.epoch + 1,
+                     len(all_batches), len(batches), len(batches) * self.distributed.world_size - len(all_batches))
+        stop_reason = None
+        while self.batches_done < len(batches) and stop_reason is None:
+            group = batches[self.batches_done:self.batches_done + cfg.accumulate]
+            self.batches_done += len(group)
+            stats = self.train_update([collate(self.train_data, indices) for indices in group])
+            if stats is not None:
+                self.log_update(stats)
+            stop_reason = self.agree_to_stop()
+            if stop_reason is None and stats is not None and self.step % cfg.validate_every == 0:
+                validation_start = time.time()
+                if self.validate_and_save():
+                    stop_reason = f"early stopping: no BLEU improvement in {cfg.patience} validations"
+                self.window_start += time.time() - validation_start  # tokens/s excludes validation time
+        if self.batches_done >= len(batches):
+            self.epoch += 1
+            self.batches_done = 0
+            log.info("epoch %d done at step %d", self.epoch, self.step)
+            if stop_reason is None:
+                stop_reason = self.agree_to_stop()
+        return stop_reason
+
+    def start_log_window(self) -> None:
+        """Start counting the tokens and loss that the next training record averages over."""
+        self.window_tokens, self.window_loss, self.window_start = 0, 0.0, time.time()
+
+    def log_update(self, stats: dict) -> None:
+        """Advance the progress bar; every ``log_every`` updates, write a training record."""
+        self.window_tokens += stats["tokens"]
+        self.window_loss += stats["loss"] * stats["tokens"]
+        self.progress_bar.update(1)
+        if self.step % self.config.training.log_every:
+            return
+        seconds = time.time() - self.window_start
+        record = {"type": "train", "step": self.step, "epoch": self.epoch + 1,
+                  "loss": self.window_loss / self.window_tokens, "lr": self.optimizer.param_groups[0]["lr"],
+                  "tokens_per_s": self.window_tokens / max(seconds, 1e-9), "grad_norm": stats["grad_norm"]}
+        self.write_metrics(record)
+        self.progress_bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                                      tok_s=f"{record['tokens_per_s']:.0f}")
+        log.debug("step %d loss %.4f", self.step, record["loss"])
+        self.start_log_window()
+
+    def is_main_and_saved_this_step(self) -> bool:
+        if not self.distributed.is_main:
+            return False
+        saved = self.step_checkpoints()
+        return bool(saved) and saved[-1].name.endswith(f"{self.step:08d}.pt")
 
     def close(self) -> None:
         """Stop writing train.log and release the run directory's lock (run() does this when it ends)."""
@@ -661,7 +806,12 @@ class Trainer:
             log.removeHandler(self.log_handler)
             self.log_handler.close()
             self.log_handler = None
-        self.lock.release()
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if self.lock is not None:
+            self.lock.release()
+        self.closed = True
 
     def average(self) -> Path | None:
         paths = self.step_checkpoints()[-self.config.training.average_last_n:]
@@ -675,6 +825,9 @@ class Trainer:
 
 
 def train(config: Config, output_dir, device: str | None = None, resume: bool = False, overwrite: bool = False,
-          show_progress: bool | None = None) -> dict:
-    """Train a model as configured and return a summary (run_dir, step, best_bleu, train_seconds, ...)."""
-    return Trainer(config, output_dir, device, resume, overwrite, show_progress).run()
+          show_progress: bool | None = None, distributed: DistributedContext = SINGLE_PROCESS) -> dict:
+    """Train a model as configured and return a summary (run_dir, step, best_bleu, train_seconds, ...).
+
+    Under torchrun, pass the context of ``transformer_mt.distributed.setup()`` (see there).
+    """
+    return Trainer(config, output_dir, device, resume, overwrite, show_progress, distributed).run()

@@ -7,6 +7,10 @@
 Sentences are tokenized, sorted by length (so batches hold sentences of
 similar length and little padding), decoded in batches, detokenized and
 returned in input order. An empty input sentence gives an empty output.
+
+``translate(..., return_alignment=True)`` also gives each translation's hard
+alignment to its source (see alignment.py), and ``attention(sentence)`` the
+attention weights a translation was made with (for ``transformer-mt plot --attention``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 
+from .alignment import check_alignment_layer, check_alignment_unit, hard_alignment, word_alignment
 from .checkpoint import check_tokenizer_checksums, load_checkpoint
 from .config import Config, config_from_dict
 from .device import autocast, keep_freed_cpu_memory, resolve_device
@@ -25,7 +30,7 @@ from .errors import TransformerMTError
 from .kernels import OneDNNLinear
 from .model import Transformer, build_model
 from .search import beam_search, greedy_search
-from .tokenizer import PAD_ID, Tokenizer, load_tokenizers
+from .tokenizer import EOS_ID, PAD_ID, Tokenizer, load_tokenizers
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,34 @@ class Translation(NamedTuple):
 
     text: str
     score: float
+
+
+class AlignedTranslation(NamedTuple):
+    """A translation with its score and its hard alignment to the source: ``alignment`` holds pairs
+    (i, j), source token i aligned to target token j (counted from 0), where the tokens are
+    ``source_tokens`` and ``target_tokens``: SentencePiece pieces, or words (alignment_unit="words")."""
+
+    text: str
+    score: float
+    alignment: list[tuple[int, int]]
+    source_tokens: list[str]
+    target_tokens: list[str]
+
+
+class SentenceAttention(NamedTuple):
+    """The attention weights one sentence's translation was made with (``Translator.attention``).
+
+    ``target_pieces`` are the output pieces, then ``</s>`` when the translation ended with the end
+    token: row t of the weights is the step that predicted ``target_pieces[t]``. The decoder's
+    self-attention at that step looks at its inputs, ``<s>`` and ``target_pieces[:t]``.
+    """
+
+    text: str
+    source_pieces: list[str]
+    target_pieces: list[str]
+    cross_attention: torch.Tensor  # (decoder layers, heads, target pieces, source pieces)
+    self_attention: torch.Tensor | None  # (decoder layers, heads, target pieces, target pieces); when asked for
+    search: str  # how it was translated, e.g. "beam search (beam size 5)"
 
 
 class Decoding(NamedTuple):
@@ -180,7 +213,8 @@ class Translator:
     def translate(self, sentences: list[str], beam_size: int | None = None, nbest: int | None = None,
                   length_penalty: float | None = None, batch_size: int | None = None,
                   max_length_a: float | None = None, max_length_b: int | None = None,
-                  incremental: bool = True, early_exit: bool | None = None, return_scores: bool = False):
+                  incremental: bool = True, early_exit: bool | None = None, return_scores: bool = False,
+                  return_alignment: bool = False, alignment_unit: str = "pieces", alignment_layer: int | None = None):
         """Translate a list of sentences.
 
         Returns a list of strings, or with ``nbest`` > 1 a list of lists of
@@ -192,12 +226,22 @@ class Translator:
         ``return_scores=True`` returns for each sentence a list of up to ``nbest``
         :class:`Translation` (text, score), best first (beam search also for beam size 1,
         which gives greedy search's output with its score); an empty input gives ("", 0.0).
+        ``return_alignment=True`` returns for each sentence a list of up to ``nbest``
+        :class:`AlignedTranslation` (text, score, alignment, source_tokens, target_tokens), best
+        first: each target piece aligned to the source piece the head-averaged cross-attention
+        of decoder layer ``alignment_layer`` (numbered from 1; default: the penultimate) weighs
+        most; ``alignment_unit="words"`` lifts the pairs to words (see alignment.py). The
+        weights are computed only then; an empty input gives ("", 0.0, [], [], []).
         """
         beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit = resolve_decoding(
             self.config, beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit)
+        if return_alignment:
+            alignment_unit = check_alignment_unit(alignment_unit)
+            alignment_layer = check_alignment_layer(alignment_layer, len(self.model.decoder_layers))
         encoded = encode_sentences(sentences, self.src_tokenizer, self.config)
         results: list[list[str]] = [[""] * nbest for _ in sentences]
         scored: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
+        aligned: list[list[AlignedTranslation]] = [[AlignedTranslation("", 0.0, [], [], [])] for _ in sentences]
         order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]), reverse=True)
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
@@ -207,12 +251,13 @@ class Translator:
                 src[r, :len(encoded[i])] = torch.tensor(encoded[i])
             src = src.to(self.device)
             with autocast(self.device, self.precision):
-                if beam_size == 1 and not return_scores:
+                if beam_size == 1 and not return_scores and not return_alignment:
                     outputs = [[tokens] for tokens in greedy_search(self.model, src, max_length_a, max_length_b,
                                                                     incremental)]
                 else:
                     hyps = beam_search(self.model, src, beam_size, length_penalty, max_length_a, max_length_b, nbest,
-                                       incremental, early_exit)
+                                       incremental, early_exit, return_attention=return_alignment,
+                                       attention_layer=alignment_layer if return_alignment else None)
                     outputs = [[h.tokens for h in sentence_hyps] for sentence_hyps in hyps]
                     scores = [[h.score for h in sentence_hyps] for sentence_hyps in hyps]
             for row, (i, token_lists) in enumerate(zip(rows, outputs)):
@@ -221,8 +266,55 @@ class Translator:
                 results[i] = (texts + [""] * nbest)[:nbest]
                 if return_scores:
                     scored[i] = [Translation(text, score) for text, score in zip(texts, scores[row])][:nbest]
+                if return_alignment:
+                    aligned[i] = [self._aligned(text, hyp, encoded[i], alignment_unit)
+                                  for text, hyp in zip(texts, hyps[row])][:nbest]
+        if return_alignment:
+            return aligned
         if return_scores:
             return scored
         if nbest == 1:
             return [r[0] for r in results]
         return results
+
+    def _aligned(self, text: str, hyp, source_ids: list[int], unit: str) -> AlignedTranslation:
+        pairs = hard_alignment(hyp.attention["cross"], 1, len(hyp.tokens))  # search kept only that layer's mean
+        source_pieces = self.src_tokenizer.sp.id_to_piece(source_ids)
+        target_pieces = self.tgt_tokenizer.sp.id_to_piece(hyp.tokens)
+        if unit == "words":
+            pairs, source_pieces, target_pieces = word_alignment(pairs, source_pieces, target_pieces)
+        return AlignedTranslation(text, hyp.score, pairs, source_pieces, target_pieces)
+
+    def attention(self, sentence: str, beam_size: int | None = None, self_attention: bool = False,
+                  max_length_a: float | None = None, max_length_b: int | None = None) -> SentenceAttention:
+        """Translate one sentence and return the attention weights its translation was made with.
+
+        Greedy search when the beam size (default: decoding.beam_size) is 1, else beam search
+        (its best hypothesis). ``self_attention=True`` also returns the decoder self-attention.
+        """
+        if not isinstance(sentence, str):
+            raise TypeError("attention() takes one sentence (a string)")
+        settings = resolve_decoding(self.config, beam_size, max_length_a=max_length_a, max_length_b=max_length_b)
+        [source_ids] = encode_sentences([sentence], self.src_tokenizer, self.config)
+        if not source_ids:
+            raise TransformerMTError("the sentence is empty: give a sentence with some text to translate")
+        src = torch.tensor([source_ids], dtype=torch.long, device=self.device)
+        with autocast(self.device, self.precision):
+            if settings.beam_size == 1:
+                [tokens], [attention] = greedy_search(self.model, src, settings.max_length_a, settings.max_length_b,
+                                                      return_attention=True, return_self_attention=self_attention)
+                search = "greedy search (beam size 1)"
+            else:
+                [[best, *_]] = beam_search(self.model, src, settings.beam_size, settings.length_penalty,
+                                           settings.max_length_a, settings.max_length_b, 1,
+                                           early_exit=settings.early_exit, return_attention=True,
+                                           return_self_attention=self_attention)
+                tokens, attention = best.tokens, best.attention
+                search = f"beam search (beam size {settings.beam_size})"
+        target_pieces = self.tgt_tokenizer.sp.id_to_piece(tokens)
+        cross = attention["cross"].cpu()
+        if cross.size(2) > len(tokens):  # the last step predicted the end token
+            target_pieces.append(self.tgt_tokenizer.sp.id_to_piece(EOS_ID))
+        text = " ".join(self.tgt_tokenizer.decode([tokens])[0].splitlines())
+        return SentenceAttention(text, self.src_tokenizer.sp.id_to_piece(source_ids), target_pieces, cross,
+                                 attention["self"].cpu() if self_attention else None, search)

@@ -1,0 +1,7 @@
+"""``python -m transformer_mt``: the transformer-mt command (and what torchrun starts: ``torchrun ... -m transformer_mt train``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,155 @@
+"""Data-parallel training on PyTorch's own engine: process group, ranks, and the few collectives we need.
+
+Started by torchrun (``torchrun --nproc_per_node N -m transformer_mt train ...``), each process
+reads its rank from the environment (RANK, WORLD_SIZE, LOCAL_RANK), joins one process group
+(NCCL on CUDA, one GPU per process; gloo on CPU) and trains its shard of every epoch's batches
+with DistributedDataParallel. Rank 0 is the one process that writes (logs, metrics,
+checkpoints) and validates. Without torchrun there is one process and nothing here talks to
+anyone: ``SINGLE_PROCESS`` answers every question locally.
+
+Multi-node runs are torchrun's own rendezvous (``--nnodes``, ``--rdzv-endpoint``); nothing here
+manages processes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .errors import TransformerMTError
+
+# A rank waits this long in a collective (e.g. while rank 0 validates or saves) before failing
+# instead of hanging forever.
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    backend: str | None = None  # None: a single process, no process group
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """The one process that writes files and validates."""
+        return self.rank == 0
+
+    # --- collectives (each a no-op in a single process) ----------------------------------------
+
+    def sum(self, values: list[float], device: torch.device) -> list[float]:
+        """Element-wise sum of ``values`` over all ranks (float64, so token counts stay exact)."""
+        if not self.enabled:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor.tolist()
+
+    def broadcast_from_main(self, value):
+        """Rank 0's ``value`` (any picklable object), on every rank."""
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather_to_main(self, value) -> list | None:
+        """Every rank's ``value`` as a list on rank 0 (None on the others)."""
+        if not self.enabled:
+            return [value]
+        gathered = [None] * self.world_size if self.is_main else None
+        dist.gather_object(value, gathered, dst=0)
+        return gathered
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def run_on_main(self, function, *args, **kwargs):
+        """Run ``function`` on rank 0 only; the others wait. An error there is raised on every rank.
+
+        Without this, a mistake found by rank 0 (a config that does not fit the run directory,
+        say) would leave the other ranks waiting in their next collective until the timeout.
+        """
+        if not self.enabled:
+            return function(*args, **kwargs)
+        if not self.is_main:
+            error = self.broadcast_from_main(None)
+            if error is not None:
+                raise TransformerMTError(error)
+            return None
+        try:
+            result = function(*args, **kwargs)
+        except BaseException as exc:
+            self.broadcast_from_main(str(exc) if isinstance(exc, TransformerMTError)
+                                     else f"rank 0 stopped: {type(exc).__name__}: {exc}")
+            raise
+        self.broadcast_from_main(None)
+        return result
+
+
+SINGLE_PROCESS = DistributedContext()
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: str | None = "auto") -> tuple[DistributedContext, str | None]:
+    """Join the process group torchrun describes in the environment; return the context and this rank's device.
+
+    Process-wide, so called by the entry point (the CLI's train command), once. Without torchrun
+    it returns ``(SINGLE_PROCESS, device)`` and changes nothing.
+    """
+    if not launched_by_torchrun():
+        return SINGLE_PROCESS, device
+    try:
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+        world_size = int(os.environ["WORLD_SIZE"])
+    except (KeyError, ValueError):
+        raise TransformerMTError("WORLD_SIZE is set but RANK/LOCAL_RANK are not: start data-parallel training "
+                                 "with torchrun, e.g. torchrun --nproc_per_node 2 -m transformer_mt train ...") from None
+    wants_cuda = device in (None, "", "auto") and torch.cuda.is_available() or str(device).startswith("cuda")
+    if wants_cuda:
+        if not torch.cuda.is_available():
+            raise TransformerMTError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
+        if local_rank >= torch.cuda.device_count():
+            raise TransformerMTError(
+                f"local rank {local_rank} has no GPU: this machine has {torch.cuda.device_count()}; start at most "
+                f"that many processes per node (--nproc_per_node)")
+        device, backend = f"cuda:{local_rank}", "nccl"
+        torch.cuda.set_device(local_rank)
+    else:
+        device, backend = "cpu", "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+    return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size, backend=backend), device
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard_batches(batches: list[np.ndarray], rank: int, world_size: int) -> list[np.ndarray]:
+    """This rank's share of an epoch's batches; every rank gets the same number.
+
+    Rank r takes batches r, r + N, r + 2N, ... of the list every rank builds alike from (seed,
+    epoch). When the count does not divide by N, the list is first padded with its own first
+    batches (as torch's DistributedSampler pads), so no rank waits in an all-reduce that
+    another never joins: uneven batch counts deadlock data-parallel training.
+    """
+    if world_size == 1:
+        return batches
+    per_rank = -(-len(batches) // world_size)
+    padded = [batches[i % len(batches)] for i in range(per_rank * world_size)]
+    return padded[rank::world_size]

@@ -1,0 +1,111 @@
+"""Where a run's metrics go: ``metrics.jsonl`` always, TensorBoard event files when wanted.
+
+    writer = MetricsWriter("runs/demo")                 # tensorboard="auto": on when installed
+    writer.write({"type": "train", "step": 25, "loss": 5.1, "lr": 2.5e-4, "tokens_per_s": 2600.0,
+                  "grad_norm": 1.3})
+    writer.write_text("valid/translations", "source → translation", step=200)
+    writer.close()
+
+``metrics.jsonl`` holds one JSON object per line and is the record of truth (``transformer-mt
+plot`` reads it, resuming truncates it to the checkpoint). TensorBoard (``tensorboard --logdir
+RUN_DIR``) gets the scalars of "train" records (loss, lr, tokens_per_s, grad_norm as
+``train/loss`` ...) and "valid" records (loss, ppl, bleu, chrf as ``valid/loss`` ...), and
+texts, in event files under ``RUN_DIR/tensorboard/``. Its package is optional (the [plots]
+extra). Only one process of a run should write: create the writer there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .errors import TransformerMTError
+
+# The record fields drawn in TensorBoard, per record type; tags are "<type>/<field>".
+TENSORBOARD_SCALARS = {
+    "train": ("loss", "lr", "tokens_per_s", "grad_norm"),
+    "valid": ("loss", "ppl", "bleu", "chrf"),
+}
+TENSORBOARD_DIR = "tensorboard"
+
+
+def summary_writer_class():
+    """torch's SummaryWriter, or None when the tensorboard package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch.utils.tensorboard raises it when the tensorboard package is missing
+        return None
+    return SummaryWriter
+
+
+class MetricsWriter:
+    """The one place metrics go: ``write`` appends a record to metrics.jsonl and, when TensorBoard
+    is on, adds its scalars to the event file.
+
+    ``tensorboard``: "auto" (on when the tensorboard package can be imported), True (on; an error
+    without the package) or False. ``purge_step``: when a run resumes from a checkpoint at this
+    step, TensorBoard hides the events of later steps that an earlier session wrote (metrics.jsonl
+    is truncated to the checkpoint the same way), so curves do not double back.
+    """
+
+    def __init__(self, run_dir, tensorboard: bool | str = "auto", purge_step: int | None = None,
+                 flush_seconds: float = 10.0):
+        if tensorboard not in (True, False, "auto"):
+            raise ValueError(f"tensorboard must be True, False or 'auto', not {tensorboard!r}")
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "metrics.jsonl"
+        self.summary = None
+        if tensorboard:
+            summary_writer = summary_writer_class()
+            if summary_writer is None and tensorboard is True:
+                raise TransformerMTError("TensorBoard logging needs the tensorboard package: pip install "
+                                         "'transformer-mt[plots]', or turn TensorBoard logging off")
+            if summary_writer is not None:
+                # A short flush interval: people watch a training's curves while it runs.
+                self.summary = summary_writer(log_dir=str(self.run_dir / TENSORBOARD_DIR), purge_step=purge_step,
+                                              flush_secs=flush_seconds)
+
+    @property
+    def tensorboard(self) -> bool:
+        """Whether TensorBoard event files are written."""
+        return self.summary is not None
+
+    def write(self, record: dict) -> None:
+        """Append ``record`` to metrics.jsonl (one JSON line) and draw its scalars in TensorBoard."""
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise TransformerMTError(
+                f"could not write {self.run_dir / 'metrics.jsonl'}: {exc.strerror or exc}; free disk space or make "
+                f"the run directory writable, then resume (the last checkpoint is intact)") from None
+        if self.summary is None or not isinstance(record.get("step"), int):
+            return
+        kind = record.get("type")
+        for field in TENSORBOARD_SCALARS.get(kind, ()):
+            value = record.get(field)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.summary.add_scalar(f"{kind}/{field}", value, global_step=record["step"])
+
+    def write_text(self, tag: str, text: str, step: int) -> None:
+        """Show ``text`` (Markdown) under ``tag`` at ``step`` in TensorBoard's Text tab, e.g. a few
+        validation translations; metrics.jsonl does not get it."""
+        if self.summary is not None:
+            self.summary.add_text(tag, text, global_step=step)
+
+    def flush(self) -> None:
+        if self.summary is not None:
+            self.summary.flush()
+
+    def close(self) -> None:
+        """Write what TensorBoard holds back and close its file (the writer can be closed twice)."""
+        if self.summary is not None:
+            self.summary.close()
+            self.summary = None
+
+    def __enter__(self) -> "MetricsWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
