@@ -116,3 +116,25 @@ def test_python_api_matches_cli(trained_run):
     cli = run_cli("translate", "--model", run, "--beam-size", "3", "ba de gi ko", "", "mu pa ba")
     assert cli.stdout.splitlines() == api
     assert api[1] == ""
+
+
+def test_prepare_then_train_reuses_the_tokenizer_and_encoded_corpora(tmp_path):
+    from conftest import run_cli, tiny_config
+    import yaml
+
+    data = write_reverse_corpus(tmp_path / "data", n_train=200, n_valid=5, n_test=5)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_config(data, max_steps=2, validate_every=2).to_dict()))
+    run = tmp_path / "run"
+    prepared = run_cli("prepare", "--config", config_path, "--output-dir", run)
+    assert prepared.returncode == 0, prepared.stderr
+    assert "prepared" in prepared.stderr and "200 training pairs" in prepared.stderr
+    assert not list(run.glob("checkpoint*")) and (run / "spm.model").is_file()
+    cached = {p.name: p.stat().st_mtime_ns for p in (run / "cache").iterdir()}
+    tokenizer_time = (run / "spm.model").stat().st_mtime_ns
+    assert cached
+    trained = run_cli("train", "--config", config_path, "--output-dir", run)
+    assert trained.returncode == 0, trained.stderr
+    assert (run / "spm.model").stat().st_mtime_ns == tokenizer_time
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "cache").iterdir() if p.name in cached} == cached
+    assert "reusing tokenizer" in (run / "train.log").read_text()

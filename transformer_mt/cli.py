@@ -74,6 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="delete an existing run in the output directory and start again")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value, e.g. --set training.max_steps=100 (repeatable)")
+    train.epilog = ("Data-parallel: torchrun --nproc_per_node N -m transformer_mt train --config FILE ... trains "
+                    "with N processes (one GPU each, or CPU processes); see the README.")
+
+    prepare = sub.add_parser(
+        "prepare", help="train the tokenizer and encode the corpora, without training",
+        description="Do what 'train' does before its first update: claim the output directory, train the "
+                    "SentencePiece model(s) and encode the training and validation corpora into memory-mapped "
+                    "arrays. 'train' with the same config and output directory reuses them; run this once "
+                    "before a multi-GPU job so that the GPUs do not wait for the encoding.")
+    prepare.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
+    prepare.add_argument("--output-dir", metavar="DIR",
+                         help="run directory (default: runs/<config name>, as for train)")
+    prepare.add_argument("--overwrite", action="store_true",
+                         help="delete an existing run in the output directory first")
+    prepare.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                         help="override a config value (repeatable), as for train")
 
     translate = sub.add_parser(
         "translate", help="translate sentences with a trained model",
@@ -238,6 +254,19 @@ def cmd_train(args) -> int:
     print(f"training finished ({summary['stop_reason']}): {summary['step']} steps, best validation BLEU "
           f"{summary['best_bleu']:.2f}, {summary['train_seconds'] / 60:.1f} min. "
           f"Translate with: transformer-mt translate --model {output_dir} \"...\"", file=sys.stderr)
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .config import load_config, parse_overrides
+    from .trainer import prepare
+
+    config = load_config(args.config, parse_overrides(args.set))
+    output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)
+    summary = prepare(config, output_dir, overwrite=args.overwrite)
+    print(f"prepared {output_dir}: {summary['train_pairs']} training pairs, {summary['valid_pairs']} validation "
+          f"pairs, vocabulary {summary['vocab_sizes'][0]}/{summary['vocab_sizes'][1]}. Train with: transformer-mt "
+          f"train --config {args.config} --output-dir {output_dir}", file=sys.stderr)
     return 0
 
 
@@ -617,7 +646,7 @@ def cmd_upgrade_checkpoint(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "average": cmd_average,
+COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_translate, "evaluate": cmd_evaluate, "average": cmd_average,
             "serve": cmd_serve, "export": cmd_export, "plot": cmd_plot, "upgrade-checkpoint": cmd_upgrade_checkpoint}
 
 

@@ -232,8 +232,9 @@ class Trainer:
 
     def __init__(self, config: Config, run_dir, device: str | None = None, resume: bool = False,
                  overwrite: bool = False, show_progress: bool | None = None,
-                 distributed: DistributedContext = SINGLE_PROCESS):
+                 distributed: DistributedContext = SINGLE_PROCESS, prepare_only: bool = False):
         self.config = config
+        self.prepare_only = prepare_only  # tokenizer and encoded corpora only: see prepare()
         self.run_dir = Path(run_dir)
         self.show_progress = show_progress
         self.distributed = distributed
@@ -285,6 +286,8 @@ class Trainer:
         self.distributed.run_on_main(self._load_data, resume_state)
         if not self.distributed.is_main:
             self._load_data(resume_state)
+        if self.prepare_only:
+            return
 
         self.model: Transformer = build_model(config.model, len(self.src_tok), len(self.tgt_tok), PAD_ID).to(self.device)
         self.compiled_model = torch.compile(self.model) if cfg.compile else self.model
@@ -787,7 +790,8 @@ class Trainer:
         seconds = time.time() - self.window_start
         record = {"type": "train", "step": self.step, "epoch": self.epoch + 1,
                   "loss": self.window_loss / self.window_tokens, "lr": self.optimizer.param_groups[0]["lr"],
-                  "tokens_per_s": self.window_tokens / max(seconds, 1e-9), "grad_norm": stats["grad_norm"]}
+                  "tokens": self.window_tokens, "tokens_per_s": self.window_tokens / max(seconds, 1e-9),
+                  "grad_norm": stats["grad_norm"]}
         self.write_metrics(record)
         self.progress_bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
                                       tok_s=f"{record['tokens_per_s']:.0f}")
@@ -822,6 +826,18 @@ class Trainer:
         ckpt.average_checkpoints(paths, out)
         log.info("averaged %d checkpoints (%s .. %s) into %s", len(paths), paths[0].name, paths[-1].name, out)
         return out
+
+
+def prepare(config: Config, output_dir, overwrite: bool = False) -> dict:
+    """Train the tokenizer and encode the corpora into a run directory, and stop there.
+
+    ``train`` with the same config and output directory then reuses both. Worth it before a
+    multi-GPU job (one process encodes while the GPUs wait otherwise) and to check a big corpus.
+    """
+    trainer = Trainer(config, output_dir, overwrite=overwrite, prepare_only=True)
+    trainer.close()
+    return {"run_dir": str(trainer.run_dir), "train_pairs": len(trainer.train_data),
+            "valid_pairs": len(trainer.valid_data), "vocab_sizes": (len(trainer.src_tok), len(trainer.tgt_tok))}
 
 
 def train(config: Config, output_dir, device: str | None = None, resume: bool = False, overwrite: bool = False,
