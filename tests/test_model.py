@@ -136,3 +136,13 @@ def test_spelled_out_attention_equals_scaled_dot_product_attention():
     for mask, causal in ((key_mask, False), (None, True), (None, False)):
         expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         assert torch.allclose(attn.spelled_out_attention(q, k, v, mask, causal)[0], expected, atol=1e-6)
+
+
+def test_positions_past_the_table_are_computed_without_changing_the_module():
+    from transformer_mt.model import PositionalEncoding
+
+    small, big = PositionalEncoding(16, 8), PositionalEncoding(16, 64)
+    table_before = small.table
+    for length, offset in ((12, 0), (1, 30), (5, 6)):
+        torch.testing.assert_close(small(length, offset), big(length, offset), rtol=0, atol=1e-6)
+    assert small.table is table_before and small.table.size(0) == 8

@@ -48,8 +48,9 @@ class PositionalEncoding(nn.Module):
         self.register_buffer("table", self.make_table(max_positions, d_model), persistent=False)
 
     @staticmethod
-    def make_table(length: int, d_model: int) -> torch.Tensor:
-        position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    def make_table(length: int, d_model: int, start: int = 0) -> torch.Tensor:
+        """The signals of positions start .. start + length - 1, one row each."""
+        position = torch.arange(start, start + length, dtype=torch.float32).unsqueeze(1)
         div_term = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
         table = torch.zeros(length, d_model)
         table[:, 0::2] = torch.sin(position * div_term)
@@ -59,9 +60,10 @@ class PositionalEncoding(nn.Module):
     def forward(self, length: int, offset: int = 0) -> torch.Tensor:
         end = offset + length
         if end > self.table.size(0):
-            # Inputs longer than max_positions are still translated in full:
-            # sinusoids extend to any length, so grow the table instead of failing.
-            self.table = self.make_table(max(end, 2 * self.table.size(0)), self.d_model).to(self.table.device)
+            # Inputs longer than max_positions are still translated in full: sinusoids extend to any
+            # length. These rows are computed for this call and not kept, so a forward pass never
+            # changes the module (translating threads share it).
+            return self.make_table(length, self.d_model, start=offset).to(self.table.device)
         return self.table[offset:end]
 
 
