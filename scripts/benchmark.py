@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from transformer_mt.config import load_config  # noqa: E402
 from transformer_mt.ct2_translator import CTranslate2Translator  # noqa: E402
 from transformer_mt.data import collate, make_batches, read_lines  # noqa: E402
+from transformer_mt.device import configure_process  # noqa: E402
 from transformer_mt.export import INSTALL_HINT, export_ctranslate2  # noqa: E402
 from transformer_mt.scoring import resolve_tokenize, score  # noqa: E402
 from transformer_mt.trainer import Trainer  # noqa: E402
@@ -150,6 +151,7 @@ def main() -> int:
     if args.ctranslate2 and not args.run:
         parser.error("--ctranslate2 needs a trained run (--run DIR)")
     config = load_config(args.config)
+    configure_process(config.training.num_threads)  # as the transformer-mt command does
     if args.precision:
         config.training.precision = args.precision
     result = {"config": args.config, "machine": {"platform": platform.platform(), "processor": platform.processor(),

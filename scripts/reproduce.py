@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformer_mt import Translator, TransformerMTError, load_config, train  # noqa: E402
 from transformer_mt.config import parse_overrides  # noqa: E402
+from transformer_mt.device import configure_process  # noqa: E402
 from transformer_mt.data import read_lines  # noqa: E402
 from transformer_mt.results import append_results_row, make_results_row, markdown_row  # noqa: E402
 from transformer_mt.scoring import resolve_tokenize, score  # noqa: E402
@@ -37,6 +38,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         config = load_config(args.config, parse_overrides(args.set))
+        configure_process(config.training.num_threads)  # as the transformer-mt command does
         run_dir = Path(args.output_dir or Path("runs") / Path(args.config).stem)
         summary = train(config, run_dir, device=args.device)
         data, dec = config.data, config.decoding

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformer_mt import Translator, TransformerMTError  # noqa: E402
 from transformer_mt.data import read_lines  # noqa: E402
+from transformer_mt.device import configure_process  # noqa: E402
 from transformer_mt.scoring import resolve_tokenize, score  # noqa: E402
 
 
@@ -29,6 +30,7 @@ def main() -> int:
     parser.add_argument("--length-penalties", type=float, nargs="+", default=[0.6, 0.8, 1.0, 1.2, 1.4])
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    configure_process()  # as the transformer-mt command does
     try:
         translator = Translator.from_run(args.model, args.checkpoint, device=args.device)
         data = translator.config.data

@@ -28,3 +28,23 @@ def test_keep_freed_cpu_memory_is_accepted_by_glibc_and_tensors_still_work():
     del big
     again = torch.full((5000, 4000), 2.0)
     assert again.sum().item() == 2.0 * 5000 * 4000
+
+
+def test_trainer_and_translator_leave_process_wide_settings_to_the_entry_point(tmp_path):
+    """training.num_threads is applied by the transformer-mt command, not by constructing a Trainer."""
+    from conftest import run_cli, tiny_config, write_reverse_corpus
+    import yaml
+
+    from transformer_mt import Translator, train
+
+    data = write_reverse_corpus(tmp_path / "data", n_train=100, n_valid=5, n_test=5)
+    before = torch.get_num_threads()
+    train(tiny_config(data, max_steps=1, validate_every=1, num_threads=before + 1), tmp_path / "api",
+          show_progress=False)
+    Translator.from_run(tmp_path / "api").translate(["ba de"])
+    assert torch.get_num_threads() == before
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(data, max_steps=1, validate_every=1, num_threads=2).to_dict()))
+    result = run_cli("train", "--config", config, "--output-dir", tmp_path / "cli")
+    assert result.returncode == 0, result.stderr
+    assert "device cpu (2 threads)" in (tmp_path / "cli" / "train.log").read_text()

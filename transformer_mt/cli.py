@@ -238,10 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from . import distributed
     from .config import load_config, parse_overrides
+    from .device import configure_process
     from .trainer import train
 
     config = load_config(args.config, parse_overrides(args.set))
     output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)
+    configure_process(config.training.num_threads)
     # Under torchrun, join the process group (process-wide, so here at the entry point); else one process.
     context, device = distributed.setup(args.device or config.training.device)
     try:
@@ -654,7 +656,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from .device import configure_process
     from .trainer import TrainingInterrupted
+
+    # Process-wide: reuse freed CPU memory (decoding and training allocate large temporaries each step);
+    # train also sets training.num_threads.
+    configure_process()
 
     try:
         return COMMANDS[args.command](args)

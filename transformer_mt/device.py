@@ -71,6 +71,21 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def configure_process(num_threads: int = 0, reuse_cpu_memory: bool = True) -> None:
+    """Process-wide settings for training and translating; call once, from the program's entry point.
+
+    The transformer-mt command and the scripts call it (train with ``training.num_threads``).
+    A program that uses the Python API decides for itself: these change the whole process, so
+    constructing a Trainer or Translator never makes them. ``num_threads``: torch's CPU threads
+    (0 leaves torch's default, all cores). ``reuse_cpu_memory``: see keep_freed_cpu_memory
+    (~11% faster fp32 training and ~6% faster beam search on CPU, measured here).
+    """
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    if reuse_cpu_memory:
+        keep_freed_cpu_memory()
+
+
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's malloc.h
 
 

@@ -44,7 +44,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .config import Config, check_data_files, config_from_dict, save_config, training_warnings
 from .data import collate, count_oversized, encode_parallel, make_batches, read_parallel
-from .device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision
+from .device import autocast, resolve_device, resolve_precision
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .errors import TransformerMTError
 from .loss import label_smoothed_nll_loss
@@ -277,10 +277,6 @@ class Trainer:
 
         self.device = resolve_device(device or cfg.device)
         self.precision, precision_reason = resolve_precision(cfg.precision, self.device)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
-        if self.device.type == "cpu":
-            keep_freed_cpu_memory()
         self.seed_everything(cfg.seed)
         # Rank 0 trains the tokenizer and encodes the corpora into the cache; the others then read them.
         self.distributed.run_on_main(self._load_data, resume_state)
@@ -326,9 +322,10 @@ class Trainer:
             self.load_state(resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
 
         num_params = sum(p.numel() for p in self.model.parameters())
-        log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s",
+        log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
                  self.run_dir, len(self.train_data), len(self.valid_src), len(self.src_tok), len(self.tgt_tok),
-                 num_params / 1e6, self.device)
+                 num_params / 1e6, self.device,
+                 f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "")
         if self.distributed.enabled:
             log.info("data-parallel: world size %d, backend %s; rank 0 writes and validates",
                      self.distributed.world_size, self.distributed.backend)
