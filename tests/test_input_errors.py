@@ -3,6 +3,7 @@ one clear TransformerMTError naming the key or file, or (for a cache) a warning 
 
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -223,23 +224,31 @@ def cached_corpus(tmp_path_factory):
 
 
 def write_arrays(**changes):
-    """Save the corpus with some arrays replaced (by a value or a function of the corpus) or left out (None)."""
-    def damage(path, corpus):
-        arrays = {**corpus.__dict__, **changes}
-        arrays = {name: value(corpus) if callable(value) else value for name, value in arrays.items()}
-        np.savez(path, **{name: value for name, value in arrays.items() if value is not None})
+    """Save some arrays of the entry replaced (by a value or a function of the corpus) or left out (None)."""
+    def damage(entry, corpus):
+        for name, value in changes.items():
+            if value is None:
+                (entry / f"{name}.npy").unlink()
+            else:
+                np.save(entry / f"{name}.npy", value(corpus) if callable(value) else value, allow_pickle=True)
     return damage
 
 
-def write_bytes(cut):
-    def damage(path, corpus):
+def write_bytes(cut, name="src_ids"):
+    def damage(entry, corpus):
+        path = entry / f"{name}.npy"
         path.write_bytes(cut(path.read_bytes()))
     return damage
 
 
+def replace_entry_by_a_file(entry, corpus):
+    shutil.rmtree(entry)
+    entry.write_bytes(b"not a cache")
+
+
 def changed(name, index, value):
     def change(corpus):
-        array = getattr(corpus, name).copy()
+        array = np.array(getattr(corpus, name))
         array[index] = value
         return array
     return change
@@ -247,21 +256,24 @@ def changed(name, index, value):
 
 # kind of damage -> (how to do it, words of the reason given in the warning)
 DAMAGE = {
-    "truncated": (write_bytes(lambda blob: blob[: len(blob) // 2]), "BadZipFile"),
-    "empty": (write_bytes(lambda blob: b""), "EOFError"),
-    "not a zip": (write_bytes(lambda blob: b"garbage" * 50), "ValueError"),
-    "bit flips": (write_bytes(lambda blob: blob[:100] + bytes(b ^ 0xFF for b in blob[100:140]) + blob[140:]), ""),
-    "object array": (write_arrays(src_ids=np.array([1, "x", None], dtype=object)), "ValueError: Object arrays"),
-    "missing array": (write_arrays(tgt_offsets=None), "KeyError"),
-    "float ids": (write_arrays(src_ids=lambda c: c.src_ids.astype(np.float64)), "expected 1-D int32/int64"),
-    "2-D offsets": (write_arrays(tgt_offsets=lambda c: c.tgt_offsets[None]), "expected 1-D int32/int64"),
+    "truncated": (write_bytes(lambda blob: blob[: len(blob) // 2]), "src_ids.npy: truncated"),
+    "empty": (write_bytes(lambda blob: b"", "tgt_offsets"), "tgt_offsets.npy: ValueError: EOF"),
+    "not a .npy file": (write_bytes(lambda blob: b"garbage" * 50), "src_ids.npy: ValueError"),
+    "header bit flips": (write_bytes(lambda blob: blob[:12] + bytes(b ^ 0xFF for b in blob[12:40]) + blob[40:]),
+                         "src_ids.npy: "),
+    "object array": (write_arrays(src_ids=np.array([1, "x", None], dtype=object)), "holds Python objects"),
+    "missing array": (write_arrays(tgt_offsets=None), "tgt_offsets.npy: FileNotFoundError"),
+    "a file, not a directory": (replace_entry_by_a_file, "NotADirectoryError"),
+    "float ids": (write_arrays(src_ids=lambda c: np.array(c.src_ids, dtype=np.float64)), "expected 1-D int32/int64"),
+    "big-endian ids": (write_arrays(src_ids=lambda c: np.array(c.src_ids, dtype=">i4")), "expected 1-D int32/int64"),
+    "2-D offsets": (write_arrays(tgt_offsets=lambda c: np.array(c.tgt_offsets)[None]), "expected 1-D int32/int64"),
     "offsets not from 0": (write_arrays(src_offsets=changed("src_offsets", 0, 1)), "offsets do not index"),
     "offsets decreasing": (write_arrays(src_offsets=changed("src_offsets", 5, 0)), "offsets do not index"),
     "offsets past the ids": (write_arrays(tgt_offsets=changed("tgt_offsets", -1, 10**6)), "offsets do not index"),
     "no offsets": (write_arrays(src_offsets=np.zeros(0, dtype=np.int64),
                                 tgt_offsets=np.zeros(0, dtype=np.int64)), "offsets do not index"),
-    "sentence counts differ": (write_arrays(src_offsets=lambda c: c.src_offsets[:-1],
-                                            src_ids=lambda c: c.src_ids[:c.src_offsets[-2]]),
+    "sentence counts differ": (write_arrays(src_offsets=lambda c: np.array(c.src_offsets[:-1]),
+                                            src_ids=lambda c: np.array(c.src_ids[:c.src_offsets[-2]])),
                                "59 source but 60 target sentences"),
     "id too large": (write_arrays(tgt_ids=changed("tgt_ids", 7, 34)), "tgt: ids outside [0, 34)"),
     "negative id": (write_arrays(src_ids=changed("src_ids", 0, -1)), "src: ids outside [0, 34)"),
@@ -283,14 +295,16 @@ def test_damaged_cache_is_rebuilt(cached_corpus, tmp_path, caplog, kind):
         return encode_parallel(data / "train.src", data / "train.tgt", tok, tok, max_len=64, cache_dir=cache)
 
     assert_same_corpus(encode(), fresh)
-    [cache_file] = cache.glob("*.npz")
+    [entry] = [path for path in cache.iterdir() if path.is_dir()]
     damage, reason = DAMAGE[kind]
-    damage(cache_file, fresh)
+    damage(entry, fresh)
     with caplog.at_level("WARNING"):
         assert_same_corpus(encode(), fresh)
-    assert f"cache file {cache_file} is invalid (" in caplog.text and "); rebuilding it" in caplog.text
+    assert f"cache {entry} is invalid (" in caplog.text and "); rebuilding it" in caplog.text
     assert reason in caplog.text
-    assert list(cache.iterdir()) == [cache_file]  # rewritten in place, no temporary file left
+    # rebuilt in place; besides it only its lock file, no temporary files
+    assert sorted(path.name for path in cache.iterdir()) == sorted([entry.name, f".{entry.name}.lock"])
+    assert entry.is_dir()
     caplog.clear()
     with caplog.at_level("WARNING"):
         assert_same_corpus(encode(), fresh)  # the rebuilt cache is valid

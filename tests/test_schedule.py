@@ -73,7 +73,9 @@ def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch, native_bf16, exp
 @pytest.mark.parametrize("bf16_supported, expected", [(True, "bf16"), (False, "fp16")])
 def test_auto_precision_on_cuda_prefers_bf16_then_fp16(monkeypatch, bf16_supported, expected):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a test GPU")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_supported)
+    # bf16 tensor cores from compute capability 8 (Ampere); a T4 (7.5) only emulates bf16.
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0) if bf16_supported else (7, 5))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # counts emulation
     chosen, reason = resolve_precision("auto", torch.device("cuda"))
     assert chosen == expected and "a test GPU" in reason
 
@@ -131,14 +133,16 @@ def test_minutes_horizon_reaches_the_floor_as_the_budget_ends(tmp_path):
     assert len(validations) == 3 + 1  # and the final one at the end
     assert lrs[:3] == pytest.approx([0.003 * s / 4 for s in range(1, 4)])  # warmup in updates
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
-    # Update n runs after n-1 training seconds: its progress is (n-1) / (60 - seconds validated so far).
+    # Update n runs after n-1 training seconds; warmup ended before update 4, after 3 seconds. The decay's
+    # progress is (n - 1 - 3) / (60 - 3 - seconds validated so far): 0 at the end of warmup, 1 at the budget.
     validated_before = lambda n: 7 * ((n - 1) // 10)  # noqa: E731
+    assert lrs[3] == pytest.approx(0.003)
     for n in (5, 11, 20, 25, 39):
-        progress = (n - 1) / (60 - validated_before(n))
+        progress = (n - 1 - 3) / (60 - 3 - validated_before(n))
         expected = 0.0003 + (0.003 - 0.0003) * 0.5 * (1 + math.cos(math.pi * progress))
         assert lrs[n - 1] == pytest.approx(expected), n
-    # The last update ran at progress 38/39: within a hair of the floor.
-    assert lrs[-1] == pytest.approx(0.0003, rel=0.02)
+    # The last update ran at progress 35/36: within a hair of the floor.
+    assert lrs[-1] == pytest.approx(0.0003, rel=0.03)
     log_text = (tmp_path / "run" / "train.log").read_text()
     assert "schedule_horizon: minutes" in log_text and "time spent validating does not count" in log_text
 
@@ -155,8 +159,11 @@ def test_minutes_horizon_continues_on_resume(tmp_path):
     config.training.max_steps = 11
     second = Trainer(config, tmp_path / "run", device="cpu", show_progress=False)
     assert second.validation_seconds == state["validation_seconds"]
+    assert second.warmup_end_seconds == state["warmup_end_seconds"] < 0.5  # no warmup: it ended at the start
+    warmup_end = state["warmup_end_seconds"]
     assert second.schedule_progress() == pytest.approx(
-        (state["elapsed"] - state["validation_seconds"]) / (60 - state["validation_seconds"]), abs=0.01)
+        (state["elapsed"] - state["validation_seconds"] - warmup_end) / (60 - state["validation_seconds"] - warmup_end),
+        abs=0.01)
     second.close()
 
 

@@ -56,3 +56,15 @@ def test_chinese_text_round_trips(tmp_path):
     tok, _ = build_tokenizers(run, TokenizerConfig(vocab_size=24, model_type="unigram"),
                               data / "train.zh", data / "train.en")
     assert tok.decode(tok.encode(["我爱学习"])) == ["我爱学习"]
+
+
+def test_training_samples_at_most_input_sentence_size_sentences_and_says_so(tmp_path, caplog):
+    data = write_reverse_corpus(tmp_path / "data", n_train=300)
+    for size, said in ((200, "a sample of 200 of its 600 sentences"), (10_000, "all 600 sentences")):
+        run = tmp_path / f"run{size}"
+        run.mkdir()
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            build_tokenizers(run, TokenizerConfig(vocab_size=40, input_sentence_size=size), data / "train.src",
+                             data / "train.tgt")
+        assert f"learnt from {said} (tokenizer.input_sentence_size={size})" in caplog.text

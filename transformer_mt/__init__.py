@@ -3,7 +3,8 @@
 Modules, one concept each:
     config      YAML -> typed dataclasses, validated
     tokenizer   SentencePiece models and text <-> ids
-    data        reading/checking parallel text, caching ids, token-based batches
+    corpus      parallel text files -> checked, encoded, memory-mapped id arrays (streamed, cached)
+    data        token-based batches from encoded corpora
     model       the Transformer (Vaswani et al. 2017) with an incremental-decoding cache
     kernels     CPU performance kernels (oneDNN linear layers, fast dropout masks), with a switch
     loss        label-smoothed cross-entropy

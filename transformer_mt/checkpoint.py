@@ -44,7 +44,15 @@ RESUMABLE_CHANGES = {
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
-    """``section.key: old -> new`` for every difference that is not in RESUMABLE_CHANGES."""
+    """``section.key: old -> new`` for every difference that is not in RESUMABLE_CHANGES.
+
+    A key that ``old`` (a config saved by an older version) lacks counts as its default value,
+    so adding a key never makes older runs impossible to resume.
+    """
+    from .config import Config
+
+    defaults = Config().to_dict()
+    old = {section: {**defaults.get(section, {}), **values} for section, values in old.items()}
     diffs = []
     for section, values in new.items():
         for key, value in values.items():

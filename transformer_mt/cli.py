@@ -657,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from .device import configure_process
+    from .distributed import ReportedByRankZero, is_worker_rank
     from .trainer import TrainingInterrupted
 
     # Process-wide: reuse freed CPU memory (decoding and training allocate large temporaries each step);
@@ -666,10 +667,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainingInterrupted as exc:
-        print(f"interrupted: {exc}", file=sys.stderr)
+        if not is_worker_rank():  # under torchrun, rank 0 speaks for all
+            print(f"interrupted: {exc}", file=sys.stderr)
         return 130
     except TransformerMTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if not isinstance(exc, ReportedByRankZero):
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -45,7 +45,9 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
         return precision, "set in the config"
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        if torch.cuda.is_bf16_supported():
+        # Compute capability 8 (Ampere) and later have bf16 tensor cores; earlier GPUs (T4, V100) only
+        # emulate bf16, which torch.cuda.is_bf16_supported() also counts.
+        if torch.cuda.get_device_capability(device)[0] >= 8:
             return "bf16", f"auto: {name} computes bf16 natively"
         return "fp16", f"auto: {name} has no bf16; fp16 with a gradient scaler"
     if device.type == "cpu":

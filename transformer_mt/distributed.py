@@ -85,7 +85,7 @@ class DistributedContext:
         if not self.is_main:
             error = self.broadcast_from_main(None)
             if error is not None:
-                raise TransformerMTError(error)
+                raise ReportedByRankZero(error)
             return None
         try:
             result = function(*args, **kwargs)
@@ -98,6 +98,15 @@ class DistributedContext:
 
 
 SINGLE_PROCESS = DistributedContext()
+
+
+class ReportedByRankZero(TransformerMTError):
+    """Rank 0's error, raised on the other ranks too so that they stop; rank 0 reports it."""
+
+
+def is_worker_rank() -> bool:
+    """True in a torchrun process other than rank 0 (which speaks for all of them)."""
+    return int(os.environ.get("RANK", "0")) > 0
 
 
 def launched_by_torchrun() -> bool:

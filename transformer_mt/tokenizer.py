@@ -9,12 +9,14 @@ a translator needs. Training again reuses models that are already there.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 from .config import TokenizerConfig
@@ -48,6 +50,15 @@ class Tokenizer:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.sp.encode(texts)
+
+    def encode_flat(self, texts: list[str], num_threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of all ``texts`` one after another (int32) and each text's length (int64), encoded by
+        ``num_threads`` SentencePiece threads. (Its numpy output, where there is one, is no faster: it makes
+        a numpy array per sentence.)"""
+        sequences = self.sp.encode(texts, num_threads=num_threads)
+        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        ids = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int32, count=int(lengths.sum()))
+        return ids, lengths
 
     def decode(self, ids: list[list[int]]) -> list[str]:
         return self.sp.decode(ids)
@@ -135,6 +146,24 @@ def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig
         raise TransformerMTError(f"SentencePiece training failed on {[str(p) for p in input_files]}: {message}") from None
     for suffix in (".model", ".vocab"):
         Path(str(tmp_prefix) + suffix).replace(str(model_prefix) + suffix)
+    log.info("SentencePiece model %s.model learnt from %s (tokenizer.input_sentence_size=%d)", model_prefix,
+             _sentences_used(log_path), cfg.input_sentence_size)
+
+
+def _sentences_used(log_path: Path) -> str:
+    """How many sentences SentencePiece trained on, from its log: it reads the files itself and keeps a
+    random sample of tokenizer.input_sentence_size sentences, so memory stays bounded on any corpus."""
+    try:
+        text = log_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    sampled = re.search(r"Sampled (\d+) sentences from (\d+) sentences", text)
+    if sampled:
+        return f"a sample of {int(sampled[1]):,} of its {int(sampled[2]):,} sentences"
+    loaded = re.search(r"Loaded all (\d+) sentences", text)
+    if loaded:
+        return f"all {int(loaded[1]):,} sentences"
+    return "its sentences (SentencePiece's log does not say how many)"
 
 
 def tokenizer_paths(run_dir, joint: bool) -> tuple[Path, Path]:

@@ -127,10 +127,12 @@ def read_saved_config(path: Path) -> tuple[dict | None, str | None]:
     return raw, None
 
 
-def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool) -> tuple[RunLock, dict | None]:
+def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool,
+                    world_size: int = 1) -> tuple[RunLock, dict | None]:
     """Claim and lock the run directory; return the lock and, when training resumes, checkpoint_last's state.
 
-    The checkpoint's own config decides whether the new config may continue it.
+    The checkpoint's own config decides whether the new config may continue it, and its
+    number of processes whether this one may.
     """
     lock = claim_run_dir(run_dir, overwrite)
     try:
@@ -139,6 +141,7 @@ def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool
             state = ckpt.load_checkpoint(last)
             if "optimizer" not in state:
                 raise TransformerMTError(f"{last} holds only model weights and cannot be resumed from")
+            check_world_size(state, last, world_size)
             diffs = ckpt.config_differences(state["config"], config.to_dict())
             if diffs:
                 raise TransformerMTError(
@@ -157,6 +160,16 @@ def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool
     except BaseException:
         lock.release()
         raise
+
+
+def check_world_size(state: dict, path: Path, world_size: int) -> None:
+    saved = state["data_position"].get("world_size", 1)
+    if saved != world_size:
+        how = "without torchrun" if saved == 1 else f"with torchrun --nproc_per_node/--nnodes giving {saved}"
+        raise TransformerMTError(
+            f"{path} was written by {saved} training process(es) and this run has {world_size}: each "
+            f"process's place in the epoch and its random state belong to that number. Resume {how} "
+            f"processes, or start a new run (--output-dir) with this number")
 
 
 def discard_stale_tokenizer(config: Config, run_dir: Path) -> None:
@@ -248,8 +261,8 @@ class Trainer:
             raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
         check_data_files(config, ("train", "valid"))
         # Rank 0 claims and locks the run directory; the other ranks read the checkpoint it resumes.
-        self.lock, resume_state = distributed.run_on_main(prepare_run_dir, config, self.run_dir, resume, overwrite) \
-            or (None, None)
+        self.lock, resume_state = distributed.run_on_main(
+            prepare_run_dir, config, self.run_dir, resume, overwrite, distributed.world_size) or (None, None)
         resuming = distributed.broadcast_from_main(resume_state is not None)
         if resuming and resume_state is None:
             resume_state = ckpt.load_checkpoint(self.run_dir / CHECKPOINT_NAMES["last"])
@@ -272,7 +285,7 @@ class Trainer:
     def _setup(self, resume_state: dict | None, device: str | None) -> None:
         config, cfg = self.config, self.config.training
         if not self.distributed.is_main:
-            log.setLevel(logging.WARNING)  # rank 0 tells the story; the others only warn
+            log.setLevel(logging.ERROR)  # rank 0 tells the story (and warns about the shared data)
         self.distributed.run_on_main(self._prepare_run_files, resume_state)
 
         self.device = resolve_device(device or cfg.device)
@@ -314,6 +327,7 @@ class Trainer:
         self.nonfinite_total = 0
         self.elapsed = 0.0  # seconds of the training loop in earlier sessions of this run (validation included)
         self.validation_seconds = 0.0  # of those and this session's, the seconds spent validating
+        self.warmup_end_seconds = None  # minutes horizon: training seconds when warmup ended
         self.clock = time.monotonic  # tests replace it with a fake clock
         self.session_start = self.clock()
         self.agreed_progress = None  # several ranks: rank 0's schedule progress, shared after each update
@@ -369,10 +383,11 @@ class Trainer:
         if resume_state:
             ckpt.check_tokenizer_checksums(resume_state, self.src_tok.model_path, self.tgt_tok.model_path,
                                            self.run_dir / CHECKPOINT_NAMES["last"], actual=self.tokenizer_sha256)
+        cache_dir = data.cache_path(self.run_dir)
         self.train_data = encode_parallel(
             data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
-            data.max_len, cache_dir=self.run_dir / "cache", unpunctuated_copies=data.unpunctuated_copies,
-            seed=cfg.seed)
+            data.max_len, cache_dir=cache_dir, unpunctuated_copies=data.unpunctuated_copies, seed=cfg.seed,
+            num_workers=data.num_workers)
         oversized = count_oversized(self.train_data, cfg.batch_tokens)
         if oversized:
             log.warning("%d training sentences are longer than training.batch_tokens=%d (padded tokens); "
@@ -382,7 +397,7 @@ class Trainer:
                                                        data.path("valid", data.tgt_lang))
         self.valid_data = encode_parallel(
             data.path("valid", data.src_lang), data.path("valid", data.tgt_lang), self.src_tok, self.tgt_tok,
-            data.max_len, cache_dir=self.run_dir / "cache")
+            data.max_len, cache_dir=cache_dir, num_workers=data.num_workers)
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -413,6 +428,7 @@ class Trainer:
                 "validations_without_improvement": self.validations_without_improvement,
                 "elapsed": self.wall_seconds(),
                 "validation_seconds": self.validation_seconds,
+                "warmup_end_seconds": self.warmup_end_seconds,
                 "nonfinite_total": self.nonfinite_total,
                 "log_positions": log_positions(self.run_dir),
             })
@@ -442,13 +458,7 @@ class Trainer:
             raise TransformerMTError(f"checkpoint {path} does not fit the model of this config") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        world_size = state["data_position"].get("world_size", 1)
-        if world_size != self.distributed.world_size:
-            how = "without torchrun" if world_size == 1 else f"with torchrun --nproc_per_node/--nnodes giving {world_size}"
-            raise TransformerMTError(
-                f"{path} was written by {world_size} training process(es) and this run has "
-                f"{self.distributed.world_size}: each process's place in the epoch and its random state belong to "
-                f"that number. Resume {how} processes, or start a new run (--output-dir) with this number")
+        check_world_size(state, path, self.distributed.world_size)
         # Several ranks: each continues its own random stream (dropout masks).
         rng = state["rng_per_rank"][self.distributed.rank] if "rng_per_rank" in state else state["rng"]
         random.setstate(rng["python"])
@@ -463,6 +473,7 @@ class Trainer:
         self.validations_without_improvement = state["validations_without_improvement"]
         self.elapsed = state["elapsed"]
         self.validation_seconds = state.get("validation_seconds", 0.0)
+        self.warmup_end_seconds = state.get("warmup_end_seconds")
         self.nonfinite_total = state.get("nonfinite_total", 0)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch + 1,
                  self.batches_done)
@@ -500,15 +511,20 @@ class Trainer:
     def schedule_progress(self) -> float | None:
         """With the minutes horizon, the share of the time budget spent training (None: the steps horizon).
 
-        Time spent validating does not count: the progress is the training seconds so far over the
-        budget less the seconds validated so far, so it reaches 1 exactly when the budget ends.
+        Time spent validating does not count: the progress is the training seconds since warmup
+        ended over the budget less those of warmup and less the seconds validated so far, so it
+        reaches 1 exactly when the budget ends.
         """
         cfg = self.config.training
         if cfg.schedule_horizon != "minutes":
             return None
-        training_budget = cfg.max_minutes * 60 - self.validation_seconds
         trained = self.wall_seconds() - self.validation_seconds
-        return min(1.0, trained / training_budget) if training_budget > 0 else 1.0
+        if self.step + 1 < cfg.warmup_steps:
+            return 0.0  # still warming up; the decay starts where warmup ends, as with the steps horizon
+        if self.warmup_end_seconds is None:
+            self.warmup_end_seconds = trained
+        decay_budget = cfg.max_minutes * 60 - self.validation_seconds - self.warmup_end_seconds
+        return min(1.0, (trained - self.warmup_end_seconds) / decay_budget) if decay_budget > 0 else 1.0
 
     def set_learning_rate(self) -> float:
         """Set the learning rate of the next update (number ``self.step + 1``) and return it."""
@@ -695,7 +711,11 @@ class Trainer:
         if self.stop_signal is not None:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.stop_signal = signal.Signals(signum).name
-        log.warning("%s received: finishing the current update, then saving a checkpoint", self.stop_signal)
+        if self.distributed.is_main:
+            log.warning("%s received: finishing the current update, then saving a checkpoint", self.stop_signal)
+        else:  # at the level the other ranks still log
+            log.error("rank %d: %s received: all ranks finish the current update, then rank 0 saves a checkpoint",
+                      self.distributed.rank, self.stop_signal)
 
     def run(self) -> dict:
         """Train until a budget is spent, a signal arrives or early stopping says so; return a summary."""
@@ -721,7 +741,9 @@ class Trainer:
             self.progress_bar.close()
             self.elapsed = self.wall_seconds()
             self.session_start = self.clock()
-            if self.stop_signal:
+            # A signal may land on one rank after the last agree_to_stop: decide together whether to save and stop.
+            if self.distributed.sum([float(self.stop_signal is not None)], self.device)[0]:
+                self.stop_signal = self.stop_signal or "a signal to another rank"
                 self.save_checkpoints(is_best=False)
                 raise TrainingInterrupted(
                     f"training stopped by {self.stop_signal} at step {self.step}; checkpoint saved in "
