@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from transformer_mt.results import cpu_model  # noqa: E402
 
 SEED = 1234
 VOCABULARY = 50_000  # distinct words per language
@@ -172,16 +173,6 @@ def run_child(step: str, data: Path, run: Path, updates: int) -> dict:
     if result.returncode != 0:
         sys.exit(f"{step} failed for {data}:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -17,13 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from transformer_mt.results import cpu_model  # noqa: E402
 
 
 def train_command(config: str, run_dir: Path, nproc: int, steps: int, device: str | None,
@@ -45,16 +48,6 @@ def tokens_per_second(run_dir: Path, warmup: int) -> float:
     # log_every=1: each record is one update, its "tokens" those of all ranks.
     total_tokens = sum(r["tokens"] for r in timed)
     return total_tokens / sum(r["tokens"] / r["tokens_per_s"] for r in timed)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
