@@ -50,6 +50,17 @@ def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
                              "on the fly to a temporary directory")
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that make a run directory from a config (train, prepare)."""
+    parser.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
+    parser.add_argument("--output-dir", metavar="DIR",
+                        help="run directory for checkpoints, tokenizer and logs (default: runs/<config name>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an existing run in the output directory and start again")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, e.g. --set training.max_steps=100 (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transformer-mt",
@@ -63,17 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model as described by a YAML config (see configs/reference.yaml for every key). "
                     "If the output directory already holds a checkpoint of the same config, training resumes "
                     "from it.")
-    train.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
-    train.add_argument("--output-dir", metavar="DIR",
-                       help="run directory for checkpoints, tokenizer and logs (default: runs/<config name>)")
+    add_run_arguments(train)
     train.add_argument("--device", default=None,
                        help="auto, cpu, cuda or cuda:N (default: training.device of the config)")
     train.add_argument("--resume", action="store_true",
                        help="require resuming from the output directory's last checkpoint")
-    train.add_argument("--overwrite", action="store_true",
-                       help="delete an existing run in the output directory and start again")
-    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override a config value, e.g. --set training.max_steps=100 (repeatable)")
     train.epilog = ("Data-parallel: torchrun --nproc_per_node N -m transformer_mt train --config FILE ... trains "
                     "with N processes (one GPU each, or CPU processes); see the README.")
 
@@ -83,13 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "SentencePiece model(s) and encode the training and validation corpora into memory-mapped "
                     "arrays. 'train' with the same config and output directory reuses them; run this once "
                     "before a multi-GPU job so that the GPUs do not wait for the encoding.")
-    prepare.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
-    prepare.add_argument("--output-dir", metavar="DIR",
-                         help="run directory (default: runs/<config name>, as for train)")
-    prepare.add_argument("--overwrite", action="store_true",
-                         help="delete an existing run in the output directory first")
-    prepare.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                         help="override a config value (repeatable), as for train")
+    add_run_arguments(prepare)
 
     translate = sub.add_parser(
         "translate", help="translate sentences with a trained model",
