@@ -3,7 +3,7 @@
 
     python scripts/reproduce.py configs/multi30k_de_en.yaml
     python scripts/reproduce.py configs/demo.yaml --output-dir runs/demo --results results/results.jsonl
-    python scripts/reproduce.py configs/multi30k_de_en.yaml --set training.precision=bf16 --set training.max_steps=5800
+    python scripts/reproduce.py configs/multi30k_de_en.yaml --set training.max_minutes=30   # overrides, if you must
 
 Training resumes if the output directory already holds a run of the same config. The best of
 checkpoint_best.pt and checkpoint_average.pt on the validation set is used for the test set.
