@@ -34,16 +34,22 @@ def metric_steps(run, kind="train"):
 def test_two_concurrent_trainings_on_one_directory(tmp_path, setup):
     data, config, config_path = setup
     run = tmp_path / "run"
-    first = start_training(config_path, run, "--set", "training.max_steps=60", "--set", "training.validate_every=30")
+    # No step limit: the first training must still hold the directory when the second starts, however fast
+    # the machine; it is stopped by SIGTERM afterwards.
+    first = start_training(config_path, run, "--set", "training.max_steps=100000", "--set",
+                           "training.validate_every=30")
     wait_for(lambda: (run / ".lock").exists() and (run / ".lock").read_text().startswith(str(first.pid)))
-    second = run_cli("train", "--config", config_path, "--output-dir", run, "--set", "training.max_steps=60",
+    second = run_cli("train", "--config", config_path, "--output-dir", run, "--set", "training.max_steps=100000",
                      "--set", "training.validate_every=30")
     line = assert_clean_error(second)
     assert str(run) in line and f"PID {first.pid}" in line and "in use" in line
+    assert first.poll() is None, "the first training ended before the second one was refused"
+    wait_for(lambda: (run / "metrics.jsonl").exists() and len(metric_steps(run)) >= 3)
+    first.send_signal(signal.SIGTERM)
     _, stderr = first.communicate(timeout=300)
-    assert first.returncode == 0, stderr
-    assert metric_steps(run) == list(range(1, 61))  # the first run was not disturbed
-    assert ckpt.load_checkpoint(run / "checkpoint_last.pt")["step"] == 60
+    assert first.returncode == 130, stderr
+    saved = ckpt.load_checkpoint(run / "checkpoint_last.pt")["step"]
+    assert metric_steps(run) == list(range(1, saved + 1))  # the first run was not disturbed
 
 
 def test_average_waits_for_no_one_and_refuses_a_locked_run(tmp_path, setup):
