@@ -80,6 +80,34 @@ def test_libretranslate_alternatives_and_form_body(client, translator):
     assert form.status_code == 200 and form.json()["translatedText"] == default_beam
 
 
+def test_libretranslate_multipart_form_body(client, translator):
+    """curl -F and a browser's FormData send multipart/form-data: fields, a repeated q, api_key like JSON."""
+    expected = [t[0].text for t in offline(translator, SENTENCES[:2])]
+    one = client.post("/translate", files={"q": (None, SENTENCES[0]), "source": (None, "src"),
+                                           "target": (None, "tgt")})
+    assert one.status_code == 200, one.text
+    assert one.json() == {"translatedText": expected[0]}
+    many = client.post("/translate", files=[("q", (None, SENTENCES[0])), ("q", (None, SENTENCES[1])),
+                                            ("source", (None, "auto")), ("alternatives", (None, "1"))])
+    assert many.status_code == 200 and many.json()["translatedText"] == expected
+    assert len(many.json()["alternatives"]) == 2
+    wrong_pair = client.post("/translate", files={"q": (None, "ba"), "target": (None, "xx")})
+    assert wrong_pair.status_code == 400 and "translates src -> tgt only" in wrong_pair.json()["error"]
+    upload = client.post("/translate", files={"q": ("text.txt", b"ba", "text/plain")})
+    assert upload.status_code == 400 and "file uploads are not accepted (field 'q')" in upload.json()["error"]
+    boundary = "b0undary"
+    latin1 = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\n".encode() + b"\xe9\xe9"
+              + f"\r\n--{boundary}--\r\n".encode())
+    bad_text = client.post("/translate", content=latin1,
+                           headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert bad_text.status_code == 400 and "not valid UTF-8" in bad_text.json()["error"]
+    truncated = client.post("/translate", content=latin1[:30],
+                            headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert truncated.status_code == 400 and "error" in truncated.json()
+    no_boundary = client.post("/translate", content=b"q=ba", headers={"content-type": "multipart/form-data"})
+    assert no_boundary.status_code == 400 and "multipart" in no_boundary.json()["error"]
+
+
 def test_languages_health_info_docs(client):
     assert client.get("/languages").json() == [{"code": "src", "name": "src", "targets": ["tgt"]}]
     assert client.get("/health").json() == {"status": "ok"}

@@ -5,7 +5,7 @@
 Endpoints (OpenAPI docs at ``/docs``):
 
 - ``POST /translate``: LibreTranslate's API, so its clients work unchanged. JSON
-  or form body with ``q`` (a string or a list of strings), ``source``,
+  or form body (urlencoded or multipart) with ``q`` (a string or a list of strings), ``source``,
   ``target`` (``auto`` accepted), optional ``format`` (``text``),
   ``alternatives`` (extra n-best translations) and ``api_key``; answers
   ``{"translatedText": ..., "alternatives": ...}``; errors are
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import io
 import json
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs
 
+import python_multipart
+from python_multipart.exceptions import FormParserError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -109,14 +112,43 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _form_fields(pairs: dict[str, list[str]]) -> dict:
+    """One value per field as LibreTranslate reads a form, except ``q``, which may repeat (a list)."""
+    return {key: values if key == "q" and len(values) > 1 else values[0] for key, values in pairs.items()}
+
+
+def _parse_multipart(content_type: str, body: bytes) -> dict:
+    """A multipart/form-data body (what ``curl -F`` and browsers' FormData send); text fields only."""
+    fields: dict[str, list[str]] = {}
+    files: list[str] = []
+
+    def on_field(field) -> None:
+        fields.setdefault(field.field_name.decode("utf-8"), []).append((field.value or b"").decode("utf-8"))
+
+    def on_file(file) -> None:
+        files.append((file.field_name or b"").decode("utf-8", "replace"))
+
+    headers = {"Content-Type": content_type.encode("latin-1"), "Content-Length": str(len(body)).encode()}
+    try:
+        python_multipart.parse_form(headers, io.BytesIO(body), on_field, on_file)
+    except UnicodeError:
+        raise ApiError(400, "a field of the multipart form is not valid UTF-8") from None
+    except (FormParserError, ValueError) as exc:
+        raise ApiError(400, f"the multipart form body is malformed ({exc})") from None
+    if files:
+        raise ApiError(400, f"file uploads are not accepted (field {files[0]!r}); send the text as the 'q' field")
+    return _form_fields(fields)
+
+
 def _parse_libretranslate_body(content_type: str, body: bytes) -> dict:
-    """JSON, or a urlencoded form as LibreTranslate's web clients send (one value per field)."""
+    """JSON, or a form (urlencoded or multipart) as LibreTranslate's web clients send."""
     if "application/x-www-form-urlencoded" in content_type:
         try:
-            fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+            return _form_fields(parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
         except UnicodeDecodeError:
             raise ApiError(400, "the form body is not valid UTF-8") from None
-        return {key: values if key == "q" and len(values) > 1 else values[0] for key, values in fields.items()}
+    if "multipart/form-data" in content_type:
+        return _parse_multipart(content_type, body)
     try:
         data = json.loads(body, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
