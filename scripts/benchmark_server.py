@@ -2,12 +2,14 @@
 """Throughput of ``transformer-mt serve`` under many clients, against offline batched decoding.
 
 Starts ``transformer-mt serve`` in its own process (127.0.0.1, a free port), sends the first
-``--sentences`` test sentences from N concurrent clients for each N of ``--clients`` (threads
-of this process, each with one keep-alive connection, sending one sentence per request: the
-hardest case for a server), and prints sentences/s and p50/p95/p99 latency per level; then the
-same with batching off (``--max-batch-sentences 1``), and offline ``Translator.translate``
-over all sentences at once (what batching should approach) and over one sentence at a time
-(what a single client's latency should approach).
+``--sentences`` test sentences from N concurrent clients for each N of ``--clients`` (asyncio
+tasks of this process, each with one keep-alive HTTP/1.1 connection, sending one sentence per
+request and waiting for its answer before the next: the hardest case for a server; one event
+loop keeps the load generator's own CPU use small, since it shares the machine), and prints
+sentences/s and p50/p95/p99 latency per level; then the same with batching off
+(``--max-batch-sentences 1``), and offline ``Translator.translate`` over all sentences at once
+(what batching should approach) and over one sentence at a time (what a single client's latency
+should approach).
 
     python scripts/benchmark_server.py --model runs/demo --clients 1 4 16 64 --sentences 500
 """
@@ -15,16 +17,14 @@ over all sentences at once (what batching should approach) and over one sentence
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
 import json
-import platform
 import socket
 import statistics
 import sys
 import subprocess
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformer_mt.data import read_lines  # noqa: E402
+from transformer_mt.results import cpu_model  # noqa: E402
 from transformer_mt.translator import Translator  # noqa: E402
 
 
@@ -56,31 +57,48 @@ def start_server(model: str, *extra: str):
             time.sleep(0.1)
 
 
-def load(base: str, sentences: list[str], clients: int) -> dict:
-    host, port = base.removeprefix("http://").split(":")
+async def post_json(reader, writer, host: str, path: str, payload: dict) -> dict:
+    """One HTTP/1.1 request on a kept-alive connection; uvicorn answers with a Content-Length."""
+    body = json.dumps(payload).encode()
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1]
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    answer = json.loads(await reader.readexactly(length))
+    if status != b"200":
+        raise SystemExit(f"the server answered {status.decode()}: {answer}")
+    return answer
+
+
+async def run_clients(host: str, port: int, sentences: list[str], clients: int) -> list:
     results: list = [None] * len(sentences)
 
-    def client(first: int) -> None:  # sentences first, first + clients, ... over one keep-alive connection
-        connection = http.client.HTTPConnection(host, int(port), timeout=300)
+    async def client(first: int) -> None:  # sentences first, first + clients, ... over one connection
+        reader, writer = await asyncio.open_connection(host, port)
         for i in range(first, len(sentences), clients):
             start = time.perf_counter()
-            connection.request("POST", "/translate", body=json.dumps({"q": sentences[i]}),
-                               headers={"Content-Type": "application/json"})
-            text = json.loads(connection.getresponse().read())["translatedText"]
-            results[i] = (text, time.perf_counter() - start)
-        connection.close()
+            answer = await post_json(reader, writer, host, "/translate", {"q": sentences[i]})
+            results[i] = (answer["translatedText"], time.perf_counter() - start)
+        writer.close()
 
+    await asyncio.gather(*(client(first) for first in range(clients)))
+    return results
+
+
+def load(base: str, sentences: list[str], clients: int) -> dict:
+    host, port = base.removeprefix("http://").split(":")
     start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client, range(clients)))
+    results = asyncio.run(run_clients(host, int(port), sentences, clients))
     seconds = time.perf_counter() - start
     latencies = sorted(r[1] for r in results)
-    info = json.loads(urllib.request.urlopen(base + "/v1/info").read())["batching"]
+    info = json.loads(urllib.request.urlopen(base + "/v1/info").read())
     return {"sent_per_s": len(sentences) / seconds, "seconds": seconds,
             "latency_p50_ms": 1000 * statistics.median(latencies),
             "latency_p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
             "latency_p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
-            "batches": info["batches_decoded"], "translations": [r[0] for r in results]}
+            "batches": info["batching"]["batches_decoded"], "server_threads": info["threads"], "translations": [r[0] for r in results]}
 
 
 def main() -> int:
@@ -124,8 +142,8 @@ def main() -> int:
         "latency_p99_ms": 1000 * singles[int(0.99 * (len(singles) - 1))]}
     batched = rows[f"serve, batching, {args.clients[-1]} clients"]
     same = sum(a == b for a, b in zip(batched["translations"], offline))
-    print(f"{len(sentences)} sentences, one sentence per request, beam "
-          f"{translator.config.decoding.beam_size}, torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    print(f"{len(sentences)} sentences, one sentence per request, beam {translator.config.decoding.beam_size}, "
+          f"server threads {batched['server_threads']}, offline threads {torch.get_num_threads()}, {cpu_model()}")
     print(f"{'':36} {'sent/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batches':>8}")
     for name, row in rows.items():
         print(f"{name:36} {row['sent_per_s']:8.1f} {row.get('latency_p50_ms', float('nan')):8.1f} "
