@@ -17,6 +17,10 @@ and beam 5, and prints how many translations are identical and both BLEU scores.
 ``--ctranslate2`` (with ``--run``) also exports the run to CTranslate2 in float32 and int8 and
 decodes the same sentences with the same settings (rows ``ct2 fp32`` and ``ct2 int8``).
 
+Every decoding row also says how many of its translations are identical to the PyTorch fp32
+row with the same search and batch size (column ``same``): how much int8, bf16 or another
+engine changes the output, beside what it does to BLEU.
+
     python scripts/benchmark.py --config configs/multi30k_de_en.yaml --run runs/m30k_de_en
     python scripts/benchmark.py --config configs/demo.yaml --json results.json
 
@@ -89,7 +93,7 @@ def benchmark_decoding(translator: Translator | CTranslate2Translator, sources: 
             rows.append({"search": "greedy" if beam_size == 1 else f"beam{beam_size}", "batch_size": batch_size,
                          "sentences": len(sources), "seconds": seconds,
                          "sentences_per_s": len(sources) / seconds, "tokens_per_s": out_tokens / seconds,
-                         "bleu": score(hyps, references, tokenize)["bleu"]})
+                         "bleu": score(hyps, references, tokenize)["bleu"], "hypotheses": hyps})
     return rows
 
 
@@ -194,10 +198,15 @@ def main() -> int:
                 result["decoding"].append(row)
         if args.ctranslate2:
             result["decoding"] += benchmark_ctranslate2(args.run, args.checkpoint, sources, references, tokenize)
-        print(f"\n{'weights':8} {'search':8} {'batch':>5} {'sent/s':>8} {'tok/s':>8} {'BLEU':>6}")
+        fp32 = {(row["search"], row["batch_size"]): row["hypotheses"] for row in result["decoding"]
+                if row["weights"] == "fp32"}
+        for row in result["decoding"]:
+            hyps = row.pop("hypotheses")
+            row["identical_to_fp32"] = sum(a == b for a, b in zip(hyps, fp32[row["search"], row["batch_size"]]))
+        print(f"\n{'weights':8} {'search':8} {'batch':>5} {'sent/s':>8} {'tok/s':>8} {'BLEU':>6} {'same':>11}")
         for row in result["decoding"]:
             print(f"{row['weights']:8} {row['search']:8} {row['batch_size']:5d} {row['sentences_per_s']:8.1f} "
-                  f"{row['tokens_per_s']:8.0f} {row['bleu']:6.2f}")
+                  f"{row['tokens_per_s']:8.0f} {row['bleu']:6.2f} {row['identical_to_fp32']:5d}/{row['sentences']:<5d}")
     if args.check_exact:
         if not args.run:
             parser.error("--check-exact needs a trained run (--run DIR)")
