@@ -110,13 +110,15 @@ def main() -> int:
     parser.add_argument("--server-threads", type=int, default=None, help="serve --threads (default: serve's)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--skip-no-batching", action="store_true", help="leave out the run without batching")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     translator = Translator.from_run(args.model, device="cpu")
     data = translator.config.data
     sentences = read_lines(args.src or data.path("test", data.src_lang))[:args.sentences]
     rows = {}
-    for name, batch in (("serve, batching", args.max_batch_sentences), ("serve, no batching", 1)):
+    settings = [("serve, batching", args.max_batch_sentences)] + [("serve, no batching", 1)] * (not args.skip_no_batching)
+    for name, batch in settings:
         for clients in args.clients if batch > 1 else args.clients[-1:]:
             threads = ["--threads", str(args.server_threads)] if args.server_threads else []
             server, base = start_server(args.model, "--max-batch-sentences", str(batch), "--max-wait-ms",
@@ -126,39 +128,52 @@ def main() -> int:
             finally:
                 server.terminate()
                 server.wait()
-    start = time.perf_counter()
-    offline = translator.translate(sentences)
-    offline_seconds = time.perf_counter() - start
-    rows["offline Translator.translate"] = {"sent_per_s": len(sentences) / offline_seconds, "seconds": offline_seconds}
-    singles = []
-    for sentence in sentences[:100]:
+    # Offline with every core (what the machine can do) and with the server's decoding threads (what the
+    # serving itself costs: the server keeps the other cores for HTTP).
+    server_threads = rows[f"serve, batching, {args.clients[-1]} clients"]["server_threads"]
+    all_threads = torch.get_num_threads()
+    offline = None
+    for threads in sorted({all_threads, server_threads}, reverse=True):
+        torch.set_num_threads(threads)
         start = time.perf_counter()
-        translator.translate([sentence])
-        singles.append(time.perf_counter() - start)
-    singles.sort()
-    rows["offline, one sentence per call"] = {
-        "sent_per_s": len(singles) / sum(singles), "latency_p50_ms": 1000 * statistics.median(singles),
-        "latency_p95_ms": 1000 * singles[int(0.95 * (len(singles) - 1))],
-        "latency_p99_ms": 1000 * singles[int(0.99 * (len(singles) - 1))]}
+        offline = translator.translate(sentences)
+        seconds = time.perf_counter() - start
+        rows[f"offline, all at once, {threads} threads"] = {"sent_per_s": len(sentences) / seconds, "seconds": seconds}
+        singles = []
+        for sentence in sentences[:100]:
+            start = time.perf_counter()
+            translator.translate([sentence])
+            singles.append(time.perf_counter() - start)
+        singles.sort()
+        rows[f"offline, one per call, {threads} threads"] = {
+            "sent_per_s": len(singles) / sum(singles), "latency_p50_ms": 1000 * statistics.median(singles),
+            "latency_p95_ms": 1000 * singles[int(0.95 * (len(singles) - 1))],
+            "latency_p99_ms": 1000 * singles[int(0.99 * (len(singles) - 1))]}
     batched = rows[f"serve, batching, {args.clients[-1]} clients"]
     same = sum(a == b for a, b in zip(batched["translations"], offline))
     print(f"{len(sentences)} sentences, one sentence per request, beam {translator.config.decoding.beam_size}, "
-          f"server threads {batched['server_threads']}, offline threads {torch.get_num_threads()}, {cpu_model()}")
+          f"server decoding threads {server_threads}, {cpu_model()}")
     print(f"{'':36} {'sent/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batches':>8}")
     for name, row in rows.items():
         print(f"{name:36} {row['sent_per_s']:8.1f} {row.get('latency_p50_ms', float('nan')):8.1f} "
               f"{row.get('latency_p95_ms', float('nan')):8.1f} {row.get('latency_p99_ms', float('nan')):8.1f} "
               f"{row.get('batches', '-'):>8}")
-    single = rows[f"serve, batching, {args.clients[0]} clients"]["latency_p50_ms"]
-    print(f"{args.clients[0]}-client p50 latency / offline one-sentence p50: "
-          f"{single / rows['offline, one sentence per call']['latency_p50_ms']:.2f}")
-    ratio = batched["sent_per_s"] / rows["offline Translator.translate"]["sent_per_s"]
-    print(f"serve with batching, {args.clients[-1]} clients / offline: {ratio:.2f}; identical translations: "
-          f"{same}/{len(sentences)}")
+    ratios = {}
+    for threads in sorted({all_threads, server_threads}, reverse=True):
+        single = rows[f"serve, batching, {args.clients[0]} clients"]["latency_p50_ms"]
+        ratios[f"latency_{args.clients[0]}_client_vs_offline_{threads}_threads"] = \
+            single / rows[f"offline, one per call, {threads} threads"]["latency_p50_ms"]
+        for clients in args.clients:
+            ratios[f"throughput_{clients}_clients_vs_offline_{threads}_threads"] = \
+                rows[f"serve, batching, {clients} clients"]["sent_per_s"] / \
+                rows[f"offline, all at once, {threads} threads"]["sent_per_s"]
+    for name, value in ratios.items():
+        print(f"{name}: {value:.2f}")
+    print(f"identical translations ({args.clients[-1]} clients vs offline): {same}/{len(sentences)}")
     if args.json:
         for row in rows.values():
             row.pop("translations", None)
-        Path(args.json).write_text(json.dumps({"rows": rows, "ratio": ratio, "identical": same}, indent=1))
+        Path(args.json).write_text(json.dumps({"rows": rows, "ratios": ratios, "identical": same}, indent=1))
     return 0
 
 

@@ -239,6 +239,44 @@ def test_batcher_groups_concurrent_requests_and_keeps_each_answer_its_own(transl
         batcher.submit(["ba"], options)  # closed
 
 
+class RecordingTranslator:
+    """Answers at once and records the sentences of each batch it was given."""
+
+    def __init__(self, real):
+        self.config, self.batches = real.config, []
+
+    def translate(self, sentences, **kwargs):
+        self.batches.append(list(sentences))
+        return [[f"t:{s}"] for s in sentences]
+
+
+def test_a_batch_stays_open_while_requests_keep_arriving(translator):
+    """Requests 40 ms apart join one batch with a 300 ms quiet window though they span more than 300 ms;
+    after a 700 ms pause the next request starts a new batch; a steady stream is cut at 10 x the window."""
+    recorder = RecordingTranslator(translator)
+    batcher = BatchingTranslator(recorder, max_batch_sentences=64, max_wait_ms=300)
+    options = DecodeOptions(1, 1.0, 1)
+    futures = []
+    for i in range(10):  # 360 ms from the first to the last
+        futures.append(batcher.submit([f"s{i}"], options))
+        time.sleep(0.04)
+    time.sleep(0.7)
+    late = batcher.submit(["late"], options)
+    assert [f.result(30)[0] for f in futures] == [[f"t:s{i}"] for i in range(10)]
+    assert late.result(30) == [["t:late"]]
+    assert recorder.batches == [[f"s{i}" for i in range(10)], ["late"]]
+
+    fast = BatchingTranslator(recorder := RecordingTranslator(translator), max_batch_sentences=1000, max_wait_ms=20)
+    start, stream = time.monotonic(), []
+    while time.monotonic() - start < 0.8:  # a request every 5 ms for 0.8 s: never 20 ms quiet
+        stream.append(fast.submit(["x"], options))
+        time.sleep(0.005)
+    assert all(f.result(30) == [["t:x"]] for f in stream)
+    assert len(recorder.batches) >= 3  # closed at the latest 200 ms after the decoder became free
+    batcher.close()
+    fast.close()
+
+
 def test_a_full_batcher_refuses_at_once(translator):
     slow = SlowTranslator(translator)
     batcher = BatchingTranslator(slow, max_batch_sentences=1, max_wait_ms=0, max_queue_sentences=1)

@@ -4,8 +4,15 @@ A server gets many small requests at once. Decoding each alone wastes the
 batched beam search (one sentence uses a fraction of what a batch of 64 costs),
 so requests wait in a queue and one worker thread decodes them in batches:
 
-- a batch closes when it holds ``max_batch_sentences`` sentences, or
-  ``max_wait_ms`` after its first request arrived, whichever comes first;
+- a batch closes when it holds ``max_batch_sentences`` sentences, or when
+  ``max_wait_ms`` pass without a new request (counted from when the decoder
+  became free or from the newest request, whichever is later), and at the
+  latest ``10 * max_wait_ms`` after the decoder became free. Counting from the
+  newest request, not the first, matters under load: the clients of the batch
+  just answered send their next requests a few milliseconds later, and a batch
+  closed at once would hold only the requests that queued meanwhile, so the
+  clients would split into two half-size batches that take turns; a lone
+  request still waits only ``max_wait_ms``;
 - requests with different decoding options (beam size, length penalty,
   n-best, alignment) go into different batches;
 - the queue holds at most ``max_queue_sentences`` sentences; beyond that
@@ -25,6 +32,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from .translator import Translator
+
+
+# A batch waits for more requests at most this many times max_wait_ms (see the module's docstring).
+MAX_WAIT_FACTOR = 10
 
 
 class QueueFull(Exception):
@@ -98,9 +109,11 @@ class BatchingTranslator:
                     return None
                 self.condition.wait()
             first = self.jobs[0]
-            deadline = first.arrived + self.max_wait
+            free_since = time.monotonic()
+            latest = free_since + MAX_WAIT_FACTOR * self.max_wait
             while self.accepting and self._sentences_like(first.options) < self.max_batch_sentences:
-                remaining = deadline - time.monotonic()
+                quiet_until = max(free_since, self.jobs[-1].arrived) + self.max_wait
+                remaining = min(quiet_until, latest) - time.monotonic()
                 if remaining <= 0:
                     break
                 self.condition.wait(remaining)

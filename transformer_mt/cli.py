@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-sentences", type=int, default=64, metavar="N",
                        help="a batch is decoded once it holds N sentences (default: 64)")
     serve.add_argument("--max-wait-ms", type=float, default=2.0, metavar="MS",
-                       help="... or MS milliseconds after its first request arrived (default: 2; longer waits batch more under moderate load and delay a lone request)")
+                       help="... or once MS milliseconds pass without a new request (at most 10 x MS; default: 2; "
+                            "longer waits batch more under moderate load and delay a lone request)")
     serve.add_argument("--max-queue-sentences", type=int, default=2048, metavar="N",
                        help="sentences waiting at most; more gets 503 with Retry-After (default: 2048)")
     serve.add_argument("--max-sentences-per-request", type=int, default=256, metavar="N",
