@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import statistics
 import sys
@@ -34,6 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from transformer_mt.data import read_lines  # noqa: E402
 from transformer_mt.results import cpu_model  # noqa: E402
 from transformer_mt.translator import Translator  # noqa: E402
+
+
+REQUEST_TIMEOUT_S = 300  # a server that stalls without closing the connection fails the run, not hangs it
 
 
 def free_port() -> int:
@@ -62,11 +66,13 @@ async def post_json(reader, writer, host: str, path: str, payload: dict) -> dict
     body = json.dumps(payload).encode()
     writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-    head = await reader.readuntil(b"\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
     status = head.split(b" ", 2)[1]
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
-    answer = json.loads(await reader.readexactly(length))
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), None)
+    if length is None:
+        raise SystemExit(f"the server answered without a Content-Length: {head.decode('latin-1')!r}")
+    answer = json.loads(await asyncio.wait_for(reader.readexactly(length), REQUEST_TIMEOUT_S))
     if status != b"200":
         raise SystemExit(f"the server answered {status.decode()}: {answer}")
     return answer
@@ -82,6 +88,7 @@ async def run_clients(host: str, port: int, sentences: list[str], clients: int) 
             answer = await post_json(reader, writer, host, "/translate", {"q": sentences[i]})
             results[i] = (answer["translatedText"], time.perf_counter() - start)
         writer.close()
+        await writer.wait_closed()
 
     await asyncio.gather(*(client(first) for first in range(clients)))
     return results
@@ -98,7 +105,8 @@ def load(base: str, sentences: list[str], clients: int) -> dict:
             "latency_p50_ms": 1000 * statistics.median(latencies),
             "latency_p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
             "latency_p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
-            "batches": info["batching"]["batches_decoded"], "server_threads": info["threads"], "translations": [r[0] for r in results]}
+            "batches": info["batching"]["batches_decoded"], "server_threads": info["threads"],
+            "translations": [r[0] for r in results]}
 
 
 def main() -> int:
@@ -117,7 +125,9 @@ def main() -> int:
     data = translator.config.data
     sentences = read_lines(args.src or data.path("test", data.src_lang))[:args.sentences]
     rows = {}
-    settings = [("serve, batching", args.max_batch_sentences)] + [("serve, no batching", 1)] * (not args.skip_no_batching)
+    settings = [("serve, batching", args.max_batch_sentences)]
+    if not args.skip_no_batching:
+        settings.append(("serve, no batching", 1))
     for name, batch in settings:
         for clients in args.clients if batch > 1 else args.clients[-1:]:
             threads = ["--threads", str(args.server_threads)] if args.server_threads else []
@@ -131,10 +141,11 @@ def main() -> int:
     # Offline with every core (what the machine can do) and with the server's decoding threads (what the
     # serving itself costs: the server keeps the other cores for HTTP).
     server_threads = rows[f"serve, batching, {args.clients[-1]} clients"]["server_threads"]
-    all_threads = torch.get_num_threads()
+    all_threads = os.cpu_count() or 1
     offline = None
     for threads in sorted({all_threads, server_threads}, reverse=True):
         torch.set_num_threads(threads)
+        translator.translate(sentences[:64])  # warm-up: the servers' first calls are spread over their load
         start = time.perf_counter()
         offline = translator.translate(sentences)
         seconds = time.perf_counter() - start

@@ -106,6 +106,20 @@ def test_libretranslate_multipart_form_body(client, translator):
     assert truncated.status_code == 400 and "error" in truncated.json()
     no_boundary = client.post("/translate", content=b"q=ba", headers={"content-type": "multipart/form-data"})
     assert no_boundary.status_code == 400 and "multipart" in no_boundary.json()["error"]
+    nameless = (f"--{boundary}\r\nContent-Disposition: form-data\r\n\r\nba\r\n--{boundary}--\r\n").encode()
+    unnamed = client.post("/translate", content=nameless,
+                          headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert unnamed.status_code == 400 and "error" in unnamed.json()
+    gzipped = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"q\"\r\nContent-Transfer-Encoding: gzip"
+               f"\r\n\r\nba\r\n--{boundary}--\r\n").encode()
+    encoded = client.post("/translate", content=gzipped,
+                          headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert encoded.status_code == 400 and "malformed" in encoded.json()["error"]
+    good = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\n{SENTENCES[0]}"
+            f"\r\n--{boundary}--\r\n").encode()
+    upper = client.post("/translate", content=good,
+                        headers={"content-type": f"Multipart/Form-Data; boundary={boundary}"})
+    assert upper.status_code == 200 and upper.json()["translatedText"] == expected[0]
 
 
 def test_languages_health_info_docs(client):
@@ -275,6 +289,22 @@ def test_a_batch_stays_open_while_requests_keep_arriving(translator):
     assert len(recorder.batches) >= 3  # closed at the latest 200 ms after the decoder became free
     batcher.close()
     fast.close()
+
+
+def test_requests_with_other_options_do_not_hold_a_batch_open(translator):
+    """A lone beam-2 request waits its 100 ms window, not the 1 s cap, while beam-1 requests keep arriving."""
+    recorder = RecordingTranslator(translator)
+    batcher = BatchingTranslator(recorder, max_batch_sentences=64, max_wait_ms=100)
+    lone = batcher.submit(["lone"], DecodeOptions(2, 1.0, 1))
+    start, stream = time.monotonic(), []
+    while not lone.done() and time.monotonic() - start < 2:
+        stream.append(batcher.submit(["x"], DecodeOptions(1, 1.0, 1)))
+        time.sleep(0.02)
+    answered_after = time.monotonic() - start
+    assert lone.result(30) == [["t:lone"]]
+    assert answered_after < 0.6, answered_after
+    assert all(f.result(30) == [["t:x"]] for f in stream)
+    batcher.close()
 
 
 def test_a_full_batcher_refuses_at_once(translator):

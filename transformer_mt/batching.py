@@ -111,8 +111,12 @@ class BatchingTranslator:
             first = self.jobs[0]
             free_since = time.monotonic()
             latest = free_since + MAX_WAIT_FACTOR * self.max_wait
-            while self.accepting and self._sentences_like(first.options) < self.max_batch_sentences:
-                quiet_until = max(free_since, self.jobs[-1].arrived) + self.max_wait
+            while self.accepting:
+                # Only requests that can join this batch (same options) keep it open.
+                like = [job for job in self.jobs if job.options == first.options]
+                if sum(len(job.sentences) for job in like) >= self.max_batch_sentences:
+                    break
+                quiet_until = max(free_since, like[-1].arrived) + self.max_wait
                 remaining = min(quiet_until, latest) - time.monotonic()
                 if remaining <= 0:
                     break
@@ -132,9 +136,6 @@ class BatchingTranslator:
             batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
             self.decoding_sentences = sum(len(job.sentences) for job in batch)
             return batch
-
-    def _sentences_like(self, options: DecodeOptions) -> int:
-        return sum(len(job.sentences) for job in self.jobs if job.options == options)
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:

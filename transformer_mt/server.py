@@ -123,6 +123,8 @@ def _parse_multipart(content_type: str, body: bytes) -> dict:
     files: list[str] = []
 
     def on_field(field) -> None:
+        if field.field_name is None:  # older python-multipart versions let a nameless part through
+            raise ApiError(400, "a part of the multipart form has no name")
         fields.setdefault(field.field_name.decode("utf-8"), []).append((field.value or b"").decode("utf-8"))
 
     def on_file(file) -> None:
@@ -130,7 +132,12 @@ def _parse_multipart(content_type: str, body: bytes) -> dict:
 
     headers = {"Content-Type": content_type.encode("latin-1"), "Content-Length": str(len(body)).encode()}
     try:
-        python_multipart.parse_form(headers, io.BytesIO(body), on_field, on_file)
+        # A part in a transfer encoding other than 7bit/8bit/binary/base64/quoted-printable is an error,
+        # not raw bytes passed on.
+        parser = python_multipart.create_form_parser(headers, on_field, on_file,
+                                                     config={"UPLOAD_ERROR_ON_BAD_CTE": True})
+        parser.write(body)
+        parser.finalize()
     except UnicodeError:
         raise ApiError(400, "a field of the multipart form is not valid UTF-8") from None
     except (FormParserError, ValueError) as exc:
@@ -142,12 +149,13 @@ def _parse_multipart(content_type: str, body: bytes) -> dict:
 
 def _parse_libretranslate_body(content_type: str, body: bytes) -> dict:
     """JSON, or a form (urlencoded or multipart) as LibreTranslate's web clients send."""
-    if "application/x-www-form-urlencoded" in content_type:
+    media_type = content_type.split(";")[0].strip().lower()  # media types are case-insensitive
+    if media_type == "application/x-www-form-urlencoded":
         try:
             return _form_fields(parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
         except UnicodeDecodeError:
             raise ApiError(400, "the form body is not valid UTF-8") from None
-    if "multipart/form-data" in content_type:
+    if media_type == "multipart/form-data":
         return _parse_multipart(content_type, body)
     try:
         data = json.loads(body, parse_constant=_reject_constant)
