@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import io
 import json
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
