@@ -94,17 +94,21 @@ async def run_clients(host: str, port: int, sentences: list[str], clients: int) 
     return results
 
 
+def latency_stats(seconds: list[float]) -> dict:
+    """p50/p95/p99 in milliseconds of per-request (or per-call) times."""
+    ordered = sorted(seconds)
+    return {"latency_p50_ms": 1000 * statistics.median(ordered),
+            "latency_p95_ms": 1000 * ordered[int(0.95 * (len(ordered) - 1))],
+            "latency_p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))]}
+
+
 def load(base: str, sentences: list[str], clients: int) -> dict:
     host, port = base.removeprefix("http://").split(":")
     start = time.perf_counter()
     results = asyncio.run(run_clients(host, int(port), sentences, clients))
     seconds = time.perf_counter() - start
-    latencies = sorted(r[1] for r in results)
     info = json.loads(urllib.request.urlopen(base + "/v1/info").read())
-    return {"sent_per_s": len(sentences) / seconds, "seconds": seconds,
-            "latency_p50_ms": 1000 * statistics.median(latencies),
-            "latency_p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
-            "latency_p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+    return {"sent_per_s": len(sentences) / seconds, "seconds": seconds, **latency_stats([r[1] for r in results]),
             "batches": info["batching"]["batches_decoded"], "server_threads": info["threads"],
             "translations": [r[0] for r in results]}
 
@@ -141,9 +145,9 @@ def main() -> int:
     # Offline with every core (what the machine can do) and with the server's decoding threads (what the
     # serving itself costs: the server keeps the other cores for HTTP).
     server_threads = rows[f"serve, batching, {args.clients[-1]} clients"]["server_threads"]
-    all_threads = os.cpu_count() or 1
+    offline_threads = sorted({os.cpu_count() or 1, server_threads}, reverse=True)
     offline = None
-    for threads in sorted({all_threads, server_threads}, reverse=True):
+    for threads in offline_threads:
         torch.set_num_threads(threads)
         translator.translate(sentences[:64])  # warm-up: the servers' first calls are spread over their load
         start = time.perf_counter()
@@ -155,11 +159,8 @@ def main() -> int:
             start = time.perf_counter()
             translator.translate([sentence])
             singles.append(time.perf_counter() - start)
-        singles.sort()
-        rows[f"offline, one per call, {threads} threads"] = {
-            "sent_per_s": len(singles) / sum(singles), "latency_p50_ms": 1000 * statistics.median(singles),
-            "latency_p95_ms": 1000 * singles[int(0.95 * (len(singles) - 1))],
-            "latency_p99_ms": 1000 * singles[int(0.99 * (len(singles) - 1))]}
+        rows[f"offline, one per call, {threads} threads"] = {"sent_per_s": len(singles) / sum(singles),
+                                                             **latency_stats(singles)}
     batched = rows[f"serve, batching, {args.clients[-1]} clients"]
     same = sum(a == b for a, b in zip(batched["translations"], offline))
     print(f"{len(sentences)} sentences, one sentence per request, beam {translator.config.decoding.beam_size}, "
@@ -170,8 +171,8 @@ def main() -> int:
               f"{row.get('latency_p95_ms', float('nan')):8.1f} {row.get('latency_p99_ms', float('nan')):8.1f} "
               f"{row.get('batches', '-'):>8}")
     ratios = {}
-    for threads in sorted({all_threads, server_threads}, reverse=True):
-        single = rows[f"serve, batching, {args.clients[0]} clients"]["latency_p50_ms"]
+    single = rows[f"serve, batching, {args.clients[0]} clients"]["latency_p50_ms"]
+    for threads in offline_threads:
         ratios[f"latency_{args.clients[0]}_client_vs_offline_{threads}_threads"] = \
             single / rows[f"offline, one per call, {threads} threads"]["latency_p50_ms"]
         for clients in args.clients:
