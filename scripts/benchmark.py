@@ -43,13 +43,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformer_mt.config import load_config  # noqa: E402
-from transformer_mt.ct2_translator import CTranslate2Translator  # noqa: E402
-from transformer_mt.data import collate, make_batches, read_lines  # noqa: E402
+from transformer_mt.data.batches import collate, make_batches, read_lines  # noqa: E402
+from transformer_mt.decoding.translator import Translator  # noqa: E402
 from transformer_mt.device import configure_process  # noqa: E402
-from transformer_mt.export import INSTALL_HINT, export_ctranslate2  # noqa: E402
+from transformer_mt.interop.ct2_translator import CTranslate2Translator  # noqa: E402
+from transformer_mt.interop.ctranslate2_export import INSTALL_HINT, export_ctranslate2  # noqa: E402
 from transformer_mt.scoring import resolve_tokenize, score  # noqa: E402
-from transformer_mt.trainer import Trainer  # noqa: E402
-from transformer_mt.translator import Translator  # noqa: E402
+from transformer_mt.training.trainer import Trainer  # noqa: E402
 
 
 def peak_memory_mb(device: torch.device) -> float:

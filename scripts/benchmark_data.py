@@ -112,7 +112,7 @@ def write_corpus(folder: Path, pairs: int) -> None:
 
 def step_tokenizer(data: Path, run: Path) -> dict:
     from transformer_mt.config import TokenizerConfig
-    from transformer_mt.tokenizer import build_tokenizers
+    from transformer_mt.data.tokenizer import build_tokenizers
 
     started = time.perf_counter()
     build_tokenizers(run, TokenizerConfig(), data / "train.src", data / "train.tgt")
@@ -120,8 +120,8 @@ def step_tokenizer(data: Path, run: Path) -> dict:
 
 
 def step_encode(data: Path, run: Path) -> dict:
-    from transformer_mt.data import encode_parallel
-    from transformer_mt.tokenizer import load_tokenizers
+    from transformer_mt.data.batches import encode_parallel
+    from transformer_mt.data.tokenizer import load_tokenizers
 
     tok, _ = load_tokenizers(run, joint=True)
     started = time.perf_counter()
@@ -134,11 +134,11 @@ def step_train(data: Path, run: Path, updates: int) -> dict:
     import torch
 
     from transformer_mt.config import ModelConfig
-    from transformer_mt.data import collate, encode_parallel, make_batches
+    from transformer_mt.data.batches import collate, encode_parallel, make_batches
+    from transformer_mt.data.tokenizer import PAD_ID, load_tokenizers
     from transformer_mt.device import keep_freed_cpu_memory
-    from transformer_mt.loss import label_smoothed_nll_loss
     from transformer_mt.model import build_model
-    from transformer_mt.tokenizer import PAD_ID, load_tokenizers
+    from transformer_mt.training.loss import label_smoothed_nll_loss
 
     torch.manual_seed(0)
     keep_freed_cpu_memory()  # as the trainer does on CPU

@@ -22,8 +22,8 @@ import json
 import os
 import socket
 import statistics
-import sys
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -32,10 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transformer_mt.data import read_lines  # noqa: E402
+from transformer_mt.data.batches import read_lines  # noqa: E402
+from transformer_mt.decoding.translator import Translator  # noqa: E402
 from transformer_mt.results import cpu_model  # noqa: E402
-from transformer_mt.translator import Translator  # noqa: E402
-
 
 REQUEST_TIMEOUT_S = 300  # a server that stalls without closing the connection fails the run, not hangs it
 
@@ -57,7 +56,7 @@ def start_server(model: str, *extra: str):
             return server, base
         except OSError:
             if server.poll() is not None:
-                raise SystemExit(f"the server did not start: {server.stderr.read()}")
+                raise SystemExit(f"the server did not start: {server.stderr.read()}") from None
             time.sleep(0.1)
 
 

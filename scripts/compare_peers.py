@@ -58,8 +58,8 @@ import sentencepiece as spm  # noqa: E402
 import yaml  # noqa: E402
 
 from transformer_mt.config import TokenizerConfig  # noqa: E402
+from transformer_mt.data.tokenizer import build_tokenizers  # noqa: E402
 from transformer_mt.device import cpu_has_fast_bf16  # noqa: E402
-from transformer_mt.tokenizer import build_tokenizers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLKITS = ("transformer-mt", "transformer-mt-bf16", "joeynmt", "opennmt-py", "ctranslate2")
@@ -450,8 +450,8 @@ class OpenNMT:
 
     def ct2_translator(self, compute_type: str):
         def translate(src_file, out_file, beam):
-            return timed([str(self.python), str(self.work / "ct2_translate.py"), str(self.ct2_dir), compute_type, str(self.args.threads),
-                          str(beam), str(self.args.batch_size), str(src_file), str(out_file)], self.env,
+            return timed([str(self.python), str(self.work / "ct2_translate.py"), str(self.ct2_dir), compute_type,
+                          str(self.args.threads), str(beam), str(self.args.batch_size), str(src_file), str(out_file)], self.env,
                          log_path=self.work / "ct2_translate.log")
         return translate
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transformer_mt import Translator, TransformerMTError, load_config, train  # noqa: E402
+from transformer_mt import TransformerMTError, Translator, load_config, train  # noqa: E402
 from transformer_mt.config import parse_overrides  # noqa: E402
+from transformer_mt.data.batches import read_lines  # noqa: E402
 from transformer_mt.device import configure_process  # noqa: E402
-from transformer_mt.data import read_lines  # noqa: E402
 from transformer_mt.results import append_results_row, make_results_row, markdown_row  # noqa: E402
 from transformer_mt.scoring import resolve_tokenize, score  # noqa: E402
 

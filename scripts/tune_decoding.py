@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transformer_mt import Translator, TransformerMTError  # noqa: E402
-from transformer_mt.data import read_lines  # noqa: E402
+from transformer_mt import TransformerMTError, Translator  # noqa: E402
+from transformer_mt.data.batches import read_lines  # noqa: E402
 from transformer_mt.device import configure_process  # noqa: E402
 from transformer_mt.scoring import resolve_tokenize, score  # noqa: E402
 

@@ -18,7 +18,6 @@ from transformer_mt.config import Config, ModelConfig, config_from_dict
 from transformer_mt.model import build_model
 
 
-
 def tiny_model(vocab_size: int = 23, pre_norm: bool = False, share: bool = True, seed: int = 0, **overrides):
     torch.manual_seed(seed)
     cfg = ModelConfig(d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, ffn_dim=64,

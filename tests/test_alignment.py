@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from conftest import WORDS, assert_clean_error, run_cli
 
 from transformer_mt import Translator
-from transformer_mt.alignment import format_alignment, hard_alignment, piece_words, word_alignment
+from transformer_mt.decoding.alignment import format_alignment, hard_alignment, piece_words, word_alignment
 from transformer_mt.errors import TransformerMTError
-
-from conftest import WORDS, assert_clean_error, run_cli
 
 SENTENCES = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)) for i in range(6)]
 

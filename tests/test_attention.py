@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-
-from transformer_mt.search import beam_search, greedy_search
-from transformer_mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
-
 from conftest import tiny_model
+
+from transformer_mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from transformer_mt.decoding.search import beam_search, greedy_search
 
 
 def random_tokens(batch, length, vocab=23, seed=0):

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import write_reverse_corpus
 
 
@@ -119,8 +118,8 @@ def test_python_api_matches_cli(trained_run):
 
 
 def test_prepare_then_train_reuses_the_tokenizer_and_encoded_corpora(tmp_path):
-    from conftest import run_cli, tiny_config
     import yaml
+    from conftest import run_cli, tiny_config
 
     data = write_reverse_corpus(tmp_path / "data", n_train=200, n_valid=5, n_test=5)
     config_path = tmp_path / "config.yaml"

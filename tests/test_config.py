@@ -39,7 +39,8 @@ def test_unknown_section(tmp_path):
     ("model:\n  pre_norm: 1\n", r"'model.pre_norm' must be true or false"),
     ("model:\n  dropout: -0.1\n", r"'model.dropout' must be >= 0.0"),
     ("model:\n  d_model: 100\n  num_heads: 3\n", r"'model.d_model' \(100\) must be divisible by 'model.num_heads' \(3\)"),
-    ("training:\n  scheduler: exponential\n", r"'training.scheduler' must be one of inverse_sqrt, noam, cosine, linear, constant"),
+    ("training:\n  scheduler: exponential\n",
+     r"'training.scheduler' must be one of inverse_sqrt, noam, cosine, linear, constant"),
     ("tokenizer:\n  joint: false\n", r"share_embeddings: true' needs 'tokenizer.joint: true'"),
     ("- a\n- b\n", r"top level must be a mapping"),
 ])

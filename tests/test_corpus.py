@@ -8,19 +8,25 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import WORDS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transformer_mt import corpus as corpus_module
 from transformer_mt.config import TokenizerConfig
-from transformer_mt.corpus import (EncodedCorpus, add_unpunctuated_copies, count_lines, encode_parallel,
-                                   iter_line_chunks, read_lines, read_parallel, split_lines)
-from transformer_mt.data import collate, make_batches
+from transformer_mt.data import corpus as corpus_module
+from transformer_mt.data.batches import collate, make_batches
+from transformer_mt.data.corpus import (
+    EncodedCorpus,
+    add_unpunctuated_copies,
+    count_lines,
+    encode_parallel,
+    iter_line_chunks,
+    read_lines,
+    read_parallel,
+    split_lines,
+)
+from transformer_mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, build_tokenizers
 from transformer_mt.errors import TransformerMTError
-from transformer_mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, build_tokenizers
-
-from conftest import WORDS
-
 
 # The in-memory implementations that streaming and memory mapping replaced: the reference.
 

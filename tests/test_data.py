@@ -1,8 +1,8 @@
 """Training-data options: copies of pairs whose source lost its final punctuation."""
 
 from transformer_mt.config import TokenizerConfig
-from transformer_mt.data import add_unpunctuated_copies, encode_parallel, without_final_punctuation
-from transformer_mt.tokenizer import build_tokenizers
+from transformer_mt.data.batches import add_unpunctuated_copies, encode_parallel, without_final_punctuation
+from transformer_mt.data.tokenizer import build_tokenizers
 
 
 def test_without_final_punctuation_strips_any_script_and_keeps_inner_punctuation():

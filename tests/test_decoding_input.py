@@ -15,17 +15,16 @@ from unittest import mock
 
 import pytest
 import torch
+from conftest import WORDS, run_cli, tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transformer_mt import Translator, cli
-from transformer_mt.data import read_lines, split_lines
+from transformer_mt.data.batches import read_lines, split_lines
+from transformer_mt.data.tokenizer import BOS_ID, EOS_ID
+from transformer_mt.decoding.search import NEVER_GENERATED, beam_search
 from transformer_mt.errors import TransformerMTError
 from transformer_mt.scoring import score
-from transformer_mt.search import NEVER_GENERATED, beam_search
-from transformer_mt.tokenizer import BOS_ID, EOS_ID
-
-from conftest import WORDS, run_cli, tiny_model
 
 
 @pytest.fixture(scope="module")

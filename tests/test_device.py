@@ -32,8 +32,8 @@ def test_keep_freed_cpu_memory_is_accepted_by_glibc_and_tensors_still_work():
 
 def test_trainer_and_translator_leave_process_wide_settings_to_the_entry_point(tmp_path):
     """training.num_threads is applied by the transformer-mt command, not by constructing a Trainer."""
-    from conftest import run_cli, tiny_config, write_reverse_corpus
     import yaml
+    from conftest import run_cli, tiny_config, write_reverse_corpus
 
     from transformer_mt import Translator, train
 

@@ -21,7 +21,7 @@ import yaml
 from conftest import run_cli, wait_for, write_reverse_corpus
 
 from transformer_mt.checkpoint import load_checkpoint
-from transformer_mt.distributed import shard_batches
+from transformer_mt.training.distributed import shard_batches
 
 TIMEOUT = 240
 

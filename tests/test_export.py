@@ -1,4 +1,4 @@
-"""Export to CTranslate2 (transformer_mt.export) and translation with the export (ct2_translator).
+"""Export to CTranslate2 (transformer_mt.interop.ctranslate2_export) and translation with the export (ct2_translator).
 
 The property: an exported model translates like the original. A tiny model of the reversal task
 is trained for 150 updates, far enough that its translations differ in length and some run to
@@ -20,9 +20,9 @@ from conftest import tiny_config, write_reverse_corpus  # noqa: E402
 
 from transformer_mt import Translator, train  # noqa: E402
 from transformer_mt.config import config_from_dict  # noqa: E402
-from transformer_mt.ct2_translator import CTranslate2Translator  # noqa: E402
 from transformer_mt.errors import TransformerMTError  # noqa: E402
-from transformer_mt.export import export_ctranslate2  # noqa: E402
+from transformer_mt.interop.ct2_translator import CTranslate2Translator  # noqa: E402
+from transformer_mt.interop.ctranslate2_export import export_ctranslate2  # noqa: E402
 
 VARIANTS = {
     "post_norm_relu_shared": {},

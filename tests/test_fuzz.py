@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transformer_mt.config import load_config
-from transformer_mt.data import read_parallel
+from transformer_mt.data.batches import read_parallel
 from transformer_mt.errors import TransformerMTError
 
 yaml_like = st.one_of(

@@ -8,14 +8,12 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-
-from transformer_mt.config import (TokenizerConfig, check_data_files, load_config, parse_overrides,
-                                   training_warnings)
-from transformer_mt.data import EncodedCorpus, count_oversized, encode_parallel, make_batches, read_lines
-from transformer_mt.errors import TransformerMTError
-from transformer_mt.tokenizer import build_tokenizers
-
 from conftest import assert_clean_error, run_cli, tiny_config, write_reverse_corpus
+
+from transformer_mt.config import TokenizerConfig, check_data_files, load_config, parse_overrides, training_warnings
+from transformer_mt.data.batches import EncodedCorpus, count_oversized, encode_parallel, make_batches, read_lines
+from transformer_mt.data.tokenizer import build_tokenizers
+from transformer_mt.errors import TransformerMTError
 
 
 def write(tmp_path, text, name="c.yaml"):

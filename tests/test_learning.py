@@ -1,11 +1,11 @@
 """End-to-end learning: a small model learns a synthetic task to high BLEU in under a minute."""
 
+from conftest import write_reverse_corpus
+
 from transformer_mt import Translator, train
 from transformer_mt.config import config_from_dict
-from transformer_mt.data import read_lines
+from transformer_mt.data.batches import read_lines
 from transformer_mt.scoring import score
-
-from conftest import write_reverse_corpus
 
 
 def test_model_learns_to_reverse_word_order_to_high_bleu(tmp_path):

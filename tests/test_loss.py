@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transformer_mt.loss import label_smoothed_nll_loss
+from transformer_mt.training.loss import label_smoothed_nll_loss
 
 
 def test_loss_equals_hand_computed_value_and_ignores_padding():

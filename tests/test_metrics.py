@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from transformer_mt.errors import TransformerMTError
-from transformer_mt.metrics import MetricsWriter
+from transformer_mt.training.metrics import MetricsWriter
 
 TRAIN = [{"type": "train", "step": step, "epoch": 1, "loss": 6.0 - step / 10, "lr": step * 1e-4,
           "tokens_per_s": 2500.0 + step, "grad_norm": 1.5} for step in (10, 20, 30)]

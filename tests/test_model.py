@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-
-from transformer_mt.model import subsequent_mask
-from transformer_mt.tokenizer import BOS_ID, PAD_ID
-
 from conftest import tiny_model
+
+from transformer_mt.data.tokenizer import BOS_ID, PAD_ID
+from transformer_mt.model import subsequent_mask
 
 
 def random_tokens(batch, length, vocab=23, seed=0):

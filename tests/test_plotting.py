@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from transformer_mt.plotting import plot_learning_curves, read_metrics  # noqa: E402
-
 from conftest import assert_clean_error, run_cli  # noqa: E402
+
+from transformer_mt.training.plotting import plot_learning_curves, read_metrics  # noqa: E402
 
 
 def test_learning_curves_of_two_runs_in_three_formats(small_run, tmp_path):
@@ -56,7 +56,7 @@ def png_pixels(path):
 
 def test_attention_heatmaps_one_per_layer_heads_averaged_or_each(small_run, tmp_path):
     from transformer_mt import Translator
-    from transformer_mt.plotting import plot_attention
+    from transformer_mt.training.plotting import plot_attention
 
     translator = Translator.from_run(small_run[2], device="cpu")
     sentence = "ba de gi ko"

@@ -9,11 +9,10 @@ import time
 
 import pytest
 import yaml
+from conftest import start_training, tiny_config, wait_for, write_reverse_corpus
 
 from transformer_mt import train
 from transformer_mt.checkpoint import load_checkpoint
-
-from conftest import start_training, tiny_config, wait_for, write_reverse_corpus
 
 
 def train_losses(run_dir):

@@ -3,12 +3,11 @@
 import pytest
 import torch
 import yaml
+from conftest import assert_clean_error, run_cli, tiny_config, write_reverse_corpus
 
 from transformer_mt import Translator, train
-from transformer_mt.data import encode_parallel, read_lines
+from transformer_mt.data.batches import encode_parallel, read_lines
 from transformer_mt.errors import TransformerMTError
-
-from conftest import assert_clean_error, run_cli, tiny_config, write_reverse_corpus
 
 
 def config_file(tmp_path, data):
@@ -36,7 +35,7 @@ def test_invalid_utf8_names_the_line(tmp_path):
 
 def test_empty_and_overlong_pairs_are_dropped_together_and_counted(tmp_path, caplog):
     from transformer_mt.config import TokenizerConfig
-    from transformer_mt.tokenizer import build_tokenizers
+    from transformer_mt.data.tokenizer import build_tokenizers
 
     data = write_reverse_corpus(tmp_path / "data", n_train=100, n_valid=5, n_test=5)
     src = (data / "train.src").read_text().splitlines()
@@ -120,7 +119,7 @@ def test_invalid_utf8_on_stdin(small_run):
 
 
 def test_non_finite_losses_are_skipped_then_stop(tmp_path, monkeypatch):
-    from transformer_mt import trainer as trainer_module
+    from transformer_mt.training import trainer as trainer_module
 
     data = write_reverse_corpus(tmp_path / "data", n_train=100, n_valid=5, n_test=5)
     original = trainer_module.Trainer.compute_loss

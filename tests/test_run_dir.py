@@ -8,13 +8,12 @@ import signal
 import pytest
 import torch
 import yaml
+from conftest import assert_clean_error, run_cli, start_training, tiny_config, wait_for, write_reverse_corpus
 
 from transformer_mt import checkpoint as ckpt
 from transformer_mt import train
 from transformer_mt.errors import TransformerMTError
-from transformer_mt.rundir import RunLock
-
-from conftest import assert_clean_error, run_cli, start_training, tiny_config, wait_for, write_reverse_corpus
+from transformer_mt.training.rundir import RunLock
 
 
 @pytest.fixture
@@ -258,7 +257,7 @@ def test_a_users_own_lock_file_makes_a_folder_not_a_run(tmp_path, setup):
 
 
 def test_failures_before_and_after_training_release_the_lock(tmp_path, setup):
-    from transformer_mt.trainer import Trainer
+    from transformer_mt.training.trainer import Trainer
 
     data, config, _ = setup
     run = tmp_path / "run"

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import run_cli, tiny_config, write_reverse_corpus
 
 from transformer_mt import Translator, train
 from transformer_mt import checkpoint as ckpt
 from transformer_mt.errors import TransformerMTError
-
-from conftest import run_cli, tiny_config, write_reverse_corpus
 
 
 class Payload:

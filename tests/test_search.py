@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-
-from transformer_mt.search import beam_search, greedy_search
-from transformer_mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
-
 from conftest import tiny_model
+
+from transformer_mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from transformer_mt.decoding.search import beam_search, greedy_search
 
 
 def peaked_model(seed):
@@ -135,7 +134,7 @@ def test_early_exit_decodes_fewer_rows_and_returns_a_hypothesis_the_full_search_
         decode = model.decode
         results = {}
         for early_exit in (True, False):
-            def counting_decode(tgt_tokens, *args, early_exit=early_exit, **kwargs):
+            def counting_decode(tgt_tokens, *args, early_exit=early_exit, decode=decode, **kwargs):
                 rows_decoded[early_exit] += tgt_tokens.size(0)
                 return decode(tgt_tokens, *args, **kwargs)
 

@@ -15,12 +15,11 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
+from conftest import WORDS, free_port, start_server, stop_server  # noqa: E402
 
 from transformer_mt import Translator  # noqa: E402
-from transformer_mt.batching import BatchingTranslator, DecodeOptions, QueueFull  # noqa: E402
-from transformer_mt.server import ServeLimits, create_app  # noqa: E402
-
-from conftest import WORDS, free_port, start_server, stop_server  # noqa: E402
+from transformer_mt.serving.batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown  # noqa: E402
+from transformer_mt.serving.server import ServeLimits, create_app  # noqa: E402
 
 SENTENCES = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)) for i in range(32)]
 
@@ -249,7 +248,7 @@ def test_batcher_groups_concurrent_requests_and_keeps_each_answer_its_own(transl
     assert [r[0][0].text for r in results] == [t[0].text for t in offline(translator, SENTENCES[:12], beam_size=2)]
     assert len(other.result()[0]) == 2
     assert max(batcher.batch_sizes) > 1  # requests were decoded together
-    with pytest.raises(Exception):
+    with pytest.raises(ShuttingDown):
         batcher.submit(["ba"], options)  # closed
 
 

@@ -1,9 +1,9 @@
 """SentencePiece training, round trips, fixed special ids, reuse."""
 
-from transformer_mt.config import TokenizerConfig
-from transformer_mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, build_tokenizers, load_tokenizers
-
 from conftest import write_reverse_corpus
+
+from transformer_mt.config import TokenizerConfig
+from transformer_mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, build_tokenizers, load_tokenizers
 
 
 def test_train_round_trip_special_ids_and_reuse(tmp_path):

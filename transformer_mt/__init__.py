@@ -23,9 +23,9 @@ Modules, one concept each:
 """
 
 from .config import Config, load_config
+from .decoding.translator import Translator
 from .errors import TransformerMTError
-from .trainer import Trainer, train
-from .translator import Translator
+from .training.trainer import Trainer, train
 
 __all__ = ["Config", "load_config", "Trainer", "train", "Translator", "TransformerMTError"]
 __version__ = "0.1.0"

@@ -1,4 +1,7 @@
-"""``python -m transformer_mt``: the transformer-mt command (and what torchrun starts: ``torchrun ... -m transformer_mt train``)."""
+"""``python -m transformer_mt``: the transformer-mt command.
+
+It is also what torchrun starts: ``torchrun ... -m transformer_mt train``.
+"""
 
 import sys
 

@@ -277,7 +277,7 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
     in the current format. The SentencePiece model(s) beside the checkpoint, if there, are
     recorded as its tokenizer.
     """
-    from .tokenizer import tokenizer_paths
+    from .data.tokenizer import tokenizer_paths
 
     path = Path(path)
     try:

@@ -236,10 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from . import distributed
     from .config import load_config, parse_overrides
     from .device import configure_process
-    from .trainer import train
+    from .training import distributed
+    from .training.trainer import train
 
     config = load_config(args.config, parse_overrides(args.set))
     output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)
@@ -261,7 +261,7 @@ def cmd_train(args) -> int:
 
 def cmd_prepare(args) -> int:
     from .config import load_config, parse_overrides
-    from .trainer import prepare
+    from .training.trainer import prepare
 
     config = load_config(args.config, parse_overrides(args.set))
     output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)
@@ -273,7 +273,7 @@ def cmd_prepare(args) -> int:
 
 
 def _load_translator(args):
-    from .translator import Translator
+    from .decoding.translator import Translator
 
     if args.engine == "ctranslate2":
         return _load_ctranslate2(args)
@@ -287,8 +287,8 @@ def _load_ctranslate2(args):
     import shutil
     import tempfile
 
-    from .ct2_translator import CTranslate2Translator
-    from .export import EXPORT_INFO, export_ctranslate2
+    from .interop.ct2_translator import CTranslate2Translator
+    from .interop.ctranslate2_export import EXPORT_INFO, export_ctranslate2
 
     model = Path(args.model)
     if not (model / EXPORT_INFO).is_file():
@@ -315,7 +315,7 @@ def _decode_kwargs(args) -> dict:
 
 
 def _read_stdin() -> list[str]:
-    from .data import split_lines
+    from .data.batches import split_lines
 
     if sys.stdin.isatty():
         print("reading sentences from standard input (one per line, Ctrl-D to end)", file=sys.stderr)
@@ -379,7 +379,7 @@ def _check_not_empty(lines: list[str], first, second) -> None:
 
 
 def _read_hyp_ref(args) -> tuple[list[str], list[str]]:
-    from .data import read_lines
+    from .data.batches import read_lines
 
     if args.model or args.src or args.split:
         raise TransformerMTError("--hyp scores existing translations; do not combine it with --model/--src/--split")
@@ -398,7 +398,7 @@ def _read_hyp_ref(args) -> tuple[list[str], list[str]]:
 
 def _translate_for_evaluation(args):
     """Translate the --src or --split sources; return (hypotheses, references, translator)."""
-    from .data import read_parallel
+    from .data.batches import read_parallel
 
     if not args.model:
         raise TransformerMTError("give --model DIR to translate, or --hyp FILE to score existing translations")
@@ -424,7 +424,7 @@ def _translate_for_evaluation(args):
 
 
 def cmd_translate(args) -> int:
-    from .data import read_lines
+    from .data.batches import read_lines
 
     if args.sentences and args.input:
         raise TransformerMTError("give sentences as arguments or --input FILE, not both")
@@ -444,7 +444,7 @@ def cmd_translate(args) -> int:
                                  "one layer and head fixed at export, not the layer asked for")
     translator = _load_translator(args)
     if args.alignment:
-        from .alignment import format_alignment
+        from .decoding.alignment import format_alignment
 
         results = translator.translate(sentences, nbest=args.nbest, return_alignment=True,
                                        alignment_unit=args.alignment, alignment_layer=args.alignment_layer,
@@ -487,8 +487,8 @@ def cmd_evaluate(args) -> int:
 
 def cmd_average(args) -> int:
     from .checkpoint import average_checkpoints
-    from .rundir import RunLock
-    from .translator import CHECKPOINT_NAMES
+    from .decoding.translator import CHECKPOINT_NAMES
+    from .training.rundir import RunLock
 
     run_dir = Path(args.model)
     if not run_dir.is_dir():
@@ -523,12 +523,12 @@ def _check_can_listen(host: str, port: int) -> None:
 
 
 def cmd_serve(args) -> int:
-    from .data import read_lines
+    from .data.batches import read_lines
 
     try:
         import uvicorn
 
-        from .server import ServeLimits, create_app
+        from .serving.server import ServeLimits, create_app
     except ImportError as exc:
         raise TransformerMTError(f"serving needs the [serve] extra ({exc.name} is not installed): "
                                  f"pip install 'transformer-mt[serve]'") from None
@@ -561,7 +561,7 @@ def cmd_serve(args) -> int:
         translator.config.decoding.batch_size = args.batch_size
     if args.early_exit is not None:
         translator.config.decoding.early_exit = args.early_exit
-    from .translator import resolve_decoding
+    from .decoding.translator import resolve_decoding
 
     decoding = resolve_decoding(translator.config)  # a setting that would fail every request fails here instead
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sentences_per_request=args.max_sentences_per_request,
@@ -591,7 +591,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_ctranslate2
+    from .interop.ctranslate2_export import export_ctranslate2
 
     output = export_ctranslate2(args.model, args.output, checkpoint=args.checkpoint, quantization=args.quantization)
     print(f"exported {args.model} to {output}; translate with: transformer-mt translate --engine ctranslate2 "
@@ -600,7 +600,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plotting import plot_attention, plot_learning_curves
+    from .training.plotting import plot_attention, plot_learning_curves
 
     formats = tuple(args.format or ["png"])
     if args.attention is None:
@@ -630,7 +630,7 @@ def cmd_plot(args) -> int:
 
 def cmd_upgrade_checkpoint(args) -> int:
     from .checkpoint import upgrade_checkpoint
-    from .rundir import upgrade_run_dir
+    from .training.rundir import upgrade_run_dir
 
     path = Path(args.path)
     if path.is_dir():
@@ -648,7 +648,8 @@ def cmd_upgrade_checkpoint(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_translate, "evaluate": cmd_evaluate, "average": cmd_average,
+COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_translate, "evaluate": cmd_evaluate,
+            "average": cmd_average,
             "serve": cmd_serve, "export": cmd_export, "plot": cmd_plot, "upgrade-checkpoint": cmd_upgrade_checkpoint}
 
 
@@ -657,8 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from .device import configure_process
-    from .distributed import ReportedByRankZero, is_worker_rank
-    from .trainer import TrainingInterrupted
+    from .training.distributed import ReportedByRankZero, is_worker_rank
+    from .training.trainer import TrainingInterrupted
 
     # Process-wide: reuse freed CPU memory (decoding and training allocate large temporaries each step);
     # train also sets training.num_threads.

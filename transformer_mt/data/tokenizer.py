@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from .config import TokenizerConfig
-from .errors import TransformerMTError
+from ..config import TokenizerConfig
+from ..errors import TransformerMTError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 

@@ -1,6 +1,6 @@
 """Export a trained model to CTranslate2, a C++ inference engine for Transformers (optional extra [export]).
 
-    from transformer_mt.export import export_ctranslate2
+    from transformer_mt.interop.ctranslate2_export import export_ctranslate2
     export_ctranslate2("runs/demo", "runs/demo-ct2", quantization="int8")
 
 The model is loaded like every other model here, through the safe checkpoint loader
@@ -37,11 +37,11 @@ from pathlib import Path
 
 import torch
 
-from .config import save_config
-from .errors import TransformerMTError
-from .model import PositionalEncoding, Transformer
-from .tokenizer import BOS_ID, EOS_ID, UNK_ID
-from .translator import Translator, find_checkpoint
+from ..config import save_config
+from ..data.tokenizer import BOS_ID, EOS_ID, UNK_ID
+from ..decoding.translator import Translator, find_checkpoint
+from ..errors import TransformerMTError
+from ..model import PositionalEncoding, Transformer
 
 # Rows of the exported position table: the longest input (in subword tokens) and output it can encode.
 EXPORTED_POSITIONS = 2048

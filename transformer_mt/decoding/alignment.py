@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import TransformerMTError
+from ..errors import TransformerMTError
 
 WORD_START = "\u2581"  # ▁, SentencePiece's mark of a space before a piece
 ALIGNMENT_UNITS = ("pieces", "words")

@@ -1,6 +1,6 @@
-"""Translate with a model exported to CTranslate2 (transformer_mt.export), like with a Translator.
+"""Translate with a model exported to CTranslate2 (transformer_mt.interop.ctranslate2_export), like with a Translator.
 
-    from transformer_mt.ct2_translator import CTranslate2Translator
+    from transformer_mt.interop.ct2_translator import CTranslate2Translator
     translator = CTranslate2Translator("runs/demo-ct2")
     translator.translate(["A dog sees the cat."], beam_size=5)
 
@@ -40,7 +40,8 @@ How our decoding (search.py) is mapped onto CTranslate2's, and where they differ
   token not counted); CTranslate2's ``max_decoding_length`` is per call, so for beam search each
   call holds sentences with the same limit (equal source lengths): batches are smaller than
   batch_size when a batch would mix lengths. Greedy search decodes whole batches under their
-  largest limit and decodes again, alone, the few sentences that did not end within their own. ``min_decoding_length=0``: ours may end at the first step
+  largest limit and decodes again, alone, the few sentences that did not end within their own.
+  ``min_decoding_length=0``: ours may end at the first step
   (CTranslate2's default of 1 forbids an empty translation).
 - Padding and the start token are never generated (suppressed, as search.NEVER_GENERATED).
 - The exported position table has ``positions`` rows (export.EXPORTED_POSITIONS); CTranslate2
@@ -58,11 +59,11 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, load_config
-from .errors import TransformerMTError
-from .export import EXPORT_INFO, import_ctranslate2
-from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from .translator import Translation, encode_sentences, resolve_decoding
+from ..config import Config, load_config
+from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from ..decoding.translator import Translation, encode_sentences, resolve_decoding
+from ..errors import TransformerMTError
+from .ctranslate2_export import EXPORT_INFO, import_ctranslate2
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .corpus import (EncodedCorpus, add_unpunctuated_copies, encode_parallel, iter_line_chunks, read_bytes,
-                     read_lines, read_parallel, split_lines, without_final_punctuation)
+from .corpus import (
+    EncodedCorpus,
+    add_unpunctuated_copies,
+    encode_parallel,
+    iter_line_chunks,
+    read_bytes,
+    read_lines,
+    read_parallel,
+    split_lines,
+    without_final_punctuation,
+)
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = [
@@ -45,7 +54,7 @@ class Batch:
     tgt_output: torch.Tensor  # (B, T): target + eos
     num_tokens: int  # real (non-pad) target tokens
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         return Batch(self.src_tokens.to(device, non_blocking=True), self.tgt_input.to(device, non_blocking=True),
                      self.tgt_output.to(device, non_blocking=True), self.num_tokens)
 

@@ -24,7 +24,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .errors import TransformerMTError
+from ..errors import TransformerMTError
 
 log = logging.getLogger("transformer_mt")
 
@@ -89,7 +89,7 @@ class RunLock:
         self.purpose = purpose
         self.handle = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         path = self.run_dir / LOCK_NAME
         try:
             handle = open(path, "a+", encoding="utf-8")
@@ -123,7 +123,7 @@ class RunLock:
             self.handle.close()
             self.handle = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -187,7 +187,7 @@ def upgrade_run_dir(run_dir, trust: bool) -> list[Path]:
 
     Returns the checkpoints that were converted (the originals stay as ``*.pt.format1``).
     """
-    from .checkpoint import upgrade_checkpoint
+    from ..checkpoint import upgrade_checkpoint
 
     run_dir = Path(run_dir)
     checkpoints = sorted(run_dir.glob("checkpoint_*.pt"))

@@ -36,16 +36,16 @@ from typing import Literal
 from urllib.parse import parse_qs
 
 import python_multipart
-from python_multipart.exceptions import FormParserError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from python_multipart.exceptions import FormParserError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..decoding.translator import MAX_LENGTH_PENALTY, Translator
+from ..errors import TransformerMTError
 from .batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown
-from .errors import TransformerMTError
-from .translator import MAX_LENGTH_PENALTY, Translator
 
 # Names of common language codes for /languages; other codes are shown as they are.
 LANGUAGE_NAMES = {

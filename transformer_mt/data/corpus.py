@@ -35,13 +35,14 @@ import shutil
 import tempfile
 import time
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
-from .errors import TransformerMTError
+from ..errors import TransformerMTError
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)

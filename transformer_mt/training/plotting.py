@@ -1,6 +1,6 @@
 """Pictures of runs and models (optional extra [plots]: matplotlib).
 
-    from transformer_mt.plotting import plot_attention, plot_learning_curves
+    from transformer_mt.training.plotting import plot_attention, plot_learning_curves
     plot_learning_curves(["runs/a", "runs/b"], "plots/")   # -> plots/learning_curves.png
     plot_attention("runs/a", "A dog sees the cat.", "plots/")  # -> plots/attention_layer1.png, ...
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import TransformerMTError
+from ..errors import TransformerMTError
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -118,13 +118,13 @@ def plot_attention(model, sentence: str, output_dir, layer: int | None = None, h
                    checkpoint: str = "best"):
     """Translate ``sentence`` and draw its attention; return (files written, the SentenceAttention).
 
-    ``model``: a run directory or a :class:`~transformer_mt.translator.Translator`. ``layer``: one
+    ``model``: a run directory or a :class:`~transformer_mt.decoding.translator.Translator`. ``layer``: one
     decoder layer, numbered from 1 (default: all, one figure each). ``head``: None averages the
     heads, a number (from 1) draws that head, "all" draws one figure per head. ``self_attention``
     also draws the decoder self-attention. ``beam_size`` (default: the run's decoding.beam_size)
     1 decodes with greedy search, more with beam search.
     """
-    from .translator import Translator
+    from ..decoding.translator import Translator
 
     plt = _pyplot()  # before minutes of model loading, not after
     _check_formats(formats)

@@ -22,15 +22,15 @@ from typing import NamedTuple
 
 import torch
 
+from ..checkpoint import check_tokenizer_checksums, load_checkpoint
+from ..config import Config, config_from_dict
+from ..data.tokenizer import EOS_ID, PAD_ID, Tokenizer, load_tokenizers
+from ..device import autocast, resolve_device
+from ..errors import TransformerMTError
+from ..kernels import OneDNNLinear
+from ..model import Transformer, build_model
 from .alignment import check_alignment_layer, check_alignment_unit, hard_alignment, word_alignment
-from .checkpoint import check_tokenizer_checksums, load_checkpoint
-from .config import Config, config_from_dict
-from .device import autocast, resolve_device
-from .errors import TransformerMTError
-from .kernels import OneDNNLinear
-from .model import Transformer, build_model
 from .search import beam_search, greedy_search
-from .tokenizer import EOS_ID, PAD_ID, Tokenizer, load_tokenizers
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class Translator:
 
     @classmethod
     def from_run(cls, run_dir, checkpoint: str = "best", device: str | None = "auto",
-                 precision: str = "fp32", quantize: bool = False) -> "Translator":
+                 precision: str = "fp32", quantize: bool = False) -> Translator:
         """Load a trained model from a run directory (``checkpoint``: best, last, average or a path).
 
         ``quantize`` applies dynamic int8 quantization to the linear layers (CPU only).

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model import Transformer
-from .tokenizer import BOS_ID, EOS_ID, PAD_ID
+from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from ..model import Transformer
 
 NEVER_GENERATED = [PAD_ID, BOS_ID]
 
@@ -133,7 +133,7 @@ def greedy_search(model: Transformer, src_tokens: torch.Tensor, max_length_a: fl
     active = torch.arange(batch, device=device)  # original row of each active row
     history = AttentionHistory(src_tokens, model.pad_id) if return_attention or return_self_attention else None
     attentions: list[dict | None] = [None] * batch
-    for step in range(int(max_lens.max())):
+    for _ in range(int(max_lens.max())):
         if history is None:
             next_tokens = step_log_probs(model, prev, memory, src_mask, cache).argmax(dim=-1)
         else:
@@ -218,7 +218,7 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
         # Hypotheses ending now (only those among a sentence's best k can matter).
         eos_rows, eos_cols = torch.nonzero(is_eos[:, :k] & torch.isfinite(top_scores[:, :k]), as_tuple=True)
         if len(eos_rows):
-            for row, col, score, beam in zip(eos_rows.tolist(), eos_cols.tolist(),
+            for row, _col, score, beam in zip(eos_rows.tolist(), eos_cols.tolist(),
                                              top_scores[eos_rows, eos_cols].tolist(),
                                              top_beam[eos_rows, eos_cols].tolist()):
                 sentence = active[row]

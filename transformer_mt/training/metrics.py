@@ -20,7 +20,7 @@ import json
 import math
 from pathlib import Path
 
-from .errors import TransformerMTError
+from ..errors import TransformerMTError
 
 # The record fields drawn in TensorBoard, per record type; tags are "<type>/<field>".
 TENSORBOARD_SCALARS = {
@@ -104,7 +104,7 @@ class MetricsWriter:
             self.summary.close()
             self.summary = None
 
-    def __enter__(self) -> "MetricsWriter":
+    def __enter__(self) -> MetricsWriter:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import TransformerMTError
+from ..errors import TransformerMTError
 
 # A rank waits this long in a collective (e.g. while rank 0 validates or saves) before failing
 # instead of hanging forever.

@@ -41,19 +41,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import checkpoint as ckpt
-from .config import Config, check_data_files, config_from_dict, save_config, training_warnings
-from .data import collate, count_oversized, encode_parallel, make_batches, read_parallel
-from .device import autocast, resolve_device, resolve_precision
+from .. import checkpoint as ckpt
+from ..config import Config, check_data_files, config_from_dict, save_config, training_warnings
+from ..data.batches import collate, count_oversized, encode_parallel, make_batches, read_parallel
+from ..data.tokenizer import PAD_ID, build_tokenizers
+from ..decoding.translator import CHECKPOINT_NAMES, Translator
+from ..device import autocast, resolve_device, resolve_precision
+from ..errors import TransformerMTError
+from ..model import Transformer, build_model
+from ..scoring import resolve_tokenize, score
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
-from .errors import TransformerMTError
 from .loss import label_smoothed_nll_loss
 from .metrics import MetricsWriter
-from .model import Transformer, build_model
 from .rundir import RunLock, claim_run_dir, remove_interrupted_writes
-from .scoring import resolve_tokenize, score
-from .tokenizer import PAD_ID, build_tokenizers
-from .translator import CHECKPOINT_NAMES, Translator
 
 log = logging.getLogger("transformer_mt")
 
@@ -863,6 +863,6 @@ def train(config: Config, output_dir, device: str | None = None, resume: bool = 
           show_progress: bool | None = None, distributed: DistributedContext = SINGLE_PROCESS) -> dict:
     """Train a model as configured and return a summary (run_dir, step, best_bleu, train_seconds, ...).
 
-    Under torchrun, pass the context of ``transformer_mt.distributed.setup()`` (see there).
+    Under torchrun, pass the context of ``transformer_mt.training.distributed.setup()`` (see there).
     """
     return Trainer(config, output_dir, device, resume, overwrite, show_progress, distributed).run()

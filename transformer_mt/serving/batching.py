@@ -31,8 +31,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from .translator import Translator
-
+from ..decoding.translator import Translator
 
 # A batch waits for more requests at most this many times max_wait_ms (see the module's docstring).
 MAX_WAIT_FACTOR = 10

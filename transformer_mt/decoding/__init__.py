@@ -1,0 +1,1 @@
+"""Decoding: greedy and beam search, the batched Translator API, and alignments from cross-attention."""
