@@ -73,7 +73,8 @@ def test_sigkill_leaves_no_stale_lock_and_no_repeated_log_records(tmp_path, setu
     proc.communicate()
     saved = ckpt.load_checkpoint(run / "checkpoint_last.pt")["step"]
     # A temporary file as an interrupted checkpoint write leaves it.
-    (run / f".checkpoint_last.pt.tmp-{proc.pid}").write_bytes(b"half a checkpoint")
+    (run / f".checkpoint_last.pt.tmp-{proc.pid}").write_bytes(b"half a checkpoint")  # as older versions named it
+    (run / ".checkpoint_last.pt.k2x8_q0w.tmp").write_bytes(b"half a checkpoint")  # as safe_files names it
     result = run_cli("train", "--config", config_path, "--output-dir", run, "--set", f"training.max_steps={saved + 4}",
                      "--set", "training.validate_every=3")
     assert result.returncode == 0, result.stderr
@@ -83,7 +84,7 @@ def test_sigkill_leaves_no_stale_lock_and_no_repeated_log_records(tmp_path, setu
     assert len(valid) == len(set(valid))
     log_lines = [line for line in (run / "train.log").read_text().splitlines() if "validation at step" in line]
     assert len(log_lines) == len(set(line.split(" INFO ")[1] for line in log_lines))
-    assert not list(run.glob(".checkpoint_*.tmp-*"))
+    assert not list(run.glob(".checkpoint_*.tmp-*")) and not list(run.glob(".checkpoint_*.tmp"))
     assert "left by an interrupted write" in (run / "train.log").read_text()
 
 
@@ -180,7 +181,15 @@ def test_a_read_only_run_directory_is_reported(tmp_path, setup, monkeypatch):
             raise OSError(errno.EROFS, "Read-only file system", str(path))
         return real_open(path, *args, **kwargs)
 
+    real_os_open = os.open
+
+    def read_only_os_open(path, flags, *args, **kwargs):  # how safe_files opens run files
+        if str(path).startswith(str(run)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_os_open(path, flags, *args, **kwargs)
+
     monkeypatch.setattr("builtins.open", read_only)
+    monkeypatch.setattr("os.open", read_only_os_open)
     with pytest.raises(TransformerMTError, match="not writable.*Read-only file system"):
         train(config, run, show_progress=False)
 

@@ -68,3 +68,26 @@ def test_training_samples_at_most_input_sentence_size_sentences_and_says_so(tmp_
             build_tokenizers(run, TokenizerConfig(vocab_size=40, input_sentence_size=size), data / "train.src",
                              data / "train.tgt")
         assert f"learnt from {said} (tokenizer.input_sentence_size={size})" in caplog.text
+
+
+def _tokenizer_bytes_in_a_new_process(data, run_dir, input_sentence_size: int) -> bytes:
+    """SentencePiece's own sampling differed between processes (not within one), so each run is its own process;
+    the run directories differ, as the model once recorded its paths."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from transformer_mt.config import TokenizerConfig; "
+            "from transformer_mt.data.tokenizer import build_tokenizers; "
+            "build_tokenizers(Path(sys.argv[1]), TokenizerConfig(model_type='unigram', vocab_size=40, "
+            "input_sentence_size=int(sys.argv[4])), Path(sys.argv[2]), Path(sys.argv[3]))")
+    run_dir.mkdir()
+    subprocess.run([sys.executable, "-c", code, str(run_dir), str(data / "train.src"), str(data / "train.tgt"),
+                    str(input_sentence_size)], check=True, timeout=300, capture_output=True)
+    return (run_dir / "spm.model").read_bytes()
+
+
+def test_same_config_and_data_learn_the_same_tokenizer_bytes(tmp_path):
+    data = write_reverse_corpus(tmp_path / "data", n_train=2000, n_valid=5, n_test=5)
+    for size in (500, 0):  # a sample of the 4000 lines, and all of them
+        first = _tokenizer_bytes_in_a_new_process(data, tmp_path / f"a{size}", size)
+        assert first == _tokenizer_bytes_in_a_new_process(data, tmp_path / f"b{size}", size)

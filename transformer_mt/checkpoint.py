@@ -21,6 +21,8 @@ import hashlib
 import os
 import pickle
 import re
+import stat
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -107,35 +109,27 @@ def numpy_rng_state_from_plain(state: dict) -> tuple:
             state["cached_gaussian"])
 
 
-def atomic_save(obj, path) -> None:
-    """torch.save to ``path`` atomically: tmp file + fsync + rename (+ fsync of the directory)."""
+def atomic_save(obj, path, user_output: bool = False) -> None:
+    """torch.save to ``path`` atomically: mkstemp file + fsync + rename (+ fsync of the directory).
+
+    ``path`` is a run directory's file (never written through a link), or with ``user_output`` a
+    file the user named (``average --output``: safe_files.write_output's rules).
+    """
+    from .safe_files import write_output, write_run_file
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if user_output:
+            write_output(path, lambda handle: torch.save(obj, handle), option="--output", durable=True)
+        else:
+            write_run_file(path, lambda handle: torch.save(obj, handle), durable=True)
     except (OSError, RuntimeError) as exc:
         # torch.save reports a full disk as RuntimeError ("file write failed"), open() as OSError.
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass  # a read-only file system: nothing was written there either
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise TransformerMTError(
             f"could not write checkpoint {path}: {reason}; the previous checkpoint (if any) is unchanged. "
             f"Free disk space or make the directory writable (or choose another --output-dir), then resume"
         ) from None
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass  # some file systems cannot fsync directories; the rename is still atomic
 
 
 # What format 1 pickled besides allowed types: the numpy RNG state's uint32 array. Upgrading
@@ -164,10 +158,11 @@ def _unsafe_globals(path, exc: Exception) -> list[str]:
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Load a checkpoint without running any code in it; damage or unsafe content becomes one clear error."""
     path = Path(path)
-    if path.is_dir():
-        raise TransformerMTError(f"checkpoint {path} is a directory, expected a checkpoint file")
-    if not path.is_file():
-        raise TransformerMTError(f"checkpoint {path} does not exist")
+    from .safe_files import regular_file_problem
+
+    problem = regular_file_problem(path)  # a FIFO or device is no checkpoint, and reading it may never end
+    if problem is not None:
+        raise TransformerMTError(f"checkpoint {path} {problem.replace('expected a file', 'expected a checkpoint file')}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -254,7 +249,7 @@ def _check_same_run(states: list[dict], paths: list) -> None:
                 f"cannot average {path} with {last_path}: they were trained with different tokenizers")
 
 
-def average_checkpoints(paths: list, output_path) -> dict:
+def average_checkpoints(paths: list, output_path, user_output: bool = False) -> dict:
     """Average the model weights of several checkpoints of one run and save the result atomically."""
     states = [load_checkpoint(p) for p in paths]
     _check_same_run(states, paths)
@@ -263,7 +258,7 @@ def average_checkpoints(paths: list, output_path) -> dict:
     averaged["averaged_from"] = [str(p) for p in paths]
     for key in ("optimizer", "scheduler", "scaler", "rng", "rng_per_rank", "data_position", "log_positions"):
         averaged.pop(key, None)
-    atomic_save(averaged, output_path)
+    atomic_save(averaged, output_path, user_output=user_output)
     return averaged
 
 
@@ -316,13 +311,21 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
     if src_model.is_file() and tgt_model.is_file():
         state["tokenizer_sha256"] = tokenizer_checksums(src_model, tgt_model)
     backup = path.with_name(path.name + ".format1")
-    tmp = path.with_name(f".{path.name}.upgrade-{os.getpid()}")
-    atomic_save(state, tmp)
-    try:
-        load_checkpoint(tmp)  # loads safely now, or the original stays as it was
-    except TransformerMTError as exc:
-        tmp.unlink(missing_ok=True)
-        raise TransformerMTError(f"{path} could not be converted to the safe format: {exc}") from None
-    os.replace(path, backup)
-    os.replace(tmp, path)
+    from .safe_files import run_file_problem
+
+    for name in (path, backup):
+        if run_file_problem(name):
+            raise TransformerMTError(f"{name} {run_file_problem(name)}")
+    # A fresh directory of our own beside it (mkdtemp: unpredictable, mode 700) holds the converted file
+    # until it is proven to load, so no name someone could plant a link under is ever written.
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.upgrade-") as folder:
+        tmp = Path(folder) / path.name
+        atomic_save(state, tmp)
+        try:
+            load_checkpoint(tmp)  # loads safely now, or the original stays as it was
+        except TransformerMTError as exc:
+            raise TransformerMTError(f"{path} could not be converted to the safe format: {exc}") from None
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        os.replace(path, backup)
+        os.replace(tmp, path)
     return True

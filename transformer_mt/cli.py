@@ -171,7 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "serves HTTP; on 2 cores one decoding thread gave both lower latency and more "
                             "sentences/s than two, see scripts/benchmark_server.py)")
     serve.add_argument("--api-key-file", metavar="FILE",
-                       help="file with one API key per line; requests must then send one as 'api_key'")
+                       help="file with one API key per line; requests (and GET /v1/info?api_key=...) must then "
+                            "send one as 'api_key'")
+    serve.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                       help="let web pages of ORIGIN (e.g. https://example.org, or * for any) call the API from a "
+                            "browser (CORS headers, OPTIONS preflight); repeat for several; default: none")
     _add_decoding_args(serve)
 
     export = sub.add_parser(
@@ -330,11 +334,13 @@ def _read_stdin() -> list[str]:
 
 def _check_output(path) -> None:
     """Refuse an --output that cannot be written now, not after minutes of decoding."""
+    from .safe_files import output_target, written_straight
+
     if path is None:
         return
-    target = Path(path).resolve()  # a link is written through, not replaced
-    if target.is_dir():
-        raise TransformerMTError(f"--output {path} is a directory; give a file name, e.g. {Path(path) / 'out.txt'}")
+    target, info = output_target(path)  # a link loop, a foreign link or a directory is refused here
+    if written_straight(target, info):
+        return  # a device, FIFO or /dev/stdout: written straight to, its directory does not matter
     parent = target.parent
     if not parent.exists():
         raise TransformerMTError(f"--output {path}: directory {parent} does not exist; create it or choose "
@@ -343,7 +349,7 @@ def _check_output(path) -> None:
         raise TransformerMTError(f"--output {path}: {parent} is not a directory; choose another --output")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise TransformerMTError(f"--output {path}: directory {parent} is not writable; choose another --output")
-    if target.exists() and not os.access(target, os.W_OK):
+    if info is not None and not os.access(target, os.W_OK):
         raise TransformerMTError(f"--output {path} is read-only; make it writable or choose another --output")
 
 
@@ -357,20 +363,11 @@ def _check_output_is_not_input(path, inputs: dict) -> None:
 
 
 def _write_output(path, text: str) -> None:
-    """Write atomically (temporary file in the same directory, then os.replace), so a failure or
-    Ctrl-C midway leaves an existing file at ``path`` as it was instead of half written."""
-    target = Path(path).resolve()
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        if target.exists():
-            tmp.chmod(target.stat().st_mode)  # keep the permissions of the file it replaces
-        tmp.replace(target)
-    except OSError as exc:
-        raise TransformerMTError(f"could not write --output {path}: {exc.strerror or exc}; "
-                                 f"it was left as it was") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write --output the safe way (safe_files.write_output): a regular file is replaced atomically,
+    so a failure or Ctrl-C midway leaves it as it was; a device, FIFO or /dev/stdout is written to."""
+    from .safe_files import write_output
+
+    write_output(path, text)
 
 
 def _check_not_empty(lines: list[str], first, second) -> None:
@@ -500,7 +497,7 @@ def cmd_average(args) -> int:
         raise TransformerMTError(f"{run_dir} has no checkpoint_step*.pt files to average")
     output = Path(args.output) if args.output else run_dir / CHECKPOINT_NAMES["average"]
     with RunLock(run_dir, "averaging checkpoints"):
-        average_checkpoints(paths, output)
+        average_checkpoints(paths, output, user_output=bool(args.output))
     print(f"averaged {len(paths)} checkpoints ({paths[0].name} .. {paths[-1].name}) into {output}")
     return 0
 
@@ -570,7 +567,8 @@ def cmd_serve(args) -> int:
     if decoding.beam_size > limits.max_beam_size:
         raise TransformerMTError(f"--beam-size {decoding.beam_size} is above the server's limit of "
                                  f"{limits.max_beam_size}")
-    info = {"model": str(Path(args.model).resolve()), "checkpoint": args.checkpoint, "engine": args.engine,
+    # Names, not absolute paths: clients learn nothing about the server's file system.
+    info = {"model": Path(args.model).resolve().name, "checkpoint": Path(args.checkpoint).name, "engine": args.engine,
             "threads": threads,
             "device": str(translator.device), "precision": args.precision, "quantized": args.quantize}
     if args.engine == "torch":
@@ -579,8 +577,8 @@ def cmd_serve(args) -> int:
         info["compute_type"] = translator.compute_type
     app = create_app(translator, limits=limits, max_batch_sentences=args.max_batch_sentences,
                      max_wait_ms=args.max_wait_ms, max_queue_sentences=args.max_queue_sentences,
-                     api_keys=api_keys, info=info)
-    print(f"serving {info['model']} ({translator.config.data.src_lang} -> {translator.config.data.tgt_lang}) on "
+                     api_keys=api_keys, info=info, cors_origins=args.cors_origin)
+    print(f"serving {Path(args.model).resolve()} ({translator.config.data.src_lang} -> {translator.config.data.tgt_lang}) on "
           f"http://{args.host}:{args.port} (API docs: /docs); Ctrl-C stops", file=sys.stderr)
     try:
         # SIGINT/SIGTERM: uvicorn stops accepting, lets open requests finish, then the app drains its queue.

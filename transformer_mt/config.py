@@ -18,6 +18,7 @@ import errno
 import math
 import os
 import re
+import reprlib
 import stat
 import typing
 from collections.abc import Hashable
@@ -222,6 +223,34 @@ def expand_env(value: str) -> str:
     return _ENV_PATTERN.sub(replace, value)
 
 
+def expand_env_in(raw):
+    """``raw`` (a YAML document) with ${VAR} expanded in every string.
+
+    Only a config file the user passes (load_config) reads the environment: the config stored in a
+    checkpoint or an export is data from whoever made the model, and expanding it would hand them the
+    values of the user's variables (shown back by the server's /languages and /v1/info).
+    """
+    if isinstance(raw, str):
+        return expand_env(raw)
+    if isinstance(raw, dict):
+        return {key: expand_env_in(value) for key, value in raw.items()}
+    if isinstance(raw, list):
+        return [expand_env_in(value) for value in raw]
+    return raw
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring, _SHORT_REPR.maxother, _SHORT_REPR.maxlevel = 80, 80, 3
+
+
+def _shown(value) -> str:
+    """``value`` for an error message: a few elements and characters, however large the YAML made it."""
+    try:
+        return _SHORT_REPR.repr(value)
+    except ValueError:  # an integer longer than Python converts to text
+        return "an integer of thousands of digits"
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -242,33 +271,33 @@ def _check_value(key: str, value, expected_type, source: str):
     if expected_type is bool or origin is bool:
         if isinstance(value, bool):
             return value
-        raise TransformerMTError(f"{where} must be true or false, got {value!r}")
+        raise TransformerMTError(f"{where} must be true or false, got {_shown(value)}")
     if expected_type is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise TransformerMTError(f"{where} must be an integer, got {value!r}")
+        raise TransformerMTError(f"{where} must be an integer, got {_shown(value)}")
     if expected_type is float:
         if not _is_number(value):
-            raise TransformerMTError(f"{where} must be a number, got {value!r}")
+            raise TransformerMTError(f"{where} must be a number, got {_shown(value)}")
         # NaN passes every range check below (all comparisons are false), and inf makes no sense anywhere.
         number = _finite_float(value)
         if number is None:
-            raise TransformerMTError(f"{where} must be a finite number, got {value!r}")
+            raise TransformerMTError(f"{where} must be a finite number, got {_shown(value)}")
         return number
     if expected_type is str:
         if isinstance(value, str):
-            return expand_env(value)
+            return value  # ${VAR} was expanded by load_config, for config files only (see expand_env_in)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise TransformerMTError(f"{where} must be a string, got {value!r}")
+        raise TransformerMTError(f"{where} must be a string, got {_shown(value)}")
     if origin is list:
         if not (isinstance(value, list) and all(_is_number(v) for v in value)):
-            raise TransformerMTError(f"{where} must be a list of numbers, got {value!r}")
+            raise TransformerMTError(f"{where} must be a list of numbers, got {_shown(value)}")
         numbers = [_finite_float(v) for v in value]
         if None in numbers:
-            raise TransformerMTError(f"{where} must be a list of finite numbers, got {value!r}")
+            raise TransformerMTError(f"{where} must be a list of finite numbers, got {_shown(value)}")
         return numbers
     raise AssertionError(f"unhandled config type {expected_type} for {key}")
 
@@ -278,7 +307,7 @@ def _build_section(section_cls, values, section_name: str, source: str):
         values = {}
     if not isinstance(values, dict):
         raise TransformerMTError(
-            f"{source}: section '{section_name}' must be a mapping of keys to values, got {values!r}; "
+            f"{source}: section '{section_name}' must be a mapping of keys to values, got {_shown(values)}; "
             f"write its keys indented below '{section_name}:'"
         )
     hints = typing.get_type_hints(section_cls)
@@ -323,18 +352,18 @@ def validate(config: Config, source: str = "config") -> None:
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if value not in choices:
-            raise TransformerMTError(f"{source}: key '{key}' must be one of {', '.join(choices)}, got {value!r}")
+            raise TransformerMTError(f"{source}: key '{key}' must be one of {', '.join(choices)}, got {_shown(value)}")
     for key, (low, inclusive) in MINIMUMS.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if value < low or (not inclusive and value == low):
             op = ">=" if inclusive else ">"
-            raise TransformerMTError(f"{source}: key '{key}' must be {op} {low}, got {value!r}")
+            raise TransformerMTError(f"{source}: key '{key}' must be {op} {low}, got {_shown(value)}")
     for key, high in MAXIMUMS.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if value > high:
-            raise TransformerMTError(f"{source}: key '{key}' must be <= {high}, got {value!r}")
+            raise TransformerMTError(f"{source}: key '{key}' must be <= {high}, got {_shown(value)}")
     model = config.model
     if model.d_model % model.num_heads != 0:
         raise TransformerMTError(
@@ -426,8 +455,50 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# Nodes a config may hold once its aliases (*name) are expanded: real configs have about a hundred; an
+# "alias bomb" of a few lines expands to billions and would take minutes and gigabytes to walk.
+MAX_YAML_NODES = 10_000
+
+
+def _expanded_size(node, sizes: dict, open_nodes: set) -> int:
+    """How many nodes ``node`` stands for once every alias is written out (shared nodes counted each time)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it", node.start_mark)
+    open_nodes.add(id(node))
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = []
+    for child in children:
+        size += _expanded_size(child, sizes, open_nodes)
+        if size > MAX_YAML_NODES:
+            break
+    open_nodes.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
 def _load_yaml(text: str):
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds no Python objects
+    loader = _UniqueKeyLoader(text)  # a SafeLoader: builds no Python objects
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, set()) > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"its aliases (*name) expand to more than {MAX_YAML_NODES} values, which no config "
+                            f"needs; write the values out", node.start_mark)
+        try:
+            return loader.construct_document(node)
+        except ValueError as exc:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+            raise yaml.constructor.ConstructorError(None, None, str(exc).split(";")[0], node.start_mark) from None
+    finally:
+        loader.dispose()
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -474,8 +545,12 @@ def _apply_overrides(raw, overrides: dict):
     return raw
 
 
-def load_config(path, overrides: dict | None = None) -> Config:
-    """Read a YAML config file; raise TransformerMTError with the file and line on any problem."""
+def load_config(path, overrides: dict | None = None, environment: bool = True) -> Config:
+    """Read a YAML config file; raise TransformerMTError with the file and line on any problem.
+
+    ``environment``: expand ${VAR} and ${VAR:-default} in its strings (a config the user wrote); False for
+    a config that came with a model (an export's config.yaml), which must never read the environment.
+    """
     path = Path(path)
     if not path.is_file():
         raise TransformerMTError(f"config file {path} does not exist; pass an existing YAML file to --config")
@@ -491,6 +566,8 @@ def load_config(path, overrides: dict | None = None) -> Config:
         raise TransformerMTError(f"config file {path} is not valid YAML{_yaml_problem(exc)}") from None
     if overrides:
         raw = _apply_overrides(raw, overrides)
+    if environment:
+        raw = expand_env_in(raw)
     return config_from_dict(raw, source=str(path))
 
 
@@ -533,4 +610,7 @@ def check_data_files(config: Config, splits=("train", "valid")) -> None:
 
 
 def save_config(config: Config, path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    """Write a run's (or an export's) config.yaml, never through a link planted under that name."""
+    from .safe_files import write_run_file
+
+    write_run_file(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

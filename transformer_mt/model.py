@@ -25,12 +25,14 @@ formula, since ``scaled_dot_product_attention`` does not return its weights.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .errors import TransformerMTError
 from .kernels import FastDropout, OneDNNLinear
 
 
@@ -370,5 +372,37 @@ class Transformer(nn.Module):
                  for name, tensor in layer.items()} for layer in cache]
 
 
+def parameter_count(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> int:
+    """About how many numbers a model of ``cfg`` holds (weights and the position table), before building it."""
+    d, ffn = cfg.d_model, cfg.ffn_dim
+    attention, feed_forward, norm = 4 * d * d + 4 * d, 2 * d * ffn + d + ffn, 2 * d
+    encoder = cfg.num_encoder_layers * (attention + feed_forward + 2 * norm) + norm
+    decoder = cfg.num_decoder_layers * (2 * attention + feed_forward + 3 * norm) + norm
+    embeddings = src_vocab_size * d + (0 if cfg.share_embeddings else tgt_vocab_size * d)
+    output = 0 if cfg.tie_output else tgt_vocab_size * d
+    return encoder + decoder + embeddings + output + cfg.max_positions * d
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_fits(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
+    """Refuse, before allocating anything, a model whose float32 weights alone exceed this machine's memory
+    (a --set typo, or a crafted checkpoint's config meant to take down a server that loads it)."""
+    memory = _physical_memory()
+    count = parameter_count(cfg, src_vocab_size, tgt_vocab_size)
+    if memory is not None and 4 * count > memory:
+        raise TransformerMTError(
+            f"model.d_model {cfg.d_model}, model.ffn_dim {cfg.ffn_dim}, {cfg.num_encoder_layers}+"
+            f"{cfg.num_decoder_layers} layers, model.max_positions {cfg.max_positions} and vocabularies of "
+            f"{src_vocab_size}/{tgt_vocab_size} pieces make {count:.3g} parameters ({4 * count / 2**30:.3g} GiB in "
+            f"float32), more than this machine's memory ({memory / 2**30:.3g} GiB); choose smaller model.* values")
+
+
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> Transformer:
+    check_model_fits(cfg, src_vocab_size, tgt_vocab_size)
     return Transformer(cfg, src_vocab_size, tgt_vocab_size, pad_id)

@@ -32,6 +32,7 @@ import mmap
 import os
 import random
 import shutil
+import stat
 import tempfile
 import time
 import unicodedata
@@ -59,10 +60,24 @@ BYTE_ORDER_MARK = "\ufeff"
 
 # Reading text files
 
+def _endless_device(handle) -> bool:
+    """A device that is no terminal and not /dev/null (e.g. /dev/zero, a disk): reading it never ends
+    or reads gigabytes. Pipes, FIFOs and a terminal (/dev/stdin) end when the writer says so."""
+    mode = os.fstat(handle.fileno())
+    if stat.S_ISBLK(mode.st_mode):
+        return True
+    return stat.S_ISCHR(mode.st_mode) and not handle.isatty() and mode.st_rdev != os.makedev(1, 3)
+
+
 def open_binary(path: Path) -> BinaryIO:
     """``path`` opened for reading bytes, with clear errors."""
     try:
-        return open(path, "rb")
+        handle = open(path, "rb")
+        if _endless_device(handle):
+            handle.close()
+            raise TransformerMTError(f"{path} is a device, not a text file (reading it might never end); "
+                                     f"give a text file")
+        return handle
     except FileNotFoundError:
         raise TransformerMTError(f"file {path} does not exist") from None
     except IsADirectoryError:

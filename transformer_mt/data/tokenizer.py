@@ -9,11 +9,14 @@ a translator needs. Training again reuses models that are already there.
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import logging
 import os
+import random
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +24,16 @@ import sentencepiece as spm
 
 from ..config import TokenizerConfig
 from ..errors import TransformerMTError
+from ..safe_files import open_run_file, regular_file_problem, write_run_file
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 log = logging.getLogger(__name__)
+
+
+# SentencePiece reads a model file whole: a real one is a few MB (even 250k pieces); a huge or sparse
+# file would only fill memory.
+MAX_TOKENIZER_BYTES = 256 * 2**20
 
 
 class Tokenizer:
@@ -32,6 +41,11 @@ class Tokenizer:
 
     def __init__(self, model_path):
         self.model_path = Path(model_path)
+        problem = regular_file_problem(model_path)
+        if problem is None and self.model_path.stat().st_size > MAX_TOKENIZER_BYTES:
+            problem = f"is {self.model_path.stat().st_size / 2**20:.0f} MiB, far more than any SentencePiece model"
+        if problem is not None:
+            raise TransformerMTError(f"tokenizer model {model_path} {problem}; copy the whole run directory again")
         try:
             self.sp = spm.SentencePieceProcessor(model_file=str(model_path))
         except (OSError, RuntimeError) as exc:
@@ -99,25 +113,67 @@ def _check_training_text(input_files: list[Path]) -> None:
             )
 
 
+# Same config and data, same spm.model bytes, in any run directory and on any machine:
+# - SentencePiece's own sample of a large corpus (shuffle_input_sentence) draws from a generator it seeds
+#   itself (set_random_generator_seed does not reach it in sentencepiece 0.2), so the sample is drawn here,
+#   with a fixed seed;
+# - the model records the paths of its input files and its output prefix: the lines are given to it as a
+#   stream and the model comes back in memory, so it records neither (nor the user's directories);
+# - its result depends on its number of threads, so that is fixed (to its default), whatever the machine.
+SAMPLE_SEED = 1
+SPM_THREADS = 16
+
+
+def _count_lines(path: Path) -> int:
+    newlines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            newlines += block.count(b"\n")
+            last = block[-1:]
+    return newlines + (last != b"\n")
+
+
+def _training_lines(input_files: list[Path], limit: int) -> tuple[Iterator[bytes], str | None]:
+    """The lines to train on (all, or ``limit`` of them chosen with SAMPLE_SEED), and what that sample is."""
+    total = sum(_count_lines(path) for path in input_files)
+    chosen = None
+    if 0 < limit < total:
+        chosen = iter(sorted(random.Random(SAMPLE_SEED).sample(range(total), limit)))
+
+    def lines() -> Iterator[bytes]:
+        wanted = next(chosen, None) if chosen is not None else None
+        position = 0
+        for path in input_files:
+            with open(path, "rb") as handle:
+                for line in handle:
+                    if chosen is None or position == wanted:
+                        yield line.rstrip(b"\n")
+                        if chosen is not None:
+                            wanted = next(chosen, None)
+                    position += 1
+
+    return lines(), (f"a sample of {limit:,} of its {total:,} sentences" if chosen is not None else None)
+
+
 def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig) -> None:
     _check_training_text(input_files)
     log.info("training SentencePiece %s model (%d pieces) on %s", cfg.model_type, cfg.vocab_size,
              ", ".join(str(p) for p in input_files))
-    # Training writes into a temporary prefix and renames at the end, so an
-    # interrupted run never leaves a half-written tokenizer to be "reused".
-    tmp_prefix = model_prefix.with_name(model_prefix.name + ".tmp")
     # SentencePiece logs verbosely to a file descriptor; keep its log in the run directory.
     log_path = model_prefix.with_name(model_prefix.name + ".train.log")
+    model = io.BytesIO()
     try:
-        with open(log_path, "w", encoding="utf-8") as log_stream, _stderr_to(log_stream):
+        lines, sample = _training_lines(input_files, cfg.input_sentence_size)
+        with open_run_file(log_path, "w") as log_stream, _stderr_to(log_stream):
             spm.SentencePieceTrainer.train(
-                input=[str(p) for p in input_files],
-                model_prefix=str(tmp_prefix),
+                sentence_iterator=lines,
+                model_writer=model,
                 vocab_size=cfg.vocab_size,
                 model_type=cfg.model_type,
                 character_coverage=cfg.character_coverage,
                 input_sentence_size=cfg.input_sentence_size,
-                shuffle_input_sentence=True,
+                shuffle_input_sentence=False,  # sampled above, reproducibly
+                num_threads=SPM_THREADS,
                 pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
                 # Multi-digit numbers split into digits generalise better on small data.
                 split_digits=True,
@@ -144,10 +200,14 @@ def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig
                 f"every line is empty once normalized; put the training sentences there, one per line"
             ) from None
         raise TransformerMTError(f"SentencePiece training failed on {[str(p) for p in input_files]}: {message}") from None
-    for suffix in (".model", ".vocab"):
-        Path(str(tmp_prefix) + suffix).replace(str(model_prefix) + suffix)
+    # Written atomically (an interrupted run never leaves half a tokenizer to be "reused"), the model last:
+    # its presence is what says the tokenizer is done. The .vocab file (piece, score) is for people to read.
+    processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    vocab = "".join(f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n" for i in range(len(processor)))
+    write_run_file(model_prefix.with_name(model_prefix.name + ".vocab"), vocab)
+    write_run_file(model_prefix.with_name(model_prefix.name + ".model"), model.getvalue())
     log.info("SentencePiece model %s.model learnt from %s (tokenizer.input_sentence_size=%d)", model_prefix,
-             _sentences_used(log_path), cfg.input_sentence_size)
+             sample or _sentences_used(log_path), cfg.input_sentence_size)
 
 
 def _sentences_used(log_path: Path) -> str:

@@ -135,7 +135,11 @@ def find_checkpoint(run_dir, checkpoint: str = "best") -> Path:
     """Resolve 'best' / 'last' / 'average' or a file path to a checkpoint file of a run."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise TransformerMTError(f"run directory {run_dir} does not exist; pass the --output-dir of a training run")
+        what = "is not a directory" if run_dir.exists() else "does not exist"
+        raise TransformerMTError(f"run directory {run_dir} {what}; pass the --output-dir of a training run")
+    if (run_dir / "export.json").is_file() and not (run_dir / CHECKPOINT_NAMES["last"]).exists():
+        raise TransformerMTError(f"{run_dir} is a CTranslate2 export, not a run directory; translate it with "
+                                 f"--engine ctranslate2")
     if checkpoint in CHECKPOINT_NAMES:
         path = run_dir / CHECKPOINT_NAMES[checkpoint]
         if checkpoint == "best" and not path.exists():

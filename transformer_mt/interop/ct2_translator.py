@@ -92,10 +92,12 @@ class CTranslate2Translator:
         try:
             self.info = json.loads(info_path.read_text(encoding="utf-8"))
             self.positions = int(self.info["positions"])
+            if self.positions < 1:
+                raise ValueError("positions must be at least 1")
             src_name, tgt_name = self.info["source_tokenizer"], self.info["target_tokenizer"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TransformerMTError(f"{info_path} is damaged ({type(exc).__name__}); export the model again") from None
-        self.config: Config = load_config(self.export_dir / "config.yaml")
+        self.config: Config = load_config(self.export_dir / "config.yaml", environment=False)  # data, not ours
         self.src_tokenizer = Tokenizer(self.export_dir / Path(src_name).name)
         self.tgt_tokenizer = (self.src_tokenizer if tgt_name == src_name
                               else Tokenizer(self.export_dir / Path(tgt_name).name))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -42,6 +43,7 @@ from ..data.tokenizer import BOS_ID, EOS_ID, UNK_ID
 from ..decoding.translator import Translator, find_checkpoint
 from ..errors import TransformerMTError
 from ..model import PositionalEncoding, Transformer
+from ..safe_files import current_umask, write_run_file
 
 # Rows of the exported position table: the longest input (in subword tokens) and output it can encode.
 EXPORTED_POSITIONS = 2048
@@ -200,11 +202,12 @@ def export_ctranslate2(run_dir, output_dir, checkpoint: str = "best", quantizati
     spec.validate()
     spec.optimize(quantization=quantization)
 
-    tmp = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = None
     try:
         output_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
+        # mkdtemp: a new directory under an unpredictable name, so no link planted beside the output is used.
+        tmp = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".tmp"))
+        tmp.chmod(0o777 & ~current_umask())  # as a plain mkdir would make it, not mkdtemp's 700
         spec.save(str(tmp))
         save_config(translator.config, tmp / "config.yaml")
         info = {"tool": "transformer-mt", "format": EXPORT_FORMAT, "engine": "ctranslate2",
@@ -212,7 +215,7 @@ def export_ctranslate2(run_dir, output_dir, checkpoint: str = "best", quantizati
                 "quantization": quantization, "positions": num_positions,
                 "source_tokenizer": translator.src_tokenizer.model_path.name,
                 "target_tokenizer": translator.tgt_tokenizer.model_path.name}
-        (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        write_run_file(tmp / EXPORT_INFO, json.dumps(info, indent=1) + "\n")
         _check_output_dir(output_dir)  # still free after the minutes an export may take
         if output_dir.is_dir():
             output_dir.rmdir()  # empty: checked above
@@ -221,5 +224,6 @@ def export_ctranslate2(run_dir, output_dir, checkpoint: str = "best", quantizati
         raise TransformerMTError(f"could not write the export to {output_dir}: "
                                  f"{exc.strerror or exc}") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return output_dir

@@ -39,9 +39,10 @@ import python_multipart
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StrictBool, ValidationError
 from python_multipart.exceptions import FormParserError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..decoding.translator import MAX_LENGTH_PENALTY, Translator
 from ..errors import TransformerMTError
@@ -81,7 +82,7 @@ class NativeRequest(BaseModel):
     length_penalty: float | None = Field(None, ge=-MAX_LENGTH_PENALTY, le=MAX_LENGTH_PENALTY, allow_inf_nan=False,
                                          description="GNMT alpha")
     nbest: int = Field(1, ge=1, description="translations per sentence, best first")
-    alignment: bool | Literal["pieces", "words"] = Field(
+    alignment: StrictBool | Literal["pieces", "words"] = Field(  # strict: "yes" is no boolean
         False, description="true or 'pieces': each translation also gets 'alignment', pairs [i, j] (source "
                            "piece i aligned to target piece j, from 0), with 'source_tokens' and 'target_tokens'; "
                            "'words': the same for words")
@@ -100,11 +101,31 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body of {declared} bytes is larger than the limit of {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, f"request body is larger than the limit of {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(413, f"request body is larger than the limit of {limit} bytes")
+    except ClientDisconnect:
+        # The client went away mid-upload: nobody reads an answer, and it is no server error to log.
+        raise ApiError(400, "the client disconnected before sending the whole body") from None
     return bytes(body)
+
+
+def _whole_number(value) -> int | None:
+    """A whole number from JSON (2, 2.0) or a form ("2"), else None (1.5, 1e400, true, "two")."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        return None
+    # Bounded (a JSON integer may have thousands of digits): the n-best limit refuses what is left too large.
+    if isinstance(value, int):
+        return value if abs(value) < 2**53 else None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 2**53 else None  # inf and nan are not integers
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
+        return int(value)
+    return None
 
 
 def _reject_constant(name: str):
@@ -151,7 +172,9 @@ def _parse_libretranslate_body(content_type: str, body: bytes) -> dict:
     media_type = content_type.split(";")[0].strip().lower()  # media types are case-insensitive
     if media_type == "application/x-www-form-urlencoded":
         try:
-            return _form_fields(parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
+            # errors="strict": a %-escaped byte that is not UTF-8 is refused, not turned into U+FFFD or dropped.
+            return _form_fields(parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+                                         errors="strict"))
         except UnicodeDecodeError:
             raise ApiError(400, "the form body is not valid UTF-8") from None
     if media_type == "multipart/form-data":
@@ -170,8 +193,12 @@ def _parse_libretranslate_body(content_type: str, body: bytes) -> dict:
 
 def create_app(translator: Translator, *, limits: ServeLimits | None = None, max_batch_sentences: int = 64,
                max_wait_ms: float = 2.0, max_queue_sentences: int = 2048, api_keys: set[str] | None = None,
-               info: dict | None = None) -> FastAPI:
-    """The FastAPI application serving ``translator`` (uvicorn runs it; tests call it with a client)."""
+               info: dict | None = None, cors_origins: list[str] | None = None) -> FastAPI:
+    """The FastAPI application serving ``translator`` (uvicorn runs it; tests call it with a client).
+
+    ``cors_origins``: web origins (``https://example.org``, or ``*``) whose pages may call the API from a
+    browser; None (the default) sends no CORS headers, so browsers keep other sites' pages out.
+    """
     limits = limits or ServeLimits()
     data = translator.config.data
     source, target = data.src_lang, data.tgt_lang
@@ -191,6 +218,12 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
 
     app = FastAPI(title="transformer-mt", version="0.1.0", lifespan=lifespan,
                   description=f"Translation {source} -> {target} with a transformer-mt model.")
+
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "Authorization"])
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
@@ -273,10 +306,9 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
                                 f"target {tgt!r}); see GET /languages")
         if fields.get("format", "text") != "text":
             raise ApiError(400, f"format {fields.get('format')!r} is not supported; use 'text'")
-        try:
-            alternatives = int(fields.get("alternatives", 0) or 0)
-        except (TypeError, ValueError):
-            raise ApiError(400, "'alternatives' must be a whole number") from None
+        alternatives = _whole_number(fields.get("alternatives", 0))
+        if alternatives is None:
+            raise ApiError(400, f"'alternatives' must be a whole number, got {fields.get('alternatives')!r:.40}")
         if alternatives < 0:
             raise ApiError(400, "'alternatives' must be 0 or more")
         nbest = alternatives + 1
@@ -333,7 +365,8 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
         return {"status": "ok"}
 
     @app.get("/v1/info", summary="The served model and the server's settings")
-    async def server_info():
+    async def server_info(api_key: str | None = None):
+        check_api_key(api_key)  # as a query parameter: /v1/info?api_key=...
         batcher = state["batcher"]
         sizes = batcher.batch_sizes if batcher else []
         return {**(info or {}), "source": source, "target": target, "beam_size": default_beam,

@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 
 from ..errors import TransformerMTError
+from ..safe_files import open_run_file
 
 # The record fields drawn in TensorBoard, per record type; tags are "<type>/<field>".
 TENSORBOARD_SCALARS = {
@@ -74,7 +75,7 @@ class MetricsWriter:
     def write(self, record: dict) -> None:
         """Append ``record`` to metrics.jsonl (one JSON line) and draw its scalars in TensorBoard."""
         try:
-            with open(self.path, "a", encoding="utf-8") as handle:
+            with open_run_file(self.path, "a") as handle:  # never through a link planted as metrics.jsonl
                 handle.write(json.dumps(record) + "\n")
         except OSError as exc:
             raise TransformerMTError(

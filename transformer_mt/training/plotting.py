@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from ..errors import TransformerMTError
+from ..safe_files import write_run_file
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -74,6 +75,15 @@ def _output_folder(output_dir) -> Path:
     return output_dir
 
 
+def _save_figure(figure, path: Path, fmt: str) -> None:
+    """Write a figure atomically, never through a link planted under its name (plots go into run directories)."""
+    try:
+        write_run_file(path, lambda handle: figure.savefig(handle, format=fmt, dpi=110))
+    except OSError as exc:
+        raise TransformerMTError(f"cannot write plot {path}: {exc.strerror or exc}; make {path.parent} writable "
+                                 f"or choose another --output") from None
+
+
 def plot_learning_curves(run_dirs: list, output_dir, formats: tuple[str, ...] = ("png",)) -> list[Path]:
     """Draw the learning curves of one or more runs; return the files written."""
     plt = _pyplot()
@@ -107,7 +117,7 @@ def plot_learning_curves(run_dirs: list, output_dir, formats: tuple[str, ...] = 
     written = []
     for fmt in formats:
         path = output_dir / f"learning_curves.{fmt}"
-        figure.savefig(path, dpi=110)
+        _save_figure(figure, path, fmt)
         written.append(path)
     plt.close(figure)
     return written
@@ -159,7 +169,7 @@ def plot_attention(model, sentence: str, output_dir, layer: int | None = None, h
                 stem = f"{name}_layer{layer_number}" + ("" if head_number is None else f"_head{head_number}")
                 for fmt in formats:
                     path = output_dir / f"{stem}.{fmt}"
-                    figure.savefig(path, dpi=110)
+                    _save_figure(figure, path, fmt)
                     written.append(path)
                 plt.close(figure)
     return written, attention

@@ -33,6 +33,7 @@ from .. import checkpoint as ckpt
 from ..config import Config
 from ..decoding.translator import CHECKPOINT_NAMES
 from ..errors import TransformerMTError
+from ..safe_files import open_run_file, write_run_file
 
 log = logging.getLogger("transformer_mt")
 
@@ -42,13 +43,15 @@ RUN_FORMAT = 1
 
 # Files (glob patterns relative to the run directory) that a run writes and may delete again.
 OWNED_PATTERNS = (
-    MARKER, LOCK_NAME, "config.yaml", "train.log", "metrics.jsonl", "cache",
+    MARKER, LOCK_NAME, "config.yaml", ".run.json.*.tmp", ".config.yaml.*.tmp", "train.log", "metrics.jsonl", "cache",
     "spm.model", "spm.vocab", "spm.train.log", "spm.src.*", "spm.tgt.*", "spm*.tmp.*",
     "checkpoint_*.pt", "checkpoint_*.pt.format1", ".checkpoint_*.pt.*",
 )
 # Left behind by a write that was interrupted (checkpoint, tokenizer, encoded corpus); never valid.
-TEMPORARY_PATTERNS = (".checkpoint_*.pt.tmp-*", ".checkpoint_*.pt.upgrade-*", "spm*.tmp.model", "spm*.tmp.vocab",
-                      "cache/*.tmp.npz")
+# (".NAME.tmp-PID" is how versions before safe_files named them.)
+TEMPORARY_PATTERNS = (".checkpoint_*.pt.*.tmp", ".checkpoint_*.pt.tmp-*", ".checkpoint_*.pt.upgrade-*",
+                      "spm*.tmp.model", "spm*.tmp.vocab", "cache/*.tmp.npz", ".run.json.*.tmp",
+                      ".config.yaml.*.tmp")
 
 
 def _is_our_lock_file(path: Path) -> bool:
@@ -70,9 +73,7 @@ def is_run_dir(run_dir: Path) -> bool:
 
 def write_marker(run_dir: Path) -> None:
     marker = {"tool": "transformer-mt", "run_format": RUN_FORMAT, "owns": list(OWNED_PATTERNS)}
-    tmp = run_dir / f".{MARKER}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, run_dir / MARKER)
+    write_run_file(run_dir / MARKER, json.dumps(marker, indent=1) + "\n")
 
 
 def _owned_paths(run_dir: Path, patterns) -> list[Path]:
@@ -100,7 +101,7 @@ class RunLock:
     def acquire(self) -> RunLock:
         path = self.run_dir / LOCK_NAME
         try:
-            handle = open(path, "a+", encoding="utf-8")
+            handle = open_run_file(path, "a+")  # never through a link planted as .lock
         except OSError as exc:
             raise TransformerMTError(
                 f"run directory {self.run_dir} is not writable ({exc.strerror}); make it writable or choose "
@@ -310,7 +311,7 @@ def cut_logs_to_checkpoint(run_dir: Path, positions: dict) -> dict:
         if not position or not path.is_file() or path.stat().st_size <= position["size"]:
             continue
         size = position["size"]
-        with open(path, "r+b") as handle:
+        with open_run_file(path, "r+b") as handle:
             if _tail_sha256(handle, size) != position["tail_sha256"]:
                 removed[name] = None
                 continue

@@ -46,7 +46,8 @@ from ..data.tokenizer import PAD_ID, build_tokenizers
 from ..decoding.translator import CHECKPOINT_NAMES, Translator
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import TransformerMTError
-from ..model import Transformer, build_model
+from ..model import Transformer, build_model, check_model_fits
+from ..safe_files import open_run_file
 from ..scoring import resolve_tokenize, score
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .loss import label_smoothed_nll_loss
@@ -69,10 +70,17 @@ class TrainingInterrupted(TransformerMTError):
     """Raised after SIGINT/SIGTERM once the checkpoint is saved."""
 
 
+class RunLogHandler(logging.FileHandler):
+    """A FileHandler for train.log that opens it the safe way: never through a planted link or FIFO."""
+
+    def _open(self):
+        return open_run_file(self.baseFilename, "a", encoding=self.encoding)
+
+
 def setup_logging(run_dir: Path) -> logging.Handler:
     log.setLevel(logging.INFO)
     log.propagate = False  # our own console handler below; avoid printing every line twice
-    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler = RunLogHandler(run_dir / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in log.handlers):
@@ -124,6 +132,8 @@ class Trainer:
         if resume and overwrite:
             raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
         check_data_files(config, ("train", "valid"))
+        # With the largest vocabulary the tokenizer may learn: before minutes of tokenizer training, not after.
+        check_model_fits(config.model, config.tokenizer.vocab_size, config.tokenizer.vocab_size)
         # Rank 0 claims and locks the run directory; the other ranks read the checkpoint it resumes.
         self.lock, resume_state = distributed.run_on_main(
             prepare_run_dir, config, self.run_dir, resume, overwrite, distributed.world_size) or (None, None)
