@@ -217,3 +217,46 @@ def test_a_negative_positions_in_an_export_is_one_clear_error(tmp_path):
                                                       "target_tokenizer": "spm.model"}))
     with pytest.raises(TransformerMTError, match="export.json is damaged"):
         CTranslate2Translator(tmp_path)
+
+
+def test_a_large_chunked_body_gets_413_not_a_reset(small_run):
+    import httpx
+
+    server, base = start_server(small_run[2], "--max-body-bytes", "4000")
+    try:
+        def chunks():  # no Content-Length: 2 MB sent in pieces
+            for _ in range(32):
+                yield b"x" * 65536
+
+        answer = httpx.post(base + "/translate", content=chunks(), headers={"content-type": "application/json"},
+                            timeout=60)
+        assert answer.status_code == 413 and "limit of 4000 bytes" in answer.json()["error"]
+    finally:
+        stop_server(server)
+
+
+def test_misleading_messages_name_the_real_problem(small_run, tmp_path):
+    _, _, run = small_run
+    line = assert_clean_error(run_cli("translate", "--model", run, "--device", "cpu", "--precision", "fp16", "ba"),
+                              "--precision fp16 needs a CUDA device")
+    assert "training.precision" not in line
+    # An unknown sacreBLEU tokenizer is refused before the test set is decoded (no translation is printed).
+    result = run_cli("evaluate", "--model", run, "--device", "cpu", "--split", "test", "--tokenize", "bogus")
+    assert_clean_error(result, "--tokenize 'bogus' is not a sacreBLEU tokenizer", "13a")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_plain_pickle_with_a_payload_is_called_unsafe(tmp_path, protocol):
+    import pickle
+
+    path = tmp_path / "checkpoint_best.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"model": _Payload()}, handle, protocol=protocol)
+    result = run_cli("translate", "--model", tmp_path, "--checkpoint", path, "--device", "cpu", "ba")
+    assert_clean_error(result, "system", "may be unsafe")
+    assert "Warning" not in result.stderr and "must never run" not in result.stdout

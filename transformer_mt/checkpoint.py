@@ -20,9 +20,11 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import pickletools
 import re
 import stat
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -143,12 +145,33 @@ FORMAT1_GLOBAL_NAMES = {"numpy.ndarray", "numpy.dtype", "numpy.dtypes.UInt32DTyp
                         "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"}
 
 
+def _plain_pickle_globals(path) -> list[str]:
+    """The objects a plain pickle file (not torch's zip format; maybe several pickles one after another, as
+    torch's legacy format) imports, read with pickletools without running anything."""
+    names, strings = [], []
+    try:
+        with open(path, "rb") as handle:
+            while handle.peek(1) if hasattr(handle, "peek") else False:
+                for opcode, arg, _ in pickletools.genops(handle):
+                    if isinstance(arg, str):
+                        strings.append(arg)
+                    if opcode.name == "GLOBAL":
+                        names.append(arg.replace(" ", "."))
+                    elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        names.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # noqa: BLE001 -- damaged: whatever was found so far
+        pass
+    return names
+
+
 def _unsafe_globals(path, exc: Exception) -> list[str]:
     """The Python objects a refused pickle wants to import (read without running it); [] if it is damaged."""
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # noqa: BLE001 -- an unreadable file: fall back to what the refusal said
         names = []
+    if not names and not zipfile.is_zipfile(path):
+        names = _plain_pickle_globals(path)
     if not names:
         names = re.findall(r"GLOBAL ([\w.]+)", str(exc))
     # The ones that are not format 1's numpy types first: those are what a message must name.
@@ -164,7 +187,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if problem is not None:
         raise TransformerMTError(f"checkpoint {path} {problem.replace('expected a file', 'expected a checkpoint file')}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a plain pickle's protocol before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         unsafe = _unsafe_globals(path, exc)
         if not unsafe:

@@ -460,10 +460,12 @@ def cmd_translate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .scoring import resolve_tokenize, score
+    from .scoring import check_tokenize, resolve_tokenize, score
 
     if args.ref is None and args.split is None:
         raise TransformerMTError("evaluate needs --ref FILE (with --hyp or --src) or --model DIR --split test")
+    if args.tokenize:
+        check_tokenize(args.tokenize)
     if args.hyp:
         hyps, refs = _read_hyp_ref(args)
         tokenize = args.tokenize or "13a"

@@ -22,6 +22,17 @@ def resolve_tokenize(setting: str, tgt_lang: str) -> str:
     return default_tokenize(tgt_lang) if setting == "auto" else setting
 
 
+def check_tokenize(tokenize: str) -> None:
+    """Raise the error :func:`score` would give for ``tokenize``, before minutes of decoding, not after."""
+    try:
+        BLEU(tokenize=tokenize)
+    except KeyError:
+        raise TransformerMTError(f"--tokenize {tokenize!r} is not a sacreBLEU tokenizer; choose one of "
+                                 f"{', '.join(BLEU.TOKENIZERS)}") from None
+    except Exception as exc:  # sacrebleu raises plain exceptions for missing optional tokenizers
+        raise TransformerMTError(f"sacreBLEU tokenizer {tokenize!r} is not available: {exc}") from None
+
+
 def score(hypotheses: list[str], references: list[str], tokenize: str = "13a") -> dict:
     """Return {'bleu', 'chrf', 'signature', 'bleu_signature', 'chrf_signature', 'bleu_details'}."""
     if len(hypotheses) != len(references):

@@ -176,6 +176,10 @@ class Translator:
         ``quantize`` applies dynamic int8 quantization to the linear layers (CPU only).
         """
         run_dir = Path(run_dir)
+        resolved = resolve_device(device)
+        if precision == "fp16" and resolved.type != "cuda":  # before loading, and naming the option, not training's
+            raise TransformerMTError(f"--precision fp16 needs a CUDA device (this is {resolved.type}); use bf16 or "
+                                     f"fp32")
         path = find_checkpoint(run_dir, checkpoint)
         state = load_checkpoint(path)
         config = config_from_dict(state["config"], source=f"config stored in {path}")
@@ -197,7 +201,6 @@ class Translator:
                 f"({first[1].strip() if len(first) > 1 else first[0]}); it was written by an incompatible "
                 f"configuration or version"
             ) from None
-        resolved = resolve_device(device)
         if quantize:
             if resolved.type != "cpu":
                 raise TransformerMTError("int8 quantization runs on the CPU only; use --device cpu")

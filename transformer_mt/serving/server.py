@@ -95,17 +95,27 @@ def _language_entry(code: str, target: str) -> dict:
     return {"code": code, "name": LANGUAGE_NAMES.get(code, code), "targets": [target]}
 
 
+# A body over the limit is read on (and dropped) up to this many bytes more, so that the client, still
+# sending, gets the 413 answer instead of a connection reset; beyond it the connection is cut.
+MAX_DRAINED_BYTES = 16 * 2**20
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes ``limit`` bytes (also without Content-Length)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body of {declared} bytes is larger than the limit of {limit} bytes")
     body = bytearray()
+    received = 0
     try:
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise ApiError(413, f"request body is larger than the limit of {limit} bytes")
+            received += len(chunk)
+            if received <= limit:
+                body += chunk
+            elif received > limit + MAX_DRAINED_BYTES:
+                break
+        if received > limit:
+            raise ApiError(413, f"request body is larger than the limit of {limit} bytes")
     except ClientDisconnect:
         # The client went away mid-upload: nobody reads an answer, and it is no server error to log.
         raise ApiError(400, "the client disconnected before sending the whole body") from None
