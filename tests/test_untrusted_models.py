@@ -260,3 +260,15 @@ def test_a_plain_pickle_with_a_payload_is_called_unsafe(tmp_path, protocol):
     result = run_cli("translate", "--model", tmp_path, "--checkpoint", path, "--device", "cpu", "ba")
     assert_clean_error(result, "system", "may be unsafe")
     assert "Warning" not in result.stderr and "must never run" not in result.stdout
+
+
+def test_a_split_with_relative_data_paths_says_where_it_looked(small_run, tmp_path):
+    _, _, run = small_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    for name in ("checkpoint_best.pt", "checkpoint_last.pt"):
+        state = load_checkpoint(copy / name)
+        state["config"]["data"]["root"] = "relative/data"
+        torch.save(state, copy / name)
+    assert_clean_error(run_cli("evaluate", "--model", copy, "--device", "cpu", "--split", "test"),
+                       "relative path, read from the working directory", "--src FILE --ref FILE")

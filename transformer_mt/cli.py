@@ -408,6 +408,12 @@ def _translate_for_evaluation(args):
     data = translator.config.data
     if args.split:
         src_path, ref_path = data.path(args.split, data.src_lang), data.path(args.split, data.tgt_lang)
+        for path in (src_path, ref_path):
+            if not Path(path).is_absolute() and not Path(path).exists():
+                raise TransformerMTError(
+                    f"--split {args.split}: {path} does not exist; the run's config gives data.root "
+                    f"{str(data.root)!r}, a relative path, read from the working directory ({os.getcwd()}): run "
+                    f"from the directory training ran in, or give --src FILE --ref FILE")
     else:
         src_path, ref_path = args.src, args.ref
     names = (f"{args.split} source", f"{args.split} reference") if args.split else ("--src", "--ref")
