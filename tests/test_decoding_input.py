@@ -197,13 +197,11 @@ def test_evaluate_output_that_is_the_reference_is_refused(small_run, capsys, tmp
 def test_a_failed_write_leaves_the_old_output_intact(small_run, capsys, monkeypatch, tmp_path):
     out = tmp_path / "out.txt"
     out.write_text("old translations\n")
-    real_write_text = pathlib.Path.write_text
-
-    def disk_full(self, text, *args, **kwargs):
-        real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+    def disk_full(handle, content):  # how safe_files writes the temporary file
+        handle.write(content.encode("utf-8")[: len(content) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pathlib.Path, "write_text", disk_full)
+    monkeypatch.setattr("transformer_mt.safe_files._write_content", disk_full)
     line = main_error(capsys, "translate", "--model", small_run[2], "--output", out, "ba de gi", "ko mu")
     assert line == f"error: could not write --output {out}: No space left on device; it was left as it was"
     assert out.read_text() == "old translations\n"

@@ -177,7 +177,7 @@ def _follow_output_links(path: Path, option: str) -> tuple[Path, os.stat_result 
                 return current, None
         try:
             info = os.lstat(current)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the caller reports a missing or non-directory parent
             return current, None
         if not stat.S_ISLNK(info.st_mode):
             return current, info
