@@ -135,6 +135,7 @@ def test_sigterm_to_one_rank_stops_all_at_one_update_and_the_run_resumes(tmp_pat
         if launcher.poll() is None:
             launcher.kill()
     assert "SIGTERM received" in stderr and "checkpoint saved" in stderr, stderr
+    assert "Resume with: torchrun <the same --nnodes/--nproc_per_node: 2 processes> -m transformer_mt" in stderr
     state = load_checkpoint(run / "checkpoint_last.pt")
     step = state["step"]
     assert step >= 3 and state["data_position"]["world_size"] == 2

@@ -610,9 +610,12 @@ class Trainer:
             if self.distributed.sum([float(self.stop_signal is not None)], self.device)[0]:
                 self.stop_signal = self.stop_signal or "a signal to another rank"
                 self.save_checkpoints(is_best=False)
+                # Under torchrun the same number of processes must resume (check_world_size): say how.
+                launcher = (f"torchrun <the same --nnodes/--nproc_per_node: {self.distributed.world_size} processes> "
+                            f"-m transformer_mt" if self.distributed.enabled else "transformer-mt")
                 raise TrainingInterrupted(
                     f"training stopped by {self.stop_signal} at step {self.step}; checkpoint saved in "
-                    f"{self.run_dir}. Resume with: transformer-mt train --config <same config> "
+                    f"{self.run_dir}. Resume with: {launcher} train --config <same config> "
                     f"--output-dir {self.run_dir} --resume")
             log.info("training stopped: %s", stop_reason)
             if not self.distributed.broadcast_from_main(self.is_main_and_saved_this_step()):
