@@ -337,3 +337,14 @@ def test_plot_into_an_unwritable_directory_as_a_normal_user(small_run):
         assert_clean_error(result, "learning_curves.png", "Permission denied")
     finally:
         shutil.rmtree(shared)
+
+
+def test_a_cache_lock_never_creates_the_file_a_planted_link_points_at(tmp_path):
+    from transformer_mt.data.corpus import _exclusive_lock
+
+    elsewhere = tmp_path / "created-elsewhere"
+    (tmp_path / ".entry.lock").symlink_to(elsewhere)
+    with pytest.raises(TransformerMTError, match="symbolic link"):
+        with _exclusive_lock(tmp_path / ".entry.lock", "to test"):
+            pass
+    assert not elsewhere.exists()

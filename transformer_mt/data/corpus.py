@@ -567,8 +567,12 @@ def _write_error(cache_dir: Path, exc: OSError) -> TransformerMTError:
 def _exclusive_lock(lock_path: Path, purpose: str):
     """An flock held while the body runs: other processes wait (released by the kernel if this one dies)."""
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a link planted under the lock's name would make O_CREAT create the file it points at.
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TransformerMTError(f"{lock_path} is a symbolic link; transformer-mt never writes through a "
+                                     f"link in a cache directory. Remove it and run again") from None
         if exc.errno in WRITE_ERRNOS:
             raise _write_error(lock_path.parent, exc) from None
         raise
@@ -587,7 +591,7 @@ def _try_lock(lock_path: Path) -> int | None:
     """A file descriptor holding the flock of ``lock_path``, or None if another process holds it (or it
     cannot be opened)."""
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError:
         return None
     try:
