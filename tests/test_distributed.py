@@ -168,3 +168,11 @@ def test_two_process_demo_run_learns_like_one_process(tmp_path):
     bleu = {name: [r for r in records(tmp_path / name) if r["type"] == "valid"][-1]["bleu"] for name in ("one", "two")}
     assert bleu["one"] > 10 and bleu["two"] > 10, bleu  # from ~0 after the first updates
     assert abs(bleu["two"] - bleu["one"]) < 6, bleu
+
+
+def test_a_config_mistake_under_torchrun_is_printed_once(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  d_modle: 64\n")
+    result = run_torchrun("train", "--config", config, "--output-dir", tmp_path / "run")
+    assert result.returncode != 0
+    assert result.stderr.count("error: ") == 1 and "did you mean 'model.d_model'" in result.stderr, result.stderr

@@ -245,7 +245,12 @@ def cmd_train(args) -> int:
     from .training import distributed
     from .training.trainer import train
 
-    config = load_config(args.config, parse_overrides(args.set))
+    try:
+        config = load_config(args.config, parse_overrides(args.set))
+    except TransformerMTError as exc:
+        if distributed.is_worker_rank():  # every rank reads the same file: rank 0 says it once
+            raise distributed.ReportedByRankZero(str(exc)) from None
+        raise
     output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)
     configure_process(config.training.num_threads)
     # Under torchrun, join the process group (process-wide, so here at the entry point); else one process.
