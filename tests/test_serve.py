@@ -349,9 +349,12 @@ def test_sigterm_lets_the_request_being_decoded_finish(small_run, translator):
 
 
 def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_path):
-    """Headless Chromium types two lines into the page and reads the translations it shows."""
+    """Headless Chromium pastes a paragraph (two lines, a blank line, another line) and reads the translation:
+    paragraphs kept, with its alternatives; then a bit of HTML, shown as HTML; then a text over the limit."""
     import os
     import shutil
+
+    from transformer_mt.text.segment import segment_text
 
     sync_api = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -359,6 +362,7 @@ def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_pa
         if os.environ.get("CI"):
             pytest.fail("CI must run the browser test: scripts/setup.sh installs Debian's chromium")
         pytest.skip("no chromium on this machine (apt-get install chromium)")
+    paragraph = f"{SENTENCES[0]}\n{SENTENCES[1]}\n\n{SENTENCES[2]}"
     server, base = start_server(small_run[2], "--beam-size", "2")
     try:
         with sync_api.sync_playwright() as playwright:
@@ -367,13 +371,22 @@ def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_pa
                 page = browser.new_page()
                 page.goto(base + "/")
                 page.wait_for_function("document.getElementById('pair').textContent.includes('tgt')", timeout=20000)
-                page.fill("#source", SENTENCES[0] + "\n" + SENTENCES[1])
+                page.fill("#source", paragraph)
                 page.fill("#alternatives", "1")
                 page.click("#translate")
-                page.wait_for_selector(".translation >> nth=1", timeout=30000)
-                shown = page.locator(".translation").all_inner_texts()
-                alternatives = page.locator(".alternatives li").all_inner_texts()
+                page.wait_for_function("document.getElementById('status').textContent.includes('characters')",
+                                       timeout=30000)
+                shown = page.locator("#output").text_content()
+                alternatives = page.locator(".alternatives li").all_text_contents()
                 page.screenshot(path=str(tmp_path / "page.png"))
+                page.select_option("#format", "html")
+                page.fill("#source", f'<p class="c">{SENTENCES[3]}</p>')
+                page.fill("#alternatives", "0")
+                page.click("#translate")
+                page.wait_for_function("document.getElementById('output').textContent.includes('<p')",
+                                       timeout=30000)
+                shown_html = page.locator("#output").text_content()
+                preview_visible = page.locator("#preview").is_visible()
                 page.fill("#source", "x" * 6000)  # over the server's limit: the page shows the error
                 page.click("#translate")
                 page.wait_for_selector("#status.error", timeout=30000)
@@ -382,9 +395,13 @@ def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_pa
                 browser.close()
     finally:
         stop_server(server)
-    expected = offline(translator, SENTENCES[:2], beam_size=2, nbest=2)
-    assert shown == [t[0].text for t in expected]
-    assert alternatives == [t[1].text for t in expected]
+    segmented = segment_text(paragraph, "src")
+    expected = offline(translator, segmented.sentences, beam_size=2, nbest=2)
+    assert shown == segmented.join([t[0].text for t in expected], "tgt")
+    assert shown.count("\n") == 3  # the line break and the blank line came back
+    second = segmented.join([t[1].text for t in expected], "tgt")
+    assert alternatives == ([second] if second != shown else [])
+    assert shown_html.startswith('<p class="c">') and preview_visible
     assert "max_chars_per_sentence" in error
 
 

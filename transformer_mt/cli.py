@@ -142,9 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve", help="serve a trained model over HTTP (LibreTranslate-compatible REST API)",
-        description="Serve a trained model over HTTP: POST /translate (LibreTranslate's API), GET /languages, "
-                    "POST /v1/translate (beam size, n-best, scores), GET /health, GET /v1/info, docs at /docs. "
-                    "Concurrent requests are decoded together in batches. Needs the [serve] extra "
+        description="Serve a trained model over HTTP: LibreTranslate's API (POST /translate with format text or "
+                    "html, /detect, /translate_file for .txt/.html/.srt/.docx, GET /languages, "
+                    "/frontend/settings), POST /v1/translate (beam size, n-best, scores), GET /health, "
+                    "GET /v1/info, docs at /docs, a web page at /. Each text is split into sentences and joined "
+                    "back. Concurrent requests are decoded together in batches. Needs the [serve] extra "
                     "(pip install 'transformer-mt[serve]'). Listens on 127.0.0.1 unless --host says otherwise.")
     serve.add_argument("--model", required=True, metavar="DIR", help="run directory of a trained model")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
@@ -166,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "413 (default: 20000)")
     serve.add_argument("--max-body-bytes", type=int, default=1_000_000, metavar="N",
                        help="request body size at most; more gets 413 (default: 1000000)")
+    serve.add_argument("--max-file-bytes", type=int, default=2_000_000, metavar="N",
+                       help="size of a file sent to /translate_file at most; more gets 413 (default: 2000000)")
+    serve.add_argument("--max-file-chars", type=int, default=50_000, metavar="N",
+                       help="characters of text in such a file at most (decoding time); more gets 413 "
+                            "(default: 50000)")
     serve.add_argument("--threads", type=int, default=None, metavar="N",
                        help="CPU threads that decode a batch (default: half the cores, at least 1: the other half "
                             "serves HTTP; on 2 cores one decoding thread gave both lower latency and more "
@@ -173,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key-file", metavar="FILE",
                        help="file with one API key per line; requests must then send one as 'api_key'")
     _add_decoding_args(serve)
+    if "--no-split-sentences" not in serve._option_string_actions:  # unless the decoding options have it
+        serve.add_argument("--no-split-sentences", dest="split_sentences", action="store_false",
+                           help="translate each text as one sentence instead of splitting it into sentences "
+                                "(for a model trained on whole paragraphs)")
 
     export = sub.add_parser(
         "export", help="export a trained model to CTranslate2 (a fast C++ inference engine)",
@@ -533,7 +544,8 @@ def cmd_serve(args) -> int:
         raise TransformerMTError(f"serving needs the [serve] extra ({exc.name} is not installed): "
                                  f"pip install 'transformer-mt[serve]'") from None
     for option in ("max_batch_sentences", "max_queue_sentences", "max_sentences_per_request",
-                   "max_chars_per_sentence", "max_chars_per_request", "max_body_bytes"):
+                   "max_chars_per_sentence", "max_chars_per_request", "max_body_bytes", "max_file_bytes",
+                   "max_file_chars"):
         if getattr(args, option) < 1:
             raise TransformerMTError(f"--{option.replace('_', '-')} must be at least 1")
     if not 0 <= args.max_wait_ms <= 10_000:
@@ -566,7 +578,8 @@ def cmd_serve(args) -> int:
     decoding = resolve_decoding(translator.config)  # a setting that would fail every request fails here instead
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sentences_per_request=args.max_sentences_per_request,
                          max_chars_per_sentence=args.max_chars_per_sentence,
-                         max_chars_per_request=args.max_chars_per_request)
+                         max_chars_per_request=args.max_chars_per_request, max_file_bytes=args.max_file_bytes,
+                         max_file_chars=args.max_file_chars)
     if decoding.beam_size > limits.max_beam_size:
         raise TransformerMTError(f"--beam-size {decoding.beam_size} is above the server's limit of "
                                  f"{limits.max_beam_size}")
@@ -579,7 +592,7 @@ def cmd_serve(args) -> int:
         info["compute_type"] = translator.compute_type
     app = create_app(translator, limits=limits, max_batch_sentences=args.max_batch_sentences,
                      max_wait_ms=args.max_wait_ms, max_queue_sentences=args.max_queue_sentences,
-                     api_keys=api_keys, info=info)
+                     api_keys=api_keys, info=info, split_sentences=getattr(args, "split_sentences", True))
     print(f"serving {info['model']} ({translator.config.data.src_lang} -> {translator.config.data.tgt_lang}) on "
           f"http://{args.host}:{args.port} (API docs: /docs); Ctrl-C stops", file=sys.stderr)
     try:
