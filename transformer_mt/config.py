@@ -127,6 +127,7 @@ class DecodingConfig:
     early_exit: bool = False  # True: a sentence's beam search ends when its best candidate ends (faster)
     valid_beam_size: int = 1  # beam used for validation BLEU during training (1 = greedy, fastest)
     sacrebleu_tokenize: str = "auto"  # auto picks zh/ja-mecab for Chinese/Japanese targets, else 13a
+    split_sentences: bool = True  # translate/evaluate/translate_text cut each line into sentences (text/segment.py)
 
 
 @dataclass

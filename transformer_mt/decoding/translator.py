@@ -8,6 +8,9 @@ Sentences are tokenized, sorted by length (so batches hold sentences of
 similar length and little padding), decoded in batches, detokenized and
 returned in input order. An empty input sentence gives an empty output.
 
+``translate_text(texts)`` translates paragraphs, documents and HTML (decoding/paragraphs.py): each
+line cut into sentences, all of them translated in one ``translate()`` call, each text put back together.
+
 ``translate(..., return_alignment=True)`` also gives each translation's hard
 alignment to its source (see alignment.py), and ``attention(sentence)`` the
 attention weights a translation was made with (for ``transformer-mt plot --attention``).
@@ -30,6 +33,7 @@ from ..errors import TransformerMTError
 from ..kernels import OneDNNLinear
 from ..model import Transformer, build_model
 from .alignment import check_alignment_layer, check_alignment_unit, hard_alignment, word_alignment
+from .paragraphs import translate_texts
 from .search import beam_search, greedy_search
 
 log = logging.getLogger(__name__)
@@ -272,6 +276,16 @@ class Translator:
         if nbest == 1:
             return [r[0] for r in results]
         return results
+
+    def translate_text(self, texts: list[str], format: str = "text", split_sentences: bool | None = None,
+                       **options) -> list[str]:
+        """Translate texts, one translation each: paragraphs and documents (``format="text"``, lines and
+        blank lines kept) or HTML (``format="html"``, structure kept, inline tags placed by word
+        alignments). Each line (HTML block) is cut into sentences unless ``split_sentences`` is False
+        (default: decoding.split_sentences); the sentences of all texts are translated in one batched
+        :meth:`translate` call with ``options`` (beam_size, length_penalty, batch_size, ...). See
+        decoding/paragraphs.py."""
+        return translate_texts(self, texts, format=format, split_sentences=split_sentences, **options)
 
     def _aligned(self, text: str, hyp, source_ids: list[int], unit: str) -> AlignedTranslation:
         pairs = hard_alignment(hyp.attention["cross"], 1, len(hyp.tokens))  # search kept only that layer's mean

@@ -61,6 +61,7 @@ import torch
 
 from ..config import Config, load_config
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from ..decoding.paragraphs import translate_texts
 from ..decoding.translator import Translation, encode_sentences, resolve_decoding
 from ..errors import TransformerMTError
 from .ctranslate2_export import EXPORT_INFO, import_ctranslate2
@@ -163,6 +164,12 @@ class CTranslate2Translator:
         if nbest == 1:
             return [s[0].text for s in scored]
         return [([t.text for t in s] + [""] * nbest)[:nbest] for s in scored]
+
+    def translate_text(self, texts: list[str], format: str = "text", split_sentences: bool | None = None,
+                       **options) -> list[str]:
+        """Translate texts as ``Translator.translate_text`` does (decoding/paragraphs.py); inline HTML tags
+        are placed by relative position: this engine gives no word alignments."""
+        return translate_texts(self, texts, format=format, split_sentences=split_sentences, **options)
 
     @staticmethod
     def _batches(order: list[int], limits: list[int], batch_size: int):
