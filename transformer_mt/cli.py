@@ -181,9 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="file with one API key per line; requests must then send one as 'api_key'")
     _add_decoding_args(serve)
     if "--no-split-sentences" not in serve._option_string_actions:  # unless the decoding options have it
-        serve.add_argument("--no-split-sentences", dest="split_sentences", action="store_false",
+        serve.add_argument("--no-split-sentences", dest="split_sentences", action="store_false", default=None,
                            help="translate each text as one sentence instead of splitting it into sentences "
-                                "(for a model trained on whole paragraphs)")
+                                "(default: decoding.split_sentences of the run's config)")
 
     export = sub.add_parser(
         "export", help="export a trained model to CTranslate2 (a fast C++ inference engine)",
@@ -592,7 +592,7 @@ def cmd_serve(args) -> int:
         info["compute_type"] = translator.compute_type
     app = create_app(translator, limits=limits, max_batch_sentences=args.max_batch_sentences,
                      max_wait_ms=args.max_wait_ms, max_queue_sentences=args.max_queue_sentences,
-                     api_keys=api_keys, info=info, split_sentences=getattr(args, "split_sentences", True))
+                     api_keys=api_keys, info=info, split_sentences=getattr(args, "split_sentences", None))
     print(f"serving {info['model']} ({translator.config.data.src_lang} -> {translator.config.data.tgt_lang}) on "
           f"http://{args.host}:{args.port} (API docs: /docs); Ctrl-C stops", file=sys.stderr)
     try:

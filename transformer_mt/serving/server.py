@@ -100,11 +100,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def create_app(translator: Translator, *, limits: ServeLimits | None = None, max_batch_sentences: int = 64,
                max_wait_ms: float = 2.0, max_queue_sentences: int = 2048, api_keys: set[str] | None = None,
-               info: dict | None = None, split_sentences: bool = True, file_ttl_s: float = 1800.0) -> FastAPI:
+               info: dict | None = None, split_sentences: bool | None = None,
+               file_ttl_s: float = 1800.0) -> FastAPI:
     """The FastAPI application serving ``translator`` (uvicorn runs it; tests call it with a client).
 
-    ``split_sentences=False`` translates each text as one sentence (what a model trained on whole paragraphs
-    wants); ``file_ttl_s``: how long a translated file waits for its download.
+    ``split_sentences``: cut each text into sentences (default: the config's ``decoding.split_sentences``);
+    ``file_ttl_s``: how long a translated file waits for its download.
     """
     from ..text import language_id
     from .libretranslate import Service, add_libretranslate_routes, segment
@@ -114,6 +115,8 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
     source, target = data.src_lang, data.tgt_lang
     default_beam = translator.config.decoding.beam_size
     default_penalty = translator.config.decoding.length_penalty
+    if split_sentences is None:
+        split_sentences = translator.config.decoding.split_sentences
     state = {"batcher": None, "files": None}
 
     async def remove_old_files(files: TranslatedFiles) -> None:
