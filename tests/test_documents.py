@@ -100,3 +100,16 @@ def test_bad_documents_raise_a_clear_error(name, data, fragment):
     with pytest.raises(DocumentError, match=fragment) as raised:
         segment_document(data, name, "de")
     assert isinstance(raised.value, TransformerMTError)
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked():
+    import zipfile
+
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("word/document.xml", "w", force_zip64=True) as part:
+            for _ in range(101):
+                part.write(bytes(1_000_000))
+    assert len(bomb.getvalue()) < 1_000_000  # well within the default upload limit (2 MB)
+    with pytest.raises(DocumentError, match="unpacks to 1 parts of 101000000 bytes"):
+        segment_document(bomb.getvalue(), "bomb.docx", "de")

@@ -216,3 +216,23 @@ def test_no_request_shape_gives_a_500(client, fields):
             answer = client.post(path, **body)
             assert answer.status_code < 500, (path, body, answer.text)
             assert "error" in answer.json() or answer.status_code == 200
+
+
+def test_random_html_and_text_never_give_a_500(client):
+    """Hypothesis writes tag soup (unclosed, misnested, entities, comments, protected elements) for both formats."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from(["<p>", "</p>", "<b>", "</b>", "<a href='x'>", "</a>", "<br>", "<i>", "</i>", "&amp;",
+                              "&nbsp;", "&#0;", "<!--", "-->", "<pre>", "</pre>", "<script>", "<", ">", "\n", " ",
+                              "ba ", "de. ", "gi", "ko!", "<span translate='no'>", "</span>", "\u00e9", "\ufeff"])
+
+    @settings(max_examples=80, deadline=None)
+    @given(st.lists(pieces, max_size=25).map("".join), st.sampled_from(["text", "html"]))
+    def check(text, text_format):
+        answer = client.post("/translate", json={"q": [text, "ba"], "format": text_format, "alternatives": 1})
+        assert answer.status_code in (200, 400), answer.text
+        if answer.status_code == 200:
+            assert len(answer.json()["translatedText"]) == 2
+
+    check()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html as html_escaping
 import io
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -32,6 +33,13 @@ MEDIA_TYPES = {
     ".srt": "application/x-subrip; charset=utf-8",
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 }
+
+
+# A .docx is a zip archive: what its parts may unpack to at most. A few MB of zip can declare gigabytes of
+# XML (a zip bomb); the declared sizes are checked before anything is unpacked (zipfile refuses a part that
+# unpacks to more than it declared).
+MAX_DOCX_UNPACKED_BYTES = 100_000_000
+MAX_DOCX_PARTS = 10_000
 
 
 class DocumentError(TransformerMTError):
@@ -129,6 +137,16 @@ def _segment_docx(data: bytes, filename: str, language: str, split: bool) -> Seg
     from docx.text.run import Run
     from lxml import etree
 
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise DocumentError(f"{filename!r} is not a valid Word (.docx) document: not a zip archive ({exc})") \
+            from None
+    unpacked = sum(part.file_size for part in parts)
+    if len(parts) > MAX_DOCX_PARTS or unpacked > MAX_DOCX_UNPACKED_BYTES:
+        raise DocumentError(f"{filename!r} unpacks to {len(parts)} parts of {unpacked} bytes; a Word document "
+                            f"may hold at most {MAX_DOCX_PARTS} parts of {MAX_DOCX_UNPACKED_BYTES} bytes")
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 -- zipfile, lxml and python-docx each raise their own types
