@@ -17,7 +17,7 @@ def translate(document, change=lambda s: s):
     """Join ``change`` of each sentence, each word aligned to the word at the same place."""
     translations = [change(sentence) for sentence in document.sentences]
     alignments = [[(i, i) for i in range(len(sentence.split()))] for sentence in document.sentences]
-    return document.join(translations, alignments if document.needs_alignment else None, "en")
+    return document.join(translations, alignments if document.has_inline_tags else None, "en")
 
 
 words = st.sampled_from(["Der", "Hund", "läuft.", "Ein", "Mann", "liest!", "Was?", "Haus", "«gut»", "3,5"])
@@ -78,7 +78,7 @@ def test_a_word_document_keeps_paragraphs_tables_headers_and_run_formats():
     # Every text once: the merged cell is one cell, the header is read once.
     assert sorted(document.sentences) == sorted(["Der Bericht.", "Der Hund läuft über die Wiese.", "Ein Mann liest.",
                                                  "Verbundene Zelle.", "Links.", "Rechts.", "Kopfzeile."])
-    assert document.needs_alignment  # the paragraph with a bold word
+    assert document.has_inline_tags  # the paragraph with a bold word
     same = docx.Document(io.BytesIO(translate(document)))
     assert [p.text for p in same.paragraphs] == ["Der Bericht.", "Der Hund läuft über die Wiese.", "Ein Mann liest."]
     runs = same.paragraphs[1].runs

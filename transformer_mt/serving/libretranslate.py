@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from python_multipart.exceptions import FormParserError
 
+from ..decoding.paragraphs import _word_pairs as word_pairs
 from ..errors import TransformerMTError
 from ..text import language_id
 from ..text.documents import MEDIA_TYPES, document_extension, segment_document
@@ -83,6 +84,7 @@ class Service:
     default_beam: int
     default_penalty: float
     split_sentences: bool
+    aligns: bool  # the translator gives word alignments (inline HTML tags and Word formats are placed by them)
     keys_required: bool
     check_api_key: Callable[[object], None]
     check_texts: Callable[[object], list[str]]
@@ -177,8 +179,15 @@ def segment(service: Service, text: str, text_format: str):
         raise ApiError(400, str(exc)) from None
 
 
+def needs_alignment(service: Service, parts: list) -> bool:
+    """Whether the translations of ``parts`` need word alignments: HTML (or a document) with inline tags, served
+    by the PyTorch Translator (CTranslate2's are not exported: the tags then go by relative position)."""
+    return service.aligns and any(getattr(part, "has_inline_tags", False) for part in parts)
+
+
 async def translate_segments(service: Service, parts: list, nbest: int, aligned: bool) -> list[list[list]]:
-    """Translate the sentences of all ``parts`` in one batcher request; per part, per sentence, its n-best."""
+    """Translate the sentences of all ``parts`` in one batcher request; per part, per sentence, its n-best
+    (each with its word alignment when ``aligned``)."""
     sentences = [sentence for part in parts for sentence in part.sentences]
     options = DecodeOptions(max(service.default_beam, nbest), service.default_penalty, nbest,
                             "words" if aligned else None)
@@ -190,14 +199,22 @@ async def translate_segments(service: Service, parts: list, nbest: int, aligned:
     return out
 
 
-def join_nbest(part, results: list[list], html: bool, target: str, count: int) -> list[str]:
+def word_alignments(part, chosen: list, aligned: bool) -> list | None:
+    """Per sentence, the word pairs of its chosen translation as text/html.py counts words; None (tags placed
+    by relative position) when the translations carry no alignment."""
+    if not aligned:
+        return None
+    return [word_pairs(sentence, result) for sentence, result in zip(part.sentences, chosen)]
+
+
+def join_nbest(part, results: list[list], html: bool, aligned: bool, target: str, count: int) -> list[str]:
     """The text's translation and up to ``count - 1`` different alternatives: alternative k joins each
     sentence's k-th best translation (its best where it has fewer), as Argos Translate combines hypotheses."""
     joined: list[str] = []
     for k in range(count):
         chosen = [result[min(k, len(result) - 1)] for result in results]
         texts = [t.text for t in chosen]
-        text = part.join(texts, [t.alignment for t in chosen], target) if html else part.join(texts, target)
+        text = part.join(texts, word_alignments(part, chosen, aligned), target) if html else part.join(texts, target)
         if text not in joined:
             joined.append(text)
     return joined
@@ -264,8 +281,9 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
         detected = None
         if src == "auto":
             detected = await detected_source(service, " ".join(s for part in parts for s in part.sentences))
-        results = await translate_segments(service, parts, nbest, text_format == "html")
-        joined = [join_nbest(part, result, text_format == "html", service.target, nbest)
+        aligned = text_format == "html" and needs_alignment(service, parts)
+        results = await translate_segments(service, parts, nbest, aligned)
+        joined = [join_nbest(part, result, text_format == "html", aligned, service.target, nbest)
                   for part, result in zip(parts, results)]
         single = isinstance(fields["q"], str)
         answer = {"translatedText": joined[0][0] if single else [j[0] for j in joined]}
@@ -334,11 +352,11 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
                                 f"{limits.max_file_chars} (max_file_chars): split it into smaller files")
         if src == "auto":
             await detected_source(service, " ".join(document.sentences))
-        results = await translate_segments(service, [document], 1, document.needs_alignment)
+        aligned = needs_alignment(service, [document])
+        results = await translate_segments(service, [document], 1, aligned)
         best = [result[0] for result in results[0]]
-        translated = await asyncio.to_thread(
-            document.join, [t.text for t in best],
-            [t.alignment for t in best] if document.needs_alignment else None, service.target)
+        translated = await asyncio.to_thread(document.join, [t.text for t in best],
+                                             word_alignments(document, best, aligned), service.target)
         download_id = service.files().put(translated, safe_download_name(filename, extension),
                                           MEDIA_TYPES[extension])
         return {"translatedFileUrl": f"{str(request.base_url).rstrip('/')}/download_file/{quote(download_id)}"}

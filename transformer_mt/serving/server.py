@@ -108,7 +108,7 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
     ``file_ttl_s``: how long a translated file waits for its download.
     """
     from ..text import language_id
-    from .libretranslate import Service, add_libretranslate_routes, segment
+    from .libretranslate import Service, add_libretranslate_routes, needs_alignment, segment, word_alignments
 
     limits = limits or ServeLimits()
     data = translator.config.data
@@ -214,6 +214,7 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
 
     service = Service(source=source, target=target, limits=limits, default_beam=default_beam,
                       default_penalty=default_penalty, split_sentences=split_sentences,
+                      aligns=isinstance(translator, Translator),
                       keys_required=api_keys is not None, check_api_key=check_api_key, check_texts=check_texts,
                       decode=decode, files=lambda: state["files"])
     add_libretranslate_routes(app, service)
@@ -241,13 +242,14 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
                                 "markup in the translation")
         parts = [segment(service, text, request.format) for text in texts]
         sentences = [sentence for part in parts for sentence in part.sentences]
-        results = await decode(sentences, DecodeOptions(beam, penalty, request.nbest, "words" if html else alignment,
+        aligned = html and needs_alignment(service, parts)
+        results = await decode(sentences, DecodeOptions(beam, penalty, request.nbest, "words" if aligned else alignment,
                                                         request.alignment_layer)) if sentences else []
 
         def answer(part, chosen) -> dict:
             """Translation k of a text: each sentence's k-th best, joined; its score the sentences' mean."""
             texts = [t.text for t in chosen]
-            text = part.join(texts, [t.alignment for t in chosen], target) if html else part.join(texts, target)
+            text = part.join(texts, word_alignments(part, chosen, aligned), target) if html else part.join(texts, target)
             result = {"text": text, "score": sum(t.score for t in chosen) / len(chosen) if chosen else 0.0}
             if alignment is not None:  # the sentences' tokens one after the other, the pairs shifted to match
                 pairs, source_tokens, target_tokens = [], [], []

@@ -9,7 +9,7 @@ through ``segment_html`` as inline tags, so each format lands on the target word
 words it had).
 
 Pure text and document processing: no decoding here. The caller translates the sentences (with word
-alignments when ``needs_alignment``) and gives the translations back to ``join``.
+alignments when ``has_inline_tags``) and gives the translations back to ``join``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class SegmentedDocument:
     """A document's sentences, in order, and how to write the document back with their translations."""
 
     sentences: list[str]
-    needs_alignment: bool  # join needs the word alignment of each translation (inline formatting)
+    has_inline_tags: bool  # join places inline formats by word alignments (None: by relative position)
     _join: Callable[[list[str], list | None, str], bytes]
 
     def join(self, translations: list[str], alignments: list | None, target_language: str) -> bytes:
@@ -104,7 +104,7 @@ def _segment_txt(text: str, filename: str, language: str, split: bool, bom: byte
 
 def _segment_html(text: str, filename: str, language: str, split: bool, bom: bytes) -> SegmentedDocument:
     segmented = segment_html(text, language, split_sentences=split)
-    return SegmentedDocument(list(segmented.sentences), True,
+    return SegmentedDocument(list(segmented.sentences), segmented.has_inline_tags,
                              lambda t, a, target: bom + segmented.join(t, a, target).encode("utf-8"))
 
 
@@ -193,8 +193,8 @@ def _segment_docx(data: bytes, filename: str, language: str, split: bool) -> Seg
         for groups, segmented, is_html in pieces:
             end = start + len(segmented.sentences)
             if is_html:
-                texts = _texts_of_spans(segmented.join(translations[start:end], alignments[start:end], target),
-                                        len(groups))
+                own = alignments[start:end] if alignments is not None else None
+                texts = _texts_of_spans(segmented.join(translations[start:end], own, target), len(groups))
             else:
                 texts = [segmented.join(translations[start:end], target)] + [""] * (len(groups) - 1)
             for group, text in zip(groups, texts):
@@ -206,7 +206,8 @@ def _segment_docx(data: bytes, filename: str, language: str, split: bool) -> Seg
         document.save(out)
         return out.getvalue()
 
-    return SegmentedDocument(sentences, any(is_html for _, _, is_html in pieces), join)
+    return SegmentedDocument(sentences, any(is_html and segmented.has_inline_tags for _, segmented, is_html in pieces),
+                             join)
 
 
 def _texts_of_spans(markup: str, count: int) -> list[str]:
