@@ -183,3 +183,40 @@ def test_the_demo_pair_is_translated_without_detection(small_run, translator):
         french = http.post("/translate", json={"q": "Le chien court dans le parc.", "source": "auto"})
     assert french.status_code == 200  # "src" is no language the identifier knows
     assert french.json()["detectedLanguage"] == {"confidence": 100.0, "language": "src"}
+
+
+def test_no_split_sentences_sends_each_text_whole(translator):
+    text = f"{WORDS[0]} {WORDS[1]}. {WORDS[2]} {WORDS[3]}.\n{WORDS[4]}"
+    with live_app(create_app(translator, max_wait_ms=1, split_sentences=False)) as http:
+        whole = http.post("/translate", json={"q": text}).json()["translatedText"]
+    lines = text.split("\n")
+    assert whole == "\n".join(translator.translate(lines))  # each line one sentence, not three
+
+
+def test_a_french_file_to_a_german_server_with_source_auto(german):
+    french = b"Le chien court dans le parc.\n\nUne femme lit un livre au soleil.\n"
+    refused = german.post("/translate_file", files={"file": ("lettre.txt", french, "text/plain")},
+                          data={"source": "auto", "target": "en"})
+    assert refused.status_code == 400 and "French (fr" in refused.json()["error"]
+    german_text = f"{GERMAN}\n\nDie Kinder spielen im Garten.\n".encode()
+    accepted = german.post("/translate_file", files={"file": ("brief.txt", german_text, "text/plain")},
+                           data={"source": "auto", "target": "en"})
+    assert accepted.status_code == 200, accepted.text
+    got = httpx.get(accepted.json()["translatedFileUrl"], timeout=30)
+    assert got.headers["content-disposition"].startswith('attachment; filename="brief.txt"')
+    assert got.headers["content-type"].startswith("text/plain")
+
+
+def test_api_keys_guard_every_libretranslate_endpoint(translator):
+    with live_app(create_app(translator, max_wait_ms=1, api_keys={"k1"})) as http:
+        for path, kwargs in (("/translate", {"json": {"q": "ba"}}), ("/detect", {"json": {"q": "ba"}}),
+                             ("/translate_file", {"files": {"file": ("a.txt", b"ba", "text/plain")}})):
+            assert http.post(path, **kwargs).status_code == 403, path
+            keyed = dict(kwargs)
+            if "json" in keyed:
+                keyed["json"] = {**keyed["json"], "api_key": "k1"}
+            else:
+                keyed["data"] = {"api_key": "k1"}
+            assert http.post(path, **keyed).status_code == 200, path
+        settings = http.get("/frontend/settings").json()
+        assert settings["apiKeys"] is True and settings["keyRequired"] is True

@@ -236,3 +236,25 @@ def test_random_html_and_text_never_give_a_500(client):
             assert len(answer.json()["translatedText"]) == 2
 
     check()
+
+
+def test_a_list_answers_as_its_texts_one_by_one(client):
+    """Whatever the texts (sentences, lines, blank lines, white space), q as a list gets, text for text, what each
+    text gets alone: splitting, batching all sentences together and joining keep each text's own answer."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    word = st.sampled_from(WORDS)
+    sentence = st.lists(word, min_size=1, max_size=6).map(" ".join).map(lambda s: s + ".")
+    line = st.lists(sentence, max_size=3).map(" ".join)
+    text = st.lists(line, min_size=1, max_size=4).map("\n".join).map(lambda t: t + "\n")
+
+    @settings(max_examples=15, deadline=None)
+    @given(st.lists(text, min_size=1, max_size=4))
+    def check(texts):
+        together = client.post("/translate", json={"q": texts, "source": "src"}).json()["translatedText"]
+        alone = [client.post("/translate", json={"q": t}).json()["translatedText"] for t in texts]
+        assert together == alone
+        assert [t.count("\n") for t in together] == [t.count("\n") for t in texts]
+
+    check()

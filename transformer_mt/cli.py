@@ -537,6 +537,9 @@ def cmd_serve(args) -> int:
     from .data.batches import read_lines
 
     try:
+        import docx  # noqa: F401 -- /translate_file reads .docx and .srt, /detect needs py3langid: fail here, not later
+        import py3langid  # noqa: F401
+        import srt  # noqa: F401
         import uvicorn
 
         from .serving.server import ServeLimits, create_app
