@@ -99,7 +99,7 @@ def _form_fields(pairs: dict[str, list[str]]) -> dict:
     return {key: values if key == "q" and len(values) > 1 else values[0] for key, values in pairs.items()}
 
 
-def _parse_multipart(content_type: str, body: bytes, max_file_bytes: int) -> tuple[dict, dict]:
+def _parse_multipart(content_type: str, body: bytes) -> tuple[dict, dict]:
     """A multipart/form-data body (what ``curl -F`` and browsers' FormData send): its text fields and its files
     as {field: (client's file name, bytes)}."""
     fields: dict[str, list[str]] = {}
@@ -118,10 +118,11 @@ def _parse_multipart(content_type: str, body: bytes, max_file_bytes: int) -> tup
     headers = {"Content-Type": content_type.encode("latin-1"), "Content-Length": str(len(body)).encode()}
     try:
         # A part in a transfer encoding other than 7bit/8bit/binary/base64/quoted-printable is an error, not
-        # raw bytes passed on; files stay in memory (the body is already bounded), never in a temporary file.
+        # raw bytes passed on; files stay in memory (the whole body already is, within its limit), never in a
+        # temporary file of python-multipart's choosing.
         parser = python_multipart.create_form_parser(
             headers, on_field, on_file,
-            config={"UPLOAD_ERROR_ON_BAD_CTE": True, "MAX_MEMORY_FILE_SIZE": max_file_bytes + 1})
+            config={"UPLOAD_ERROR_ON_BAD_CTE": True, "MAX_MEMORY_FILE_SIZE": len(body) + 1})
         parser.write(body)
         parser.finalize()
     except UnicodeError:
@@ -131,8 +132,7 @@ def _parse_multipart(content_type: str, body: bytes, max_file_bytes: int) -> tup
     return _form_fields(fields), files
 
 
-def parse_body(request: Request, body: bytes, *, files_allowed: bool = False,
-               max_file_bytes: int = 0) -> tuple[dict, dict]:
+def parse_body(request: Request, body: bytes, *, files_allowed: bool = False) -> tuple[dict, dict]:
     """The fields (and uploaded files) of a LibreTranslate request: JSON, or a form (urlencoded or multipart)
     with the query string's fields under it, as LibreTranslate's ``request.values`` reads them."""
     content_type = request.headers.get("content-type", "")
@@ -145,7 +145,7 @@ def parse_body(request: Request, body: bytes, *, files_allowed: bool = False,
         except UnicodeDecodeError:
             raise ApiError(400, "the form body is not valid UTF-8") from None
     elif media_type == "multipart/form-data":
-        fields, files = _parse_multipart(content_type, body, max_file_bytes)
+        fields, files = _parse_multipart(content_type, body)
         if files and not files_allowed:
             raise ApiError(400, f"file uploads are not accepted here (field {next(iter(files))!r}); send the "
                                 f"text as the 'q' field, or the file to POST /translate_file")
@@ -328,7 +328,7 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
     async def translate_file(request: Request):
         # The form around the file (boundaries, other fields) gets 64 KiB on top of the file's own limit.
         body = await read_body(request, limits.max_file_bytes + 65536)
-        fields, files = parse_body(request, body, files_allowed=True, max_file_bytes=limits.max_file_bytes)
+        fields, files = parse_body(request, body, files_allowed=True)
         service.check_api_key(fields.get("api_key"))
         if "file" not in files:
             raise ApiError(400, "missing 'file': send the document as the multipart form field 'file'")
