@@ -331,6 +331,13 @@ def _decode_kwargs(args) -> dict:
             "early_exit": args.early_exit}
 
 
+def _one_line(text: str) -> str:
+    """A translated input line as one output line: translate_text keeps the line breaks of a text, and a
+    line read at "\n" may still hold "\r", "\u2028" or other characters that str.splitlines breaks at."""
+    parts = text.splitlines()
+    return text if "".join(parts) == text else " ".join(parts)
+
+
 def _read_stdin() -> list[str]:
     from .data.batches import split_lines
 
@@ -449,7 +456,8 @@ def _translate_for_evaluation(args):
     sources, refs = read_parallel(src_path, ref_path)
     _check_not_empty(sources, src_path, ref_path)
     # The same composition as translate's, so that a line gets the same translation from both.
-    hyps = translator.translate_text(sources, split_sentences=args.split_sentences, **_decode_kwargs(args))
+    hyps = [_one_line(hyp) for hyp in
+            translator.translate_text(sources, split_sentences=args.split_sentences, **_decode_kwargs(args))]
     if args.output:
         _write_output(args.output, "".join(h + "\n" for h in hyps))
     return hyps, refs, translator
@@ -501,6 +509,8 @@ def cmd_translate(args) -> int:
     else:
         lines = translator.translate_text(texts, format=args.format, split_sentences=args.split_sentences,
                                           **_decode_kwargs(args))
+        if args.format == "text":
+            lines = [_one_line(line) for line in lines]
     if args.format == "html" and not args.sentences:
         text = lines[0]  # the document as it was read, its final line break (or none) included
     else:
