@@ -199,3 +199,9 @@ def test_malformed_or_empty_html_is_a_clear_error(html, problem):
         segment_html(html, "en")
     assert isinstance(error.value, TransformerMTError)
     assert problem in str(error.value)
+
+
+def test_a_protected_block_parts_the_text_around_it_and_an_inline_one_does_not():
+    segmented = segment_html("<div>Before it <pre>x  y</pre> after it. Then <code>z</code> more.</div>", "en")
+    assert segmented.sentences == ["Before it", "after it.", "Then more."]
+    assert segmented.join(["A", "B.", "C D."], None, "en") == "<div>A <pre>x  y</pre> B. C <code>z</code> D.</div>"
