@@ -477,6 +477,7 @@ def _render_run(run: _Run, translations: list[str], alignments, target_language:
     tokens: list[_Token] = []
     separator = sentence_separator(target_language)
     word_tokens: list[list[int]] = []  # each sentence's target words' tokens
+    sentence_starts: list[int] = []  # each sentence's first token
     for k, words in enumerate(run.words):
         index = run.first + k
         target = translations[index].split()
@@ -499,6 +500,7 @@ def _render_run(run: _Run, translations: list[str], alignments, target_language:
             else:
                 before[min(len(target) - 1, round((a.after + 1) * len(target) / max(1, len(words))) - 1)].append(a)
         word_tokens.append([])
+        sentence_starts.append(len(tokens))
         next_separator = separator if k else ""
         for a in before[-1]:
             tokens.append(_Token(a.html, set(a.stack), next_separator if a.space_before else ""))
@@ -520,7 +522,7 @@ def _render_run(run: _Run, translations: list[str], alignments, target_language:
             for a in before[j]:
                 tokens.append(_Token(a.html, set(a.stack), " " if a.space_before else ""))
                 next_separator = " " if a.space_after else ""
-    _keep_every_element(run, tokens, word_tokens)
+    _keep_every_element(run, tokens, word_tokens, sentence_starts)
     return run.leading + _write_tokens(run, tokens) + run.trailing
 
 
@@ -532,7 +534,8 @@ def _fits(run: _Run, stack: set[int], chain: tuple[int, ...]) -> bool:
     return together <= set(run.chains[deepest])
 
 
-def _keep_every_element(run: _Run, tokens: list[_Token], word_tokens: list[list[int]]) -> None:
+def _keep_every_element(run: _Run, tokens: list[_Token], word_tokens: list[list[int]],
+                        sentence_starts: list[int]) -> None:
     """Give each element that no token stands in the target word at its source words' relative position
     (or, where no target word can take it, an empty copy there); then let every element span one stretch of
     tokens where the nesting allows."""
@@ -547,7 +550,11 @@ def _keep_every_element(run: _Run, tokens: list[_Token], word_tokens: list[list[
         chain = run.chains[element]
         for k, i in touching[element]:
             own = word_tokens[k]
-            if element in covered or not own:
+            if element in covered:
+                continue
+            if not own:  # an empty translation: an empty element where the sentence would be
+                empty_copies.append((sentence_starts[k] - 1, chain))
+                covered.update(chain)
                 continue
             at = own[min(len(own) - 1, i * len(own) // len(run.words[k]))]
             fitting = [t for t in own if _fits(run, tokens[t].stack, chain)]
