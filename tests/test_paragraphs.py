@@ -131,3 +131,14 @@ def test_translate_format_html_reads_a_file_or_standard_input(small_run, tmp_pat
     assert_clean_error(run_cli("translate", "--model", run, "--format", "html", input_bytes=b"  \n"), "empty")
     assert_clean_error(run_cli("translate", "--model", run, "--format", "html", "--nbest", "2", "x"),
                        "--nbest", "--format html")
+
+
+def test_html_word_pairs_leave_out_punctuation_pieces_and_mismatched_words():
+    from transformer_mt.decoding.paragraphs import html_word_pairs
+    from transformer_mt.decoding.translator import AlignedTranslation
+
+    result = AlignedTranslation("Lo miro vida.", 0.0, [(3, 0), (0, 0), (1, 1), (2, 2), (3, 3), (3, 2)],
+                                ["▁The", "▁cat", "▁sees", "."], ["▁Lo", "▁miro", "▁vida", "."])
+    # The final full stop of the source attracts attention (3, 0), (3, 2): those pairs go, as does "." - "."
+    assert html_word_pairs("The cat sees.", result) == [(0, 0), (1, 1), (2, 2)]
+    assert html_word_pairs("The cat sees .", result) == []  # four words here, three in the pieces

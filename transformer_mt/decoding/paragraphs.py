@@ -20,6 +20,9 @@ from ..text.segment import segment_text
 from .alignment import WORD_START, piece_words
 
 FORMATS = ("text", "html")
+# What translate() is asked for when inline HTML tags are to be placed; html_word_pairs() turns each
+# result into the pairs SegmentedHtml.join() takes (the server's batches do the same).
+HTML_ALIGNMENT = {"return_alignment": True, "alignment_unit": "pieces"}
 # translate() options that change what it returns: a text gets one translation back.
 NOT_FOR_TEXTS = ("nbest", "return_scores", "return_alignment", "alignment_unit")
 
@@ -60,10 +63,9 @@ def translate_texts(translator, texts: list[str], format: str = "text", split_se
     sentences = [sentence for one in segmented for sentence in one.sentences]
     alignments = None
     if format == "html" and any(one.has_inline_tags for one in segmented) and _aligns(translator):
-        results = [best for best, *_ in translator.translate(sentences, return_alignment=True,
-                                                             alignment_unit="pieces", **options)] if sentences else []
+        results = [best for best, *_ in translator.translate(sentences, **HTML_ALIGNMENT, **options)] if sentences else []
         translations = [result.text for result in results]
-        alignments = [_word_pairs(sentence, result) for sentence, result in zip(sentences, results)]
+        alignments = [html_word_pairs(sentence, result) for sentence, result in zip(sentences, results)]
     else:
         translations = translator.translate(sentences, **options) if sentences else []
     joined = []
@@ -87,7 +89,7 @@ def _aligns(translator) -> bool:
     return isinstance(translator, Translator)
 
 
-def _word_pairs(sentence: str, result) -> list[tuple[int, int]]:
+def html_word_pairs(sentence: str, result) -> list[tuple[int, int]]:
     """The pairs (source word, target word) of an AlignedTranslation with piece pairs, words as text/html.py
     counts them (the whitespace-separated words of the sentence and of the translation, which are
     alignment.py's words), leaving out pairs with a piece that is only punctuation: the decoder attends to

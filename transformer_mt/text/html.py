@@ -36,6 +36,8 @@ Words, as :meth:`SegmentedHtml.join` counts them, are the whitespace-separated w
 pieces at their word-start marks (decoding/alignment.py), on the text after SentencePiece's
 normalization; where normalization changes the number of words (rare: characters it removes), pairs
 that point past the end are ignored and the words they leave unaligned are handled as above.
+``decoding.paragraphs.html_word_pairs`` makes these pairs from a translation with piece alignments,
+leaving out punctuation pieces (the decoder's attention sink).
 
 A document with no element at all (plain text, entities allowed) is segmented as text (lines and
 blank lines kept, as text/segment.py does) and its translation is exactly the text translation,
