@@ -50,6 +50,13 @@ def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
                              "on the fly to a temporary directory")
 
 
+def _add_split_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split-sentences", action=argparse.BooleanOptionalAction, default=None,
+                        help="cut each line into sentences of the model's source language, translate them in one "
+                             "batch and join them again; --no-split-sentences translates each line as one sentence "
+                             "(default: decoding.split_sentences of the run's config, true unless set)")
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the commands that make a run directory from a config (train, prepare)."""
     parser.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
@@ -110,12 +117,21 @@ def add_prepare_command(sub) -> None:
 def add_translate_command(sub) -> None:
     translate = sub.add_parser(
         "translate", help="translate sentences with a trained model",
-        description="Translate sentences given as arguments, read from --input, or from standard input "
-                    "(one sentence per line). Output keeps the input order; an empty input line gives an "
-                    "empty output line.")
-    translate.add_argument("sentences", nargs="*", metavar="SENTENCE", help="sentences to translate")
+        description="Translate text given as arguments, read from --input, or from standard input. Each line "
+                    "is cut into sentences (in the model's source language), the sentences are translated in one "
+                    "batch and each line is put back together: N lines in give N lines out, an empty input line "
+                    "an empty output line (--no-split-sentences: each line is one sentence). With --format html "
+                    "the input (the --input file, standard input, or each argument) is one HTML document or "
+                    "fragment, translated block by block with its tags, attributes and protected elements "
+                    "(script, style, code, pre, translate=\"no\", class=\"notranslate\") kept.")
+    translate.add_argument("sentences", nargs="*", metavar="TEXT", help="texts to translate (each one line of output)")
     translate.add_argument("--model", required=True, metavar="DIR", help="run directory of a trained model")
-    translate.add_argument("--input", metavar="FILE", help="file with one source sentence per line")
+    translate.add_argument("--input", metavar="FILE", help="file to translate (text: one line of output per line)")
+    translate.add_argument("--format", default="text", choices=("text", "html"),
+                           help="text (default): lines of text; html: an HTML document or fragment, written back "
+                                "with the same structure, inline tags (b, i, a, em, span...) around the words "
+                                "aligned to the words they wrapped")
+    _add_split_argument(translate)
     translate.add_argument("--output", metavar="FILE", help="write translations here (default: standard output)")
     translate.add_argument("--nbest", type=int, default=1, metavar="K",
                            help="print the K best translations of each sentence, tab-separated (default: 1)")
@@ -150,6 +166,7 @@ def add_evaluate_command(sub) -> None:
     evaluate.add_argument("--tokenize", default=None,
                           help="sacreBLEU tokenizer (default: zh for a Chinese target, ja-mecab for Japanese, else 13a)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (bleu, chrf, signature, ...)")
+    _add_split_argument(evaluate)
     _add_decoding_args(evaluate)
 
 
@@ -354,18 +371,39 @@ def _decode_kwargs(args) -> dict:
             "early_exit": args.early_exit}
 
 
+def _one_line(text: str) -> str:
+    """A translated input line as one output line: translate_text keeps the line breaks of a text, and a
+    line read at "\n" may still hold "\r", "\u2028" or other characters that str.splitlines breaks at."""
+    parts = text.splitlines()
+    return text if "".join(parts) == text else " ".join(parts)
+
+
 def _read_stdin() -> list[str]:
     from .data.batches import split_lines
 
+    return split_lines(_read_stdin_text("reading text from standard input (Ctrl-D to end)"))
+
+
+def _read_stdin_text(prompt: str = "reading an HTML document from standard input (Ctrl-D to end)") -> str:
     if sys.stdin.isatty():
-        print("reading sentences from standard input (one per line, Ctrl-D to end)", file=sys.stderr)
-    raw = sys.stdin.buffer.read()
+        print(prompt, file=sys.stderr)
+    return _decode_utf8(sys.stdin.buffer.read(), "standard input")
+
+
+def _read_document(path) -> str:
+    """A whole file as text (an HTML document), with clear errors."""
+    from .data.batches import read_bytes
+
+    return _decode_utf8(read_bytes(path), f"file {path}")
+
+
+def _decode_utf8(raw: bytes, name: str) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise TransformerMTError(f"standard input is not valid UTF-8 at line {line}") from None
-    return split_lines(text)
+        raise TransformerMTError(f"{name} is not valid UTF-8 at line {line}") from None
+    return text.removeprefix("\ufeff")
 
 
 def _check_output(path) -> None:
@@ -457,7 +495,9 @@ def _translate_for_evaluation(args):
     _check_output_is_not_input(args.output, dict(zip(names, (src_path, ref_path))))
     sources, refs = read_parallel(src_path, ref_path)
     _check_not_empty(sources, src_path, ref_path)
-    hyps = translator.translate(sources, **_decode_kwargs(args))
+    # The same composition as translate's, so that a line gets the same translation from both.
+    hyps = [_one_line(hyp) for hyp in
+            translator.translate_text(sources, split_sentences=args.split_sentences, **_decode_kwargs(args))]
     if args.output:
         _write_output(args.output, "".join(h + "\n" for h in hyps))
     return hyps, refs, translator
@@ -467,34 +507,54 @@ def cmd_translate(args) -> int:
     from .data.batches import read_lines
 
     if args.sentences and args.input:
-        raise TransformerMTError("give sentences as arguments or --input FILE, not both")
+        raise TransformerMTError("give texts as arguments or --input FILE, not both")
     _check_output(args.output)
     _check_output_is_not_input(args.output, {"--input": args.input})
-    if args.sentences:
-        # One argument is one sentence: a line break inside it must not add a line to the output.
-        sentences = [" ".join(sentence.splitlines()) for sentence in args.sentences]
-    elif args.input:
-        sentences = read_lines(args.input)
-    else:
-        sentences = _read_stdin()
     if args.alignment_layer is not None and not args.alignment:
         raise TransformerMTError("--alignment-layer chooses the layer of --alignment; add --alignment")
     if args.alignment and args.engine != "torch":
         raise TransformerMTError("--alignment needs --engine torch: the CTranslate2 engine returns the attention of "
                                  "one layer and head fixed at export, not the layer asked for")
+    sentence_level = args.alignment or args.nbest != 1  # one result per sentence: the line is not cut
+    if sentence_level and (args.format == "html" or args.split_sentences):
+        option = "--alignment" if args.alignment else "--nbest"
+        raise TransformerMTError(f"{option} gives one result per sentence, so each line is translated as one "
+                                 f"sentence: leave out {'--format html' if args.format == 'html' else '--split-sentences'}")
+    if args.format == "html":
+        if args.sentences:
+            texts = list(args.sentences)
+        elif args.input:
+            texts = [_read_document(args.input)]
+        else:
+            texts = [_read_stdin_text()]
+    elif args.sentences:
+        # One argument is one line of output: a line break inside it must not add a line to the output.
+        texts = [" ".join(sentence.splitlines()) for sentence in args.sentences]
+    elif args.input:
+        texts = read_lines(args.input)
+    else:
+        texts = _read_stdin()
     translator = _load_translator(args)
     if args.alignment:
         from .decoding.alignment import format_alignment
 
-        results = translator.translate(sentences, nbest=args.nbest, return_alignment=True,
+        results = translator.translate(texts, nbest=args.nbest, return_alignment=True,
                                        alignment_unit=args.alignment, alignment_layer=args.alignment_layer,
                                        **_decode_kwargs(args))
         fields = [[field for t in r for field in (t.text, format_alignment(t.alignment))] for r in results]
         lines = ["\t".join(f + ["", ""] * (args.nbest - len(f) // 2)) for f in fields]
+    elif sentence_level:
+        results = translator.translate(texts, nbest=args.nbest, **_decode_kwargs(args))
+        lines = ["\t".join(r) for r in results]
     else:
-        results = translator.translate(sentences, nbest=args.nbest, **_decode_kwargs(args))
-        lines = ["\t".join(r) if isinstance(r, list) else r for r in results]
-    text = "".join(line + "\n" for line in lines)
+        lines = translator.translate_text(texts, format=args.format, split_sentences=args.split_sentences,
+                                          **_decode_kwargs(args))
+        if args.format == "text":
+            lines = [_one_line(line) for line in lines]
+    if args.format == "html" and not args.sentences:
+        text = lines[0]  # the document as it was read, its final line break (or none) included
+    else:
+        text = "".join(line + "\n" for line in lines)
     if args.output:
         _write_output(args.output, text)
     else:

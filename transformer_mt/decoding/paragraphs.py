@@ -12,11 +12,17 @@ segmentation more than ``translate()`` (microseconds); the decoding is the same.
 
 from __future__ import annotations
 
+import unicodedata
+
 from ..errors import TransformerMTError
 from ..text.html import segment_html
 from ..text.segment import segment_text
+from .alignment import WORD_START, piece_words
 
 FORMATS = ("text", "html")
+# What translate() is asked for when inline HTML tags are to be placed; html_word_pairs() turns each
+# result into the pairs SegmentedHtml.join() takes (the server's batches do the same).
+HTML_ALIGNMENT = {"return_alignment": True, "alignment_unit": "pieces"}
 # translate() options that change what it returns: a text gets one translation back.
 NOT_FOR_TEXTS = ("nbest", "return_scores", "return_alignment", "alignment_unit")
 
@@ -57,10 +63,9 @@ def translate_texts(translator, texts: list[str], format: str = "text", split_se
     sentences = [sentence for one in segmented for sentence in one.sentences]
     alignments = None
     if format == "html" and any(one.has_inline_tags for one in segmented) and _aligns(translator):
-        results = [best for best, *_ in translator.translate(sentences, return_alignment=True,
-                                                             alignment_unit="words", **options)] if sentences else []
+        results = [best for best, *_ in translator.translate(sentences, **HTML_ALIGNMENT, **options)] if sentences else []
         translations = [result.text for result in results]
-        alignments = [_word_pairs(sentence, result) for sentence, result in zip(sentences, results)]
+        alignments = [html_word_pairs(sentence, result) for sentence, result in zip(sentences, results)]
     else:
         translations = translator.translate(sentences, **options) if sentences else []
     joined = []
@@ -84,10 +89,22 @@ def _aligns(translator) -> bool:
     return isinstance(translator, Translator)
 
 
-def _word_pairs(sentence: str, result) -> list[tuple[int, int]]:
-    """The word pairs of an AlignedTranslation as text/html.py counts words (whitespace-separated words
-    of the sentence and of the translation), or none where SentencePiece's normalization changed the
-    number of words (the pairs would point at the wrong words)."""
-    if len(result.source_tokens) != len(sentence.split()) or len(result.target_tokens) != len(result.text.split()):
+def html_word_pairs(sentence: str, result) -> list[tuple[int, int]]:
+    """The pairs (source word, target word) of an AlignedTranslation with piece pairs, words as text/html.py
+    counts them (the whitespace-separated words of the sentence and of the translation, which are
+    alignment.py's words), leaving out pairs with a piece that is only punctuation: the decoder attends to
+    the source's final full stop at many steps (an attention sink), which would tie words to the sentence's
+    last word. None where SentencePiece's normalization changed the number of words (the pairs would
+    point at the wrong words)."""
+    source_word, source_words = piece_words(result.source_tokens)
+    target_word, target_words = piece_words(result.target_tokens)
+    if len(source_words) != len(sentence.split()) or len(target_words) != len(result.text.split()):
         return []
-    return list(result.alignment)
+    return sorted({(source_word[i], target_word[j]) for i, j in result.alignment
+                   if not _is_punctuation(result.source_tokens[i]) and not _is_punctuation(result.target_tokens[j])},
+                  key=lambda pair: (pair[1], pair[0]))
+
+
+def _is_punctuation(piece: str) -> bool:
+    text = piece.lstrip(WORD_START)
+    return bool(text) and all(unicodedata.category(char).startswith("P") for char in text)

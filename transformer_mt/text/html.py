@@ -36,6 +36,8 @@ Words, as :meth:`SegmentedHtml.join` counts them, are the whitespace-separated w
 pieces at their word-start marks (decoding/alignment.py), on the text after SentencePiece's
 normalization; where normalization changes the number of words (rare: characters it removes), pairs
 that point past the end are ignored and the words they leave unaligned are handled as above.
+``decoding.paragraphs.html_word_pairs`` makes these pairs from a translation with piece alignments,
+leaving out punctuation pieces (the decoder's attention sink).
 
 A document with no element at all (plain text, entities allowed) is segmented as text (lines and
 blank lines kept, as text/segment.py does) and its translation is exactly the text translation,
@@ -44,6 +46,7 @@ escaped for HTML.
 
 from __future__ import annotations
 
+import bisect
 import html as html_escaping
 import re
 import secrets
@@ -66,6 +69,9 @@ class MalformedHtmlError(TransformerMTError):
 # Elements whose content is never translated (code, scripts, raw text) and that are written back as they were.
 PROTECTED_TAGS = frozenset({"script", "style", "code", "pre", "textarea", "template", "kbd", "samp", "var", "math",
                             "svg", "iframe", "object", "noscript"})
+# Of those, the ones that may stand inside a sentence (kept whole there) rather than part two blocks of text.
+INLINE_PROTECTED_TAGS = frozenset({"script", "style", "code", "template", "kbd", "samp", "var", "math", "svg",
+                                   "noscript"})
 # Inline (phrasing) elements that may stand inside a sentence without cutting it.
 INLINE_TAGS = frozenset({"a", "abbr", "b", "bdi", "bdo", "big", "cite", "data", "del", "dfn", "em", "font", "i", "ins",
                          "label", "mark", "nobr", "q", "s", "small", "span", "strike", "strong", "sub", "sup", "time",
@@ -101,12 +107,12 @@ def _render(node) -> str:
 
 
 def _tag_pair(element) -> tuple[str, str]:
-    """The start and end tag of ``element`` as HTML, attributes as they were."""
-    shell = ElementTree.Element(element.tag, dict(element.attrib))
-    shell.text = "x"
-    written = _render(shell)
-    start, end = written.split(">x<", 1)
-    return start + ">", "<" + end
+    """The start and end tag of an inline element as HTML, attributes as they were, written as html5lib's
+    serializer writes them (values in double quotes, "&" and '"' escaped): asking the serializer would
+    cost a tree walk per element, a third of the time on a page full of links."""
+    attributes = "".join(f' {name}="{value.replace("&", "&amp;").replace(chr(34), "&quot;")}"'
+                         for name, value in element.attrib.items())
+    return f"<{element.tag}{attributes}>", f"</{element.tag}>"
 
 
 def _is_protected(element) -> bool:
@@ -127,15 +133,19 @@ def _has_text(element) -> bool:
 
 def _is_inline(element) -> bool:
     """Whether ``element`` may stand inside a sentence: an inline element holding only text and such
-    elements, or an element that is kept whole there (void, protected, or without text)."""
+    elements, or one that is kept whole there (a comment, a void element, an inline protected element
+    such as <code>; a protected block such as <pre> or <div translate="no"> parts the text around it)."""
     tag = element.tag
     if tag == DOCTYPE:
         return False
-    if _is_protected(element) or (isinstance(tag, str) and tag.lower() in VOID_INLINE_TAGS):
+    if not isinstance(tag, str):  # a comment or a processing instruction
         return True
-    if tag.lower() not in INLINE_TAGS:
+    name = tag.rsplit("}", 1)[-1].lower()  # SVG and MathML elements are namespaced
+    if name in VOID_INLINE_TAGS or name in INLINE_PROTECTED_TAGS:
+        return True
+    if name not in INLINE_TAGS:
         return False
-    return all(_is_inline(child) for child in element)
+    return _is_protected(element) or all(_is_inline(child) for child in element)
 
 
 def _is_kept_whole(element) -> bool:
@@ -357,17 +367,14 @@ class _Segmenter:
     def anchor(position, html, stack, flat, spans, word_spans) -> _Anchor:
         space_before = position > 0 and flat[position - 1] == " "
         space_after = position < len(flat) and flat[position] == " "
-        sentence = 0
-        for k, (start, _) in enumerate(spans):
-            if start < position:
-                sentence = k
+        sentence = max(0, bisect.bisect_left([start for start, _ in spans], position) - 1)  # the last starting before
         start, end = spans[sentence]
         if position <= start:
             after = -1
         elif position >= end:
             after = None
         else:
-            before = sum(1 for s, _ in word_spans[sentence] if s < position) - 1
+            before = bisect.bisect_left([s for s, _ in word_spans[sentence]], position) - 1
             after = None if before >= len(word_spans[sentence]) - 1 else before
         return _Anchor(html, stack, sentence, after, space_before, space_after)
 
@@ -443,13 +450,16 @@ def _aligned_stacks(words: list[_Word], target: list[str], pairs):
         if 0 <= i < len(words) and 0 <= j < len(target):
             if stacks[j] is None or len(words[i].stack) > len(stacks[j]):
                 stacks[j], sources[j] = words[i].stack, i
-    known = [j for j, stack in enumerate(stacks) if stack is not None]
+    aligned = list(stacks)
+    left: list[tuple[int, ...]] = []  # the stack of the nearest aligned word on the left of each word
     for j in range(len(target)):
-        if stacks[j] is None:
-            left = max((k for k in known if k < j), default=None)
-            right = min((k for k in known if k > j), default=None)
-            stacks[j] = _common_prefix([base if left is None else stacks[left],
-                                        base if right is None else stacks[right]])
+        left.append(aligned[j - 1] if j and aligned[j - 1] is not None else left[j - 1] if j else base)
+    right = base
+    for j in reversed(range(len(target))):
+        if aligned[j] is None:
+            stacks[j] = _common_prefix([left[j], right])
+        else:
+            right = aligned[j]
     return stacks, sources
 
 
@@ -469,6 +479,7 @@ def _render_run(run: _Run, translations: list[str], alignments, target_language:
     tokens: list[_Token] = []
     separator = sentence_separator(target_language)
     word_tokens: list[list[int]] = []  # each sentence's target words' tokens
+    sentence_starts: list[int] = []  # each sentence's first token
     for k, words in enumerate(run.words):
         index = run.first + k
         target = translations[index].split()
@@ -491,6 +502,7 @@ def _render_run(run: _Run, translations: list[str], alignments, target_language:
             else:
                 before[min(len(target) - 1, round((a.after + 1) * len(target) / max(1, len(words))) - 1)].append(a)
         word_tokens.append([])
+        sentence_starts.append(len(tokens))
         next_separator = separator if k else ""
         for a in before[-1]:
             tokens.append(_Token(a.html, set(a.stack), next_separator if a.space_before else ""))
@@ -512,7 +524,7 @@ def _render_run(run: _Run, translations: list[str], alignments, target_language:
             for a in before[j]:
                 tokens.append(_Token(a.html, set(a.stack), " " if a.space_before else ""))
                 next_separator = " " if a.space_after else ""
-    _keep_every_element(run, tokens, word_tokens)
+    _keep_every_element(run, tokens, word_tokens, sentence_starts)
     return run.leading + _write_tokens(run, tokens) + run.trailing
 
 
@@ -524,32 +536,45 @@ def _fits(run: _Run, stack: set[int], chain: tuple[int, ...]) -> bool:
     return together <= set(run.chains[deepest])
 
 
-def _keep_every_element(run: _Run, tokens: list[_Token], word_tokens: list[list[int]]) -> None:
+def _keep_every_element(run: _Run, tokens: list[_Token], word_tokens: list[list[int]],
+                        sentence_starts: list[int]) -> None:
     """Give each element that no token stands in the target word at its source words' relative position
     (or, where no target word can take it, an empty copy there); then let every element span one stretch of
     tokens where the nesting allows."""
     covered = set().union(*(token.stack for token in tokens))
+    touching: dict[int, list[tuple[int, int]]] = {}  # element -> the (sentence, source word) it touches
+    for k, words in enumerate(run.words):
+        for i, word in enumerate(words):
+            for element in word.touched - covered:
+                touching.setdefault(element, []).append((k, i))
     empty_copies: list[tuple[int, tuple[int, ...]]] = []  # (token index, element chain): an empty element after it
-    for element, chain in enumerate(run.chains):
-        if element in covered:
-            continue
-        for k, words in enumerate(run.words):
+    for element in sorted(touching):
+        chain = run.chains[element]
+        for k, i in touching[element]:
             own = word_tokens[k]
-            for i, word in enumerate(words):
-                if element in covered or element not in word.touched or not own:
-                    continue
-                at = own[min(len(own) - 1, i * len(own) // len(words))]
-                fitting = [t for t in own if _fits(run, tokens[t].stack, chain)]
-                if fitting:
-                    tokens[min(fitting, key=lambda t: abs(t - at))].stack.update(chain)
-                else:
-                    empty_copies.append((at, chain))
+            if element in covered:
+                continue
+            if not own:  # an empty translation: an empty element where the sentence would be
+                empty_copies.append((sentence_starts[k] - 1, chain))
                 covered.update(chain)
+                continue
+            at = own[min(len(own) - 1, i * len(own) // len(run.words[k]))]
+            fitting = [t for t in own if _fits(run, tokens[t].stack, chain)]
+            if fitting:
+                tokens[min(fitting, key=lambda t: abs(t - at))].stack.update(chain)
+            else:
+                empty_copies.append((at, chain))
+            covered.update(chain)
     for at, chain in sorted(empty_copies, reverse=True):
         tokens.insert(at + 1, _Token("", set(chain), ""))
-    for element in sorted(range(len(run.chains)), key=lambda element: len(run.chains[element])):  # outer first
-        holding = [t for t, token in enumerate(tokens) if element in token.stack]
-        for t in range(holding[0], holding[-1] + 1) if holding else ():
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for t, token in enumerate(tokens):
+        for element in token.stack:
+            first.setdefault(element, t)
+            last[element] = t
+    for element in sorted(first, key=lambda element: len(run.chains[element])):  # outer elements first
+        for t in range(first[element], last[element] + 1):
             if element not in tokens[t].stack and _fits(run, tokens[t].stack, run.chains[element]):
                 tokens[t].stack.update(run.chains[element])
 
