@@ -221,10 +221,7 @@ def add_serve_command(sub) -> None:
     serve.add_argument("--api-key-file", metavar="FILE",
                        help="file with one API key per line; requests must then send one as 'api_key'")
     _add_decoding_args(serve)
-    if "--no-split-sentences" not in serve._option_string_actions:  # unless the decoding options have it
-        serve.add_argument("--no-split-sentences", dest="split_sentences", action="store_false", default=None,
-                           help="translate each text as one sentence instead of splitting it into sentences "
-                                "(default: decoding.split_sentences of the run's config)")
+    _add_split_argument(serve)
 
 
 def add_export_command(sub) -> None:
@@ -684,7 +681,7 @@ def cmd_serve(args) -> int:
         info["compute_type"] = translator.compute_type
     app = create_app(translator, limits=limits, max_batch_sentences=args.max_batch_sentences,
                      max_wait_ms=args.max_wait_ms, max_queue_sentences=args.max_queue_sentences,
-                     api_keys=api_keys, info=info, split_sentences=getattr(args, "split_sentences", None))
+                     api_keys=api_keys, info=info, split_sentences=args.split_sentences)
     print(f"serving {info['model']} ({translator.config.data.src_lang} -> {translator.config.data.tgt_lang}) on "
           f"http://{args.host}:{args.port} (API docs: /docs); Ctrl-C stops", file=sys.stderr)
     try:
