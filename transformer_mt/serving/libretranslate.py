@@ -35,7 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from python_multipart.exceptions import FormParserError
 
-from ..decoding.paragraphs import _word_pairs as word_pairs
+from ..decoding.paragraphs import HTML_ALIGNMENT, html_word_pairs
 from ..errors import TransformerMTError
 from ..text import language_id
 from ..text.documents import MEDIA_TYPES, document_extension, segment_document
@@ -60,6 +60,8 @@ CODE_ALIASES = {"zh-hans": "zh", "zh-cn": "zh", "zh-hant": "zt", "zh-tw": "zt", 
 # reached 0.9; the misses (Czech as Slovak, headlines) stayed below 0.7.
 CONFIDENT = 0.9
 FILE_FORMATS = [".txt", ".html", ".srt", ".docx"]  # what /frontend/settings lists (.htm is read as .html)
+# The alignment unit that decoding/paragraphs.py's html_word_pairs turns into the word pairs of text/html.py.
+TAG_ALIGNMENT = HTML_ALIGNMENT["alignment_unit"]
 
 
 def language_name(code: str) -> str:
@@ -190,7 +192,7 @@ async def translate_segments(service: Service, parts: list, nbest: int, aligned:
     (each with its word alignment when ``aligned``)."""
     sentences = [sentence for part in parts for sentence in part.sentences]
     options = DecodeOptions(max(service.default_beam, nbest), service.default_penalty, nbest,
-                            "words" if aligned else None)
+                            TAG_ALIGNMENT if aligned else None)
     results = await service.decode(sentences, options) if sentences else []
     out, start = [], 0
     for part in parts:
@@ -204,7 +206,7 @@ def word_alignments(part, chosen: list, aligned: bool) -> list | None:
     by relative position) when the translations carry no alignment."""
     if not aligned:
         return None
-    return [word_pairs(sentence, result) for sentence, result in zip(part.sentences, chosen)]
+    return [html_word_pairs(sentence, result) for sentence, result in zip(part.sentences, chosen)]
 
 
 def join_nbest(part, results: list[list], html: bool, aligned: bool, target: str, count: int) -> list[str]:

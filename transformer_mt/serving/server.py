@@ -108,7 +108,7 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
     ``file_ttl_s``: how long a translated file waits for its download.
     """
     from ..text import language_id
-    from .libretranslate import Service, add_libretranslate_routes, needs_alignment, segment, word_alignments
+    from .libretranslate import TAG_ALIGNMENT, Service, add_libretranslate_routes, needs_alignment, segment, word_alignments
 
     limits = limits or ServeLimits()
     data = translator.config.data
@@ -243,8 +243,9 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
         parts = [segment(service, text, request.format) for text in texts]
         sentences = [sentence for part in parts for sentence in part.sentences]
         aligned = html and needs_alignment(service, parts)
-        results = await decode(sentences, DecodeOptions(beam, penalty, request.nbest, "words" if aligned else alignment,
-                                                        request.alignment_layer)) if sentences else []
+        options = DecodeOptions(beam, penalty, request.nbest, TAG_ALIGNMENT if aligned else alignment,
+                                request.alignment_layer)
+        results = await decode(sentences, options) if sentences else []
 
         def answer(part, chosen) -> dict:
             """Translation k of a text: each sentence's k-th best, joined; its score the sentences' mean."""
