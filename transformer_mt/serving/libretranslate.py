@@ -224,7 +224,9 @@ def join_nbest(part, results: list[list], html: bool, aligned: bool, target: str
 
 async def detected_source(service: Service, text: str) -> dict:
     """``detectedLanguage`` for ``source: "auto"``, or a 400 when the text is surely another language."""
-    if not await asyncio.to_thread(language_id.knows, service.source):  # the demo's "src": nothing to compare
+    known = (language_id.knows(service.source) if language_id.loaded()
+             else await asyncio.to_thread(language_id.knows, service.source))  # the 2 s load off the event loop
+    if not known:  # the demo's "src": nothing to compare with
         return {"confidence": 100.0, "language": service.source}
     ranked = await asyncio.to_thread(language_id.detect_languages, text, None)
     if not ranked:  # no language in it (digits, emoji): translated as the served source

@@ -37,6 +37,11 @@ def load() -> None:
     _identifier()
 
 
+def loaded() -> bool:
+    """Whether the model is in memory (calls no longer wait for its 2 s load)."""
+    return _identifier.cache_info().currsize > 0
+
+
 @lru_cache(maxsize=1)
 def known_languages() -> frozenset[str]:
     """The codes ``detect_languages`` can answer."""
