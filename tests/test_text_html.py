@@ -215,6 +215,9 @@ def test_blocks_without_text_come_back_unchanged():
     ("", "empty"),
     ("  \n ", "empty"),
     ("<b>" * 300 + "deep" + "</b>" * 300, "nests"),
+    # Refused before html5lib builds the tree, which would take minutes on these.
+    ("".join(f"<b id={i}>x " for i in range(20000)) + "</b>" * 20000, "nests"),
+    ("".join(f"<p><i class={i}>x</b>" for i in range(20000)), "nests"),
 ])
 def test_malformed_or_empty_html_is_a_clear_error(html, problem):
     with pytest.raises(MalformedHtmlError) as error:

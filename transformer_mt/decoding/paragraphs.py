@@ -15,7 +15,6 @@ from __future__ import annotations
 import unicodedata
 
 from ..errors import TransformerMTError
-from ..text.html import segment_html
 from ..text.segment import segment_text
 from .alignment import WORD_START, piece_words
 
@@ -59,6 +58,8 @@ def translate_texts(translator, texts: list[str], format: str = "text", split_se
     if format == "text":
         segmented = [segment_text(text, data.src_lang, split_sentences) for text in texts]
     else:
+        from ..text.html import segment_html  # html5lib and its tree: 0.1 s of import that plain text never needs
+
         segmented = [segment_html(text, data.src_lang, split_sentences) for text in texts]
     sentences = [sentence for one in segmented for sentence in one.sentences]
     alignments = None

@@ -53,6 +53,7 @@ import secrets
 import unicodedata
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 
 import html5lib
 from html5lib.constants import E as PARSE_ERROR_MESSAGES
@@ -87,6 +88,11 @@ TOLERATED_PARSE_ERRORS = frozenset({
     "duplicate-attribute", "expected-doctype-but-got-start-tag", "expected-doctype-but-got-chars",
     "expected-doctype-but-got-eof", "unknown-doctype",
 })
+# Elements without an end tag, or whose end tag may be left out (the next one closes them): not nesting.
+NO_END_TAG = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+                        "wbr", "param", "keygen", "p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th",
+                        "thead", "tbody", "tfoot", "colgroup", "caption", "rb", "rt", "rtc", "rp", "html", "head",
+                        "body"})
 DOCTYPE = "<!DOCTYPE>"  # the tag html5lib's ElementTree builder gives the doctype
 MAX_DEPTH = 256  # deeper nesting is refused: no real page needs it, and walking it costs a recursion each
 DOCUMENT_START = re.compile(r"\s*(<!--.*?-->\s*)*<(!doctype|html[\s>])", re.IGNORECASE | re.DOTALL)
@@ -208,7 +214,9 @@ class SegmentedHtml:
     _marker: re.Pattern | None = None
     _runs: tuple[_Run, ...] = ()
     _plain: SegmentedText | None = None  # the document had no element: it is translated as text
-    has_inline_tags: bool = field(default=False)  # whether any sentence holds an inline element (join uses alignments)
+    # Whether any sentence holds an inline element or an element inside it (<br>, <code>), which join()
+    # places by alignments: without any, translating needs no alignment.
+    has_inline_tags: bool = field(default=False)
 
     def join(self, translations: list[str], alignments: list[list[tuple[int, int]]] | None,
              target_language: str | None) -> str:
@@ -243,13 +251,43 @@ def _parse(document: str):
     return tree
 
 
+def _too_deep() -> MalformedHtmlError:
+    return MalformedHtmlError(f"the HTML document nests elements more than {MAX_DEPTH} deep; flatten it before "
+                              f"translating")
+
+
+class _NestingGuard(HTMLParser):
+    """Estimates how deep a document nests before html5lib builds its tree: html5lib's tree building takes
+    time quadratic in the nesting (8,000 nested elements, 130 kB: minutes), so a document nested deeper
+    than MAX_DEPTH is refused after this linear pass (the standard library's tokenizer) instead."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=False)
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in NO_END_TAG:
+            self.open.append(tag)
+            if len(self.open) > MAX_DEPTH:
+                raise _too_deep()
+
+    def handle_endtag(self, tag):
+        if tag in self.open:  # close it and what was left open inside it; a stray end tag closes nothing
+            del self.open[len(self.open) - 1 - self.open[::-1].index(tag):]
+
+
+def _check_nesting(document: str) -> None:
+    guard = _NestingGuard()
+    guard.feed(document)
+    guard.close()
+
+
 def _check_depth(root) -> None:
     stack = [(root, 0)]
     while stack:
         element, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise MalformedHtmlError(f"the HTML document nests elements more than {MAX_DEPTH} deep; "
-                                     f"flatten it before translating")
+            raise _too_deep()
         stack.extend((child, depth + 1) for child in element)
 
 
@@ -354,8 +392,8 @@ class _Segmenter:
         anchors = [self.anchor(position, html, stack, flat, spans, word_spans) for position, html, stack in kept]
         first = len(self.sentences)
         self.sentences += [" ".join(word.text for word in own) for own in words]
-        if tags:
-            self.inline_tags = True
+        if tags or any(anchor.after is not None and anchor.after >= 0 for anchor in anchors):
+            self.inline_tags = True  # its elements are placed by the alignment
         lead = len(text) - len(text.lstrip())
         trail = len(text.rstrip())
         self.runs.append(_Run(text[:lead], text[trail:], first, words, ends, anchors, tags, chains))
@@ -420,6 +458,7 @@ def segment_html(html: str, language: str | None, split_sentences: bool = True) 
         raise TypeError(f"segment_html() takes a string, got {type(html).__name__}")
     if not html.strip():
         raise MalformedHtmlError("the HTML document is empty; give a document with some text to translate")
+    _check_nesting(html)
     tree = _parse(html)
     _check_depth(tree)
     if not any(True for _ in tree):  # text only: translated as text, lines and paragraphs kept
