@@ -240,10 +240,12 @@ async def detected_source(service: Service, text: str) -> dict:
     return {"confidence": round(100 * dict(ranked).get(service.source, 0.0), 1), "language": service.source}
 
 
-def check_pair(service: Service, source, target, *, allow_missing_target: bool = True) -> str:
-    """The normalized source ('auto' or the served source), or a 400 naming this server's pair."""
+def check_pair(service: Service, source, target) -> str:
+    """The normalized source ('auto' or the served source), or a 400 naming this server's pair. A missing
+    source is 'auto' and a missing target the served one (LibreTranslate requires both; this server always
+    took them as optional)."""
     src = normalized_code(source if source is not None else "auto")
-    tgt = normalized_code(target if target is not None else (service.target if allow_missing_target else None))
+    tgt = normalized_code(target if target is not None else service.target)
     if src not in ("auto", service.source.lower()) or tgt not in ("auto", service.target.lower()):
         raise ApiError(400, f"this server translates {service.source} -> {service.target} only (got source "
                             f"{source!r}, target {target!r}); see GET /languages")
