@@ -220,3 +220,33 @@ def test_api_keys_guard_every_libretranslate_endpoint(translator):
             assert http.post(path, **keyed).status_code == 200, path
         settings = http.get("/frontend/settings").json()
         assert settings["apiKeys"] is True and settings["keyRequired"] is True
+
+
+def test_a_ctranslate2_server_places_tags_without_alignments(small_run, tmp_path):
+    """CTranslate2 gives no alignments: HTML with inline tags and a Word file with a bold word still come back
+    whole (tags by relative position), never a 500."""
+    pytest.importorskip("ctranslate2")
+    docx = pytest.importorskip("docx")
+    import io
+
+    from transformer_mt.interop.ct2_translator import CTranslate2Translator
+    from transformer_mt.interop.ctranslate2_export import export_ctranslate2
+
+    export_ctranslate2(small_run[2], tmp_path / "ct2")
+    ct2 = CTranslate2Translator(tmp_path / "ct2", intra_threads=1)
+    html = f"<p>{WORDS[0]} <b>{WORDS[1]} {WORDS[2]}</b> {WORDS[3]}.</p>"
+    document = docx.Document()
+    paragraph = document.add_paragraph(f"{WORDS[4]} ")
+    paragraph.add_run(WORDS[5]).bold = True
+    paragraph.add_run(f" {WORDS[6]}.")
+    data = io.BytesIO()
+    document.save(data)
+    with live_app(create_app(ct2, max_wait_ms=1)) as http:
+        answer = http.post("/translate", json={"q": html, "format": "html", "alternatives": 1})
+        native = http.post("/v1/translate", json={"text": html, "format": "html"})
+        upload = http.post("/translate_file", files={"file": ("a.docx", data.getvalue(), "application/octet-stream")})
+        assert upload.status_code == 200, upload.text
+        got = docx.Document(io.BytesIO(http.get(upload.json()["translatedFileUrl"]).content))
+    assert answer.status_code == 200 and native.status_code == 200, (answer.text, native.text)
+    assert answer.json()["translatedText"].startswith("<p>") and "<b>" in answer.json()["translatedText"]
+    assert any(run.bold for run in got.paragraphs[0].runs)
