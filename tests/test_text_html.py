@@ -230,3 +230,12 @@ def test_a_protected_block_parts_the_text_around_it_and_an_inline_one_does_not()
     segmented = segment_html("<div>Before it <pre>x  y</pre> after it. Then <code>z</code> more.</div>", "en")
     assert segmented.sentences == ["Before it", "after it.", "Then more."]
     assert segmented.join(["A", "B.", "C D."], None, "en") == "<div>A <pre>x  y</pre> B. C <code>z</code> D.</div>"
+
+
+def test_whitespace_around_elements_at_the_ends_of_a_block_is_written_once():
+    for html in ("<p>One dog. <code>x = 1</code></p>", "<p> <img src=a.png> One dog.</p>", "<p>\n  One dog.\n</p>",
+                 "<p>One dog.<br></p>", "<p><br>One dog. </p>"):
+        segmented = segment_html(html, "en")
+        assert segmented.sentences == ["One dog."]
+        assert segmented.join(["One dog."], [[(0, 0), (1, 1)]], "en") == html.replace("<img src=a.png>",
+                                                                                        '<img src="a.png">')

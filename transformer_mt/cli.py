@@ -145,8 +145,9 @@ def add_translate_command(sub) -> None:
                                 "once. With --nbest each translation is followed by its own alignment. Put the "
                                 "option after the sentences, or name the unit: --alignment pieces \"a sentence\"")
     translate.add_argument("--alignment-layer", type=int, default=None, metavar="L",
-                           help="decoder layer whose cross-attention gives --alignment, numbered from 1 "
-                                "(default: the penultimate layer, as fairseq's alignment_layer)")
+                           help="decoder layer whose cross-attention gives --alignment (and places inline tags with "
+                                "--format html), numbered from 1 (default: the penultimate layer, as fairseq's "
+                                "alignment_layer)")
     _add_decoding_args(translate)
 
 
@@ -507,9 +508,10 @@ def cmd_translate(args) -> int:
         raise TransformerMTError("give texts as arguments or --input FILE, not both")
     _check_output(args.output)
     _check_output_is_not_input(args.output, {"--input": args.input})
-    if args.alignment_layer is not None and not args.alignment:
-        raise TransformerMTError("--alignment-layer chooses the layer of --alignment; add --alignment")
-    if args.alignment and args.engine != "torch":
+    if args.alignment_layer is not None and not args.alignment and args.format != "html":
+        raise TransformerMTError("--alignment-layer chooses the layer of --alignment (or of the alignments that "
+                                 "place inline tags with --format html); add --alignment")
+    if (args.alignment or args.alignment_layer is not None) and args.engine != "torch":
         raise TransformerMTError("--alignment needs --engine torch: the CTranslate2 engine returns the attention of "
                                  "one layer and head fixed at export, not the layer asked for")
     sentence_level = args.alignment or args.nbest != 1  # one result per sentence: the line is not cut
@@ -544,8 +546,9 @@ def cmd_translate(args) -> int:
         results = translator.translate(texts, nbest=args.nbest, **_decode_kwargs(args))
         lines = ["\t".join(r) for r in results]
     else:
+        layer = {"alignment_layer": args.alignment_layer} if args.alignment_layer is not None else {}
         lines = translator.translate_text(texts, format=args.format, split_sentences=args.split_sentences,
-                                          **_decode_kwargs(args))
+                                          **layer, **_decode_kwargs(args))
         if args.format == "text":
             lines = [_one_line(line) for line in lines]
     if args.format == "html" and not args.sentences:

@@ -21,14 +21,20 @@ MathML, elements with translate="no" or class "notranslate" (and everything insi
 attributes (href, src, alt, title, class: untouched, entities included).
 
 Putting the inline elements back is the approach of Bergamot (Mozilla's Firefox translations): each
-source word knows the inline elements it stood in, and each target word takes those of the source word
-it is aligned to (with several, the one inside the most elements). An element then spans from its first
-to its last target word, so it stays one element; where the translation reorders two sibling elements
-across each other, one of them is written twice (never a broken tag). A target word aligned to no
-source word takes the elements that both its aligned neighbours stand in. An element whose source words
-got no target word wraps the target words at the same relative position, so no element is lost.
-Elements without text (<br>, <img>, an empty <a>) and protected elements inside a sentence (an inline
-<code>) stay after the target word aligned to the source word they followed.
+source word knows the inline elements it stood in (the deepest of its characters'), and each target
+word takes those of the source word it is aligned to (with several, the one inside the most elements).
+A target word aligned to no source word takes the elements that both its aligned neighbours stand in.
+An element then spans from its first to its last target word where the nesting allows, so it stays one
+element; where the translation moves it across a sibling element, it is written twice (never a broken
+or wrongly nested tag). An element whose source words got no target word wraps the target word at the
+same relative position (an empty copy of it when the sentence's translation is empty), so no element
+is lost. Punctuation that stood outside an element ("<a>the dog</a>.") stays outside it in the
+translation, the sentence's final punctuation included. Elements without text (<br>, <img>, an empty
+<a>) and protected elements inside a sentence (an inline <code>) stay after the target word aligned to
+the source word they followed; a <br> parts two words as a space does.
+
+Documents nested more than MAX_DEPTH elements deep are refused before html5lib builds the tree (its
+tree building is quadratic in the nesting). html5lib is pure Python: about 25 ms a kilobyte here.
 
 Words, as :meth:`SegmentedHtml.join` counts them, are the whitespace-separated words of
 ``sentences[k]`` and of ``translations[k]`` (``str.split()``): the words of
@@ -203,6 +209,7 @@ class _Token:
     html: str
     stack: set[int]
     separator: str  # written before the token, unless it is the run's first
+    whole: bool = False  # an element kept whole: it stays in the elements it stood in, no other is put around it
 
 
 @dataclass(frozen=True)
@@ -343,6 +350,7 @@ class _Segmenter:
         chars: list[str] = []
         stacks: list[tuple[int, ...]] = []
         kept: list[tuple[int, str, tuple[int, ...]]] = []  # (position, html, stack) of elements kept whole
+        virtual: set[int] = set()  # positions of the spaces that stand for a <br>
         tags: list[tuple[str, str]] = []
         chains: list[tuple[int, ...]] = []
 
@@ -356,7 +364,8 @@ class _Segmenter:
                 kept.append((len(chars), _render(element), stack))
                 element.tail = tail
                 if isinstance(element.tag, str) and element.tag.lower() == "br":
-                    add_text("\n", stack)  # a line break parts the words on either side, as a space does
+                    virtual.add(len(chars))  # a line break parts the words on either side, as a space does,
+                    add_text(" ", stack)  # but that space is not written back
             else:
                 tags.append(_tag_pair(element))
                 chains.append(stack + (len(tags) - 1,))
@@ -389,22 +398,29 @@ class _Segmenter:
                 own_spans.append((s, e))
             words.append(own)
             word_spans.append(own_spans)
-        anchors = [self.anchor(position, html, stack, flat, spans, word_spans) for position, html, stack in kept]
+        anchors = [self.anchor(position, html, stack, flat, virtual, spans, word_spans)
+                   for position, html, stack in kept]
         first = len(self.sentences)
         self.sentences += [" ".join(word.text for word in own) for own in words]
         if tags or any(anchor.after is not None and anchor.after >= 0 for anchor in anchors):
             self.inline_tags = True  # its elements are placed by the alignment
-        lead = len(text) - len(text.lstrip())
-        trail = len(text.rstrip())
-        self.runs.append(_Run(text[:lead], text[trail:], first, words, ends, anchors, tags, chains))
+        # The whitespace before the first and after the last thing in the run (text or an element kept
+        # whole: the whitespace between such an element and the text goes with the element).
+        lead = min([len(text) - len(text.lstrip())] + [position for position, _, _ in kept])
+        trail = max([len(text.rstrip())] + [position for position, _, _ in kept])
+        trailing = "".join(c for i, c in enumerate(text[trail:], trail) if i not in virtual)
+        self.runs.append(_Run(text[:lead], trailing, first, words, ends, anchors, tags, chains))
         marker = ElementTree.Element(self.marker_tag)
         marker.text = str(len(self.runs) - 1)
         return marker
 
     @staticmethod
-    def anchor(position, html, stack, flat, spans, word_spans) -> _Anchor:
-        space_before = position > 0 and flat[position - 1] == " "
-        space_after = position < len(flat) and flat[position] == " "
+    def anchor(position, html, stack, flat, virtual, spans, word_spans) -> _Anchor:
+        def space(i):  # whether the source has a space at i (not the one that stands for a <br>)
+            return 0 <= i < len(flat) and flat[i] == " " and i not in virtual
+
+        space_before = space(position - 1)
+        space_after = space(position + 1) if position in virtual else space(position)
         sentence = max(0, bisect.bisect_left([start for start, _ in spans], position) - 1)  # the last starting before
         start, end = spans[sentence]
         if position <= start:
@@ -544,7 +560,7 @@ def _render_run(run: _Run, translations: list[str], alignments, target_language:
         sentence_starts.append(len(tokens))
         next_separator = separator if k else ""
         for a in before[-1]:
-            tokens.append(_Token(a.html, set(a.stack), next_separator if a.space_before else ""))
+            tokens.append(_Token(a.html, set(a.stack), next_separator if a.space_before else "", whole=True))
             next_separator = " " if a.space_after else ""
         for j, word in enumerate(target):
             source = words[sources[j]] if sources[j] is not None else None
@@ -558,10 +574,10 @@ def _render_run(run: _Run, translations: list[str], alignments, target_language:
                     word_tokens[-1].append(len(tokens))
                 tokens.append(_Token(html_escaping.escape(text, quote=False),
                                      set(stacks[j] if stack is None else stack),
-                                     "" if p else next_separator if j or k else ""))
+                                     "" if p else next_separator))
             next_separator = " "
             for a in before[j]:
-                tokens.append(_Token(a.html, set(a.stack), " " if a.space_before else ""))
+                tokens.append(_Token(a.html, set(a.stack), " " if a.space_before else "", whole=True))
                 next_separator = " " if a.space_after else ""
     _keep_every_element(run, tokens, word_tokens, sentence_starts)
     return run.leading + _write_tokens(run, tokens) + run.trailing
@@ -614,7 +630,8 @@ def _keep_every_element(run: _Run, tokens: list[_Token], word_tokens: list[list[
             last[element] = t
     for element in sorted(first, key=lambda element: len(run.chains[element])):  # outer elements first
         for t in range(first[element], last[element] + 1):
-            if element not in tokens[t].stack and _fits(run, tokens[t].stack, run.chains[element]):
+            if (element not in tokens[t].stack and not tokens[t].whole
+                    and _fits(run, tokens[t].stack, run.chains[element])):
                 tokens[t].stack.update(run.chains[element])
 
 
