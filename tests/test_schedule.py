@@ -11,7 +11,8 @@ from transformer_mt import device as device_module
 from transformer_mt.config import TrainingConfig
 from transformer_mt.device import resolve_precision
 from transformer_mt.errors import TransformerMTError
-from transformer_mt.training.trainer import Trainer, learning_rate_factor
+from transformer_mt.training.schedule import learning_rate_factor
+from transformer_mt.training.trainer import Trainer
 
 
 def test_inverse_sqrt_warms_up_linearly_peaks_at_lr_then_decays():

@@ -69,6 +69,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The transformer-mt command line: one add_*_command function per command, in --help order."""
     parser = argparse.ArgumentParser(
         prog="transformer-mt",
         description="Train, run and score encoder-decoder Transformer translation models.",
@@ -76,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    add_train_command(sub)
+    add_prepare_command(sub)
+    add_translate_command(sub)
+    add_evaluate_command(sub)
+    add_average_command(sub)
+    add_serve_command(sub)
+    add_export_command(sub)
+    add_plot_command(sub)
+    add_upgrade_checkpoint_command(sub)
+    return parser
+
+
+def add_train_command(sub) -> None:
     train = sub.add_parser(
         "train", help="train a model from a YAML config",
         description="Train a model as described by a YAML config (see configs/reference.yaml for every key). "
@@ -89,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.epilog = ("Data-parallel: torchrun --nproc_per_node N -m transformer_mt train --config FILE ... trains "
                     "with N processes (one GPU each, or CPU processes); see the README.")
 
+
+def add_prepare_command(sub) -> None:
     prepare = sub.add_parser(
         "prepare", help="train the tokenizer and encode the corpora, without training",
         description="Do what 'train' does before its first update: claim the output directory, train the "
@@ -97,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "before a multi-GPU job so that the GPUs do not wait for the encoding.")
     add_run_arguments(prepare)
 
+
+def add_translate_command(sub) -> None:
     translate = sub.add_parser(
         "translate", help="translate sentences with a trained model",
         description="Translate text given as arguments, read from --input, or from standard input. Each line "
@@ -132,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "alignment_layer)")
     _add_decoding_args(translate)
 
+
+def add_evaluate_command(sub) -> None:
     evaluate = sub.add_parser(
         "evaluate", help="translate a test set and score it with sacreBLEU (BLEU and chrF)",
         description="Score translations with sacreBLEU BLEU and chrF and print the signatures. Either translate "
@@ -150,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_argument(evaluate)
     _add_decoding_args(evaluate)
 
+
+def add_average_command(sub) -> None:
     average = sub.add_parser(
         "average", help="average the last N step checkpoints of a run",
         description="Average the weights of the last N checkpoint_step*.pt files of a run into "
@@ -158,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_argument("--last", type=int, default=5, metavar="N", help="number of checkpoints (default: 5)")
     average.add_argument("--output", metavar="FILE", help="output file (default: DIR/checkpoint_average.pt)")
 
+
+def add_serve_command(sub) -> None:
     serve = sub.add_parser(
         "serve", help="serve a trained model over HTTP (LibreTranslate-compatible REST API)",
         description="Serve a trained model over HTTP: POST /translate (LibreTranslate's API), GET /languages, "
@@ -192,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="file with one API key per line; requests must then send one as 'api_key'")
     _add_decoding_args(serve)
 
+
+def add_export_command(sub) -> None:
     export = sub.add_parser(
         "export", help="export a trained model to CTranslate2 (a fast C++ inference engine)",
         description="Write a directory that ctranslate2.Translator loads: the model's weights in CTranslate2's "
@@ -207,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "bfloat16", "float32"),
                         help="weight type in the export (default: float32, as trained)")
 
+
+def add_plot_command(sub) -> None:
     plot = sub.add_parser(
         "plot", help="draw learning curves of runs, or a model's attention (matplotlib, the [plots] extra)",
         description="Learning curves from the runs' metrics.jsonl (learning_curves.png): training and validation "
@@ -239,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--checkpoint", default="best",
                       help="with --attention: best, last, average or a checkpoint file (default: best)")
 
+
+def add_upgrade_checkpoint_command(sub) -> None:
     upgrade = sub.add_parser(
         "upgrade-checkpoint", help="convert checkpoints of an earlier transformer-mt to the safe format",
         description="Checkpoints are loaded without running code in them (torch.load with weights_only=True). "
@@ -250,7 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("path", metavar="PATH", help="run directory or checkpoint file")
     upgrade.add_argument("--trust", action="store_true",
                          help="required to convert: you made the file(s) or trust their source")
-    return parser
 
 
 def cmd_train(args) -> int:

@@ -11,12 +11,17 @@ folder that already holds other files). From then on:
 - transformer-mt touches only the files it owns (``OWNED_PATTERNS``):
   ``--overwrite`` deletes those and nothing else, so a user's notes or data
   kept inside a run directory survive.
+
+``prepare_run_dir`` is how training starts on one: claim and lock it, then decide from
+``checkpoint_last.pt`` whether the run resumes (same config, same number of processes) or starts;
+``log_positions``/``cut_logs_to_checkpoint`` keep the logs of a resumed run in step with its checkpoint.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +29,9 @@ import re
 import shutil
 from pathlib import Path
 
+from .. import checkpoint as ckpt
+from ..config import Config
+from ..decoding.translator import CHECKPOINT_NAMES
 from ..errors import TransformerMTError
 
 log = logging.getLogger("transformer_mt")
@@ -187,14 +195,125 @@ def upgrade_run_dir(run_dir, trust: bool) -> list[Path]:
 
     Returns the checkpoints that were converted (the originals stay as ``*.pt.format1``).
     """
-    from ..checkpoint import upgrade_checkpoint
 
     run_dir = Path(run_dir)
     checkpoints = sorted(run_dir.glob("checkpoint_*.pt"))
     if not checkpoints:
         raise TransformerMTError(f"{run_dir} has no checkpoint_*.pt files to upgrade")
     with RunLock(run_dir, "upgrading checkpoints"):
-        converted = [path for path in checkpoints if upgrade_checkpoint(path, trust)]
+        converted = [path for path in checkpoints if ckpt.upgrade_checkpoint(path, trust)]
         if not (run_dir / MARKER).exists():
             write_marker(run_dir)
     return converted
+
+
+# --- set-up of a training run: claim, resume checks, logs cut back to the checkpoint --------------
+
+# Logs that a resumed run cuts back to their length at its checkpoint (the steps after it are trained again).
+RESUMED_LOGS = ("train.log", "metrics.jsonl")
+
+
+def read_saved_config(path: Path) -> tuple[dict | None, str | None]:
+    """The run's config.yaml as a dict, or (None, why) when it is missing or damaged."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return None, f"unreadable: {type(exc).__name__}"
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        return None, "not a mapping of sections"
+    return raw, None
+
+
+def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool,
+                    world_size: int = 1) -> tuple[RunLock, dict | None]:
+    """Claim and lock the run directory; return the lock and, when training resumes, checkpoint_last's state.
+
+    The checkpoint's own config decides whether the new config may continue it, and its
+    number of processes whether this one may.
+    """
+    lock = claim_run_dir(run_dir, overwrite)
+    try:
+        last = run_dir / CHECKPOINT_NAMES["last"]
+        if last.exists():
+            state = ckpt.load_checkpoint(last)
+            if "optimizer" not in state:
+                raise TransformerMTError(f"{last} holds only model weights and cannot be resumed from")
+            check_world_size(state, last, world_size)
+            diffs = ckpt.config_differences(state["config"], config.to_dict())
+            if diffs:
+                raise TransformerMTError(
+                    f"output directory {run_dir} holds a run with a different config ({'; '.join(diffs[:5])}); "
+                    f"use another --output-dir, or pass --overwrite to delete that run")
+            return lock, state
+        if resume:
+            raise TransformerMTError(f"--resume was given but {last} does not exist; start without --resume")
+        others = sorted(p.name for p in run_dir.glob("checkpoint_*.pt"))
+        if others:
+            raise TransformerMTError(
+                f"output directory {run_dir} holds checkpoints ({', '.join(others[:3])}) but no {last.name} to "
+                f"resume from; starting again would overwrite them: use another --output-dir, or pass --overwrite "
+                f"to delete that run")
+        return lock, None
+    except BaseException:
+        lock.release()
+        raise
+
+
+def check_world_size(state: dict, path: Path, world_size: int) -> None:
+    saved = state["data_position"].get("world_size", 1)
+    if saved != world_size:
+        how = "without torchrun" if saved == 1 else f"with torchrun --nproc_per_node/--nnodes giving {saved}"
+        raise TransformerMTError(
+            f"{path} was written by {saved} training process(es) and this run has {world_size}: each "
+            f"process's place in the epoch and its random state belong to that number. Resume {how} "
+            f"processes, or start a new run (--output-dir) with this number")
+
+
+LOG_TAIL_BYTES = 4096  # the bytes before a log's recorded end whose hash identifies that log
+
+
+def _tail_sha256(handle, size: int) -> str:
+    """SHA-256 of the LOG_TAIL_BYTES bytes of an open log before byte ``size``; leaves the handle at ``size``."""
+    handle.seek(max(0, size - LOG_TAIL_BYTES))
+    return hashlib.sha256(handle.read(size - handle.tell())).hexdigest()
+
+
+def log_positions(run_dir: Path) -> dict:
+    """Where train.log and metrics.jsonl end now, and a hash of the bytes just before (for the checkpoint)."""
+    positions = {}
+    for name in RESUMED_LOGS:
+        try:
+            with open(run_dir / name, "rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                positions[name] = {"size": size, "tail_sha256": _tail_sha256(handle, size)}
+        except FileNotFoundError:
+            positions[name] = {"size": 0, "tail_sha256": hashlib.sha256(b"").hexdigest()}
+    return positions
+
+
+def cut_logs_to_checkpoint(run_dir: Path, positions: dict) -> dict:
+    """Truncate train.log/metrics.jsonl to where they ended when the checkpoint was written.
+
+    Returns, per file past that point, the number of lines cut, or None where it was left alone.
+
+    A run killed after its last checkpoint logged steps that the resumed run trains again;
+    keeping both would list those steps twice. A log is cut only if the bytes before that
+    point are the ones the checkpoint saw (not a log replaced or copied from elsewhere).
+    """
+    removed = {}
+    for name in RESUMED_LOGS:
+        path, position = run_dir / name, positions.get(name)
+        if not position or not path.is_file() or path.stat().st_size <= position["size"]:
+            continue
+        size = position["size"]
+        with open(path, "r+b") as handle:
+            if _tail_sha256(handle, size) != position["tail_sha256"]:
+                removed[name] = None
+                continue
+            removed[name] = handle.read().count(b"\n")
+            handle.truncate(size)
+    return removed

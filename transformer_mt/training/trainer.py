@@ -25,11 +25,9 @@ the run stopped (same data order, same dropout masks on CPU).
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 import math
-import os
 import random
 import shutil
 import signal
@@ -53,50 +51,22 @@ from ..scoring import resolve_tokenize, score
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .loss import label_smoothed_nll_loss
 from .metrics import MetricsWriter
-from .rundir import RunLock, claim_run_dir, remove_interrupted_writes
+from .rundir import (
+    check_world_size,
+    cut_logs_to_checkpoint,
+    log_positions,
+    prepare_run_dir,
+    read_saved_config,
+    remove_interrupted_writes,
+)
+from .schedule import describe_schedule, learning_rate_factor
 
 log = logging.getLogger("transformer_mt")
 
 VALIDATION_EXAMPLES = 3  # validation translations shown in TensorBoard's text tab at each validation
 
-# Logs that a resumed run cuts back to their length at its checkpoint (the steps after it are trained again).
-RESUMED_LOGS = ("train.log", "metrics.jsonl")
-
-
 class TrainingInterrupted(TransformerMTError):
     """Raised after SIGINT/SIGTERM once the checkpoint is saved."""
-
-
-def learning_rate_factor(step: int, cfg, d_model: int, progress: float | None = None) -> float:
-    """Multiplier of ``training.lr`` at optimizer update ``step`` (1-based).
-
-    The cosine and linear schedules decay over ``progress`` (0 -> 1) when it is given (the
-    minutes horizon: the share of the time budget spent), else over the updates after warmup
-    up to ``training.max_steps``.
-    """
-    step = max(step, 1)
-    warmup = cfg.warmup_steps
-    if cfg.scheduler == "constant":
-        return min(1.0, step / warmup) if warmup else 1.0
-    if cfg.scheduler == "noam":
-        # The paper's formula (section 5.3); training.lr is then a scale factor (often 1 or 2).
-        return d_model ** -0.5 * min(step ** -0.5, step * max(warmup, 1) ** -1.5)
-    if cfg.scheduler == "inverse_sqrt":
-        # Same shape as noam, normalised so that the peak (at step == warmup) is training.lr.
-        if not warmup:
-            return 1.0 / math.sqrt(step)
-        return min(step / warmup, math.sqrt(warmup / step))
-    # cosine / linear: warmup, then decay to min_lr at the end of the horizon
-    if warmup and step < warmup:
-        return step / warmup
-    if progress is None:
-        total = max(cfg.max_steps, warmup + 1)
-        progress = (step - warmup) / max(1, total - warmup)
-    progress = min(1.0, max(0.0, progress))
-    floor = cfg.min_lr / cfg.lr
-    if cfg.scheduler == "linear":
-        return floor + (1 - floor) * (1 - progress)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def setup_logging(run_dir: Path) -> logging.Handler:
@@ -110,66 +80,6 @@ def setup_logging(run_dir: Path) -> logging.Handler:
         console.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(console)
     return handler
-
-
-def read_saved_config(path: Path) -> tuple[dict | None, str | None]:
-    """The run's config.yaml as a dict, or (None, why) when it is missing or damaged."""
-    import yaml
-
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, "missing"
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        return None, f"unreadable: {type(exc).__name__}"
-    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
-        return None, "not a mapping of sections"
-    return raw, None
-
-
-def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool,
-                    world_size: int = 1) -> tuple[RunLock, dict | None]:
-    """Claim and lock the run directory; return the lock and, when training resumes, checkpoint_last's state.
-
-    The checkpoint's own config decides whether the new config may continue it, and its
-    number of processes whether this one may.
-    """
-    lock = claim_run_dir(run_dir, overwrite)
-    try:
-        last = run_dir / CHECKPOINT_NAMES["last"]
-        if last.exists():
-            state = ckpt.load_checkpoint(last)
-            if "optimizer" not in state:
-                raise TransformerMTError(f"{last} holds only model weights and cannot be resumed from")
-            check_world_size(state, last, world_size)
-            diffs = ckpt.config_differences(state["config"], config.to_dict())
-            if diffs:
-                raise TransformerMTError(
-                    f"output directory {run_dir} holds a run with a different config ({'; '.join(diffs[:5])}); "
-                    f"use another --output-dir, or pass --overwrite to delete that run")
-            return lock, state
-        if resume:
-            raise TransformerMTError(f"--resume was given but {last} does not exist; start without --resume")
-        others = sorted(p.name for p in run_dir.glob("checkpoint_*.pt"))
-        if others:
-            raise TransformerMTError(
-                f"output directory {run_dir} holds checkpoints ({', '.join(others[:3])}) but no {last.name} to "
-                f"resume from; starting again would overwrite them: use another --output-dir, or pass --overwrite "
-                f"to delete that run")
-        return lock, None
-    except BaseException:
-        lock.release()
-        raise
-
-
-def check_world_size(state: dict, path: Path, world_size: int) -> None:
-    saved = state["data_position"].get("world_size", 1)
-    if saved != world_size:
-        how = "without torchrun" if saved == 1 else f"with torchrun --nproc_per_node/--nnodes giving {saved}"
-        raise TransformerMTError(
-            f"{path} was written by {saved} training process(es) and this run has {world_size}: each "
-            f"process's place in the epoch and its random state belong to that number. Resume {how} "
-            f"processes, or start a new run (--output-dir) with this number")
 
 
 def discard_stale_tokenizer(config: Config, run_dir: Path) -> None:
@@ -187,52 +97,6 @@ def discard_stale_tokenizer(config: Config, run_dir: Path) -> None:
     for path in list(run_dir.glob("spm*.model")) + list(run_dir.glob("spm*.vocab")):
         path.unlink()
     shutil.rmtree(run_dir / "cache", ignore_errors=True)
-
-
-LOG_TAIL_BYTES = 4096  # the bytes before a log's recorded end whose hash identifies that log
-
-
-def _tail_sha256(handle, size: int) -> str:
-    """SHA-256 of the LOG_TAIL_BYTES bytes of an open log before byte ``size``; leaves the handle at ``size``."""
-    handle.seek(max(0, size - LOG_TAIL_BYTES))
-    return hashlib.sha256(handle.read(size - handle.tell())).hexdigest()
-
-
-def log_positions(run_dir: Path) -> dict:
-    """Where train.log and metrics.jsonl end now, and a hash of the bytes just before (for the checkpoint)."""
-    positions = {}
-    for name in RESUMED_LOGS:
-        try:
-            with open(run_dir / name, "rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                positions[name] = {"size": size, "tail_sha256": _tail_sha256(handle, size)}
-        except FileNotFoundError:
-            positions[name] = {"size": 0, "tail_sha256": hashlib.sha256(b"").hexdigest()}
-    return positions
-
-
-def cut_logs_to_checkpoint(run_dir: Path, positions: dict) -> dict:
-    """Truncate train.log/metrics.jsonl to where they ended when the checkpoint was written.
-
-    Returns, per file past that point, the number of lines cut, or None where it was left alone.
-
-    A run killed after its last checkpoint logged steps that the resumed run trains again;
-    keeping both would list those steps twice. A log is cut only if the bytes before that
-    point are the ones the checkpoint saw (not a log replaced or copied from elsewhere).
-    """
-    removed = {}
-    for name in RESUMED_LOGS:
-        path, position = run_dir / name, positions.get(name)
-        if not position or not path.is_file() or path.stat().st_size <= position["size"]:
-            continue
-        size = position["size"]
-        with open(path, "r+b") as handle:
-            if _tail_sha256(handle, size) != position["tail_sha256"]:
-                removed[name] = None
-                continue
-            removed[name] = handle.read().count(b"\n")
-            handle.truncate(size)
-    return removed
 
 
 class Trainer:
@@ -344,7 +208,7 @@ class Trainer:
             log.info("data-parallel: world size %d, backend %s; rank 0 writes and validates",
                      self.distributed.world_size, self.distributed.backend)
         log.info("precision %s (%s)", self.precision, precision_reason)
-        log.info("learning rate: %s", self.describe_schedule())
+        log.info("learning rate: %s", describe_schedule(self.config.training))
 
     def _prepare_run_files(self, resume_state: dict | None) -> None:
         """Rank 0's share of the set-up: the run directory's logs, leftovers, tokenizer and config files."""
@@ -536,15 +400,6 @@ class Trainer:
             group["lr"] = lr
         return lr
 
-    def describe_schedule(self) -> str:
-        cfg = self.config.training
-        text = f"{cfg.scheduler}, peak {cfg.lr:g} after {cfg.warmup_steps} warmup updates"
-        if cfg.scheduler not in ("cosine", "linear"):
-            return text
-        if cfg.schedule_horizon == "minutes":
-            return (f"{text}, decaying to {cfg.min_lr:g} over the {cfg.max_minutes:g}-minute budget "
-                    f"(schedule_horizon: minutes; time spent validating does not count)")
-        return f"{text}, decaying to {cfg.min_lr:g} at update {cfg.max_steps} (schedule_horizon: steps)"
 
     # --- one update ------------------------------------------------------------------------------
 

@@ -1,0 +1,151 @@
+"""Every script in scripts/ runs: a smoke run of each with a tiny budget and data made here (no downloads).
+
+These check that a script still works end to end after a change elsewhere (an import moved, an
+option renamed, a run-directory rule tightened), not how fast anything is: the numbers they print
+are not looked at, only that they print their table and exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_config, write_reverse_corpus
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+
+
+def run_script(name: str, *args, timeout: int = 600, cwd=None) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], capture_output=True, text=True,
+                            timeout=timeout, cwd=cwd)
+    assert result.returncode == 0, f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("scripts")
+    data = write_reverse_corpus(tmp / "data", n_train=300, n_valid=10, n_test=10)
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(data, max_steps=4, validate_every=2).to_dict()), encoding="utf-8")
+    return path
+
+
+def test_every_script_has_a_smoke_test():
+    here = Path(__file__).read_text(encoding="utf-8")
+    scripts = sorted(p.name for p in SCRIPTS.glob("*.py"))
+    assert scripts, "no scripts found"
+    missing = [name for name in scripts if f'"{name}"' not in here]
+    assert not missing, f"scripts without a smoke run in {Path(__file__).name}: {missing}"
+
+
+def test_benchmark(tiny_yaml, tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_script("benchmark.py", "--config", tiny_yaml, "--warmup-steps", 1, "--train-steps", 2,
+                        "--sentences", 5, "--json", out)
+    assert json.loads(out.read_text()), result.stdout
+    assert "sent/s" in result.stdout and "target tokens/s" in result.stdout
+
+
+def test_benchmark_decoding_a_trained_run(small_run):
+    _, _, run = small_run
+    result = run_script("benchmark.py", "--config", run / "config.yaml", "--run", run, "--skip-training",
+                        "--sentences", 5, "--check-exact", 3)
+    assert "identical" in result.stdout, result.stdout
+
+
+def test_benchmark_data(tmp_path):
+    result = run_script("benchmark_data.py", "--sizes", "2k", "--updates", 2, "--work-dir", tmp_path / "work",
+                        "--json", tmp_path / "data.json")
+    rows = json.loads((tmp_path / "data.json").read_text())["rows"]
+    assert [row["pairs"] for row in rows] == [2000], result.stdout
+
+
+def test_benchmark_distributed(tiny_yaml):
+    result = run_script("benchmark_distributed.py", "--config", tiny_yaml, "--nproc", 2, "--warmup-steps", 1,
+                        "--steps", 2, "--device", "cpu")
+    assert "| 2 |" in result.stdout, result.stdout
+
+
+def test_benchmark_server(small_run, tmp_path):
+    _, _, run = small_run
+    out = tmp_path / "server.json"
+    result = run_script("benchmark_server.py", "--model", run, "--sentences", 8, "--clients", 1, 2,
+                        "--skip-no-batching", "--json", out)
+    assert json.loads(out.read_text()), result.stdout
+
+
+def test_reproduce(tiny_yaml, tmp_path):
+    results = tmp_path / "results.jsonl"
+    run_script("reproduce.py", tiny_yaml, "--output-dir", tmp_path / "run", "--results", results, "--device", "cpu")
+    row = json.loads(results.read_text().splitlines()[-1])
+    assert "bleu" in json.dumps(row).lower()
+
+
+def test_tune_decoding(small_run):
+    _, _, run = small_run
+    result = run_script("tune_decoding.py", "--model", run, "--beams", 1, 2, "--length-penalties", 1.0,
+                        "--device", "cpu")
+    assert "valid BLEU" in result.stdout
+
+
+def test_make_demo_data(tmp_path):
+    run_script("make_demo_data.py", "--out", tmp_path / "demo", "--train", 50, "--valid", 5, "--test", 5)
+    assert len((tmp_path / "demo" / "train.src").read_text().splitlines()) == 50
+
+
+@pytest.mark.parametrize("name", ["download_multi30k.py", "download_wmt14_en_de.py"])
+def test_download_scripts_parse_their_options(name):
+    # Tests never download: the smoke run is --help (imports and the option parser).
+    assert "--out" in run_script(name, "--help").stdout
+
+
+def test_compare_peers_parses_its_options():
+    assert "--toolkits" in run_script("compare_peers.py", "--help").stdout
+
+
+def load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), SCRIPTS / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; only its exit status is left to collect
+
+
+def test_compare_peers_stops_every_process_of_a_toolkit_at_the_end_of_its_slot(tmp_path):
+    # A "toolkit" that leaves a worker behind, as OpenNMT-py's data loaders did.
+    compare_peers = load_script("compare_peers.py")
+    pid_file = tmp_path / "worker.pid"
+    trainer = ["bash", "-c", f"sleep 300 & echo $! > {pid_file}; sleep 300"]
+    compare_peers.run_for(trainer, minutes=0.03, log_path=tmp_path / "train.log", env=dict(os.environ))
+    worker = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while is_running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_running(worker), "the toolkit's worker outlived its slot"
+
+    pid_file.unlink()
+    decoder = ["bash", "-c", f"sleep 300 & echo $! > {pid_file}; exit 0"]
+    compare_peers.timed(decoder, dict(os.environ), log_path=tmp_path / "decode.log")
+    worker = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while is_running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_running(worker), "a decoder's leftover process outlived the timed command"
