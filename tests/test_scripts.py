@@ -149,3 +149,21 @@ def test_compare_peers_stops_every_process_of_a_toolkit_at_the_end_of_its_slot(t
     while is_running(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not is_running(worker), "a decoder's leftover process outlived the timed command"
+
+
+def test_paragraph_bleu(small_run, tmp_path):
+    _, _, run = small_run
+    out = tmp_path / "paragraphs.json"
+    result = run_script("paragraph_bleu.py", "--model", run, "--mix", 2, 3, "--json", out)
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["row"].split(",")[-1].strip() for row in rows] == ["one sentence a line", "split",
+                                                                     "--no-split-sentences"]
+    assert "BLEU" in result.stdout
+
+
+def test_demo_tag_placement(tmp_path):
+    from transformer_mt import train
+
+    train(tiny_config(ROOT / "data" / "demo", max_steps=2, validate_every=2), tmp_path / "run", show_progress=False)
+    result = run_script("demo_tag_placement.py", "--model", tmp_path / "run", "--limit", 5)
+    assert "/5 (" in result.stdout
