@@ -1,9 +1,13 @@
-"""SentencePiece tokenization: train the models, map text <-> ids.
+"""SentencePiece tokenization: train the models (or take given ones), map text <-> ids.
 
 Special ids are fixed for every model: pad 0, unk 1, bos 2, eos 3. The
 models live inside the run directory (``spm.model`` for a joint vocabulary,
 ``spm.src.model`` and ``spm.tgt.model`` otherwise), so a run directory is all
 a translator needs. Training again reuses models that are already there.
+
+Existing models (``tokenizer.model``, or ``tokenizer.source_model`` and
+``tokenizer.target_model``) are checked when the config is read and copied
+into the run directory under those same names instead of training one.
 """
 
 from __future__ import annotations
@@ -13,16 +17,20 @@ import itertools
 import logging
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
 
-from ..config import TokenizerConfig
+from ..checkpoint import file_sha256
+from ..config import TokenizerConfig, file_problem
 from ..errors import TransformerMTError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+# A SentencePiece model is a few MB at most (a 64k-piece one is ~1 MB); anything far larger is not one.
+MAX_MODEL_BYTES = 256 << 20
 
 log = logging.getLogger(__name__)
 
@@ -173,21 +181,102 @@ def tokenizer_paths(run_dir, joint: bool) -> tuple[Path, Path]:
     return run_dir / "spm.src.model", run_dir / "spm.tgt.model"
 
 
-def build_tokenizers(run_dir, cfg: TokenizerConfig, src_train: Path, tgt_train: Path) -> tuple[Tokenizer, Tokenizer]:
-    """Train (or reuse) the source and target tokenizers of a run."""
+def special_ids_problem(sp: spm.SentencePieceProcessor) -> str | None:
+    """Why a SentencePiece model's special ids do not fit this toolkit (pad/unk/bos/eos = 0/1/2/3), or None."""
+    ids = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
+    if ids == (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+        return None
+    return (f"has special ids pad/unk/bos/eos = {'/'.join(map(str, ids))} (-1: none), transformer-mt needs "
+            f"{PAD_ID}/{UNK_ID}/{BOS_ID}/{EOS_ID}; train it with --pad_id={PAD_ID} --unk_id={UNK_ID} "
+            f"--bos_id={BOS_ID} --eos_id={EOS_ID}")
+
+
+def check_model_file(path: Path, key: str, source: str = "config") -> None:
+    """One clear error if ``path`` (named by config ``key``) is not a SentencePiece model this toolkit can use."""
+    problem = file_problem(path, "a SentencePiece .model file")
+    if problem is None and path.stat().st_size > MAX_MODEL_BYTES:
+        problem = f"is {path.stat().st_size >> 20} MiB, far too large for a SentencePiece model"
+    if problem is None:
+        sp = spm.SentencePieceProcessor()
+        try:
+            sp.load(str(path))
+        except (OSError, RuntimeError):
+            problem = "is not a SentencePiece model (it cannot be loaded)"
+        else:
+            problem = special_ids_problem(sp)
+    if problem is not None:
+        raise TransformerMTError(
+            f"{source}: '{key}' {path} {problem}; point '{key}' at a SentencePiece .model file, or leave it "
+            f"out to train one")
+
+
+def check_given_models(cfg: TokenizerConfig, source: str = "config") -> None:
+    """Check the existing SentencePiece models the tokenizer section names (when the config is read)."""
+    for key, path in cfg.given_models().items():
+        check_model_file(Path(path), key, source)
+
+
+def given_models(cfg: TokenizerConfig) -> tuple[tuple[Path, str], tuple[Path, str]] | None:
+    """The (source, target) models the config names, each with its config key, or None to train them."""
+    if cfg.model:
+        return (Path(cfg.model), "'tokenizer.model'"), (Path(cfg.model), "'tokenizer.model'")
+    if cfg.source_model:
+        return ((Path(cfg.source_model), "'tokenizer.source_model'"),
+                (Path(cfg.target_model), "'tokenizer.target_model'"))
+    return None
+
+
+def copy_given_model(given: Path, copy: Path, origin: str) -> None:
+    """Put the existing model ``given`` into the run as ``copy`` (written whole or not at all).
+
+    A copy already there (a resumed run, or a second start) is reused only if it is the same
+    file: a run must keep the tokenizer its checkpoints were trained with. ``origin`` names
+    where ``given`` comes from in messages (a config key, a parent run).
+    """
+    digest = file_sha256(given)
+    if copy.exists():
+        if file_sha256(copy) != digest:
+            raise TransformerMTError(
+                f"{origin} {given} is not the tokenizer this run started with ({copy} differs: SHA-256 "
+                f"{file_sha256(copy)[:12]}... instead of {digest[:12]}...); train into a new --output-dir, or pass "
+                f"--overwrite to start this run again")
+        log.info("reusing tokenizer %s (a copy of %s, SHA-256 %s)", copy, given, digest)
+        return
+    tmp = copy.with_name(copy.stem + ".tmp.model")  # rundir.TEMPORARY_PATTERNS: removed if interrupted
+    shutil.copyfile(given, tmp)
+    if file_sha256(tmp) != digest:
+        tmp.unlink()
+        raise TransformerMTError(f"{origin} {given} changed while it was copied into the run; try again")
+    tmp.replace(copy)
+    log.info("tokenizer %s: a copy of %s (SHA-256 %s)", copy, given, digest)
+
+
+def build_tokenizers(run_dir, cfg: TokenizerConfig, src_train: Path, tgt_train: Path,
+                     given: tuple[tuple[Path, str], tuple[Path, str]] | None = None) -> tuple[Tokenizer, Tokenizer]:
+    """Train (or reuse, or copy in) the source and target tokenizers of a run.
+
+    ``given``: existing (source, target) models to copy in instead of training, each with the
+    words that say where it comes from; by default those the config names (see given_models).
+    """
     src_path, tgt_path = tokenizer_paths(run_dir, cfg.joint)
-    if cfg.joint:
+    given = given or given_models(cfg)
+    if given is not None:
+        for (model, origin), copy in zip(given[:1] if cfg.joint else given, (src_path, tgt_path)):
+            copy_given_model(model, copy, origin)
+    elif cfg.joint:
         if not src_path.exists():
             _train_one([src_train, tgt_train], src_path.with_suffix(""), cfg)
         else:
             log.info("reusing tokenizer %s", src_path)
+    else:
+        for path, train_file in ((src_path, src_train), (tgt_path, tgt_train)):
+            if not path.exists():
+                _train_one([train_file], path.with_suffix(""), cfg)
+            else:
+                log.info("reusing tokenizer %s", path)
+    if cfg.joint:
         tokenizer = Tokenizer(src_path)
         return tokenizer, tokenizer
-    for path, train_file in ((src_path, src_train), (tgt_path, tgt_train)):
-        if not path.exists():
-            _train_one([train_file], path.with_suffix(""), cfg)
-        else:
-            log.info("reusing tokenizer %s", path)
     return Tokenizer(src_path), Tokenizer(tgt_path)
 
 
