@@ -86,7 +86,7 @@ def default_ids_model(tmp_path, corpus):
     """A SentencePiece model with SentencePiece's own default ids (unk 0, bos 1, eos 2, no pad)."""
     prefix = tmp_path / "default_ids"
     spm.SentencePieceTrainer.train(input=str(corpus / "train.src"), model_prefix=str(prefix), vocab_size=33,
-                                   model_type="word", minloglevel=2)
+                                   model_type="word")
     return prefix.with_suffix(".model")
 
 

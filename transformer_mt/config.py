@@ -63,6 +63,10 @@ class TokenizerConfig:
     vocab_size: int = 8000
     character_coverage: float = 0.9995
     input_sentence_size: int = 2_000_000  # sentences sampled to train the tokenizer
+    # Where ids come from: "sentencepiece", the models' own ids; "shared" / "separate", an id list per
+    # side (spm.src.ids.json, spm.tgt.ids.json) mapping pieces to the model's ids, one list for both
+    # languages or one each (imported models: their vocab.json ids are not the SentencePiece ids).
+    vocabulary: str = "sentencepiece"
     # Existing SentencePiece model(s) to use instead of training one: copied into the run directory
     # and recorded by SHA-256 like a trained one (model_type ... input_sentence_size are then unused).
     model: str = ""  # one model for both languages (joint: true)
@@ -88,11 +92,16 @@ class ModelConfig:
     # disables the fused attention kernel) and helps less than residual dropout: off by default.
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
-    activation: str = "relu"
+    activation: str = "relu"  # relu | gelu | silu (swish, as in Marian)
     pre_norm: bool = False  # False: post-norm as in Vaswani et al.; True: pre-norm (more stable when deep)
     share_embeddings: bool = True  # one embedding matrix for source and target (needs tokenizer.joint)
     tie_output: bool = True  # output projection shares the target embedding matrix
     max_positions: int = 1024
+    # What models trained elsewhere need (imported OPUS-MT/Marian models set them); the defaults are the paper's.
+    position_table: str = "interleaved"  # interleaved: sin/cos in even/odd dimensions; concatenated: [sin | cos]
+    scale_embeddings: bool = True  # token embeddings times sqrt(d_model) before the positions are added
+    output_bias: bool = False  # a bias on the output logits (Marian's final_logits_bias)
+    source_eos: bool = False  # end every source sentence with </s> (Marian's input format)
 
 
 @dataclass
@@ -159,7 +168,9 @@ class Config:
 # Allowed values of string options; checked at load time.
 CHOICES = {
     "tokenizer.model_type": ("bpe", "unigram", "char", "word"),
-    "model.activation": ("relu", "gelu"),
+    "tokenizer.vocabulary": ("sentencepiece", "shared", "separate"),
+    "model.activation": ("relu", "gelu", "silu"),
+    "model.position_table": ("interleaved", "concatenated"),
     "training.precision": ("auto", "fp32", "bf16", "fp16"),
     "training.optimizer": ("adam", "adamw"),
     "training.scheduler": ("inverse_sqrt", "noam", "cosine", "linear", "constant"),
@@ -356,11 +367,15 @@ def validate(config: Config, source: str = "config") -> None:
             f"{source}: key 'model.d_model' ({model.d_model}) must be divisible by "
             f"'model.num_heads' ({model.num_heads})"
         )
-    if model.share_embeddings and not config.tokenizer.joint:
+    if model.share_embeddings and not (config.tokenizer.joint or config.tokenizer.vocabulary == "shared"):
         raise TransformerMTError(
             f"{source}: 'model.share_embeddings: true' needs 'tokenizer.joint: true' "
             f"(one vocabulary for both languages); set one of them differently"
         )
+    if config.tokenizer.vocabulary != "sentencepiece" and config.tokenizer.joint:
+        raise TransformerMTError(
+            f"{source}: 'tokenizer.vocabulary: {config.tokenizer.vocabulary}' maps the pieces of two SentencePiece "
+            f"models to ids and needs 'tokenizer.joint: false'")
     _validate_given_tokenizers(config.tokenizer, source)
     if len(config.training.betas) != 2 or not all(0 <= b < 1 for b in config.training.betas):
         raise TransformerMTError(f"{source}: key 'training.betas' must be two numbers in [0, 1), got {config.training.betas}")

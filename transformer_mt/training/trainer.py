@@ -505,7 +505,7 @@ class Trainer:
         loss_sum = nll_sum = 0.0
         tokens = 0
         for indices in make_batches(self.valid_data, self.config.training.batch_tokens, 0, 0, shuffle=False):
-            batch = collate(self.valid_data, indices).to(self.device)
+            batch = collate(self.valid_data, indices, self.config.model.source_eos).to(self.device)
             loss, nll = self.compute_loss(batch, self.compiled_model)
             loss_sum += loss.item()
             nll_sum += nll.item()
@@ -671,7 +671,8 @@ class Trainer:
         while self.batches_done < len(batches) and stop_reason is None:
             group = batches[self.batches_done:self.batches_done + cfg.accumulate]
             self.batches_done += len(group)
-            stats = self.train_update([collate(self.train_data, indices) for indices in group])
+            stats = self.train_update([collate(self.train_data, indices, self.config.model.source_eos)
+                                        for indices in group])
             if stats is not None:
                 self.log_update(stats)
             stop_reason = self.agree_to_stop()
