@@ -236,6 +236,28 @@ def test_multilingual_target_language_picks_the_token(tmp_path, spm_models):
     assert result.stdout.strip() == translator.translate(["ba ke mo"], beam_size=1, target_language="spa")[0]
 
 
+def test_a_served_multilingual_model_takes_the_target_language_from_the_request(tmp_path, spm_models):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from test_serve import live
+
+    from transformer_mt.serving.server import create_app
+
+    build_marian(tmp_path / "hf", spm_models, languages=LANGUAGES)
+    import_model(tmp_path / "hf", tmp_path / "run")
+    translator = Translator.from_run(tmp_path / "run", device="cpu")
+    with live(create_app(translator, max_wait_ms=1)) as http:
+        assert http.get("/languages").json() == [{"code": "src", "name": "src", "targets": ["fra", "deu", "spa"]}]
+        for language in ("fra", "spa"):
+            answer = http.post("/translate", json={"q": "ba ke mo", "source": "src", "target": language})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["translatedText"] == translator.translate(["ba ke mo"],
+                                                                           target_language=language)[0]
+        for target in ("auto", "ita"):
+            refused = http.post("/translate", json={"q": "ba ke mo", "source": "src", "target": target})
+            assert refused.status_code == 400 and "fra, deu, spa" in refused.json()["error"]
+
+
 def test_the_ctranslate2_export_of_an_import_translates_the_same(tmp_path, shared):
     pytest.importorskip("ctranslate2")
     from transformer_mt.interop.ct2_translator import CTranslate2Translator

@@ -268,7 +268,8 @@ def special_ids_problem(sp: spm.SentencePieceProcessor) -> str | None:
             f"--bos_id={BOS_ID} --eos_id={EOS_ID}")
 
 
-def check_model_file(path: Path, key: str, source: str = "config", special_ids: bool = True) -> None:
+def check_model_file(path: Path, key: str, source: str = "config", special_ids: bool = True,
+                     fix: str | None = None) -> None:
     """One clear error if ``path`` (named by config ``key``) is not a SentencePiece model this toolkit can use
     (``special_ids``: with pad/unk/bos/eos = 0/1/2/3, as the models whose ids are their own need)."""
     problem = file_problem(path, "a SentencePiece .model file")
@@ -283,9 +284,8 @@ def check_model_file(path: Path, key: str, source: str = "config", special_ids: 
         else:
             problem = special_ids_problem(sp) if special_ids else None
     if problem is not None:
-        raise TransformerMTError(
-            f"{source}: '{key}' {path} {problem}; point '{key}' at a SentencePiece .model file, or leave it "
-            f"out to train one")
+        fix = fix or f"point '{key}' at a SentencePiece .model file, or leave it out to train one"
+        raise TransformerMTError(f"{source}: '{key}' {path} {problem}; {fix}")
 
 
 def check_given_models(cfg: TokenizerConfig, source: str = "config") -> None:

@@ -237,7 +237,8 @@ def import_marian(hf_dir, hf_config: dict, output_dir) -> dict:
     """Write the MarianMT model in ``hf_dir`` (its config.json already read) as the run directory ``output_dir``."""
     where = str(hf_dir / "config.json")
     for name in ("source.spm", "target.spm"):
-        check_model_file(hf_dir / name, name, source=str(hf_dir), special_ids=False)
+        check_model_file(hf_dir / name, name, source=str(hf_dir), special_ids=False,
+                         fix="the model directory is incomplete or damaged: download it again")
     weights, weights_path = read_weights(hf_dir)
     separate = (hf_dir / "target_vocab.json").exists()
     src_pieces = read_vocabulary(hf_dir, "vocab.json")

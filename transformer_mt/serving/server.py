@@ -90,8 +90,8 @@ class NativeRequest(BaseModel):
     api_key: str | None = Field(None, description="needed when the server was started with --api-key-file")
 
 
-def _language_entry(code: str, target: str) -> dict:
-    return {"code": code, "name": LANGUAGE_NAMES.get(code, code), "targets": [target]}
+def _language_entry(code: str, targets: list[str]) -> dict:
+    return {"code": code, "name": LANGUAGE_NAMES.get(code, code), "targets": targets}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -175,6 +175,10 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
     limits = limits or ServeLimits()
     data = translator.config.data
     source, target = data.src_lang, data.tgt_lang
+    # A multilingual model (OPUS-MT's >>fra<< tokens) translates into each of its languages: the client's
+    # 'target' picks one; otherwise the one pair of the config.
+    codes = translator.src_tokenizer.language_codes() if hasattr(translator.src_tokenizer, "language_codes") else []
+    targets = [code[2:-2] for code in codes] or [target]
     default_beam = translator.config.decoding.beam_size
     default_penalty = translator.config.decoding.length_penalty
     state = {"batcher": None}
@@ -267,10 +271,13 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
         if "q" not in fields:
             raise ApiError(400, "missing 'q': the text to translate (a string or a list of strings)")
         sentences = check_sentences(fields["q"])
-        src, tgt = fields.get("source", "auto"), fields.get("target", target)
-        if src not in ("auto", source) or tgt not in ("auto", target):  # one pair: "auto" can only mean it
-            raise ApiError(400, f"this server translates {source} -> {target} only (got source {src!r}, "
-                                f"target {tgt!r}); see GET /languages")
+        src, tgt = fields.get("source", "auto"), fields.get("target", targets[0] if not codes else None)
+        if codes and tgt in (None, "auto"):
+            raise ApiError(400, f"this model translates into {len(targets)} languages: give 'target' (one of "
+                                f"{', '.join(targets[:20])}{', ...' if len(targets) > 20 else ''}); see GET /languages")
+        if src not in ("auto", source) or tgt not in ("auto", *targets):  # one source: "auto" can only mean it
+            raise ApiError(400, f"this server translates {source} -> {', '.join(targets[:20])} only (got source "
+                                f"{src!r}, target {tgt!r}); see GET /languages")
         if fields.get("format", "text") != "text":
             raise ApiError(400, f"format {fields.get('format')!r} is not supported; use 'text'")
         try:
@@ -280,7 +287,8 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
         if alternatives < 0:
             raise ApiError(400, "'alternatives' must be 0 or more")
         nbest = alternatives + 1
-        results = await decode(sentences, DecodeOptions(max(default_beam, nbest), default_penalty, nbest))
+        results = await decode(sentences, DecodeOptions(max(default_beam, nbest), default_penalty, nbest,
+                                                        target_language=tgt if codes else None))
         texts = [[t.text for t in result] for result in results]
         single = isinstance(fields["q"], str)
         answer = {"translatedText": texts[0][0] if single else [t[0] for t in texts]}
@@ -293,7 +301,7 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
 
     @app.get("/languages", summary="Languages (LibreTranslate-compatible)")
     async def languages():
-        return [_language_entry(source, target)]
+        return [_language_entry(source, targets)]
 
     @app.post("/v1/translate", summary="Translate with decoding options and scores", openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": NativeRequest.model_json_schema()}}}})

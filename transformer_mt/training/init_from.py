@@ -102,6 +102,10 @@ def load_parent(config: Config, run_dir) -> Parent:
         raise TransformerMTError(
             f"'training.init_from' {checkpoint} has {'one tokenizer' if joint else 'a tokenizer per language'}: "
             f"set 'tokenizer.joint: {str(joint).lower()}' as the parent has it")
+    if parent_config.tokenizer.vocabulary != config.tokenizer.vocabulary:
+        raise TransformerMTError(
+            f"'training.init_from' {checkpoint} numbers its pieces with 'tokenizer.vocabulary: "
+            f"{parent_config.tokenizer.vocabulary}'; set it so in the config, as the parent has it")
     if keep_optimizer and "optimizer" not in state:
         raise TransformerMTError(
             f"'training.init_reset_optimizer: false' keeps the parent's optimizer state, but {checkpoint} holds only "
