@@ -157,3 +157,16 @@ def test_the_command_line_reports_a_missing_parent_in_one_line(tmp_path, parent)
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     result = run_cli("train", "--config", path, "--output-dir", tmp_path / "child")
     assert_clean_error(result, "'training.init_from'", "does not exist")
+
+
+def test_a_ctranslate2_export_names_its_run_as_the_parent(tmp_path, parent):
+    pytest.importorskip("ctranslate2")
+    from transformer_mt.interop.ctranslate2_export import export_ctranslate2
+
+    parent_run, new_data = parent
+    export_ctranslate2(parent_run, tmp_path / "ct2")
+    trainer = Trainer(child_config(new_data, tmp_path / "ct2"), tmp_path / "child", show_progress=False)
+    try:
+        assert trainer.parent.checkpoint == (parent_run / "checkpoint_best.pt").resolve()
+    finally:
+        trainer.close()

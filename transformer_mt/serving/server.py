@@ -177,7 +177,8 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
     source, target = data.src_lang, data.tgt_lang
     # A multilingual model (OPUS-MT's >>fra<< tokens) translates into each of its languages: the client's
     # 'target' picks one; otherwise the one pair of the config.
-    codes = translator.src_tokenizer.language_codes() if hasattr(translator.src_tokenizer, "language_codes") else []
+    source_tokenizer = getattr(translator, "src_tokenizer", None)  # wrappers (tests) may have none
+    codes = source_tokenizer.language_codes() if source_tokenizer is not None else []
     targets = [code[2:-2] for code in codes] or [target]
     default_beam = translator.config.decoding.beam_size
     default_penalty = translator.config.decoding.length_penalty
