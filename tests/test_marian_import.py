@@ -334,3 +334,17 @@ def test_the_token_ids_are_renumbered_with_pad_unk_bos_eos_first(shared):
     assert (PAD_ID, BOS_ID, EOS_ID) == (0, 2, 3)
     marian = json.loads((hf_dir / "vocab.json").read_text())
     assert sorted(pieces[4:]) == sorted(p for p in marian if p not in ("<pad>", "<unk>", "</s>"))
+
+
+def test_an_id_list_from_another_import_is_refused(tmp_path, shared):
+    _, _, run = shared
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for path in run.iterdir():
+        if path.is_file():
+            (copy / path.name).write_bytes(path.read_bytes())
+    pieces = json.loads((copy / "spm.tgt.ids.json").read_text())
+    pieces[4], pieces[5] = pieces[5], pieces[4]  # same pieces, two ids swapped: another model's numbering
+    (copy / "spm.tgt.ids.json").write_text(json.dumps(pieces))
+    with pytest.raises(TransformerMTError, match="spm.tgt.ids.json is not the one checkpoint"):
+        Translator.from_run(copy, device="cpu")

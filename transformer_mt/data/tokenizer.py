@@ -369,6 +369,13 @@ def _train_missing(cfg: TokenizerConfig, src_path: Path, tgt_path: Path, src_tra
             log.info("reusing tokenizer %s", path)
 
 
+def id_lists(src: Tokenizer, tgt: Tokenizer) -> tuple[Path, Path] | None:
+    """The id list files of an imported model's tokenizers (checksummed with the models), or None."""
+    if isinstance(src, MappedTokenizer) and isinstance(tgt, MappedTokenizer):
+        return src.ids_path, tgt.ids_path
+    return None
+
+
 def ids_paths(run_dir) -> tuple[Path, Path]:
     """The id lists of a run whose tokenizer.vocabulary is shared or separate (see MappedTokenizer)."""
     run_dir = Path(run_dir)

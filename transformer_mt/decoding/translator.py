@@ -24,7 +24,7 @@ import torch
 
 from ..checkpoint import check_tokenizer_checksums, load_checkpoint
 from ..config import Config, config_from_dict
-from ..data.tokenizer import EOS_ID, PAD_ID, Tokenizer, load_tokenizers
+from ..data.tokenizer import EOS_ID, PAD_ID, Tokenizer, id_lists, load_tokenizers
 from ..device import autocast, resolve_device
 from ..errors import TransformerMTError
 from ..kernels import OneDNNLinear
@@ -204,7 +204,8 @@ class Translator:
                 f"checkpoint {path} was trained with vocabulary sizes {vocab}, but the tokenizer in {run_dir} "
                 f"has {len(src_tok)}/{len(tgt_tok)} pieces; the checkpoint belongs to another run"
             )
-        check_tokenizer_checksums(state, src_tok.model_path, tgt_tok.model_path, path)
+        check_tokenizer_checksums(state, src_tok.model_path, tgt_tok.model_path, path,
+                                  ids_paths=id_lists(src_tok, tgt_tok))
         model = build_model(config.model, len(src_tok), len(tgt_tok), PAD_ID)
         try:
             model.load_state_dict(state["model"])

@@ -22,10 +22,14 @@ What has to match our model (model.py) for CTranslate2 to compute the same funct
   table, so longer inputs are cut there and output lengths capped, see ct2_translator);
 - self-attention's fused q/k/v projection and cross-attention's fused k/v projection are laid out
   as CTranslate2's fused ones (q, k, v stacked on the output dimension, heads contiguous);
-- relu, or gelu in its exact (erf) form; torch's LayerNorm epsilon;
-- vocabularies are the SentencePiece pieces in id order, so token i is id i: pad 0 ``<pad>``,
-  unk 1 ``<unk>``, bos 2 ``<s>`` (the decoder start token), eos 3 ``</s>``; shared embeddings and
-  the tied output projection are stored once (CTranslate2 aliases equal weights).
+- relu, gelu in its exact (erf) form, or silu (CTranslate2's swish); torch's LayerNorm epsilon;
+- the options of imported models (model.position_table, scale_embeddings, output_bias) map onto the
+  table written out, the embedding scale and the projection's bias; with model.source_eos the
+  sources the Translator hands over already end in ``</s>``;
+- vocabularies are the pieces in id order, so token i is id i: pad 0 ``<pad>``, unk 1 ``<unk>``,
+  bos 2 ``<s>`` (the decoder start token), eos 3 ``</s>`` (SentencePiece's own ids, or an imported
+  model's id lists, copied into the export too); shared embeddings and the tied output projection
+  are stored once (CTranslate2 aliases equal weights).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from ..config import DataConfig, ModelConfig, TokenizerConfig, config_from_dict, save_config
-from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, check_model_file
+from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, check_model_file, ids_paths
 from ..errors import TransformerMTError
 from ..model import Transformer, build_model
 from ..training.rundir import record_in_marker, write_marker
@@ -272,7 +272,8 @@ def import_marian(hf_dir, hf_config: dict, output_dir) -> dict:
                   "weights_sha256": ckpt.file_sha256(weights_path)}
         state = {"format_version": ckpt.FORMAT_VERSION, "config": config.to_dict(), "model": model.state_dict(),
                  "vocab_sizes": {"src": len(src_names), "tgt": len(tgt_names)},
-                 "tokenizer_sha256": ckpt.tokenizer_checksums(folder / "spm.src.model", folder / "spm.tgt.model"),
+                 "tokenizer_sha256": ckpt.tokenizer_checksums(folder / "spm.src.model", folder / "spm.tgt.model",
+                                                              ids_paths(folder)),
                  "step": 0, "epoch": 0, "best_bleu": -1.0, "imported_from": origin}
         ckpt.atomic_save(state, folder / "checkpoint_best.pt")
         record_in_marker(folder, "imported_from", origin)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import checkpoint as ckpt
 from ..config import Config, config_from_dict
-from ..data.tokenizer import tokenizer_paths
+from ..data.tokenizer import ids_paths, tokenizer_paths
 from ..decoding.translator import find_checkpoint
 from ..errors import TransformerMTError
 from .rundir import is_run_dir
@@ -115,6 +115,7 @@ def load_parent(config: Config, run_dir) -> Parent:
         if not path.is_file():
             raise TransformerMTError(f"'training.init_from' {checkpoint}: its tokenizer {path} is missing; a parent "
                                      f"needs its whole run directory")
-    ckpt.check_tokenizer_checksums(state, src, tgt, checkpoint)
+    ids = ids_paths(checkpoint.parent) if parent_config.tokenizer.vocabulary != "sentencepiece" else None
+    ckpt.check_tokenizer_checksums(state, src, tgt, checkpoint, ids_paths=ids)
     origin = f"the tokenizer of 'training.init_from' {checkpoint.parent}"
     return Parent(checkpoint, ckpt.file_sha256(checkpoint), state, ((src, origin), (tgt, origin)))

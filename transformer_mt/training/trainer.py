@@ -42,7 +42,7 @@ from tqdm import tqdm
 from .. import checkpoint as ckpt
 from ..config import Config, check_data_files, config_from_dict, save_config, training_warnings
 from ..data.batches import collate, count_oversized, encode_parallel, make_batches, read_parallel
-from ..data.tokenizer import PAD_ID, build_tokenizers, check_given_models
+from ..data.tokenizer import PAD_ID, build_tokenizers, check_given_models, id_lists
 from ..decoding.translator import CHECKPOINT_NAMES, Translator
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import TransformerMTError
@@ -96,7 +96,7 @@ def discard_stale_tokenizer(config: Config, run_dir: Path) -> None:
         return
     if problem not in (None, "missing"):
         log.warning("config.yaml in %s is %s; rebuilding the run's tokenizer and encoded corpus", run_dir, problem)
-    for path in list(run_dir.glob("spm*.model")) + list(run_dir.glob("spm*.vocab")):
+    for path in [p for pattern in ("spm*.model", "spm*.vocab", "spm*.ids.json") for p in run_dir.glob(pattern)]:
         path.unlink()
     shutil.rmtree(run_dir / "cache", ignore_errors=True)
 
@@ -258,10 +258,11 @@ class Trainer:
         self.src_tok, self.tgt_tok = build_tokenizers(
             self.run_dir, config.tokenizer, data.path("train", data.src_lang), data.path("train", data.tgt_lang),
             given=None if resume_state or self.parent is None else self.parent.tokenizers)
-        self.tokenizer_sha256 = ckpt.tokenizer_checksums(self.src_tok.model_path, self.tgt_tok.model_path)
+        ids = id_lists(self.src_tok, self.tgt_tok)
+        self.tokenizer_sha256 = ckpt.tokenizer_checksums(self.src_tok.model_path, self.tgt_tok.model_path, ids)
         if resume_state:
             ckpt.check_tokenizer_checksums(resume_state, self.src_tok.model_path, self.tgt_tok.model_path,
-                                           self.run_dir / CHECKPOINT_NAMES["last"], actual=self.tokenizer_sha256)
+                                           self.run_dir / CHECKPOINT_NAMES["last"], actual=self.tokenizer_sha256, ids_paths=ids)
         cache_dir = data.cache_path(self.run_dir)
         self.train_data = encode_parallel(
             data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
