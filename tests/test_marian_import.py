@@ -302,6 +302,8 @@ def test_fine_tuning_an_import_trains_and_resumes_exactly(tmp_path, shared, corp
     ("no_weights", "has no model.safetensors or pytorch_model.bin"),
     ("crafted_bin", "may be crafted to run code"),
     ("bad_spm", "is not a SentencePiece model"),
+    ("learnt_positions", "is not the sinusoid [sin | cos] table of Marian"),
+    ("pre_norm", "'normalize_before: true' is not a Marian (OPUS-MT) model"),
 ])
 def test_a_bad_model_directory_is_one_clear_error(tmp_path, spm_models, damage, message):
     hf = tmp_path / "hf"
@@ -321,6 +323,14 @@ def test_a_bad_model_directory_is_one_clear_error(tmp_path, spm_models, damage, 
         torch.save({"weights": Payload()}, hf / "pytorch_model.bin")
     elif damage == "bad_spm":
         (hf / "source.spm").write_text("not a model")
+    elif damage == "learnt_positions":
+        weights = torch.load(hf / "pytorch_model.bin", weights_only=True)
+        assert "model.encoder.embed_positions.weight" in weights  # what older transformers saved
+        weights["model.encoder.embed_positions.weight"] += 0.1
+        torch.save(weights, hf / "pytorch_model.bin")
+    elif damage == "pre_norm":
+        config = json.loads((hf / "config.json").read_text())
+        (hf / "config.json").write_text(json.dumps({**config, "normalize_before": True}))
     result = run_cli("import", hf, "--output-dir", tmp_path / "run")
     assert_clean_error(result, message)
     assert not (tmp_path / "pwned").exists()

@@ -40,7 +40,7 @@ from .. import checkpoint as ckpt
 from ..config import DataConfig, ModelConfig, TokenizerConfig, config_from_dict, save_config
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, check_model_file, ids_paths
 from ..errors import TransformerMTError
-from ..model import Transformer, build_model
+from ..model import PositionalEncoding, Transformer, build_model
 from ..training.rundir import record_in_marker, write_marker
 from .hf_import import read_json, read_weights, write_run_dir
 
@@ -70,8 +70,9 @@ def marian_model_config(config: dict, shared: bool, tied: bool, where: str) -> M
     if activation is None:
         raise TransformerMTError(f"{where}: activation_function {config.get('activation_function')!r} is not one "
                                  f"of {', '.join(ACTIVATIONS)}")
-    if config.get("normalize_before", False) or config.get("add_final_layer_norm", False):
-        raise TransformerMTError(f"{where}: pre-norm Marian models (normalize_before) are not supported")
+    for key in ("normalize_before", "add_final_layer_norm", "normalize_embedding"):
+        if config.get(key, False):  # MBart-style layer norms that Marian models do not have
+            raise TransformerMTError(f"{where}: '{key}: true' is not a Marian (OPUS-MT) model; it cannot be imported")
     return ModelConfig(
         d_model=get("d_model"), num_heads=get("encoder_attention_heads"), num_encoder_layers=get("encoder_layers"),
         num_decoder_layers=get("decoder_layers"), ffn_dim=get("encoder_ffn_dim"),
@@ -212,8 +213,20 @@ def first_present(weights: dict, names: list[str]) -> torch.Tensor:
     raise TransformerMTError(f"the weights have none of {', '.join(names)}; is this a MarianMT model?")
 
 
+def check_positions(weights: dict) -> None:
+    """Older saves hold the sinusoid tables (transformers computes them now): they must be ours."""
+    for name in ("model.encoder.embed_positions.weight", "model.decoder.embed_positions.weight"):
+        if name in weights:
+            table = weights[name].to(torch.float32)
+            ours = PositionalEncoding.make_table(table.size(0), table.size(1), layout="concatenated")
+            if not torch.allclose(table, ours, atol=1e-4):
+                raise TransformerMTError(f"{name} is not the sinusoid [sin | cos] table of Marian; this model's "
+                                         f"positions cannot be imported")
+
+
 def load_model(model: Transformer, weights: dict, src_order, tgt_order) -> None:
     cfg = model.cfg
+    check_positions(weights)
     src = first_present(weights, ["model.encoder.embed_tokens.weight", "model.shared.weight"])
     tgt = first_present(weights, ["model.decoder.embed_tokens.weight", "model.shared.weight"])
     for name, matrix, rows in (("source embeddings", src, len(src_order)), ("target embeddings", tgt,
