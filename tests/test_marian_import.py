@@ -234,6 +234,12 @@ def test_multilingual_target_language_picks_the_token(tmp_path, spm_models):
                      "ba ke mo")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == translator.translate(["ba ke mo"], beam_size=1, target_language="spa")[0]
+    (tmp_path / "src.txt").write_text("ba ke mo\ngi\n")
+    (tmp_path / "ref.txt").write_text("mo ke ba\ngi\n")
+    scored = run_cli("evaluate", "--model", tmp_path / "run", "--src", tmp_path / "src.txt", "--ref",
+                     tmp_path / "ref.txt", "--target-language", "fra", "--json")
+    assert scored.returncode == 0, scored.stderr
+    assert "bleu" in json.loads(scored.stdout)
 
 
 def test_a_served_multilingual_model_takes_the_target_language_from_the_request(tmp_path, spm_models):

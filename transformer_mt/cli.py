@@ -154,6 +154,8 @@ def add_evaluate_command(sub) -> None:
     evaluate.add_argument("--tokenize", default=None,
                           help="sacreBLEU tokenizer (default: zh for a Chinese target, ja-mecab for Japanese, else 13a)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (bleu, chrf, signature, ...)")
+    evaluate.add_argument("--target-language", metavar="LANG",
+                          help="for a multilingual model (OPUS-MT >>xx<< tokens): the language to translate into")
     _add_decoding_args(evaluate)
 
 
@@ -463,7 +465,7 @@ def _translate_for_evaluation(args):
     _check_output_is_not_input(args.output, dict(zip(names, (src_path, ref_path))))
     sources, refs = read_parallel(src_path, ref_path)
     _check_not_empty(sources, src_path, ref_path)
-    hyps = translator.translate(sources, **_decode_kwargs(args))
+    hyps = translator.translate(sources, target_language=args.target_language, **_decode_kwargs(args))
     if args.output:
         _write_output(args.output, "".join(h + "\n" for h in hyps))
     return hyps, refs, translator
