@@ -264,12 +264,11 @@ class TransformerMT:
         else:
             if self.run_dir.exists():
                 shutil.rmtree(self.run_dir)
-            self.run_dir.mkdir(parents=True)
-            shutil.copy(prep["spm"], self.run_dir / "spm.model")  # the shared tokenizer (reused, not retrained)
         config = {
             "data": {"root": str(args.data), "src_lang": args.src, "tgt_lang": args.tgt, "train_prefix": "train",
                      "valid_prefix": "val", "test_prefix": "test2016", "max_len": 100},
-            "tokenizer": {"joint": True, "model_type": "bpe", "vocab_size": 8000, "character_coverage": 1.0},
+            # The tokenizer every toolkit shares (copied into the run by transformer-mt, not retrained).
+            "tokenizer": {"joint": True, "model": str(prep["spm"].resolve())},
             "model": {"d_model": 256, "num_heads": 4, "num_encoder_layers": 3, "num_decoder_layers": 3,
                       "ffn_dim": 1024, "dropout": 0.1, "attention_dropout": args.tmt_attention_dropout,
                       "activation_dropout": args.tmt_activation_dropout, "pre_norm": True,

@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_average_command(sub)
     add_serve_command(sub)
     add_export_command(sub)
+    add_import_command(sub)
     add_plot_command(sub)
     add_upgrade_checkpoint_command(sub)
     return parser
@@ -133,6 +134,9 @@ def add_translate_command(sub) -> None:
                                 "aligned to the words they wrapped")
     _add_split_argument(translate)
     translate.add_argument("--output", metavar="FILE", help="write translations here (default: standard output)")
+    translate.add_argument("--target-language", metavar="LANG",
+                           help="for a multilingual model (OPUS-MT >>xx<< tokens, e.g. fra): the language to "
+                                "translate into")
     translate.add_argument("--nbest", type=int, default=1, metavar="K",
                            help="print the K best translations of each sentence, tab-separated (default: 1)")
     translate.add_argument("--alignment", nargs="?", const="pieces", choices=("pieces", "words"), default=None,
@@ -168,6 +172,8 @@ def add_evaluate_command(sub) -> None:
                           help="sacreBLEU tokenizer (default: zh for a Chinese target, ja-mecab for Japanese, else 13a)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (bleu, chrf, signature, ...)")
     _add_split_argument(evaluate)
+    evaluate.add_argument("--target-language", metavar="LANG",
+                          help="for a multilingual model (OPUS-MT >>xx<< tokens): the language to translate into")
     _add_decoding_args(evaluate)
 
 
@@ -240,6 +246,19 @@ def add_export_command(sub) -> None:
                         choices=("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16",
                                  "bfloat16", "float32"),
                         help="weight type in the export (default: float32, as trained)")
+
+
+
+def add_import_command(sub) -> None:
+    imp = sub.add_parser(
+        "import", help="import a Hugging Face MarianMT (OPUS-MT) model directory as a run directory",
+        description="Read a Hugging Face model directory (config.json; model.safetensors or pytorch_model.bin; "
+                    "source.spm/target.spm; vocab.json or separate vocabularies) and write a run directory that "
+                    "translates, evaluates, serves, exports and fine-tunes (training.init_from) like a trained "
+                    "one. The format comes from config.json's model_type: marian (OPUS-MT). Needs the [import] "
+                    "extra for model.safetensors (pip install 'transformer-mt[import]').")
+    imp.add_argument("hf_dir", metavar="HF_DIR", help="the model directory (e.g. a clone of Helsinki-NLP/opus-mt-de-en)")
+    imp.add_argument("--output-dir", required=True, metavar="RUN_DIR", help="new (or empty) run directory to write")
 
 
 def add_plot_command(sub) -> None:
@@ -366,7 +385,7 @@ def _load_ctranslate2(args):
 
 def _decode_kwargs(args) -> dict:
     return {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "batch_size": args.batch_size,
-            "early_exit": args.early_exit}
+            "early_exit": args.early_exit, "target_language": args.target_language}
 
 
 def _one_line(text: str) -> str:
@@ -704,6 +723,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from .interop.hf_import import import_model
+
+    summary = import_model(args.hf_dir, args.output_dir)
+    languages = summary["target_languages"]
+    print(f"imported {args.hf_dir} into {summary['run_dir']}: {summary['parameters'] / 1e6:.1f}M parameters, "
+          f"vocabulary {summary['vocab_sizes'][0]}/{summary['vocab_sizes'][1]}"
+          + (f", {len(languages)} target languages (--target-language {languages[0]}, ...)" if languages else "")
+          + f". Translate with: transformer-mt translate --model {summary['run_dir']} \"...\"")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .training.plotting import plot_attention, plot_learning_curves
 
@@ -755,7 +786,8 @@ def cmd_upgrade_checkpoint(args) -> int:
 
 COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_translate, "evaluate": cmd_evaluate,
             "average": cmd_average,
-            "serve": cmd_serve, "export": cmd_export, "plot": cmd_plot, "upgrade-checkpoint": cmd_upgrade_checkpoint}
+            "serve": cmd_serve, "export": cmd_export, "import": cmd_import, "plot": cmd_plot,
+            "upgrade-checkpoint": cmd_upgrade_checkpoint}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,6 +82,10 @@ class Service:
 
     source: str
     target: str
+    # A multilingual model (OPUS-MT's >>fra<< tokens) translates into each of these and the client's 'target'
+    # picks one; a one-pair model has [target] and multilingual False.
+    targets: list[str]
+    multilingual: bool
     limits: ServeLimits
     default_beam: int
     default_penalty: float
@@ -187,12 +191,13 @@ def needs_alignment(service: Service, parts: list) -> bool:
     return service.aligns and any(getattr(part, "has_inline_tags", False) for part in parts)
 
 
-async def translate_segments(service: Service, parts: list, nbest: int, aligned: bool) -> list[list[list]]:
+async def translate_segments(service: Service, parts: list, nbest: int, aligned: bool,
+                             target_language: str | None = None) -> list[list[list]]:
     """Translate the sentences of all ``parts`` in one batcher request; per part, per sentence, its n-best
-    (each with its word alignment when ``aligned``)."""
+    (each with its word alignment when ``aligned``); ``target_language`` for a multilingual model."""
     sentences = [sentence for part in parts for sentence in part.sentences]
     options = DecodeOptions(max(service.default_beam, nbest), service.default_penalty, nbest,
-                            TAG_ALIGNMENT if aligned else None)
+                            TAG_ALIGNMENT if aligned else None, target_language=target_language)
     results = await service.decode(sentences, options) if sentences else []
     out, start = [], 0
     for part in parts:
@@ -240,16 +245,28 @@ async def detected_source(service: Service, text: str) -> dict:
     return {"confidence": round(100 * dict(ranked).get(service.source, 0.0), 1), "language": service.source}
 
 
-def check_pair(service: Service, source, target) -> str:
-    """The normalized source ('auto' or the served source), or a 400 naming this server's pair. A missing
-    source is 'auto' and a missing target the served one (LibreTranslate requires both; this server always
-    took them as optional)."""
+def check_pair(service: Service, source, target) -> tuple[str, str]:
+    """The normalized source ('auto' or the served source) and the target language to translate into, or a
+    400 naming what this server translates. A missing source is 'auto' and, for a one-pair model, a missing
+    target the served one (LibreTranslate requires both; this server always took them as optional); a
+    multilingual model needs its target named."""
     src = normalized_code(source if source is not None else "auto")
+    if service.multilingual and (target is None or normalized_code(target) == "auto"):
+        shown = ", ".join(service.targets[:20]) + (", ..." if len(service.targets) > 20 else "")
+        raise ApiError(400, f"this model translates into {len(service.targets)} languages: give 'target' (one of "
+                            f"{shown}); see GET /languages")
     tgt = normalized_code(target if target is not None else service.target)
-    if src not in ("auto", service.source.lower()) or tgt not in ("auto", service.target.lower()):
-        raise ApiError(400, f"this server translates {service.source} -> {service.target} only (got source "
-                            f"{source!r}, target {target!r}); see GET /languages")
-    return src
+    targets = {code.lower(): code for code in service.targets}
+    if src not in ("auto", service.source.lower()) or (tgt not in targets and not (tgt == "auto" and
+                                                                                   not service.multilingual)):
+        raise ApiError(400, f"this server translates {service.source} -> {', '.join(service.targets[:20])} only "
+                            f"(got source {source!r}, target {target!r}); see GET /languages")
+    return src, targets.get(tgt, service.target)
+
+
+def model_target(service: Service, target: str) -> str | None:
+    """What the translator is told about the target language: a multilingual model's choice, else nothing."""
+    return target if service.multilingual else None
 
 
 def check_format(text_format) -> str:
@@ -271,7 +288,7 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
         if "q" not in fields:
             raise ApiError(400, "missing 'q': the text to translate (a string or a list of strings)")
         texts = service.check_texts(fields["q"])
-        src = check_pair(service, fields.get("source"), fields.get("target"))
+        src, target = check_pair(service, fields.get("source"), fields.get("target"))
         text_format = check_format(fields.get("format"))
         try:
             alternatives = int(fields.get("alternatives", 0) or 0)
@@ -288,8 +305,8 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
         if src == "auto":
             detected = await detected_source(service, " ".join(s for part in parts for s in part.sentences))
         aligned = text_format == "html" and needs_alignment(service, parts)
-        results = await translate_segments(service, parts, nbest, aligned)
-        joined = [join_nbest(part, result, text_format == "html", aligned, service.target, nbest)
+        results = await translate_segments(service, parts, nbest, aligned, model_target(service, target))
+        joined = [join_nbest(part, result, text_format == "html", aligned, target, nbest)
                   for part, result in zip(parts, results)]
         single = isinstance(fields["q"], str)
         answer = {"translatedText": joined[0][0] if single else [j[0] for j in joined]}
@@ -313,9 +330,9 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/languages", summary="Languages (LibreTranslate-compatible)")
     async def languages():
-        entries = [{"code": service.source, "name": language_name(service.source), "targets": [service.target]}]
-        if service.target != service.source:
-            entries.append({"code": service.target, "name": language_name(service.target), "targets": []})
+        entries = [{"code": service.source, "name": language_name(service.source), "targets": service.targets}]
+        entries += [{"code": code, "name": language_name(code), "targets": []}
+                    for code in service.targets if code != service.source]
         return entries
 
     @app.get("/frontend/settings", summary="Settings for LibreTranslate's web clients")
@@ -345,7 +362,7 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
         if len(data) > limits.max_file_bytes:
             raise ApiError(413, f"the file has {len(data)} bytes; the limit is {limits.max_file_bytes} "
                                 f"(max_file_bytes)")
-        src = check_pair(service, fields.get("source"), fields.get("target"))
+        src, target = check_pair(service, fields.get("source"), fields.get("target"))
         try:
             extension = document_extension(filename)
             document = await asyncio.to_thread(segment_document, data, filename, service.source,
@@ -359,10 +376,10 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
         if src == "auto":
             await detected_source(service, " ".join(document.sentences))
         aligned = needs_alignment(service, [document])
-        results = await translate_segments(service, [document], 1, aligned)
+        results = await translate_segments(service, [document], 1, aligned, model_target(service, target))
         best = [result[0] for result in results[0]]
         translated = await asyncio.to_thread(document.join, [t.text for t in best],
-                                             word_alignments(document, best, aligned), service.target)
+                                             word_alignments(document, best, aligned), target)
         download_id = service.files().put(translated, safe_download_name(filename, extension),
                                           MEDIA_TYPES[extension])
         return {"translatedFileUrl": f"{str(request.base_url).rstrip('/')}/download_file/{quote(download_id)}"}

@@ -212,7 +212,11 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
         if given is None or not any(hmac.compare_digest(given, k) for k in encoded_keys):
             raise ApiError(403, "missing or invalid API key; send it as 'api_key'")
 
-    service = Service(source=source, target=target, limits=limits, default_beam=default_beam,
+    # A multilingual model (OPUS-MT's >>fra<< tokens) translates into each of its languages.
+    source_tokenizer = getattr(translator, "src_tokenizer", None)  # wrappers (tests) may have none
+    codes = source_tokenizer.language_codes() if source_tokenizer is not None else []
+    service = Service(source=source, target=target, targets=[code[2:-2] for code in codes] or [target],
+                      multilingual=bool(codes), limits=limits, default_beam=default_beam,
                       default_penalty=default_penalty, split_sentences=split_sentences,
                       aligns=isinstance(translator, Translator),
                       keys_required=api_keys is not None, check_api_key=check_api_key, check_texts=check_texts,
