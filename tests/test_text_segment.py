@@ -1,7 +1,9 @@
 """Plain text cut into sentences and put back in its shape (transformer_mt/text/segment.py)."""
 
 import re
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -85,3 +87,20 @@ def test_no_split_keeps_each_line_whole():
     segmented = segment_text("One. Two.\n  Three. Four.  \n", "en", split_sentences=False)
     assert segmented.sentences == ["One. Two.", "Three. Four."]
     assert segmented.join(["A", "B"], "en") == "A\n  B  \n"
+
+
+MULTI30K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "multi30k"
+
+
+@pytest.mark.parametrize("language", ["de", "en", "fr"])
+def test_multi30k_test2016_lines_are_single_sentences_so_splitting_changes_no_translation(language):
+    # Issue 24 asks that test2016 BLEU with splitting on equals splitting off: with every line segmented to
+    # itself, the model is given exactly the same sentences both ways, so the translations (and any
+    # model's BLEU) are identical, not just within 0.1.
+    path = MULTI30K / f"test2016.{language}"
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (the shared corpora sit beside the repository)")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1000
+    for line in lines:
+        assert segment_text(line, language).sentences == segment_text(line, language, split_sentences=False).sentences
