@@ -253,7 +253,9 @@ def test_a_served_multilingual_model_takes_the_target_language_from_the_request(
     import_model(tmp_path / "hf", tmp_path / "run")
     translator = Translator.from_run(tmp_path / "run", device="cpu")
     with live(create_app(translator, max_wait_ms=1)) as http:
-        assert http.get("/languages").json() == [{"code": "src", "name": "src", "targets": ["fra", "deu", "spa"]}]
+        # The source with its targets, then each target (clients look the target up among the codes).
+        assert http.get("/languages").json() == [{"code": "src", "name": "src", "targets": ["fra", "deu", "spa"]}] + [
+            {"code": code, "name": code, "targets": []} for code in ("fra", "deu", "spa")]
         for language in ("fra", "spa"):
             answer = http.post("/translate", json={"q": "ba ke mo", "source": "src", "target": language})
             assert answer.status_code == 200, answer.text
