@@ -132,14 +132,37 @@ def prepare_data(data: Path, work: Path, src: str, tgt: str) -> dict:
 # running commands
 
 
+def start_in_own_group(cmd: list[str], **popen_args) -> subprocess.Popen:
+    """Start a toolkit's command as the leader of a new process group, so that it can be stopped whole.
+
+    A script started in the background (nohup ... &) inherits SIGINT ignored, and so would the
+    trainer: JoeyNMT then never sees its KeyboardInterrupt and saves nothing. Restore the default.
+    """
+    return subprocess.Popen(cmd, start_new_session=True, **popen_args,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def end_group(proc: subprocess.Popen) -> bool:
+    """Kill what is left of ``proc``'s process group once its leader has ended; True if anything was.
+
+    OpenNMT-py's data-loader processes outlive its main process (1.2 GB and some CPU each): left
+    running, they would slow every later toolkit's slot and bias the comparison.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def run_for(cmd: list[str], minutes: float, log_path: Path, env: dict, stop_signal=signal.SIGINT) -> float:
-    """Run a training command; after ``minutes`` send it ``stop_signal`` and wait. Returns seconds."""
+    """Run a training command; after ``minutes`` send it ``stop_signal`` and wait. Returns seconds.
+
+    Whatever the command started is stopped with it: no process of one toolkit outlives its slot.
+    """
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
-        # A script started in the background (nohup ... &) inherits SIGINT ignored, and so would the
-        # trainer: JoeyNMT then never sees its KeyboardInterrupt and saves nothing. Restore the default.
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = start_in_own_group(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             proc.wait(timeout=minutes * 60)
         except subprocess.TimeoutExpired:
@@ -149,6 +172,9 @@ def run_for(cmd: list[str], minutes: float, log_path: Path, env: dict, stop_sign
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        finally:
+            if end_group(proc):
+                print(f"  stopped processes left behind by {Path(cmd[0]).name} (see {log_path})", flush=True)
     return time.perf_counter() - start
 
 
@@ -158,7 +184,11 @@ def timed(cmd: list[str], env: dict, stdin_path: Path | None = None, log_path: P
     start = time.perf_counter()
     with open(stdin_path or os.devnull, "rb") as stdin, open(log_path or os.devnull, "ab") as log, \
             open(stdout_path or os.devnull, "wb") as out:
-        proc = subprocess.run(cmd, stdin=stdin, stdout=out if stdout_path else log, stderr=log, env=env, cwd=cwd)
+        proc = start_in_own_group(cmd, stdin=stdin, stdout=out if stdout_path else log, stderr=log, env=env, cwd=cwd)
+        try:
+            proc.wait()
+        finally:
+            end_group(proc)
     if proc.returncode != 0:
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}; see {log_path}")
     return time.perf_counter() - start
@@ -234,12 +264,11 @@ class TransformerMT:
         else:
             if self.run_dir.exists():
                 shutil.rmtree(self.run_dir)
-            self.run_dir.mkdir(parents=True)
-            shutil.copy(prep["spm"], self.run_dir / "spm.model")  # the shared tokenizer (reused, not retrained)
         config = {
             "data": {"root": str(args.data), "src_lang": args.src, "tgt_lang": args.tgt, "train_prefix": "train",
                      "valid_prefix": "val", "test_prefix": "test2016", "max_len": 100},
-            "tokenizer": {"joint": True, "model_type": "bpe", "vocab_size": 8000, "character_coverage": 1.0},
+            # The tokenizer every toolkit shares (copied into the run by transformer-mt, not retrained).
+            "tokenizer": {"joint": True, "model": str(prep["spm"].resolve())},
             "model": {"d_model": 256, "num_heads": 4, "num_encoder_layers": 3, "num_decoder_layers": 3,
                       "ffn_dim": 1024, "dropout": 0.1, "attention_dropout": args.tmt_attention_dropout,
                       "activation_dropout": args.tmt_activation_dropout, "pre_norm": True,

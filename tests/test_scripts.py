@@ -8,8 +8,10 @@ are not looked at, only that they print their table and exit 0.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,60 @@ def test_download_scripts_parse_their_options(name):
 
 def test_compare_peers_parses_its_options():
     assert "--toolkits" in run_script("compare_peers.py", "--help").stdout
+
+
+def load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), SCRIPTS / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; only its exit status is left to collect
+
+
+def test_compare_peers_stops_every_process_of_a_toolkit_at_the_end_of_its_slot(tmp_path):
+    # A "toolkit" that leaves a worker behind, as OpenNMT-py's data loaders did.
+    compare_peers = load_script("compare_peers.py")
+    pid_file = tmp_path / "worker.pid"
+    trainer = ["bash", "-c", f"sleep 300 & echo $! > {pid_file}; sleep 300"]
+    compare_peers.run_for(trainer, minutes=0.03, log_path=tmp_path / "train.log", env=dict(os.environ))
+    worker = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while is_running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_running(worker), "the toolkit's worker outlived its slot"
+
+    pid_file.unlink()
+    decoder = ["bash", "-c", f"sleep 300 & echo $! > {pid_file}; exit 0"]
+    compare_peers.timed(decoder, dict(os.environ), log_path=tmp_path / "decode.log")
+    worker = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while is_running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_running(worker), "a decoder's leftover process outlived the timed command"
+
+
+def test_paragraph_bleu(small_run, tmp_path):
+    _, _, run = small_run
+    out = tmp_path / "paragraphs.json"
+    result = run_script("paragraph_bleu.py", "--model", run, "--mix", 2, 3, "--json", out)
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["row"].split(",")[-1].strip() for row in rows] == ["one sentence a line", "split",
+                                                                     "--no-split-sentences"]
+    assert "BLEU" in result.stdout
+
+
+def test_demo_tag_placement(tmp_path):
+    from transformer_mt import train
+
+    train(tiny_config(ROOT / "data" / "demo", max_steps=2, validate_every=2), tmp_path / "run", show_progress=False)
+    result = run_script("demo_tag_placement.py", "--model", tmp_path / "run", "--limit", 5)
+    assert "/5 (" in result.stdout

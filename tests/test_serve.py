@@ -1,6 +1,5 @@
 """transformer-mt serve: LibreTranslate-compatible and native API, dynamic batching, limits, a real server."""
 
-import contextlib
 import json
 import socket
 import threading
@@ -13,9 +12,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
-from conftest import WORDS, free_port, start_server, stop_server  # noqa: E402
+from conftest import WORDS, live_app, start_server, stop_server  # noqa: E402
 
 from transformer_mt import Translator  # noqa: E402
 from transformer_mt.serving.batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown  # noqa: E402
@@ -29,22 +26,7 @@ def translator(small_run):
     return Translator.from_run(small_run[2], device="cpu")
 
 
-@contextlib.contextmanager
-def live(app):
-    """The app served by a real uvicorn server on 127.0.0.1 (a free port) in a thread; yields an HTTP client."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=60) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        thread.join(30)
+live = live_app  # the app on a real server in a thread (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +75,7 @@ def test_libretranslate_multipart_form_body(client, translator):
     wrong_pair = client.post("/translate", files={"q": (None, "ba"), "target": (None, "xx")})
     assert wrong_pair.status_code == 400 and "translates src -> tgt only" in wrong_pair.json()["error"]
     upload = client.post("/translate", files={"q": ("text.txt", b"ba", "text/plain")})
-    assert upload.status_code == 400 and "file uploads are not accepted (field 'q')" in upload.json()["error"]
+    assert upload.status_code == 400 and "file uploads are not accepted here (field 'q')" in upload.json()["error"]
     boundary = "b0undary"
     latin1 = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\n".encode() + b"\xe9\xe9"
               + f"\r\n--{boundary}--\r\n".encode())
@@ -122,7 +104,8 @@ def test_libretranslate_multipart_form_body(client, translator):
 
 
 def test_languages_health_info_docs(client):
-    assert client.get("/languages").json() == [{"code": "src", "name": "src", "targets": ["tgt"]}]
+    assert client.get("/languages").json() == [{"code": "src", "name": "src", "targets": ["tgt"]},
+                                               {"code": "tgt", "name": "tgt", "targets": []}]
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/v1/info").json()
     assert info["source"] == "src" and info["limits"]["max_sentences_per_request"] == 8
@@ -164,7 +147,7 @@ def test_native_api_returns_alignments_when_asked(client, translator):
     ({"q": 5, "source": "src", "target": "tgt"}, 400, "'q' must be a string or a list"),
     ({"q": ["a", 3]}, 400, "'q' must be a string or a list"),
     ({"q": "ba", "source": "de", "target": "en"}, 400, "translates src -> tgt only"),
-    ({"q": "ba", "format": "html"}, 400, "format 'html' is not supported"),
+    ({"q": "ba", "format": "xml"}, 400, "format 'xml' is not supported; use 'text' or 'html'"),
     ({"q": "ba", "alternatives": "many"}, 400, "'alternatives' must be a whole number"),
     ({"q": "ba", "alternatives": 20}, 400, "above this server's limits"),
     ({"q": ["ba"] * 9}, 413, "the limit is 8 (max_sentences_per_request)"),
@@ -366,9 +349,12 @@ def test_sigterm_lets_the_request_being_decoded_finish(small_run, translator):
 
 
 def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_path):
-    """Headless Chromium types two lines into the page and reads the translations it shows."""
+    """Headless Chromium pastes a paragraph (two lines, a blank line, another line) and reads the translation:
+    paragraphs kept, with its alternatives; then a bit of HTML, shown as HTML; then a text over the limit."""
     import os
     import shutil
+
+    from transformer_mt.text.segment import segment_text
 
     sync_api = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -376,6 +362,7 @@ def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_pa
         if os.environ.get("CI"):
             pytest.fail("CI must run the browser test: scripts/setup.sh installs Debian's chromium")
         pytest.skip("no chromium on this machine (apt-get install chromium)")
+    paragraph = f"{SENTENCES[0]}\n{SENTENCES[1]}\n\n{SENTENCES[2]}"
     server, base = start_server(small_run[2], "--beam-size", "2")
     try:
         with sync_api.sync_playwright() as playwright:
@@ -384,13 +371,22 @@ def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_pa
                 page = browser.new_page()
                 page.goto(base + "/")
                 page.wait_for_function("document.getElementById('pair').textContent.includes('tgt')", timeout=20000)
-                page.fill("#source", SENTENCES[0] + "\n" + SENTENCES[1])
+                page.fill("#source", paragraph)
                 page.fill("#alternatives", "1")
                 page.click("#translate")
-                page.wait_for_selector(".translation >> nth=1", timeout=30000)
-                shown = page.locator(".translation").all_inner_texts()
-                alternatives = page.locator(".alternatives li").all_inner_texts()
+                page.wait_for_function("document.getElementById('status').textContent.includes('characters')",
+                                       timeout=30000)
+                shown = page.locator("#output").text_content()
+                alternatives = page.locator(".alternatives li").all_text_contents()
                 page.screenshot(path=str(tmp_path / "page.png"))
+                page.select_option("#format", "html")
+                page.fill("#source", f'<p class="c">{SENTENCES[3]}</p>')
+                page.fill("#alternatives", "0")
+                page.click("#translate")
+                page.wait_for_function("document.getElementById('output').textContent.includes('<p')",
+                                       timeout=30000)
+                shown_html = page.locator("#output").text_content()
+                preview_visible = page.locator("#preview").is_visible()
                 page.fill("#source", "x" * 6000)  # over the server's limit: the page shows the error
                 page.click("#translate")
                 page.wait_for_selector("#status.error", timeout=30000)
@@ -399,9 +395,13 @@ def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_pa
                 browser.close()
     finally:
         stop_server(server)
-    expected = offline(translator, SENTENCES[:2], beam_size=2, nbest=2)
-    assert shown == [t[0].text for t in expected]
-    assert alternatives == [t[1].text for t in expected]
+    segmented = segment_text(paragraph, "src")
+    expected = offline(translator, segmented.sentences, beam_size=2, nbest=2)
+    assert shown == segmented.join([t[0].text for t in expected], "tgt")
+    assert shown.count("\n") == 3  # the line break and the blank line came back
+    second = segmented.join([t[1].text for t in expected], "tgt")
+    assert alternatives == ([second] if second != shown else [])
+    assert shown_html.startswith('<p class="c">') and preview_visible
     assert "max_chars_per_sentence" in error
 
 

@@ -75,13 +75,17 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def tokenizer_checksums(src_model_path, tgt_model_path) -> dict:
-    """SHA-256 of the SentencePiece model files: a checkpoint only fits the tokenizer it was trained with."""
-    return {"src": file_sha256(src_model_path), "tgt": file_sha256(tgt_model_path)}
+def tokenizer_checksums(src_model_path, tgt_model_path, ids_paths: tuple | None = None) -> dict:
+    """SHA-256 of the SentencePiece model files (and of the id lists of an imported model's tokenizers,
+    ``ids_paths``): a checkpoint only fits the tokenizer it was trained with."""
+    sums = {"src": file_sha256(src_model_path), "tgt": file_sha256(tgt_model_path)}
+    if ids_paths is not None:
+        sums.update(src_ids=file_sha256(ids_paths[0]), tgt_ids=file_sha256(ids_paths[1]))
+    return sums
 
 
 def check_tokenizer_checksums(state: dict, src_model_path, tgt_model_path, checkpoint_path,
-                              actual: dict | None = None) -> None:
+                              actual: dict | None = None, ids_paths: tuple | None = None) -> None:
     """Refuse a tokenizer that is not the one the checkpoint was trained with (same size is not enough).
 
     ``actual``: the files' checksums when the caller has computed them already.
@@ -89,13 +93,16 @@ def check_tokenizer_checksums(state: dict, src_model_path, tgt_model_path, check
     expected = state.get("tokenizer_sha256")
     if expected is None:
         return  # upgraded from format 1 without its run's tokenizer beside it: nothing to compare
-    actual = actual or tokenizer_checksums(src_model_path, tgt_model_path)
-    for side, path in (("src", src_model_path), ("tgt", tgt_model_path)):
-        if actual[side] != expected.get(side):
+    actual = actual or tokenizer_checksums(src_model_path, tgt_model_path, ids_paths)
+    files = [("src", src_model_path), ("tgt", tgt_model_path)]
+    if ids_paths is not None or "src_ids" in expected:
+        files += [("src_ids", ids_paths and ids_paths[0]), ("tgt_ids", ids_paths and ids_paths[1])]
+    for side, path in files:
+        if actual.get(side) != expected.get(side):
             raise TransformerMTError(
                 f"tokenizer {path} is not the one checkpoint {checkpoint_path} was trained with (SHA-256 "
-                f"{actual[side][:12]}... instead of {str(expected.get(side))[:12]}...); the run directory mixes "
-                f"files of two runs. Copy the whole run directory of the checkpoint, tokenizer included"
+                f"{str(actual.get(side))[:12]}... instead of {str(expected.get(side))[:12]}...); the run directory "
+                f"mixes files of two runs. Copy the whole run directory of the checkpoint, tokenizer included"
             )
 
 

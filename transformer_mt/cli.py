@@ -50,6 +50,13 @@ def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
                              "on the fly to a temporary directory")
 
 
+def _add_split_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split-sentences", action=argparse.BooleanOptionalAction, default=None,
+                        help="cut each line into sentences of the model's source language, translate them in one "
+                             "batch and join them again; --no-split-sentences translates each line as one sentence "
+                             "(default: decoding.split_sentences of the run's config, true unless set)")
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the commands that make a run directory from a config (train, prepare)."""
     parser.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
@@ -62,6 +69,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The transformer-mt command line: one add_*_command function per command, in --help order."""
     parser = argparse.ArgumentParser(
         prog="transformer-mt",
         description="Train, run and score encoder-decoder Transformer translation models.",
@@ -69,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    add_train_command(sub)
+    add_prepare_command(sub)
+    add_translate_command(sub)
+    add_evaluate_command(sub)
+    add_average_command(sub)
+    add_serve_command(sub)
+    add_export_command(sub)
+    add_import_command(sub)
+    add_plot_command(sub)
+    add_upgrade_checkpoint_command(sub)
+    return parser
+
+
+def add_train_command(sub) -> None:
     train = sub.add_parser(
         "train", help="train a model from a YAML config",
         description="Train a model as described by a YAML config (see configs/reference.yaml for every key). "
@@ -82,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.epilog = ("Data-parallel: torchrun --nproc_per_node N -m transformer_mt train --config FILE ... trains "
                     "with N processes (one GPU each, or CPU processes); see the README.")
 
+
+def add_prepare_command(sub) -> None:
     prepare = sub.add_parser(
         "prepare", help="train the tokenizer and encode the corpora, without training",
         description="Do what 'train' does before its first update: claim the output directory, train the "
@@ -90,15 +114,29 @@ def build_parser() -> argparse.ArgumentParser:
                     "before a multi-GPU job so that the GPUs do not wait for the encoding.")
     add_run_arguments(prepare)
 
+
+def add_translate_command(sub) -> None:
     translate = sub.add_parser(
         "translate", help="translate sentences with a trained model",
-        description="Translate sentences given as arguments, read from --input, or from standard input "
-                    "(one sentence per line). Output keeps the input order; an empty input line gives an "
-                    "empty output line.")
-    translate.add_argument("sentences", nargs="*", metavar="SENTENCE", help="sentences to translate")
+        description="Translate text given as arguments, read from --input, or from standard input. Each line "
+                    "is cut into sentences (in the model's source language), the sentences are translated in one "
+                    "batch and each line is put back together: N lines in give N lines out, an empty input line "
+                    "an empty output line (--no-split-sentences: each line is one sentence). With --format html "
+                    "the input (the --input file, standard input, or each argument) is one HTML document or "
+                    "fragment, translated block by block with its tags, attributes and protected elements "
+                    "(script, style, code, pre, translate=\"no\", class=\"notranslate\") kept.")
+    translate.add_argument("sentences", nargs="*", metavar="TEXT", help="texts to translate (each one line of output)")
     translate.add_argument("--model", required=True, metavar="DIR", help="run directory of a trained model")
-    translate.add_argument("--input", metavar="FILE", help="file with one source sentence per line")
+    translate.add_argument("--input", metavar="FILE", help="file to translate (text: one line of output per line)")
+    translate.add_argument("--format", default="text", choices=("text", "html"),
+                           help="text (default): lines of text; html: an HTML document or fragment, written back "
+                                "with the same structure, inline tags (b, i, a, em, span...) around the words "
+                                "aligned to the words they wrapped")
+    _add_split_argument(translate)
     translate.add_argument("--output", metavar="FILE", help="write translations here (default: standard output)")
+    translate.add_argument("--target-language", metavar="LANG",
+                           help="for a multilingual model (OPUS-MT >>xx<< tokens, e.g. fra): the language to "
+                                "translate into")
     translate.add_argument("--nbest", type=int, default=1, metavar="K",
                            help="print the K best translations of each sentence, tab-separated (default: 1)")
     translate.add_argument("--alignment", nargs="?", const="pieces", choices=("pieces", "words"), default=None,
@@ -111,10 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 "once. With --nbest each translation is followed by its own alignment. Put the "
                                 "option after the sentences, or name the unit: --alignment pieces \"a sentence\"")
     translate.add_argument("--alignment-layer", type=int, default=None, metavar="L",
-                           help="decoder layer whose cross-attention gives --alignment, numbered from 1 "
-                                "(default: the penultimate layer, as fairseq's alignment_layer)")
+                           help="decoder layer whose cross-attention gives --alignment (and places inline tags with "
+                                "--format html), numbered from 1 (default: the penultimate layer, as fairseq's "
+                                "alignment_layer)")
     _add_decoding_args(translate)
 
+
+def add_evaluate_command(sub) -> None:
     evaluate = sub.add_parser(
         "evaluate", help="translate a test set and score it with sacreBLEU (BLEU and chrF)",
         description="Score translations with sacreBLEU BLEU and chrF and print the signatures. Either translate "
@@ -130,8 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tokenize", default=None,
                           help="sacreBLEU tokenizer (default: zh for a Chinese target, ja-mecab for Japanese, else 13a)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (bleu, chrf, signature, ...)")
+    _add_split_argument(evaluate)
+    evaluate.add_argument("--target-language", metavar="LANG",
+                          help="for a multilingual model (OPUS-MT >>xx<< tokens): the language to translate into")
     _add_decoding_args(evaluate)
 
+
+def add_average_command(sub) -> None:
     average = sub.add_parser(
         "average", help="average the last N step checkpoints of a run",
         description="Average the weights of the last N checkpoint_step*.pt files of a run into "
@@ -140,11 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_argument("--last", type=int, default=5, metavar="N", help="number of checkpoints (default: 5)")
     average.add_argument("--output", metavar="FILE", help="output file (default: DIR/checkpoint_average.pt)")
 
+
+def add_serve_command(sub) -> None:
     serve = sub.add_parser(
         "serve", help="serve a trained model over HTTP (LibreTranslate-compatible REST API)",
-        description="Serve a trained model over HTTP: POST /translate (LibreTranslate's API), GET /languages, "
-                    "POST /v1/translate (beam size, n-best, scores), GET /health, GET /v1/info, docs at /docs. "
-                    "Concurrent requests are decoded together in batches. Needs the [serve] extra "
+        description="Serve a trained model over HTTP: LibreTranslate's API (POST /translate with format text or "
+                    "html, /detect, /translate_file for .txt/.html/.srt/.docx, GET /languages, "
+                    "/frontend/settings), POST /v1/translate (beam size, n-best, scores), GET /health, "
+                    "GET /v1/info, docs at /docs, a web page at /. Each text is split into sentences and joined "
+                    "back. Concurrent requests are decoded together in batches. Needs the [serve] extra "
                     "(pip install 'transformer-mt[serve]'). Listens on 127.0.0.1 unless --host says otherwise.")
     serve.add_argument("--model", required=True, metavar="DIR", help="run directory of a trained model")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
@@ -166,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "413 (default: 20000)")
     serve.add_argument("--max-body-bytes", type=int, default=1_000_000, metavar="N",
                        help="request body size at most; more gets 413 (default: 1000000)")
+    serve.add_argument("--max-file-bytes", type=int, default=2_000_000, metavar="N",
+                       help="size of a file sent to /translate_file at most; more gets 413 (default: 2000000)")
+    serve.add_argument("--max-file-chars", type=int, default=50_000, metavar="N",
+                       help="characters of text in such a file at most (decoding time); more gets 413 "
+                            "(default: 50000)")
     serve.add_argument("--threads", type=int, default=None, metavar="N",
                        help="CPU threads that decode a batch (default: half the cores, at least 1: the other half "
                             "serves HTTP; on 2 cores one decoding thread gave both lower latency and more "
@@ -177,7 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let web pages of ORIGIN (e.g. https://example.org, or * for any) call the API from a "
                             "browser (CORS headers, OPTIONS preflight); repeat for several; default: none")
     _add_decoding_args(serve)
+    _add_split_argument(serve)
 
+
+def add_export_command(sub) -> None:
     export = sub.add_parser(
         "export", help="export a trained model to CTranslate2 (a fast C++ inference engine)",
         description="Write a directory that ctranslate2.Translator loads: the model's weights in CTranslate2's "
@@ -193,6 +251,21 @@ def build_parser() -> argparse.ArgumentParser:
                                  "bfloat16", "float32"),
                         help="weight type in the export (default: float32, as trained)")
 
+
+
+def add_import_command(sub) -> None:
+    imp = sub.add_parser(
+        "import", help="import a Hugging Face MarianMT (OPUS-MT) model directory as a run directory",
+        description="Read a Hugging Face model directory (config.json; model.safetensors or pytorch_model.bin; "
+                    "source.spm/target.spm; vocab.json or separate vocabularies) and write a run directory that "
+                    "translates, evaluates, serves, exports and fine-tunes (training.init_from) like a trained "
+                    "one. The format comes from config.json's model_type: marian (OPUS-MT). Needs the [import] "
+                    "extra for model.safetensors (pip install 'transformer-mt[import]').")
+    imp.add_argument("hf_dir", metavar="HF_DIR", help="the model directory (e.g. a clone of Helsinki-NLP/opus-mt-de-en)")
+    imp.add_argument("--output-dir", required=True, metavar="RUN_DIR", help="new (or empty) run directory to write")
+
+
+def add_plot_command(sub) -> None:
     plot = sub.add_parser(
         "plot", help="draw learning curves of runs, or a model's attention (matplotlib, the [plots] extra)",
         description="Learning curves from the runs' metrics.jsonl (learning_curves.png): training and validation "
@@ -225,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--checkpoint", default="best",
                       help="with --attention: best, last, average or a checkpoint file (default: best)")
 
+
+def add_upgrade_checkpoint_command(sub) -> None:
     upgrade = sub.add_parser(
         "upgrade-checkpoint", help="convert checkpoints of an earlier transformer-mt to the safe format",
         description="Checkpoints are loaded without running code in them (torch.load with weights_only=True). "
@@ -236,7 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("path", metavar="PATH", help="run directory or checkpoint file")
     upgrade.add_argument("--trust", action="store_true",
                          help="required to convert: you made the file(s) or trust their source")
-    return parser
 
 
 def cmd_train(args) -> int:
@@ -320,21 +394,42 @@ def _load_ctranslate2(args):
 
 def _decode_kwargs(args) -> dict:
     return {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "batch_size": args.batch_size,
-            "early_exit": args.early_exit}
+            "early_exit": args.early_exit, "target_language": args.target_language}
+
+
+def _one_line(text: str) -> str:
+    """A translated input line as one output line: translate_text keeps the line breaks of a text, and a
+    line read at "\n" may still hold "\r", "\u2028" or other characters that str.splitlines breaks at."""
+    parts = text.splitlines()
+    return text if "".join(parts) == text else " ".join(parts)
 
 
 def _read_stdin() -> list[str]:
     from .data.batches import split_lines
 
+    return split_lines(_read_stdin_text("reading text from standard input (Ctrl-D to end)"))
+
+
+def _read_stdin_text(prompt: str = "reading an HTML document from standard input (Ctrl-D to end)") -> str:
     if sys.stdin.isatty():
-        print("reading sentences from standard input (one per line, Ctrl-D to end)", file=sys.stderr)
-    raw = sys.stdin.buffer.read()
+        print(prompt, file=sys.stderr)
+    return _decode_utf8(sys.stdin.buffer.read(), "standard input")
+
+
+def _read_document(path) -> str:
+    """A whole file as text (an HTML document), with clear errors."""
+    from .data.batches import read_bytes
+
+    return _decode_utf8(read_bytes(path), f"file {path}")
+
+
+def _decode_utf8(raw: bytes, name: str) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise TransformerMTError(f"standard input is not valid UTF-8 at line {line}") from None
-    return split_lines(text)
+        raise TransformerMTError(f"{name} is not valid UTF-8 at line {line}") from None
+    return text.removeprefix("\ufeff")
 
 
 def _check_output(path) -> None:
@@ -425,7 +520,9 @@ def _translate_for_evaluation(args):
     _check_output_is_not_input(args.output, dict(zip(names, (src_path, ref_path))))
     sources, refs = read_parallel(src_path, ref_path)
     _check_not_empty(sources, src_path, ref_path)
-    hyps = translator.translate(sources, **_decode_kwargs(args))
+    # The same composition as translate's, so that a line gets the same translation from both.
+    hyps = [_one_line(hyp) for hyp in
+            translator.translate_text(sources, split_sentences=args.split_sentences, **_decode_kwargs(args))]
     if args.output:
         _write_output(args.output, "".join(h + "\n" for h in hyps))
     return hyps, refs, translator
@@ -435,34 +532,56 @@ def cmd_translate(args) -> int:
     from .data.batches import read_lines
 
     if args.sentences and args.input:
-        raise TransformerMTError("give sentences as arguments or --input FILE, not both")
+        raise TransformerMTError("give texts as arguments or --input FILE, not both")
     _check_output(args.output)
     _check_output_is_not_input(args.output, {"--input": args.input})
-    if args.sentences:
-        # One argument is one sentence: a line break inside it must not add a line to the output.
-        sentences = [" ".join(sentence.splitlines()) for sentence in args.sentences]
-    elif args.input:
-        sentences = read_lines(args.input)
-    else:
-        sentences = _read_stdin()
-    if args.alignment_layer is not None and not args.alignment:
-        raise TransformerMTError("--alignment-layer chooses the layer of --alignment; add --alignment")
-    if args.alignment and args.engine != "torch":
+    if args.alignment_layer is not None and not args.alignment and args.format != "html":
+        raise TransformerMTError("--alignment-layer chooses the layer of --alignment (or of the alignments that "
+                                 "place inline tags with --format html); add --alignment")
+    if (args.alignment or args.alignment_layer is not None) and args.engine != "torch":
         raise TransformerMTError("--alignment needs --engine torch: the CTranslate2 engine returns the attention of "
                                  "one layer and head fixed at export, not the layer asked for")
+    sentence_level = args.alignment or args.nbest != 1  # one result per sentence: the line is not cut
+    if sentence_level and (args.format == "html" or args.split_sentences):
+        option = "--alignment" if args.alignment else "--nbest"
+        raise TransformerMTError(f"{option} gives one result per sentence, so each line is translated as one "
+                                 f"sentence: leave out {'--format html' if args.format == 'html' else '--split-sentences'}")
+    if args.format == "html":
+        if args.sentences:
+            texts = list(args.sentences)
+        elif args.input:
+            texts = [_read_document(args.input)]
+        else:
+            texts = [_read_stdin_text()]
+    elif args.sentences:
+        # One argument is one line of output: a line break inside it must not add a line to the output.
+        texts = [" ".join(sentence.splitlines()) for sentence in args.sentences]
+    elif args.input:
+        texts = read_lines(args.input)
+    else:
+        texts = _read_stdin()
     translator = _load_translator(args)
     if args.alignment:
         from .decoding.alignment import format_alignment
 
-        results = translator.translate(sentences, nbest=args.nbest, return_alignment=True,
+        results = translator.translate(texts, nbest=args.nbest, return_alignment=True,
                                        alignment_unit=args.alignment, alignment_layer=args.alignment_layer,
                                        **_decode_kwargs(args))
         fields = [[field for t in r for field in (t.text, format_alignment(t.alignment))] for r in results]
         lines = ["\t".join(f + ["", ""] * (args.nbest - len(f) // 2)) for f in fields]
+    elif sentence_level:
+        results = translator.translate(texts, nbest=args.nbest, **_decode_kwargs(args))
+        lines = ["\t".join(r) for r in results]
     else:
-        results = translator.translate(sentences, nbest=args.nbest, **_decode_kwargs(args))
-        lines = ["\t".join(r) if isinstance(r, list) else r for r in results]
-    text = "".join(line + "\n" for line in lines)
+        layer = {"alignment_layer": args.alignment_layer} if args.alignment_layer is not None else {}
+        lines = translator.translate_text(texts, format=args.format, split_sentences=args.split_sentences,
+                                          **layer, **_decode_kwargs(args))
+        if args.format == "text":
+            lines = [_one_line(line) for line in lines]
+    if args.format == "html" and not args.sentences:
+        text = lines[0]  # the document as it was read, its final line break (or none) included
+    else:
+        text = "".join(line + "\n" for line in lines)
     if args.output:
         _write_output(args.output, text)
     else:
@@ -536,6 +655,9 @@ def cmd_serve(args) -> int:
     from .data.batches import read_lines
 
     try:
+        import docx  # noqa: F401 -- /translate_file reads .docx and .srt, /detect needs py3langid: fail here, not later
+        import py3langid  # noqa: F401
+        import srt  # noqa: F401
         import uvicorn
 
         from .serving.server import ServeLimits, create_app
@@ -543,7 +665,8 @@ def cmd_serve(args) -> int:
         raise TransformerMTError(f"serving needs the [serve] extra ({exc.name} is not installed): "
                                  f"pip install 'transformer-mt[serve]'") from None
     for option in ("max_batch_sentences", "max_queue_sentences", "max_sentences_per_request",
-                   "max_chars_per_sentence", "max_chars_per_request", "max_body_bytes"):
+                   "max_chars_per_sentence", "max_chars_per_request", "max_body_bytes", "max_file_bytes",
+                   "max_file_chars"):
         if getattr(args, option) < 1:
             raise TransformerMTError(f"--{option.replace('_', '-')} must be at least 1")
     if not 0 <= args.max_wait_ms <= 10_000:
@@ -576,7 +699,8 @@ def cmd_serve(args) -> int:
     decoding = resolve_decoding(translator.config)  # a setting that would fail every request fails here instead
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sentences_per_request=args.max_sentences_per_request,
                          max_chars_per_sentence=args.max_chars_per_sentence,
-                         max_chars_per_request=args.max_chars_per_request)
+                         max_chars_per_request=args.max_chars_per_request, max_file_bytes=args.max_file_bytes,
+                         max_file_chars=args.max_file_chars)
     if decoding.beam_size > limits.max_beam_size:
         raise TransformerMTError(f"--beam-size {decoding.beam_size} is above the server's limit of "
                                  f"{limits.max_beam_size}")
@@ -590,7 +714,8 @@ def cmd_serve(args) -> int:
         info["compute_type"] = translator.compute_type
     app = create_app(translator, limits=limits, max_batch_sentences=args.max_batch_sentences,
                      max_wait_ms=args.max_wait_ms, max_queue_sentences=args.max_queue_sentences,
-                     api_keys=api_keys, info=info, cors_origins=args.cors_origin)
+                     api_keys=api_keys, info=info, split_sentences=args.split_sentences,
+                     cors_origins=args.cors_origin)
     print(f"serving {Path(args.model).resolve()} ({translator.config.data.src_lang} -> {translator.config.data.tgt_lang}) on "
           f"http://{args.host}:{args.port} (API docs: /docs); Ctrl-C stops", file=sys.stderr)
     try:
@@ -607,6 +732,18 @@ def cmd_export(args) -> int:
     output = export_ctranslate2(args.model, args.output, checkpoint=args.checkpoint, quantization=args.quantization)
     print(f"exported {args.model} to {output}; translate with: transformer-mt translate --engine ctranslate2 "
           f"--model {output} \"...\"")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .interop.hf_import import import_model
+
+    summary = import_model(args.hf_dir, args.output_dir)
+    languages = summary["target_languages"]
+    print(f"imported {args.hf_dir} into {summary['run_dir']}: {summary['parameters'] / 1e6:.1f}M parameters, "
+          f"vocabulary {summary['vocab_sizes'][0]}/{summary['vocab_sizes'][1]}"
+          + (f", {len(languages)} target languages (--target-language {languages[0]}, ...)" if languages else "")
+          + f". Translate with: transformer-mt translate --model {summary['run_dir']} \"...\"")
     return 0
 
 
@@ -661,7 +798,8 @@ def cmd_upgrade_checkpoint(args) -> int:
 
 COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_translate, "evaluate": cmd_evaluate,
             "average": cmd_average,
-            "serve": cmd_serve, "export": cmd_export, "plot": cmd_plot, "upgrade-checkpoint": cmd_upgrade_checkpoint}
+            "serve": cmd_serve, "export": cmd_export, "import": cmd_import, "plot": cmd_plot,
+            "upgrade-checkpoint": cmd_upgrade_checkpoint}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,21 @@ class TokenizerConfig:
     vocab_size: int = 8000
     character_coverage: float = 0.9995
     input_sentence_size: int = 2_000_000  # sentences sampled to train the tokenizer
+    # Where ids come from: "sentencepiece", the models' own ids; "shared" / "separate", an id list per
+    # side (spm.src.ids.json, spm.tgt.ids.json) mapping pieces to the model's ids, one list for both
+    # languages or one each (imported models: their vocab.json ids are not the SentencePiece ids).
+    vocabulary: str = "sentencepiece"
+    # Existing SentencePiece model(s) to use instead of training one: copied into the run directory
+    # and recorded by SHA-256 like a trained one (model_type ... input_sentence_size are then unused).
+    model: str = ""  # one model for both languages (joint: true)
+    source_model: str = ""  # or one per language (joint: false): both
+    target_model: str = ""
+
+    def given_models(self) -> dict[str, str]:
+        """The config keys of the existing models named, and their paths (empty: train one)."""
+        keys = {"tokenizer.model": self.model, "tokenizer.source_model": self.source_model,
+                "tokenizer.target_model": self.target_model}
+        return {key: path for key, path in keys.items() if path}
 
 
 @dataclass
@@ -78,11 +93,16 @@ class ModelConfig:
     # disables the fused attention kernel) and helps less than residual dropout: off by default.
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
-    activation: str = "relu"
+    activation: str = "relu"  # relu | gelu | silu (swish, as in Marian)
     pre_norm: bool = False  # False: post-norm as in Vaswani et al.; True: pre-norm (more stable when deep)
     share_embeddings: bool = True  # one embedding matrix for source and target (needs tokenizer.joint)
     tie_output: bool = True  # output projection shares the target embedding matrix
     max_positions: int = 1024
+    # What models trained elsewhere need (imported OPUS-MT/Marian models set them); the defaults are the paper's.
+    position_table: str = "interleaved"  # interleaved: sin/cos in even/odd dimensions; concatenated: [sin | cos]
+    scale_embeddings: bool = True  # token embeddings times sqrt(d_model) before the positions are added
+    output_bias: bool = False  # a bias on the output logits (Marian's final_logits_bias)
+    source_eos: bool = False  # end every source sentence with </s> (Marian's input format)
 
 
 @dataclass
@@ -115,6 +135,10 @@ class TrainingConfig:
     patience: int = 0  # early stopping: validations without BLEU improvement; 0 = off
     max_nonfinite_in_row: int = 10  # stop after this many consecutive non-finite losses/gradients
     tensorboard: bool = True  # also write TensorBoard event files (RUN_DIR/tensorboard) when tensorboard is installed
+    # Start from a trained model instead of random weights (see training/init_from.py): a run directory,
+    # a checkpoint file or a CTranslate2 export of a run; "" = random weights.
+    init_from: str = ""
+    init_reset_optimizer: bool = True  # False: also continue the parent's optimizer state (Adam's moments)
 
 
 @dataclass
@@ -128,6 +152,7 @@ class DecodingConfig:
     early_exit: bool = False  # True: a sentence's beam search ends when its best candidate ends (faster)
     valid_beam_size: int = 1  # beam used for validation BLEU during training (1 = greedy, fastest)
     sacrebleu_tokenize: str = "auto"  # auto picks zh/ja-mecab for Chinese/Japanese targets, else 13a
+    split_sentences: bool = True  # translate/evaluate/translate_text cut each line into sentences (text/segment.py)
 
 
 @dataclass
@@ -145,7 +170,9 @@ class Config:
 # Allowed values of string options; checked at load time.
 CHOICES = {
     "tokenizer.model_type": ("bpe", "unigram", "char", "word"),
-    "model.activation": ("relu", "gelu"),
+    "tokenizer.vocabulary": ("sentencepiece", "shared", "separate"),
+    "model.activation": ("relu", "gelu", "silu"),
+    "model.position_table": ("interleaved", "concatenated"),
     "training.precision": ("auto", "fp32", "bf16", "fp16"),
     "training.optimizer": ("adam", "adamw"),
     "training.scheduler": ("inverse_sqrt", "noam", "cosine", "linear", "constant"),
@@ -370,11 +397,16 @@ def validate(config: Config, source: str = "config") -> None:
             f"{source}: key 'model.d_model' ({model.d_model}) must be divisible by "
             f"'model.num_heads' ({model.num_heads})"
         )
-    if model.share_embeddings and not config.tokenizer.joint:
+    if model.share_embeddings and not (config.tokenizer.joint or config.tokenizer.vocabulary == "shared"):
         raise TransformerMTError(
             f"{source}: 'model.share_embeddings: true' needs 'tokenizer.joint: true' "
             f"(one vocabulary for both languages); set one of them differently"
         )
+    if config.tokenizer.vocabulary != "sentencepiece" and config.tokenizer.joint:
+        raise TransformerMTError(
+            f"{source}: 'tokenizer.vocabulary: {config.tokenizer.vocabulary}' maps the pieces of two SentencePiece "
+            f"models to ids and needs 'tokenizer.joint: false'")
+    _validate_given_tokenizers(config.tokenizer, source)
     if len(config.training.betas) != 2 or not all(0 <= b < 1 for b in config.training.betas):
         raise TransformerMTError(f"{source}: key 'training.betas' must be two numbers in [0, 1), got {config.training.betas}")
     if config.decoding.nbest > config.decoding.beam_size:
@@ -385,6 +417,25 @@ def validate(config: Config, source: str = "config") -> None:
     if config.data.src_lang == config.data.tgt_lang:
         raise TransformerMTError(f"{source}: 'data.src_lang' and 'data.tgt_lang' are both {config.data.src_lang!r}")
     _validate_schedule(config.training, source)
+
+
+def _validate_given_tokenizers(cfg: TokenizerConfig, source: str) -> None:
+    """Which existing SentencePiece models may be named together (the files are checked by
+    tokenizer.check_given_models, which needs SentencePiece)."""
+    if cfg.model and not cfg.joint:
+        raise TransformerMTError(
+            f"{source}: 'tokenizer.model' is one SentencePiece model for both languages and needs "
+            f"'tokenizer.joint: true'; for one model per language set 'tokenizer.source_model' and "
+            f"'tokenizer.target_model' instead")
+    if (cfg.source_model or cfg.target_model) and cfg.joint:
+        raise TransformerMTError(
+            f"{source}: 'tokenizer.source_model' / 'tokenizer.target_model' are one SentencePiece model per "
+            f"language and need 'tokenizer.joint: false'; for one model for both set 'tokenizer.model' instead")
+    if bool(cfg.source_model) != bool(cfg.target_model):
+        given, missing = (("source_model", "target_model") if cfg.source_model else ("target_model", "source_model"))
+        raise TransformerMTError(
+            f"{source}: 'tokenizer.{given}' is set but 'tokenizer.{missing}' is not; give both (or neither, to "
+            f"train them)")
 
 
 def _validate_schedule(cfg: TrainingConfig, source: str) -> None:
@@ -568,11 +619,15 @@ def load_config(path, overrides: dict | None = None, environment: bool = True) -
         raw = _apply_overrides(raw, overrides)
     if environment:
         raw = expand_env_in(raw)
-    return config_from_dict(raw, source=str(path))
+    config = config_from_dict(raw, source=str(path))
+    from .data.tokenizer import check_given_models  # SentencePiece is imported only when a config is read
+
+    check_given_models(config.tokenizer, source=str(path))
+    return config
 
 
-def _data_file_problem(path: Path) -> str | None:
-    """What keeps ``path`` from being read as a text file, or None."""
+def file_problem(path: Path, expected: str = "a text file") -> str | None:
+    """What keeps ``path`` from being read as a regular file (``expected`` names what it should be), or None."""
     try:
         mode = path.stat().st_mode
     except OSError as exc:
@@ -582,9 +637,9 @@ def _data_file_problem(path: Path) -> str | None:
             return "is a symbolic link to a missing file" if path.is_symlink() else "does not exist"
         return f"cannot be accessed ({exc.strerror})"
     if stat.S_ISDIR(mode):
-        return "is a directory, expected a text file"
+        return f"is a directory, expected {expected}"
     if not stat.S_ISREG(mode):
-        return "is not a regular file (a device, pipe or socket), expected a text file"
+        return f"is not a regular file (a device, pipe or socket), expected {expected}"
     return None  # an unreadable file is reported when it is read
 
 
@@ -593,7 +648,7 @@ def check_data_files(config: Config, splits=("train", "valid")) -> None:
     for split in splits:
         for lang in (config.data.src_lang, config.data.tgt_lang):
             path = config.data.path(split, lang)
-            problem = _data_file_problem(path)
+            problem = file_problem(path)
             if problem is not None:
                 # abspath, not resolve(): resolve raises on a symbolic link loop.
                 raise TransformerMTError(

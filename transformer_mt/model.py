@@ -42,21 +42,31 @@ def subsequent_mask(size: int, device=None) -> torch.Tensor:
 
 
 class PositionalEncoding(nn.Module):
-    """Sinusoidal position signals (section 3.5), added to the scaled embeddings."""
+    """Sinusoidal position signals (section 3.5), added to the scaled embeddings.
 
-    def __init__(self, d_model: int, max_positions: int):
+    The paper's sines and cosines alternate (``interleaved``: sin in even dimensions, cos in odd
+    ones); Marian, and so OPUS-MT models, put all sines first (``concatenated``: [sin | cos]).
+    """
+
+    def __init__(self, d_model: int, max_positions: int, layout: str = "interleaved"):
         super().__init__()
         self.d_model = d_model
-        self.register_buffer("table", self.make_table(max_positions, d_model), persistent=False)
+        self.layout = layout
+        self.register_buffer("table", self.make_table(max_positions, d_model, layout=layout), persistent=False)
 
     @staticmethod
-    def make_table(length: int, d_model: int, start: int = 0) -> torch.Tensor:
+    def make_table(length: int, d_model: int, start: int = 0, layout: str = "interleaved") -> torch.Tensor:
         """The signals of positions start .. start + length - 1, one row each."""
         position = torch.arange(start, start + length, dtype=torch.float32).unsqueeze(1)
         div_term = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
         table = torch.zeros(length, d_model)
-        table[:, 0::2] = torch.sin(position * div_term)
-        table[:, 1::2] = torch.cos(position * div_term[: d_model // 2])
+        if layout == "concatenated":
+            sines = (d_model + 1) // 2
+            table[:, :sines] = torch.sin(position * div_term)
+            table[:, sines:] = torch.cos(position * div_term[: d_model // 2])
+        else:
+            table[:, 0::2] = torch.sin(position * div_term)
+            table[:, 1::2] = torch.cos(position * div_term[: d_model // 2])
         return table
 
     def forward(self, length: int, offset: int = 0) -> torch.Tensor:
@@ -65,18 +75,18 @@ class PositionalEncoding(nn.Module):
             # Inputs longer than max_positions are still translated in full: sinusoids extend to any
             # length. These rows are computed for this call and not kept, so a forward pass never
             # changes the module (translating threads share it).
-            return self.make_table(length, self.d_model, start=offset).to(self.table.device)
+            return self.make_table(length, self.d_model, start=offset, layout=self.layout).to(self.table.device)
         return self.table[offset:end]
 
 
 class Embeddings(nn.Module):
     """Token embeddings scaled by sqrt(d_model) (section 3.4) plus positions, then dropout."""
 
-    def __init__(self, embedding: nn.Embedding, positions: PositionalEncoding, dropout: float):
+    def __init__(self, embedding: nn.Embedding, positions: PositionalEncoding, dropout: float, scale: bool = True):
         super().__init__()
         self.embedding = embedding
         self.positions = positions
-        self.scale = math.sqrt(embedding.embedding_dim)
+        self.scale = math.sqrt(embedding.embedding_dim) if scale else 1.0
         self.dropout = FastDropout(dropout)
 
     def forward(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
@@ -202,7 +212,7 @@ class PositionwiseFeedForward(nn.Module):
         super().__init__()
         self.w_1 = OneDNNLinear(d_model, ffn_dim)
         self.w_2 = OneDNNLinear(ffn_dim, d_model)
-        self.activation = F.relu if activation == "relu" else F.gelu
+        self.activation = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}[activation]
         self.dropout = FastDropout(activation_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -273,7 +283,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.pad_id = pad_id
-        positions = PositionalEncoding(cfg.d_model, cfg.max_positions)
+        positions = PositionalEncoding(cfg.d_model, cfg.max_positions, cfg.position_table)
         src_embedding = nn.Embedding(src_vocab_size, cfg.d_model, padding_idx=pad_id)
         if cfg.share_embeddings:
             if src_vocab_size != tgt_vocab_size:
@@ -281,14 +291,15 @@ class Transformer(nn.Module):
             tgt_embedding = src_embedding
         else:
             tgt_embedding = nn.Embedding(tgt_vocab_size, cfg.d_model, padding_idx=pad_id)
-        self.src_embed = Embeddings(src_embedding, positions, cfg.dropout)
-        self.tgt_embed = Embeddings(tgt_embedding, positions, cfg.dropout)
+        self.src_embed = Embeddings(src_embedding, positions, cfg.dropout, cfg.scale_embeddings)
+        self.tgt_embed = Embeddings(tgt_embedding, positions, cfg.dropout, cfg.scale_embeddings)
         self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_encoder_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_decoder_layers))
         # Pre-norm leaves the residual stream un-normalised; normalise once at the end.
         self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
-        self.generator = OneDNNLinear(cfg.d_model, tgt_vocab_size, bias=False)
+        # The output bias (Marian's final logits bias) is off in the paper's model.
+        self.generator = OneDNNLinear(cfg.d_model, tgt_vocab_size, bias=cfg.output_bias)
         self.reset_parameters()
         if cfg.tie_output:
             self.generator.weight = tgt_embedding.weight

@@ -136,11 +136,12 @@ def _padded(ids: np.ndarray, offsets: np.ndarray, indices: np.ndarray, bos: bool
     return torch.from_numpy(out)
 
 
-def collate(corpus: EncodedCorpus, indices: np.ndarray) -> Batch:
+def collate(corpus: EncodedCorpus, indices: np.ndarray, source_eos: bool = False) -> Batch:
+    """The sentences ``indices`` as a batch; ``source_eos``: sources end in eos (model.source_eos)."""
     indices = np.asarray(indices, dtype=np.int64)
     tgt_lengths = corpus.tgt_offsets[indices + 1] - corpus.tgt_offsets[indices]
     return Batch(
-        src_tokens=_padded(corpus.src_ids, corpus.src_offsets, indices),
+        src_tokens=_padded(corpus.src_ids, corpus.src_offsets, indices, eos=source_eos),
         tgt_input=_padded(corpus.tgt_ids, corpus.tgt_offsets, indices, bos=True),
         tgt_output=_padded(corpus.tgt_ids, corpus.tgt_offsets, indices, eos=True),
         num_tokens=int(tgt_lengths.sum()) + len(indices),

@@ -1,16 +1,22 @@
-"""SentencePiece tokenization: train the models, map text <-> ids.
+"""SentencePiece tokenization: train the models (or take given ones), map text <-> ids.
 
 Special ids are fixed for every model: pad 0, unk 1, bos 2, eos 3. The
 models live inside the run directory (``spm.model`` for a joint vocabulary,
 ``spm.src.model`` and ``spm.tgt.model`` otherwise), so a run directory is all
 a translator needs. Training again reuses models that are already there.
+
+Existing models (``tokenizer.model``, or ``tokenizer.source_model`` and
+``tokenizer.target_model``) are checked when the config is read and copied
+into the run directory under those same names instead of training one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import itertools
+import json
 import logging
 import os
 import random
@@ -22,27 +28,25 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from ..config import TokenizerConfig
+from ..checkpoint import file_sha256
+from ..config import TokenizerConfig, file_problem
 from ..errors import TransformerMTError
 from ..safe_files import open_run_file, regular_file_problem, write_run_file
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+# A SentencePiece model is a few MB at most (a 64k-piece one is ~1 MB); anything far larger is not one.
+MAX_MODEL_BYTES = 256 << 20
 
 log = logging.getLogger(__name__)
-
-
-# SentencePiece reads a model file whole: a real one is a few MB (even 250k pieces); a huge or sparse
-# file would only fill memory.
-MAX_TOKENIZER_BYTES = 256 * 2**20
 
 
 class Tokenizer:
     """One SentencePiece model: text -> list of ids (no bos/eos) and back."""
 
-    def __init__(self, model_path):
+    def __init__(self, model_path, check_special_ids: bool = True):
         self.model_path = Path(model_path)
         problem = regular_file_problem(model_path)
-        if problem is None and self.model_path.stat().st_size > MAX_TOKENIZER_BYTES:
+        if problem is None and self.model_path.stat().st_size > MAX_MODEL_BYTES:
             problem = f"is {self.model_path.stat().st_size / 2**20:.0f} MiB, far more than any SentencePiece model"
         if problem is not None:
             raise TransformerMTError(f"tokenizer model {model_path} {problem}; copy the whole run directory again")
@@ -53,7 +57,8 @@ class Tokenizer:
                 f"tokenizer model {model_path} cannot be loaded ({exc}); the run directory is incomplete, "
                 f"train again or copy the whole run directory"
             ) from None
-        if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+        special = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
+        if check_special_ids and special != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
             raise TransformerMTError(
                 f"tokenizer model {model_path} has special ids pad/unk/bos/eos = "
                 f"{self.sp.pad_id()}/{self.sp.unk_id()}/{self.sp.bos_id()}/{self.sp.eos_id()}, expected 0/1/2/3"
@@ -79,6 +84,81 @@ class Tokenizer:
 
     def pieces(self, text: str) -> list[str]:
         return self.sp.encode(text, out_type=str)
+
+    def id_to_piece(self, ids: list[int]) -> list[str]:
+        return self.sp.id_to_piece(ids)
+
+    def piece_to_id(self, pieces: list[str]) -> list[int]:
+        return self.sp.piece_to_id(pieces)
+
+    def language_codes(self) -> list[str]:
+        """Target-language tokens (``>>fra<<``) a multilingual model's sources start with; none here."""
+        return []
+
+
+NOT_TEXT = {PAD_ID, BOS_ID, EOS_ID}
+
+# A source starting with one of these picks a multilingual model's target language (OPUS-MT's >>fra<<).
+LANGUAGE_CODE = re.compile(r">>[^<>\s]+<<")
+
+
+class MappedTokenizer(Tokenizer):
+    """A SentencePiece model whose pieces map to the model's ids through a list of pieces (``*.ids.json``).
+
+    Imported models number their vocabulary their own way (OPUS-MT's vocab.json: one list for the
+    pieces of two SentencePiece models, plus ``>>xx<<`` language tokens), so SentencePiece's ids
+    are not the model's. Pieces missing from the list become unk; ids 0-3 are pad/unk/bos/eos.
+    """
+
+    def __init__(self, model_path, ids_path):
+        super().__init__(model_path, check_special_ids=False)
+        self.ids_path = Path(ids_path)
+        try:
+            pieces = json.loads(self.ids_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise TransformerMTError(f"vocabulary {ids_path} cannot be read ({exc}); the run directory is "
+                                     f"incomplete, import or copy it again") from None
+        if (not isinstance(pieces, list) or len(pieces) < 4 or not all(isinstance(p, str) for p in pieces)
+                or len(set(pieces)) != len(pieces)):
+            raise TransformerMTError(f"vocabulary {ids_path} is not a list of distinct pieces; import it again")
+        self.id_pieces = pieces
+        self.ids = {piece: i for i, piece in enumerate(pieces)}
+        # SentencePiece id -> model id, so that encoding stays one vectorised lookup.
+        self.sp_to_id = np.array([self.ids.get(self.sp.id_to_piece(i), UNK_ID)
+                                  for i in range(self.sp.get_piece_size())], dtype=np.int32)
+        self.codes = [piece for piece in pieces if LANGUAGE_CODE.fullmatch(piece)]
+
+    def __len__(self) -> int:
+        return len(self.id_pieces)
+
+    def _encode_one(self, text: str) -> list[int]:
+        """A leading language token (``>>fra<<``) is one id, the rest SentencePiece's pieces (as Marian does)."""
+        code = LANGUAGE_CODE.match(text) if self.codes else None
+        prefix = [self.ids.get(code.group(), UNK_ID)] if code else []
+        ids = self.sp.encode(text[code.end():] if code else text)
+        return prefix + self.sp_to_id[ids].tolist()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [self._encode_one(text) for text in texts]
+
+    def encode_flat(self, texts: list[str], num_threads: int) -> tuple[np.ndarray, np.ndarray]:
+        sequences = self.encode(texts)
+        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        ids = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int32, count=int(lengths.sum()))
+        return ids, lengths
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        # Through the pieces, as Marian's tokenizer does: a piece of the other language decodes as unknown.
+        return [self.sp.decode_pieces([self.id_pieces[i] for i in row if i not in NOT_TEXT]) for row in ids]
+
+    def id_to_piece(self, ids: list[int] | int) -> list[str] | str:
+        return self.id_pieces[ids] if isinstance(ids, int) else [self.id_pieces[i] for i in ids]
+
+    def piece_to_id(self, pieces: list[str]) -> list[int]:
+        return [self.ids.get(piece, UNK_ID) for piece in pieces]
+
+    def language_codes(self) -> list[str]:
+        return self.codes
 
 
 @contextlib.contextmanager
@@ -233,31 +313,139 @@ def tokenizer_paths(run_dir, joint: bool) -> tuple[Path, Path]:
     return run_dir / "spm.src.model", run_dir / "spm.tgt.model"
 
 
-def build_tokenizers(run_dir, cfg: TokenizerConfig, src_train: Path, tgt_train: Path) -> tuple[Tokenizer, Tokenizer]:
-    """Train (or reuse) the source and target tokenizers of a run."""
-    src_path, tgt_path = tokenizer_paths(run_dir, cfg.joint)
-    if cfg.joint:
-        if not src_path.exists():
-            _train_one([src_train, tgt_train], src_path.with_suffix(""), cfg)
+def special_ids_problem(sp: spm.SentencePieceProcessor) -> str | None:
+    """Why a SentencePiece model's special ids do not fit this toolkit (pad/unk/bos/eos = 0/1/2/3), or None."""
+    ids = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
+    if ids == (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+        return None
+    return (f"has special ids pad/unk/bos/eos = {'/'.join(map(str, ids))} (-1: none), transformer-mt needs "
+            f"{PAD_ID}/{UNK_ID}/{BOS_ID}/{EOS_ID}; train it with --pad_id={PAD_ID} --unk_id={UNK_ID} "
+            f"--bos_id={BOS_ID} --eos_id={EOS_ID}")
+
+
+def check_model_file(path: Path, key: str, source: str = "config", special_ids: bool = True,
+                     fix: str | None = None) -> None:
+    """One clear error if ``path`` (named by config ``key``) is not a SentencePiece model this toolkit can use
+    (``special_ids``: with pad/unk/bos/eos = 0/1/2/3, as the models whose ids are their own need)."""
+    problem = file_problem(path, "a SentencePiece .model file")
+    if problem is None and path.stat().st_size > MAX_MODEL_BYTES:
+        problem = f"is {path.stat().st_size >> 20} MiB, far too large for a SentencePiece model"
+    if problem is None:
+        sp = spm.SentencePieceProcessor()
+        try:
+            sp.load(str(path))
+        except (OSError, RuntimeError):
+            problem = "is not a SentencePiece model (it cannot be loaded)"
         else:
-            log.info("reusing tokenizer %s", src_path)
+            problem = special_ids_problem(sp) if special_ids else None
+    if problem is not None:
+        fix = fix or f"point '{key}' at a SentencePiece .model file, or leave it out to train one"
+        raise TransformerMTError(f"{source}: '{key}' {path} {problem}; {fix}")
+
+
+def check_given_models(cfg: TokenizerConfig, source: str = "config") -> None:
+    """Check the existing SentencePiece models the tokenizer section names (when the config is read)."""
+    for key, path in cfg.given_models().items():
+        check_model_file(Path(path), key, source)
+
+
+def given_models(cfg: TokenizerConfig) -> tuple[tuple[Path, str], tuple[Path, str]] | None:
+    """The (source, target) models the config names, each with its config key, or None to train them."""
+    if cfg.model:
+        return (Path(cfg.model), "'tokenizer.model'"), (Path(cfg.model), "'tokenizer.model'")
+    if cfg.source_model:
+        return ((Path(cfg.source_model), "'tokenizer.source_model'"),
+                (Path(cfg.target_model), "'tokenizer.target_model'"))
+    return None
+
+
+def copy_given_model(given: Path, copy: Path, origin: str) -> None:
+    """Put the existing model ``given`` into the run as ``copy`` (written whole or not at all).
+
+    A copy already there (a resumed run, or a second start) is reused only if it is the same
+    file: a run must keep the tokenizer its checkpoints were trained with. ``origin`` names
+    where ``given`` comes from in messages (a config key, a parent run).
+    """
+    digest = file_sha256(given)
+    if copy.exists():
+        if file_sha256(copy) != digest:
+            raise TransformerMTError(
+                f"{origin} {given} is not the tokenizer this run started with ({copy} differs: SHA-256 "
+                f"{file_sha256(copy)[:12]}... instead of {digest[:12]}...); train into a new --output-dir, or pass "
+                f"--overwrite to start this run again")
+        log.info("reusing tokenizer %s (a copy of %s, SHA-256 %s)", copy, given, digest)
+        return
+    content = given.read_bytes()  # at most MAX_MODEL_BYTES: checked when the config was read
+    if hashlib.sha256(content).hexdigest() != digest:
+        raise TransformerMTError(f"{origin} {given} changed while it was copied into the run; try again")
+    write_run_file(copy, content)  # atomic, and never through a link planted in the run directory
+    log.info("tokenizer %s: a copy of %s (SHA-256 %s)", copy, given, digest)
+
+
+def build_tokenizers(run_dir, cfg: TokenizerConfig, src_train: Path, tgt_train: Path,
+                     given: tuple[tuple[Path, str], tuple[Path, str]] | None = None) -> tuple[Tokenizer, Tokenizer]:
+    """Train (or reuse, or copy in) the source and target tokenizers of a run.
+
+    ``given``: existing (source, target) models to copy in instead of training, each with the
+    words that say where it comes from; by default those the config names (see given_models).
+    """
+    src_path, tgt_path = tokenizer_paths(run_dir, cfg.joint)
+    given = given or given_models(cfg)
+    mapped = cfg.vocabulary != "sentencepiece"
+    if mapped and given is None and not all(path.is_file() for path in (src_path, tgt_path, *ids_paths(run_dir))):
+        raise TransformerMTError(
+            f"'tokenizer.vocabulary: {cfg.vocabulary}' maps the pieces of existing SentencePiece models to a "
+            f"model's ids; it is set by 'transformer-mt import': train from such a run with 'training.init_from'")
+    if given is not None:
+        for (model, origin), copy in zip(given[:1] if cfg.joint else given, (src_path, tgt_path)):
+            copy_given_model(model, copy, origin)
+        if mapped:
+            for (model, origin), copy in zip(given, ids_paths(run_dir)):
+                copy_given_model(model.with_name(model.name.removesuffix(".model") + ".ids.json"), copy, origin)
+    if mapped:  # copied in now, or when the run started (it resumes)
+        return load_tokenizers(run_dir, cfg.joint, cfg.vocabulary)
+    if given is None:
+        _train_missing(cfg, src_path, tgt_path, src_train, tgt_train)
+    if cfg.joint:
         tokenizer = Tokenizer(src_path)
         return tokenizer, tokenizer
-    for path, train_file in ((src_path, src_train), (tgt_path, tgt_train)):
-        if not path.exists():
-            _train_one([train_file], path.with_suffix(""), cfg)
-        else:
-            log.info("reusing tokenizer %s", path)
     return Tokenizer(src_path), Tokenizer(tgt_path)
 
 
-def load_tokenizers(run_dir, joint: bool) -> tuple[Tokenizer, Tokenizer]:
+def _train_missing(cfg: TokenizerConfig, src_path: Path, tgt_path: Path, src_train: Path, tgt_train: Path) -> None:
+    """Train the run's tokenizer(s) unless already there."""
+    todo = [(src_path, [src_train, tgt_train])] if cfg.joint else [(src_path, [src_train]), (tgt_path, [tgt_train])]
+    for path, train_files in todo:
+        if not path.exists():
+            _train_one(train_files, path.with_suffix(""), cfg)
+        else:
+            log.info("reusing tokenizer %s", path)
+
+
+def id_lists(src: Tokenizer, tgt: Tokenizer) -> tuple[Path, Path] | None:
+    """The id list files of an imported model's tokenizers (checksummed with the models), or None."""
+    if isinstance(src, MappedTokenizer) and isinstance(tgt, MappedTokenizer):
+        return src.ids_path, tgt.ids_path
+    return None
+
+
+def ids_paths(run_dir) -> tuple[Path, Path]:
+    """The id lists of a run whose tokenizer.vocabulary is shared or separate (see MappedTokenizer)."""
+    run_dir = Path(run_dir)
+    return run_dir / "spm.src.ids.json", run_dir / "spm.tgt.ids.json"
+
+
+def load_tokenizers(run_dir, joint: bool, vocabulary: str = "sentencepiece") -> tuple[Tokenizer, Tokenizer]:
     src_path, tgt_path = tokenizer_paths(run_dir, joint)
-    for path in {src_path, tgt_path}:
+    needed = {src_path, tgt_path} | (set(ids_paths(run_dir)) if vocabulary != "sentencepiece" else set())
+    for path in sorted(needed):
         if not path.is_file():
             raise TransformerMTError(
                 f"tokenizer model {path} is missing; the run directory {run_dir} is incomplete "
                 f"(was training started there?)"
             )
+    if vocabulary != "sentencepiece":
+        src_ids, tgt_ids = ids_paths(run_dir)
+        return MappedTokenizer(src_path, src_ids), MappedTokenizer(tgt_path, tgt_ids)
     src = Tokenizer(src_path)
     return (src, src) if joint else (src, Tokenizer(tgt_path))

@@ -8,6 +8,9 @@ Sentences are tokenized, sorted by length (so batches hold sentences of
 similar length and little padding), decoded in batches, detokenized and
 returned in input order. An empty input sentence gives an empty output.
 
+``translate_text(texts)`` translates paragraphs, documents and HTML (decoding/paragraphs.py): each
+line cut into sentences, all of them translated in one ``translate()`` call, each text put back together.
+
 ``translate(..., return_alignment=True)`` also gives each translation's hard
 alignment to its source (see alignment.py), and ``attention(sentence)`` the
 attention weights a translation was made with (for ``transformer-mt plot --attention``).
@@ -24,12 +27,13 @@ import torch
 
 from ..checkpoint import check_tokenizer_checksums, load_checkpoint
 from ..config import Config, config_from_dict
-from ..data.tokenizer import EOS_ID, PAD_ID, Tokenizer, load_tokenizers
+from ..data.tokenizer import EOS_ID, PAD_ID, Tokenizer, id_lists, load_tokenizers
 from ..device import autocast, resolve_device
 from ..errors import TransformerMTError
 from ..kernels import OneDNNLinear
 from ..model import Transformer, build_model
 from .alignment import check_alignment_layer, check_alignment_unit, hard_alignment, word_alignment
+from .paragraphs import translate_texts
 from .search import beam_search, greedy_search
 
 log = logging.getLogger(__name__)
@@ -112,11 +116,33 @@ def resolve_decoding(config: Config, beam_size: int | None = None, nbest: int | 
     return settings
 
 
-def encode_sentences(sentences: list[str], tokenizer: Tokenizer, config: Config) -> list[list[int]]:
-    """translate()'s input sentences as source ids (stripped, no bos/eos)."""
+def language_prefix(tokenizer: Tokenizer, target_language: str | None) -> str:
+    """The ``>>xx<<`` token a multilingual model's sources start with to ask for ``target_language``."""
+    if target_language is None:
+        return ""
+    codes = tokenizer.language_codes()
+    code = target_language if target_language.startswith(">>") else f">>{target_language}<<"
+    if code not in codes:
+        if not codes:
+            raise TransformerMTError(f"this model translates into one language; leave out the target language "
+                                     f"({target_language!r})")
+        raise TransformerMTError(f"target language {target_language!r} is not one of this model's "
+                                 f"{len(codes)}: {', '.join(c[2:-2] for c in codes[:50])}")
+    return code + " "
+
+
+def encode_sentences(sentences: list[str], tokenizer: Tokenizer, config: Config,
+                     target_language: str | None = None) -> list[list[int]]:
+    """translate()'s input sentences as source ids (stripped, no bos; eos only with model.source_eos).
+
+    ``target_language``: a multilingual model's target language (its ``>>xx<<`` token starts each source).
+    """
     if isinstance(sentences, str):
         raise TypeError("translate() takes a list of sentences; wrap a single sentence in a list")
-    encoded = tokenizer.encode([s.strip() for s in sentences])
+    prefix = language_prefix(tokenizer, target_language)
+    encoded = tokenizer.encode([prefix + s.strip() if s.strip() else "" for s in sentences])
+    if config.model.source_eos:  # an empty sentence stays empty: it is not translated
+        encoded = [ids + [EOS_ID] if ids else ids for ids in encoded]
     # Training dropped pairs longer than data.max_len, so the model has never seen such inputs and
     # tends to stop early: say so once per call instead of silently returning a short translation.
     limit = config.data.max_len
@@ -183,14 +209,15 @@ class Translator:
         path = find_checkpoint(run_dir, checkpoint)
         state = load_checkpoint(path)
         config = config_from_dict(state["config"], source=f"config stored in {path}")
-        src_tok, tgt_tok = load_tokenizers(run_dir, config.tokenizer.joint)
+        src_tok, tgt_tok = load_tokenizers(run_dir, config.tokenizer.joint, config.tokenizer.vocabulary)
         vocab = state.get("vocab_sizes", {})
         if vocab.get("src") != len(src_tok) or vocab.get("tgt") != len(tgt_tok):
             raise TransformerMTError(
                 f"checkpoint {path} was trained with vocabulary sizes {vocab}, but the tokenizer in {run_dir} "
                 f"has {len(src_tok)}/{len(tgt_tok)} pieces; the checkpoint belongs to another run"
             )
-        check_tokenizer_checksums(state, src_tok.model_path, tgt_tok.model_path, path)
+        check_tokenizer_checksums(state, src_tok.model_path, tgt_tok.model_path, path,
+                                  ids_paths=id_lists(src_tok, tgt_tok))
         model = build_model(config.model, len(src_tok), len(tgt_tok), PAD_ID)
         try:
             model.load_state_dict(state["model"])
@@ -217,7 +244,8 @@ class Translator:
                   length_penalty: float | None = None, batch_size: int | None = None,
                   max_length_a: float | None = None, max_length_b: int | None = None,
                   incremental: bool = True, early_exit: bool | None = None, return_scores: bool = False,
-                  return_alignment: bool = False, alignment_unit: str = "pieces", alignment_layer: int | None = None):
+                  return_alignment: bool = False, alignment_unit: str = "pieces", alignment_layer: int | None = None,
+                  target_language: str | None = None):
         """Translate a list of sentences.
 
         Returns a list of strings, or with ``nbest`` > 1 a list of lists of
@@ -235,13 +263,15 @@ class Translator:
         of decoder layer ``alignment_layer`` (numbered from 1; default: the penultimate) weighs
         most; ``alignment_unit="words"`` lifts the pairs to words (see alignment.py). The
         weights are computed only then; an empty input gives ("", 0.0, [], [], []).
+        ``target_language`` (e.g. "fra"): for a multilingual model (OPUS-MT ``>>fra<<`` tokens), the
+        language to translate into.
         """
         beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit = resolve_decoding(
             self.config, beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit)
         if return_alignment:
             alignment_unit = check_alignment_unit(alignment_unit)
             alignment_layer = check_alignment_layer(alignment_layer, len(self.model.decoder_layers))
-        encoded = encode_sentences(sentences, self.src_tokenizer, self.config)
+        encoded = encode_sentences(sentences, self.src_tokenizer, self.config, target_language)
         results: list[list[str]] = [[""] * nbest for _ in sentences]
         scored: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
         aligned: list[list[AlignedTranslation]] = [[AlignedTranslation("", 0.0, [], [], [])] for _ in sentences]
@@ -280,10 +310,20 @@ class Translator:
             return [r[0] for r in results]
         return results
 
+    def translate_text(self, texts: list[str], format: str = "text", split_sentences: bool | None = None,
+                       **options) -> list[str]:
+        """Translate texts, one translation each: paragraphs and documents (``format="text"``, lines and
+        blank lines kept) or HTML (``format="html"``, structure kept, inline tags placed by word
+        alignments). Each line (HTML block) is cut into sentences unless ``split_sentences`` is False
+        (default: decoding.split_sentences); the sentences of all texts are translated in one batched
+        :meth:`translate` call with ``options`` (beam_size, length_penalty, batch_size, ...). See
+        decoding/paragraphs.py."""
+        return translate_texts(self, texts, format=format, split_sentences=split_sentences, **options)
+
     def _aligned(self, text: str, hyp, source_ids: list[int], unit: str) -> AlignedTranslation:
         pairs = hard_alignment(hyp.attention["cross"], 1, len(hyp.tokens))  # search kept only that layer's mean
-        source_pieces = self.src_tokenizer.sp.id_to_piece(source_ids)
-        target_pieces = self.tgt_tokenizer.sp.id_to_piece(hyp.tokens)
+        source_pieces = self.src_tokenizer.id_to_piece(source_ids)
+        target_pieces = self.tgt_tokenizer.id_to_piece(hyp.tokens)
         if unit == "words":
             pairs, source_pieces, target_pieces = word_alignment(pairs, source_pieces, target_pieces)
         return AlignedTranslation(text, hyp.score, pairs, source_pieces, target_pieces)
@@ -314,10 +354,10 @@ class Translator:
                                            return_self_attention=self_attention)
                 tokens, attention = best.tokens, best.attention
                 search = f"beam search (beam size {settings.beam_size})"
-        target_pieces = self.tgt_tokenizer.sp.id_to_piece(tokens)
+        target_pieces = self.tgt_tokenizer.id_to_piece(tokens)
         cross = attention["cross"].cpu()
         if cross.size(2) > len(tokens):  # the last step predicted the end token
-            target_pieces.append(self.tgt_tokenizer.sp.id_to_piece(EOS_ID))
+            target_pieces.append(self.tgt_tokenizer.id_to_piece(EOS_ID))
         text = " ".join(self.tgt_tokenizer.decode([tokens])[0].splitlines())
-        return SentenceAttention(text, self.src_tokenizer.sp.id_to_piece(source_ids), target_pieces, cross,
+        return SentenceAttention(text, self.src_tokenizer.id_to_piece(source_ids), target_pieces, cross,
                                  attention["self"].cpu() if self_attention else None, search)

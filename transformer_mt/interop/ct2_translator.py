@@ -60,7 +60,8 @@ from pathlib import Path
 import torch
 
 from ..config import Config, load_config
-from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, load_tokenizers
+from ..decoding.paragraphs import translate_texts
 from ..decoding.translator import Translation, encode_sentences, resolve_decoding
 from ..errors import TransformerMTError
 from .ctranslate2_export import EXPORT_INFO, import_ctranslate2
@@ -98,9 +99,13 @@ class CTranslate2Translator:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TransformerMTError(f"{info_path} is damaged ({type(exc).__name__}); export the model again") from None
         self.config: Config = load_config(self.export_dir / "config.yaml", environment=False)  # data, not ours
-        self.src_tokenizer = Tokenizer(self.export_dir / Path(src_name).name)
-        self.tgt_tokenizer = (self.src_tokenizer if tgt_name == src_name
-                              else Tokenizer(self.export_dir / Path(tgt_name).name))
+        if self.config.tokenizer.vocabulary != "sentencepiece":  # an imported model's id lists (export copies them)
+            self.src_tokenizer, self.tgt_tokenizer = load_tokenizers(self.export_dir, False,
+                                                                     self.config.tokenizer.vocabulary)
+        else:
+            self.src_tokenizer = Tokenizer(self.export_dir / Path(src_name).name)
+            self.tgt_tokenizer = (self.src_tokenizer if tgt_name == src_name
+                                  else Tokenizer(self.export_dir / Path(tgt_name).name))
         try:
             self.translator = ctranslate2.Translator(str(self.export_dir), device=device, compute_type=compute_type,
                                                      intra_threads=intra_threads)
@@ -109,13 +114,14 @@ class CTranslate2Translator:
             raise TransformerMTError(f"CTranslate2 cannot load {self.export_dir}: {first}") from None
         self.device = device
         self.compute_type = self.translator.compute_type
-        self.never_generated = [[self.tgt_tokenizer.sp.id_to_piece(i)] for i in (PAD_ID, BOS_ID)]
+        self.never_generated = [[self.tgt_tokenizer.id_to_piece(i)] for i in (PAD_ID, BOS_ID)]
 
     def translate(self, sentences: list[str], beam_size: int | None = None, nbest: int | None = None,
                   length_penalty: float | None = None, batch_size: int | None = None,
                   max_length_a: float | None = None, max_length_b: int | None = None,
                   early_exit: bool | None = None, return_scores: bool = False, return_alignment: bool = False,
-                  alignment_unit: str = "pieces", alignment_layer: int | None = None):
+                  alignment_unit: str = "pieces", alignment_layer: int | None = None,
+                  target_language: str | None = None):
         """As ``Translator.translate``: a list of strings, with ``nbest`` > 1 a list of ``nbest``-lists,
         with ``return_scores`` for each sentence a list of :class:`Translation` (text, score), best first.
         ``return_alignment`` is refused: CTranslate2 returns the attention of one layer and head chosen
@@ -125,7 +131,7 @@ class CTranslate2Translator:
                                      "the attention of one layer and head fixed at export, not the layer asked for")
         beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit = resolve_decoding(
             self.config, beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit)
-        encoded = encode_sentences(sentences, self.src_tokenizer, self.config)
+        encoded = encode_sentences(sentences, self.src_tokenizer, self.config, target_language)
         too_long = [len(ids) for ids in encoded if len(ids) > self.positions]
         if too_long:
             log.warning("%d input sentence(s) longer than the %d positions of the exported model (longest: %d "
@@ -166,6 +172,12 @@ class CTranslate2Translator:
             return [s[0].text for s in scored]
         return [([t.text for t in s] + [""] * nbest)[:nbest] for s in scored]
 
+    def translate_text(self, texts: list[str], format: str = "text", split_sentences: bool | None = None,
+                       **options) -> list[str]:
+        """Translate texts as ``Translator.translate_text`` does (decoding/paragraphs.py); inline HTML tags
+        are placed by relative position: this engine gives no word alignments."""
+        return translate_texts(self, texts, format=format, split_sentences=split_sentences, **options)
+
     @staticmethod
     def _batches(order: list[int], limits: list[int], batch_size: int):
         """Runs of ``order`` with one output limit (CTranslate2 has one per call), at most batch_size long."""
@@ -185,7 +197,7 @@ class CTranslate2Translator:
         ``keep_end``: the target ids keep a final end token (so the caller sees which ended)."""
         wait_for_beam = beam_size > 1 and not early_exit
         results = self.translator.translate_batch(
-            [self.src_tokenizer.sp.id_to_piece(ids) for ids in sources],
+            [self.src_tokenizer.id_to_piece(ids) for ids in sources],
             beam_size=beam_size,
             num_hypotheses=beam_size if wait_for_beam else nbest,
             length_penalty=RAW_SCORES_PENALTY if wait_for_beam else 0.0,
@@ -195,7 +207,7 @@ class CTranslate2Translator:
         for result in results:
             hyps = []
             for tokens, log_prob in zip(result.hypotheses, result.scores):
-                ids = self.tgt_tokenizer.sp.piece_to_id(tokens)
+                ids = self.tgt_tokenizer.piece_to_id(tokens)
                 score = gnmt_score(log_prob, len(ids), length_penalty)  # the end token counts, as in search.py
                 hyps.append((ids[:-1] if ids and ids[-1] == EOS_ID and not keep_end else ids, score))
             ranked.append(sorted(hyps, key=lambda h: h[1], reverse=True)[:nbest])

@@ -22,10 +22,14 @@ What has to match our model (model.py) for CTranslate2 to compute the same funct
   table, so longer inputs are cut there and output lengths capped, see ct2_translator);
 - self-attention's fused q/k/v projection and cross-attention's fused k/v projection are laid out
   as CTranslate2's fused ones (q, k, v stacked on the output dimension, heads contiguous);
-- relu, or gelu in its exact (erf) form; torch's LayerNorm epsilon;
-- vocabularies are the SentencePiece pieces in id order, so token i is id i: pad 0 ``<pad>``,
-  unk 1 ``<unk>``, bos 2 ``<s>`` (the decoder start token), eos 3 ``</s>``; shared embeddings and
-  the tied output projection are stored once (CTranslate2 aliases equal weights).
+- relu, gelu in its exact (erf) form, or silu (CTranslate2's swish); torch's LayerNorm epsilon;
+- the options of imported models (model.position_table, scale_embeddings, output_bias) map onto the
+  table written out, the embedding scale and the projection's bias; with model.source_eos the
+  sources the Translator hands over already end in ``</s>``;
+- vocabularies are the pieces in id order, so token i is id i: pad 0 ``<pad>``, unk 1 ``<unk>``,
+  bos 2 ``<s>`` (the decoder start token), eos 3 ``</s>`` (SentencePiece's own ids, or an imported
+  model's id lists, copied into the export too); shared embeddings and the tied output projection
+  are stored once (CTranslate2 aliases equal weights).
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ def set_embeddings(spec, module) -> None:
 
 
 def set_position_encodings(spec, module: PositionalEncoding, num_positions: int) -> None:
-    spec.encodings = module.make_table(num_positions, module.d_model).numpy()
+    spec.encodings = module.make_table(num_positions, module.d_model, layout=module.layout).numpy()
 
 
 def set_multi_head_attention(spec, module, norm) -> None:
@@ -106,7 +110,7 @@ def set_input_layers(spec, embed, num_positions: int) -> None:
     """Token embeddings times sqrt(d_model), plus the position table (our Embeddings module)."""
     set_embeddings(spec.embeddings[0] if isinstance(spec.embeddings, list) else spec.embeddings, embed.embedding)
     set_position_encodings(spec.position_encodings, embed.positions, num_positions)
-    spec.scale_embeddings = embed.scale
+    spec.scale_embeddings = embed.scale if embed.scale != 1.0 else False  # model.scale_embeddings: false
 
 
 def set_encoder_layer(spec, layer) -> None:
@@ -144,28 +148,31 @@ def build_spec(translator: Translator, num_positions: int = EXPORTED_POSITIONS):
     from ctranslate2.specs import common_spec, transformer_spec
 
     model, cfg = translator.model, translator.config.model
-    activations = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}  # F.gelu: erf form
+    activations = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU,  # F.gelu: erf form
+                   "silu": common_spec.Activation.SWISH}
     spec = transformer_spec.TransformerSpec.from_config(
         (cfg.num_encoder_layers, cfg.num_decoder_layers), cfg.num_heads, pre_norm=cfg.pre_norm,
         activation=activations[cfg.activation])
     set_encoder(spec.encoder, model, num_positions)
     set_decoder(spec.decoder, model, num_positions)
 
-    src_sp, tgt_sp = translator.src_tokenizer.sp, translator.tgt_tokenizer.sp
-    spec.register_source_vocabulary([src_sp.id_to_piece(i) for i in range(src_sp.get_piece_size())])
-    spec.register_target_vocabulary([tgt_sp.id_to_piece(i) for i in range(tgt_sp.get_piece_size())])
-    if src_sp.id_to_piece(UNK_ID) != tgt_sp.id_to_piece(UNK_ID):
+    src_tok, tgt_tok = translator.src_tokenizer, translator.tgt_tokenizer
+    spec.register_source_vocabulary(src_tok.id_to_piece(list(range(len(src_tok)))))
+    spec.register_target_vocabulary(tgt_tok.id_to_piece(list(range(len(tgt_tok)))))
+    if src_tok.id_to_piece(UNK_ID) != tgt_tok.id_to_piece(UNK_ID):
         raise TransformerMTError(f"the source and target tokenizers name the unknown token differently "
-                                 f"({src_sp.id_to_piece(UNK_ID)!r}, {tgt_sp.id_to_piece(UNK_ID)!r}); "
+                                 f"({src_tok.id_to_piece(UNK_ID)!r}, {tgt_tok.id_to_piece(UNK_ID)!r}); "
                                  f"CTranslate2 needs one name")
-    spec.config.unk_token = tgt_sp.id_to_piece(UNK_ID)
-    spec.config.bos_token = tgt_sp.id_to_piece(BOS_ID)
-    spec.config.eos_token = tgt_sp.id_to_piece(EOS_ID)
+    spec.config.unk_token = tgt_tok.id_to_piece(UNK_ID)
+    spec.config.bos_token = tgt_tok.id_to_piece(BOS_ID)
+    spec.config.eos_token = tgt_tok.id_to_piece(EOS_ID)
     spec.config.decoder_start_token = spec.config.bos_token  # search.py starts every hypothesis from bos
     spec.config.add_source_bos = False  # our sources are the bare pieces
-    spec.config.add_source_eos = False
+    spec.config.add_source_eos = False  # with model.source_eos the Translator's sources already end in </s>
     spec.config.layer_norm_epsilon = model.encoder_layers[0].sublayer[0].norm.eps
-    for path in dict.fromkeys((translator.src_tokenizer.model_path, translator.tgt_tokenizer.model_path)):
+    files = [translator.src_tokenizer.model_path, translator.tgt_tokenizer.model_path]
+    files += [tok.ids_path for tok in (src_tok, tgt_tok) if hasattr(tok, "ids_path")]  # an imported model's id lists
+    for path in dict.fromkeys(files):
         spec.register_file(str(path))  # copied into the export directory by spec.save
     return spec
 

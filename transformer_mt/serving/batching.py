@@ -52,6 +52,7 @@ class DecodeOptions:
     nbest: int
     alignment: str | None = None  # "pieces" or "words": results are AlignedTranslation (Translator.translate)
     alignment_layer: int | None = None
+    target_language: str | None = None  # a multilingual model's output language (its >>xx<< token)
 
 
 @dataclass
@@ -150,7 +151,7 @@ class BatchingTranslator:
         try:
             results = self.translator.translate(sentences, beam_size=options.beam_size, nbest=options.nbest,
                                                 length_penalty=options.length_penalty, return_scores=True,
-                                                **alignment)
+                                                target_language=options.target_language, **alignment)
         except Exception as exc:  # noqa: BLE001 -- reported to the requests, never the end of the worker
             if len(batch) > 1:  # one request's bad input must not fail the others: decode each on its own
                 for job in batch:

@@ -4,57 +4,45 @@
 
 Endpoints (OpenAPI docs at ``/docs``):
 
-- ``POST /translate``: LibreTranslate's API, so its clients work unchanged. JSON
-  or form body (urlencoded or multipart) with ``q`` (a string or a list of strings), ``source``,
-  ``target`` (``auto`` accepted), optional ``format`` (``text``),
-  ``alternatives`` (extra n-best translations) and ``api_key``; answers
-  ``{"translatedText": ..., "alternatives": ...}``; errors are
-  ``{"error": "..."}`` with status 400, 403, 413 or 503.
-- ``GET /languages``: the served pair, ``[{"code", "name", "targets"}]``.
+- LibreTranslate's API, so its clients (Mastodon, Discourse, Nextcloud, Misskey's forks, libretranslatepy)
+  work unchanged: ``POST /translate``, ``/detect``, ``/translate_file``, ``/suggest``, ``GET /languages``,
+  ``/frontend/settings``, ``/download_file/<id>`` (see ``libretranslate.py``). Errors are
+  ``{"error": "..."}`` with status 400, 403, 404, 413 or 503.
 - ``POST /v1/translate``: the native API, with beam size, length penalty,
-  n-best, scores and, on request, alignments to the source.
+  n-best, scores, ``format`` (``text`` or ``html``) and, on request, alignments to the source.
 - ``GET /health`` (200 once the model is loaded) and ``GET /v1/info``.
-- ``GET /``: a web page to type sentences and read their translations (it uses
+- ``GET /``: a web page to type or paste text (or HTML) and read its translation (it uses
   ``/languages`` and ``/translate`` like any client).
 
-Concurrent requests are decoded together (see ``batching.py``); decoding runs
-in a worker thread, so ``/health`` answers while a batch decodes. Models are
-loaded only through the safe checkpoint loader. Limits on the body size, the
-sentences per request and the characters per sentence keep one request from
-taking the server.
+Each text is split into sentences (``text/segment.py``; HTML with ``text/html.py``), the sentences of all
+texts of a request are decoded in one go and their translations joined back, so paragraphs, line breaks and
+markup come back where they were. Concurrent requests are decoded together (see ``batching.py``); decoding
+runs in a worker thread, so ``/health`` answers while a batch decodes. Models are loaded only through the safe
+checkpoint loader. Limits on the body size, the texts per request, the characters per text and per request,
+and the size of uploaded files keep one request from taking the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qs
 
-import python_multipart
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, StrictBool, ValidationError
-from python_multipart.exceptions import FormParserError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from ..decoding.translator import MAX_LENGTH_PENALTY, Translator
 from ..errors import TransformerMTError
 from .batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown
-
-# Names of common language codes for /languages; other codes are shown as they are.
-LANGUAGE_NAMES = {
-    "ar": "Arabic", "cs": "Czech", "de": "German", "en": "English", "es": "Spanish", "fr": "French",
-    "hi": "Hindi", "it": "Italian", "ja": "Japanese", "ko": "Korean", "nl": "Dutch", "pl": "Polish",
-    "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sv": "Swedish", "tr": "Turkish", "uk": "Ukrainian",
-    "vi": "Vietnamese", "zh": "Chinese",
-}
+from .uploads import TranslatedFiles
 
 
 @dataclass
@@ -66,6 +54,9 @@ class ServeLimits:
     max_chars_per_request: int = 20_000
     max_nbest: int = 8
     max_beam_size: int = 16
+    # POST /translate_file: the uploaded file, and the characters of text in it (decoding time).
+    max_file_bytes: int = 2_000_000
+    max_file_chars: int = 50_000
 
 
 class ApiError(Exception):
@@ -77,7 +68,11 @@ class ApiError(Exception):
 class NativeRequest(BaseModel):
     """Body of POST /v1/translate."""
 
-    text: str | list[str] = Field(description="a sentence or a list of sentences")
+    text: str | list[str] = Field(description="a text or a list of texts; each is split into sentences, "
+                                                "translated, and joined back with its line breaks")
+    format: Literal["text", "html"] = Field("text", description="'html': each text is an HTML document or "
+                                                                "fragment; its markup comes back around the "
+                                                                "translated words")
     beam_size: int | None = Field(None, ge=1, description="default: the model's decoding.beam_size")
     length_penalty: float | None = Field(None, ge=-MAX_LENGTH_PENALTY, le=MAX_LENGTH_PENALTY, allow_inf_nan=False,
                                          description="GNMT alpha")
@@ -91,16 +86,12 @@ class NativeRequest(BaseModel):
     api_key: str | None = Field(None, description="needed when the server was started with --api-key-file")
 
 
-def _language_entry(code: str, target: str) -> dict:
-    return {"code": code, "name": LANGUAGE_NAMES.get(code, code), "targets": [target]}
-
-
 # A body over the limit is read on (and dropped) up to this many bytes more, so that the client, still
 # sending, gets the 413 answer instead of a connection reset; beyond it the connection is cut.
 MAX_DRAINED_BYTES = 16 * 2**20
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes ``limit`` bytes (also without Content-Length)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -122,109 +113,49 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _whole_number(value) -> int | None:
-    """A whole number from JSON (2, 2.0) or a form ("2"), else None (1.5, 1e400, true, "two")."""
-    if value is None or value == "":
-        return 0
-    if isinstance(value, bool):
-        return None
-    # Bounded (a JSON integer may have thousands of digits): the n-best limit refuses what is left too large.
-    if isinstance(value, int):
-        return value if abs(value) < 2**53 else None
-    if isinstance(value, float):
-        return int(value) if value.is_integer() and abs(value) < 2**53 else None  # inf and nan are not integers
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
-        return int(value)
-    return None
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _form_fields(pairs: dict[str, list[str]]) -> dict:
-    """One value per field as LibreTranslate reads a form, except ``q``, which may repeat (a list)."""
-    return {key: values if key == "q" and len(values) > 1 else values[0] for key, values in pairs.items()}
-
-
-def _parse_multipart(content_type: str, body: bytes) -> dict:
-    """A multipart/form-data body (what ``curl -F`` and browsers' FormData send); text fields only."""
-    fields: dict[str, list[str]] = {}
-    files: list[str] = []
-
-    def on_field(field) -> None:
-        if field.field_name is None:  # older python-multipart versions let a nameless part through
-            raise ApiError(400, "a part of the multipart form has no name")
-        fields.setdefault(field.field_name.decode("utf-8"), []).append((field.value or b"").decode("utf-8"))
-
-    def on_file(file) -> None:
-        files.append((file.field_name or b"").decode("utf-8", "replace"))
-
-    headers = {"Content-Type": content_type.encode("latin-1"), "Content-Length": str(len(body)).encode()}
-    try:
-        # A part in a transfer encoding other than 7bit/8bit/binary/base64/quoted-printable is an error,
-        # not raw bytes passed on.
-        parser = python_multipart.create_form_parser(headers, on_field, on_file,
-                                                     config={"UPLOAD_ERROR_ON_BAD_CTE": True})
-        parser.write(body)
-        parser.finalize()
-    except UnicodeError:
-        raise ApiError(400, "a field of the multipart form is not valid UTF-8") from None
-    except (FormParserError, ValueError) as exc:
-        raise ApiError(400, f"the multipart form body is malformed ({exc})") from None
-    if files:
-        raise ApiError(400, f"file uploads are not accepted (field {files[0]!r}); send the text as the 'q' field")
-    return _form_fields(fields)
-
-
-def _parse_libretranslate_body(content_type: str, body: bytes) -> dict:
-    """JSON, or a form (urlencoded or multipart) as LibreTranslate's web clients send."""
-    media_type = content_type.split(";")[0].strip().lower()  # media types are case-insensitive
-    if media_type == "application/x-www-form-urlencoded":
-        try:
-            # errors="strict": a %-escaped byte that is not UTF-8 is refused, not turned into U+FFFD or dropped.
-            return _form_fields(parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
-                                         errors="strict"))
-        except UnicodeDecodeError:
-            raise ApiError(400, "the form body is not valid UTF-8") from None
-    if media_type == "multipart/form-data":
-        return _parse_multipart(content_type, body)
-    try:
-        data = json.loads(body, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise ApiError(400, f"the body is not valid JSON ({exc}); send a JSON object such as "
-                            f'{{"q": "text", "source": "auto", "target": "xx"}}') from None
-    except RecursionError:
-        raise ApiError(400, "the JSON body is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the JSON body must be an object with a 'q' field")
-    return data
-
-
 def create_app(translator: Translator, *, limits: ServeLimits | None = None, max_batch_sentences: int = 64,
                max_wait_ms: float = 2.0, max_queue_sentences: int = 2048, api_keys: set[str] | None = None,
-               info: dict | None = None, cors_origins: list[str] | None = None) -> FastAPI:
+               info: dict | None = None, split_sentences: bool | None = None,
+               file_ttl_s: float = 1800.0, cors_origins: list[str] | None = None) -> FastAPI:
     """The FastAPI application serving ``translator`` (uvicorn runs it; tests call it with a client).
 
-    ``cors_origins``: web origins (``https://example.org``, or ``*``) whose pages may call the API from a
-    browser; None (the default) sends no CORS headers, so browsers keep other sites' pages out.
+    ``split_sentences``: cut each text into sentences (default: the config's ``decoding.split_sentences``);
+    ``file_ttl_s``: how long a translated file waits for its download; ``cors_origins``: web origins
+    (``https://example.org``, or ``*``) whose pages may call the API from a browser; None (the default)
+    sends no CORS headers, so browsers keep other sites' pages out.
     """
+    from ..text import language_id
+    from .libretranslate import TAG_ALIGNMENT, Service, add_libretranslate_routes, needs_alignment, segment, word_alignments
+
     limits = limits or ServeLimits()
     data = translator.config.data
     source, target = data.src_lang, data.tgt_lang
     default_beam = translator.config.decoding.beam_size
     default_penalty = translator.config.decoding.length_penalty
-    state = {"batcher": None}
+    if split_sentences is None:
+        split_sentences = translator.config.decoding.split_sentences
+    state = {"batcher": None, "files": None}
+
+    async def remove_old_files(files: TranslatedFiles) -> None:
+        while True:
+            await asyncio.sleep(min(60.0, file_ttl_s))
+            await asyncio.to_thread(files.purge)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state["batcher"] = BatchingTranslator(translator, max_batch_sentences, max_wait_ms, max_queue_sentences)
+        state["files"] = TranslatedFiles(ttl_s=file_ttl_s)
         app.state.batcher = state["batcher"]
+        # The language identifier takes 2 s to load: in the background, not in the first /detect.
+        threading.Thread(target=language_id.load, name="transformer-mt-language-id", daemon=True).start()
+        cleaner = asyncio.create_task(remove_old_files(state["files"]))
         try:
             yield
         finally:
+            cleaner.cancel()
             # Uvicorn has stopped taking requests and waited for the open ones; finish what is queued.
             await asyncio.to_thread(state["batcher"].close)
+            state["files"].close()
 
     app = FastAPI(title="transformer-mt", version="0.1.0", lifespan=lifespan,
                   description=f"Translation {source} -> {target} with a transformer-mt model.")
@@ -252,27 +183,29 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
     async def internal_error(request: Request, exc: Exception):
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
 
-    def check_sentences(q) -> list[str]:
-        sentences = [q] if isinstance(q, str) else q
-        if not isinstance(sentences, list) or not all(isinstance(s, str) for s in sentences):
+    def check_texts(q) -> list[str]:
+        """The texts of a request (a string or a list of strings), within the limits."""
+        texts = [q] if isinstance(q, str) else q
+        if not isinstance(texts, list) or not all(isinstance(s, str) for s in texts):
             raise ApiError(400, "'q' must be a string or a list of strings")
-        for i, sentence in enumerate(sentences):
+        for i, text in enumerate(texts):
             try:
-                sentence.encode("utf-8")
+                text.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but no text
-                raise ApiError(400, f"sentence {i} is not valid Unicode text (a lone surrogate)") from None
-        if len(sentences) > limits.max_sentences_per_request:
-            raise ApiError(413, f"{len(sentences)} sentences in one request; the limit is "
+                raise ApiError(400, f"text {i} is not valid Unicode text (a lone surrogate)") from None
+        # The limits keep their names from when a text was one sentence (command-line options use them).
+        if len(texts) > limits.max_sentences_per_request:
+            raise ApiError(413, f"{len(texts)} texts in one request; the limit is "
                                 f"{limits.max_sentences_per_request} (max_sentences_per_request)")
-        for i, sentence in enumerate(sentences):
-            if len(sentence) > limits.max_chars_per_sentence:
-                raise ApiError(413, f"sentence {i} has {len(sentence)} characters; the limit is "
+        for i, text in enumerate(texts):
+            if len(text) > limits.max_chars_per_sentence:
+                raise ApiError(413, f"text {i} has {len(text)} characters; the limit is "
                                     f"{limits.max_chars_per_sentence} (max_chars_per_sentence)")
-        total = sum(len(sentence) for sentence in sentences)
+        total = sum(len(text) for text in texts)
         if total > limits.max_chars_per_request:
             raise ApiError(413, f"the request holds {total} characters; the limit is {limits.max_chars_per_request} "
                                 f"(max_chars_per_request): send the text in several requests")
-        return sentences
+        return texts
 
     async def decode(sentences: list[str], options: DecodeOptions):
         if options.beam_size > limits.max_beam_size or options.nbest > limits.max_nbest:
@@ -302,51 +235,27 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
         if given is None or not any(hmac.compare_digest(given, k) for k in encoded_keys):
             raise ApiError(403, "missing or invalid API key; send it as 'api_key'")
 
-    @app.post("/translate", summary="Translate (LibreTranslate-compatible)")
-    async def translate_libretranslate(request: Request):
-        body = await _read_body(request, limits.max_body_bytes)
-        fields = _parse_libretranslate_body(request.headers.get("content-type", ""), body)
-        check_api_key(fields.get("api_key"))
-        if "q" not in fields:
-            raise ApiError(400, "missing 'q': the text to translate (a string or a list of strings)")
-        sentences = check_sentences(fields["q"])
-        src, tgt = fields.get("source", "auto"), fields.get("target", target)
-        if src not in ("auto", source) or tgt not in ("auto", target):  # one pair: "auto" can only mean it
-            raise ApiError(400, f"this server translates {source} -> {target} only (got source {src!r}, "
-                                f"target {tgt!r}); see GET /languages")
-        if fields.get("format", "text") != "text":
-            raise ApiError(400, f"format {fields.get('format')!r} is not supported; use 'text'")
-        alternatives = _whole_number(fields.get("alternatives", 0))
-        if alternatives is None:
-            raise ApiError(400, f"'alternatives' must be a whole number, got {fields.get('alternatives')!r:.40}")
-        if alternatives < 0:
-            raise ApiError(400, "'alternatives' must be 0 or more")
-        nbest = alternatives + 1
-        results = await decode(sentences, DecodeOptions(max(default_beam, nbest), default_penalty, nbest))
-        texts = [[t.text for t in result] for result in results]
-        single = isinstance(fields["q"], str)
-        answer = {"translatedText": texts[0][0] if single else [t[0] for t in texts]}
-        if alternatives:
-            answer["alternatives"] = texts[0][1:] if single else [t[1:] for t in texts]
-        if src == "auto":
-            detected = {"confidence": 100.0, "language": source}  # one source language: nothing to detect
-            answer["detectedLanguage"] = detected if single else [detected] * len(texts)
-        return answer
-
-    @app.get("/languages", summary="Languages (LibreTranslate-compatible)")
-    async def languages():
-        return [_language_entry(source, target)]
+    # A multilingual model (OPUS-MT's >>fra<< tokens) translates into each of its languages.
+    source_tokenizer = getattr(translator, "src_tokenizer", None)  # wrappers (tests) may have none
+    codes = source_tokenizer.language_codes() if source_tokenizer is not None else []
+    service = Service(source=source, target=target, targets=[code[2:-2] for code in codes] or [target],
+                      multilingual=bool(codes), limits=limits, default_beam=default_beam,
+                      default_penalty=default_penalty, split_sentences=split_sentences,
+                      aligns=isinstance(translator, Translator),
+                      keys_required=api_keys is not None, check_api_key=check_api_key, check_texts=check_texts,
+                      decode=decode, files=lambda: state["files"])
+    add_libretranslate_routes(app, service)
 
     @app.post("/v1/translate", summary="Translate with decoding options and scores", openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": NativeRequest.model_json_schema()}}}})
     async def translate_native(http_request: Request):
-        body = await _read_body(http_request, limits.max_body_bytes)
+        body = await read_body(http_request, limits.max_body_bytes)
         try:
             request = NativeRequest.model_validate_json(body)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
         check_api_key(request.api_key)
-        sentences = check_sentences(request.text)
+        texts = check_texts(request.text)
         beam = request.beam_size or max(default_beam, request.nbest)
         if request.nbest > beam:
             raise ApiError(400, f"nbest ({request.nbest}) cannot exceed beam_size ({beam})")
@@ -354,16 +263,37 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
         alignment = "pieces" if request.alignment is True else request.alignment or None
         if request.alignment_layer is not None and alignment is None:
             raise ApiError(400, "'alignment_layer' chooses the layer of an alignment; add \"alignment\": true")
-        results = await decode(sentences, DecodeOptions(beam, penalty, request.nbest, alignment,
-                                                        request.alignment_layer))
+        html = request.format == "html"
+        if html and alignment is not None:
+            raise ApiError(400, "'alignment' is for format 'text'; with format 'html' the alignment places the "
+                                "markup in the translation")
+        parts = [segment(service, text, request.format) for text in texts]
+        sentences = [sentence for part in parts for sentence in part.sentences]
+        aligned = html and needs_alignment(service, parts)
+        options = DecodeOptions(beam, penalty, request.nbest, TAG_ALIGNMENT if aligned else alignment,
+                                request.alignment_layer)
+        results = await decode(sentences, options) if sentences else []
 
-        def answer(t) -> dict:
-            if alignment is None:
-                return {"text": t.text, "score": t.score}
-            return {"text": t.text, "score": t.score, "alignment": [list(pair) for pair in t.alignment],
-                    "source_tokens": t.source_tokens, "target_tokens": t.target_tokens}
+        def answer(part, chosen) -> dict:
+            """Translation k of a text: each sentence's k-th best, joined; its score the sentences' mean."""
+            texts = [t.text for t in chosen]
+            text = part.join(texts, word_alignments(part, chosen, aligned), target) if html else part.join(texts, target)
+            result = {"text": text, "score": sum(t.score for t in chosen) / len(chosen) if chosen else 0.0}
+            if alignment is not None:  # the sentences' tokens one after the other, the pairs shifted to match
+                pairs, source_tokens, target_tokens = [], [], []
+                for t in chosen:
+                    pairs += [[i + len(source_tokens), j + len(target_tokens)] for i, j in t.alignment]
+                    source_tokens += t.source_tokens
+                    target_tokens += t.target_tokens
+                result.update(alignment=pairs, source_tokens=source_tokens, target_tokens=target_tokens)
+            return result
 
-        return {"translations": [[answer(t) for t in result] for result in results],
+        translations, start = [], 0
+        for part in parts:
+            mine = results[start:start + len(part.sentences)]
+            start += len(part.sentences)
+            translations.append([answer(part, [r[min(k, len(r) - 1)] for r in mine]) for k in range(request.nbest)])
+        return {"translations": translations,
                 "source": source, "target": target, "beam_size": beam, "length_penalty": penalty}
 
     @app.get("/", include_in_schema=False)

@@ -76,6 +76,19 @@ def write_marker(run_dir: Path) -> None:
     write_run_file(run_dir / MARKER, json.dumps(marker, indent=1) + "\n")
 
 
+def record_in_marker(run_dir: Path, key: str, value) -> None:
+    """Set ``key`` in the run's run.json (e.g. where the run started: ``init_from``); None removes it."""
+    path = run_dir / MARKER
+    marker = json.loads(path.read_text(encoding="utf-8"))
+    if value is None:
+        marker.pop(key, None)
+    else:
+        marker[key] = value
+    tmp = run_dir / f".{MARKER}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _owned_paths(run_dir: Path, patterns) -> list[Path]:
     found = set()
     for pattern in patterns:

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from .. import checkpoint as ckpt
 from ..config import Config, check_data_files, config_from_dict, save_config, training_warnings
 from ..data.batches import collate, count_oversized, encode_parallel, make_batches, read_parallel
-from ..data.tokenizer import PAD_ID, build_tokenizers
+from ..data.tokenizer import PAD_ID, build_tokenizers, check_given_models, id_lists
 from ..decoding.translator import CHECKPOINT_NAMES, Translator
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import TransformerMTError
@@ -50,6 +50,7 @@ from ..model import Transformer, build_model, check_model_fits
 from ..safe_files import open_run_file
 from ..scoring import resolve_tokenize, score
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
+from .init_from import Parent, load_parent
 from .loss import label_smoothed_nll_loss
 from .metrics import MetricsWriter
 from .rundir import (
@@ -58,6 +59,7 @@ from .rundir import (
     log_positions,
     prepare_run_dir,
     read_saved_config,
+    record_in_marker,
     remove_interrupted_writes,
 )
 from .schedule import describe_schedule, learning_rate_factor
@@ -102,7 +104,7 @@ def discard_stale_tokenizer(config: Config, run_dir: Path) -> None:
         return
     if problem not in (None, "missing"):
         log.warning("config.yaml in %s is %s; rebuilding the run's tokenizer and encoded corpus", run_dir, problem)
-    for path in list(run_dir.glob("spm*.model")) + list(run_dir.glob("spm*.vocab")):
+    for path in [p for pattern in ("spm*.model", "spm*.vocab", "spm*.ids.json") for p in run_dir.glob(pattern)]:
         path.unlink()
     shutil.rmtree(run_dir / "cache", ignore_errors=True)
 
@@ -132,8 +134,14 @@ class Trainer:
         if resume and overwrite:
             raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
         check_data_files(config, ("train", "valid"))
+        check_given_models(config.tokenizer)
         # With the largest vocabulary the tokenizer may learn: before minutes of tokenizer training, not after.
         check_model_fits(config.model, config.tokenizer.vocab_size, config.tokenizer.vocab_size)
+        # The parent of a new run is checked before the run directory is touched; a run resuming from its
+        # own checkpoint needs it no more.
+        self.parent: Parent | None = None
+        if cfg.init_from and (overwrite or not (self.run_dir / CHECKPOINT_NAMES["last"]).exists()):
+            self.parent = load_parent(config, self.run_dir)
         # Rank 0 claims and locks the run directory; the other ranks read the checkpoint it resumes.
         self.lock, resume_state = distributed.run_on_main(
             prepare_run_dir, config, self.run_dir, resume, overwrite, distributed.world_size) or (None, None)
@@ -208,6 +216,11 @@ class Trainer:
         self.stop_signal = None
         if resume_state:
             self.load_state(resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
+            self.init_from = resume_state.get("init_from")
+        elif self.parent is not None:
+            self.start_from_parent(self.parent)
+        else:
+            self.init_from = None
 
         num_params = sum(p.numel() for p in self.model.parameters())
         log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
@@ -236,6 +249,7 @@ class Trainer:
             log.info("removed %s, left by an interrupted write", path)
         if resume_state is None:
             discard_stale_tokenizer(config, self.run_dir)
+            record_in_marker(self.run_dir, "init_from", self.parent.record() if self.parent else None)
         else:
             self.warn_if_config_yaml_damaged()
         save_config(config, self.run_dir / "config.yaml")
@@ -252,11 +266,13 @@ class Trainer:
         """Tokenizers (trained on first use) and the encoded corpora (cached in the run directory)."""
         config, cfg, data = self.config, self.config.training, self.config.data
         self.src_tok, self.tgt_tok = build_tokenizers(
-            self.run_dir, config.tokenizer, data.path("train", data.src_lang), data.path("train", data.tgt_lang))
-        self.tokenizer_sha256 = ckpt.tokenizer_checksums(self.src_tok.model_path, self.tgt_tok.model_path)
+            self.run_dir, config.tokenizer, data.path("train", data.src_lang), data.path("train", data.tgt_lang),
+            given=None if resume_state or self.parent is None else self.parent.tokenizers)
+        ids = id_lists(self.src_tok, self.tgt_tok)
+        self.tokenizer_sha256 = ckpt.tokenizer_checksums(self.src_tok.model_path, self.tgt_tok.model_path, ids)
         if resume_state:
             ckpt.check_tokenizer_checksums(resume_state, self.src_tok.model_path, self.tgt_tok.model_path,
-                                           self.run_dir / CHECKPOINT_NAMES["last"], actual=self.tokenizer_sha256)
+                                           self.run_dir / CHECKPOINT_NAMES["last"], actual=self.tokenizer_sha256, ids_paths=ids)
         cache_dir = data.cache_path(self.run_dir)
         self.train_data = encode_parallel(
             data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
@@ -291,6 +307,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "best_bleu": self.best_bleu,
+            "init_from": self.init_from,
         }
         if full:
             state.update({
@@ -351,6 +368,28 @@ class Trainer:
         self.nonfinite_total = state.get("nonfinite_total", 0)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch + 1,
                  self.batches_done)
+
+    def start_from_parent(self, parent: Parent) -> None:
+        """Take the parent's weights (and with training.init_reset_optimizer: false its optimizer state)."""
+        self.init_from = parent.record()
+        vocab = parent.state.get("vocab_sizes", {})
+        if (vocab.get("src"), vocab.get("tgt")) != (len(self.src_tok), len(self.tgt_tok)):
+            raise TransformerMTError(f"'training.init_from' {parent.checkpoint} was trained with vocabulary sizes "
+                                     f"{vocab}, its tokenizer has {len(self.src_tok)}/{len(self.tgt_tok)} pieces")
+        try:
+            self.model.load_state_dict(parent.state["model"])
+        except RuntimeError:
+            raise TransformerMTError(f"'training.init_from' {parent.checkpoint} does not fit the model of its own "
+                                     f"config; it was written by an incompatible version") from None
+        kept = ""
+        if not self.config.training.init_reset_optimizer:
+            self.optimizer.load_state_dict(parent.state["optimizer"])
+            cfg = self.config.training
+            for group in self.optimizer.param_groups:  # the moments carry on; the hyperparameters are this config's
+                group.update(betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+            kept = " and its optimizer state"
+        log.info("initialised from %s (step %s, SHA-256 %s): its weights%s; a new schedule from step 0",
+                 parent.checkpoint, parent.state.get("step"), parent.sha256, kept)
 
     def save_checkpoints(self, is_best: bool) -> None:
         """Every rank calls this at the same update; rank 0 writes, with every rank's random state."""
@@ -477,7 +516,7 @@ class Trainer:
         loss_sum = nll_sum = 0.0
         tokens = 0
         for indices in make_batches(self.valid_data, self.config.training.batch_tokens, 0, 0, shuffle=False):
-            batch = collate(self.valid_data, indices).to(self.device)
+            batch = collate(self.valid_data, indices, self.config.model.source_eos).to(self.device)
             loss, nll = self.compute_loss(batch, self.compiled_model)
             loss_sum += loss.item()
             nll_sum += nll.item()
@@ -646,7 +685,8 @@ class Trainer:
         while self.batches_done < len(batches) and stop_reason is None:
             group = batches[self.batches_done:self.batches_done + cfg.accumulate]
             self.batches_done += len(group)
-            stats = self.train_update([collate(self.train_data, indices) for indices in group])
+            stats = self.train_update([collate(self.train_data, indices, self.config.model.source_eos)
+                                        for indices in group])
             if stats is not None:
                 self.log_update(stats)
             stop_reason = self.agree_to_stop()

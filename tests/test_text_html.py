@@ -1,0 +1,241 @@
+"""HTML cut into sentences and put back with its structure (transformer_mt/text/html.py)."""
+
+import re
+import xml.etree.ElementTree as ElementTree
+from collections import Counter
+
+import html5lib
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transformer_mt.errors import TransformerMTError
+from transformer_mt.text.html import MalformedHtmlError, segment_html
+from transformer_mt.text.segment import segment_text
+
+
+def parse_strictly(document: str):
+    """The document's tree; fails the test on any parse error (the output must parse again)."""
+    parser = html5lib.HTMLParser(tree=html5lib.getTreeBuilder("etree", ElementTree), namespaceHTMLElements=False)
+    tree = parser.parseFragment(document, container="div")
+    assert not [e for e in parser.errors if e[1] not in ("expected-named-entity", "expected-tag-name")], \
+        (parser.errors, document)
+    return tree
+
+
+def tags_and_attributes(document: str) -> Counter:
+    return Counter((element.tag, tuple(sorted(element.attrib.items())))
+                   for element in parse_strictly(document).iter() if isinstance(element.tag, str))
+
+
+def identity(segmented):
+    """Each sentence 'translated' to itself, each word aligned to itself."""
+    return segmented.join(list(segmented.sentences), [[(i, i) for i in range(len(s.split()))]
+                                                      for s in segmented.sentences], "en")
+
+
+def reversed_words(segmented):
+    """Each sentence's words in reverse order, aligned accordingly (a translation that reorders everything)."""
+    translations = [" ".join(reversed(s.split())) for s in segmented.sentences]
+    alignments = [[(i, len(s.split()) - 1 - i) for i in range(len(s.split()))] for s in segmented.sentences]
+    return segmented.join(translations, alignments, "en")
+
+
+def nothing(segmented):
+    """Every sentence 'translated' to nothing (a model can give an empty translation)."""
+    return segmented.join([""] * len(segmented.sentences), [[] for _ in segmented.sentences], "en")
+
+
+WORD = st.sampled_from(["the", "cat", "sees", "a", "dog.", "Anna", "runs!", "café", "日本", "AT&T", "1 < 2", "x>y"])
+TEXT = st.lists(WORD, min_size=1, max_size=4).map(" ".join)
+ATTRIBUTE = st.sampled_from(['', ' class="x"', ' href="/a?b=1&amp;c=2"', ' title="é &quot;q&quot;"', ' id=k'])
+
+
+def escape(text):
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@st.composite
+def inline(draw, depth=0):
+    parts = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["text", "text", "tag", "void", "code"] if depth < 2 else ["text"]))
+        links = ["a"] if depth == 0 else []  # a link inside a link is malformed
+        if kind == "text":
+            parts.append(escape(draw(TEXT)))
+        elif kind == "tag":
+            tag = draw(st.sampled_from(["b", "i", "em", "span", "strong"] + links))
+            parts.append(f"<{tag}{draw(ATTRIBUTE)}>{draw(inline(depth + 1))}</{tag}>")
+        elif kind == "void":
+            parts.append(draw(st.sampled_from(['<br>', '<img src="p.png" alt="a b">'] + ['<a href="#e"></a>'] * len(links))))
+        else:
+            parts.append("<code>x &lt; 1</code>")
+    return draw(st.sampled_from([" ", ""])).join(parts)
+
+
+@st.composite
+def document(draw):
+    blocks = []
+    for _ in range(draw(st.integers(1, 3))):
+        tag = draw(st.sampled_from(["p", "div", "li", "h2", "td"]))
+        body = draw(inline())
+        if tag == "li":
+            blocks.append(f"<ul><li{draw(ATTRIBUTE)}>{body}</li></ul>")
+        elif tag == "td":
+            blocks.append(f"<table><tbody><tr><td>{body}</td></tr></tbody></table>")
+        else:
+            blocks.append(f"<{tag}{draw(ATTRIBUTE)}>{body}</{tag}>")
+    blocks.append(draw(st.sampled_from(["", "<pre> a  b\n</pre>", "<script>if (a < b) x();</script>",
+                                        '<p translate="no">Keep. This.</p>', '<span class="x notranslate">Ja.</span>'])))
+    return "\n".join(blocks)
+
+
+def scrambled(rng):
+    """Translations of other lengths with random alignments, some pointing past either end, or none."""
+    def translate(segmented):
+        translations, alignments = [], []
+        for sentence in segmented.sentences:
+            words = sentence.split()
+            target = [rng.choice(words + ["new", "&", "<x>"]) for _ in range(rng.randint(0, 2 * len(words) + 1))]
+            translations.append(" ".join(target))
+            alignments.append([(rng.randint(-1, len(words)), rng.randint(-1, len(target)))
+                               for _ in range(rng.randint(0, len(words) + len(target)))])
+        return segmented.join(translations, alignments if rng.random() < 0.8 else None, "en")
+    translate.__name__ = "scrambled"
+    return translate
+
+
+@settings(max_examples=150, deadline=None)
+@given(document(), st.randoms(use_true_random=False))
+def test_every_tag_and_attribute_comes_back_and_the_output_parses(html, rng):
+    segmented = segment_html(html, "en")
+    want = tags_and_attributes(html)
+    for translate in (identity, reversed_words, nothing, scrambled(rng)):
+        output = translate(segmented)
+        # Nothing lost, nothing invented (an element that a reordering split comes twice).
+        assert set(tags_and_attributes(output)) == set(want), output
+        if translate.__name__ in ("nothing", "scrambled"):
+            continue
+        # The text is the sentences' text (an element kept whole inside a word moves to its end).
+        text = "".join(parse_strictly(output).itertext())
+        assert Counter(re.sub(r"\s", "", text)) == Counter(re.sub(r"\s", "", "".join(parse_strictly(html).itertext())))
+
+
+def test_protected_elements_and_attributes_come_back_as_they_were():
+    kept = ['<script>if (a < b && c) { x = "</p>"; }</script>', "<style>p > b { color: red }</style>",
+            "<pre>  two  spaces\n and a line</pre>", "<code>x &lt; 1</code>", '<p translate="no">Not. This.</p>',
+            '<div class="box notranslate"><p>Nor this.</p></div>']
+    html = "<p>One. Two.</p>" + "".join(kept) + '<p><a href="/x?a=1&amp;b=2" title="caf&eacute;">Link text.</a></p>'
+    segmented = segment_html(html, "en")
+    assert segmented.sentences == ["One.", "Two.", "Link text."]
+    output = segmented.join(["EINS.", "ZWEI.", "VERWEIS."], None, "de")
+    for element in kept:
+        assert element in output
+    assert '<a href="/x?a=1&amp;b=2" title="café">VERWEIS.</a>' in output
+    assert output.startswith("<p>EINS. ZWEI.</p>")
+
+
+def test_entities_and_non_ascii_round_trip():
+    html = "<p>Caf&eacute; &amp; cr&egrave;me, 1 &lt; 2 &gt; 0, 日本語, &#128512;.</p>"
+    segmented = segment_html(html, "en")
+    assert segmented.sentences == ["Café & crème, 1 < 2 > 0, 日本語, 😀."]
+    assert identity(segmented) == "<p>Café &amp; crème, 1 &lt; 2 &gt; 0, 日本語, 😀.</p>"
+
+
+# The demo language pair (scripts/make_demo_data.py): adjectives follow the noun, the verb comes last,
+# "a" is "un" + article. "The big cat sees a dog ." -> "Lo miro grando em un lo vasko vida ."
+DEMO_TARGET = "Lo miro grando em un lo vasko vida."
+DEMO_ALIGNMENT = [(0, 0), (2, 1), (1, 2), (4, 4), (4, 5), (5, 6), (3, 7)]
+
+
+def test_inline_tags_wrap_the_target_words_aligned_to_the_words_they_wrapped():
+    cases = {
+        "<p>The <b>big</b> cat sees a dog.</p>": "<p>Lo miro <b>grando</b> em un lo vasko vida.</p>",
+        '<p>The big cat sees <a href="/d">a dog</a>.</p>': '<p>Lo miro grando em <a href="/d">un lo vasko</a> vida.</p>',
+        "<p>The big cat <i>sees</i> a dog.</p>": "<p>Lo miro grando em un lo vasko <i>vida</i>.</p>",
+        "<p><em>The big cat</em> sees a dog.</p>": "<p><em>Lo miro grando</em> em un lo vasko vida.</p>",
+        '<p>The <span class="c">big <b>cat</b></span> sees a dog.</p>':
+            '<p>Lo <span class="c"><b>miro</b> grando</span> em un lo vasko vida.</p>',
+    }
+    for html, want in cases.items():
+        segmented = segment_html(html, "src")
+        assert segmented.sentences == ["The big cat sees a dog."]
+        assert segmented.join([DEMO_TARGET], [DEMO_ALIGNMENT], "tgt") == want
+
+
+def test_an_inline_tag_does_not_cut_the_sentence_and_void_elements_stay_in_place():
+    segmented = segment_html('<p>The big cat sees a <a href="/d">dog</a>. <b>Two</b> cats<br> run.</p>', "en")
+    assert segmented.sentences == ["The big cat sees a dog.", "Two cats run."]
+    output = segmented.join(["Lo miro grando em un lo vasko vida.", "Du miroi kura."],
+                            [DEMO_ALIGNMENT, [(0, 0), (1, 1), (2, 2)]], "tgt")
+    assert output == '<p>Lo miro grando em un lo <a href="/d">vasko</a> vida. <b>Du</b> miroi<br> kura.</p>'
+
+
+def test_an_element_whose_words_got_no_alignment_is_kept_at_their_place():
+    segmented = segment_html("<p>The big cat <b>sees</b> a dog.</p>", "en")
+    output = segmented.join([DEMO_TARGET], [[(0, 0)]], "tgt")
+    assert tags_and_attributes(output) == tags_and_attributes("<p>x<b>y</b></p>")
+    assert re.search(r"<b>\S+</b>", output)
+    assert segmented.join([DEMO_TARGET], None, "tgt").count("<b>") == 1  # no alignment at all: by position
+
+
+def test_text_without_tags_is_translated_as_text():
+    text = "  One sentence. Another one.\n\nA paragraph.\n"
+    html = segment_html(text, "en")
+    plain = segment_text(text, "en")
+    assert html.sentences == plain.sentences
+    translations = [s.upper() for s in plain.sentences]
+    assert html.join(translations, None, "en") == plain.join(translations, "en")
+    assert segment_html("Tom &amp; Jerry.", "en").join(["T & J < 2."], None, "en") == "T &amp; J &lt; 2."
+
+
+def test_a_full_document_keeps_its_doctype_head_and_title():
+    html = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>The title. Yes.</title></head>'
+            '<body><div>Top text <p>In a paragraph.</p> after.</div><!-- note --></body></html>')
+    segmented = segment_html(html, "en")
+    assert segmented.sentences == ["The title.", "Yes.", "Top text", "In a paragraph.", "after."]
+    output = segmented.join([s.upper() for s in segmented.sentences], None, "de")
+    assert output == ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>THE TITLE. YES.</title>'
+                      '</head><body><div>TOP TEXT <p>IN A PARAGRAPH.</p> AFTER.</div><!-- note --></body></html>')
+
+
+def test_blocks_without_text_come_back_unchanged():
+    for html in ("<p></p>", "<p> <br> </p>", '<div><img src="a.png"></div>', "<!-- only a comment -->"):
+        segmented = segment_html(html, "en")
+        assert segmented.sentences == []
+        assert tags_and_attributes(segmented.join([], [], "en")) == tags_and_attributes(html)
+
+
+@pytest.mark.parametrize("html, problem", [
+    ("<p>An <b>unclosed tag.</p>", "line 1, column"),
+    ("<p>Stray</div> end tag.</p>", "line 1"),
+    ('<p>Cut <a href="/x', "attribute value"),
+    ("<p>x</p>\n<!-- an unterminated comment", "line 2"),
+    ("<b><i>misnested</b></i>", "line 1"),
+    ("", "empty"),
+    ("  \n ", "empty"),
+    ("<b>" * 300 + "deep" + "</b>" * 300, "nests"),
+    # Refused before html5lib builds the tree, which would take minutes on these.
+    ("".join(f"<b id={i}>x " for i in range(20000)) + "</b>" * 20000, "nests"),
+    ("".join(f"<p><i class={i}>x</b>" for i in range(20000)), "nests"),
+])
+def test_malformed_or_empty_html_is_a_clear_error(html, problem):
+    with pytest.raises(MalformedHtmlError) as error:
+        segment_html(html, "en")
+    assert isinstance(error.value, TransformerMTError)
+    assert problem in str(error.value)
+
+
+def test_a_protected_block_parts_the_text_around_it_and_an_inline_one_does_not():
+    segmented = segment_html("<div>Before it <pre>x  y</pre> after it. Then <code>z</code> more.</div>", "en")
+    assert segmented.sentences == ["Before it", "after it.", "Then more."]
+    assert segmented.join(["A", "B.", "C D."], None, "en") == "<div>A <pre>x  y</pre> B. C <code>z</code> D.</div>"
+
+
+def test_whitespace_around_elements_at_the_ends_of_a_block_is_written_once():
+    for html in ("<p>One dog. <code>x = 1</code></p>", "<p> <img src=a.png> One dog.</p>", "<p>\n  One dog.\n</p>",
+                 "<p>One dog.<br></p>", "<p><br>One dog. </p>"):
+        segmented = segment_html(html, "en")
+        assert segmented.sentences == ["One dog."]
+        assert segmented.join(["One dog."], [[(0, 0), (1, 1)]], "en") == html.replace("<img src=a.png>",
+                                                                                        '<img src="a.png">')

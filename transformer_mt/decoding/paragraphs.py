@@ -1,0 +1,111 @@
+"""Translate texts (paragraphs, documents, HTML) rather than single sentences: the one composition
+that ``transformer-mt translate``, ``evaluate`` and ``Translator.translate_text`` share.
+
+    translate_texts(translator, ["One sentence. Another one.\\n\\nA paragraph."])
+    translate_texts(translator, ['<p>The <b>big</b> cat.</p>'], format="html")
+
+Each text is cut into sentences (text/segment.py, text/html.py), the sentences of all texts are
+translated in ONE ``translate()`` call, so that its length sorting and batching work across texts, and
+each text is put back together in its own shape. A text that is one sentence costs one sentence
+segmentation more than ``translate()`` (microseconds); the decoding is the same.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from ..errors import TransformerMTError
+from ..text.segment import segment_text
+from .alignment import WORD_START, piece_words
+
+FORMATS = ("text", "html")
+# What translate() is asked for when inline HTML tags are to be placed; html_word_pairs() turns each
+# result into the pairs SegmentedHtml.join() takes (the server's batches do the same).
+HTML_ALIGNMENT = {"return_alignment": True, "alignment_unit": "pieces"}
+# translate() options that change what it returns: a text gets one translation back.
+NOT_FOR_TEXTS = ("nbest", "return_scores", "return_alignment", "alignment_unit")
+
+
+def check_format(format: str) -> str:
+    if format not in FORMATS:
+        raise TransformerMTError(f"unknown format {format!r}; use {' or '.join(FORMATS)}")
+    return format
+
+
+def translate_texts(translator, texts: list[str], format: str = "text", split_sentences: bool | None = None,
+                    **options) -> list[str]:
+    """Translate each text of ``texts`` (plain text, or an HTML document or fragment with
+    ``format="html"``) and return one translation per text, in the text's shape.
+
+    ``split_sentences`` (default: the run's decoding.split_sentences) cuts each line of a text (each
+    block of an HTML document) into sentences of the run's source language; False translates each
+    line (block) whole. ``translator`` is a :class:`~transformer_mt.decoding.translator.Translator`
+    (inline HTML tags are placed by its word alignments) or anything with its ``translate()`` and
+    ``config`` (a CTranslate2Translator: inline tags placed by relative position). ``options`` are
+    ``translate()``'s decoding options (beam_size, length_penalty, batch_size, ...).
+    """
+    if isinstance(texts, str):
+        raise TypeError("translate_text() takes a list of texts; wrap a single text in a list")
+    check_format(format)
+    for option in NOT_FOR_TEXTS:
+        if options.get(option) not in (None, False, 1):
+            raise TransformerMTError(f"{option} is an option of translate(), which translates sentences one by one; "
+                                     f"translate_text() gives one translation per text")
+        options.pop(option, None)
+    data = translator.config.data
+    if split_sentences is None:
+        split_sentences = translator.config.decoding.split_sentences
+    if format == "text":
+        segmented = [segment_text(text, data.src_lang, split_sentences) for text in texts]
+    else:
+        from ..text.html import segment_html  # html5lib and its tree: 0.1 s of import that plain text never needs
+
+        segmented = [segment_html(text, data.src_lang, split_sentences) for text in texts]
+    sentences = [sentence for one in segmented for sentence in one.sentences]
+    alignments = None
+    if format == "html" and any(one.has_inline_tags for one in segmented) and _aligns(translator):
+        results = [best for best, *_ in translator.translate(sentences, **HTML_ALIGNMENT, **options)] if sentences else []
+        translations = [result.text for result in results]
+        alignments = [html_word_pairs(sentence, result) for sentence, result in zip(sentences, results)]
+    else:
+        translations = translator.translate(sentences, **options) if sentences else []
+    joined = []
+    position = 0
+    for one in segmented:
+        own = slice(position, position + len(one.sentences))
+        position = own.stop
+        if format == "text":
+            joined.append(one.join(translations[own], data.tgt_lang))
+        else:
+            joined.append(one.join(translations[own], alignments[own] if alignments is not None else None,
+                                   data.tgt_lang))
+    return joined
+
+
+def _aligns(translator) -> bool:
+    """Whether ``translator.translate`` gives word alignments (the PyTorch Translator; CTranslate2's
+    attention comes from one layer and head fixed at export, see cli.py)."""
+    from .translator import Translator
+
+    return isinstance(translator, Translator)
+
+
+def html_word_pairs(sentence: str, result) -> list[tuple[int, int]]:
+    """The pairs (source word, target word) of an AlignedTranslation with piece pairs, words as text/html.py
+    counts them (the whitespace-separated words of the sentence and of the translation, which are
+    alignment.py's words), leaving out pairs with a piece that is only punctuation: the decoder attends to
+    the source's final full stop at many steps (an attention sink), which would tie words to the sentence's
+    last word. None where SentencePiece's normalization changed the number of words (the pairs would
+    point at the wrong words)."""
+    source_word, source_words = piece_words(result.source_tokens)
+    target_word, target_words = piece_words(result.target_tokens)
+    if len(source_words) != len(sentence.split()) or len(target_words) != len(result.text.split()):
+        return []
+    return sorted({(source_word[i], target_word[j]) for i, j in result.alignment
+                   if not _is_punctuation(result.source_tokens[i]) and not _is_punctuation(result.target_tokens[j])},
+                  key=lambda pair: (pair[1], pair[0]))
+
+
+def _is_punctuation(piece: str) -> bool:
+    text = piece.lstrip(WORD_START)
+    return bool(text) and all(unicodedata.category(char).startswith("P") for char in text)

@@ -1,0 +1,412 @@
+"""LibreTranslate's API, answered as LibreTranslate answers, so that its clients work unchanged.
+
+Mastodon, Discourse's translator plugin, Nextcloud's LibreTranslate integration, Misskey's forks and the
+``libretranslatepy`` package were read for what they send and what they read back (tests/test_clients.py
+replays them):
+
+- ``POST /translate``: JSON, a urlencoded or a multipart form (and, for forms, fields in the query string,
+  as LibreTranslate's ``request.values`` reads them); ``q`` a string or a list; ``format`` ``text`` or
+  ``html``; ``alternatives``; ``source`` ``auto`` or the served source. Each ``q`` is split into sentences
+  (``text/segment.py``, ``text/html.py``), all the sentences of a request go to the batcher in one go, and
+  the translations are joined back with the text's line breaks, paragraphs and markup. ``detectedLanguage``
+  comes with ``source: "auto"``, one object for a string and a list for a list (LibreTranslate detects once
+  for the whole request and repeats it).
+- ``source: "auto"`` with text that the language identifier is sure is another language than the served
+  source (when that is a code it knows): a 400 that names the language and this server's pair, rather than a
+  confident translation of text the model never learnt to read.
+- ``POST /detect``: ``[{"confidence": 0-100, "language": code}, ...]``, best first (``text/language_id.py``).
+- ``GET /languages`` (the source with its ``targets``, then the target, so clients that look a target up
+  among the codes find it), ``GET /frontend/settings``, ``POST /suggest`` (403: suggestions are off).
+- ``POST /translate_file`` (multipart: ``file``, ``source``, ``target``) for .txt, .html, .srt and .docx
+  (``text/documents.py``) answers ``{"translatedFileUrl": ...}``; ``GET /download_file/<id>`` sends the file
+  (``uploads.py`` keeps them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qs, quote
+
+import python_multipart
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from python_multipart.exceptions import FormParserError
+
+from ..decoding.paragraphs import HTML_ALIGNMENT, html_word_pairs
+from ..errors import TransformerMTError
+from ..text import language_id
+from ..text.documents import MEDIA_TYPES, document_extension, segment_document
+from ..text.html import segment_html
+from ..text.segment import segment_text
+from .batching import DecodeOptions
+from .server import ApiError, ServeLimits, read_body
+from .uploads import TranslatedFiles, safe_download_name
+
+# Names of common language codes for /languages and messages; other codes are shown as they are.
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "cs": "Czech", "da": "Danish", "de": "German", "el": "Greek", "en": "English", "es": "Spanish",
+    "et": "Estonian", "fi": "Finnish", "fr": "French", "hi": "Hindi", "hu": "Hungarian", "it": "Italian",
+    "ja": "Japanese", "ko": "Korean", "lb": "Luxembourgish", "lt": "Lithuanian", "lv": "Latvian", "nl": "Dutch",
+    "pl": "Polish", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sk": "Slovak", "sl": "Slovenian",
+    "sv": "Swedish", "tr": "Turkish", "uk": "Ukrainian", "vi": "Vietnamese", "zh": "Chinese",
+}
+# LibreTranslate's codes for what its clients may also call by a BCP 47 tag (it lower-cases codes too).
+CODE_ALIASES = {"zh-hans": "zh", "zh-cn": "zh", "zh-hant": "zt", "zh-tw": "zt", "pt-br": "pb"}
+# A detection at least this sure of another language than the served one refuses source "auto" (see the
+# module's docstring). On 7,000 test sentences of ../shared/data (de, en, fr, cs, zh) no wrong detection
+# reached 0.9; the misses (Czech as Slovak, headlines) stayed below 0.7.
+CONFIDENT = 0.9
+FILE_FORMATS = [".txt", ".html", ".srt", ".docx"]  # what /frontend/settings lists (.htm is read as .html)
+# The alignment unit that decoding/paragraphs.py's html_word_pairs turns into the word pairs of text/html.py.
+TAG_ALIGNMENT = HTML_ALIGNMENT["alignment_unit"]
+
+
+def language_name(code: str) -> str:
+    return LANGUAGE_NAMES.get(code, code)
+
+
+def normalized_code(code) -> str | None:
+    """A language field as LibreTranslate reads it: lower case, its aliases resolved; None if not a string."""
+    if not isinstance(code, str):
+        return None
+    code = code.strip().lower()
+    return CODE_ALIASES.get(code, code)
+
+
+@dataclass
+class Service:
+    """What the LibreTranslate routes need from the server (server.py builds it)."""
+
+    source: str
+    target: str
+    # A multilingual model (OPUS-MT's >>fra<< tokens) translates into each of these and the client's 'target'
+    # picks one; a one-pair model has [target] and multilingual False.
+    targets: list[str]
+    multilingual: bool
+    limits: ServeLimits
+    default_beam: int
+    default_penalty: float
+    split_sentences: bool
+    aligns: bool  # the translator gives word alignments (inline HTML tags and Word formats are placed by them)
+    keys_required: bool
+    check_api_key: Callable[[object], None]
+    check_texts: Callable[[object], list[str]]
+    decode: Callable[[list[str], DecodeOptions], Awaitable[list]]
+    files: Callable[[], TranslatedFiles]  # the store of translated files, made when the app starts
+
+
+# ---------------------------------------------------------------------------------------------- request bodies
+
+def _form_fields(pairs: dict[str, list[str]]) -> dict:
+    """One value per field as LibreTranslate reads a form, except ``q``, which may repeat (a list)."""
+    return {key: values if key == "q" and len(values) > 1 else values[0] for key, values in pairs.items()}
+
+
+def _parse_multipart(content_type: str, body: bytes) -> tuple[dict, dict]:
+    """A multipart/form-data body (what ``curl -F`` and browsers' FormData send): its text fields and its files
+    as {field: (client's file name, bytes)}."""
+    fields: dict[str, list[str]] = {}
+    files: dict[str, tuple[str, bytes]] = {}
+
+    def on_field(field) -> None:
+        if field.field_name is None:  # older python-multipart versions let a nameless part through
+            raise ApiError(400, "a part of the multipart form has no name")
+        fields.setdefault(field.field_name.decode("utf-8"), []).append((field.value or b"").decode("utf-8"))
+
+    def on_file(file) -> None:
+        name = (file.field_name or b"").decode("utf-8", "replace")
+        file.file_object.seek(0)
+        files[name] = ((file.file_name or b"").decode("utf-8", "replace"), file.file_object.read())
+
+    headers = {"Content-Type": content_type.encode("latin-1"), "Content-Length": str(len(body)).encode()}
+    try:
+        # A part in a transfer encoding other than 7bit/8bit/binary/base64/quoted-printable is an error, not
+        # raw bytes passed on; files stay in memory (the whole body already is, within its limit), never in a
+        # temporary file of python-multipart's choosing.
+        parser = python_multipart.create_form_parser(
+            headers, on_field, on_file,
+            config={"UPLOAD_ERROR_ON_BAD_CTE": True, "MAX_MEMORY_FILE_SIZE": len(body) + 1})
+        parser.write(body)
+        parser.finalize()
+    except UnicodeError:
+        raise ApiError(400, "a field of the multipart form is not valid UTF-8") from None
+    except (FormParserError, ValueError) as exc:
+        raise ApiError(400, f"the multipart form body is malformed ({exc})") from None
+    return _form_fields(fields), files
+
+
+def parse_body(request: Request, body: bytes, *, files_allowed: bool = False) -> tuple[dict, dict]:
+    """The fields (and uploaded files) of a LibreTranslate request: JSON, or a form (urlencoded or multipart)
+    with the query string's fields under it, as LibreTranslate's ``request.values`` reads them."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()  # media types are case-insensitive
+    query = _form_fields(parse_qs(request.url.query, keep_blank_values=True)) if request.url.query else {}
+    files: dict = {}
+    if media_type == "application/x-www-form-urlencoded" or (not body.strip() and media_type != "application/json"):
+        try:
+            # errors="strict": a %-escaped byte that is not UTF-8 is refused, not turned into U+FFFD.
+            fields = _form_fields(parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict"))
+        except UnicodeDecodeError:
+            raise ApiError(400, "the form body is not valid UTF-8") from None
+    elif media_type == "multipart/form-data":
+        fields, files = _parse_multipart(content_type, body)
+        if files and not files_allowed:
+            raise ApiError(400, f"file uploads are not accepted here (field {next(iter(files))!r}); send the "
+                                f"text as the 'q' field, or the file to POST /translate_file")
+    else:
+        try:
+            data = json.loads(body, parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise ApiError(400, f"the body is not valid JSON ({exc}); send a JSON object such as "
+                                f'{{"q": "text", "source": "auto", "target": "xx"}}') from None
+        except RecursionError:
+            raise ApiError(400, "the JSON body is nested too deeply") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "the JSON body must be an object with a 'q' field")
+        return data, files  # LibreTranslate reads a JSON request's fields from the JSON alone
+    return {**query, **fields}, files
+
+
+def whole_number(value) -> int | None:
+    """A whole number from JSON (2, 2.0) or a form ("2"), else None (1.5, 1e400, true, "two")."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        return None
+    # Bounded (a JSON integer may have thousands of digits): the n-best limit refuses what is left too large.
+    if isinstance(value, int):
+        return value if abs(value) < 2**53 else None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 2**53 else None  # inf and nan are not integers
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
+        return int(value)
+    return None
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# ---------------------------------------------------------------------------------------------- translation
+
+def segment(service: Service, text: str, text_format: str):
+    """One text as sentences (and how to join their translations), or a 400 for malformed HTML."""
+    try:
+        if text_format == "html":
+            return segment_html(text, service.source, split_sentences=service.split_sentences)
+        return segment_text(text, service.source, split_sentences=service.split_sentences)
+    except TransformerMTError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def needs_alignment(service: Service, parts: list) -> bool:
+    """Whether the translations of ``parts`` need word alignments: HTML (or a document) with inline tags, served
+    by the PyTorch Translator (CTranslate2's are not exported: the tags then go by relative position)."""
+    return service.aligns and any(getattr(part, "has_inline_tags", False) for part in parts)
+
+
+async def translate_segments(service: Service, parts: list, nbest: int, aligned: bool,
+                             target_language: str | None = None) -> list[list[list]]:
+    """Translate the sentences of all ``parts`` in one batcher request; per part, per sentence, its n-best
+    (each with its word alignment when ``aligned``); ``target_language`` for a multilingual model."""
+    sentences = [sentence for part in parts for sentence in part.sentences]
+    options = DecodeOptions(max(service.default_beam, nbest), service.default_penalty, nbest,
+                            TAG_ALIGNMENT if aligned else None, target_language=target_language)
+    results = await service.decode(sentences, options) if sentences else []
+    out, start = [], 0
+    for part in parts:
+        out.append(results[start:start + len(part.sentences)])
+        start += len(part.sentences)
+    return out
+
+
+def word_alignments(part, chosen: list, aligned: bool) -> list | None:
+    """Per sentence, the word pairs of its chosen translation as text/html.py counts words; None (tags placed
+    by relative position) when the translations carry no alignment."""
+    if not aligned:
+        return None
+    return [html_word_pairs(sentence, result) for sentence, result in zip(part.sentences, chosen)]
+
+
+def join_nbest(part, results: list[list], html: bool, aligned: bool, target: str, count: int) -> list[str]:
+    """The text's translation and up to ``count - 1`` different alternatives: alternative k joins each
+    sentence's k-th best translation (its best where it has fewer), as Argos Translate combines hypotheses."""
+    joined: list[str] = []
+    for k in range(count):
+        chosen = [result[min(k, len(result) - 1)] for result in results]
+        texts = [t.text for t in chosen]
+        text = part.join(texts, word_alignments(part, chosen, aligned), target) if html else part.join(texts, target)
+        if text not in joined:
+            joined.append(text)
+    return joined
+
+
+async def detected_source(service: Service, text: str) -> dict:
+    """``detectedLanguage`` for ``source: "auto"``, or a 400 when the text is surely another language."""
+    known = (language_id.knows(service.source) if language_id.loaded()
+             else await asyncio.to_thread(language_id.knows, service.source))  # the 2 s load off the event loop
+    if not known:  # the demo's "src": nothing to compare with
+        return {"confidence": 100.0, "language": service.source}
+    ranked = await asyncio.to_thread(language_id.detect_languages, text, None)
+    if not ranked:  # no language in it (digits, emoji): translated as the served source
+        return {"confidence": 0.0, "language": service.source}
+    best, probability = ranked[0]
+    if best != service.source and probability >= CONFIDENT:
+        raise ApiError(400, f"the text is in {language_name(best)} ({best}, detected with {probability:.0%} "
+                            f"confidence), but this server translates {language_name(service.source)} "
+                            f"({service.source}) -> {language_name(service.target)} ({service.target}) only; "
+                            f"send \"source\": \"{service.source}\" to translate it anyway")
+    return {"confidence": round(100 * dict(ranked).get(service.source, 0.0), 1), "language": service.source}
+
+
+def check_pair(service: Service, source, target) -> tuple[str, str]:
+    """The normalized source ('auto' or the served source) and the target language to translate into, or a
+    400 naming what this server translates. A missing source is 'auto' and, for a one-pair model, a missing
+    target the served one (LibreTranslate requires both; this server always took them as optional); a
+    multilingual model needs its target named."""
+    src = normalized_code(source if source is not None else "auto")
+    if service.multilingual and (target is None or normalized_code(target) == "auto"):
+        shown = ", ".join(service.targets[:20]) + (", ..." if len(service.targets) > 20 else "")
+        raise ApiError(400, f"this model translates into {len(service.targets)} languages: give 'target' (one of "
+                            f"{shown}); see GET /languages")
+    tgt = normalized_code(target if target is not None else service.target)
+    targets = {code.lower(): code for code in service.targets}
+    if src not in ("auto", service.source.lower()) or (tgt not in targets and not (tgt == "auto" and
+                                                                                   not service.multilingual)):
+        raise ApiError(400, f"this server translates {service.source} -> {', '.join(service.targets[:20])} only "
+                            f"(got source {source!r}, target {target!r}); see GET /languages")
+    return src, targets.get(tgt, service.target)
+
+
+def model_target(service: Service, target: str) -> str | None:
+    """What the translator is told about the target language: a multilingual model's choice, else nothing."""
+    return target if service.multilingual else None
+
+
+def check_format(text_format) -> str:
+    text_format = text_format or "text"
+    if text_format not in ("text", "html"):
+        raise ApiError(400, f"format {text_format!r} is not supported; use 'text' or 'html'")
+    return text_format
+
+
+# ---------------------------------------------------------------------------------------------- routes
+
+def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
+    limits = service.limits
+
+    @app.post("/translate", summary="Translate (LibreTranslate-compatible)")
+    async def translate(request: Request):
+        fields, _ = parse_body(request, await read_body(request, limits.max_body_bytes))
+        service.check_api_key(fields.get("api_key"))
+        if "q" not in fields:
+            raise ApiError(400, "missing 'q': the text to translate (a string or a list of strings)")
+        texts = service.check_texts(fields["q"])
+        src, target = check_pair(service, fields.get("source"), fields.get("target"))
+        text_format = check_format(fields.get("format"))
+        alternatives = whole_number(fields.get("alternatives", 0))
+        if alternatives is None:
+            raise ApiError(400, f"'alternatives' must be a whole number, got {fields.get('alternatives')!r:.40}")
+        if alternatives < 0:
+            raise ApiError(400, "'alternatives' must be 0 or more")
+        nbest = alternatives + 1
+        if nbest > limits.max_nbest:
+            raise ApiError(400, f"{alternatives} alternatives are above this server's limits "
+                                f"({limits.max_nbest - 1})")
+        parts = [segment(service, text, text_format) for text in texts]
+        detected = None
+        if src == "auto":
+            detected = await detected_source(service, " ".join(s for part in parts for s in part.sentences))
+        aligned = text_format == "html" and needs_alignment(service, parts)
+        results = await translate_segments(service, parts, nbest, aligned, model_target(service, target))
+        joined = [join_nbest(part, result, text_format == "html", aligned, target, nbest)
+                  for part, result in zip(parts, results)]
+        single = isinstance(fields["q"], str)
+        answer = {"translatedText": joined[0][0] if single else [j[0] for j in joined]}
+        if alternatives:
+            answer["alternatives"] = joined[0][1:] if single else [j[1:] for j in joined]
+        if detected is not None:
+            answer["detectedLanguage"] = detected if single else [detected] * len(texts)
+        return answer
+
+    @app.post("/detect", summary="Detect the language of a text (LibreTranslate-compatible)")
+    async def detect(request: Request):
+        fields, _ = parse_body(request, await read_body(request, limits.max_body_bytes))
+        service.check_api_key(fields.get("api_key"))
+        if not fields.get("q"):
+            raise ApiError(400, "missing 'q': the text whose language to detect")
+        text = " ".join(service.check_texts(fields["q"]))
+        ranked = await asyncio.to_thread(language_id.detect_languages, text, 3)
+        if not ranked:  # LibreTranslate's answer for text with no language in it
+            return [{"confidence": 0.0, "language": "en"}]
+        return [{"confidence": round(100 * probability, 1), "language": code} for code, probability in ranked]
+
+    @app.get("/languages", summary="Languages (LibreTranslate-compatible)")
+    async def languages():
+        entries = [{"code": service.source, "name": language_name(service.source), "targets": service.targets}]
+        entries += [{"code": code, "name": language_name(code), "targets": []}
+                    for code in service.targets if code != service.source]
+        return entries
+
+    @app.get("/frontend/settings", summary="Settings for LibreTranslate's web clients")
+    async def frontend_settings():
+        return {"charLimit": limits.max_chars_per_request, "frontendTimeout": 500,
+                "apiKeys": service.keys_required, "keyRequired": service.keys_required, "suggestions": False,
+                "filesTranslation": True, "supportedFilesFormat": FILE_FORMATS,
+                "language": {"source": {"code": service.source, "name": language_name(service.source)},
+                             "target": {"code": service.target, "name": language_name(service.target)}}}
+
+    @app.post("/suggest", summary="Suggest a better translation (off on this server, as LibreTranslate's default)")
+    async def suggest():
+        raise ApiError(403, "Suggestions are disabled on this server.")
+
+    @app.post("/translate_file", summary="Translate a .txt, .html, .srt or .docx file (LibreTranslate-compatible)")
+    async def translate_file(request: Request):
+        # The form around the file (boundaries, other fields) gets 64 KiB on top of the file's own limit.
+        body = await read_body(request, limits.max_file_bytes + 65536)
+        fields, files = parse_body(request, body, files_allowed=True)
+        service.check_api_key(fields.get("api_key"))
+        if "file" not in files:
+            raise ApiError(400, "missing 'file': send the document as the multipart form field 'file'")
+        filename, data = files["file"]
+        if not filename:
+            raise ApiError(400, "the uploaded 'file' has no file name; its extension says its type "
+                                f"({', '.join(FILE_FORMATS)})")
+        if len(data) > limits.max_file_bytes:
+            raise ApiError(413, f"the file has {len(data)} bytes; the limit is {limits.max_file_bytes} "
+                                f"(max_file_bytes)")
+        src, target = check_pair(service, fields.get("source"), fields.get("target"))
+        try:
+            extension = document_extension(filename)
+            document = await asyncio.to_thread(segment_document, data, filename, service.source,
+                                               service.split_sentences)
+        except TransformerMTError as exc:
+            raise ApiError(400, str(exc)) from None
+        characters = sum(len(sentence) for sentence in document.sentences)
+        if characters > limits.max_file_chars:
+            raise ApiError(413, f"the file holds {characters} characters of text; the limit is "
+                                f"{limits.max_file_chars} (max_file_chars): split it into smaller files")
+        if src == "auto":
+            await detected_source(service, " ".join(document.sentences))
+        aligned = needs_alignment(service, [document])
+        results = await translate_segments(service, [document], 1, aligned, model_target(service, target))
+        best = [result[0] for result in results[0]]
+        translated = await asyncio.to_thread(document.join, [t.text for t in best],
+                                             word_alignments(document, best, aligned), target)
+        download_id = service.files().put(translated, safe_download_name(filename, extension),
+                                          MEDIA_TYPES[extension])
+        return {"translatedFileUrl": f"{str(request.base_url).rstrip('/')}/download_file/{quote(download_id)}"}
+
+    @app.get("/download_file/{download_id}", summary="Download a file translated by POST /translate_file")
+    async def download_file(download_id: str):
+        stored = service.files().get(download_id)
+        if stored is None:
+            raise ApiError(404, f"no translated file {download_id!r}: it was never made here, or it was removed "
+                                f"{service.files().ttl_s / 60:g} minutes after its translation")
+        data, name, media_type = stored
+        return Response(data, media_type=media_type,
+                        headers={"Content-Disposition": f"attachment; filename=\"{name}\"; "
+                                                        f"filename*=utf-8''{quote(name)}"})
