@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import subprocess
@@ -150,6 +151,16 @@ def stop_server(server) -> str:
     assert server.returncode in (0, -15), stderr
     assert "Traceback" not in stderr
     return stderr
+
+
+class Payload:
+    """Unpickling this runs ``touch <marker>``: what a malicious model file or crafted parent would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.fixture(scope="module")

@@ -2,28 +2,17 @@
 
 import hashlib
 import json
-import os
 
 import pytest
 import torch
 import yaml
-from conftest import assert_clean_error, run_cli, tiny_config, write_reverse_corpus
+from conftest import Payload, assert_clean_error, run_cli, tiny_config, write_reverse_corpus
 
 from transformer_mt import train
 from transformer_mt.checkpoint import file_sha256, load_checkpoint
 from transformer_mt.config import config_from_dict
 from transformer_mt.errors import TransformerMTError
 from transformer_mt.training.trainer import Trainer
-
-
-class Payload:
-    """Unpickling this runs ``touch <marker>``: what a crafted parent would do."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.fixture(scope="module")

@@ -1,27 +1,16 @@
 """Opening a checkpoint never runs code: crafted files are refused by every command that reads one."""
 
-import os
 import shutil
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import run_cli, tiny_config, write_reverse_corpus
+from conftest import Payload, run_cli, tiny_config, write_reverse_corpus
 
 from transformer_mt import Translator, train
 from transformer_mt import checkpoint as ckpt
 from transformer_mt.errors import TransformerMTError
-
-
-class Payload:
-    """Unpickling this runs ``touch <marker>``: what a malicious model file would do."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.fixture(scope="module")
