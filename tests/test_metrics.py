@@ -109,3 +109,20 @@ def test_training_writes_tensorboard_events_and_validation_translations(tmp_path
     off = tmp_path / "off"
     train(tiny_config(data, max_steps=2, validate_every=2, tensorboard=False), off, show_progress=False)
     assert not (off / "tensorboard").exists() and (off / "metrics.jsonl").is_file()
+
+
+def test_event_files_are_never_written_through_a_link_planted_as_the_tensorboard_folder(tmp_path):
+    """A run directory copied from someone may hold tensorboard -> elsewhere: refused, nothing lands there."""
+    pytest.importorskip("tensorboard")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "tensorboard").symlink_to(elsewhere)
+    with pytest.raises(TransformerMTError, match="tensorboard is a symbolic link"):
+        MetricsWriter(run_dir, tensorboard=True)
+    assert list(elsewhere.iterdir()) == []
+    (run_dir / "tensorboard").unlink()
+    (run_dir / "tensorboard").write_text("a file")
+    with pytest.raises(TransformerMTError, match="is not a folder"):
+        MetricsWriter(run_dir, tensorboard=True)

@@ -166,6 +166,23 @@ def open_run_file(path, mode: str = "a", encoding: str | None = "utf-8"):
     return os.fdopen(fd, mode, encoding=None if "b" in mode else encoding)
 
 
+def make_run_folder(path) -> Path:
+    """Create the run-directory folder ``path`` (e.g. ``tensorboard/``), or accept the real folder that
+    is there; refuse a link (the files written into it would land wherever it points) or a non-folder."""
+    path = Path(path)
+    try:
+        os.mkdir(path)  # never follows a link at ``path``: a planted one makes this fail with EEXIST
+    except FileExistsError:
+        pass
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        raise TransformerMTError(f"{path} is a symbolic link; transformer-mt never writes through a link inside a run "
+                                 f"directory (it could point at any folder). Remove the link and run again")
+    if not stat.S_ISDIR(mode):
+        raise TransformerMTError(f"{path} is not a folder (a file, device, FIFO or socket); remove it and run again")
+    return path
+
+
 def _follow_output_links(path: Path, option: str) -> tuple[Path, os.stat_result | None]:
     """The file an --output link chain ends at, and its lstat (None when it does not exist)."""
     current = path

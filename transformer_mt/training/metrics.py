@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 
 from ..errors import TransformerMTError
-from ..safe_files import open_run_file
+from ..safe_files import make_run_folder, open_run_file
 
 # The record fields drawn in TensorBoard, per record type; tags are "<type>/<field>".
 TENSORBOARD_SCALARS = {
@@ -64,7 +64,9 @@ class MetricsWriter:
                                          "'transformer-mt[plots]', or turn TensorBoard logging off")
             if summary_writer is not None:
                 # A short flush interval: people watch a training's curves while it runs.
-                self.summary = summary_writer(log_dir=str(self.run_dir / TENSORBOARD_DIR), purge_step=purge_step,
+                # The folder is made (or checked) here: SummaryWriter's makedirs would follow a planted link.
+                log_dir = make_run_folder(self.run_dir / TENSORBOARD_DIR)
+                self.summary = summary_writer(log_dir=str(log_dir), purge_step=purge_step,
                                               flush_secs=flush_seconds)
 
     @property
