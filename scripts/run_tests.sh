@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # Lint first (seconds): a moved import or an unused name fails here, before the long test run.
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -q "$@"
+# One pytest worker per CPU core (the tests are single-threaded: conftest sets torch to 1 thread);
+# --dist loadfile keeps each test file on one worker, so a module's fixtures are built once.
+.venv/bin/python -m pytest -q -n auto --dist loadfile "$@"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import run_cli, wait_for, write_reverse_corpus
+from conftest import assert_clean_error, run_cli, wait_for, write_reverse_corpus
 
 from transformer_mt.checkpoint import load_checkpoint
 from transformer_mt.training.distributed import shard_batches
@@ -90,8 +90,11 @@ def test_uneven_shards_finish_and_rank_0_alone_writes_one_record_per_event(tmp_p
     # A batch count that does not divide by 2 (checked below), over 2 epochs with accumulation.
     data = write_reverse_corpus(tmp_path / "data", n_train=450, n_valid=10, n_test=10)
     config = write_config(tmp_path, data, max_epochs=2, accumulate=2, validate_every=3)
-    result = run_torchrun("train", "--config", config, "--output-dir", tmp_path / "run")
+    # transformer-mt's own launcher (torchrun --standalone, called in-process)
+    result = run_cli("train", "--config", config, "--output-dir", tmp_path / "run", "--nproc-per-node", "2",
+                     timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
+    assert "torch.distributed" not in result.stderr and "OMP_NUM_THREADS" not in result.stderr, result.stderr
     log_text = (tmp_path / "run" / "train.log").read_text()
     assert "epoch 2 done" in log_text and log_text.count("epoch 1 done") == 1
     assert re.search(r"epoch 1: \d+ batches, \d+ per rank \(1 repeated to even out the ranks\)", log_text), log_text
@@ -176,3 +179,21 @@ def test_a_config_mistake_under_torchrun_is_printed_once(tmp_path):
     result = run_torchrun("train", "--config", config, "--output-dir", tmp_path / "run")
     assert result.returncode != 0
     assert result.stderr.count("error: ") == 1 and "did you mean 'model.d_model'" in result.stderr, result.stderr
+
+
+def test_own_launcher_checks_the_config_once_and_keeps_torchruns_summary_back(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  d_modle: 64\n")
+    mistake = run_cli("train", "--config", config, "--output-dir", tmp_path / "run", "--nproc-per-node", "2")
+    assert assert_clean_error(mistake, "did you mean 'model.d_model'") == mistake.stderr.strip()  # the only line
+    assert not (tmp_path / "run").exists()  # refused before any process started
+
+    # A mistake only the ranks find (the output directory is a file): rank 0 says it, nothing else is printed.
+    data = write_reverse_corpus(tmp_path / "data", n_train=50, n_valid=5, n_test=5)
+    config = write_config(tmp_path, data, max_steps=2)
+    (tmp_path / "a_file").write_text("")
+    failed = run_cli("train", "--config", config, "--output-dir", tmp_path / "a_file", "--nproc-per-node", "2",
+                     timeout=TIMEOUT)
+    assert_clean_error(failed, "a_file")
+    assert failed.stderr.count("error: ") == 1 and "ChildFailedError" not in failed.stderr, failed.stderr
+    assert_clean_error(run_cli("train", "--config", config, "--nproc-per-node", "0"), "--nproc-per-node")

@@ -101,8 +101,11 @@ def add_train_command(sub) -> None:
                        help="auto, cpu, cuda or cuda:N (default: training.device of the config)")
     train.add_argument("--resume", action="store_true",
                        help="require resuming from the output directory's last checkpoint")
-    train.epilog = ("Data-parallel: torchrun --nproc_per_node N -m transformer_mt train --config FILE ... trains "
-                    "with N processes (one GPU each, or CPU processes); see the README.")
+    train.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+                       help="data-parallel training in N processes on this machine (one GPU each, or CPU "
+                            "processes): torchrun --standalone started for you, after the config was checked once")
+    train.epilog = ("Data-parallel on several machines: torchrun --nnodes M --nproc_per_node N -m transformer_mt "
+                    "train --config FILE ... (see the README).")
 
 
 def add_prepare_command(sub) -> None:
@@ -326,6 +329,14 @@ def cmd_train(args) -> int:
             raise distributed.ReportedByRankZero(str(exc)) from None
         raise
     output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)
+    if args.nproc_per_node is not None and not distributed.launched_by_torchrun():
+        if args.nproc_per_node < 1:
+            raise TransformerMTError(f"--nproc-per-node must be at least 1, not {args.nproc_per_node}")
+        if args.nproc_per_node > 1:  # the config was checked above: a mistake is one line, before any process starts
+            command = ["train", "--config", args.config, "--output-dir", output_dir,
+                       *(f"--set={item}" for item in args.set or ()), *(["--device", args.device] if args.device else []),
+                       *(["--overwrite"] if args.overwrite else []), *(["--resume"] if args.resume else [])]
+            return distributed.launch_local_processes(args.nproc_per_node, command)
     configure_process(config.training.num_threads)
     # Under torchrun, join the process group (process-wide, so here at the entry point); else one process.
     context, device = distributed.setup(args.device or config.training.device)

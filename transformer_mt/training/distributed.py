@@ -144,6 +144,43 @@ def setup(device: str | None = "auto") -> tuple[DistributedContext, str | None]:
     return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size, backend=backend), device
 
 
+def launch_local_processes(nproc: int, command: list[str]) -> int:
+    """Run ``python -m transformer_mt <command>`` in ``nproc`` processes on this machine, as
+    ``torchrun --standalone --nproc_per_node nproc -m transformer_mt <command>`` would (the same
+    launcher, called in-process), and return the exit status to give.
+
+    What torchrun prints on a failure (a traceback-like summary of every rank's exit code, its
+    rendezvous and thread warnings) is kept back: the ranks have already said why (rank 0 speaks
+    for all, see ``ReportedByRankZero``), so a config mistake reads as one ``error:`` line.
+    """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
+    # One thread per process unless the user chose (torchrun's own default, without its warning);
+    # training.num_threads still applies inside each process.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "transformer_mt",
+                                         *command])
+    try:
+        run(args)
+    except SignalException:  # Ctrl-C or SIGTERM: the ranks saved what they could and said so
+        return 130
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        if failure.exitcode in (2, 130):  # a reported error or an interruption: rank 0 said which
+            return failure.exitcode
+        if failure.exitcode < 0:
+            raise TransformerMTError(f"training process {rank} (of {nproc}) was killed by signal {-failure.exitcode}; "
+                                     f"resume from the last checkpoint with the same command and --resume") from None
+        raise TransformerMTError(f"training process {rank} (of {nproc}) ended with exit status {failure.exitcode}; "
+                                 f"its messages above say why") from None
+    return 0
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
