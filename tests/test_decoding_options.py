@@ -3,9 +3,11 @@ random models, and through the Translator and the command line on a 2-step run."
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import run_cli, tiny_config, tiny_model
+from test_decoding_input import main_error
 from test_search import peaked_model, sources
 
+from transformer_mt import Translator, train
 from transformer_mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from transformer_mt.decoding.ensemble import Ensemble
 from transformer_mt.decoding.logits import RepetitionControl, Sampler, block_repeated_ngrams, search_options
@@ -195,3 +197,92 @@ def test_all_options_off_decode_as_before():
     options = search_options()
     assert not options.sampling and options.repetition is None
     assert search_options(no_repeat_ngram_size=0, repetition_penalty=1.0).repetition is None
+
+
+# Through the Translator and the command line, on the 2-step run of conftest.small_run.
+
+SENTENCES = ["ba de gi ko", "", "mu pa ba ke", "de de gi"]
+
+
+@pytest.fixture(scope="module")
+def translator(small_run):
+    return Translator.from_run(small_run[2])
+
+
+@pytest.fixture(scope="module")
+def other_vocabulary_run(small_run):
+    """A 1-step run of the same data with another vocabulary size: its tokenizer differs from small_run's."""
+    tmp, data, _ = small_run
+    config = tiny_config(data, max_steps=1, validate_every=1)
+    config.tokenizer.vocab_size = 30
+    train(config, tmp / "other_vocabulary", show_progress=False)
+    return tmp / "other_vocabulary"
+
+
+def test_translator_with_every_new_option_off_or_empty_translates_as_today(translator):
+    for beam in (1, 3):
+        today = translator.translate(SENTENCES, beam_size=beam, nbest=min(beam, 2), return_scores=True)
+        assert translator.translate(SENTENCES, beam_size=beam, nbest=min(beam, 2), return_scores=True,
+                                    no_repeat_ngram_size=0, repetition_penalty=1.0, prefix="") == today
+        assert translator.translate(SENTENCES, beam_size=beam, nbest=min(beam, 2), return_scores=True,
+                                    prefix=[""] * len(SENTENCES)) == today
+
+
+def test_translator_prefixes_per_sentence_and_per_text(translator):
+    prefixes = ["ko ko", "ba", "", "pa mu de"]
+    for beam in (1, 3):
+        out = translator.translate(SENTENCES, beam_size=beam, prefix=prefixes)
+        assert out[1] == ""  # an empty input stays empty
+        assert out[0].startswith("ko ko") and out[3].startswith("pa mu de")
+        assert out[2] == translator.translate([SENTENCES[2]], beam_size=beam)[0]
+    [text] = translator.translate_text(["ba de. gi ko."], prefix="mu mu")
+    assert text.startswith("mu mu")
+    with pytest.raises(TransformerMTError, match="2 prefixes for 4 sentences"):
+        translator.translate(SENTENCES, prefix=["a", "b"])
+
+
+def test_translator_samples_reproducibly_with_a_seed(translator):
+    first = translator.translate(SENTENCES, top_k=0, temperature=1.3, seed=5, nbest=3, return_scores=True)
+    assert first == translator.translate(SENTENCES, top_k=0, temperature=1.3, seed=5, nbest=3, return_scores=True)
+    assert all(len(samples) == 3 for i, samples in enumerate(first) if SENTENCES[i])
+    assert translator.translate(SENTENCES, top_k=1) == translator.translate(SENTENCES, beam_size=1)
+    with pytest.raises(TransformerMTError, match="leave out the beam size"):
+        translator.translate(SENTENCES, top_p=0.9, beam_size=3)
+
+
+def test_an_ensemble_of_a_run_with_itself_translates_as_the_run(translator, small_run):
+    ensemble = Translator.from_runs([small_run[2], small_run[2]])
+    assert isinstance(ensemble.model, Ensemble) and not ensemble.aligns
+    for beam in (1, 3):
+        assert ensemble.translate(SENTENCES, beam_size=beam) == translator.translate(SENTENCES, beam_size=beam)
+    assert Translator.from_runs([small_run[2]]).translate(SENTENCES, return_scores=True) == \
+        translator.translate(SENTENCES, return_scores=True)
+    with pytest.raises(TransformerMTError, match="give one model"):
+        ensemble.translate(SENTENCES, return_alignment=True)
+
+
+def test_cli_refuses_bad_values_and_foreign_ensembles_with_one_error_line(small_run, other_vocabulary_run, capsys,
+                                                                          tmp_path):
+    run = small_run[2]
+    assert "--top-p" in main_error(capsys, "translate", "--model", run, "--top-p", "1.5", "ba de")
+    assert "--temperature" in main_error(capsys, "translate", "--model", run, "--temperature", "-1", "ba")
+    assert "--no-repeat-ngram-size" in main_error(capsys, "translate", "--model", run, "--no-repeat-ngram-size",
+                                                  "-2", "ba")
+    line = main_error(capsys, "translate", "--model", run, "--model", other_vocabulary_run, "ba de")
+    assert "target vocabulary" in line and str(other_vocabulary_run) in line
+    prefixes = tmp_path / "prefixes.txt"
+    prefixes.write_text("ba\n", encoding="utf-8")
+    assert "has 1 lines but the input has 2" in main_error(capsys, "translate", "--model", run, "--prefix-file",
+                                                           prefixes, "ba de", "gi")
+
+
+def test_cli_samples_from_an_ensemble_with_a_prefix(small_run):
+    run = small_run[2]
+    args = ["translate", "--model", run, "--model", run, "--prefix", "ko ko", "--top-k", "3", "--seed", "1",
+            "--nbest", "2", "--no-repeat-ngram-size", "3", "ba de gi", "mu pa"]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(sample.startswith("ko ko") for line in lines for sample in line.split("\t"))
+    assert all(len(line.split("\t")) == 2 for line in lines)
+    assert "Traceback" not in result.stderr
