@@ -268,6 +268,8 @@ def test_cli_refuses_bad_values_and_foreign_ensembles_with_one_error_line(small_
     assert "--temperature" in main_error(capsys, "translate", "--model", run, "--temperature", "-1", "ba")
     assert "--no-repeat-ngram-size" in main_error(capsys, "translate", "--model", run, "--no-repeat-ngram-size",
                                                   "-2", "ba")
+    line = main_error(capsys, "translate", "--model", run, "--engine", "ctranslate2", "--top-k", "3", "ba")
+    assert "--top-k: the CTranslate2 engine" in line and "--engine torch" in line  # before any export
     line = main_error(capsys, "translate", "--model", run, "--model", other_vocabulary_run, "ba de")
     assert "target vocabulary" in line and str(other_vocabulary_run) in line
     prefixes = tmp_path / "prefixes.txt"

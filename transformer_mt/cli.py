@@ -398,7 +398,17 @@ def _load_translator(args):
     from .decoding.translator import Translator
 
     models = args.model if isinstance(args.model, list) else [args.model]
+    if hasattr(args, "top_k"):  # translate, evaluate: bad values are refused before minutes of loading
+        from .decoding.logits import search_options
+
+        search_options(**{option: getattr(args, option) for option in SEARCH_OPTIONS})
     if args.engine == "ctranslate2":
+        refused = [f"--{option.replace('_', '-')}" for option in (*SEARCH_OPTIONS, "prefix", "prefix_file")
+                   if option != "no_repeat_ngram_size" and getattr(args, option, None) is not None]
+        if refused:
+            raise TransformerMTError(f"{', '.join(refused)}: the CTranslate2 engine decodes without "
+                                     f"{'this option' if len(refused) == 1 else 'these options'} (see "
+                                     f"interop/ct2_translator.py); use --engine torch")
         if len(models) > 1:
             raise TransformerMTError("an ensemble (--model given more than once) decodes with --engine torch; "
                                      "leave out --engine ctranslate2 or give one --model")
