@@ -150,6 +150,24 @@ def test_bad_arguments_are_refused_alike(base):
         ct2.translate(["ga ge"], return_alignment=True)
 
 
+def test_no_repeat_ngrams_pass_through_and_the_other_new_options_are_refused(base, corpus):
+    _, _, translator, ct2 = base
+    sentences = corpus[1][:10]
+    for n in (1, 2):
+        blocked = ct2.translate(sentences, beam_size=3, no_repeat_ngram_size=n)
+        for text in blocked:
+            pieces = ct2.tgt_tokenizer.encode([text])[0]
+            grams = [tuple(pieces[i:i + n]) for i in range(len(pieces) - n + 1)]
+            assert len(grams) == len(set(grams))
+    assert ct2.translate(sentences, no_repeat_ngram_size=0, prefix="", repetition_penalty=1.0) == \
+        ct2.translate(sentences)
+    for options, message in ((dict(top_k=5), "sampling"), (dict(temperature=0.5, seed=1), "sampling"),
+                             (dict(repetition_penalty=1.2), "another formula"), (dict(prefix="ga"), "prefix"),
+                             (dict(top_p=2.0), "top_p")):
+        with pytest.raises(TransformerMTError, match=message):
+            ct2.translate(["ga ge"], **options)
+
+
 def test_export_directory_is_self_contained(base):
     run_dir, export_dir, _, _ = base
     names = {path.name for path in export_dir.iterdir()}

@@ -122,6 +122,23 @@ def test_native_api_returns_nbest_with_scores(client, translator):
         assert [g["score"] for g in got] == sorted((g["score"] for g in got), reverse=True)
 
 
+def test_native_api_samples_blocks_repeats_and_forces_prefixes(client, translator):
+    texts = SENTENCES[:3]
+    options = {"top_k": 0, "temperature": 1.5, "seed": 4, "no_repeat_ngram_size": 2}
+    expected = translator.translate(texts, nbest=2, return_scores=True, **options)
+    answer = client.post("/v1/translate", json={"text": texts, "nbest": 2, **options}).json()
+    assert [[t["text"] for t in got] for got in answer["translations"]] == [[w.text for w in want] for want in expected]
+    answer = client.post("/v1/translate", json={"text": [texts[0], texts[1] + ". " + texts[2]],
+                                                "prefix": ["ko ko", "mu"], "beam_size": 2}).json()
+    assert answer["translations"][0][0]["text"].startswith("ko ko")
+    assert answer["translations"][1][0]["text"].startswith("mu")  # the text's first sentence starts with it
+    for body, fragment in [({"top_p": 1.5}, "top_p"), ({"top_k": 3, "beam_size": 3}, "leave out beam_size"),
+                           ({"prefix": ["a", "b"]}, "2 prefixes for 3 texts"),
+                           ({"prefix": "a", "format": "html"}, "format 'text'")]:
+        bad = client.post("/v1/translate", json={"text": texts, **body})
+        assert bad.status_code == 400 and fragment in bad.json()["error"], bad.json()
+
+
 def test_native_api_returns_alignments_when_asked(client, translator):
     expected = translator.translate(SENTENCES[:2], beam_size=3, nbest=2, return_alignment=True)
     answer = client.post("/v1/translate", json={"text": SENTENCES[:2], "beam_size": 3, "nbest": 2,

@@ -50,6 +50,37 @@ def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
                              "on the fly to a temporary directory")
 
 
+def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    """translate's and evaluate's options of issue 27: sampling, repetition control, target prefixes."""
+    group = parser.add_argument_group(
+        "decoding options", "Sampling is on when --top-k, --top-p or --temperature is given: each token is drawn "
+                            "from the model's distribution instead of searched with a beam (back-translation, "
+                            "diverse n-best); translate --nbest K then gives K samples per sentence.")
+    group.add_argument("--top-k", type=int, default=None, metavar="K",
+                       help="sample among the K most probable tokens (0 = all, 1 = greedy)")
+    group.add_argument("--top-p", type=float, default=None, metavar="P",
+                       help="sample among the fewest most probable tokens whose probability adds up to P, in (0, 1] "
+                            "(nucleus sampling; 1 = all)")
+    group.add_argument("--temperature", type=float, default=None, metavar="T",
+                       help="sample from the distribution at temperature T >= 0 (1 = the model's, lower = closer to "
+                            "greedy, 0 = greedy)")
+    group.add_argument("--seed", type=int, default=None, metavar="N",
+                       help="seed of the sampling: the same seed, input and --batch-size give the same samples "
+                            "(default: a random seed)")
+    group.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
+                       help="no n-gram of N tokens appears twice in a translation (0 = off; default: "
+                            "decoding.no_repeat_ngram_size of the run's config, 0)")
+    group.add_argument("--repetition-penalty", type=float, default=None, metavar="P",
+                       help="a token already in the translation has its log-probability multiplied by P > 0 (1 = off, "
+                            "above 1 discourages repeats; default: decoding.repetition_penalty of the run's config, 1)")
+    prefix = group.add_mutually_exclusive_group()
+    prefix.add_argument("--prefix", metavar="TEXT",
+                        help="a target prefix: every translation (of each line) starts with TEXT, and beam search "
+                             "continues from it")
+    prefix.add_argument("--prefix-file", metavar="FILE",
+                        help="one target prefix per input line (an empty line for none); as many lines as the input")
+
+
 def _add_split_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-sentences", action=argparse.BooleanOptionalAction, default=None,
                         help="cut each line into sentences of the model's source language, translate them in one "
@@ -129,7 +160,10 @@ def add_translate_command(sub) -> None:
                     "fragment, translated block by block with its tags, attributes and protected elements "
                     "(script, style, code, pre, translate=\"no\", class=\"notranslate\") kept.")
     translate.add_argument("sentences", nargs="*", metavar="TEXT", help="texts to translate (each one line of output)")
-    translate.add_argument("--model", required=True, metavar="DIR", help="run directory of a trained model")
+    translate.add_argument("--model", required=True, action="append", metavar="DIR",
+                           help="run directory of a trained model; give --model several times to translate with the "
+                                "ensemble of the runs (the mean of their log-probabilities at each step; they must "
+                                "share their tokenizers)")
     translate.add_argument("--input", metavar="FILE", help="file to translate (text: one line of output per line)")
     translate.add_argument("--format", default="text", choices=("text", "html"),
                            help="text (default): lines of text; html: an HTML document or fragment, written back "
@@ -141,7 +175,8 @@ def add_translate_command(sub) -> None:
                            help="for a multilingual model (OPUS-MT >>xx<< tokens, e.g. fra): the language to "
                                 "translate into")
     translate.add_argument("--nbest", type=int, default=1, metavar="K",
-                           help="print the K best translations of each sentence, tab-separated (default: 1)")
+                           help="print the K best translations of each sentence (with sampling: K samples, best "
+                                "first), tab-separated (default: 1)")
     translate.add_argument("--alignment", nargs="?", const="pieces", choices=("pieces", "words"), default=None,
                            help="after each translation print a tab and its hard alignment to the source: "
                                 "space-separated pairs i-j, source token i aligned to target token j, counted from "
@@ -156,6 +191,7 @@ def add_translate_command(sub) -> None:
                                 "--format html), numbered from 1 (default: the penultimate layer, as fairseq's "
                                 "alignment_layer)")
     _add_decoding_args(translate)
+    _add_search_options(translate)
 
 
 def add_evaluate_command(sub) -> None:
@@ -164,7 +200,8 @@ def add_evaluate_command(sub) -> None:
         description="Score translations with sacreBLEU BLEU and chrF and print the signatures. Either translate "
                     "with a model (--model DIR with --split test or --src FILE --ref FILE) or score existing "
                     "translations (--hyp FILE --ref FILE, no model needed).")
-    evaluate.add_argument("--model", metavar="DIR", help="run directory of a trained model")
+    evaluate.add_argument("--model", action="append", metavar="DIR",
+                          help="run directory of a trained model (several times: their ensemble)")
     evaluate.add_argument("--split", choices=("test", "valid"),
                           help="use the split's files named in the run's config")
     evaluate.add_argument("--src", metavar="FILE", help="source sentences to translate")
@@ -178,6 +215,7 @@ def add_evaluate_command(sub) -> None:
     evaluate.add_argument("--target-language", metavar="LANG",
                           help="for a multilingual model (OPUS-MT >>xx<< tokens): the language to translate into")
     _add_decoding_args(evaluate)
+    _add_search_options(evaluate)
 
 
 def add_average_command(sub) -> None:
@@ -367,15 +405,30 @@ def cmd_prepare(args) -> int:
 
 
 def _load_translator(args):
+    """The Translator of --model; translate and evaluate take --model several times: an ensemble."""
     from .decoding.translator import Translator
 
+    models = args.model if isinstance(args.model, list) else [args.model]
+    if hasattr(args, "top_k"):  # translate, evaluate: bad values are refused before minutes of loading
+        from .decoding.logits import search_options
+
+        search_options(**{option: getattr(args, option) for option in SEARCH_OPTIONS})
     if args.engine == "ctranslate2":
-        return _load_ctranslate2(args)
-    return Translator.from_run(args.model, checkpoint=args.checkpoint, device=args.device,
-                               precision=args.precision, quantize=args.quantize)
+        refused = [f"--{option.replace('_', '-')}" for option in (*SEARCH_OPTIONS, "prefix", "prefix_file")
+                   if option != "no_repeat_ngram_size" and getattr(args, option, None) is not None]
+        if refused:
+            raise TransformerMTError(f"{', '.join(refused)}: the CTranslate2 engine decodes without "
+                                     f"{'this option' if len(refused) == 1 else 'these options'} (see "
+                                     f"interop/ct2_translator.py); use --engine torch")
+        if len(models) > 1:
+            raise TransformerMTError("an ensemble (--model given more than once) decodes with --engine torch; "
+                                     "leave out --engine ctranslate2 or give one --model")
+        return _load_ctranslate2(args, models[0])
+    return Translator.from_runs(models, checkpoint=args.checkpoint, device=args.device,
+                                precision=args.precision, quantize=args.quantize)
 
 
-def _load_ctranslate2(args):
+def _load_ctranslate2(args, model):
     """A CTranslate2Translator for --model: an export directory, or a run directory exported now."""
     import atexit
     import shutil
@@ -384,7 +437,7 @@ def _load_ctranslate2(args):
     from .interop.ct2_translator import CTranslate2Translator
     from .interop.ctranslate2_export import EXPORT_INFO, export_ctranslate2
 
-    model = Path(args.model)
+    model = Path(model)
     if not (model / EXPORT_INFO).is_file():
         if not model.is_dir():
             raise TransformerMTError(f"--model {model} does not exist; give an export directory or a run directory")
@@ -404,8 +457,33 @@ def _load_ctranslate2(args):
 
 
 def _decode_kwargs(args) -> dict:
-    return {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "batch_size": args.batch_size,
-            "early_exit": args.early_exit, "target_language": args.target_language}
+    """translate()'s options from translate's and evaluate's command line; those of issue 27 only when given,
+    so that an engine without them is not handed them."""
+    kwargs = {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "batch_size": args.batch_size,
+              "early_exit": args.early_exit, "target_language": args.target_language}
+    for option in SEARCH_OPTIONS:
+        if getattr(args, option) is not None:
+            kwargs[option] = getattr(args, option)
+    return kwargs
+
+
+SEARCH_OPTIONS = ("temperature", "top_k", "top_p", "seed", "no_repeat_ngram_size", "repetition_penalty")
+
+
+def _prefixes(args, count: int, what: str) -> dict:
+    """``prefix=`` for translate()/translate_text(): --prefix (one text for all) or --prefix-file (one per line,
+    ``count`` of them), or nothing."""
+    from .data.batches import read_lines
+
+    if args.prefix is not None:
+        return {"prefix": args.prefix}
+    if args.prefix_file is None:
+        return {}
+    prefixes = read_lines(args.prefix_file)
+    if len(prefixes) != count:
+        raise TransformerMTError(f"--prefix-file {args.prefix_file} has {len(prefixes)} lines but {what} has {count}; "
+                                 f"give one prefix per input line (an empty line for none)")
+    return {"prefix": prefixes}
 
 
 def _one_line(text: str) -> str:
@@ -531,9 +609,10 @@ def _translate_for_evaluation(args):
     _check_output_is_not_input(args.output, dict(zip(names, (src_path, ref_path))))
     sources, refs = read_parallel(src_path, ref_path)
     _check_not_empty(sources, src_path, ref_path)
+    prefix = _prefixes(args, len(sources), f"{src_path}")
     # The same composition as translate's, so that a line gets the same translation from both.
     hyps = [_one_line(hyp) for hyp in
-            translator.translate_text(sources, split_sentences=args.split_sentences, **_decode_kwargs(args))]
+            translator.translate_text(sources, split_sentences=args.split_sentences, **prefix, **_decode_kwargs(args))]
     if args.output:
         _write_output(args.output, "".join(h + "\n" for h in hyps))
     return hyps, refs, translator
@@ -571,22 +650,25 @@ def cmd_translate(args) -> int:
         texts = read_lines(args.input)
     else:
         texts = _read_stdin()
+    if args.format == "html" and (args.prefix is not None or args.prefix_file is not None):
+        raise TransformerMTError("--prefix and --prefix-file are for text; an HTML translation starts with its markup")
+    prefix = _prefixes(args, len(texts), "the input")
     translator = _load_translator(args)
     if args.alignment:
         from .decoding.alignment import format_alignment
 
         results = translator.translate(texts, nbest=args.nbest, return_alignment=True,
                                        alignment_unit=args.alignment, alignment_layer=args.alignment_layer,
-                                       **_decode_kwargs(args))
+                                       **prefix, **_decode_kwargs(args))
         fields = [[field for t in r for field in (t.text, format_alignment(t.alignment))] for r in results]
         lines = ["\t".join(f + ["", ""] * (args.nbest - len(f) // 2)) for f in fields]
     elif sentence_level:
-        results = translator.translate(texts, nbest=args.nbest, **_decode_kwargs(args))
+        results = translator.translate(texts, nbest=args.nbest, **prefix, **_decode_kwargs(args))
         lines = ["\t".join(r) for r in results]
     else:
         layer = {"alignment_layer": args.alignment_layer} if args.alignment_layer is not None else {}
         lines = translator.translate_text(texts, format=args.format, split_sentences=args.split_sentences,
-                                          **layer, **_decode_kwargs(args))
+                                          **layer, **prefix, **_decode_kwargs(args))
         if args.format == "text":
             lines = [_one_line(line) for line in lines]
     if args.format == "html" and not args.sentences:

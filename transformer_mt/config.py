@@ -153,6 +153,8 @@ class DecodingConfig:
     valid_beam_size: int = 1  # beam used for validation BLEU during training (1 = greedy, fastest)
     sacrebleu_tokenize: str = "auto"  # auto picks zh/ja-mecab for Chinese/Japanese targets, else 13a
     split_sentences: bool = True  # translate/evaluate/translate_text cut each line into sentences (text/segment.py)
+    no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many tokens appears twice in a translation (0 = off)
+    repetition_penalty: float = 1.0  # a repeated token's log-probability times this (1 = off; > 1 discourages)
 
 
 @dataclass
@@ -220,6 +222,8 @@ MINIMUMS = {
     "decoding.batch_size": (1, True),
     "decoding.nbest": (1, True),
     "decoding.valid_beam_size": (1, True),
+    "decoding.no_repeat_ngram_size": (0, True),
+    "decoding.repetition_penalty": (0.0, False),
 }
 MAXIMUMS = {
     "data.unpunctuated_copies": 1.0,

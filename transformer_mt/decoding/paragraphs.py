@@ -42,7 +42,9 @@ def translate_texts(translator, texts: list[str], format: str = "text", split_se
     line (block) whole. ``translator`` is a :class:`~transformer_mt.decoding.translator.Translator`
     (inline HTML tags are placed by its word alignments) or anything with its ``translate()`` and
     ``config`` (a CTranslate2Translator: inline tags placed by relative position). ``options`` are
-    ``translate()``'s decoding options (beam_size, length_penalty, batch_size, ...).
+    ``translate()``'s decoding options (beam_size, length_penalty, batch_size, ...); ``prefix`` (format
+    text: a text, or a list with one per text) is what the translation of each text starts with: the prefix
+    of its first sentence.
     """
     if isinstance(texts, str):
         raise TypeError("translate_text() takes a list of texts; wrap a single text in a list")
@@ -62,6 +64,8 @@ def translate_texts(translator, texts: list[str], format: str = "text", split_se
 
         segmented = [segment_html(text, data.src_lang, split_sentences) for text in texts]
     sentences = [sentence for one in segmented for sentence in one.sentences]
+    if options.get("prefix") is not None:
+        options["prefix"] = _first_sentence_prefixes(options["prefix"], segmented, format)
     alignments = None
     if format == "html" and any(one.has_inline_tags for one in segmented) and _aligns(translator):
         results = [best for best, *_ in translator.translate(sentences, **HTML_ALIGNMENT, **options)] if sentences else []
@@ -82,12 +86,26 @@ def translate_texts(translator, texts: list[str], format: str = "text", split_se
     return joined
 
 
-def _aligns(translator) -> bool:
-    """Whether ``translator.translate`` gives word alignments (the PyTorch Translator; CTranslate2's
-    attention comes from one layer and head fixed at export, see cli.py)."""
-    from .translator import Translator
+def _first_sentence_prefixes(prefix, segmented: list, format: str) -> list[str]:
+    """A prefix per text (one text for all, or a list) as translate()'s prefix per sentence: a text's
+    translation starts with its first sentence's."""
+    if format != "text":
+        raise TransformerMTError("a target prefix is for format 'text'; an HTML translation starts with its markup")
+    if isinstance(prefix, str):
+        prefix = [prefix] * len(segmented)
+    if not isinstance(prefix, (list, tuple)) or len(prefix) != len(segmented):
+        count = len(prefix) if isinstance(prefix, (list, tuple)) else "no list of"
+        raise TransformerMTError(f"prefix: {count} prefixes for {len(segmented)} texts; give one per text "
+                                 f"(\"\" for none) or one text for all")
+    return [text_prefix if k == 0 else "" for one, text_prefix in zip(segmented, prefix)
+            for k in range(len(one.sentences))]
 
-    return isinstance(translator, Translator)
+
+def _aligns(translator) -> bool:
+    """Whether ``translator.translate`` gives word alignments (the PyTorch Translator of one model; an
+    ensemble's members attend differently; CTranslate2's attention comes from one layer and head fixed at
+    export, see cli.py)."""
+    return bool(getattr(translator, "aligns", False))
 
 
 def html_word_pairs(sentence: str, result) -> list[tuple[int, int]]:

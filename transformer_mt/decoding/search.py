@@ -27,17 +27,25 @@ alignments); they follow the beams as the cache does. Without the flags no
 weights are computed or kept. ``attention_layer=L`` keeps only decoder layer L's
 cross-attention, averaged over its heads: all that alignments need, and a
 fraction of the memory of every layer's and head's weights for every beam.
+
+Options of logits.py, each applied only when on (with all of them off the loops are the plain ones):
+``repetition`` (no-repeat n-grams, repetition penalty) and ``prefix`` (target prefixes, forced at the first
+steps) for beam search and sampling; ``sample_search`` draws each token (temperature, top-k, top-p) instead
+of searching, ``num_samples`` independent rows per sentence. ``model`` may be an ``Ensemble``
+(ensemble.py): it encodes, steps and reorders its caches like one model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from ..model import Transformer
+from .logits import RepetitionControl, Sampler, force_prefix
 
 NEVER_GENERATED = [PAD_ID, BOS_ID]
 
@@ -84,9 +92,19 @@ class AttentionHistory:
                 for kind, weights in self.weights.items()}
 
 
-def length_limits(src_tokens: torch.Tensor, pad_id: int, a: float, b: int) -> torch.Tensor:
+def length_limits(src_tokens: torch.Tensor, pad_id: int, a: float, b: int,
+                  prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """Output tokens per sentence at most; a target prefix (its tokens count) always fits whole."""
     src_lengths = (src_tokens != pad_id).sum(dim=1)
-    return (src_lengths.float() * a + b).long().clamp(min=1)
+    limits = (src_lengths.float() * a + b).long().clamp(min=1)
+    return limits if prefix is None else torch.maximum(limits, (prefix != PAD_ID).sum(dim=1))
+
+
+def step_function(model):
+    """``step_log_probs`` bound to ``model``, or an Ensemble's own step (it combines its members'), chosen
+    once per search rather than at every step."""
+    own = getattr(model, "step_log_probs", None)
+    return own if own is not None else partial(step_log_probs, model)
 
 
 def step_log_probs(model: Transformer, prev_tokens, memory, src_mask, cache,
@@ -133,12 +151,13 @@ def greedy_search(model: Transformer, src_tokens: torch.Tensor, max_length_a: fl
     active = torch.arange(batch, device=device)  # original row of each active row
     history = AttentionHistory(src_tokens, model.pad_id) if return_attention or return_self_attention else None
     attentions: list[dict | None] = [None] * batch
+    step = step_function(model)
     for _ in range(int(max_lens.max())):
         if history is None:
-            next_tokens = step_log_probs(model, prev, memory, src_mask, cache).argmax(dim=-1)
+            next_tokens = step(prev, memory, src_mask, cache).argmax(dim=-1)
         else:
-            log_probs, step_attention = step_log_probs(model, prev, memory, src_mask, cache, return_attention,
-                                                       return_self_attention, attention_layer)
+            log_probs, step_attention = step(prev, memory, src_mask, cache, return_attention,
+                                             return_self_attention, attention_layer)
             next_tokens = log_probs.argmax(dim=-1)
             history.append(step_attention)
         tokens_cpu = next_tokens.tolist()
@@ -171,15 +190,23 @@ def greedy_search(model: Transformer, src_tokens: torch.Tensor, max_length_a: fl
 def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5, length_penalty: float = 1.0,
                 max_length_a: float = 1.5, max_length_b: int = 10, nbest: int = 1,
                 incremental: bool = True, early_exit: bool = False, return_attention: bool = False,
-                return_self_attention: bool = False, attention_layer: int | None = None) -> list[list[Hypothesis]]:
+                return_self_attention: bool = False, attention_layer: int | None = None,
+                repetition: RepetitionControl | None = None,
+                prefix: torch.Tensor | None = None) -> list[list[Hypothesis]]:
     """Return, for each source sentence, its ``nbest`` best hypotheses, best first (with either
-    attention flag each with its ``attention``)."""
+    attention flag each with its ``attention``).
+
+    ``repetition``: no-repeat n-grams / repetition penalty (logits.py). ``prefix`` (sentences, P): the
+    tokens each sentence's translation starts with, padded with PAD_ID; the beams follow it (scores
+    accumulate its log-probabilities) and branch out after it. An empty prefix is no prefix."""
     model.eval()
     num_sentences = src_tokens.size(0)
     device = src_tokens.device
     k = beam_size
+    step_lprobs = step_function(model)
     memory, src_mask = model.encode(src_tokens)
-    max_lens = length_limits(src_tokens, model.pad_id, max_length_a, max_length_b).tolist()
+    max_lens = length_limits(src_tokens, model.pad_id, max_length_a, max_length_b, prefix).tolist()
+    prefix_steps = 0 if prefix is None else prefix.size(1)
 
     # Rows of the decoder batch are sentence-major: rows s*beams .. s*beams+beams-1 belong to active
     # sentence s, and all of a sentence's beams share its one row of `memory` (see the model's
@@ -200,11 +227,16 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
     for step in range(max(max_lens)):
         num_active = len(active)
         if history is None:
-            lprobs = step_log_probs(model, prev, memory, src_mask, cache)  # (A*beams, V)
+            lprobs = step_lprobs(prev, memory, src_mask, cache)  # (A*beams, V)
         else:
-            lprobs, step_attention = step_log_probs(model, prev, memory, src_mask, cache, return_attention,
-                                                    return_self_attention, attention_layer)
+            lprobs, step_attention = step_lprobs(prev, memory, src_mask, cache, return_attention,
+                                                 return_self_attention, attention_layer)
             history.append(step_attention)
+        if repetition is not None:
+            lprobs = repetition(lprobs, tokens.reshape(num_active * beams, step))
+        if step < prefix_steps:
+            # While a sentence's prefix lasts, its one finite beam is the prefix (the others stay at -inf).
+            lprobs = force_prefix(lprobs, prefix[:, step].repeat_interleave(beams))
         vocab = lprobs.size(-1)
         candidates = lprobs.view(num_active, beams, vocab).add_(scores.unsqueeze(-1)).view(num_active, beams * vocab)
         # 2k candidates hold at least k that do not end in eos (each beam has one eos), but a beam
@@ -275,6 +307,8 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             scores, tokens = scores[keep], tokens[keep]
             source_rows = source_rows.view(num_active, beams)[keep].view(-1)
             memory, src_mask = memory[keep], src_mask[keep]
+            if prefix is not None:
+                prefix = prefix[keep]
             if history is not None:  # already follows the beams (select above): drop the done sentences' rows
                 history.select((keep.unsqueeze(1) * beams + torch.arange(beams, device=device)).view(-1))
         if incremental:
@@ -289,3 +323,67 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
         hyps = sorted(hyps, key=lambda h: h.score, reverse=True)
         results.append(hyps[:nbest])
     return results
+
+
+@torch.inference_mode()
+def sample_search(model: Transformer, src_tokens: torch.Tensor, sampler: Sampler, num_samples: int = 1,
+                  length_penalty: float = 1.0, max_length_a: float = 1.5, max_length_b: int = 10,
+                  repetition: RepetitionControl | None = None,
+                  prefix: torch.Tensor | None = None) -> list[list[Hypothesis]]:
+    """Draw ``num_samples`` translations of each source sentence, token by token from the model's
+    distribution as ``sampler`` shapes it (temperature, top-k, top-p; logits.py); each sentence's samples
+    best first by the score beam search ranks by (the model's log-probability, length-normalised).
+
+    The samples of a sentence are independent rows of the batch, each with its own copy of the sentence's
+    encoder output, so that each leaves the batch when it ends. ``sampler``'s generator draws for the
+    rows still active at each step: the same seed, sources and batch give the same samples.
+    ``repetition`` and ``prefix`` as for :func:`beam_search`."""
+    model.eval()
+    num_sentences = src_tokens.size(0)
+    device = src_tokens.device
+    step_lprobs = step_function(model)
+    memory, src_mask = model.encode(src_tokens)
+    max_lens = length_limits(src_tokens, model.pad_id, max_length_a, max_length_b, prefix)
+    if num_samples > 1:
+        copies = torch.arange(num_sentences, device=device).repeat_interleave(num_samples)
+        memory, src_mask, max_lens = memory[copies], src_mask[copies], max_lens[copies]
+        prefix = None if prefix is None else prefix[copies]
+    num_rows = num_sentences * num_samples
+    prefix_steps = 0 if prefix is None else prefix.size(1)
+    cache = model.new_cache()
+    prev = torch.full((num_rows, 1), BOS_ID, dtype=torch.long, device=device)
+    tokens = torch.empty((num_rows, 0), dtype=torch.long, device=device)
+    log_probs = torch.zeros(num_rows, device=device)
+    active = torch.arange(num_rows, device=device)  # original row of each active row
+    samples: list[Hypothesis | None] = [None] * num_rows
+
+    for step in range(int(max_lens.max())):
+        lprobs = step_lprobs(prev, memory, src_mask, cache)
+        if repetition is not None:
+            lprobs = repetition(lprobs, tokens)
+        if step < prefix_steps:
+            lprobs = force_prefix(lprobs, prefix[:, step])
+        next_tokens = sampler.choose(lprobs)
+        log_probs = log_probs + lprobs.gather(1, next_tokens.unsqueeze(1)).squeeze(1)
+        tokens = torch.cat([tokens, next_tokens.unsqueeze(1)], dim=1)
+        ended = (next_tokens == EOS_ID) | (max_lens <= step + 1)
+        ended_rows = torch.nonzero(ended).view(-1).tolist()
+        if ended_rows:
+            for row, orig, log_prob in zip(ended_rows, active[ended_rows].tolist(), log_probs[ended_rows].tolist()):
+                sample = tokens[row].tolist()
+                length = len(sample)  # the end token counts in the length normalisation, as in beam search
+                if sample[-1] == EOS_ID:
+                    sample.pop()
+                samples[orig] = Hypothesis(sample, log_prob / (((5.0 + length) / 6.0) ** length_penalty), log_prob)
+            if len(ended_rows) == len(active):
+                break
+            keep = torch.nonzero(~ended).view(-1)
+            active, tokens, log_probs, max_lens = active[keep], tokens[keep], log_probs[keep], max_lens[keep]
+            memory, src_mask = memory[keep], src_mask[keep]
+            prefix = None if prefix is None else prefix[keep]
+            next_tokens = next_tokens[keep]
+            cache = model.reorder_cache(cache, keep, keep)
+        prev = next_tokens.unsqueeze(1)
+
+    return [sorted(samples[s * num_samples:(s + 1) * num_samples], key=lambda h: h.score, reverse=True)
+            for s in range(num_sentences)]

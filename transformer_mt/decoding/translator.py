@@ -14,6 +14,10 @@ line cut into sentences, all of them translated in one ``translate()`` call, eac
 ``translate(..., return_alignment=True)`` also gives each translation's hard
 alignment to its source (see alignment.py), and ``attention(sentence)`` the
 attention weights a translation was made with (for ``transformer-mt plot --attention``).
+
+Decoding options beyond beam search (logits.py): sampling (``temperature``, ``top_k``, ``top_p``,
+``seed``; ``nbest`` samples per sentence), ``no_repeat_ngram_size``, ``repetition_penalty`` and a target
+``prefix`` per sentence. ``Translator.from_runs([A, B])`` decodes with an ensemble (ensemble.py).
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from ..errors import TransformerMTError
 from ..kernels import OneDNNLinear
 from ..model import Transformer, build_model
 from .alignment import check_alignment_layer, check_alignment_unit, hard_alignment, word_alignment
+from .ensemble import Ensemble, check_members
+from .logits import search_options
 from .paragraphs import translate_texts
-from .search import beam_search, greedy_search
+from .search import beam_search, greedy_search, sample_search
 
 log = logging.getLogger(__name__)
 
@@ -240,12 +246,49 @@ class Translator:
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         return cls(model, src_tok, tgt_tok, config, resolved, precision)
 
+    @classmethod
+    def from_runs(cls, run_dirs: list, checkpoint: str = "best", device: str | None = "auto",
+                  precision: str = "fp32", quantize: bool = False) -> Translator:
+        """An ensemble of the runs' models (ensemble.py), or with one run that run's Translator. The runs must
+        share their tokenizers; the decoding defaults (beam size, ...) are the first run's."""
+        run_dirs = list(run_dirs)
+        if not run_dirs:
+            raise TransformerMTError("give at least one run directory")
+        members = [cls.from_run(run_dir, checkpoint, device, precision, quantize) for run_dir in run_dirs]
+        if len(members) == 1:
+            return members[0]
+        check_members(members, [str(run_dir) for run_dir in run_dirs])
+        first = members[0]
+        return cls(Ensemble([member.model for member in members]), first.src_tokenizer, first.tgt_tokenizer,
+                   first.config, first.device, precision)
+
+    @property
+    def aligns(self) -> bool:
+        """Whether translate() gives word alignments (one model does; an ensemble's members attend differently)."""
+        return not isinstance(self.model, Ensemble)
+
+    def _prefix_ids(self, prefix, count: int) -> list[list[int]] | None:
+        """translate()'s ``prefix`` as target ids per sentence (None: no sentence has one)."""
+        if prefix is None:
+            return None
+        if isinstance(prefix, str):
+            prefix = [prefix] * count
+        if not isinstance(prefix, (list, tuple)) or not all(isinstance(p, str) for p in prefix):
+            raise TransformerMTError("prefix must be a text (for every sentence) or a list of texts, one per sentence")
+        if len(prefix) != count:
+            raise TransformerMTError(f"prefix: {len(prefix)} prefixes for {count} sentences; give one per sentence "
+                                     f"(\"\" for none) or one text for all")
+        ids = self.tgt_tokenizer.encode([p.strip() for p in prefix])
+        return ids if any(ids) else None
+
     def translate(self, sentences: list[str], beam_size: int | None = None, nbest: int | None = None,
                   length_penalty: float | None = None, batch_size: int | None = None,
                   max_length_a: float | None = None, max_length_b: int | None = None,
                   incremental: bool = True, early_exit: bool | None = None, return_scores: bool = False,
                   return_alignment: bool = False, alignment_unit: str = "pieces", alignment_layer: int | None = None,
-                  target_language: str | None = None):
+                  target_language: str | None = None, temperature: float | None = None, top_k: int | None = None,
+                  top_p: float | None = None, seed: int | None = None, no_repeat_ngram_size: int | None = None,
+                  repetition_penalty: float | None = None, prefix: str | list[str] | None = None):
         """Translate a list of sentences.
 
         Returns a list of strings, or with ``nbest`` > 1 a list of lists of
@@ -265,13 +308,45 @@ class Translator:
         weights are computed only then; an empty input gives ("", 0.0, [], [], []).
         ``target_language`` (e.g. "fra"): for a multilingual model (OPUS-MT ``>>fra<<`` tokens), the
         language to translate into.
+
+        Sampling (on when any of ``temperature``, ``top_k``, ``top_p`` is given; no beam): each token is
+        drawn from the model's distribution, divided by ``temperature`` (0: the most probable token),
+        limited to the ``top_k`` most probable tokens (0: all) and to the fewest whose probability adds up
+        to ``top_p`` (1: all); ``nbest`` samples per sentence, best first by score; ``seed`` makes them
+        reproducible (same seed, sentences and batch size: same samples). ``no_repeat_ngram_size`` N > 0:
+        no n-gram of N tokens appears twice in a translation; ``repetition_penalty`` P: a token already in
+        the translation has its log-probability multiplied by P (default for both: the run's config, off).
+        ``prefix``: a text every translation starts with, or a list of them, one per sentence ("" for
+        none); beam search continues from it, and its tokens count in the length limit and the score.
         """
+        search = search_options(temperature, top_k, top_p, seed, no_repeat_ngram_size, repetition_penalty,
+                                self.config.decoding)
+        samples = 1
+        if search.sampling:
+            if beam_size not in (None, 1):
+                raise TransformerMTError(f"sampling (temperature, top_k, top_p) draws each token instead of searching "
+                                         f"with a beam: leave out the beam size ({beam_size}) or the sampling options")
+            if return_alignment:
+                raise TransformerMTError("alignments come with beam or greedy search; leave out sampling "
+                                         "(temperature, top_k, top_p) or the alignment")
+            samples = 1 if nbest is None else nbest
+            if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+                raise TransformerMTError(f"nbest (the samples per sentence) must be at least 1, got {samples!r}")
+            beam_size, nbest = 1, 1  # checked as greedy search; nbest is the number of samples again below
         beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit = resolve_decoding(
             self.config, beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit)
+        nbest = max(nbest, samples)
         if return_alignment:
+            if not self.aligns:
+                raise TransformerMTError("alignments come from one model's attention; an ensemble's members attend "
+                                         "differently: give one model")
             alignment_unit = check_alignment_unit(alignment_unit)
             alignment_layer = check_alignment_layer(alignment_layer, len(self.model.decoder_layers))
         encoded = encode_sentences(sentences, self.src_tokenizer, self.config, target_language)
+        prefixes = self._prefix_ids(prefix, len(encoded))
+        repetition = search.repetition
+        sampler = search.sampler(self.device) if search.sampling else None
+        plain = prefixes is None and repetition is None
         results: list[list[str]] = [[""] * nbest for _ in sentences]
         scored: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
         aligned: list[list[AlignedTranslation]] = [[AlignedTranslation("", 0.0, [], [], [])] for _ in sentences]
@@ -283,14 +358,25 @@ class Translator:
             for r, i in enumerate(rows):
                 src[r, :len(encoded[i])] = torch.tensor(encoded[i])
             src = src.to(self.device)
+            batch_prefix = None
+            if prefixes is not None and any(prefixes[i] for i in rows):
+                batch_prefix = torch.full((len(rows), max(len(prefixes[i]) for i in rows)), PAD_ID, dtype=torch.long)
+                for r, i in enumerate(rows):
+                    batch_prefix[r, :len(prefixes[i])] = torch.tensor(prefixes[i], dtype=torch.long)
+                batch_prefix = batch_prefix.to(self.device)
             with autocast(self.device, self.precision):
-                if beam_size == 1 and not return_scores and not return_alignment:
+                if sampler is None and beam_size == 1 and not return_scores and not return_alignment and plain:
                     outputs = [[tokens] for tokens in greedy_search(self.model, src, max_length_a, max_length_b,
                                                                     incremental)]
                 else:
-                    hyps = beam_search(self.model, src, beam_size, length_penalty, max_length_a, max_length_b, nbest,
-                                       incremental, early_exit, return_attention=return_alignment,
-                                       attention_layer=alignment_layer if return_alignment else None)
+                    if sampler is not None:
+                        hyps = sample_search(self.model, src, sampler, samples, length_penalty, max_length_a,
+                                             max_length_b, repetition, batch_prefix)
+                    else:  # beam size 1 with a prefix or repetition options: beam search of one beam is greedy search
+                        hyps = beam_search(self.model, src, beam_size, length_penalty, max_length_a, max_length_b,
+                                           nbest, incremental, early_exit, return_attention=return_alignment,
+                                           attention_layer=alignment_layer if return_alignment else None,
+                                           repetition=repetition, prefix=batch_prefix)
                     outputs = [[h.tokens for h in sentence_hyps] for sentence_hyps in hyps]
                     scores = [[h.score for h in sentence_hyps] for sentence_hyps in hyps]
             for row, (i, token_lists) in enumerate(zip(rows, outputs)):

@@ -49,6 +49,14 @@ How our decoding (search.py) is mapped onto CTranslate2's, and where they differ
   output limit is capped there.
 - Arithmetic: CTranslate2's kernels round differently from torch's; near-ties can go either way,
   and an int8 (or float16) compute type changes scores and sometimes translations.
+- Issue 27's options: ``no_repeat_ngram_size`` is passed through: CTranslate2's option of that name
+  blocks the same n-grams, but before its softmax, so the tokens left get higher log-probabilities than
+  ours (which, as fairseq's, are not renormalised): scores differ, and so may the ranking. Refused, with
+  an error that says why: sampling (CTranslate2's random generator is process-wide, and the calls here
+  are split by output length, so a seed would not give the torch engine's reproducibility per batch),
+  ``repetition_penalty`` (CTranslate2 penalises logits, divided when positive and multiplied when
+  negative; ours multiplies log-probabilities: another formula) and target prefixes (CTranslate2's
+  scores leave the prefix's log-probability out, so its hypotheses would be ranked unlike ours).
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ import torch
 
 from ..config import Config, load_config
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, load_tokenizers
+from ..decoding.logits import search_options
 from ..decoding.paragraphs import translate_texts
 from ..decoding.translator import Translation, encode_sentences, resolve_decoding
 from ..errors import TransformerMTError
@@ -121,14 +130,30 @@ class CTranslate2Translator:
                   max_length_a: float | None = None, max_length_b: int | None = None,
                   early_exit: bool | None = None, return_scores: bool = False, return_alignment: bool = False,
                   alignment_unit: str = "pieces", alignment_layer: int | None = None,
-                  target_language: str | None = None):
+                  target_language: str | None = None, temperature: float | None = None, top_k: int | None = None,
+                  top_p: float | None = None, seed: int | None = None, no_repeat_ngram_size: int | None = None,
+                  repetition_penalty: float | None = None, prefix: str | list[str] | None = None):
         """As ``Translator.translate``: a list of strings, with ``nbest`` > 1 a list of ``nbest``-lists,
         with ``return_scores`` for each sentence a list of :class:`Translation` (text, score), best first.
         ``return_alignment`` is refused: CTranslate2 returns the attention of one layer and head chosen
-        when the model is exported, not the head-averaged layer that alignments are defined on."""
+        when the model is exported, not the head-averaged layer that alignments are defined on.
+        ``no_repeat_ngram_size`` is CTranslate2's; sampling, ``repetition_penalty`` and ``prefix`` are
+        refused (see the module's docstring)."""
         if return_alignment:
             raise TransformerMTError("alignments need the PyTorch engine (--engine torch): CTranslate2 returns "
                                      "the attention of one layer and head fixed at export, not the layer asked for")
+        search = search_options(temperature, top_k, top_p, seed, no_repeat_ngram_size, repetition_penalty,
+                                self.config.decoding)
+        if search.sampling:
+            raise TransformerMTError("sampling (--top-k, --top-p, --temperature) needs --engine torch: here "
+                                     "CTranslate2's process-wide random generator would not give reproducible samples")
+        if search.repetition_penalty != 1.0:
+            raise TransformerMTError("--repetition-penalty (decoding.repetition_penalty) needs --engine torch: "
+                                     "CTranslate2 penalises logits, not log-probabilities (another formula)")
+        if prefix is not None and any(p.strip() for p in ([prefix] if isinstance(prefix, str) else prefix)):
+            raise TransformerMTError("a target prefix (--prefix) needs --engine torch: CTranslate2's scores leave "
+                                     "the prefix out, so its hypotheses would be ranked unlike the torch engine's")
+        no_repeat = search.no_repeat_ngram_size
         beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit = resolve_decoding(
             self.config, beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit)
         encoded = encode_sentences(sentences, self.src_tokenizer, self.config, target_language)
@@ -151,7 +176,7 @@ class CTranslate2Translator:
             again = []
             for rows in (order[start:start + batch_size] for start in range(0, len(order), batch_size)):
                 results = self._decode([encoded[i] for i in rows], max(limits[i] for i in rows), 1, 1,
-                                       length_penalty, early_exit, keep_end=True)
+                                       length_penalty, early_exit, keep_end=True, no_repeat_ngram_size=no_repeat)
                 for i, hyps in zip(rows, results):
                     ids = hyps[0][0]
                     if ids and ids[-1] == EOS_ID and len(ids) - 1 < limits[i]:
@@ -161,7 +186,7 @@ class CTranslate2Translator:
             order = again
         for rows in self._batches(order, limits, batch_size):
             results = self._decode([encoded[i] for i in rows], limits[rows[0]], beam_size, nbest,
-                                   length_penalty, early_exit)
+                                   length_penalty, early_exit, no_repeat_ngram_size=no_repeat)
             hypotheses.update(zip(rows, results))
         for i, hyps in hypotheses.items():
             texts = [" ".join(text.splitlines()) for text in self.tgt_tokenizer.decode([h[0] for h in hyps])]
@@ -191,7 +216,8 @@ class CTranslate2Translator:
             yield batch
 
     def _decode(self, sources: list[list[int]], limit: int, beam_size: int, nbest: int, length_penalty: float,
-                early_exit: bool, keep_end: bool = False) -> list[list[tuple[list[int], float]]]:
+                early_exit: bool, keep_end: bool = False,
+                no_repeat_ngram_size: int = 0) -> list[list[tuple[list[int], float]]]:
         """For each source (ids), up to nbest (target ids, score) by our ranking, best first.
 
         ``keep_end``: the target ids keep a final end token (so the caller sees which ended)."""
@@ -201,6 +227,7 @@ class CTranslate2Translator:
             beam_size=beam_size,
             num_hypotheses=beam_size if wait_for_beam else nbest,
             length_penalty=RAW_SCORES_PENALTY if wait_for_beam else 0.0,
+            no_repeat_ngram_size=no_repeat_ngram_size,
             max_decoding_length=limit, min_decoding_length=0, max_input_length=0,
             suppress_sequences=self.never_generated, return_end_token=True, return_scores=True)
         ranked = []

@@ -14,7 +14,8 @@ so requests wait in a queue and one worker thread decodes them in batches:
   clients would split into two half-size batches that take turns; a lone
   request still waits only ``max_wait_ms``;
 - requests with different decoding options (beam size, length penalty,
-  n-best, alignment) go into different batches;
+  n-best, alignment, sampling, repetition control) go into different batches;
+  target prefixes are per sentence, so requests with and without them share batches;
 - the queue holds at most ``max_queue_sentences`` sentences; beyond that
   ``submit`` raises :class:`QueueFull` at once (the server answers 503), so a
   burst cannot grow memory or waiting times without bound.
@@ -53,6 +54,17 @@ class DecodeOptions:
     alignment: str | None = None  # "pieces" or "words": results are AlignedTranslation (Translator.translate)
     alignment_layer: int | None = None
     target_language: str | None = None  # a multilingual model's output language (its >>xx<< token)
+    # Issue 27's options (decoding/logits.py), passed to translate() only when set.
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    no_repeat_ngram_size: int | None = None
+    repetition_penalty: float | None = None
+
+    def search_kwargs(self) -> dict:
+        names = ("temperature", "top_k", "top_p", "seed", "no_repeat_ngram_size", "repetition_penalty")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
 @dataclass
@@ -61,6 +73,7 @@ class _Job:
     options: DecodeOptions
     future: Future
     arrived: float = field(default_factory=time.monotonic)
+    prefixes: list[str] | None = None  # a target prefix per sentence ("" for none)
 
 
 class BatchingTranslator:
@@ -81,15 +94,17 @@ class BatchingTranslator:
         self.worker = threading.Thread(target=self._work, name="transformer-mt-decoder", daemon=True)
         self.worker.start()
 
-    def submit(self, sentences: list[str], options: DecodeOptions) -> Future:
-        """Queue ``sentences``; the Future's result is one list of Translation (n-best) per sentence."""
+    def submit(self, sentences: list[str], options: DecodeOptions, prefixes: list[str] | None = None) -> Future:
+        """Queue ``sentences`` (with ``prefixes``: the target prefix of each, "" for none); the Future's result is
+        one list of Translation (n-best) per sentence."""
         future: Future = Future()
         with self.condition:
             if not self.accepting:
                 raise ShuttingDown("the server is shutting down")
             if self.queued_sentences and self.queued_sentences + len(sentences) > self.max_queue_sentences:
                 raise QueueFull(f"{self.queued_sentences} sentences are waiting to be translated")
-            self.jobs.append(_Job(list(sentences), options, future))
+            self.jobs.append(_Job(list(sentences), options, future,
+                                  prefixes=None if prefixes is None else list(prefixes)))
             self.queued_sentences += len(sentences)
             self.condition.notify()
         return future
@@ -148,10 +163,13 @@ class BatchingTranslator:
         sentences = [sentence for job in batch for sentence in job.sentences]
         alignment = {} if options.alignment is None else {
             "return_alignment": True, "alignment_unit": options.alignment, "alignment_layer": options.alignment_layer}
+        extra = options.search_kwargs()
+        if any(job.prefixes for job in batch):
+            extra["prefix"] = [prefix for job in batch for prefix in (job.prefixes or [""] * len(job.sentences))]
         try:
             results = self.translator.translate(sentences, beam_size=options.beam_size, nbest=options.nbest,
                                                 length_penalty=options.length_penalty, return_scores=True,
-                                                target_language=options.target_language, **alignment)
+                                                target_language=options.target_language, **alignment, **extra)
         except Exception as exc:  # noqa: BLE001 -- reported to the requests, never the end of the worker
             if len(batch) > 1:  # one request's bad input must not fail the others: decode each on its own
                 for job in batch:

@@ -9,7 +9,9 @@ Endpoints (OpenAPI docs at ``/docs``):
   ``/frontend/settings``, ``/download_file/<id>`` (see ``libretranslate.py``). Errors are
   ``{"error": "..."}`` with status 400, 403, 404, 413 or 503.
 - ``POST /v1/translate``: the native API, with beam size, length penalty,
-  n-best, scores, ``format`` (``text`` or ``html``) and, on request, alignments to the source.
+  n-best, scores, ``format`` (``text`` or ``html``) and, on request, alignments to the source; sampling
+  (``temperature``, ``top_k``, ``top_p``, ``seed``; ``nbest`` samples), ``no_repeat_ngram_size``,
+  ``repetition_penalty`` and a target ``prefix`` per text (decoding/logits.py).
 - ``GET /health`` (200 once the model is loaded) and ``GET /v1/info``.
 - ``GET /``: a web page to type or paste text (or HTML) and read its translation (it uses
   ``/languages`` and ``/translate`` like any client).
@@ -39,6 +41,7 @@ from pydantic import BaseModel, Field, StrictBool, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from ..decoding.logits import search_options
 from ..decoding.translator import MAX_LENGTH_PENALTY, Translator
 from ..errors import TransformerMTError
 from .batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown
@@ -84,6 +87,17 @@ class NativeRequest(BaseModel):
     alignment_layer: int | None = Field(None, ge=1, description="decoder layer of the alignment, from 1 "
                                                                 "(default: the penultimate)")
     api_key: str | None = Field(None, description="needed when the server was started with --api-key-file")
+    # Issue 27 (decoding/logits.py); values are checked by logits.search_options (400 with its message).
+    temperature: float | None = Field(None, allow_inf_nan=False, description="sampling: temperature >= 0 (given "
+                                      "temperature, top_k or top_p, each token is drawn, no beam; nbest = samples)")
+    top_k: int | None = Field(None, description="sampling among the k most probable tokens (0 = all)")
+    top_p: float | None = Field(None, allow_inf_nan=False, description="nucleus sampling, in (0, 1]")
+    seed: int | None = Field(None, description="seed of the sampling (the same seed and batch: the same samples)")
+    no_repeat_ngram_size: int | None = Field(None, description="no n-gram of this many tokens twice (0 = off)")
+    repetition_penalty: float | None = Field(None, allow_inf_nan=False,
+                                             description="repeated tokens' log-probabilities times this (1 = off)")
+    prefix: str | list[str] | None = Field(None, description="what the translation of each text starts with: one "
+                                                             "string for all texts, or one per text (format text)")
 
 
 # A body over the limit is read on (and dropped) up to this many bytes more, so that the client, still
@@ -207,12 +221,12 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
                                 f"(max_chars_per_request): send the text in several requests")
         return texts
 
-    async def decode(sentences: list[str], options: DecodeOptions):
+    async def decode(sentences: list[str], options: DecodeOptions, prefixes: list[str] | None = None):
         if options.beam_size > limits.max_beam_size or options.nbest > limits.max_nbest:
             raise ApiError(400, f"beam size {options.beam_size} / n-best {options.nbest} above this server's "
                                 f"limits ({limits.max_beam_size} / {limits.max_nbest})")
         try:
-            future = state["batcher"].submit(sentences, options)
+            future = state["batcher"].submit(sentences, options, prefixes)
         except QueueFull as exc:
             raise ApiError(503, f"the server is busy: {exc}; retry shortly", {"Retry-After": "1"}) from None
         except ShuttingDown as exc:
@@ -256,9 +270,21 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
             raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
         check_api_key(request.api_key)
         texts = check_texts(request.text)
-        beam = request.beam_size or max(default_beam, request.nbest)
-        if request.nbest > beam:
-            raise ApiError(400, f"nbest ({request.nbest}) cannot exceed beam_size ({beam})")
+        search = {name: getattr(request, name) for name in ("temperature", "top_k", "top_p", "seed",
+                                                             "no_repeat_ngram_size", "repetition_penalty")}
+        try:
+            sampling = search_options(**search).sampling  # checked here: a 400 naming the option
+        except TransformerMTError as exc:
+            raise ApiError(400, str(exc)) from None
+        if sampling:
+            if request.beam_size not in (None, 1):
+                raise ApiError(400, "sampling (temperature, top_k, top_p) draws each token instead of searching with "
+                                    "a beam: leave out beam_size")
+            beam = 1  # nbest is the number of samples
+        else:
+            beam = request.beam_size or max(default_beam, request.nbest)
+            if request.nbest > beam:
+                raise ApiError(400, f"nbest ({request.nbest}) cannot exceed beam_size ({beam})")
         penalty = default_penalty if request.length_penalty is None else request.length_penalty
         alignment = "pieces" if request.alignment is True else request.alignment or None
         if request.alignment_layer is not None and alignment is None:
@@ -269,10 +295,20 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
                                 "markup in the translation")
         parts = [segment(service, text, request.format) for text in texts]
         sentences = [sentence for part in parts for sentence in part.sentences]
+        prefixes = None
+        if request.prefix is not None:
+            if html:
+                raise ApiError(400, "'prefix' is for format 'text': an HTML translation starts with its markup")
+            text_prefixes = [request.prefix] * len(texts) if isinstance(request.prefix, str) else request.prefix
+            if len(text_prefixes) != len(texts):
+                raise ApiError(400, f"'prefix': {len(text_prefixes)} prefixes for {len(texts)} texts; give one per "
+                                    f"text (\"\" for none) or one string for all")
+            # A text's translation starts with its first sentence's.
+            prefixes = [p if k == 0 else "" for part, p in zip(parts, text_prefixes) for k in range(len(part.sentences))]
         aligned = html and needs_alignment(service, parts)
         options = DecodeOptions(beam, penalty, request.nbest, TAG_ALIGNMENT if aligned else alignment,
-                                request.alignment_layer)
-        results = await decode(sentences, options) if sentences else []
+                                request.alignment_layer, **{k: v for k, v in search.items() if v is not None})
+        results = await decode(sentences, options, prefixes) if sentences else []
 
         def answer(part, chosen) -> dict:
             """Translation k of a text: each sentence's k-th best, joined; its score the sentences' mean."""
