@@ -139,6 +139,9 @@ class TrainingConfig:
     # a checkpoint file or a CTranslate2 export of a run; "" = random weights.
     init_from: str = ""
     init_reset_optimizer: bool = True  # False: also continue the parent's optimizer state (Adam's moments)
+    # Exponential moving average of the weights (training/ema.py), used for validation and saved as every
+    # checkpoint's weights; 0 = off. Typical: 0.999 (short runs) to 0.9999.
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -214,6 +217,7 @@ MINIMUMS = {
     "training.average_last_n": (0, True),
     "training.patience": (0, True),
     "training.max_nonfinite_in_row": (1, True),
+    "training.ema_decay": (0.0, True),
     "decoding.beam_size": (1, True),
     "decoding.max_length_a": (0.0, True),
     "decoding.max_length_b": (0, True),
@@ -417,6 +421,10 @@ def validate(config: Config, source: str = "config") -> None:
     if config.data.src_lang == config.data.tgt_lang:
         raise TransformerMTError(f"{source}: 'data.src_lang' and 'data.tgt_lang' are both {config.data.src_lang!r}")
     _validate_schedule(config.training, source)
+    if config.training.ema_decay >= 1.0:
+        raise TransformerMTError(
+            f"{source}: key 'training.ema_decay' must be < 1 (the share of the old average kept at each update; "
+            f"0 = off, e.g. 0.9999), got {config.training.ema_decay}")
 
 
 def _validate_given_tokenizers(cfg: TokenizerConfig, source: str) -> None:

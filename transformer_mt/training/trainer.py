@@ -50,6 +50,7 @@ from ..model import Transformer, build_model, check_model_fits
 from ..safe_files import open_run_file
 from ..scoring import resolve_tokenize, score
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
+from .ema import ExponentialMovingAverage
 from .init_from import Parent, load_parent
 from .loss import label_smoothed_nll_loss
 from .metrics import MetricsWriter
@@ -214,6 +215,7 @@ class Trainer:
         self.session_start = self.clock()
         self.agreed_progress = None  # several ranks: rank 0's schedule progress, shared after each update
         self.stop_signal = None
+        self.ema: ExponentialMovingAverage | None = None  # rank 0's: it alone validates and saves
         if resume_state:
             self.load_state(resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
             self.init_from = resume_state.get("init_from")
@@ -221,6 +223,8 @@ class Trainer:
             self.start_from_parent(self.parent)
         else:
             self.init_from = None
+        if cfg.ema_decay and self.distributed.is_main and self.ema is None:
+            self.ema = ExponentialMovingAverage(self.model, cfg.ema_decay)  # from the initial (or parent's) weights
 
         num_params = sum(p.numel() for p in self.model.parameters())
         log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
@@ -298,10 +302,12 @@ class Trainer:
         torch.manual_seed(seed)
 
     def state_dict(self, full: bool = True) -> dict:
+        """A checkpoint: ``model`` holds the weights to translate with (the moving average when
+        training.ema_decay is on); ``full`` adds what resuming needs, with EMA the raw weights too."""
         state = {
             "format_version": ckpt.FORMAT_VERSION,
             "config": self.config.to_dict(),
-            "model": self.model.state_dict(),
+            "model": self.ema.state_dict_of(self.model) if self.ema is not None else self.model.state_dict(),
             "vocab_sizes": {"src": len(self.src_tok), "tgt": len(self.tgt_tok)},
             "tokenizer_sha256": self.tokenizer_sha256,
             "step": self.step,
@@ -323,6 +329,8 @@ class Trainer:
                 "nonfinite_total": self.nonfinite_total,
                 "log_positions": log_positions(self.run_dir),
             })
+            if self.ema is not None:
+                state.update(raw_model=self.model.state_dict(), ema_updates=self.ema.updates)
         return state
 
     @staticmethod
@@ -343,9 +351,15 @@ class Trainer:
     def load_state(self, state: dict, path: Path) -> None:
         """Continue from ``state`` (checkpoint_last.pt, already checked against the config by prepare_run_dir)."""
         config_from_dict(state["config"], source=f"config stored in {path}")
+        # With EMA, "model" holds the averaged weights and "raw_model" the trained ones.
+        raw = state.get("raw_model", state["model"])
         try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError:
+            self.model.load_state_dict(raw)
+            if self.config.training.ema_decay and self.distributed.is_main:
+                self.ema = ExponentialMovingAverage(self.model, self.config.training.ema_decay)
+                if "raw_model" in state:
+                    self.ema.load(state["model"], state["ema_updates"])
+        except (RuntimeError, KeyError, TypeError):
             raise TransformerMTError(f"checkpoint {path} does not fit the model of this config") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -504,6 +518,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update()
         self.step += 1
         return {"loss": loss_sum / total_tokens, "nll": nll_sum / total_tokens, "tokens": total_tokens,
                 "grad_norm": grad_norm.item()}
@@ -524,6 +540,11 @@ class Trainer:
         return loss_sum / tokens, nll_sum / tokens
 
     def validate(self) -> dict:
+        """Validation loss and BLEU, of the moving average of the weights when training.ema_decay is on."""
+        with self.ema.applied() if self.ema is not None else nullcontext():
+            return self._validate()
+
+    def _validate(self) -> dict:
         start = time.time()
         loss, nll = self.validation_loss()
         # Decoded in fp32 whatever the training precision: BLEU here picks the best checkpoint.
