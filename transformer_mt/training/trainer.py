@@ -42,7 +42,9 @@ from tqdm import tqdm
 from .. import checkpoint as ckpt
 from ..config import Config, check_data_files, config_from_dict, save_config, training_warnings
 from ..data.batches import collate, count_oversized, encode_parallel, make_batches, read_parallel
-from ..data.tokenizer import PAD_ID, build_tokenizers, check_given_models, id_lists
+from ..data.mixing import CorpusMix, TrainingCorpus, batch_seeds
+from ..data.sampling import SubwordSampler
+from ..data.tokenizer import PAD_ID, build_tokenizers, check_given_models, check_tags, id_lists
 from ..decoding.translator import CHECKPOINT_NAMES, Translator
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import TransformerMTError
@@ -135,7 +137,7 @@ class Trainer:
         if resume and overwrite:
             raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
         check_data_files(config, ("train", "valid"))
-        check_given_models(config.tokenizer)
+        check_given_models(config.tokenizer, tags=config.data.tags())
         # With the largest vocabulary the tokenizer may learn: before minutes of tokenizer training, not after.
         check_model_fits(config.model, config.tokenizer.vocab_size, config.tokenizer.vocab_size)
         # The parent of a new run is checked before the run directory is touched; a run resuming from its
@@ -269,19 +271,28 @@ class Trainer:
     def _load_data(self, resume_state: dict | None) -> None:
         """Tokenizers (trained on first use) and the encoded corpora (cached in the run directory)."""
         config, cfg, data = self.config, self.config.training, self.config.data
+        files = data.training_files()
         self.src_tok, self.tgt_tok = build_tokenizers(
-            self.run_dir, config.tokenizer, data.path("train", data.src_lang), data.path("train", data.tgt_lang),
-            given=None if resume_state or self.parent is None else self.parent.tokenizers)
+            self.run_dir, config.tokenizer, [f[0] for f in files], [f[1] for f in files],
+            given=None if resume_state or self.parent is None else self.parent.tokenizers, symbols=data.tags())
+        if data.tags():  # a tokenizer taken from a parent run (init_from) or trained before the tags were added
+            check_tags(self.src_tok.sp, data.tags(), f"the run's tokenizer {self.src_tok.model_path}",
+                       "train into a new --output-dir (without training.init_from) so that a tokenizer with the "
+                       "tags is trained")
         ids = id_lists(self.src_tok, self.tgt_tok)
         self.tokenizer_sha256 = ckpt.tokenizer_checksums(self.src_tok.model_path, self.tgt_tok.model_path, ids)
         if resume_state:
             ckpt.check_tokenizer_checksums(resume_state, self.src_tok.model_path, self.tgt_tok.model_path,
                                            self.run_dir / CHECKPOINT_NAMES["last"], actual=self.tokenizer_sha256, ids_paths=ids)
         cache_dir = data.cache_path(self.run_dir)
-        self.train_data = encode_parallel(
-            data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
-            data.max_len, cache_dir=cache_dir, unpunctuated_copies=data.unpunctuated_copies, seed=cfg.seed,
-            num_workers=data.num_workers)
+        self.train_mix: CorpusMix | None = None  # several corpora, tags or subword sampling (data/mixing.py)
+        if not data.train_corpora and not data.subword_alpha:
+            self.train_data = encode_parallel(
+                data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
+                data.max_len, cache_dir=cache_dir, unpunctuated_copies=data.unpunctuated_copies, seed=cfg.seed,
+                num_workers=data.num_workers)
+        else:
+            self.train_mix = self.train_data = self._load_mix(files, cache_dir)
         oversized = count_oversized(self.train_data, cfg.batch_tokens)
         if oversized:
             log.warning("%d training sentences are longer than training.batch_tokens=%d (padded tokens); "
@@ -292,6 +303,29 @@ class Trainer:
         self.valid_data = encode_parallel(
             data.path("valid", data.src_lang), data.path("valid", data.tgt_lang), self.src_tok, self.tgt_tok,
             data.max_len, cache_dir=cache_dir, num_workers=data.num_workers)
+
+    def _load_mix(self, files, cache_dir) -> CorpusMix:
+        """The training corpora of data.train_corpora (or the one corpus, for subword sampling), each encoded
+        into its own cache entry."""
+        data, cfg = self.config.data, self.config.training
+        sampling = bool(data.subword_alpha)
+        corpora = []
+        for src_path, tgt_path, weight, tag in files:
+            encoded = encode_parallel(src_path, tgt_path, self.src_tok, self.tgt_tok, data.max_len, cache_dir=cache_dir,
+                                      unpunctuated_copies=data.unpunctuated_copies, seed=cfg.seed,
+                                      num_workers=data.num_workers, text_index=sampling)
+            corpora.append(TrainingCorpus(encoded, src_path, tgt_path, weight,
+                                          self.src_tok.piece_to_id([tag])[0] if tag else None))
+        sampler = SubwordSampler(data.subword_alpha, data.subword_nbest, data.max_len) if sampling else None
+        mix = CorpusMix(corpora, self.src_tok, self.tgt_tok, sampler)
+        if len(corpora) > 1 or data.tags():
+            for corpus, count, (_, _, weight, tag) in zip(corpora, mix.counts, files):
+                log.info("training corpus %s: %d pairs, weight %g: %d pairs per epoch%s", corpus.src_path.with_suffix(""),
+                         len(corpus.data), weight, count, f", sources tagged {tag}" if tag else "")
+        if sampling:
+            log.info("subword regularization: each training batch encoded again with SentencePiece sampling "
+                     "(alpha %g, nbest %d)", data.subword_alpha, data.subword_nbest)
+        return mix
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -697,17 +731,24 @@ class Trainer:
         Returns why training stops, or None when the epoch ended and training goes on.
         """
         cfg = self.config.training
-        all_batches = make_batches(self.train_data, cfg.batch_tokens, cfg.seed, self.epoch)
+        if self.train_mix is None:
+            all_batches = make_batches(self.train_data, cfg.batch_tokens, cfg.seed, self.epoch)
+        else:
+            all_batches = self.train_mix.make_batches(cfg.batch_tokens, cfg.seed, self.epoch)
         batches = shard_batches(all_batches, self.distributed.rank, self.distributed.world_size)
         if self.distributed.enabled and self.batches_done == 0:
             log.info("epoch %d: %d batches, %d per rank (%d repeated to even out the ranks)", self.epoch + 1,
                      len(all_batches), len(batches), len(batches) * self.distributed.world_size - len(all_batches))
         stop_reason = None
         while self.batches_done < len(batches) and stop_reason is None:
-            group = batches[self.batches_done:self.batches_done + cfg.accumulate]
+            first = self.batches_done
+            group = batches[first:first + cfg.accumulate]
             self.batches_done += len(group)
-            stats = self.train_update([collate(self.train_data, indices, self.config.model.source_eos)
-                                        for indices in group])
+            if self.train_mix is None:
+                stats = self.train_update([collate(self.train_data, indices, self.config.model.source_eos)
+                                           for indices in group])
+            else:
+                stats = self.train_update([self.collate_mixed(indices, first + k) for k, indices in enumerate(group)])
             if stats is not None:
                 self.log_update(stats)
             stop_reason = self.agree_to_stop()
@@ -723,6 +764,13 @@ class Trainer:
             if stop_reason is None:
                 stop_reason = self.agree_to_stop()
         return stop_reason
+
+    def collate_mixed(self, indices, number: int):
+        """Batch ``number`` of this rank's epoch from the corpus mix (subword samples seeded by its place)."""
+        mix = self.train_mix
+        seeds = (batch_seeds(self.config.training.seed, self.epoch, self.distributed.rank, number)
+                 if mix.sampler is not None else None)
+        return mix.collate(indices, self.config.model.source_eos, seeds)
 
     def start_log_window(self) -> None:
         """Start counting the tokens and loss that the next training record averages over."""
