@@ -17,10 +17,12 @@ segmentation is longer (BPE-dropout 0.1: ~+25% pieces), so a batch holds that ma
 tokens than ``training.batch_tokens``. A sampled side longer than ``data.max_len`` falls back to
 its deterministic ids.
 
-The alternative, re-encoding the whole corpus into a new cache entry each epoch in a
-background process, costs no time per step but a full encoding pass and a copy of the ids
-per epoch, and a process to manage across resume and ranks; on the corpora this toolkit
-targets the per-batch cost is small next to an update (README: Subword regularization).
+The trainer collates the next update's batches in a background thread while the current one
+computes (Trainer.mixed_group), so the few milliseconds of sampling per batch (README: Small
+corpora) are hidden unless they exceed an update. The alternative, re-encoding the whole corpus
+into a new cache entry each epoch in a background process, costs no time per step either but a
+full encoding pass and a copy of the ids per epoch, and a process to manage across resume and
+ranks.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import random
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -286,6 +287,8 @@ class Trainer:
                                            self.run_dir / CHECKPOINT_NAMES["last"], actual=self.tokenizer_sha256, ids_paths=ids)
         cache_dir = data.cache_path(self.run_dir)
         self.train_mix: CorpusMix | None = None  # several corpora, tags or subword sampling (data/mixing.py)
+        self.sampling_thread: ThreadPoolExecutor | None = None  # samples the next update's batches (mixed_group)
+        self.prefetched = None  # ((epoch, first batch), future of its collated batches)
         if not data.train_corpora and not data.subword_alpha:
             self.train_data = encode_parallel(
                 data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
@@ -748,7 +751,7 @@ class Trainer:
                 stats = self.train_update([collate(self.train_data, indices, self.config.model.source_eos)
                                            for indices in group])
             else:
-                stats = self.train_update([self.collate_mixed(indices, first + k) for k, indices in enumerate(group)])
+                stats = self.train_update(self.mixed_group(batches, first))
             if stats is not None:
                 self.log_update(stats)
             stop_reason = self.agree_to_stop()
@@ -765,12 +768,30 @@ class Trainer:
                 stop_reason = self.agree_to_stop()
         return stop_reason
 
-    def collate_mixed(self, indices, number: int):
-        """Batch ``number`` of this rank's epoch from the corpus mix (subword samples seeded by its place)."""
-        mix = self.train_mix
-        seeds = (batch_seeds(self.config.training.seed, self.epoch, self.distributed.rank, number)
-                 if mix.sampler is not None else None)
-        return mix.collate(indices, self.config.model.source_eos, seeds)
+    def collate_mixed(self, batches, first: int, epoch: int) -> list:
+        """The update of batches[first:first + accumulate] of this rank's epoch from the corpus mix (subword
+        samples seeded by each batch's place, so the same whichever thread collates them, and when)."""
+        mix, cfg = self.train_mix, self.config.training
+        collated = []
+        for number in range(first, min(first + cfg.accumulate, len(batches))):
+            seeds = batch_seeds(cfg.seed, epoch, self.distributed.rank, number) if mix.sampler is not None else None
+            collated.append(mix.collate(batches[number], self.config.model.source_eos, seeds))
+        return collated
+
+    def mixed_group(self, batches, first: int) -> list:
+        """collate_mixed's update; with subword sampling the next update is sampled in a background thread
+        meanwhile (SentencePiece releases the GIL), which hides its cost behind this update's computation."""
+        key = (self.epoch, first)
+        prefetched, self.prefetched = self.prefetched, None
+        group = prefetched[1].result() if prefetched is not None and prefetched[0] == key else \
+            self.collate_mixed(batches, first, self.epoch)
+        following = first + self.config.training.accumulate
+        if self.train_mix.sampler is not None and following < len(batches):
+            if self.sampling_thread is None:
+                self.sampling_thread = ThreadPoolExecutor(1, thread_name_prefix="transformer-mt-subword-sampling")
+            self.prefetched = ((self.epoch, following),
+                               self.sampling_thread.submit(self.collate_mixed, batches, following, self.epoch))
+        return group
 
     def start_log_window(self) -> None:
         """Start counting the tokens and loss that the next training record averages over."""
@@ -809,6 +830,9 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        if getattr(self, "sampling_thread", None) is not None:
+            self.sampling_thread.shutdown(wait=True, cancel_futures=True)
+            self.sampling_thread = None
         if self.lock is not None:
             self.lock.release()
         self.closed = True
