@@ -96,3 +96,33 @@ def test_different_config_over_existing_run_is_refused(tmp_path):
         train(changed, tmp_path / "run", show_progress=False)
     summary = train(changed, tmp_path / "run", overwrite=True, show_progress=False)
     assert summary["step"] == 2
+
+
+def test_exact_resume_with_ema_subword_sampling_and_weighted_corpora(tmp_path):
+    """The same property as the first test with the issue-27 options on: the corpus mix's draw, the sampled
+    segmentations and the moving average all continue exactly where the interrupted run stopped."""
+    import torch
+
+    from transformer_mt.config import config_from_dict
+
+    data = write_reverse_corpus(tmp_path / "data", n_train=300, n_valid=10, n_test=10)
+    other = write_reverse_corpus(tmp_path / "other", n_train=80, n_valid=1, n_test=1, seed=3)
+    for lang in ("src", "tgt"):
+        (data / f"bt.{lang}").write_bytes((other / f"train.{lang}").read_bytes())
+
+    def config(max_steps):
+        raw = tiny_config(data, max_steps=max_steps, validate_every=4, ema_decay=0.9).to_dict()
+        raw["tokenizer"].update(model_type="bpe", vocab_size=60)
+        raw["data"].update(subword_alpha=0.2, unpunctuated_copies=0.3, train_corpora=[
+            {"prefix": "train", "weight": 2.0}, {"prefix": "bt", "weight": 1.0, "tag": "<BT>"}])
+        return config_from_dict(raw)
+
+    train(config(8), tmp_path / "straight", show_progress=False)
+    train(config(3), tmp_path / "resumed", show_progress=False)
+    train(config(8), tmp_path / "resumed", show_progress=False)
+    expected, got = train_losses(tmp_path / "straight"), train_losses(tmp_path / "resumed")
+    assert sorted(got) == list(range(1, 9))
+    assert got == expected
+    straight, resumed = (load_checkpoint(tmp_path / run / "checkpoint_last.pt") for run in ("straight", "resumed"))
+    for key in ("model", "raw_model"):  # the moving average and the trained weights
+        assert all(torch.equal(straight[key][name], resumed[key][name]) for name in straight[key])

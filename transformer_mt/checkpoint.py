@@ -288,7 +288,8 @@ def average_checkpoints(paths: list, output_path, user_output: bool = False) -> 
     averaged = dict(states[-1])
     averaged["model"] = average_state_dicts([s["model"] for s in states])
     averaged["averaged_from"] = [str(p) for p in paths]
-    for key in ("optimizer", "scheduler", "scaler", "rng", "rng_per_rank", "data_position", "log_positions"):
+    for key in ("optimizer", "scheduler", "scaler", "rng", "rng_per_rank", "data_position", "log_positions",
+                "raw_model", "ema_updates"):
         averaged.pop(key, None)
     atomic_save(averaged, output_path, user_output=user_output)
     return averaged

@@ -31,6 +31,22 @@ from .errors import TransformerMTError
 
 
 @dataclass
+class CorpusConfig:
+    """One training corpus of ``data.train_corpora``."""
+
+    prefix: str = ""  # files <data.root>/<prefix>.<src_lang> and .<tgt_lang>
+    src: str = ""  # or the two files' paths (relative to the working directory), instead of prefix
+    tgt: str = ""
+    weight: float = 1.0  # share of each epoch's pairs drawn from this corpus: weight / (sum of the weights)
+    tag: str = ""  # a token put before each of its sources (tagged back-translation: e.g. <BT>); "" = none
+
+    def files(self, data: DataConfig) -> tuple[Path, Path]:
+        if self.prefix:
+            return Path(data.root) / f"{self.prefix}.{data.src_lang}", Path(data.root) / f"{self.prefix}.{data.tgt_lang}"
+        return Path(self.src), Path(self.tgt)
+
+
+@dataclass
 class DataConfig:
     root: str = "data/demo"  # folder holding {prefix}.{lang} files; relative to the working directory
     src_lang: str = "src"
@@ -47,6 +63,23 @@ class DataConfig:
     # Where encoded corpora are cached (memory-mapped .npy files, shared safely by processes that
     # prepare the same corpus at once); relative to the working directory; empty = the run's cache/.
     cache_dir: str = ""
+    # Several training corpora mixed in fixed shares (see CorpusConfig); empty = the one corpus of train_prefix.
+    train_corpora: list[CorpusConfig] = field(default_factory=list)
+    # Subword regularization (training only): each training batch is encoded again from its text with
+    # SentencePiece sampling. subword_alpha: BPE-dropout probability (bpe models) or the unigram
+    # smoothing alpha; 0 = off. subword_nbest: unigram only, segmentations sampled from (-1: all).
+    subword_alpha: float = 0.0
+    subword_nbest: int = -1
+
+    def training_files(self) -> list[tuple[Path, Path, float, str]]:
+        """(source file, target file, weight, tag) of each training corpus."""
+        if not self.train_corpora:
+            return [(self.path("train", self.src_lang), self.path("train", self.tgt_lang), 1.0, "")]
+        return [(*corpus.files(self), corpus.weight, corpus.tag) for corpus in self.train_corpora]
+
+    def tags(self) -> list[str]:
+        """The distinct tags of the training corpora, in order."""
+        return list(dict.fromkeys(corpus.tag for corpus in self.train_corpora if corpus.tag))
 
     def path(self, split: str, lang: str) -> Path:
         prefix = {"train": self.train_prefix, "valid": self.valid_prefix, "test": self.test_prefix}[split]
@@ -139,6 +172,9 @@ class TrainingConfig:
     # a checkpoint file or a CTranslate2 export of a run; "" = random weights.
     init_from: str = ""
     init_reset_optimizer: bool = True  # False: also continue the parent's optimizer state (Adam's moments)
+    # Exponential moving average of the weights (training/ema.py), used for validation and saved as every
+    # checkpoint's weights; 0 = off. Typical: 0.999 (short runs) to 0.9999.
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -186,6 +222,8 @@ MINIMUMS = {
     "data.max_len": (1, True),
     "data.unpunctuated_copies": (0.0, True),
     "data.num_workers": (0, True),
+    "data.subword_alpha": (0.0, True),
+    "data.subword_nbest": (-1, True),
     "tokenizer.vocab_size": (8, True),
     "tokenizer.character_coverage": (0.0, False),
     "model.d_model": (1, True),
@@ -216,6 +254,7 @@ MINIMUMS = {
     "training.average_last_n": (0, True),
     "training.patience": (0, True),
     "training.max_nonfinite_in_row": (1, True),
+    "training.ema_decay": (0.0, True),
     "decoding.beam_size": (1, True),
     "decoding.max_length_a": (0.0, True),
     "decoding.max_length_b": (0, True),
@@ -227,6 +266,7 @@ MINIMUMS = {
 }
 MAXIMUMS = {
     "data.unpunctuated_copies": 1.0,
+    "data.subword_alpha": 1.0,
     "tokenizer.character_coverage": 1.0,
     "model.dropout": 0.99,
     "model.attention_dropout": 0.99,
@@ -323,6 +363,12 @@ def _check_value(key: str, value, expected_type, source: str):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise TransformerMTError(f"{where} must be a string, got {_shown(value)}")
+    if origin is list and typing.get_args(expected_type) and dataclasses.is_dataclass(typing.get_args(expected_type)[0]):
+        item_cls = typing.get_args(expected_type)[0]
+        if not isinstance(value, list):
+            raise TransformerMTError(f"{where} must be a list of mappings (one '- key: value' block each), got "
+                                     f"{_shown(value)}")
+        return [_build_section(item_cls, item, f"{key}[{i}]", source) for i, item in enumerate(value)]
     if origin is list:
         if not (isinstance(value, list) and all(_is_number(v) for v in value)):
             raise TransformerMTError(f"{where} must be a list of numbers, got {_shown(value)}")
@@ -338,8 +384,8 @@ def _build_section(section_cls, values, section_name: str, source: str):
         values = {}
     if not isinstance(values, dict):
         raise TransformerMTError(
-            f"{source}: section '{section_name}' must be a mapping of keys to values, got {_shown(values)}; "
-            f"write its keys indented below '{section_name}:'"
+            f"{source}: {'section' if '.' not in section_name else 'key'} '{section_name}' must be a mapping of keys "
+            f"to values, got {_shown(values)}; write its keys indented below '{section_name}:'"
         )
     hints = typing.get_type_hints(section_cls)
     valid = [f.name for f in dataclasses.fields(section_cls)]
@@ -421,6 +467,57 @@ def validate(config: Config, source: str = "config") -> None:
     if config.data.src_lang == config.data.tgt_lang:
         raise TransformerMTError(f"{source}: 'data.src_lang' and 'data.tgt_lang' are both {config.data.src_lang!r}")
     _validate_schedule(config.training, source)
+    _validate_corpora(config, source)
+    _validate_subword_sampling(config, source)
+    if config.training.ema_decay >= 1.0:
+        raise TransformerMTError(
+            f"{source}: key 'training.ema_decay' must be < 1 (the share of the old average kept at each update; "
+            f"0 = off, e.g. 0.9999), got {config.training.ema_decay}")
+
+
+# Pieces every model has already (ids 0-3): a tag must be a piece of its own.
+SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")
+
+
+def _validate_corpora(config: Config, source: str) -> None:
+    for i, corpus in enumerate(config.data.train_corpora):
+        key = f"data.train_corpora[{i}]"
+        if bool(corpus.prefix) == bool(corpus.src or corpus.tgt):
+            raise TransformerMTError(
+                f"{source}: '{key}' needs either 'prefix' (files <data.root>/<prefix>.<lang>) or both 'src' and "
+                f"'tgt' (file paths); give one of the two")
+        if not corpus.prefix and not (corpus.src and corpus.tgt):
+            raise TransformerMTError(f"{source}: '{key}' names '{'src' if corpus.src else 'tgt'}' but not "
+                                     f"'{'tgt' if corpus.src else 'src'}'; give both files")
+        if not corpus.weight > 0:
+            raise TransformerMTError(f"{source}: key '{key}.weight' must be > 0 (its share of each epoch), got "
+                                     f"{corpus.weight}; leave the corpus out to not use it")
+        if corpus.tag and (corpus.tag != corpus.tag.strip() or any(c.isspace() for c in corpus.tag)
+                           or corpus.tag in SPECIAL_PIECES):
+            raise TransformerMTError(
+                f"{source}: key '{key}.tag' {corpus.tag!r} must be one token without spaces that is not one of "
+                f"{', '.join(SPECIAL_PIECES)}, e.g. <BT>")
+    if config.tokenizer.vocabulary != "sentencepiece" and config.data.tags():
+        raise TransformerMTError(
+            f"{source}: 'data.train_corpora' tags need a SentencePiece vocabulary of this toolkit; an imported "
+            f"model ('tokenizer.vocabulary: {config.tokenizer.vocabulary}') has no room for new tokens: remove "
+            f"the tags")
+
+
+def _validate_subword_sampling(config: Config, source: str) -> None:
+    data, tokenizer = config.data, config.tokenizer
+    if not data.subword_alpha:
+        return
+    if tokenizer.vocabulary != "sentencepiece":
+        raise TransformerMTError(
+            f"{source}: 'data.subword_alpha' samples SentencePiece segmentations, which an imported model's "
+            f"vocabulary ('tokenizer.vocabulary: {tokenizer.vocabulary}') does not map; set it to 0")
+    if not tokenizer.given_models() and tokenizer.model_type in ("word", "char"):
+        raise TransformerMTError(
+            f"{source}: 'data.subword_alpha' needs a bpe or unigram tokenizer ('tokenizer.model_type' is "
+            f"{tokenizer.model_type}, which has one segmentation per word); set model_type or subword_alpha: 0")
+    if data.subword_nbest == 0:
+        raise TransformerMTError(f"{source}: key 'data.subword_nbest' must be -1 (all segmentations) or >= 1, got 0")
 
 
 def _validate_given_tokenizers(cfg: TokenizerConfig, source: str) -> None:
@@ -626,7 +723,7 @@ def load_config(path, overrides: dict | None = None, environment: bool = True) -
     config = config_from_dict(raw, source=str(path))
     from .data.tokenizer import check_given_models  # SentencePiece is imported only when a config is read
 
-    check_given_models(config.tokenizer, source=str(path))
+    check_given_models(config.tokenizer, source=str(path), tags=config.data.tags())
     return config
 
 
@@ -649,7 +746,16 @@ def file_problem(path: Path, expected: str = "a text file") -> str | None:
 
 def check_data_files(config: Config, splits=("train", "valid")) -> None:
     """Raise a clear error if a data file named by the config is missing or not a file."""
-    for split in splits:
+    if "train" in splits and config.data.train_corpora:
+        for i, corpus in enumerate(config.data.train_corpora):
+            for path in corpus.files(config.data):
+                problem = file_problem(path)
+                if problem is not None:
+                    keys = "'data.root' and 'prefix'" if corpus.prefix else "'src' and 'tgt'"
+                    raise TransformerMTError(
+                        f"data file {path} (training corpus data.train_corpora[{i}]) {problem} (absolute: "
+                        f"{os.path.abspath(path)}); check {keys} of that corpus in the config")
+    for split in [split for split in splits if not (split == "train" and config.data.train_corpora)]:
         for lang in (config.data.src_lang, config.data.tgt_lang):
             path = config.data.path(split, lang)
             problem = file_problem(path)

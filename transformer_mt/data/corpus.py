@@ -55,6 +55,9 @@ CHUNK_LINES = 20_000
 # Part of the cache key: a change in what a cache entry holds gets new entries, never old ones.
 CACHE_FORMAT = b"transformer-mt corpus cache 2"
 CACHE_ARRAYS = ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets")
+# What a cache entry built with text_index=True holds besides (see TextIndex): a key of its own, so entries
+# without it (every corpus when subword sampling is off) stay exactly what they were.
+TEXT_INDEX_ARRAYS = ("pair_lines", "src_line_starts", "tgt_line_starts")
 BYTE_ORDER_MARK = "\ufeff"
 
 
@@ -209,17 +212,20 @@ def without_final_punctuation(line: str) -> str:
     return line[:end]
 
 
-def copies_without_final_punctuation(src_lines, tgt_lines, share: float,
-                                     rng: random.Random) -> tuple[list[str], list[str]]:
+def copies_without_final_punctuation(src_lines, tgt_lines, share: float, rng: random.Random,
+                                     positions: list[int] | None = None) -> tuple[list[str], list[str]]:
     """The copies :func:`add_unpunctuated_copies` appends for these pairs, drawing one number from ``rng``
-    per pair, so consecutive chunks with one ``rng`` give what the whole corpus would."""
+    per pair, so consecutive chunks with one ``rng`` give what the whole corpus would. ``positions``, when
+    given, receives the index (in these lines) of each pair copied."""
     extra_src, extra_tgt = [], []
-    for src, tgt in zip(src_lines, tgt_lines):
+    for i, (src, tgt) in enumerate(zip(src_lines, tgt_lines)):
         chosen = rng.random() < share
         stripped = without_final_punctuation(src)
         if chosen and stripped and stripped != src.rstrip():
             extra_src.append(stripped)
             extra_tgt.append(tgt)
+            if positions is not None:
+                positions.append(i)
     return extra_src, extra_tgt
 
 
@@ -247,6 +253,7 @@ class EncodedCorpus:
     src_offsets: np.ndarray
     tgt_ids: np.ndarray
     tgt_offsets: np.ndarray
+    text_index: TextIndex | None = None  # where each pair's text is (encode_parallel(text_index=True))
 
     def __len__(self) -> int:
         return len(self.src_offsets) - 1
@@ -266,6 +273,33 @@ class EncodedCorpus:
         return self.tgt_ids[self.tgt_offsets[i]:self.tgt_offsets[i + 1]]
 
 
+@dataclass
+class TextIndex:
+    """Where the text of each pair of an encoded corpus is in its files, to encode it again (subword sampling).
+
+    ``pair_lines[i]``: the line (from 0) of pair i, or ``-(line + 1)`` for a copy made without the source's
+    final punctuation (data.unpunctuated_copies). ``{src,tgt}_line_starts``: the byte offset where each
+    line of a file starts, then the file's size. All memory-mapped: a corpus's text is never held in memory.
+    """
+
+    pair_lines: np.ndarray
+    src_line_starts: np.ndarray
+    tgt_line_starts: np.ndarray
+
+
+def line_starts(path: Path, block_size: int = 1 << 24) -> np.ndarray:
+    """The byte offset of the start of each line of ``path`` (as read_lines splits it), then its size."""
+    starts, size, last = [np.zeros(1, dtype=np.int64)], 0, b"\n"
+    with open_binary(path) as handle:
+        for block in iter(lambda: handle.read(block_size), b""):
+            starts.append(np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10).astype(np.int64) + size + 1)
+            size += len(block)
+            last = block[-1:]
+    if last != b"\n":
+        starts.append(np.array([size], dtype=np.int64))
+    return np.concatenate(starts)
+
+
 def resolve_workers(num_workers: int) -> int:
     """``data.num_workers``: 0 means the CPU cores this process may run on."""
     if num_workers > 0:
@@ -278,7 +312,8 @@ def resolve_workers(num_workers: int) -> int:
 
 def encode_parallel(src_path, tgt_path, src_tok: Tokenizer, tgt_tok: Tokenizer, max_len: int,
                     cache_dir=None, drop_bad_pairs: bool = True, unpunctuated_copies: float = 0.0,
-                    seed: int = 0, num_workers: int = 0, chunk_lines: int = CHUNK_LINES) -> EncodedCorpus:
+                    seed: int = 0, num_workers: int = 0, chunk_lines: int = CHUNK_LINES,
+                    text_index: bool = False) -> EncodedCorpus:
     """Encode a parallel corpus, reusing a cache keyed by the files' contents and the tokenizers.
 
     With ``drop_bad_pairs`` (training), pairs with an empty side or a side longer
@@ -288,6 +323,7 @@ def encode_parallel(src_path, tgt_path, src_tok: Tokenizer, tgt_tok: Tokenizer, 
 
     With ``cache_dir`` the corpus is memory-mapped from its cache entry there (built first if
     needed; safe when several processes call this at once); without, it is read into memory.
+    ``text_index``: also record where each pair's text is (:class:`TextIndex`, for subword sampling).
     """
     src_path, tgt_path = Path(src_path), Path(tgt_path)
     digest = hashlib.sha1() if cache_dir is not None else None
@@ -297,18 +333,20 @@ def encode_parallel(src_path, tgt_path, src_tok: Tokenizer, tgt_tok: Tokenizer, 
 
     def build(folder: Path) -> None:
         _encode_into(folder, src_path, tgt_path, src_tok, tgt_tok, max_len, drop_bad_pairs, unpunctuated_copies,
-                     seed, resolve_workers(num_workers), chunk_lines)
+                     seed, resolve_workers(num_workers), chunk_lines, text_index)
 
     if cache_dir is None:
         with tempfile.TemporaryDirectory(prefix="transformer-mt-corpus-") as folder:
             build(Path(folder))
-            return _load(Path(folder), len(src_tok), len(tgt_tok), mapped=False)
+            return _load(Path(folder), len(src_tok), len(tgt_tok), mapped=False, text_index=text_index)
     for path in (src_tok.model_path, tgt_tok.model_path):
         digest.update(read_bytes(path))
     digest.update(f"{max_len}{drop_bad_pairs}{unpunctuated_copies}{seed}".encode())
     digest.update(CACHE_FORMAT)
+    if text_index:
+        digest.update(b"with text index")
     name = f"{src_path.name}-{tgt_path.name}-{digest.hexdigest()[:16]}"
-    return _cached(Path(cache_dir), name, build, len(src_tok), len(tgt_tok))
+    return _cached(Path(cache_dir), name, build, len(src_tok), len(tgt_tok), text_index)
 
 
 # Encoding
@@ -378,14 +416,16 @@ class _PairCounts:
 
 
 def _encode_into(folder: Path, src_path: Path, tgt_path: Path, src_tok: Tokenizer, tgt_tok: Tokenizer, max_len: int,
-                 drop_bad_pairs: bool, copies_share: float, seed: int, num_threads: int, chunk_lines: int) -> None:
-    """Write the encoded corpus as {src,tgt}_{ids,offsets}.npy into ``folder``."""
+                 drop_bad_pairs: bool, copies_share: float, seed: int, num_threads: int, chunk_lines: int,
+                 text_index: bool = False) -> None:
+    """Write the encoded corpus as {src,tgt}_{ids,offsets}.npy into ``folder`` (and its TextIndex arrays)."""
     started = time.monotonic()
     src_writer = _SideWriter(folder, "src")
     tgt_writer = _SideWriter(folder, "tgt")
+    lines_writer = _NpyWriter(folder / "pair_lines.npy", np.int64) if text_index else None
     counts = _PairCounts()
 
-    def add(src_lines: list[str], tgt_lines: list[str]) -> None:
+    def add(src_lines: list[str], tgt_lines: list[str], lines: np.ndarray | None = None) -> None:
         src_ids, src_lengths = src_tok.encode_flat(src_lines, num_threads)
         tgt_ids, tgt_lengths = tgt_tok.encode_flat(tgt_lines, num_threads)
         counts.pairs += len(src_lengths)
@@ -398,19 +438,27 @@ def _encode_into(folder: Path, src_path: Path, tgt_path: Path, src_tok: Tokenize
             if not keep.all():
                 src_ids, src_lengths = src_ids[np.repeat(keep, src_lengths)], src_lengths[keep]
                 tgt_ids, tgt_lengths = tgt_ids[np.repeat(keep, tgt_lengths)], tgt_lengths[keep]
+                lines = lines[keep] if lines is not None else None
         src_writer.append(src_ids, src_lengths)
         tgt_writer.append(tgt_ids, tgt_lengths)
+        if lines_writer is not None:
+            lines_writer.append(lines)
 
     try:
+        first_line = 0
         for src_lines, tgt_lines in iter_parallel_chunks(src_path, tgt_path, chunk_lines):
-            add(src_lines, tgt_lines)
+            add(src_lines, tgt_lines, np.arange(first_line, first_line + len(src_lines), dtype=np.int64))
+            first_line += len(src_lines)
         if copies_share:
             # A second pass: the copies follow all original pairs, as add_unpunctuated_copies appends them.
-            rng, added = random.Random(seed), 0
+            rng, added, first_line = random.Random(seed), 0, 0
             for src_lines, tgt_lines in iter_parallel_chunks(src_path, tgt_path, chunk_lines):
-                extra_src, extra_tgt = copies_without_final_punctuation(src_lines, tgt_lines, copies_share, rng)
+                positions = []
+                extra_src, extra_tgt = copies_without_final_punctuation(src_lines, tgt_lines, copies_share, rng,
+                                                                        positions)
                 added += len(extra_src)
-                add(extra_src, extra_tgt)
+                add(extra_src, extra_tgt, -(first_line + np.array(positions, dtype=np.int64) + 1))
+                first_line += len(src_lines)
             log.info("%s: added %d pairs with the source's final punctuation removed "
                      "(data.unpunctuated_copies=%g)", src_path, added, copies_share)
         if counts.empty or counts.too_long:
@@ -426,9 +474,15 @@ def _encode_into(folder: Path, src_path: Path, tgt_path: Path, src_tok: Tokenize
     except BaseException:
         src_writer.discard()
         tgt_writer.discard()
+        if lines_writer is not None:
+            lines_writer.discard()
         raise
     src_writer.close()
     tgt_writer.close()
+    if lines_writer is not None:
+        lines_writer.close()
+        for side, path in (("src", src_path), ("tgt", tgt_path)):
+            np.save(folder / f"{side}_line_starts.npy", line_starts(path))
     log.info("encoded %d pairs of %s / %s (%d + %d tokens) in %.1f s", kept, src_path, tgt_path,
              src_writer.ids.length, tgt_writer.ids.length, time.monotonic() - started)
 
@@ -519,7 +573,22 @@ def _ids_problem(ids: _NpyArray, offsets: _NpyArray, offset_values: np.ndarray, 
     return None
 
 
-def _load(folder: Path, src_vocab: int, tgt_vocab: int, mapped: bool = True) -> EncodedCorpus:
+def _load_text_index(folder: Path, pairs: int, mapped: bool) -> TextIndex:
+    headers = {name: _read_header(folder / f"{name}.npy") for name in TEXT_INDEX_ARRAYS}
+    if any(header.dtype != np.int64 or len(header.shape) != 1 for header in headers.values()):
+        raise DamagedCache("text index: not 1-D int64 arrays")
+    arrays = {name: _map(header, random_access=True) for name, header in headers.items()}
+    if not mapped:
+        arrays = {name: np.array(values) for name, values in arrays.items()}
+    index = TextIndex(**arrays)
+    lines = len(index.src_line_starts) - 1
+    if len(index.pair_lines) != pairs or lines != len(index.tgt_line_starts) - 1 or (
+            pairs and not (-lines <= index.pair_lines.min() and index.pair_lines.max() < lines)):
+        raise DamagedCache("text index: does not fit the corpus")
+    return index
+
+
+def _load(folder: Path, src_vocab: int, tgt_vocab: int, mapped: bool = True, text_index: bool = False) -> EncodedCorpus:
     """The corpus in ``folder``, checked (raises DamagedCache); memory-mapped or read into memory."""
     headers = {name: _read_header(folder / f"{name}.npy") for name in CACHE_ARRAYS}
     try:
@@ -537,15 +606,17 @@ def _load(folder: Path, src_vocab: int, tgt_vocab: int, mapped: bool = True) -> 
                            f"target sentences")
     if not mapped:
         arrays = {name: np.array(values) for name, values in arrays.items()}
-    return EncodedCorpus(**arrays)
+    index = _load_text_index(folder, len(arrays["src_offsets"]) - 1, mapped) if text_index else None
+    return EncodedCorpus(**arrays, text_index=index)
 
 
-def _open_entry(entry: Path, src_vocab: int, tgt_vocab: int) -> tuple[EncodedCorpus | None, str | None]:
+def _open_entry(entry: Path, src_vocab: int, tgt_vocab: int,
+                text_index: bool = False) -> tuple[EncodedCorpus | None, str | None]:
     """(the corpus, None) for a valid cache entry; (None, why) for a damaged one; (None, None) if there is none."""
     if not os.path.lexists(entry):
         return None, None
     try:
-        return _load(entry, src_vocab, tgt_vocab), None
+        return _load(entry, src_vocab, tgt_vocab, text_index=text_index), None
     except DamagedCache as exc:
         return None, str(exc)
 
@@ -640,10 +711,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int) -> EncodedCorpus:
+def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int,
+            text_index: bool = False) -> EncodedCorpus:
     """The cache entry ``cache_dir/name``, built by ``build(folder)`` under the entry's lock if it is missing."""
     entry = cache_dir / name
-    corpus, _ = _open_entry(entry, src_vocab, tgt_vocab)
+    corpus, _ = _open_entry(entry, src_vocab, tgt_vocab, text_index)
     if corpus is not None:
         return corpus
     try:
@@ -653,7 +725,7 @@ def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int) -
                                  f"point 'data.cache_dir' at a writable directory") from None
     with _exclusive_lock(_lock_path(cache_dir, name), f"to finish encoding {entry}"):
         # Another process may have built (or found damaged) the entry while this one waited.
-        corpus, problem = _open_entry(entry, src_vocab, tgt_vocab)
+        corpus, problem = _open_entry(entry, src_vocab, tgt_vocab, text_index)
         if corpus is not None:
             return corpus
         if problem is not None:
@@ -675,7 +747,7 @@ def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int) -
             if exc.errno in WRITE_ERRNOS:
                 raise _write_error(cache_dir, exc) from None
             raise
-    corpus, problem = _open_entry(entry, src_vocab, tgt_vocab)
+    corpus, problem = _open_entry(entry, src_vocab, tgt_vocab, text_index)
     if corpus is None:
         raise TransformerMTError(f"cache {entry} was written but cannot be read back ({problem}); "
                                  f"check the disk, or point 'data.cache_dir' at another directory")

@@ -235,10 +235,13 @@ def _training_lines(input_files: list[Path], limit: int) -> tuple[Iterator[bytes
     return lines(), (f"a sample of {limit:,} of its {total:,} sentences" if chosen is not None else None)
 
 
-def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig) -> None:
+def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig, symbols: list[str] = ()) -> None:
     _check_training_text(input_files)
     log.info("training SentencePiece %s model (%d pieces) on %s", cfg.model_type, cfg.vocab_size,
              ", ".join(str(p) for p in input_files))
+    # Corpus tags (data.train_corpora) are pieces of their own, never split; only passed when there are
+    # some, so that configs without tags train byte-identical models as before.
+    extra = {"user_defined_symbols": list(symbols)} if symbols else {}
     # SentencePiece logs verbosely to a file descriptor; keep its log in the run directory.
     log_path = model_prefix.with_name(model_prefix.name + ".train.log")
     model = io.BytesIO()
@@ -258,6 +261,7 @@ def _train_one(input_files: list[Path], model_prefix: Path, cfg: TokenizerConfig
                 # Multi-digit numbers split into digits generalise better on small data.
                 split_digits=True,
                 logstream=log_stream,
+                **extra,
             )
     except RuntimeError as exc:
         message = str(exc).strip()
@@ -343,10 +347,27 @@ def check_model_file(path: Path, key: str, source: str = "config", special_ids: 
         raise TransformerMTError(f"{source}: '{key}' {path} {problem}; {fix}")
 
 
-def check_given_models(cfg: TokenizerConfig, source: str = "config") -> None:
-    """Check the existing SentencePiece models the tokenizer section names (when the config is read)."""
+def check_given_models(cfg: TokenizerConfig, source: str = "config", tags: list[str] = ()) -> None:
+    """Check the existing SentencePiece models the tokenizer section names (when the config is read), and that
+    the source model has a piece for each corpus tag (``tags``, data.train_corpora)."""
     for key, path in cfg.given_models().items():
         check_model_file(Path(path), key, source)
+    source_model = cfg.model or cfg.source_model
+    if source_model and tags:
+        key = "tokenizer.model" if cfg.model else "tokenizer.source_model"
+        check_tags(spm.SentencePieceProcessor(model_file=source_model), tags,
+                   f"{source}: '{key}' {source_model}",
+                   f"train that model with --user_defined_symbols={','.join(tags)}, or leave '{key}' empty to train "
+                   f"one here (the tags are then added to it)")
+
+
+def check_tags(sp: spm.SentencePieceProcessor, tags: list[str], model: str, fix: str) -> None:
+    """Refuse a source model without a piece of its own for each corpus tag: the tag would become pieces
+    shared with text, or unk, and the model could not tell tagged sources from the others."""
+    missing = [tag for tag in tags if sp.piece_to_id(tag) == sp.unk_id()]
+    if missing:
+        raise TransformerMTError(f"{model} has no piece for the corpus tag(s) {', '.join(missing)} "
+                                 f"(data.train_corpora); {fix}")
 
 
 def given_models(cfg: TokenizerConfig) -> tuple[tuple[Path, str], tuple[Path, str]] | None:
@@ -382,12 +403,15 @@ def copy_given_model(given: Path, copy: Path, origin: str) -> None:
     log.info("tokenizer %s: a copy of %s (SHA-256 %s)", copy, given, digest)
 
 
-def build_tokenizers(run_dir, cfg: TokenizerConfig, src_train: Path, tgt_train: Path,
-                     given: tuple[tuple[Path, str], tuple[Path, str]] | None = None) -> tuple[Tokenizer, Tokenizer]:
+def build_tokenizers(run_dir, cfg: TokenizerConfig, src_train: Path | list[Path], tgt_train: Path | list[Path],
+                     given: tuple[tuple[Path, str], tuple[Path, str]] | None = None,
+                     symbols: list[str] = ()) -> tuple[Tokenizer, Tokenizer]:
     """Train (or reuse, or copy in) the source and target tokenizers of a run.
 
-    ``given``: existing (source, target) models to copy in instead of training, each with the
-    words that say where it comes from; by default those the config names (see given_models).
+    ``src_train``/``tgt_train``: the training file(s) of each side. ``given``: existing (source,
+    target) models to copy in instead of training, each with the words that say where it comes
+    from; by default those the config names (see given_models). ``symbols``: pieces a trained
+    source model must keep whole (corpus tags).
     """
     src_path, tgt_path = tokenizer_paths(run_dir, cfg.joint)
     given = given or given_models(cfg)
@@ -405,19 +429,25 @@ def build_tokenizers(run_dir, cfg: TokenizerConfig, src_train: Path, tgt_train: 
     if mapped:  # copied in now, or when the run started (it resumes)
         return load_tokenizers(run_dir, cfg.joint, cfg.vocabulary)
     if given is None:
-        _train_missing(cfg, src_path, tgt_path, src_train, tgt_train)
+        _train_missing(cfg, src_path, tgt_path, _as_list(src_train), _as_list(tgt_train), list(symbols))
     if cfg.joint:
         tokenizer = Tokenizer(src_path)
         return tokenizer, tokenizer
     return Tokenizer(src_path), Tokenizer(tgt_path)
 
 
-def _train_missing(cfg: TokenizerConfig, src_path: Path, tgt_path: Path, src_train: Path, tgt_train: Path) -> None:
-    """Train the run's tokenizer(s) unless already there."""
-    todo = [(src_path, [src_train, tgt_train])] if cfg.joint else [(src_path, [src_train]), (tgt_path, [tgt_train])]
-    for path, train_files in todo:
+def _as_list(paths) -> list[Path]:
+    return [Path(p) for p in paths] if isinstance(paths, (list, tuple)) else [Path(paths)]
+
+
+def _train_missing(cfg: TokenizerConfig, src_path: Path, tgt_path: Path, src_train: list[Path],
+                   tgt_train: list[Path], symbols: list[str]) -> None:
+    """Train the run's tokenizer(s) unless already there (``symbols``: in the source model)."""
+    todo = ([(src_path, src_train + tgt_train, symbols)] if cfg.joint else
+            [(src_path, src_train, symbols), (tgt_path, tgt_train, [])])
+    for path, train_files, path_symbols in todo:
         if not path.exists():
-            _train_one(train_files, path.with_suffix(""), cfg)
+            _train_one(train_files, path.with_suffix(""), cfg, path_symbols)
         else:
             log.info("reusing tokenizer %s", path)
 

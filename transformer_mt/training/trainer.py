@@ -32,6 +32,7 @@ import random
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -42,7 +43,9 @@ from tqdm import tqdm
 from .. import checkpoint as ckpt
 from ..config import Config, check_data_files, config_from_dict, save_config, training_warnings
 from ..data.batches import collate, count_oversized, encode_parallel, make_batches, read_parallel
-from ..data.tokenizer import PAD_ID, build_tokenizers, check_given_models, id_lists
+from ..data.mixing import CorpusMix, TrainingCorpus, batch_seeds
+from ..data.sampling import SubwordSampler
+from ..data.tokenizer import PAD_ID, build_tokenizers, check_given_models, check_tags, id_lists
 from ..decoding.translator import CHECKPOINT_NAMES, Translator
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import TransformerMTError
@@ -50,6 +53,7 @@ from ..model import Transformer, build_model, check_model_fits
 from ..safe_files import open_run_file
 from ..scoring import resolve_tokenize, score
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
+from .ema import ExponentialMovingAverage
 from .init_from import Parent, load_parent
 from .loss import label_smoothed_nll_loss
 from .metrics import MetricsWriter
@@ -134,7 +138,7 @@ class Trainer:
         if resume and overwrite:
             raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
         check_data_files(config, ("train", "valid"))
-        check_given_models(config.tokenizer)
+        check_given_models(config.tokenizer, tags=config.data.tags())
         # With the largest vocabulary the tokenizer may learn: before minutes of tokenizer training, not after.
         check_model_fits(config.model, config.tokenizer.vocab_size, config.tokenizer.vocab_size)
         # The parent of a new run is checked before the run directory is touched; a run resuming from its
@@ -214,6 +218,7 @@ class Trainer:
         self.session_start = self.clock()
         self.agreed_progress = None  # several ranks: rank 0's schedule progress, shared after each update
         self.stop_signal = None
+        self.ema: ExponentialMovingAverage | None = None  # rank 0's: it alone validates and saves
         if resume_state:
             self.load_state(resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
             self.init_from = resume_state.get("init_from")
@@ -221,6 +226,8 @@ class Trainer:
             self.start_from_parent(self.parent)
         else:
             self.init_from = None
+        if cfg.ema_decay and self.distributed.is_main and self.ema is None:
+            self.ema = ExponentialMovingAverage(self.model, cfg.ema_decay)  # from the initial (or parent's) weights
 
         num_params = sum(p.numel() for p in self.model.parameters())
         log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
@@ -265,19 +272,30 @@ class Trainer:
     def _load_data(self, resume_state: dict | None) -> None:
         """Tokenizers (trained on first use) and the encoded corpora (cached in the run directory)."""
         config, cfg, data = self.config, self.config.training, self.config.data
+        files = data.training_files()
         self.src_tok, self.tgt_tok = build_tokenizers(
-            self.run_dir, config.tokenizer, data.path("train", data.src_lang), data.path("train", data.tgt_lang),
-            given=None if resume_state or self.parent is None else self.parent.tokenizers)
+            self.run_dir, config.tokenizer, [f[0] for f in files], [f[1] for f in files],
+            given=None if resume_state or self.parent is None else self.parent.tokenizers, symbols=data.tags())
+        if data.tags():  # a tokenizer taken from a parent run (init_from) or trained before the tags were added
+            check_tags(self.src_tok.sp, data.tags(), f"the run's tokenizer {self.src_tok.model_path}",
+                       "train into a new --output-dir (without training.init_from) so that a tokenizer with the "
+                       "tags is trained")
         ids = id_lists(self.src_tok, self.tgt_tok)
         self.tokenizer_sha256 = ckpt.tokenizer_checksums(self.src_tok.model_path, self.tgt_tok.model_path, ids)
         if resume_state:
             ckpt.check_tokenizer_checksums(resume_state, self.src_tok.model_path, self.tgt_tok.model_path,
                                            self.run_dir / CHECKPOINT_NAMES["last"], actual=self.tokenizer_sha256, ids_paths=ids)
         cache_dir = data.cache_path(self.run_dir)
-        self.train_data = encode_parallel(
-            data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
-            data.max_len, cache_dir=cache_dir, unpunctuated_copies=data.unpunctuated_copies, seed=cfg.seed,
-            num_workers=data.num_workers)
+        self.train_mix: CorpusMix | None = None  # several corpora, tags or subword sampling (data/mixing.py)
+        self.sampling_thread: ThreadPoolExecutor | None = None  # samples the next update's batches (mixed_group)
+        self.prefetched = None  # ((epoch, first batch), future of its collated batches)
+        if not data.train_corpora and not data.subword_alpha:
+            self.train_data = encode_parallel(
+                data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
+                data.max_len, cache_dir=cache_dir, unpunctuated_copies=data.unpunctuated_copies, seed=cfg.seed,
+                num_workers=data.num_workers)
+        else:
+            self.train_mix = self.train_data = self._load_mix(files, cache_dir)
         oversized = count_oversized(self.train_data, cfg.batch_tokens)
         if oversized:
             log.warning("%d training sentences are longer than training.batch_tokens=%d (padded tokens); "
@@ -289,6 +307,29 @@ class Trainer:
             data.path("valid", data.src_lang), data.path("valid", data.tgt_lang), self.src_tok, self.tgt_tok,
             data.max_len, cache_dir=cache_dir, num_workers=data.num_workers)
 
+    def _load_mix(self, files, cache_dir) -> CorpusMix:
+        """The training corpora of data.train_corpora (or the one corpus, for subword sampling), each encoded
+        into its own cache entry."""
+        data, cfg = self.config.data, self.config.training
+        sampling = bool(data.subword_alpha)
+        corpora = []
+        for src_path, tgt_path, weight, tag in files:
+            encoded = encode_parallel(src_path, tgt_path, self.src_tok, self.tgt_tok, data.max_len, cache_dir=cache_dir,
+                                      unpunctuated_copies=data.unpunctuated_copies, seed=cfg.seed,
+                                      num_workers=data.num_workers, text_index=sampling)
+            corpora.append(TrainingCorpus(encoded, src_path, tgt_path, weight,
+                                          self.src_tok.piece_to_id([tag])[0] if tag else None))
+        sampler = SubwordSampler(data.subword_alpha, data.subword_nbest, data.max_len) if sampling else None
+        mix = CorpusMix(corpora, self.src_tok, self.tgt_tok, sampler)
+        if len(corpora) > 1 or data.tags():
+            for corpus, count, (_, _, weight, tag) in zip(corpora, mix.counts, files):
+                log.info("training corpus %s: %d pairs, weight %g: %d pairs per epoch%s", corpus.src_path.with_suffix(""),
+                         len(corpus.data), weight, count, f", sources tagged {tag}" if tag else "")
+        if sampling:
+            log.info("subword regularization: each training batch encoded again with SentencePiece sampling "
+                     "(alpha %g, nbest %d)", data.subword_alpha, data.subword_nbest)
+        return mix
+
     # --- state -----------------------------------------------------------------------------------
 
     @staticmethod
@@ -298,10 +339,12 @@ class Trainer:
         torch.manual_seed(seed)
 
     def state_dict(self, full: bool = True) -> dict:
+        """A checkpoint: ``model`` holds the weights to translate with (the moving average when
+        training.ema_decay is on); ``full`` adds what resuming needs, with EMA the raw weights too."""
         state = {
             "format_version": ckpt.FORMAT_VERSION,
             "config": self.config.to_dict(),
-            "model": self.model.state_dict(),
+            "model": self.ema.state_dict_of(self.model) if self.ema is not None else self.model.state_dict(),
             "vocab_sizes": {"src": len(self.src_tok), "tgt": len(self.tgt_tok)},
             "tokenizer_sha256": self.tokenizer_sha256,
             "step": self.step,
@@ -323,6 +366,8 @@ class Trainer:
                 "nonfinite_total": self.nonfinite_total,
                 "log_positions": log_positions(self.run_dir),
             })
+            if self.ema is not None:
+                state.update(raw_model=self.model.state_dict(), ema_updates=self.ema.updates)
         return state
 
     @staticmethod
@@ -343,9 +388,15 @@ class Trainer:
     def load_state(self, state: dict, path: Path) -> None:
         """Continue from ``state`` (checkpoint_last.pt, already checked against the config by prepare_run_dir)."""
         config_from_dict(state["config"], source=f"config stored in {path}")
+        # With EMA, "model" holds the averaged weights and "raw_model" the trained ones.
+        raw = state.get("raw_model", state["model"])
         try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError:
+            self.model.load_state_dict(raw)
+            if self.config.training.ema_decay and self.distributed.is_main:
+                self.ema = ExponentialMovingAverage(self.model, self.config.training.ema_decay)
+                if "raw_model" in state:
+                    self.ema.load(state["model"], state["ema_updates"])
+        except (RuntimeError, KeyError, TypeError):
             raise TransformerMTError(f"checkpoint {path} does not fit the model of this config") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -504,6 +555,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update()
         self.step += 1
         return {"loss": loss_sum / total_tokens, "nll": nll_sum / total_tokens, "tokens": total_tokens,
                 "grad_norm": grad_norm.item()}
@@ -524,6 +577,11 @@ class Trainer:
         return loss_sum / tokens, nll_sum / tokens
 
     def validate(self) -> dict:
+        """Validation loss and BLEU, of the moving average of the weights when training.ema_decay is on."""
+        with self.ema.applied() if self.ema is not None else nullcontext():
+            return self._validate()
+
+    def _validate(self) -> dict:
         start = time.time()
         loss, nll = self.validation_loss()
         # Decoded in fp32 whatever the training precision: BLEU here picks the best checkpoint.
@@ -676,17 +734,24 @@ class Trainer:
         Returns why training stops, or None when the epoch ended and training goes on.
         """
         cfg = self.config.training
-        all_batches = make_batches(self.train_data, cfg.batch_tokens, cfg.seed, self.epoch)
+        if self.train_mix is None:
+            all_batches = make_batches(self.train_data, cfg.batch_tokens, cfg.seed, self.epoch)
+        else:
+            all_batches = self.train_mix.make_batches(cfg.batch_tokens, cfg.seed, self.epoch)
         batches = shard_batches(all_batches, self.distributed.rank, self.distributed.world_size)
         if self.distributed.enabled and self.batches_done == 0:
             log.info("epoch %d: %d batches, %d per rank (%d repeated to even out the ranks)", self.epoch + 1,
                      len(all_batches), len(batches), len(batches) * self.distributed.world_size - len(all_batches))
         stop_reason = None
         while self.batches_done < len(batches) and stop_reason is None:
-            group = batches[self.batches_done:self.batches_done + cfg.accumulate]
+            first = self.batches_done
+            group = batches[first:first + cfg.accumulate]
             self.batches_done += len(group)
-            stats = self.train_update([collate(self.train_data, indices, self.config.model.source_eos)
-                                        for indices in group])
+            if self.train_mix is None:
+                stats = self.train_update([collate(self.train_data, indices, self.config.model.source_eos)
+                                           for indices in group])
+            else:
+                stats = self.train_update(self.mixed_group(batches, first))
             if stats is not None:
                 self.log_update(stats)
             stop_reason = self.agree_to_stop()
@@ -702,6 +767,31 @@ class Trainer:
             if stop_reason is None:
                 stop_reason = self.agree_to_stop()
         return stop_reason
+
+    def collate_mixed(self, batches, first: int, epoch: int) -> list:
+        """The update of batches[first:first + accumulate] of this rank's epoch from the corpus mix (subword
+        samples seeded by each batch's place, so the same whichever thread collates them, and when)."""
+        mix, cfg = self.train_mix, self.config.training
+        collated = []
+        for number in range(first, min(first + cfg.accumulate, len(batches))):
+            seeds = batch_seeds(cfg.seed, epoch, self.distributed.rank, number) if mix.sampler is not None else None
+            collated.append(mix.collate(batches[number], self.config.model.source_eos, seeds))
+        return collated
+
+    def mixed_group(self, batches, first: int) -> list:
+        """collate_mixed's update; with subword sampling the next update is sampled in a background thread
+        meanwhile (SentencePiece releases the GIL), which hides its cost behind this update's computation."""
+        key = (self.epoch, first)
+        prefetched, self.prefetched = self.prefetched, None
+        group = prefetched[1].result() if prefetched is not None and prefetched[0] == key else \
+            self.collate_mixed(batches, first, self.epoch)
+        following = first + self.config.training.accumulate
+        if self.train_mix.sampler is not None and following < len(batches):
+            if self.sampling_thread is None:
+                self.sampling_thread = ThreadPoolExecutor(1, thread_name_prefix="transformer-mt-subword-sampling")
+            self.prefetched = ((self.epoch, following),
+                               self.sampling_thread.submit(self.collate_mixed, batches, following, self.epoch))
+        return group
 
     def start_log_window(self) -> None:
         """Start counting the tokens and loss that the next training record averages over."""
@@ -740,6 +830,9 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        if getattr(self, "sampling_thread", None) is not None:
+            self.sampling_thread.shutdown(wait=True, cancel_futures=True)
+            self.sampling_thread = None
         if self.lock is not None:
             self.lock.release()
         self.closed = True

@@ -1,0 +1,34 @@
+"""transformer-mt back-translate: a reverse model's translations of monolingual text as a parallel corpus."""
+
+import pytest
+from conftest import run_cli
+
+from transformer_mt import Translator
+from transformer_mt.data.back_translation import back_translate
+from transformer_mt.errors import TransformerMTError
+
+
+def test_back_translate_writes_a_parallel_corpus_of_the_reverse_models_translations(small_run):
+    tmp, data, run = small_run  # a src->tgt model: here the "reverse" model of a tgt->src system
+    mono = tmp / "mono.src"
+    lines = (data / "test.src").read_text(encoding="utf-8").splitlines()
+    mono.write_text("\n".join(lines[:3] + ["", "  "] + lines[3:]) + "\n", encoding="utf-8")
+    result = run_cli("back-translate", "--model", run, "--input", mono, "--output-prefix", tmp / "bt",
+                     "--beam-size", "2", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "2 blank lines left out" in result.stderr
+    # The reverse model translated src -> tgt, so the synthetic *sources* of the new corpus are .tgt.
+    synthetic = (tmp / "bt.tgt").read_text(encoding="utf-8").splitlines()
+    assert (tmp / "bt.src").read_text(encoding="utf-8").splitlines() == lines
+    translator = Translator.from_run(run, device="cpu")
+    assert synthetic == translator.translate(lines, beam_size=2)
+    # Existing outputs are replaced only when asked to; a link is never written through.
+    with pytest.raises(TransformerMTError, match="exists; pass --overwrite"):
+        back_translate(translator, mono, tmp / "bt")
+    (tmp / "linked.tgt").symlink_to(tmp / "elsewhere")
+    with pytest.raises(TransformerMTError, match="symbolic link"):
+        back_translate(translator, mono, tmp / "linked", overwrite=True)
+    assert not (tmp / "elsewhere").exists()
+    summary = back_translate(translator, mono, tmp / "bt", overwrite=True, beam_size=1)
+    assert summary["pairs"] == len(lines)
+    assert (tmp / "bt.tgt").read_text(encoding="utf-8").splitlines() == translator.translate(lines, beam_size=1)

@@ -1,0 +1,145 @@
+"""Training data made of several corpora, each with a share of every epoch and an optional source tag.
+
+``data.train_corpora`` lists the corpora (e.g. the real parallel data and a back-translated one);
+each is encoded into its own memory-mapped cache entry, as a single corpus is. An epoch holds as
+many pairs as all corpora together; corpus i contributes ``weight_i / sum(weights)`` of them
+(rounded so that the counts add up): a corpus smaller than its share is repeated whole as often
+as it fits and topped up with a random subset, a larger one gives a random subset, fresh each
+epoch. The draw depends only on (training.seed, epoch), so the epoch is the same after a resume
+and on every rank. The pairs drawn are then batched by length like a single corpus's
+(batches.make_batches), so a batch mixes corpora.
+
+A corpus's ``tag`` (tagged back-translation, Caswell et al. 2019) is one token put before each
+of its sources when its batches are collated: the cache holds untagged ids, and a tag of the
+config never needs a corpus to be encoded again. With ``data.subword_alpha`` each batch's
+sentences are encoded again with a sampled segmentation (see sampling.py).
+
+A single corpus without tags or sampling does not come here: training uses its EncodedCorpus
+with batches.make_batches and batches.collate directly, exactly as before these options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .batches import Batch, make_batches
+from .corpus import EncodedCorpus
+from .sampling import CorpusText, SubwordSampler, batch_seeds
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+
+
+@dataclass
+class TrainingCorpus:
+    """One corpus of a mix: its encoded pairs, files, share of each epoch and source tag (an id, or None)."""
+
+    data: EncodedCorpus
+    src_path: Path
+    tgt_path: Path
+    weight: float = 1.0
+    tag_id: int | None = None
+
+
+@dataclass
+class _Lengths:
+    """What make_batches reads of a corpus: its sentences' lengths."""
+
+    src_lengths: np.ndarray
+    tgt_lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.src_lengths)
+
+
+def shares(sizes: list[int], weights: list[float]) -> np.ndarray:
+    """How many pairs of each corpus an epoch of sum(sizes) pairs holds: proportional to ``weights``, rounded by
+    largest remainders so that they add up."""
+    total = sum(sizes)
+    exact = np.asarray(weights, dtype=np.float64) / sum(weights) * total
+    counts = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[:total - int(counts.sum())]] += 1
+    return counts
+
+
+def _pad(rows: list[np.ndarray], bos: bool = False, eos: bool = False) -> torch.Tensor:
+    out = np.full((len(rows), max(len(r) for r in rows) + int(bos) + int(eos)), PAD_ID, dtype=np.int64)
+    first = int(bos)
+    for i, row in enumerate(rows):
+        out[i, first:first + len(row)] = row
+        if eos:
+            out[i, first + len(row)] = EOS_ID
+    if bos:
+        out[:, 0] = BOS_ID
+    return torch.from_numpy(out)
+
+
+class CorpusMix:
+    """Several training corpora batched together in fixed shares; see the module docstring."""
+
+    def __init__(self, corpora: list[TrainingCorpus], src_tok: Tokenizer, tgt_tok: Tokenizer,
+                 sampler: SubwordSampler | None = None):
+        self.corpora = corpora
+        self.src_tok, self.tgt_tok, self.sampler = src_tok, tgt_tok, sampler
+        self.sizes = [len(c.data) for c in corpora]
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        self.counts = shares(self.sizes, [c.weight for c in corpora])
+        # Lengths of all pairs one corpus after the other (what batching needs), the tag counted.
+        self.src_lengths = np.concatenate([c.data.src_lengths + (c.tag_id is not None) for c in corpora])
+        self.tgt_lengths = np.concatenate([c.data.tgt_lengths for c in corpora])
+        self.texts = ([CorpusText(c.data, c.src_path, c.tgt_path) for c in corpora] if sampler is not None
+                      else None)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def epoch_pairs(self, seed: int, epoch: int) -> np.ndarray:
+        """The pairs of an epoch (indices into all corpora one after the other; a pair may come several times)."""
+        rng = np.random.default_rng([seed, epoch, 27])  # a stream of its own: make_batches uses [seed, epoch]
+        drawn = []
+        for start, size, count in zip(self.starts, self.sizes, self.counts):
+            whole, rest = divmod(int(count), size)
+            drawn.append(np.tile(np.arange(size, dtype=np.int64), whole) + start)
+            drawn.append(np.sort(rng.choice(size, rest, replace=False)).astype(np.int64) + start)
+        return np.concatenate(drawn)
+
+    def make_batches(self, batch_tokens: int, seed: int, epoch: int) -> list[np.ndarray]:
+        """The epoch's batches, each an array of indices into all corpora (see batches.make_batches)."""
+        pairs = self.epoch_pairs(seed, epoch)
+        lengths = _Lengths(self.src_lengths[pairs], self.tgt_lengths[pairs])
+        return [pairs[batch] for batch in make_batches(lengths, batch_tokens, seed, epoch)]
+
+    def corpus_of(self, indices: np.ndarray) -> np.ndarray:
+        """Which corpus each of ``indices`` belongs to."""
+        return np.searchsorted(self.starts, indices, side="right") - 1
+
+    def collate(self, indices: np.ndarray, source_eos: bool = False, seeds: tuple[int, int] | None = None) -> Batch:
+        """The pairs ``indices`` as a batch: tags before their sources, and with subword sampling the
+        segmentations drawn with ``seeds`` (batch_seeds)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        which = self.corpus_of(indices)
+        sources: list[np.ndarray] = [None] * len(indices)
+        targets: list[np.ndarray] = [None] * len(indices)
+        for c in np.unique(which):
+            rows = np.flatnonzero(which == c)
+            corpus = self.corpora[c]
+            local = indices[rows] - self.starts[c]
+            src = [corpus.data.src(i) for i in local]
+            tgt = [corpus.data.tgt(i) for i in local]
+            tagged = corpus.tag_id is not None
+            if self.sampler is not None:
+                src_text, tgt_text = self.texts[c].pairs(local)
+                # One seed per batch and side; a corpus's rows get their own stream through its number.
+                src = self.sampler.encode(self.src_tok, src_text, src, (seeds[0] + int(c)) % 2**32, extra=int(tagged))
+                tgt = self.sampler.encode(self.tgt_tok, tgt_text, tgt, (seeds[1] + int(c)) % 2**32, extra=1)
+            for row, s, t in zip(rows, src, tgt):
+                sources[row] = np.concatenate([[corpus.tag_id], s]) if tagged else s
+                targets[row] = t
+        return Batch(src_tokens=_pad(sources, eos=source_eos), tgt_input=_pad(targets, bos=True),
+                     tgt_output=_pad(targets, eos=True), num_tokens=sum(len(t) + 1 for t in targets))
+
+
+__all__ = ["CorpusMix", "TrainingCorpus", "batch_seeds", "shares"]
