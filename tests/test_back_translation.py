@@ -1,7 +1,7 @@
 """transformer-mt back-translate: a reverse model's translations of monolingual text as a parallel corpus."""
 
 import pytest
-from conftest import run_cli
+from conftest import assert_clean_error, run_cli
 
 from transformer_mt import Translator
 from transformer_mt.data.back_translation import back_translate
@@ -32,3 +32,13 @@ def test_back_translate_writes_a_parallel_corpus_of_the_reverse_models_translati
     summary = back_translate(translator, mono, tmp / "bt", overwrite=True, beam_size=1)
     assert summary["pairs"] == len(lines)
     assert (tmp / "bt.tgt").read_text(encoding="utf-8").splitlines() == translator.translate(lines, beam_size=1)
+    # Sampled back-translation: the same seed gives the samples translate() gives.
+    back_translate(translator, mono, tmp / "sampled", top_k=5, temperature=1.0, seed=7)
+    sampled = (tmp / "sampled.tgt").read_text(encoding="utf-8").splitlines()
+    assert sampled == translator.translate(lines, top_k=5, temperature=1.0, seed=7)
+
+
+def test_back_translate_refuses_a_bad_sampling_value_before_loading_the_model(tmp_path):
+    result = run_cli("back-translate", "--model", tmp_path / "missing", "--input", tmp_path / "mono",
+                     "--output-prefix", tmp_path / "bt", "--top-p", "1.5")
+    assert_clean_error(result, "--top-p")

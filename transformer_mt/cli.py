@@ -51,12 +51,13 @@ def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
                              "on the fly to a temporary directory")
 
 
-def _add_search_options(parser: argparse.ArgumentParser) -> None:
-    """translate's and evaluate's options of issue 27: sampling, repetition control, target prefixes."""
+def _add_search_options(parser: argparse.ArgumentParser, prefixes: bool = True) -> None:
+    """Sampling, repetition control and (translate, evaluate) target prefixes."""
     group = parser.add_argument_group(
         "decoding options", "Sampling is on when --top-k, --top-p or --temperature is given: each token is drawn "
                             "from the model's distribution instead of searched with a beam (back-translation, "
-                            "diverse n-best); translate --nbest K then gives K samples per sentence.")
+                            "diverse n-best)" + ("; translate --nbest K then gives K samples per sentence." if prefixes
+                                                  else "."))
     group.add_argument("--top-k", type=int, default=None, metavar="K",
                        help="sample among the K most probable tokens (0 = all, 1 = greedy)")
     group.add_argument("--top-p", type=float, default=None, metavar="P",
@@ -74,6 +75,8 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--repetition-penalty", type=float, default=None, metavar="P",
                        help="a token already in the translation has its log-probability multiplied by P > 0 (1 = off, "
                             "above 1 discourages repeats; default: decoding.repetition_penalty of the run's config, 1)")
+    if not prefixes:
+        return
     prefix = group.add_mutually_exclusive_group()
     prefix.add_argument("--prefix", metavar="TEXT",
                         help="a target prefix: every translation (of each line) starts with TEXT, and beam search "
@@ -387,6 +390,7 @@ def add_back_translate_command(sub) -> None:
     bt.add_argument("--checkpoint", default="best",
                     help="best, last, average, or a checkpoint file path (default: best)")
     bt.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
+    _add_search_options(bt, prefixes=False)
     bt.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                     help="numeric precision for decoding (default: fp32)")
 
@@ -446,7 +450,7 @@ def _load_translator(args):
     from .decoding.translator import Translator
 
     models = args.model if isinstance(args.model, list) else [args.model]
-    if hasattr(args, "top_k"):  # translate, evaluate: bad values are refused before minutes of loading
+    if hasattr(args, "top_k"):  # bad values are refused before minutes of loading
         from .decoding.logits import search_options
 
         search_options(**{option: getattr(args, option) for option in SEARCH_OPTIONS})
@@ -494,8 +498,8 @@ def _load_ctranslate2(args, model):
 
 
 def _decode_kwargs(args) -> dict:
-    """translate()'s options from translate's and evaluate's command line; those of issue 27 only when given,
-    so that an engine without them is not handed them."""
+    """translate()'s options from translate's and evaluate's command line; sampling, repetition control and
+    prefixes only when given, so that an engine without them is not handed them."""
     kwargs = {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "batch_size": args.batch_size,
               "early_exit": args.early_exit, "target_language": args.target_language}
     for option in SEARCH_OPTIONS:
@@ -928,8 +932,11 @@ def cmd_upgrade_checkpoint(args) -> int:
 
 def cmd_back_translate(args) -> int:
     from .data.back_translation import back_translate, output_paths
+    from .decoding.logits import search_options
     from .decoding.translator import Translator
 
+    sampling = {option: getattr(args, option) for option in SEARCH_OPTIONS if getattr(args, option) is not None}
+    search_options(**sampling)  # bad values are refused before the model loads
     translator = Translator.from_run(args.model, checkpoint=args.checkpoint, device=args.device,
                                      precision=args.precision)
     data = translator.config.data
@@ -941,7 +948,8 @@ def cmd_back_translate(args) -> int:
         print(f"  {done:,} of {total:,} lines", file=sys.stderr)
 
     summary = back_translate(translator, args.input, args.output_prefix, overwrite=args.overwrite, progress=progress,
-                             beam_size=args.beam_size, length_penalty=args.length_penalty, batch_size=args.batch_size)
+                             beam_size=args.beam_size, length_penalty=args.length_penalty, batch_size=args.batch_size,
+                             **sampling)
     blank = summary["blank_lines"]
     print(f"wrote {summary['pairs']:,} synthetic pairs to {summary['source']} and {summary['target']}"
           + (f" ({blank:,} blank lines left out)" if blank else ""), file=sys.stderr)

@@ -11,7 +11,7 @@ Search: beam search by default (the reverse model's decoding.beam_size, 5 unless
 al. 2018 ("Understanding Back-Translation at Scale") found sampled or noised back-translation best
 for large corpora, but for small ones (their 80k-pair setting; Multi30k, the 16.5k-pair news
 corpus here) beam and greedy back-translation gave better models than sampling. The decoding call
-is :func:`synthetic_sources`, the one place its options go.
+is :func:`synthetic_sources`; ``--top-k``/``--top-p``/``--temperature``/``--seed`` sample instead.
 
 The input is read ``CHUNK_LINES`` lines at a time (each chunk sorted by length and decoded in
 batches), so a file of millions of lines never sits in memory; each output is written to a
@@ -37,10 +37,11 @@ CHUNK_LINES = 20_000
 
 
 def synthetic_sources(translator, sentences: list[str], beam_size: int | None = None,
-                      length_penalty: float | None = None, batch_size: int | None = None) -> list[str]:
-    """The reverse model's translations of ``sentences`` (None: the reverse model's decoding config)."""
+                      length_penalty: float | None = None, batch_size: int | None = None, **sampling) -> list[str]:
+    """The reverse model's translations of ``sentences`` (None: the reverse model's decoding config);
+    ``sampling``: temperature, top_k, top_p, seed, no_repeat_ngram_size, repetition_penalty, as for translate()."""
     return translator.translate(sentences, beam_size=beam_size, length_penalty=length_penalty,
-                                batch_size=batch_size)
+                                batch_size=batch_size, **sampling)
 
 
 def output_paths(prefix, source_lang: str, target_lang: str) -> tuple[Path, Path]:
@@ -68,7 +69,8 @@ def _check_output(path: Path, overwrite: bool, input_path: Path) -> None:
 def back_translate(translator, input_path, output_prefix, overwrite: bool = False,
                    progress: Callable[[int, int], None] | None = None, **decoding) -> dict:
     """Back-translate the lines of ``input_path`` with ``translator`` (a reverse model) into the two files of
-    ``output_prefix``; ``decoding``: beam_size, length_penalty, batch_size. Returns what was written."""
+    ``output_prefix``; ``decoding``: beam_size, length_penalty, batch_size and the sampling options of translate(). Returns what was
+    written."""
     input_path = Path(input_path)
     data = translator.config.data  # the reverse model's: its source is our target language
     source_out, target_out = output_paths(output_prefix, data.tgt_lang, data.src_lang)
