@@ -69,8 +69,8 @@ def _check_output(path: Path, overwrite: bool, input_path: Path) -> None:
 def back_translate(translator, input_path, output_prefix, overwrite: bool = False,
                    progress: Callable[[int, int], None] | None = None, **decoding) -> dict:
     """Back-translate the lines of ``input_path`` with ``translator`` (a reverse model) into the two files of
-    ``output_prefix``; ``decoding``: beam_size, length_penalty, batch_size and the sampling options of translate(). Returns what was
-    written."""
+    ``output_prefix``; ``decoding``: beam_size, length_penalty, batch_size and the sampling options of
+    translate(). Returns what was written."""
     input_path = Path(input_path)
     data = translator.config.data  # the reverse model's: its source is our target language
     source_out, target_out = output_paths(output_prefix, data.tgt_lang, data.src_lang)
