@@ -143,6 +143,20 @@ def test_a_prefix_starts_every_hypothesis_and_an_empty_prefix_changes_nothing():
         assert [h.tokens for h in alone[0]] == [h.tokens for h in forced[row]]
 
 
+def test_a_prefix_that_repeats_itself_is_still_forced_under_repetition_control():
+    """The user's prefix wins over n-gram blocking: "8 8" under no-repeat-1 is taken, then blocking goes on."""
+    model, src = peaked_model(0), sources(0)[:2]
+    prefix = torch.tensor([[8, 8], [6, PAD_ID]])
+    control = RepetitionControl(no_repeat_ngram_size=1, repetition_penalty=1.5)
+    for hyps in (beam_search(model, src, beam_size=2, nbest=2, prefix=prefix, repetition=control, **LIMITS),
+                 sample_search(model, src, sampler(0), num_samples=2, prefix=prefix, repetition=control, **LIMITS)):
+        assert [len(h) for h in hyps] == [2, 2]
+        for tokens, sentence in zip(([8, 8], [6]), hyps):
+            for h in sentence:
+                assert h.tokens[:len(tokens)] == tokens
+                assert not repeated_ngrams(h.tokens[len(tokens) - 1:], 1)  # after the prefix: no repeats
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_no_repeat_ngram_output_never_repeats_an_ngram(n):
     model = peaked_model(3)

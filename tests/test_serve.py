@@ -290,6 +290,17 @@ def test_a_batch_stays_open_while_requests_keep_arriving(translator):
     fast.close()
 
 
+def test_seeded_sampling_requests_are_decoded_alone(translator):
+    """A seed reproduces a request's samples only if no other request shares its batch (its random stream)."""
+    recorder = RecordingTranslator(translator)
+    batcher = BatchingTranslator(recorder, max_batch_sentences=64, max_wait_ms=200)
+    seeded, unseeded = DecodeOptions(1, 1.0, 1, top_k=5, seed=3), DecodeOptions(1, 1.0, 1, top_k=5)
+    futures = [batcher.submit([s], seeded) for s in ("a", "b")] + [batcher.submit([s], unseeded) for s in ("c", "d")]
+    assert [f.result(30) for f in futures] == [[["t:a"]], [["t:b"]], [["t:c"]], [["t:d"]]]
+    batcher.close()
+    assert recorder.batches == [["a"], ["b"], ["c", "d"]]
+
+
 def test_requests_with_other_options_do_not_hold_a_batch_open(translator):
     """A lone beam-2 request waits its 100 ms window, not the 1 s cap, while beam-1 requests keep arriving."""
     recorder = RecordingTranslator(translator)

@@ -92,10 +92,15 @@ class Sampler:
         return torch.multinomial(logits.softmax(dim=-1), 1, generator=self.generator).squeeze(1)
 
 
-def force_prefix(log_probs: torch.Tensor, forced: torch.Tensor) -> torch.Tensor:
+def force_prefix(log_probs: torch.Tensor, forced: torch.Tensor, model_log_probs: torch.Tensor | None = None
+                 ) -> torch.Tensor:
     """``forced`` (rows,): the token each row must take now, or PAD_ID (0) for rows free to choose.
-    Forced rows keep only that token's log-probability; every other token gets -inf."""
-    kept = log_probs.gather(1, forced.unsqueeze(1))
+    Forced rows keep only that token's log-probability; every other token gets -inf.
+
+    ``model_log_probs``: the model's own, before repetition control. The forced token's log-probability
+    comes from them: the user asked for that token, so a prefix that repeats itself (which n-gram
+    blocking would turn into -inf, leaving a row with no token at all) is still taken."""
+    kept = (log_probs if model_log_probs is None else model_log_probs).gather(1, forced.unsqueeze(1))
     rows = forced != 0
     only = torch.full_like(log_probs, NEG_INF).scatter_(1, forced.unsqueeze(1), kept)
     return torch.where(rows.unsqueeze(1), only, log_probs)

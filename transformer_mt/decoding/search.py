@@ -232,11 +232,12 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             lprobs, step_attention = step_lprobs(prev, memory, src_mask, cache, return_attention,
                                                  return_self_attention, attention_layer)
             history.append(step_attention)
+        model_lprobs = lprobs
         if repetition is not None:
             lprobs = repetition(lprobs, tokens.reshape(num_active * beams, step))
         if step < prefix_steps:
             # While a sentence's prefix lasts, its one finite beam is the prefix (the others stay at -inf).
-            lprobs = force_prefix(lprobs, prefix[:, step].repeat_interleave(beams))
+            lprobs = force_prefix(lprobs, prefix[:, step].repeat_interleave(beams), model_lprobs)
         vocab = lprobs.size(-1)
         candidates = lprobs.view(num_active, beams, vocab).add_(scores.unsqueeze(-1)).view(num_active, beams * vocab)
         # 2k candidates hold at least k that do not end in eos (each beam has one eos), but a beam
@@ -359,10 +360,11 @@ def sample_search(model: Transformer, src_tokens: torch.Tensor, sampler: Sampler
 
     for step in range(int(max_lens.max())):
         lprobs = step_lprobs(prev, memory, src_mask, cache)
+        model_lprobs = lprobs
         if repetition is not None:
             lprobs = repetition(lprobs, tokens)
         if step < prefix_steps:
-            lprobs = force_prefix(lprobs, prefix[:, step])
+            lprobs = force_prefix(lprobs, prefix[:, step], model_lprobs)
         next_tokens = sampler.choose(lprobs)
         log_probs = log_probs + lprobs.gather(1, next_tokens.unsqueeze(1)).squeeze(1)
         tokens = torch.cat([tokens, next_tokens.unsqueeze(1)], dim=1)

@@ -46,6 +46,13 @@ class ShuttingDown(Exception):
     """The batcher no longer accepts requests (the server is stopping)."""
 
 
+def _can_join(job, first) -> bool:
+    """Whether ``job`` may be decoded in ``first``'s batch: the same options, and no seed. A seeded
+    sampling request is decoded alone, so that its samples are those of translate() on its own texts
+    (the seed's random stream is drawn for every row of a batch), whoever else is asking."""
+    return job is first or (job.options == first.options and first.options.seed is None)
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     beam_size: int
@@ -128,7 +135,7 @@ class BatchingTranslator:
             latest = free_since + MAX_WAIT_FACTOR * self.max_wait
             while self.accepting:
                 # Only requests that can join this batch (same options) keep it open.
-                like = [job for job in self.jobs if job.options == first.options]
+                like = [job for job in self.jobs if _can_join(job, first)]
                 if sum(len(job.sentences) for job in like) >= self.max_batch_sentences:
                     break
                 quiet_until = max(free_since, like[-1].arrived) + self.max_wait
@@ -138,7 +145,7 @@ class BatchingTranslator:
                 self.condition.wait(remaining)
             batch, size = [], 0
             for job in list(self.jobs):
-                if job.options != first.options:
+                if not _can_join(job, first):
                     continue
                 if batch and size + len(job.sentences) > self.max_batch_sentences:
                     break
