@@ -38,6 +38,22 @@ def test_back_translate_writes_a_parallel_corpus_of_the_reverse_models_translati
     assert sampled == translator.translate(lines, top_k=5, temperature=1.0, seed=7)
 
 
+def test_each_chunk_of_a_seeded_back_translation_draws_other_samples(small_run, monkeypatch):
+    """The input is decoded in chunks; one seed per chunk, or a corpus that repeats would repeat its samples."""
+    tmp, data, run = small_run
+    lines = (data / "test.src").read_text(encoding="utf-8").splitlines()[:4]
+    mono = tmp / "mono_twice.src"
+    mono.write_text("\n".join(lines + lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr("transformer_mt.data.back_translation.CHUNK_LINES", len(lines))
+    translator = Translator.from_run(run, device="cpu")
+    options = {"top_k": 0, "temperature": 5.0, "seed": 11}  # a flat distribution: samples vary a lot
+    back_translate(translator, mono, tmp / "chunked", **options)
+    sampled = (tmp / "chunked.tgt").read_text(encoding="utf-8").splitlines()
+    assert sampled[:4] == translator.translate(lines, **options)
+    assert sampled[4:] == translator.translate(lines, **{**options, "seed": 12})
+    assert sampled[4:] != sampled[:4]
+
+
 def test_back_translate_refuses_a_bad_sampling_value_before_loading_the_model(tmp_path):
     result = run_cli("back-translate", "--model", tmp_path / "missing", "--input", tmp_path / "mono",
                      "--output-prefix", tmp_path / "bt", "--top-p", "1.5")

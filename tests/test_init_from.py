@@ -98,6 +98,21 @@ def test_keeping_the_optimizer_state_takes_the_parents_moments(tmp_path, parent)
         trainer.close()
 
 
+def test_keeping_the_optimizer_of_an_ema_parent_takes_the_trained_weights_its_moments_belong_to(tmp_path):
+    data = write_reverse_corpus(tmp_path / "data", n_train=200, n_valid=8, n_test=8, seed=0)
+    train(tiny_config(data, max_steps=4, validate_every=2, ema_decay=0.9), tmp_path / "parent", show_progress=False)
+    last = load_checkpoint(tmp_path / "parent" / "checkpoint_last.pt")
+    for keep_optimizer, expected in ((True, last["raw_model"]), (False, last["model"])):
+        config = child_config(data, tmp_path / "parent" / "checkpoint_last.pt",
+                              init_reset_optimizer=not keep_optimizer)
+        trainer = Trainer(config, tmp_path / f"child_{keep_optimizer}", show_progress=False)
+        try:
+            for name, tensor in trainer.model.state_dict().items():
+                assert torch.equal(tensor, expected[name]), (keep_optimizer, name)
+        finally:
+            trainer.close()
+
+
 def test_keeping_the_optimizer_needs_a_checkpoint_that_has_one(tmp_path, parent):
     parent_run, new_data = parent
     with pytest.raises(TransformerMTError, match="holds only weights; name the parent's checkpoint_last.pt"):

@@ -80,9 +80,12 @@ def back_translate(translator, input_path, output_prefix, overwrite: bool = Fals
     counts = {"lines": 0, "pairs": 0}
 
     def write_sources(handle) -> None:
-        for chunk in iter_line_chunks(input_path, CHUNK_LINES):
+        for index, chunk in enumerate(iter_line_chunks(input_path, CHUNK_LINES)):
             kept = [line.strip() for line in chunk if line.strip()]
-            for translation in synthetic_sources(translator, kept, **decoding):
+            options = dict(decoding)
+            if options.get("seed") is not None:  # one seed per chunk: the same seed twice would repeat its draws
+                options["seed"] = (options["seed"] + index) % 2**63
+            for translation in synthetic_sources(translator, kept, **options):
                 handle.write(translation.encode("utf-8") + b"\n")
             counts["lines"] += len(chunk)
             counts["pairs"] += len(kept)

@@ -427,13 +427,17 @@ class Trainer:
         if (vocab.get("src"), vocab.get("tgt")) != (len(self.src_tok), len(self.tgt_tok)):
             raise TransformerMTError(f"'training.init_from' {parent.checkpoint} was trained with vocabulary sizes "
                                      f"{vocab}, its tokenizer has {len(self.src_tok)}/{len(self.tgt_tok)} pieces")
+        # The optimizer's moments belong to the weights that were trained: with EMA in the parent those are
+        # "raw_model" ("model" is the average), so keeping the optimizer takes them; a fresh start takes the average.
+        keep_optimizer = not self.config.training.init_reset_optimizer
+        weights = parent.state.get("raw_model", parent.state["model"]) if keep_optimizer else parent.state["model"]
         try:
-            self.model.load_state_dict(parent.state["model"])
+            self.model.load_state_dict(weights)
         except RuntimeError:
             raise TransformerMTError(f"'training.init_from' {parent.checkpoint} does not fit the model of its own "
                                      f"config; it was written by an incompatible version") from None
         kept = ""
-        if not self.config.training.init_reset_optimizer:
+        if keep_optimizer:
             self.optimizer.load_state_dict(parent.state["optimizer"])
             cfg = self.config.training
             for group in self.optimizer.param_groups:  # the moments carry on; the hyperparameters are this config's
