@@ -1,5 +1,7 @@
 """transformer-mt back-translate: a reverse model's translations of monolingual text as a parallel corpus."""
 
+import os
+
 import pytest
 from conftest import assert_clean_error, run_cli
 
@@ -58,3 +60,13 @@ def test_back_translate_refuses_a_bad_sampling_value_before_loading_the_model(tm
     result = run_cli("back-translate", "--model", tmp_path / "missing", "--input", tmp_path / "mono",
                      "--output-prefix", tmp_path / "bt", "--top-p", "1.5")
     assert_clean_error(result, "--top-p")
+
+
+@pytest.mark.parametrize("prefix", ["/dev/null", "/dev/shm/../null", "{tmp}/", "{tmp}"])
+def test_an_output_prefix_that_is_a_folder_or_among_devices_is_refused_before_loading(tmp_path, prefix):
+    prefix = prefix.format(tmp=tmp_path)
+    mono = tmp_path / "mono.txt"
+    mono.write_text("a b\n")
+    result = run_cli("back-translate", "--model", tmp_path / "missing", "--input", mono, "--output-prefix", prefix)
+    assert_clean_error(result, "--output-prefix")
+    assert not os.path.exists("/dev/null.src") and not list(tmp_path.glob(".*"))

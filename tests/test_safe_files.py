@@ -348,3 +348,74 @@ def test_a_cache_lock_never_creates_the_file_a_planted_link_points_at(tmp_path):
         with _exclusive_lock(tmp_path / ".entry.lock", "to test"):
             pass
     assert not elsewhere.exists()
+
+
+@pytest.mark.parametrize("name", ["run.json", "config.yaml", "train.log", "metrics.jsonl"])
+def test_a_fifo_planted_as_a_run_file_is_refused_without_hanging(small_run, tmp_path, name):
+    _, _, run = small_run
+    copy = _copy_of_run(run, tmp_path)
+    (copy / name).unlink(missing_ok=True)
+    os.mkfifo(copy / name)
+    config = tmp_path / "config.yaml"
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["training"]["max_steps"] = 3
+    config.write_text(yaml.safe_dump(raw))
+    result = run_cli("train", "--config", config, "--output-dir", copy, "--resume", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert stat.S_ISFIFO(os.lstat(copy / name).st_mode)  # left where it was, never opened for reading
+
+
+def test_a_fifo_in_the_corpus_cache_is_rebuilt_around_not_read(small_run, tmp_path):
+    _, _, run = small_run
+    copy = _copy_of_run(run, tmp_path)
+    planted = next((copy / "cache").glob("*/src_ids.npy"))
+    planted.unlink()
+    os.mkfifo(planted)
+    config = tmp_path / "config.yaml"
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["training"]["max_steps"] = 3
+    config.write_text(yaml.safe_dump(raw))
+    result = run_cli("train", "--config", config, "--output-dir", copy, "--resume", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "not a regular file" in result.stderr and "rebuilding it" in result.stderr
+    assert stat.S_ISREG(os.lstat(planted).st_mode)
+
+
+def test_a_runs_cache_folder_that_is_a_link_is_refused(small_run, tmp_path):
+    _, _, run = small_run
+    copy = _copy_of_run(run, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(copy / "cache")
+    (copy / "cache").symlink_to(elsewhere)
+    config = tmp_path / "config.yaml"
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["training"]["max_steps"] = 3
+    config.write_text(yaml.safe_dump(raw))
+    assert_clean_error(run_cli("train", "--config", config, "--output-dir", copy, "--resume"),
+                       str(copy / "cache"), "symbolic link")
+    assert list(elsewhere.iterdir()) == []
+
+
+@needs_root
+def test_a_folder_link_of_another_user_on_the_way_to_an_output_is_refused(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    victim = home / "notes.txt"
+    victim.write_text("mine\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    _foreign_link(shared / "results", home)  # another user's link to the victim's folder
+    for output in (shared / "results" / "notes.txt", shared / "results" / "." / "notes.txt"):
+        with pytest.raises(TransformerMTError, match="belongs to another user"):
+            write_output(output, "translation")
+    own = tmp_path / "own_link.txt"
+    own.symlink_to(shared / "results" / "notes.txt")  # an own link whose target passes through the foreign one
+    with pytest.raises(TransformerMTError, match="belongs to another user"):
+        write_output(own, "translation")
+    assert victim.read_text() == "mine\n"
+    (tmp_path / "mine").symlink_to(home)  # the user's own link to a folder is followed as before
+    write_output(tmp_path / "mine" / "out.txt", "translation")
+    assert (home / "out.txt").read_text() == "translation"

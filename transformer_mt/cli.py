@@ -931,12 +931,13 @@ def cmd_upgrade_checkpoint(args) -> int:
 
 
 def cmd_back_translate(args) -> int:
-    from .data.back_translation import back_translate, output_paths
+    from .data.back_translation import back_translate, check_output_prefix, output_paths
     from .decoding.logits import search_options
     from .decoding.translator import Translator
 
     sampling = {option: getattr(args, option) for option in SEARCH_OPTIONS if getattr(args, option) is not None}
     search_options(**sampling)  # bad values are refused before the model loads
+    check_output_prefix(args.output_prefix)
     translator = Translator.from_run(args.model, checkpoint=args.checkpoint, device=args.device,
                                      precision=args.precision)
     data = translator.config.data

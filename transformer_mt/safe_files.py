@@ -23,7 +23,9 @@ Two kinds of destination, two rules:
     (like ``/dev/stdout``): a link that another user planted in a shared directory is refused,
     since it could point at any file the command may write.
 
-Reading is not this module's business; ``regular_file_problem`` names what keeps a path from
+Reading is not this module's business, except that ``open_regular_file``/``read_regular_file``
+open a file without blocking and refuse anything but a regular file (a FIFO planted where a run or
+cache file belongs would hang the open), and ``regular_file_problem`` names what keeps a path from
 being read as a file (a device that never ends, a FIFO that blocks).
 """
 
@@ -183,10 +185,50 @@ def make_run_folder(path) -> Path:
     return path
 
 
+def _foreign_link_problem(link: Path, info: os.stat_result, path: Path, option: str) -> TransformerMTError:
+    return TransformerMTError(
+        f"{option} {path}: {link} is a symbolic link that belongs to another user (uid {info.st_uid}); "
+        f"it is not followed, since whoever made it chooses which file gets overwritten. Remove it or "
+        f"choose another {option}")
+
+
+def _check_folder_links(folder: Path, path: Path, option: str) -> None:
+    """Refuse a link of another user anywhere on the way to ``folder`` (e.g. ``/tmp/shared`` planted as a
+    link to the victim's home): the kernel's protected_symlinks guards only some of these, and not everywhere."""
+    current = Path("/") if folder.is_absolute() else Path.cwd()
+    pending = list(folder.parts)
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "/":
+            current = Path("/")
+            continue
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        try:
+            info = os.lstat(candidate)
+        except OSError:  # missing: the caller reports a missing directory
+            return
+        if stat.S_ISLNK(info.st_mode):
+            if info.st_uid not in (os.geteuid(), 0):
+                raise _foreign_link_problem(candidate, info, path, option)
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                raise TransformerMTError(f"{option} {path} is a symbolic link loop; choose another {option}")
+            pending = list(Path(os.readlink(candidate)).parts) + pending
+            continue
+        current = candidate
+
+
 def _follow_output_links(path: Path, option: str) -> tuple[Path, os.stat_result | None]:
     """The file an --output link chain ends at, and its lstat (None when it does not exist)."""
     current = path
     for _ in range(MAX_LINK_HOPS):
+        _check_folder_links(current.parent, path, option)
         if str(current).startswith(_STREAM_ROOTS):
             try:
                 return current, os.stat(current)  # /dev/stdout -> /proc/self/fd/1 -> "pipe:[...]"
@@ -199,10 +241,7 @@ def _follow_output_links(path: Path, option: str) -> tuple[Path, os.stat_result 
         if not stat.S_ISLNK(info.st_mode):
             return current, info
         if info.st_uid not in (os.geteuid(), 0):
-            raise TransformerMTError(
-                f"{option} {path}: {current} is a symbolic link that belongs to another user (uid {info.st_uid}); "
-                f"it is not followed, since whoever made it chooses which file gets overwritten. Remove it or "
-                f"choose another {option}")
+            raise _foreign_link_problem(current, info, path, option)
         current = current.parent / os.readlink(current)
     raise TransformerMTError(f"{option} {path} is a symbolic link loop; choose another {option}")
 
@@ -245,6 +284,27 @@ def write_output(path, content: Content, option: str = "--output", durable: bool
         kept = "" if info is not None and (info.st_nlink > 1 or not stat.S_ISREG(info.st_mode)) \
             else "; it was left as it was"
         raise TransformerMTError(f"could not write {option} {path}: {exc.strerror or exc}{kept}") from None
+
+
+class NotARegularFile(OSError):
+    """Raised by :func:`read_regular_file` for a FIFO, device, socket or directory."""
+
+
+def open_regular_file(path) -> BinaryIO:
+    """``path`` opened for reading in binary, refused (NotARegularFile) unless it is a regular file. The open
+    itself never blocks: a FIFO planted where a run file or cache file belongs would otherwise hang it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(errno.EINVAL, "not a regular file (a directory, device, FIFO or socket)", str(path))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_regular_file(path) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular_file`)."""
+    with open_regular_file(path) as handle:
+        return handle.read()
 
 
 def regular_file_problem(path) -> str | None:

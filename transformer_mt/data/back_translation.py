@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import TransformerMTError
-from ..safe_files import write_output
+from ..safe_files import output_target, write_output
 from .corpus import count_lines, iter_line_chunks
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,20 @@ def output_paths(prefix, source_lang: str, target_lang: str) -> tuple[Path, Path
     return Path(f"{prefix}.{source_lang}"), Path(f"{prefix}.{target_lang}")
 
 
+def check_output_prefix(prefix) -> None:
+    """An output prefix names two new files: not a folder, not a place of devices."""
+    text = str(prefix)
+    if text.endswith(os.sep) or Path(text).is_dir():
+        raise TransformerMTError(f"--output-prefix {text} is a directory; give a file name prefix inside it, e.g. "
+                                 f"{Path(text) / 'bt'} (which writes bt.<source language> and bt.<target language>)")
+    folder = os.path.realpath(Path(text).parent)
+    if folder in ("/dev", "/proc") or folder.startswith(("/dev/", "/proc/")):
+        raise TransformerMTError(f"--output-prefix {text} would create corpus files among the devices of {folder}; "
+                                 f"choose a prefix in a folder of yours")
+
+
 def _check_output(path: Path, overwrite: bool, input_path: Path) -> None:
+    output_target(path, "--output-prefix")  # a link of another user on the way to it is refused
     if os.path.islink(path):
         raise TransformerMTError(f"{path} is a symbolic link; back-translate never writes through a link (it could "
                                  f"point at any file). Remove it or choose another --output-prefix")
@@ -73,6 +86,7 @@ def back_translate(translator, input_path, output_prefix, overwrite: bool = Fals
     translate(). Returns what was written."""
     input_path = Path(input_path)
     data = translator.config.data  # the reverse model's: its source is our target language
+    check_output_prefix(output_prefix)
     source_out, target_out = output_paths(output_prefix, data.tgt_lang, data.src_lang)
     for path in (source_out, target_out):
         _check_output(path, overwrite, input_path)

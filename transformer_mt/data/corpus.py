@@ -44,6 +44,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import TransformerMTError
+from ..safe_files import open_regular_file
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -513,7 +514,7 @@ class _NpyArray:
 
 def _read_header(path: Path) -> _NpyArray:
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path) as handle:  # a FIFO in the cache must not hang the run
             version = np.lib.format.read_magic(handle)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _, dtype = read(handle)
@@ -535,7 +536,7 @@ def _map(array: _NpyArray, random_access: bool) -> np.ndarray:
         empty = np.zeros(array.shape, dtype=array.dtype)
         empty.flags.writeable = False
         return empty
-    with open(array.path, "rb") as handle:
+    with open_regular_file(array.path) as handle:
         mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     if random_access and hasattr(mmap, "MADV_RANDOM"):
         # Batches take sentences from all over the corpus: without this, every page fault would

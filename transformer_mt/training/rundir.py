@@ -33,7 +33,7 @@ from .. import checkpoint as ckpt
 from ..config import Config
 from ..decoding.translator import CHECKPOINT_NAMES
 from ..errors import TransformerMTError
-from ..safe_files import open_run_file, write_run_file
+from ..safe_files import NotARegularFile, open_regular_file, open_run_file, read_regular_file, write_run_file
 
 log = logging.getLogger("transformer_mt")
 
@@ -65,7 +65,7 @@ def _is_our_lock_file(path: Path) -> bool:
 
 def is_run_dir(run_dir: Path) -> bool:
     try:
-        marker = json.loads((run_dir / MARKER).read_text(encoding="utf-8"))
+        marker = json.loads(read_regular_file(run_dir / MARKER).decode("utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(marker, dict) and marker.get("tool") == "transformer-mt"
@@ -79,14 +79,12 @@ def write_marker(run_dir: Path) -> None:
 def record_in_marker(run_dir: Path, key: str, value) -> None:
     """Set ``key`` in the run's run.json (e.g. where the run started: ``init_from``); None removes it."""
     path = run_dir / MARKER
-    marker = json.loads(path.read_text(encoding="utf-8"))
+    marker = json.loads(read_regular_file(path).decode("utf-8"))
     if value is None:
         marker.pop(key, None)
     else:
         marker[key] = value
-    tmp = run_dir / f".{MARKER}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_run_file(path, json.dumps(marker, indent=1) + "\n")
 
 
 def _owned_paths(run_dir: Path, patterns) -> list[Path]:
@@ -232,9 +230,11 @@ def read_saved_config(path: Path) -> tuple[dict | None, str | None]:
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_regular_file(path).decode("utf-8"))
     except FileNotFoundError:
         return None, "missing"
+    except NotARegularFile as exc:
+        return None, exc.strerror
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return None, f"unreadable: {type(exc).__name__}"
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
@@ -301,7 +301,7 @@ def log_positions(run_dir: Path) -> dict:
     positions = {}
     for name in RESUMED_LOGS:
         try:
-            with open(run_dir / name, "rb") as handle:
+            with open_regular_file(run_dir / name) as handle:
                 size = handle.seek(0, os.SEEK_END)
                 positions[name] = {"size": size, "tail_sha256": _tail_sha256(handle, size)}
         except FileNotFoundError:

@@ -50,7 +50,7 @@ from ..decoding.translator import CHECKPOINT_NAMES, Translator
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import TransformerMTError
 from ..model import Transformer, build_model, check_model_fits
-from ..safe_files import open_run_file
+from ..safe_files import make_run_folder, open_run_file
 from ..scoring import resolve_tokenize, score
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .ema import ExponentialMovingAverage
@@ -286,6 +286,8 @@ class Trainer:
             ckpt.check_tokenizer_checksums(resume_state, self.src_tok.model_path, self.tgt_tok.model_path,
                                            self.run_dir / CHECKPOINT_NAMES["last"], actual=self.tokenizer_sha256, ids_paths=ids)
         cache_dir = data.cache_path(self.run_dir)
+        if not data.cache_dir:  # the run's own cache/: refused if it is a link (entries would be written through it)
+            make_run_folder(cache_dir)
         self.train_mix: CorpusMix | None = None  # several corpora, tags or subword sampling (data/mixing.py)
         self.sampling_thread: ThreadPoolExecutor | None = None  # samples the next update's batches (mixed_group)
         self.prefetched = None  # ((epoch, first batch), future of its collated batches)
