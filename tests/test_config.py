@@ -43,6 +43,11 @@ def test_unknown_section(tmp_path):
      r"'training.scheduler' must be one of inverse_sqrt, noam, cosine, linear, constant"),
     ("tokenizer:\n  joint: false\n", r"share_embeddings: true' needs 'tokenizer.joint: true'"),
     ("- a\n- b\n", r"top level must be a mapping"),
+    ("training:\n  seed: -1\n", r"'training.seed' must be >= 0"),
+    ("training:\n  seed: 4294967296\n", r"'training.seed' must be <= 4294967295"),
+    ("decoding:\n  beam_size: 100000\n", r"'decoding.beam_size' must be <= 256"),
+    ("data:\n  train_corpora:\n  - prefix: train\n    tag: <" + "x" * 100 + ">\n",
+     r"'data.train_corpora\[0\].tag' is 102 characters long"),
 ])
 def test_wrong_types_and_values(tmp_path, text, message):
     with pytest.raises(TransformerMTError, match=message):

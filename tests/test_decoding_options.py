@@ -290,6 +290,12 @@ def test_cli_refuses_bad_values_and_foreign_ensembles_with_one_error_line(small_
     prefixes.write_text("ba\n", encoding="utf-8")
     assert "has 1 lines but the input has 2" in main_error(capsys, "translate", "--model", run, "--prefix-file",
                                                            prefixes, "ba de", "gi")
+    # Absurd sizes (a typo) are one line, not an attempt to allocate terabytes or decode for hours.
+    assert "at most 256" in main_error(capsys, "translate", "--model", run, "--beam-size", "999999999", "ba")
+    assert "at most 256" in main_error(capsys, "translate", "--model", run, "--top-k", "3", "--nbest", "999999999",
+                                       "ba")
+    assert "at most 1024 are forced" in main_error(capsys, "translate", "--model", run, "--prefix",
+                                                   " ".join(["ba"] * 2000), "ba")
 
 
 def test_cli_samples_from_an_ensemble_with_a_prefix(small_run):

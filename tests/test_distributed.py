@@ -197,3 +197,5 @@ def test_own_launcher_checks_the_config_once_and_keeps_torchruns_summary_back(tm
     assert_clean_error(failed, "a_file")
     assert failed.stderr.count("error: ") == 1 and "ChildFailedError" not in failed.stderr, failed.stderr
     assert_clean_error(run_cli("train", "--config", config, "--nproc-per-node", "0"), "--nproc-per-node")
+    assert_clean_error(run_cli("train", "--config", config, "--nproc-per-node", "100000"), "--nproc-per-node 100000",
+                       "at most")

@@ -411,6 +411,10 @@ def cmd_train(args) -> int:
     if args.nproc_per_node is not None and not distributed.launched_by_torchrun():
         if args.nproc_per_node < 1:
             raise TransformerMTError(f"--nproc-per-node must be at least 1, not {args.nproc_per_node}")
+        most = max(os.cpu_count() or 1, torch_device_count())
+        if args.nproc_per_node > most:
+            raise TransformerMTError(f"--nproc-per-node {args.nproc_per_node} is more processes than this machine has "
+                                     f"CPU cores or GPUs ({most}); give at most {most} (one per GPU, or per core)")
         if args.nproc_per_node > 1:  # the config was checked above: a mistake is one line, before any process starts
             command = ["train", "--config", args.config, "--output-dir", output_dir,
                        *(f"--set={item}" for item in args.set or ()), *(["--device", args.device] if args.device else []),
@@ -928,6 +932,13 @@ def cmd_upgrade_checkpoint(args) -> int:
     else:
         raise TransformerMTError(f"{path} does not exist; give a run directory or a checkpoint file")
     return 0
+
+
+def torch_device_count() -> int:
+    """The CUDA devices here (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def cmd_back_translate(args) -> int:

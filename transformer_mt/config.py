@@ -235,6 +235,7 @@ MINIMUMS = {
     "model.attention_dropout": (0.0, True),
     "model.activation_dropout": (0.0, True),
     "model.max_positions": (1, True),
+    "training.seed": (0, True),
     "training.num_threads": (0, True),
     "training.batch_tokens": (1, True),
     "training.accumulate": (1, True),
@@ -272,6 +273,8 @@ MAXIMUMS = {
     "model.attention_dropout": 0.99,
     "model.activation_dropout": 0.99,
     "training.label_smoothing": 0.99,
+    "training.seed": 2**32 - 1,  # numpy's seeds end there
+    "decoding.beam_size": 256,   # as translate's --beam-size (decoding/translator.py MAX_BEAM_SIZE)
 }
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -475,6 +478,7 @@ def validate(config: Config, source: str = "config") -> None:
             f"0 = off, e.g. 0.9999), got {config.training.ema_decay}")
 
 
+MAX_TAG_LENGTH = 64
 # Pieces every model has already (ids 0-3): a tag must be a piece of its own.
 SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")
 
@@ -492,6 +496,9 @@ def _validate_corpora(config: Config, source: str) -> None:
         if not corpus.weight > 0:
             raise TransformerMTError(f"{source}: key '{key}.weight' must be > 0 (its share of each epoch), got "
                                      f"{corpus.weight}; leave the corpus out to not use it")
+        if len(corpus.tag) > MAX_TAG_LENGTH:
+            raise TransformerMTError(f"{source}: key '{key}.tag' is {len(corpus.tag)} characters long; a tag is one "
+                                     f"short token (at most {MAX_TAG_LENGTH} characters), e.g. <BT>")
         if corpus.tag and (corpus.tag != corpus.tag.strip() or any(c.isspace() for c in corpus.tag)
                            or corpus.tag in SPECIAL_PIECES):
             raise TransformerMTError(

@@ -94,6 +94,10 @@ class Decoding(NamedTuple):
 
 # Beyond this the GNMT penalty ((5 + length) / 6) ** alpha overflows float arithmetic; useful values are 0-2.
 MAX_LENGTH_PENALTY = 10.0
+# Upper bounds that keep a typo (--beam-size 999999999) from asking for terabytes: each beam or sample is a
+# row of the decoder's batch, and a forced prefix is decoded one token per step. Far above what helps quality.
+MAX_BEAM_SIZE = 256
+MAX_PREFIX_TOKENS = 1024
 
 
 def resolve_decoding(config: Config, beam_size: int | None = None, nbest: int | None = None,
@@ -112,6 +116,9 @@ def resolve_decoding(config: Config, beam_size: int | None = None, nbest: int | 
         early_exit=dec.early_exit if early_exit is None else early_exit)
     if settings.beam_size < 1 or settings.nbest < 1 or settings.batch_size < 1:
         raise TransformerMTError("beam size, nbest and batch size must be at least 1")
+    if settings.beam_size > MAX_BEAM_SIZE:
+        raise TransformerMTError(f"the beam size must be at most {MAX_BEAM_SIZE} (each beam is a row of the decoder's "
+                                 f"batch; 4 to 10 is usual), got {settings.beam_size}")
     if not (math.isfinite(settings.length_penalty) and math.isfinite(settings.max_length_a)):
         raise TransformerMTError("the length penalty and max_length_a must be finite numbers")
     if abs(settings.length_penalty) > MAX_LENGTH_PENALTY:
@@ -279,6 +286,10 @@ class Translator:
             raise TransformerMTError(f"prefix: {len(prefix)} prefixes for {count} sentences; give one per sentence "
                                      f"(\"\" for none) or one text for all")
         ids = self.tgt_tokenizer.encode([p.strip() for p in prefix])
+        longest = max(range(count), key=lambda i: len(ids[i]), default=None)
+        if longest is not None and len(ids[longest]) > MAX_PREFIX_TOKENS:
+            raise TransformerMTError(f"prefix: the prefix of sentence {longest + 1} is {len(ids[longest])} tokens "
+                                     f"long; at most {MAX_PREFIX_TOKENS} are forced (a prefix starts a translation)")
         return ids if any(ids) else None
 
     def translate(self, sentences: list[str], beam_size: int | None = None, nbest: int | None = None,
@@ -332,6 +343,9 @@ class Translator:
             samples = 1 if nbest is None else nbest
             if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
                 raise TransformerMTError(f"nbest (the samples per sentence) must be at least 1, got {samples!r}")
+            if samples > MAX_BEAM_SIZE:
+                raise TransformerMTError(f"nbest (the samples per sentence) must be at most {MAX_BEAM_SIZE} (each "
+                                         f"sample is a row of the decoder's batch), got {samples}")
             beam_size, nbest = 1, 1  # checked as greedy search; nbest is the number of samples again below
         beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit = resolve_decoding(
             self.config, beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit)
