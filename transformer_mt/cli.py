@@ -411,7 +411,7 @@ def cmd_train(args) -> int:
     if args.nproc_per_node is not None and not distributed.launched_by_torchrun():
         if args.nproc_per_node < 1:
             raise TransformerMTError(f"--nproc-per-node must be at least 1, not {args.nproc_per_node}")
-        most = max(os.cpu_count() or 1, torch_device_count())
+        most = max(os.cpu_count() or 1, torch_device_count(), 2)  # 2 processes run anywhere (tests, trials)
         if args.nproc_per_node > most:
             raise TransformerMTError(f"--nproc-per-node {args.nproc_per_node} is more processes than this machine has "
                                      f"CPU cores or GPUs ({most}); give at most {most} (one per GPU, or per core)")
