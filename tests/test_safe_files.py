@@ -419,3 +419,40 @@ def test_a_folder_link_of_another_user_on_the_way_to_an_output_is_refused(tmp_pa
     (tmp_path / "mine").symlink_to(home)  # the user's own link to a folder is followed as before
     write_output(tmp_path / "mine" / "out.txt", "translation")
     assert (home / "out.txt").read_text() == "translation"
+
+
+@needs_root
+def test_a_foreign_link_is_refused_however_the_path_to_it_is_spelled(tmp_path, monkeypatch):
+    """/dev/.., /proc/self/cwd and /proc/self/root reach any folder: the link's owner is checked first."""
+    victim = _victim(tmp_path)
+    _foreign_link(tmp_path / "planted.txt", victim)
+    monkeypatch.chdir(tmp_path)
+    for spelling in (f"/dev/..{tmp_path}/planted.txt", "/proc/self/cwd/planted.txt",
+                     f"/proc/self/root{tmp_path}/planted.txt"):
+        with pytest.raises(TransformerMTError, match="belongs to another user"):
+            write_output(spelling, "translation")
+    assert victim.read_text() == "secret\n"
+    write_output(f"/dev/..{tmp_path}/own.txt", "mine")  # a plain file reached that way is written as any other
+    assert (tmp_path / "own.txt").read_text() == "mine"
+
+
+@needs_root
+def test_export_refuses_a_foreign_folder_link_on_the_way(small_run, tmp_path):
+    _, _, run = small_run
+    home = tmp_path / "home"
+    home.mkdir()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    _foreign_link(shared / "results", home)
+    assert_clean_error(run_cli("export", "--model", run, "--output", shared / "results" / "ct2"),
+                       "belongs to another user")
+    assert list(home.iterdir()) == []
+
+
+def test_output_that_is_the_prefix_file_is_refused(small_run, tmp_path):
+    _, _, run = small_run
+    prefixes = tmp_path / "prefixes.txt"
+    prefixes.write_text("ba\n")
+    assert_clean_error(run_cli("translate", "--model", run, "--device", "cpu", "--prefix-file", prefixes,
+                               "--output", prefixes, "ba de"), "--prefix-file")
+    assert prefixes.read_text() == "ba\n"

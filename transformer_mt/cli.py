@@ -651,7 +651,8 @@ def _translate_for_evaluation(args):
     else:
         src_path, ref_path = args.src, args.ref
     names = (f"{args.split} source", f"{args.split} reference") if args.split else ("--src", "--ref")
-    _check_output_is_not_input(args.output, dict(zip(names, (src_path, ref_path))))
+    _check_output_is_not_input(args.output, {**dict(zip(names, (src_path, ref_path))),
+                                             "--prefix-file": args.prefix_file})
     sources, refs = read_parallel(src_path, ref_path)
     _check_not_empty(sources, src_path, ref_path)
     prefix = _prefixes(args, len(sources), f"{src_path}")
@@ -669,7 +670,7 @@ def cmd_translate(args) -> int:
     if args.sentences and args.input:
         raise TransformerMTError("give texts as arguments or --input FILE, not both")
     _check_output(args.output)
-    _check_output_is_not_input(args.output, {"--input": args.input})
+    _check_output_is_not_input(args.output, {"--input": args.input, "--prefix-file": args.prefix_file})
     if args.alignment_layer is not None and not args.alignment and args.format != "html":
         raise TransformerMTError("--alignment-layer chooses the layer of --alignment (or of the alignments that "
                                  "place inline tags with --format html); add --alignment")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable
@@ -45,7 +46,7 @@ Content = bytes | str | Callable[[BinaryIO], None]
 
 MAX_LINK_HOPS = 40  # as the kernel's limit; more is a loop
 # Paths whose files are the process's streams or the system's devices: written straight, never replaced.
-_STREAM_ROOTS = ("/dev/", "/proc/")
+_STREAM_FOLDERS = ("/dev/", "/proc/")
 
 
 def current_umask() -> int:
@@ -224,24 +225,33 @@ def _check_folder_links(folder: Path, path: Path, option: str) -> None:
         current = candidate
 
 
+def check_output_folder(path, option: str = "--output") -> None:
+    """Refuse a link of another user anywhere on the way to the output folder ``path`` (itself included)."""
+    _check_folder_links(Path(path), Path(path), option)
+
+
 def _follow_output_links(path: Path, option: str) -> tuple[Path, os.stat_result | None]:
     """The file an --output link chain ends at, and its lstat (None when it does not exist)."""
     current = path
     for _ in range(MAX_LINK_HOPS):
         _check_folder_links(current.parent, path, option)
-        if str(current).startswith(_STREAM_ROOTS):
-            try:
-                return current, os.stat(current)  # /dev/stdout -> /proc/self/fd/1 -> "pipe:[...]"
-            except FileNotFoundError:
-                return current, None
         try:
             info = os.lstat(current)
         except (FileNotFoundError, NotADirectoryError):  # the caller reports a missing or non-directory parent
             return current, None
         if not stat.S_ISLNK(info.st_mode):
             return current, info
+        # Whoever owns a link chooses where it points: the owner is checked before anything else, whatever the
+        # path looks like (/dev/.., /proc/self/cwd and /dev/shm reach any folder).
         if info.st_uid not in (os.geteuid(), 0):
             raise _foreign_link_problem(current, info, path, option)
+        if _is_descriptor_link(current):
+            # /dev/stdout -> /proc/self/fd/1 -> "pipe:[...]": the kernel opens the descriptor's file, which
+            # the text of the link does not name; the link is the process's own.
+            try:
+                return current, os.stat(current)
+            except FileNotFoundError:
+                return current, None
         current = current.parent / os.readlink(current)
     raise TransformerMTError(f"{option} {path} is a symbolic link loop; choose another {option}")
 
@@ -263,9 +273,16 @@ def output_target(path, option: str = "--output") -> tuple[Path, os.stat_result 
     return target, info
 
 
+def _is_descriptor_link(path: Path) -> bool:
+    """Whether ``path`` is an entry of a process's /proc/<pid>/fd folder (a link to an open file)."""
+    return re.fullmatch(r"/proc/(\d+|self|thread-self)(/task/\d+)?/fd", os.path.realpath(path.parent)) is not None
+
+
 def written_straight(target: Path, info: os.stat_result | None) -> bool:
     """Whether an output at ``target`` is opened and written to rather than replaced (see above)."""
-    return info is not None and (not stat.S_ISREG(info.st_mode) or str(target).startswith(_STREAM_ROOTS))
+    if info is None:
+        return False
+    return not stat.S_ISREG(info.st_mode) or (os.path.realpath(target.parent) + "/").startswith(_STREAM_FOLDERS)
 
 
 def write_output(path, content: Content, option: str = "--output", durable: bool = False) -> None:

@@ -47,7 +47,7 @@ from ..data.tokenizer import BOS_ID, EOS_ID, UNK_ID
 from ..decoding.translator import Translator, find_checkpoint
 from ..errors import TransformerMTError
 from ..model import PositionalEncoding, Transformer
-from ..safe_files import current_umask, write_run_file
+from ..safe_files import check_output_folder, current_umask, write_run_file
 
 # Rows of the exported position table: the longest input (in subword tokens) and output it can encode.
 EXPORTED_POSITIONS = 2048
@@ -178,6 +178,7 @@ def build_spec(translator: Translator, num_positions: int = EXPORTED_POSITIONS):
 
 
 def _check_output_dir(output_dir: Path) -> None:
+    check_output_folder(output_dir, "--output")  # it and its parent are created through these links
     if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
         raise TransformerMTError(f"export output {output_dir} exists and is not a directory (or is a link); "
                                  f"choose a new directory")
