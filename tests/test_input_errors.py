@@ -239,6 +239,17 @@ def write_bytes(cut, name="src_ids"):
     return damage
 
 
+def sparse_giant_ids(entry, corpus):
+    """A valid header for 25e9 ids and offsets that index them, the ids file a 100 GB hole taking no disk:
+    reading its values to check them would take minutes."""
+    count = 25 * 10**9
+    np.save(entry / "src_offsets.npy", np.array([0] * (len(corpus.src_offsets) - 1) + [count], dtype=np.int64))
+    path = entry / "src_ids.npy"
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<i4", "fortran_order": False, "shape": (count,)})
+        handle.truncate(handle.tell() + 4 * count)
+
+
 def replace_entry_by_a_file(entry, corpus):
     shutil.rmtree(entry)
     entry.write_bytes(b"not a cache")
@@ -262,6 +273,7 @@ DAMAGE = {
     "object array": (write_arrays(src_ids=np.array([1, "x", None], dtype=object)), "holds Python objects"),
     "missing array": (write_arrays(tgt_offsets=None), "tgt_offsets.npy: FileNotFoundError"),
     "a file, not a directory": (replace_entry_by_a_file, "NotADirectoryError"),
+    "sparse giant ids": (sparse_giant_ids, "src_ids.npy: 25000000000 entries, more than its corpus files can give"),
     "float ids": (write_arrays(src_ids=lambda c: np.array(c.src_ids, dtype=np.float64)), "expected 1-D int32/int64"),
     "big-endian ids": (write_arrays(src_ids=lambda c: np.array(c.src_ids, dtype=">i4")), "expected 1-D int32/int64"),
     "2-D offsets": (write_arrays(tgt_offsets=lambda c: np.array(c.tgt_offsets)[None]), "expected 1-D int32/int64"),

@@ -347,7 +347,18 @@ def encode_parallel(src_path, tgt_path, src_tok: Tokenizer, tgt_tok: Tokenizer, 
     if text_index:
         digest.update(b"with text index")
     name = f"{src_path.name}-{tgt_path.name}-{digest.hexdigest()[:16]}"
-    return _cached(Path(cache_dir), name, build, len(src_tok), len(tgt_tok), text_index)
+    return _cached(Path(cache_dir), name, build, len(src_tok), len(tgt_tok), text_index,
+                   _cache_limits(src_path, tgt_path, src_count))
+
+
+def _cache_limits(src_path: Path, tgt_path: Path, lines: int) -> dict:
+    """Generous upper bounds on a cache entry's array lengths: at most two pairs a line (unpunctuated
+    copies), and per side 16 pieces per byte or line of its file (NFKC turns 3 bytes into up to 18
+    characters; each line adds begin/end tokens and a tag)."""
+    pairs = 2 * lines
+    return {"src_offsets": pairs + 1, "tgt_offsets": pairs + 1,
+            "src_ids": 16 * (src_path.stat().st_size + lines) + 16,
+            "tgt_ids": 16 * (tgt_path.stat().st_size + lines) + 16}
 
 
 # Encoding
@@ -589,9 +600,16 @@ def _load_text_index(folder: Path, pairs: int, mapped: bool) -> TextIndex:
     return index
 
 
-def _load(folder: Path, src_vocab: int, tgt_vocab: int, mapped: bool = True, text_index: bool = False) -> EncodedCorpus:
-    """The corpus in ``folder``, checked (raises DamagedCache); memory-mapped or read into memory."""
+def _load(folder: Path, src_vocab: int, tgt_vocab: int, mapped: bool = True, text_index: bool = False,
+          limits: dict | None = None) -> EncodedCorpus:
+    """The corpus in ``folder``, checked (raises DamagedCache); memory-mapped or read into memory.
+    ``limits``: the most entries each array can have for the corpus files it was made from."""
     headers = {name: _read_header(folder / f"{name}.npy") for name in CACHE_ARRAYS}
+    for name, most in (limits or {}).items():
+        # Checked before any value is read: a crafted (e.g. sparse, terabyte-long) file is refused at once.
+        if headers[name].length > most:
+            raise DamagedCache(f"{name}.npy: {headers[name].length} entries, more than its corpus files can give "
+                               f"({most})")
     try:
         # Offsets are read whole for batching every epoch; ids a few sentences at a time.
         arrays = {name: _map(header, random_access=name.endswith("_ids")) for name, header in headers.items()}
@@ -611,13 +629,13 @@ def _load(folder: Path, src_vocab: int, tgt_vocab: int, mapped: bool = True, tex
     return EncodedCorpus(**arrays, text_index=index)
 
 
-def _open_entry(entry: Path, src_vocab: int, tgt_vocab: int,
-                text_index: bool = False) -> tuple[EncodedCorpus | None, str | None]:
+def _open_entry(entry: Path, src_vocab: int, tgt_vocab: int, text_index: bool = False,
+                limits: dict | None = None) -> tuple[EncodedCorpus | None, str | None]:
     """(the corpus, None) for a valid cache entry; (None, why) for a damaged one; (None, None) if there is none."""
     if not os.path.lexists(entry):
         return None, None
     try:
-        return _load(entry, src_vocab, tgt_vocab, text_index=text_index), None
+        return _load(entry, src_vocab, tgt_vocab, text_index=text_index, limits=limits), None
     except DamagedCache as exc:
         return None, str(exc)
 
@@ -713,10 +731,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int,
-            text_index: bool = False) -> EncodedCorpus:
+            text_index: bool = False, limits: dict | None = None) -> EncodedCorpus:
     """The cache entry ``cache_dir/name``, built by ``build(folder)`` under the entry's lock if it is missing."""
     entry = cache_dir / name
-    corpus, _ = _open_entry(entry, src_vocab, tgt_vocab, text_index)
+    corpus, _ = _open_entry(entry, src_vocab, tgt_vocab, text_index, limits)
     if corpus is not None:
         return corpus
     try:
@@ -726,7 +744,7 @@ def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int,
                                  f"point 'data.cache_dir' at a writable directory") from None
     with _exclusive_lock(_lock_path(cache_dir, name), f"to finish encoding {entry}"):
         # Another process may have built (or found damaged) the entry while this one waited.
-        corpus, problem = _open_entry(entry, src_vocab, tgt_vocab, text_index)
+        corpus, problem = _open_entry(entry, src_vocab, tgt_vocab, text_index, limits)
         if corpus is not None:
             return corpus
         if problem is not None:
@@ -748,7 +766,7 @@ def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int,
             if exc.errno in WRITE_ERRNOS:
                 raise _write_error(cache_dir, exc) from None
             raise
-    corpus, problem = _open_entry(entry, src_vocab, tgt_vocab, text_index)
+    corpus, problem = _open_entry(entry, src_vocab, tgt_vocab, text_index, limits)
     if corpus is None:
         raise TransformerMTError(f"cache {entry} was written but cannot be read back ({problem}); "
                                  f"check the disk, or point 'data.cache_dir' at another directory")
