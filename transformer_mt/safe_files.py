@@ -278,11 +278,16 @@ def _is_descriptor_link(path: Path) -> bool:
     return re.fullmatch(r"/proc/(\d+|self|thread-self)(/task/\d+)?/fd", os.path.realpath(path.parent)) is not None
 
 
+def in_device_folder(path) -> bool:
+    """Whether ``path`` lies (links resolved) in /dev or /proc, the folders of devices and process streams."""
+    return (os.path.realpath(Path(path).parent) + "/").startswith(_STREAM_FOLDERS)
+
+
 def written_straight(target: Path, info: os.stat_result | None) -> bool:
     """Whether an output at ``target`` is opened and written to rather than replaced (see above)."""
     if info is None:
         return False
-    return not stat.S_ISREG(info.st_mode) or (os.path.realpath(target.parent) + "/").startswith(_STREAM_FOLDERS)
+    return not stat.S_ISREG(info.st_mode) or in_device_folder(target)
 
 
 def write_output(path, content: Content, option: str = "--output", durable: bool = False) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import TransformerMTError
-from ..safe_files import output_target, write_output
+from ..safe_files import in_device_folder, output_target, write_output
 from .corpus import count_lines, iter_line_chunks
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,9 @@ def check_output_prefix(prefix) -> None:
     if text.endswith(os.sep) or Path(text).is_dir():
         raise TransformerMTError(f"--output-prefix {text} is a directory; give a file name prefix inside it, e.g. "
                                  f"{Path(text) / 'bt'} (which writes bt.<source language> and bt.<target language>)")
-    folder = os.path.realpath(Path(text).parent)
-    if folder in ("/dev", "/proc") or folder.startswith(("/dev/", "/proc/")):
-        raise TransformerMTError(f"--output-prefix {text} would create corpus files among the devices of {folder}; "
-                                 f"choose a prefix in a folder of yours")
+    if in_device_folder(text):
+        raise TransformerMTError(f"--output-prefix {text} would create corpus files among the devices of "
+                                 f"{os.path.realpath(Path(text).parent)}; choose a prefix in a folder of yours")
 
 
 def _check_output(path: Path, overwrite: bool, input_path: Path) -> None:
