@@ -1,6 +1,8 @@
 """Decoding options of issue 27 (logits.py, ensemble.py, search.sample_search): property tests on tiny
 random models, and through the Translator and the command line on a 2-step run."""
 
+import threading
+
 import pytest
 import torch
 from conftest import run_cli, tiny_config, tiny_model
@@ -308,3 +310,61 @@ def test_cli_samples_from_an_ensemble_with_a_prefix(small_run):
     assert len(lines) == 2 and all(sample.startswith("ko ko") for line in lines for sample in line.split("\t"))
     assert all(len(line.split("\t")) == 2 for line in lines)
     assert "Traceback" not in result.stderr
+
+
+MORE_SENTENCES = ["ba de gi ko mu", "de", "mu pa ba ke gi de", "de de gi", "ko ko mu pa", "gi ba", "pa pa de ke",
+                  "ke mu", "ba ba ba de", "gi ko de mu pa ba", "", "mu"]
+
+
+def test_batches_decoded_side_by_side_translate_as_one_after_another(translator, monkeypatch):
+    # With two threads, translate decodes two batches at once, one thread each (run_batches); the
+    # translations and scores must be those of one batch after another, and seeded samples too (those
+    # batches stay in order, in the calling thread).
+    from transformer_mt.decoding import translator as translator_module
+    threads_seen = []
+    run_batches = translator_module.run_batches
+
+    def recording_run_batches(decode_batch, *args, **kwargs):
+        def recorded(rows):
+            threads_seen.append(threading.current_thread().name)
+            decode_batch(rows)
+        run_batches(recorded, *args, **kwargs)
+
+    monkeypatch.setattr(translator_module, "run_batches", recording_run_batches)
+    calls = [dict(beam_size=1), dict(beam_size=3, nbest=2, return_scores=True), dict(beam_size=2, prefix="ko"),
+             dict(top_k=3, seed=4, nbest=2, return_scores=True)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        side_by_side, workers = [], []
+        for options in calls:
+            threads_seen.clear()
+            side_by_side.append(translator.translate(MORE_SENTENCES, batch_size=2, **options))
+            workers.append({name.startswith("transformer-mt-decode") for name in threads_seen})
+            assert torch.get_num_threads() == 2
+        monkeypatch.setattr(translator_module, "PARALLEL_BATCHES", False)
+        one_after_another = [translator.translate(MORE_SENTENCES, batch_size=2, **options) for options in calls]
+    finally:
+        torch.set_num_threads(before)
+    assert side_by_side == one_after_another
+    assert workers == [{True}, {True}, {True}, {False}]
+
+
+def test_run_batches_passes_a_batchs_error_on_and_gives_the_threads_back():
+    from transformer_mt.decoding.translator import run_batches
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    done = []
+
+    def decode(rows):
+        if rows == [2]:
+            raise ValueError("batch 2 failed")
+        done.append(rows)
+
+    try:
+        with pytest.raises(ValueError, match="batch 2 failed"):
+            run_batches(decode, [[0], [1], [2], [3]], torch.device("cpu"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert [0] in done

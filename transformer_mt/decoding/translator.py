@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -165,6 +166,40 @@ def encode_sentences(sentences: list[str], tokenizer: Tokenizer, config: Config,
                     "(longest: %d); translations of such long inputs are often truncated or wrong; split "
                     "them into sentences", len(too_long), limit, max(too_long))
     return encoded
+
+
+# Whole batches decoded side by side on CPU (see run_batches); False decodes them one after another.
+PARALLEL_BATCHES = True
+MAX_BATCH_WORKERS = 4
+
+
+def run_batches(decode_batch, batches: list[list[int]], device: torch.device, ordered: bool = False) -> None:
+    """Call ``decode_batch`` on every batch.
+
+    On CPU with several threads, several batches are decoded at once, each by its own thread with its
+    share of torch's threads (2 cores: two batches of one thread each), instead of one batch after another
+    with all threads on each operation. Most of a decoding step is small operations that two threads
+    share badly (each one a fork and a join, and a wait whenever the other core is busy elsewhere), so
+    whole batches in parallel decode more sentences per second (beam 5, batches of 64, 2 cores: see the
+    README), with the same translations: every batch is decoded as it would be alone, and the operations
+    release the interpreter lock. ``ordered``: keep the batches in order (sampling draws from one
+    generator). torch's thread count is process-wide: it is lowered for the call and put back after.
+    """
+    threads = torch.get_num_threads()
+    workers = min(threads, len(batches), MAX_BATCH_WORKERS)
+    if not PARALLEL_BATCHES or ordered or device.type != "cpu" or workers < 2:
+        for rows in batches:
+            decode_batch(rows)
+        return
+    torch.set_num_threads(threads // workers)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="transformer-mt-decode")
+    try:
+        for future in [pool.submit(decode_batch, rows) for rows in batches]:
+            future.result()
+    finally:
+        # On an error or Ctrl-C the batches not yet started are dropped, those running finish.
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
 
 
 CHECKPOINT_NAMES = {"best": "checkpoint_best.pt", "last": "checkpoint_last.pt", "average": "checkpoint_average.pt"}
@@ -365,8 +400,8 @@ class Translator:
         scored: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
         aligned: list[list[AlignedTranslation]] = [[AlignedTranslation("", 0.0, [], [], [])] for _ in sentences]
         order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]), reverse=True)
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+
+        def decode_batch(rows: list[int]) -> None:
             longest = max(len(encoded[i]) for i in rows)
             src = torch.full((len(rows), longest), PAD_ID, dtype=torch.long)
             for r, i in enumerate(rows):
@@ -402,6 +437,10 @@ class Translator:
                 if return_alignment:
                     aligned[i] = [self._aligned(text, hyp, encoded[i], alignment_unit)
                                   for text, hyp in zip(texts, hyps[row])][:nbest]
+
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        # Sampling draws from one generator in batch order, so its batches stay in that order.
+        run_batches(decode_batch, batches, self.device, ordered=sampler is not None)
         if return_alignment:
             return aligned
         if return_scores:
