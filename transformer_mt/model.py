@@ -33,7 +33,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .errors import TransformerMTError
-from .kernels import FastDropout, OneDNNLinear
+from .kernels import FastDropout, OneDNNLinear, StepKeysValues, attention_over_steps
 
 
 def subsequent_mask(size: int, device=None) -> torch.Tensor:
@@ -142,10 +142,7 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
             if cache is not None:
                 # Append this step's key/value to those of the earlier positions.
-                if cache_prefix + "k" in cache:
-                    k = torch.cat([cache[cache_prefix + "k"], k], dim=2)
-                    v = torch.cat([cache[cache_prefix + "v"], v], dim=2)
-                cache[cache_prefix + "k"], cache[cache_prefix + "v"] = k, v
+                k, v = cache.setdefault(cache_prefix + "kv", StepKeysValues()).append(k, v)
         else:
             if cache is not None and cache_prefix + "k" in cache:
                 k, v = cache[cache_prefix + "k"], cache[cache_prefix + "v"]
@@ -168,6 +165,8 @@ class MultiHeadAttention(nn.Module):
         if weights is not None:  # scaled_dot_product_attention does not return the weights
             out, attention = self.spelled_out_attention(q, k, v, attn_mask, is_causal)
             weights.append(self.weights_per_row(attention, query.size(0)))
+        elif cache is not None and self.self_attention:
+            out = attention_over_steps(q, k, v)  # the newest position over the cached ones (kernels.py)
         elif q.device.type == "cpu" and ((self.training and self.dropout > 0.0) or cached_cross_attention):
             out, _ = self.spelled_out_attention(q, k, v, attn_mask, is_causal)
         else:
@@ -339,8 +338,8 @@ class Transformer(nn.Module):
         (B, H, T, prefix length) tensor of decoder self-attention weights per layer.
         """
         offset = 0
-        if cache is not None and "self_k" in cache[0]:
-            offset = cache[0]["self_k"].size(2)
+        if cache is not None and "self_kv" in cache[0]:
+            offset = cache[0]["self_kv"].length
         self_weights = [] if return_self_attention else None
         cross_weights = [] if return_attention else None
         x = self.tgt_embed(tgt_tokens, offset)
@@ -377,10 +376,11 @@ class Transformer(nn.Module):
 
         The cross-attention keys/values are stored once per sentence (see MultiHeadAttention),
         so they only change when sentences leave the batch: then ``sentence_index`` says which
-        sentences stay. For greedy search rows and sentences are the same index."""
-        return [{name: tensor.index_select(0, row_index) if name.startswith("self_")
-                 else tensor if sentence_index is None else tensor.index_select(0, sentence_index)
-                 for name, tensor in layer.items()} for layer in cache]
+        sentences stay. For greedy search rows and sentences are the same index. The given cache
+        stays as it was."""
+        return [{name: entry.select(row_index) if name == "self_kv"
+                 else entry if sentence_index is None else entry.index_select(0, sentence_index)
+                 for name, entry in layer.items()} for layer in cache]
 
 
 def parameter_count(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> int:
