@@ -432,6 +432,11 @@ class OpenNMT:
             "self_attn_type": "scaled-dot",
             "share_decoder_embeddings": True, "share_embeddings": True,
             "batch_size": args.batch_tokens, "batch_type": "tokens", "normalization": "tokens",
+            # Its batches come from a bucket of examples filled before the first update, 262,144 by default:
+            # nine passes over Multi30k's 29,000 pairs, which on a 2-core Zen 1 took the whole of a 3-minute
+            # slot (no update, no checkpoint) at every start. A bucket that holds the corpus once batches
+            # the same way and starts in seconds.
+            "bucket_size": 32768,
             # noam: lr = learning_rate * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), which peaks at
             # learning_rate * (d_model * warmup)^-0.5; choose learning_rate so that the peak is --peak-lr.
             "optim": "adam", "adam_beta1": 0.9, "adam_beta2": 0.98, "decay_method": "noam",

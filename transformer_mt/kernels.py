@@ -173,11 +173,12 @@ def attention_over_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> t
     """softmax(q k^T / sqrt(d_k)) v for the newest positions ``q`` (rows, heads, steps, head_dim) over the
     keys and values of ``StepKeysValues.append`` (no mask: each newest position sees every cached one).
 
-    On CPU two batched matrix products over rows x heads read the strided history as it lies, where
-    ``scaled_dot_product_attention`` is slower on it (it was ~1.5x slower on contiguous copies too, for a
-    single query position per row); elsewhere, and with kernels off, ``scaled_dot_product_attention``.
+    On CPU in float32 two batched matrix products over rows x heads read the strided history as it lies,
+    where ``scaled_dot_product_attention`` is slower on it (it was ~1.5x slower on contiguous copies too,
+    for a single query position per row). Elsewhere, in bf16/fp16 (whose softmax it computes in float32)
+    and with kernels off: ``scaled_dot_product_attention``.
     """
-    if not ENABLED or q.device.type != "cpu":
+    if not ENABLED or q.device.type != "cpu" or q.dtype != torch.float32:
         return F.scaled_dot_product_attention(q, k, v)
     rows, heads, steps, dim = q.shape
     keys = k.reshape(rows * heads, k.size(2), dim)  # a view: rows and heads are adjacent in the history
