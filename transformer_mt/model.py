@@ -378,7 +378,7 @@ class Transformer(nn.Module):
         so they only change when sentences leave the batch: then ``sentence_index`` says which
         sentences stay. For greedy search rows and sentences are the same index. The given cache
         stays as it was."""
-        return [{name: entry.select(row_index) if name == "self_kv"
+        return [{name: entry.select(row_index) if isinstance(entry, StepKeysValues)
                  else entry if sentence_index is None else entry.index_select(0, sentence_index)
                  for name, entry in layer.items()} for layer in cache]
 
