@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "transformer_mt"
@@ -92,3 +93,25 @@ def test_no_import_cycle_at_import_time():
     for name in graph:
         if name not in state:
             visit(name, [])
+
+
+def layout_map() -> str:
+    """The README's Layout section: the package map a newcomer reads instead of the folders."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Layout\n", 1)[1]
+    return section.split("\n## ", 1)[0]
+
+
+def test_readme_layout_names_every_module_and_script():
+    # A module or script added without a line in the map is found only by reading the folders.
+    described = layout_map()
+    modules = [p for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    missing = sorted(str(p.relative_to(PACKAGE)) for p in modules if p.name not in described)
+    scripts = [p for p in (PACKAGE.parent / "scripts").glob("*.py")
+               if not p.name.startswith(("download_", "make_"))]  # the setup helpers are named as a group
+    missing += sorted(f"scripts/{p.name}" for p in scripts if p.name not in described)
+    assert not missing, f"README's Layout does not describe: {missing}"
+    named = set(re.findall(r"\b(\w+\.py)\b", described))
+    known = {p.name for p in modules} | {p.name for p in (PACKAGE.parent / "scripts").glob("*.py")} | {"cli.py"}
+    gone = sorted(named - known - {"__init__.py", "__main__.py"})
+    assert not gone, f"README's Layout names files that do not exist: {gone}"

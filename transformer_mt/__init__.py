@@ -1,24 +1,16 @@
 """transformer-mt: train, run and score encoder-decoder Transformer translation models.
 
-Modules, one concept each:
-    config      YAML -> typed dataclasses, validated
-    tokenizer   SentencePiece models and text <-> ids
-    corpus      parallel text files -> checked, encoded, memory-mapped id arrays (streamed, cached)
-    data        token-based batches from encoded corpora
-    model       the Transformer (Vaswani et al. 2017) with an incremental-decoding cache
-    kernels     CPU performance kernels (oneDNN linear layers, fast dropout masks), with a switch
-    loss        label-smoothed cross-entropy
-    search      greedy and beam search
-    checkpoint  atomic saving, safe loading with clear errors, averaging, upgrading
-    rundir      run directories: marker, lock, the files a run owns
-    trainer     the training loop
-    translator  the batched translation API
-    batching    dynamic batching of concurrent requests (a queue and a decoding thread)
-    export      export to CTranslate2 (optional extra [export])
-    plotting    learning curves of runs (optional extra [plots])
-    ct2_translator  translate with an exported CTranslate2 model, like a Translator
-    server      the REST API of `transformer-mt serve` (optional extra [serve])
-    scoring     sacreBLEU BLEU / chrF
+Subpackages group modules by job; each module has one:
+    config  errors  device  results  scoring   the ground floor, used by everyone
+    model  kernels  checkpoint  safe_files      the Transformer, its CPU kernels, safe files and writes
+    data/       tokenizer, corpus (memory-mapped ids), batches, mixing (several corpora),
+                sampling (subword regularization), back_translation
+    training/   trainer, schedule, loss, ema, init_from, rundir, distributed, metrics, plotting
+    decoding/   search, logits (sampling, n-gram blocking, penalties), translator (the API),
+                ensemble, alignment, paragraphs (texts, HTML, documents through the translator)
+    text/       segment (sentences), html, documents (.txt .html .srt .docx), language_id
+    serving/    server, batching (dynamic), libretranslate (its API), uploads
+    interop/    ctranslate2_export, ct2_translator, hf_import, marian_import (OPUS-MT)
     cli         the transformer-mt command
 """
 

@@ -1,1 +1,2 @@
-"""Data: the tokenizer, corpora encoded into memory-mapped arrays, and the batches training reads."""
+"""Data: the tokenizer, corpora encoded into memory-mapped arrays, the batches training reads, several corpora
+mixed, subword regularization, and back-translation into synthetic corpora."""

@@ -1,1 +1,2 @@
-"""Decoding: greedy and beam search, the batched Translator API, and alignments from cross-attention."""
+"""Decoding: greedy and beam search, what search does to the log-probabilities (sampling, blocking, penalties),
+the batched Translator API, ensembles, alignments from cross-attention, and texts made of several sentences."""

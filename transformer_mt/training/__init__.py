@@ -1,1 +1,2 @@
-"""Training: the trainer, its learning-rate schedule, run directories, data parallelism, the loss, metrics and plots."""
+"""Training: the trainer, its learning-rate schedule, the loss, the weights' moving average, starting from a model,
+run directories, data parallelism, metrics and plots."""
