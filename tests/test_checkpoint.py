@@ -85,3 +85,34 @@ def test_foreign_file_and_version_mismatch(tmp_path):
     torch.save(state, path)
     with pytest.raises(TransformerMTError, match="format version 99"):
         ckpt.load_checkpoint(path)
+
+
+def test_training_validates_its_average_as_decoding_the_average_file_scores_it(tmp_path):
+    # The log's advice (--checkpoint average or best) rests on this figure: it must be the average's own
+    # validation BLEU (what decoding checkpoint_average.pt gives), and the trained weights must be untouched.
+    import json
+
+    from conftest import tiny_config, write_reverse_corpus
+
+    from transformer_mt import Trainer, Translator
+    from transformer_mt.scoring import score
+
+    data = write_reverse_corpus(tmp_path / "data", n_train=200, n_valid=8, n_test=5)
+    trainer = Trainer(tiny_config(data, max_steps=9, validate_every=3, average_last_n=3), tmp_path / "run",
+                      show_progress=False)
+    trainer.run()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    average = [r for r in records if r["type"] == "valid_average"]
+    assert len(average) == 1 and average[0]["checkpoints"] == 3
+    best = max(r["bleu"] for r in records if r["type"] == "valid")
+    assert average[0]["best_bleu"] == best
+
+    translator = Translator.from_run(tmp_path / "run", checkpoint="average", device="cpu")
+    sources = (data / "valid.src").read_text().splitlines()
+    references = (data / "valid.tgt").read_text().splitlines()
+    assert score(translator.translate(sources, beam_size=1), references)["bleu"] == pytest.approx(average[0]["bleu"])
+    advice = "average" if average[0]["bleu"] > best else "best (the default)"
+    assert f"decode with --checkpoint {advice}" in (tmp_path / "run" / "train.log").read_text()
+    # the model holds its trained weights again afterwards (those of the last checkpoint), not the average
+    last = ckpt.load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["model"]
+    assert all(torch.equal(value, last[key]) for key, value in trainer.model.state_dict().items())

@@ -10,7 +10,8 @@
 plot`` reads it, resuming truncates it to the checkpoint). TensorBoard (``tensorboard --logdir
 RUN_DIR``) gets the scalars of "train" records (loss, lr, tokens_per_s, grad_norm as
 ``train/loss`` ...) and "valid" records (loss, ppl, bleu, chrf as ``valid/loss`` ...), and
-texts, in event files under ``RUN_DIR/tensorboard/``. Its package is optional (the [plots]
+texts, in event files under ``RUN_DIR/tensorboard/``. A "valid_average" record (the averaged
+checkpoint's validation, written once when training ends) stays in metrics.jsonl only. Its package is optional (the [plots]
 extra). Only one process of a run should write: create the writer there.
 """
 

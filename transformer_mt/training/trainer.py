@@ -849,9 +849,32 @@ class Trainer:
             log.info("only %d step checkpoint(s); nothing to average", len(paths))
             return None
         out = self.run_dir / CHECKPOINT_NAMES["average"]
-        ckpt.average_checkpoints(paths, out)
+        averaged = ckpt.average_checkpoints(paths, out)
         log.info("averaged %d checkpoints (%s .. %s) into %s", len(paths), paths[0].name, paths[-1].name, out)
+        self.validate_average(averaged["model"], len(paths))
         return out
+
+    def validate_average(self, weights: dict, count: int) -> dict:
+        """Validate the averaged weights as a checkpoint is validated, and say in the log which to decode with.
+
+        The last N checkpoints are a good average when they all come from the annealed end of training;
+        a time budget on a slow machine fits fewer updates, so the same N reaches back to the early,
+        high-learning-rate ones (Multi30k recipe, 35 minutes on one core, ~1,650 updates: the average of
+        steps 500-1,656 scored 31.7 test BLEU against the best checkpoint's 35.2).
+        """
+        kept = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+        self.model.load_state_dict(weights)
+        try:
+            result = self._validate()
+        finally:
+            self.model.load_state_dict(kept)
+        result.update(type="valid_average", checkpoints=count, best_bleu=self.best_bleu)
+        self.write_metrics(result)
+        better = result["bleu"] > self.best_bleu
+        log.info("validation of the average: BLEU %.2f, chrF %.2f, %s the best checkpoint's %.2f: decode with "
+                 "--checkpoint %s", result["bleu"], result["chrf"], "above" if better else "not above",
+                 self.best_bleu, "average" if better else "best (the default)")
+        return result
 
 
 def prepare(config: Config, output_dir, overwrite: bool = False) -> dict:
