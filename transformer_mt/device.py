@@ -57,6 +57,20 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
     return "fp32", f"auto: no mixed precision chosen for {device.type} devices"
 
 
+def cpu_info(field: str) -> str:
+    """The value of ``field`` (e.g. "model name", "vendor_id") for the first CPU in /proc/cpuinfo; "" where
+    there is no such file or field (not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                name, _, value = line.partition(":")
+                if name.strip() == field:
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has native bf16 matrix instructions (AVX-512 BF16 or AMX).
 

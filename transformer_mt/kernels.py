@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import cpu_info
+
 ENABLED = os.environ.get("TRANSFORMER_MT_KERNELS", "1") != "0"
 
 
@@ -78,24 +80,12 @@ def _onednn_linear_works() -> bool:
         return False
 
 
-def _cpu_vendor() -> str:
-    """The CPU's vendor string from /proc/cpuinfo (e.g. AuthenticAMD, GenuineIntel); "" where unknown."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 # oneDNN where it beats PyTorch's own choice (MKL on x86): on AMD, whose CPUs MKL serves with a slower
 # code path. On Intel, MKL was the faster and the leaner: Multi30k recipe on one thread of a Xeon family 6
 # model 106, 150 updates: MKL 1.04 GB peak memory against oneDNN's 2.80 GB (the primitives oneDNN builds
 # for each new matrix shape keep their buffers), and faster (README "Performance").
 ONEDNN_LINEAR_WORKS = _onednn_linear_works()
-ONEDNN_LINEAR = ONEDNN_LINEAR_WORKS and _cpu_vendor() == "AuthenticAMD"
+ONEDNN_LINEAR = ONEDNN_LINEAR_WORKS and cpu_info("vendor_id") == "AuthenticAMD"
 
 
 class OneDNNLinearFunction(torch.autograd.Function):

@@ -15,17 +15,12 @@ from pathlib import Path
 
 import torch
 
+from .device import cpu_info
+
 
 def cpu_model() -> str:
     """The CPU's model name as /proc/cpuinfo gives it (what lscpu shows), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_info("model name") or platform.processor() or platform.machine()
 
 
 def machine_description() -> str:
