@@ -1,7 +1,7 @@
 """CPU performance kernels, kept out of model.py so that the model reads as the paper.
 
 - ``OneDNNLinear``: an ``nn.Linear`` whose float32 CPU matmuls (forward and backward) run on oneDNN
-  instead of MKL on AMD CPUs, where MKL takes a path without AVX-512 (on other CPUs it is ``F.linear``).
+  instead of MKL on AMD CPUs with AVX-512, where MKL takes a path without it (on other CPUs it is ``F.linear``).
 - ``FastDropout``: an ``nn.Dropout`` whose CPU mask comes from random integers instead of one
   Bernoulli draw per element.
 - ``StepKeysValues`` and ``attention_over_steps``: the decoder's self-attention keys and values of the
@@ -80,12 +80,14 @@ def _onednn_linear_works() -> bool:
         return False
 
 
-# oneDNN where it beats PyTorch's own choice (MKL on x86): on AMD, whose CPUs MKL serves with a slower
-# code path. On Intel, MKL was the faster and the leaner: Multi30k recipe on one thread of a Xeon family 6
-# model 106, 150 updates: MKL 1.04 GB peak memory against oneDNN's 2.80 GB (the primitives oneDNN builds
-# for each new matrix shape keep their buffers), and faster (README "Performance").
+# oneDNN where it beats PyTorch's own choice (MKL on x86): on AMD CPUs with AVX-512 (Zen 4, Zen 5), which MKL
+# serves with a code path without AVX-512. Elsewhere MKL was the faster and the leaner. Intel: Multi30k recipe
+# on one thread of a Xeon family 6 model 106, 150 updates: MKL 1.04 GB peak memory against oneDNN's 2.80 GB
+# (the primitives oneDNN builds for each new matrix shape keep their buffers), and faster. AMD with AVX2 only:
+# on an EPYC family 25 model 1 (Zen 3) MKL trained 1.23x faster and decoded beam 5 1.05x (README "Performance").
 ONEDNN_LINEAR_WORKS = _onednn_linear_works()
-ONEDNN_LINEAR = ONEDNN_LINEAR_WORKS and cpu_info("vendor_id") == "AuthenticAMD"
+ONEDNN_LINEAR = (ONEDNN_LINEAR_WORKS and cpu_info("vendor_id") == "AuthenticAMD"
+                 and "avx512f" in cpu_info("flags").split())
 
 
 class OneDNNLinearFunction(torch.autograd.Function):
@@ -115,7 +117,8 @@ class OneDNNLinearFunction(torch.autograd.Function):
 class OneDNNLinear(nn.Linear):
     """``nn.Linear`` that multiplies with oneDNN on CPU in float32.
 
-    PyTorch sends float32 matmuls on CPU to MKL, which on AMD CPUs takes a path without AVX-512:
+    PyTorch sends float32 matmuls on CPU to MKL, which on AMD CPUs takes a path without AVX-512 (only
+    AMD CPUs that have AVX-512 use this layer's oneDNN path, see ``ONEDNN_LINEAR``):
     on this project's 2-core Zen 5 machine MKL ran the model's shapes at ~210 GFLOP/s and oneDNN
     at ~450; beam-5 decoding became ~1.6x faster, a linear layer's forward + backward ~1.7x.
     Same float32 arithmetic (errors of MKL's order). bf16 autocast already runs on oneDNN, and
