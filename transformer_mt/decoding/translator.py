@@ -181,8 +181,10 @@ def run_batches(decode_batch, batches: list[list[int]], device: torch.device, or
     with all threads on each operation. Most of a decoding step is small operations that two threads
     share badly (each one a fork and a join, and a wait whenever the other core is busy elsewhere), so
     whole batches in parallel decode more sentences per second (beam 5, batches of 64, 2 cores: see the
-    README), with the same translations: every batch is decoded as it would be alone, and the operations
-    release the interpreter lock. ``ordered``: keep the batches in order (sampling draws from one
+    README), with the same translations: every batch is decoded as it would be alone on its threads, and the
+    operations release the interpreter lock (MKL, the matrix library on Intel and AVX2-only AMD CPUs, may
+    round a small product differently on another number of threads, so a near-tie can go the other way than
+    with all threads on one batch). ``ordered``: keep the batches in order (sampling draws from one
     generator). torch's thread count is process-wide: it is lowered for the call and put back after.
     """
     threads = torch.get_num_threads()
