@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -287,7 +288,11 @@ class Translator:
             for module in model.modules():  # quantize_dynamic swaps modules whose type is exactly nn.Linear
                 if isinstance(module, OneDNNLinear):
                     module.__class__ = torch.nn.Linear
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            with warnings.catch_warnings():
+                # PyTorch 2.13 announces that its quantized tensors go in a later release: a note for this
+                # code (the int8 path will need a replacement then), not for someone translating.
+                warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         return cls(model, src_tok, tgt_tok, config, resolved, precision)
 
     @classmethod
