@@ -67,7 +67,6 @@ def test_translate_from_arguments_stdin_and_file(trained_run, tmp_path):
     assert len(nbest.stdout.rstrip("\n").split("\t")) == 2
 
 
-
 def test_translate_quantize_prints_translations_and_no_warning(trained_run):
     # Dynamic int8 quantization made PyTorch 2.13 print a deprecation warning (with its source line) at
     # every translate --quantize: notes for developers, not for the person translating.
@@ -77,6 +76,7 @@ def test_translate_quantize_prints_translations_and_no_warning(trained_run):
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == len(plain.stdout.splitlines()) == 2
     assert "Warning" not in result.stderr and "deprecated" not in result.stderr, result.stderr
+
 
 def test_evaluate_json_bleu_equals_sacrebleu_command_line(trained_run, tmp_path):
     tmp, data, run = trained_run

@@ -71,6 +71,12 @@ def cpu_info(field: str) -> str:
     return ""
 
 
+def cpu_flags() -> set[str]:
+    """The first CPU's instruction-set flags from /proc/cpuinfo (e.g. "avx512f", "amx_bf16"); empty where
+    there are none (not Linux, not x86)."""
+    return set(cpu_info("flags").split())
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has native bf16 matrix instructions (AVX-512 BF16 or AMX).
 
@@ -79,12 +85,7 @@ def cpu_has_fast_bf16() -> bool:
     capability = torch.backends.cpu.get_cpu_capability()
     if capability not in ("AVX512", "AVX512_BF16", "AMX"):
         return False
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = handle.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def configure_process(num_threads: int = 0, reuse_cpu_memory: bool = True) -> None:

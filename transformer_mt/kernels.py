@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import cpu_info
+from .device import cpu_flags, cpu_info
 
 ENABLED = os.environ.get("TRANSFORMER_MT_KERNELS", "1") != "0"
 
@@ -86,8 +86,7 @@ def _onednn_linear_works() -> bool:
 # (the primitives oneDNN builds for each new matrix shape keep their buffers), and faster. AMD with AVX2 only:
 # on an EPYC family 25 model 1 (Zen 3) MKL trained 1.23x faster and decoded beam 5 1.05x (README "Performance").
 ONEDNN_LINEAR_WORKS = _onednn_linear_works()
-ONEDNN_LINEAR = (ONEDNN_LINEAR_WORKS and cpu_info("vendor_id") == "AuthenticAMD"
-                 and "avx512f" in cpu_info("flags").split())
+ONEDNN_LINEAR = ONEDNN_LINEAR_WORKS and cpu_info("vendor_id") == "AuthenticAMD" and "avx512f" in cpu_flags()
 
 
 class OneDNNLinearFunction(torch.autograd.Function):
