@@ -30,6 +30,7 @@ Prints a table and, with --json, writes all numbers to a file.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import resource
@@ -48,6 +49,7 @@ from transformer_mt.decoding.translator import Translator  # noqa: E402
 from transformer_mt.device import configure_process  # noqa: E402
 from transformer_mt.interop.ct2_translator import CTranslate2Translator  # noqa: E402
 from transformer_mt.interop.ctranslate2_export import INSTALL_HINT, export_ctranslate2  # noqa: E402
+from transformer_mt.kernels import quantize_linear_layers  # noqa: E402
 from transformer_mt.scoring import resolve_tokenize, score  # noqa: E402
 from transformer_mt.training.trainer import Trainer  # noqa: E402
 
@@ -191,7 +193,7 @@ def main() -> int:
             else:
                 model = trainer.model
                 if quantize:
-                    model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+                    model = quantize_linear_layers(copy.deepcopy(model))
                 translator = Translator(model, trainer.src_tok, trainer.tgt_tok, config, trainer.device, precision)
             for row in benchmark_decoding(translator, sources, references, tokenize):
                 row["weights"] = name

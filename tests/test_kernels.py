@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from transformer_mt import kernels
-from transformer_mt.kernels import FastDropout, OneDNNLinear, dropout_mask
+from transformer_mt.kernels import FastDropout, Int8Linear, OneDNNLinear, dropout_mask, quantize_input, quantize_linear_layers
 
 
 def test_dropout_mask_drops_p_and_keeps_the_mean():
@@ -106,3 +106,66 @@ def test_attention_over_steps_equals_scaled_dot_product_attention_and_the_switch
         torch.testing.assert_close(kernels.attention_over_steps(q, k, v), expected, rtol=0, atol=1e-6)
     finally:
         kernels.ENABLED = True
+
+
+def int8_reference(layer: Int8Linear, x: torch.Tensor) -> torch.Tensor:
+    """What Int8Linear must compute, in float32 from its int8 numbers: the kernels-off path, written out."""
+    rows = x.reshape(-1, layer.in_features)
+    q, scale, zero_point = quantize_input(rows, layer.input_levels)
+    weight = layer.weight_int8.float() * layer.weight_scale[:, None]
+    y = torch.nn.functional.linear((q.float() - zero_point) * scale, weight, layer.bias)
+    return y.view(*x.shape[:-1], layer.out_features)
+
+
+def test_int8_linear_equals_its_int8_numbers_multiplied_in_float32(monkeypatch):
+    # oneDNN's int8 product (int32 sums) must equal the float32 product of the same int8 numbers, for 3-D
+    # inputs, without a bias, and at the extremes: inputs at the top of their range times weights of +-127
+    # are what overflowed the int16 pair sums of CPUs without VNNI when inputs had 8 bits.
+    if not kernels.INT8_LINEAR_WORKS:
+        pytest.skip("this PyTorch build has no oneDNN int8 linear")
+    torch.manual_seed(0)
+    extreme = torch.nn.Linear(64, 40)
+    with torch.no_grad():
+        extreme.weight.copy_(torch.where(torch.rand(40, 64) < 0.5, -1.0, 1.0))
+    cases = [(torch.nn.Linear(32, 48), torch.randn(4, 7, 32)),
+             (torch.nn.Linear(256, 8000, bias=False), torch.randn(10, 256)),
+             (extreme, torch.full((3, 64), 5.0).index_fill_(1, torch.tensor([0]), -0.01)),
+             (extreme, torch.rand(6, 64) * 3)]
+    for linear, x in cases:
+        layer = Int8Linear.from_linear(linear)
+        with torch.no_grad():
+            ours = layer(x)
+            torch.testing.assert_close(ours, int8_reference(layer, x), rtol=1e-5, atol=1e-4)
+            monkeypatch.setattr(kernels, "ENABLED", False)
+            torch.testing.assert_close(layer(x), int8_reference(layer, x), rtol=0, atol=0)  # the switch
+            monkeypatch.setattr(kernels, "ENABLED", True)
+            # and int8 is close to the float32 layer: errors of the inputs' and weights' rounding steps
+            float_y = linear(x)
+            assert (ours - float_y).abs().max() < 0.02 * float_y.abs().max() + 1e-3
+
+
+def test_int8_linear_keeps_empty_inputs_and_non_finite_values_as_a_linear_layer_does():
+    layer = Int8Linear.from_linear(torch.nn.Linear(16, 8))
+    with torch.no_grad():
+        assert layer(torch.empty(0, 16)).shape == (0, 8)
+        x = torch.randn(3, 16)
+        x[1, 2] = float("nan")
+        y = layer(x)
+    assert y[1].isnan().all() and not y[[0, 2]].isnan().any()
+
+
+def test_quantize_linear_layers_replaces_every_linear_layer_and_keeps_the_model_close():
+    from transformer_mt.config import ModelConfig
+    from transformer_mt.model import build_model
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(d_model=32, ffn_dim=64, num_heads=4, num_encoder_layers=2, num_decoder_layers=2,
+                                    dropout=0.0), 50, 50, 0).eval()
+    src, tgt = torch.randint(4, 50, (3, 9)), torch.randint(4, 50, (3, 6))
+    with torch.no_grad():
+        expected = model(src, tgt)
+        linear_layers = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+        quantized = quantize_linear_layers(model)
+        assert not [m for m in quantized.modules() if isinstance(m, torch.nn.Linear)]
+        assert sum(isinstance(m, Int8Linear) for m in quantized.modules()) == linear_layers >= 2 * 4 + 2 * 7 + 1
+        got = quantized(src, tgt)
+    assert torch.nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0) > 0.999

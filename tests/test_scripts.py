@@ -50,8 +50,9 @@ def test_every_script_has_a_smoke_test():
 def test_benchmark(tiny_yaml, tmp_path):
     out = tmp_path / "bench.json"
     result = run_script("benchmark.py", "--config", tiny_yaml, "--warmup-steps", 1, "--train-steps", 2,
-                        "--sentences", 5, "--json", out)
-    assert json.loads(out.read_text()), result.stdout
+                        "--sentences", 5, "--quantize", "--json", out)
+    weights = {row["weights"] for row in json.loads(out.read_text())["decoding"]}
+    assert weights == {"fp32", "int8"}, result.stdout
     assert "sent/s" in result.stdout and "target tokens/s" in result.stdout
 
 

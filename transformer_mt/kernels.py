@@ -4,6 +4,8 @@
   instead of MKL on AMD CPUs with AVX-512, where MKL takes a path without it (on other CPUs it is ``F.linear``).
 - ``FastDropout``: an ``nn.Dropout`` whose CPU mask comes from random integers instead of one
   Bernoulli draw per element.
+- ``Int8Linear`` and ``quantize_linear_layers``: linear layers that multiply in int8 for decoding on CPU
+  (``translate --quantize``), by oneDNN.
 - ``StepKeysValues`` and ``attention_over_steps``: the decoder's self-attention keys and values of the
   positions decoded so far (incremental decoding), stored so that a step appends without copying them
   and beam search's reordering copies them once, and the attention of the newest position over them.
@@ -11,7 +13,8 @@
 They compute what the plain PyTorch layers compute (tests/test_kernels.py compares them). The
 switch: ``TRANSFORMER_MT_KERNELS=0`` in the environment (read at import), or
 ``transformer_mt.kernels.ENABLED = False``, makes them take the plain path (``F.linear``,
-``F.dropout``, ``scaled_dot_product_attention``), e.g. to rule them out when something looks wrong.
+``F.dropout``, ``scaled_dot_product_attention``; ``Int8Linear`` the same int8 numbers multiplied in
+float32), e.g. to rule them out when something looks wrong.
 """
 
 from __future__ import annotations
@@ -131,6 +134,104 @@ class OneDNNLinear(nn.Linear):
                 return OneDNNLinearFunction.apply(x, self.weight, self.bias)
             return onednn_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
+
+
+def _int8_linear_works() -> bool:
+    # Private to PyTorch too (torch.compile's x86 int8 path uses them): check that they exist and compute
+    # an int8 product in this build, else Int8Linear multiplies its int8 numbers with F.linear.
+    try:
+        weight = torch.ones(4, 3, dtype=torch.int8)
+        packed = torch.ops.onednn.qlinear_prepack(weight, None)
+        y = torch.ops.onednn.qlinear_pointwise(torch.full((2, 3), 3, dtype=torch.uint8), 0.5, 1, packed,
+                                               torch.ones(4), torch.zeros(4, dtype=torch.long), None, 1.0, 0,
+                                               torch.float32, "none", [], "")
+        return torch.equal(y, torch.full((2, 4), 3.0))  # (3 - 1) * 0.5 per input, times 1, three inputs
+    except (AttributeError, RuntimeError):
+        return False
+
+
+INT8_LINEAR_WORKS = _int8_linear_works()
+# Without VNNI (or AMX), x86 multiplies uint8 by int8 with an instruction that adds pairs of products in
+# int16 and saturates: 255 * 127 * 2 overflows it, 127 * 127 * 2 does not. So inputs get 7 bits there, as
+# fbgemm's reduce_range gives them (with 8 bits oneDNN's products were off by up to 0.5 on an AVX2 Zen 3).
+INT8_INPUT_LEVELS = 255 if {"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags() else 127
+
+
+def quantize_input(x: torch.Tensor, levels: int) -> tuple[torch.Tensor, float, int] | None:
+    """(q, scale, zero_point) with x ~ (q - zero_point) * scale, q uint8 in [0, levels]: one scale for the whole
+    of ``x``, from its minimum and maximum (with 0 in the range, so that 0 stays exact). None if ``x`` is empty
+    or holds an infinity or NaN (nothing to scale by)."""
+    if x.numel() == 0:
+        return None
+    lowest, highest = torch.aminmax(x)
+    lowest, highest = min(lowest.item(), 0.0), max(highest.item(), 0.0)
+    if not (math.isfinite(lowest) and math.isfinite(highest)):
+        return None
+    scale = (highest - lowest) / levels or 1.0
+    zero_point = round(-lowest / scale)
+    # + 0.5 and the conversion's truncation round to nearest (all values are >= 0 after the clamp). Through
+    # int16 because PyTorch converts float32 to uint8 without vector instructions: 31 us for 320x256 floats
+    # against 8 + 6 this way (AVX2 Zen 3), at each of a decoding step's ~20 linear layers.
+    q = x.mul(1.0 / scale).add_(zero_point + 0.5).clamp_(0, levels).to(torch.int16).to(torch.uint8)
+    return q, scale, zero_point
+
+
+class Int8Linear(nn.Module):
+    """A linear layer for decoding on CPU whose products are int8 (``translate --quantize``).
+
+    Weights become int8 once, with one scale per output (max |w| / 127); each input becomes uint8 when it
+    comes (``quantize_input``: dynamic quantization); oneDNN sums their products in int32 and returns
+    float32 with the bias added, on AMX-INT8 or VNNI where the CPU has them. This replaces PyTorch's
+    ``torch.ao.quantization.quantize_dynamic``, deprecated in 2.13 and announced for removal, whose
+    successor (torchao's ``quantize_``) computes int8 products on CPU fast only under torch.compile: its
+    ``Int8DynamicActivationInt8WeightConfig`` took 716 ms for a 320x256 by 256x8000 product that this layer
+    takes in ~6 (AVX2 Zen 3, 2 threads). With the kernels off (or no oneDNN int8 in this PyTorch build),
+    the same int8 numbers are multiplied in float32 by ``F.linear``: the reference the test compares with.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        weight = weight.detach().float()
+        self.in_features, self.out_features = weight.size(1), weight.size(0)
+        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127
+        self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        self.input_levels = INT8_INPUT_LEVELS
+        self.packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None) if INT8_LINEAR_WORKS else None
+        self.weight_zero_points = torch.zeros(self.out_features, dtype=torch.long)  # symmetric: all 0
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        return cls(linear.weight, linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).float()
+        quantized = quantize_input(rows, self.input_levels)
+        if quantized is None:  # float32, as nn.Linear would (an infinity or NaN stays one)
+            y = F.linear(rows, self.weight_int8.float() * self.weight_scale[:, None], self.bias)
+        elif ENABLED and self.packed is not None:
+            q, scale, zero_point = quantized
+            y = torch.ops.onednn.qlinear_pointwise(q, scale, zero_point, self.packed, self.weight_scale,
+                                                   self.weight_zero_points, self.bias, 1.0, 0, torch.float32,
+                                                   "none", [], "")
+        else:
+            q, scale, zero_point = quantized
+            y = F.linear((q.float() - zero_point) * scale, self.weight_int8.float() * self.weight_scale[:, None],
+                         self.bias)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def quantize_linear_layers(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.Linear`` of ``model`` (for decoding on CPU) by an ``Int8Linear``; returns ``model``."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(module, name, Int8Linear.from_linear(child))
+    return model
 
 
 class StepKeysValues:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -36,7 +35,7 @@ from ..config import Config, config_from_dict
 from ..data.tokenizer import EOS_ID, PAD_ID, Tokenizer, id_lists, load_tokenizers
 from ..device import autocast, resolve_device
 from ..errors import TransformerMTError
-from ..kernels import OneDNNLinear
+from ..kernels import quantize_linear_layers
 from ..model import Transformer, build_model
 from .alignment import check_alignment_layer, check_alignment_unit, hard_alignment, word_alignment
 from .ensemble import Ensemble, check_members
@@ -250,7 +249,7 @@ class Translator:
                  precision: str = "fp32", quantize: bool = False) -> Translator:
         """Load a trained model from a run directory (``checkpoint``: best, last, average or a path).
 
-        ``quantize`` applies dynamic int8 quantization to the linear layers (CPU only).
+        ``quantize``: the linear layers multiply in int8 (CPU only; ``kernels.Int8Linear``).
         """
         run_dir = Path(run_dir)
         resolved = resolve_device(device)
@@ -285,14 +284,7 @@ class Translator:
             if precision != "fp32":
                 raise TransformerMTError(f"--quantize computes in int8 with float32 around it; it cannot be "
                                          f"combined with --precision {precision}: leave one of them out")
-            for module in model.modules():  # quantize_dynamic swaps modules whose type is exactly nn.Linear
-                if isinstance(module, OneDNNLinear):
-                    module.__class__ = torch.nn.Linear
-            with warnings.catch_warnings():
-                # PyTorch 2.13 announces that its quantized tensors go in a later release: a note for this
-                # code (the int8 path will need a replacement then), not for someone translating.
-                warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            quantize_linear_layers(model)
         return cls(model, src_tok, tgt_tok, config, resolved, precision)
 
     @classmethod
