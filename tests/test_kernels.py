@@ -123,6 +123,7 @@ def test_int8_linear_equals_its_int8_numbers_multiplied_in_float32(monkeypatch):
     # are what overflowed the int16 pair sums of CPUs without VNNI when inputs had 8 bits.
     if not kernels.INT8_LINEAR_WORKS:
         pytest.skip("this PyTorch build has no oneDNN int8 linear")
+    monkeypatch.setattr(kernels, "INT8_MIN_MULTIPLY_ADDS", 0)  # int8 however small the product
     torch.manual_seed(0)
     extreme = torch.nn.Linear(64, 40)
     with torch.no_grad():
@@ -132,7 +133,7 @@ def test_int8_linear_equals_its_int8_numbers_multiplied_in_float32(monkeypatch):
              (extreme, torch.full((3, 64), 5.0).index_fill_(1, torch.tensor([0]), -0.01)),
              (extreme, torch.rand(6, 64) * 3)]
     for linear, x in cases:
-        layer = Int8Linear.from_linear(linear)
+        layer = Int8Linear(linear)
         with torch.no_grad():
             ours = layer(x)
             torch.testing.assert_close(ours, int8_reference(layer, x), rtol=1e-5, atol=1e-4)
@@ -144,23 +145,36 @@ def test_int8_linear_equals_its_int8_numbers_multiplied_in_float32(monkeypatch):
             assert (ours - float_y).abs().max() < 0.02 * float_y.abs().max() + 1e-3
 
 
-def test_int8_linear_keeps_empty_inputs_and_non_finite_values_as_a_linear_layer_does():
-    layer = Int8Linear.from_linear(torch.nn.Linear(16, 8))
+def test_int8_linear_multiplies_small_inputs_and_non_finite_values_in_float32(monkeypatch):
+    # Below INT8_MIN_MULTIPLY_ADDS (batch-1 decoding) the layer is the float32 layer, bit for bit; above it,
+    # int8; an empty input or one with a NaN is float32 whatever its size (a NaN stays in its row).
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 100)
+    layer = Int8Linear(linear)
+    assert layer.weight is linear.weight  # the same parameter: a tied weight stays tied
+    x = torch.randn(20, 64)
     with torch.no_grad():
-        assert layer(torch.empty(0, 16)).shape == (0, 8)
-        x = torch.randn(3, 16)
+        monkeypatch.setattr(kernels, "INT8_MIN_MULTIPLY_ADDS", 20 * 64 * 100 + 1)
+        assert torch.equal(layer(x), linear(x))
+        monkeypatch.setattr(kernels, "INT8_MIN_MULTIPLY_ADDS", 20 * 64 * 100)
+        assert not torch.equal(layer(x), linear(x))
+        torch.testing.assert_close(layer(x), int8_reference(layer, x), rtol=1e-5, atol=1e-4)
+        assert layer(torch.empty(0, 64)).shape == (0, 100)
         x[1, 2] = float("nan")
         y = layer(x)
+        expected = linear(x)
     assert y[1].isnan().all() and not y[[0, 2]].isnan().any()
+    torch.testing.assert_close(y[[0, 2]], expected[[0, 2]], rtol=0, atol=0)
 
 
-def test_quantize_linear_layers_replaces_every_linear_layer_and_keeps_the_model_close():
+def test_quantize_linear_layers_replaces_every_linear_layer_and_keeps_the_model_close(monkeypatch):
     from transformer_mt.config import ModelConfig
     from transformer_mt.model import build_model
     torch.manual_seed(0)
     model = build_model(ModelConfig(d_model=32, ffn_dim=64, num_heads=4, num_encoder_layers=2, num_decoder_layers=2,
                                     dropout=0.0), 50, 50, 0).eval()
     src, tgt = torch.randint(4, 50, (3, 9)), torch.randint(4, 50, (3, 6))
+    monkeypatch.setattr(kernels, "INT8_MIN_MULTIPLY_ADDS", 0)  # int8 however small the product
     with torch.no_grad():
         expected = model(src, tgt)
         linear_layers = sum(isinstance(m, torch.nn.Linear) for m in model.modules())

@@ -176,40 +176,46 @@ def quantize_input(x: torch.Tensor, levels: int) -> tuple[torch.Tensor, float, i
     return q, scale, zero_point
 
 
-class Int8Linear(nn.Module):
-    """A linear layer for decoding on CPU whose products are int8 (``translate --quantize``).
+# Below about this many multiply-adds an int8 product does not repay its fixed costs (quantizing the input,
+# oneDNN's call): on an AVX2 Zen 3 (1 thread) float32 was faster up to ~8-13 million for the model's
+# d_model-256 layers (e.g. 201 against 247 us for 128 rows of 256x256), int8 from ~3 million for its
+# 256x8000 output layer. Batch-1 decoding thus stays in float32 except the output layer.
+INT8_MIN_MULTIPLY_ADDS = 10_000_000
 
-    Weights become int8 once, with one scale per output (max |w| / 127); each input becomes uint8 when it
-    comes (``quantize_input``: dynamic quantization); oneDNN sums their products in int32 and returns
-    float32 with the bias added, on AMX-INT8 or VNNI where the CPU has them. This replaces PyTorch's
-    ``torch.ao.quantization.quantize_dynamic``, deprecated in 2.13 and announced for removal, whose
-    successor (torchao's ``quantize_``) computes int8 products on CPU fast only under torch.compile: its
-    ``Int8DynamicActivationInt8WeightConfig`` took 716 ms for a 320x256 by 256x8000 product that this layer
-    takes in ~6 (AVX2 Zen 3, 2 threads). With the kernels off (or no oneDNN int8 in this PyTorch build),
-    the same int8 numbers are multiplied in float32 by ``F.linear``: the reference the test compares with.
+
+class Int8Linear(nn.Module):
+    """A linear layer for decoding on CPU whose large products are int8 (``translate --quantize``).
+
+    The weights are also kept as int8, with one scale per output (max |w| / 127); each input large
+    enough (``INT8_MIN_MULTIPLY_ADDS``) becomes uint8 when it comes (``quantize_input``: dynamic
+    quantization), oneDNN sums the products in int32 and returns float32 with the bias added, on AMX-INT8
+    or VNNI where the CPU has them; smaller inputs (batch-1 decoding) are multiplied in float32 by the
+    original weights. This replaces PyTorch's ``torch.ao.quantization.quantize_dynamic``, deprecated in
+    2.13 and announced for removal, whose successor (torchao's ``quantize_``) computes int8 products on CPU
+    fast only under torch.compile: its ``Int8DynamicActivationInt8WeightConfig`` took 716 ms for a 320x256
+    by 256x8000 product that this layer takes in ~6 (AVX2 Zen 3, 2 threads). With the kernels off (or no
+    oneDNN int8 in this PyTorch build), the same int8 numbers are multiplied in float32 by ``F.linear``:
+    the reference the test compares with.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, linear: nn.Linear):
         super().__init__()
-        weight = weight.detach().float()
-        self.in_features, self.out_features = weight.size(1), weight.size(0)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias  # the same parameters (a tied weight stays tied)
+        weight = linear.weight.detach().float()
         scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127
         self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("weight_scale", scale)
-        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.input_levels = INT8_INPUT_LEVELS
         self.packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None) if INT8_LINEAR_WORKS else None
         self.weight_zero_points = torch.zeros(self.out_features, dtype=torch.long)  # symmetric: all 0
 
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
-        return cls(linear.weight, linear.bias)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).float()
-        quantized = quantize_input(rows, self.input_levels)
-        if quantized is None:  # float32, as nn.Linear would (an infinity or NaN stays one)
-            y = F.linear(rows, self.weight_int8.float() * self.weight_scale[:, None], self.bias)
+        rows = x.reshape(-1, self.in_features)
+        small = rows.size(0) * self.in_features * self.out_features < INT8_MIN_MULTIPLY_ADDS
+        quantized = None if small else quantize_input(rows, self.input_levels)
+        if quantized is None:  # small, empty, or an infinity or NaN in it (which stays one, as in nn.Linear)
+            y = F.linear(rows, self.weight, self.bias)
         elif ENABLED and self.packed is not None:
             q, scale, zero_point = quantized
             y = torch.ops.onednn.qlinear_pointwise(q, scale, zero_point, self.packed, self.weight_scale,
@@ -230,7 +236,7 @@ def quantize_linear_layers(model: nn.Module) -> nn.Module:
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(module, name, Int8Linear.from_linear(child))
+                setattr(module, name, Int8Linear(child))
     return model
 
 
