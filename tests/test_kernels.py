@@ -109,12 +109,24 @@ def test_attention_over_steps_equals_scaled_dot_product_attention_and_the_switch
 
 
 def int8_reference(layer: Int8Linear, x: torch.Tensor) -> torch.Tensor:
-    """What Int8Linear must compute, in float32 from its int8 numbers: the kernels-off path, written out."""
+    """What Int8Linear must compute from its int8 numbers, written out in float32."""
     rows = x.reshape(-1, layer.in_features)
-    q, scale, zero_point = quantize_input(rows, layer.input_levels)
+    q, scale, offset = quantize_input(rows, layer.input_levels)
     weight = layer.weight_int8.float() * layer.weight_scale[:, None]
-    y = torch.nn.functional.linear((q.float() - zero_point) * scale, weight, layer.bias)
+    y = torch.nn.functional.linear(q[:rows.size(0)].float() * scale + offset, weight, layer.bias)
     return y.view(*x.shape[:-1], layer.out_features)
+
+
+def test_quantize_input_rounds_to_the_nearest_level_uses_every_level_and_pads_rows_with_zeros():
+    torch.manual_seed(0)
+    for levels in (127, 255):
+        for x in (torch.randn(50, 64) * 3 - 1, torch.rand(48, 64), torch.full((4, 8), 2.5)):
+            q, scale, offset = quantize_input(x, levels)
+            rows = x.size(0)
+            assert q.dtype == torch.uint8 and q.size(0) % kernels.INT8_ROW_MULTIPLE == 0
+            assert rows <= q.size(0) < rows + kernels.INT8_ROW_MULTIPLE and not q[rows:].any()
+            assert q[:rows].min() == 0 and q[:rows].max() == (levels if x.max() > x.min() else 0)
+            assert ((q[:rows].float() * scale + offset) - x).abs().max() <= scale / 2 + 1e-5
 
 
 def test_int8_linear_equals_its_int8_numbers_multiplied_in_float32(monkeypatch):
@@ -128,7 +140,7 @@ def test_int8_linear_equals_its_int8_numbers_multiplied_in_float32(monkeypatch):
     extreme = torch.nn.Linear(64, 40)
     with torch.no_grad():
         extreme.weight.copy_(torch.where(torch.rand(40, 64) < 0.5, -1.0, 1.0))
-    cases = [(torch.nn.Linear(32, 48), torch.randn(4, 7, 32)),
+    cases = [(torch.nn.Linear(32, 48), torch.randn(4, 7, 32)),  # 28 rows: padded to 32
              (torch.nn.Linear(256, 8000, bias=False), torch.randn(10, 256)),
              (extreme, torch.full((3, 64), 5.0).index_fill_(1, torch.tensor([0]), -0.01)),
              (extreme, torch.rand(6, 64) * 3)]
@@ -137,8 +149,8 @@ def test_int8_linear_equals_its_int8_numbers_multiplied_in_float32(monkeypatch):
         with torch.no_grad():
             ours = layer(x)
             torch.testing.assert_close(ours, int8_reference(layer, x), rtol=1e-5, atol=1e-4)
-            monkeypatch.setattr(kernels, "ENABLED", False)
-            torch.testing.assert_close(layer(x), int8_reference(layer, x), rtol=0, atol=0)  # the switch
+            monkeypatch.setattr(kernels, "ENABLED", False)  # the switch: the same numbers in float32
+            torch.testing.assert_close(layer(x), int8_reference(layer, x), rtol=1e-5, atol=1e-4)
             monkeypatch.setattr(kernels, "ENABLED", True)
             # and int8 is close to the float32 layer: errors of the inputs' and weights' rounding steps
             float_y = linear(x)
