@@ -1,5 +1,7 @@
 """The CPU kernels compute what the plain PyTorch layers compute, and the switch turns them off."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -136,6 +138,7 @@ def test_int8_linear_equals_its_int8_numbers_multiplied_in_float32(monkeypatch):
     if not kernels.INT8_LINEAR_WORKS:
         pytest.skip("this PyTorch build has no oneDNN int8 linear")
     monkeypatch.setattr(kernels, "INT8_MIN_MULTIPLY_ADDS", 0)  # int8 however small the product
+    monkeypatch.setattr(kernels, "INT8_BACKEND", "onednn")
     torch.manual_seed(0)
     extreme = torch.nn.Linear(64, 40)
     with torch.no_grad():
@@ -160,6 +163,7 @@ def test_int8_linear_equals_its_int8_numbers_multiplied_in_float32(monkeypatch):
 def test_int8_linear_multiplies_small_inputs_and_non_finite_values_in_float32(monkeypatch):
     # Below INT8_MIN_MULTIPLY_ADDS (batch-1 decoding) the layer is the float32 layer, bit for bit; above it,
     # int8; an empty input or one with a NaN is float32 whatever its size (a NaN stays in its row).
+    monkeypatch.setattr(kernels, "INT8_BACKEND", "onednn")
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 100)
     layer = Int8Linear(linear)
@@ -179,7 +183,27 @@ def test_int8_linear_multiplies_small_inputs_and_non_finite_values_in_float32(mo
     torch.testing.assert_close(y[[0, 2]], expected[[0, 2]], rtol=0, atol=0)
 
 
-def test_quantize_linear_layers_replaces_every_linear_layer_and_keeps_the_model_close(monkeypatch):
+def test_fbgemm_backend_is_pytorchs_dynamic_int8_layer_and_missing_it_means_onednn(monkeypatch):
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(64, 100), torch.randn(3, 20, 64)
+    monkeypatch.setattr(kernels, "INT8_MIN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(kernels, "INT8_BACKEND", "fbgemm")
+    layer = Int8Linear(linear)
+    with torch.no_grad():
+        if layer.fbgemm is not None:  # PyTorch still has it
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reference = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear},
+                                                                   dtype=torch.qint8)
+            assert torch.equal(layer(x), reference(x))
+        monkeypatch.setattr(kernels, "fbgemm_linear", lambda linear: None)  # a PyTorch without it
+        layer = Int8Linear(linear)
+        assert layer.fbgemm is None and (layer.packed is not None or not kernels.INT8_LINEAR_WORKS)
+        torch.testing.assert_close(layer(x), int8_reference(layer, x), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["fbgemm", "onednn"])
+def test_quantize_linear_layers_replaces_every_linear_layer_and_keeps_the_model_close(monkeypatch, backend):
     from transformer_mt.config import ModelConfig
     from transformer_mt.model import build_model
     torch.manual_seed(0)
@@ -187,6 +211,7 @@ def test_quantize_linear_layers_replaces_every_linear_layer_and_keeps_the_model_
                                     dropout=0.0), 50, 50, 0).eval()
     src, tgt = torch.randint(4, 50, (3, 9)), torch.randint(4, 50, (3, 6))
     monkeypatch.setattr(kernels, "INT8_MIN_MULTIPLY_ADDS", 0)  # int8 however small the product
+    monkeypatch.setattr(kernels, "INT8_BACKEND", backend)
     with torch.no_grad():
         expected = model(src, tgt)
         linear_layers = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
@@ -194,4 +219,5 @@ def test_quantize_linear_layers_replaces_every_linear_layer_and_keeps_the_model_
         assert not [m for m in quantized.modules() if isinstance(m, torch.nn.Linear)]
         assert sum(isinstance(m, Int8Linear) for m in quantized.modules()) == linear_layers >= 2 * 4 + 2 * 7 + 1
         got = quantized(src, tgt)
+    assert not torch.equal(got, expected)
     assert torch.nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0) > 0.999

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -157,6 +158,29 @@ INT8_LINEAR_WORKS = _int8_linear_works()
 INT8_INPUT_LEVELS = 255 if {"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags() else 127
 
 
+def fbgemm_linear(linear: nn.Linear) -> nn.Module | None:
+    """PyTorch's own dynamic int8 linear layer (fbgemm) for ``linear``; None where this PyTorch no longer has it
+    (2.13 marks ``torch.ao.quantization`` deprecated and due for removal)."""
+    with warnings.catch_warnings():  # its deprecation notices are for this code, not for someone translating
+        warnings.simplefilter("ignore")
+        try:
+            from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+            from torch.ao.quantization import default_dynamic_qconfig
+        except ImportError:
+            return None
+        copy = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        copy.load_state_dict(linear.state_dict())
+        copy.qconfig = default_dynamic_qconfig
+        return DynamicLinear.from_float(copy)
+
+
+# Which int8 product Int8Linear uses for large inputs. fbgemm's (PyTorch's dynamic quantization) costs less per
+# call than oneDNN's with its input quantized in Python: on an AVX2 Zen 3, beam 5 / greedy with batches of 64
+# decoded ~1.1-1.4x faster with it. oneDNN where fbgemm has no kernels for the CPU's int8 units (AMX-INT8)
+# and once PyTorch has removed fbgemm's layer.
+INT8_BACKEND = "onednn" if "amx_int8" in cpu_flags() else "fbgemm"
+
+
 # oneDNN builds (and caches) a kernel for each number of rows it meets, and beam search meets every number as
 # sentences finish: rows padded to a multiple of this, so that it meets fewer.
 INT8_ROW_MULTIPLE = 8
@@ -200,16 +224,16 @@ INT8_MIN_MULTIPLY_ADDS = 10_000_000
 class Int8Linear(nn.Module):
     """A linear layer for decoding on CPU whose large products are int8 (``translate --quantize``).
 
-    The weights are also kept as int8, with one scale per output (max |w| / 127); each input large
-    enough (``INT8_MIN_MULTIPLY_ADDS``) becomes uint8 when it comes (``quantize_input``: dynamic
-    quantization), oneDNN sums the products in int32 and returns float32 with the bias added, on AMX-INT8
-    or VNNI where the CPU has them; smaller inputs (batch-1 decoding) are multiplied in float32 by the
-    original weights. This replaces PyTorch's ``torch.ao.quantization.quantize_dynamic``, deprecated in
-    2.13 and announced for removal, whose successor (torchao's ``quantize_``) computes int8 products on CPU
-    fast only under torch.compile: its ``Int8DynamicActivationInt8WeightConfig`` took 716 ms for a 320x256
-    by 256x8000 product that this layer takes in ~6 (AVX2 Zen 3, 2 threads). With the kernels off (or no
-    oneDNN int8 in this PyTorch build), the same int8 numbers are multiplied in float32 by ``F.linear``:
-    the reference the test compares with.
+    Inputs large enough (``INT8_MIN_MULTIPLY_ADDS``) are multiplied in int8, dynamic quantization: weights
+    int8 with one scale per output row, each input quantized as it comes. By ``INT8_BACKEND``: fbgemm's
+    layer (PyTorch's ``quantize_dynamic``, while PyTorch has it), or oneDNN (``quantize_input``, then
+    int32 sums returned as float32 with the bias added, on AMX-INT8 or VNNI where the CPU has them).
+    Smaller inputs (batch-1 decoding) are multiplied in float32 by the original weights. PyTorch 2.13 marks
+    ``torch.ao.quantization`` deprecated and due for removal, and its successor (torchao's ``quantize_``)
+    computes int8 products on CPU fast only under torch.compile: its ``Int8DynamicActivationInt8WeightConfig``
+    took 716 ms for a 320x256 by 256x8000 product that oneDNN takes in ~6 (AVX2 Zen 3, 2 threads), hence
+    the oneDNN path. With the kernels off (or no oneDNN int8 in this PyTorch build), the oneDNN path's int8
+    numbers are multiplied in float32 by ``F.linear``: the reference the test compares with.
     """
 
     def __init__(self, linear: nn.Linear):
@@ -223,14 +247,19 @@ class Int8Linear(nn.Module):
         # the int8 weights' sum for each output: an input's offset times it is the offset's share of the product
         self.register_buffer("weight_sums", (self.weight_int8.double() * scale.double()[:, None]).sum(1).float())
         self.input_levels = INT8_INPUT_LEVELS
-        self.packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None) if INT8_LINEAR_WORKS else None
+        self.fbgemm = fbgemm_linear(linear) if INT8_BACKEND == "fbgemm" else None
+        use_onednn = self.fbgemm is None and INT8_LINEAR_WORKS
+        self.packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None) if use_onednn else None
         self.weight_zero_points = torch.zeros(self.out_features, dtype=torch.long)  # symmetric: all 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        small = rows.size(0) * self.in_features * self.out_features < INT8_MIN_MULTIPLY_ADDS
-        quantized = None if small else quantize_input(rows, self.input_levels)
-        if quantized is None:  # small, empty, or an infinity or NaN in it (which stays one, as in nn.Linear)
+        if rows.size(0) * self.in_features * self.out_features < INT8_MIN_MULTIPLY_ADDS or rows.numel() == 0:
+            return F.linear(x, self.weight, self.bias)
+        if ENABLED and self.fbgemm is not None:
+            return self.fbgemm(x)
+        quantized = quantize_input(rows, self.input_levels)
+        if quantized is None:  # an infinity or NaN in it (which stays in its row, as in nn.Linear)
             y = F.linear(rows, self.weight, self.bias)
         else:
             q, scale, offset = quantized
