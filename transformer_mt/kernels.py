@@ -4,8 +4,9 @@
   instead of MKL on AMD CPUs with AVX-512, where MKL takes a path without it (on other CPUs it is ``F.linear``).
 - ``FastDropout``: an ``nn.Dropout`` whose CPU mask comes from random integers instead of one
   Bernoulli draw per element.
-- ``Int8Linear`` and ``quantize_linear_layers``: linear layers that multiply in int8 for decoding on CPU
-  (``translate --quantize``), by oneDNN.
+- ``Int8Linear`` and ``quantize_linear_layers``: linear layers that multiply large products in int8 for
+  decoding on CPU (``translate --quantize``): fbgemm's layer while PyTorch has it, else (and on AMX-INT8
+  CPUs) oneDNN's.
 - ``StepKeysValues`` and ``attention_over_steps``: the decoder's self-attention keys and values of the
   positions decoded so far (incremental decoding), stored so that a step appends without copying them
   and beam search's reordering copies them once, and the attention of the newest position over them.
@@ -168,10 +169,10 @@ def fbgemm_linear(linear: nn.Linear) -> nn.Module | None:
             from torch.ao.quantization import default_dynamic_qconfig
         except ImportError:
             return None
-        copy = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        copy.load_state_dict(linear.state_dict())
-        copy.qconfig = default_dynamic_qconfig
-        return DynamicLinear.from_float(copy)
+        plain = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        plain.load_state_dict(linear.state_dict())  # from_float wants exactly nn.Linear (not OneDNNLinear)
+        plain.qconfig = default_dynamic_qconfig  # what quantize_dynamic uses for int8
+        return DynamicLinear.from_float(plain)
 
 
 # Which int8 product Int8Linear uses for large inputs. fbgemm's (PyTorch's dynamic quantization) costs less per
