@@ -60,7 +60,9 @@ class FastDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if not ENABLED or x.device.type != "cpu":
+        # Under torch.compile the compiler fuses dropout's random draw into the kernels around it
+        # (and cannot trace the in-place bit tricks of dropout_mask without breaking the graph).
+        if not ENABLED or x.device.type != "cpu" or torch.compiler.is_compiling():
             return F.dropout(x, self.p, training=True)
         return x * dropout_mask(x.shape, self.p, x)
 

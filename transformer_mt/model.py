@@ -265,8 +265,9 @@ class DecoderLayer(nn.Module):
                 self_weights: list | None = None, cross_weights: list | None = None) -> torch.Tensor:
         """``self_weights`` / ``cross_weights``: lists that receive the attention weights, when asked for."""
         # With a cache, x holds only the newest position, which may attend to
-        # every cached one, so no causal mask is needed.
-        causal = cache is None and x.size(1) > 1
+        # every cached one, so no causal mask is needed. (A plain bool, not one computed from
+        # x's length: under torch.compile that would be a symbolic value the attention refuses.)
+        causal = cache is None
         x = self.sublayer[0](x, lambda x: self.self_attn(x, is_causal=causal, cache=cache, cache_prefix="self_",
                                                          weights=self_weights))
         x = self.sublayer[1](x, lambda x: self.cross_attn(x, memory, attn_mask=src_mask, cache=cache,
