@@ -17,12 +17,21 @@ and beam 5, and prints how many translations are identical and both BLEU scores.
 ``--ctranslate2`` (with ``--run``) also exports the run to CTranslate2 in float32 and int8 and
 decodes the same sentences with the same settings (rows ``ct2 fp32`` and ``ct2 int8``).
 
+``--profile N`` says where the time goes, on any CPU or GPU: N more training updates and the beam-5
+decoding (batches of 64) of each weights row, timed and then run under torch.profiler; a table of
+operators by self time (decoding's worker threads included), and the rate of the floating-point
+matrix products beside the rate this machine reaches on a product of their kind alone, on as many
+threads (1024 square, and the model's own shape). Products near that rate leave nothing to gain in
+them; the rest of the table is what can be had. With bf16 (``--precision bf16``) the products and
+the reference product are bf16: what AMX or a GPU's tensor cores give, and what the model gets of it.
+
 Every decoding row also says how many of its translations are identical to the PyTorch fp32
 row with the same search and batch size (column ``same``): how much int8, bf16 or another
 engine changes the output, beside what it does to BLEU.
 
     python scripts/benchmark.py --config configs/multi30k_de_en.yaml --run runs/m30k_de_en
     python scripts/benchmark.py --config configs/demo.yaml --json results.json
+    python scripts/benchmark.py --config configs/multi30k_de_en.yaml --precision bf16 --profile 10
 
 Prints a table and, with --json, writes all numbers to a file.
 """
@@ -32,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import platform
 import resource
 import sys
@@ -40,6 +50,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -60,12 +71,17 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def benchmark_training(trainer: Trainer, warmup: int, steps: int) -> dict:
+def update_batches(trainer: Trainer, updates: int) -> list[list]:
+    """The batches of ``updates`` optimizer updates (``accumulate`` each), the training data's first ones."""
     cfg = trainer.config.training
     batches = make_batches(trainer.train_data, cfg.batch_tokens, cfg.seed, 0)
-    needed = (warmup + steps) * cfg.accumulate
+    needed = updates * cfg.accumulate
     batches = (batches * (needed // len(batches) + 1))[:needed]
-    groups = [batches[i:i + cfg.accumulate] for i in range(0, needed, cfg.accumulate)]
+    return [batches[i:i + cfg.accumulate] for i in range(0, needed, cfg.accumulate)]
+
+
+def benchmark_training(trainer: Trainer, warmup: int, steps: int) -> dict:
+    groups = update_batches(trainer, warmup + steps)
     for group in groups[:warmup]:
         trainer.train_update([collate(trainer.train_data, idx) for idx in group])
     if trainer.device.type == "cuda":
@@ -80,6 +96,126 @@ def benchmark_training(trainer: Trainer, warmup: int, steps: int) -> dict:
     seconds = time.perf_counter() - start
     return {"updates": steps, "target_tokens": tokens, "seconds": seconds, "target_tokens_per_s": tokens / seconds,
             "peak_memory_mb": peak_memory_mb(trainer.device)}
+
+
+# The matrix products an update or a decoding step is made of. The profiler counts the floating-point
+# operations of aten's own; oneDNN's linear op (kernels.OneDNNLinear, AMD CPUs with AVX-512) is
+# counted from its shapes: x (..., in) times weight (out, in).
+MATRIX_PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise"}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def event_flops(event) -> int:
+    if event.name == "mkldnn::_linear_pointwise":
+        x, weight = event.input_shapes[0], event.input_shapes[1]
+        return 2 * math.prod(x[:-1]) * weight[0] * weight[1]
+    return event.flops or 0
+
+
+def product_rate(rows: int, inner: int, columns: int, dtype: torch.dtype, device: torch.device) -> float:
+    """GFLOP/s of one (rows x inner) by (inner x columns) product on this machine, repeated for ~0.3 s."""
+    a = torch.randn(rows, inner, device=device).to(dtype)
+    b = torch.randn(inner, columns, device=device).to(dtype)
+    for _ in range(3):
+        a @ b
+    repeats, seconds = 0, 0.0
+    while seconds < 0.3:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds += time.perf_counter() - start
+        repeats += 10
+    return 2 * rows * inner * columns * repeats / seconds / 1e9
+
+
+def operator_profile(work, repeats: int, device: torch.device, dtype: torch.dtype,
+                     shapes: list[tuple[int, int, int]]) -> dict:
+    """Where the time of ``work()`` goes: run it ``repeats`` times, then ``repeats`` times more under
+    torch.profiler, and sum each operator's self time (nested calls counted once; on CUDA the time of the
+    kernels it launched). ``work`` must do the same work each time (training: batches of the same sizes).
+
+    Also how fast its matrix products ran, beside the rate this machine reaches on the same kind of
+    product alone (``shapes``: (rows, inner, columns) of a square product and the model's own), so
+    what is left to gain in the products shows at once."""
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    # Decoding runs its batches on threads of its own (Translator): record every thread's operators.
+    try:
+        all_threads = {"experimental_config": torch._C._profiler._ExperimentalConfig(profile_all_threads=True)}
+    except (AttributeError, TypeError):  # a PyTorch without it (an experimental option): the calling thread only
+        all_threads = {}
+    start = time.perf_counter()  # timed without the profiler first: it adds its own cost to every operator
+    for _ in range(repeats):
+        work()
+    if cuda:
+        torch.cuda.synchronize(device)
+    wall_us = (time.perf_counter() - start) * 1e6
+    start = time.perf_counter()
+    with profile(activities=activities, record_shapes=True, with_flops=True, **all_threads) as prof:
+        for _ in range(repeats):
+            work()
+        if cuda:
+            torch.cuda.synchronize(device)
+    profiled_wall_us = (time.perf_counter() - start) * 1e6
+    operators: dict[str, dict] = {}
+    thread_us: dict[int, float] = {}
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CPU:
+            continue  # a CUDA kernel: its time is in the operator that launched it
+        us = event.self_device_time_total if cuda else event.self_cpu_time_total
+        thread_us[event.thread] = thread_us.get(event.thread, 0.0) + us
+        row = operators.setdefault(event.name, {"operator": event.name, "us": 0.0, "calls": 0, "flops": 0})
+        row["us"] += us
+        row["calls"] += 1
+        row["flops"] += event_flops(event)
+    rows = sorted(operators.values(), key=lambda row: -row["us"])
+    total_us = sum(row["us"] for row in rows)
+    products = [row for row in rows if row["operator"] in MATRIX_PRODUCTS]
+    product_us, product_flops = sum(row["us"] for row in products), sum(row["flops"] for row in products)
+    # The threads that did the work (decoding: one per batch decoded side by side), and torch's threads each
+    # of them had: the products alone are timed with as many.
+    calling = [us for us in thread_us.values() if us > 0.1 * max(thread_us.values(), default=0.0)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // max(1, len(calling))))
+    try:
+        reachable = {f"{m}x{k} by {k}x{n}": product_rate(m, k, n, dtype, device) for m, k, n in shapes}
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "repeats": repeats, "ms_per_repeat": wall_us / repeats / 1e3,
+        "ms_per_repeat_profiled": profiled_wall_us / repeats / 1e3,
+        # On CPU, what the operators do not account for of the wall time (under the profiler) of the busiest
+        # thread that called them: Python, the loop around them, and the profiler's own bookkeeping.
+        "outside_operators_share": None if cuda else max(0.0, 1 - max(calling, default=0.0) / profiled_wall_us),
+        "calling_threads": len(calling), "threads_per_calling_thread": max(1, threads // max(1, len(calling))),
+        "operators": [{**row, "ms_per_repeat": row["us"] / repeats / 1e3, "share": row["us"] / total_us}
+                      for row in rows],
+        "matrix_products": {"share": product_us / total_us if total_us else 0.0,
+                            "gflops_per_s": product_flops / product_us / 1e3 if product_us else 0.0,
+                            "reachable_gflops_per_s": reachable},
+    }
+
+
+def print_profile(title: str, result: dict, top: int = 15) -> None:
+    print(f"\n{title}: {result['ms_per_repeat']:.1f} ms each ({result['ms_per_repeat_profiled']:.1f} under the "
+          f"profiler); by operator, self time summed over the threads that called them")
+    print(f"  {'operator':58} {'ms each':>8} {'share':>6} {'calls':>6}")
+    for row in result["operators"][:top]:
+        print(f"  {row['operator'][:58]:58} {row['ms_per_repeat']:8.2f} {row['share']:6.1%} "
+              f"{row['calls'] // result['repeats']:6d}")
+    if result["outside_operators_share"] is not None:
+        print(f"  outside the operators (Python, the loop, the profiler): {result['outside_operators_share']:.1%} "
+              f"of the wall time under the profiler "
+              f"(busiest of {result['calling_threads']} calling thread(s), "
+              f"{result['threads_per_calling_thread']} torch thread(s) each)")
+    products = result["matrix_products"]
+    reachable = ", ".join(f"{shape} at {rate:.0f}" for shape, rate in products["reachable_gflops_per_s"].items())
+    print(f"  floating-point matrix products: {products['share']:.1%} of the operators' time at {products['gflops_per_s']:.0f} "
+          f"GFLOP/s; alone, on as many threads, this machine multiplies {reachable} GFLOP/s")
 
 
 def benchmark_decoding(translator: Translator | CTranslate2Translator, sources: list[str], references: list[str],
@@ -151,6 +287,10 @@ def main() -> int:
                              "N test sentences (needs --run)")
     parser.add_argument("--ctranslate2", action="store_true",
                         help="also decode with the run exported to CTranslate2, float32 and int8 (needs --run)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after the timed runs, profile N training updates and the beam-5 decoding (batches "
+                             "of 64) of the test sentences by operator: where the time goes, and how fast the "
+                             "matrix products ran against what this machine reaches on them alone")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
 
@@ -175,6 +315,14 @@ def main() -> int:
                       f"({t['seconds']:.1f}s), peak memory {t['peak_memory_mb']:.0f} MB, "
                       f"device {trainer.device}, precision {config.training.precision}, "
                       f"{result['machine']['threads']} threads")
+            if args.profile and not args.skip_training:
+                groups = update_batches(trainer, args.profile) * 2  # the same updates timed, then profiled
+                model_cfg = config.model
+                result["training_profile"] = operator_profile(
+                    lambda: trainer.train_update([collate(trainer.train_data, idx) for idx in groups.pop(0)]),
+                    args.profile, trainer.device, DTYPES[trainer.precision],
+                    [(1024, 1024, 1024), (config.training.batch_tokens, model_cfg.d_model, model_cfg.ffn_dim)])
+                print_profile(f"{args.profile} training updates ({trainer.precision})", result["training_profile"])
     if not args.skip_decoding:
         data = config.data
         sources = read_lines(data.path("test", data.src_lang))[:args.sentences]
@@ -186,6 +334,7 @@ def main() -> int:
         if args.quantize:
             variants.append(("int8", "fp32", True))
         result["decoding"] = []
+        profiles = []  # printed after the speed table
         for name, precision, quantize in variants:
             if args.run:
                 translator = Translator.from_run(args.run, args.checkpoint, device=args.device or "auto",
@@ -198,6 +347,15 @@ def main() -> int:
             for row in benchmark_decoding(translator, sources, references, tokenize):
                 row["weights"] = name
                 result["decoding"].append(row)
+            if args.profile:
+                model_cfg = translator.model.cfg
+                vocabulary = translator.model.generator.out_features
+                profiled = operator_profile(
+                    lambda translator=translator: translator.translate(sources, beam_size=5, batch_size=64), 1,
+                    translator.device,
+                    DTYPES[precision], [(1024, 1024, 1024), (320, model_cfg.d_model, vocabulary)])
+                result.setdefault("decoding_profiles", {})[name] = profiled
+                profiles.append((f"beam-5 decoding of {len(sources)} sentences, batches of 64 ({name})", profiled))
         if args.ctranslate2:
             result["decoding"] += benchmark_ctranslate2(args.run, args.checkpoint, sources, references, tokenize)
         fp32 = {(row["search"], row["batch_size"]): row["hypotheses"] for row in result["decoding"]
@@ -209,6 +367,8 @@ def main() -> int:
         for row in result["decoding"]:
             print(f"{row['weights']:8} {row['search']:8} {row['batch_size']:5d} {row['sentences_per_s']:8.1f} "
                   f"{row['tokens_per_s']:8.0f} {row['bleu']:6.2f} {row['identical_to_fp32']:5d}/{row['sentences']:<5d}")
+        for title, profiled in profiles:
+            print_profile(title, profiled)
     if args.check_exact:
         if not args.run:
             parser.error("--check-exact needs a trained run (--run DIR)")

@@ -50,10 +50,22 @@ def test_every_script_has_a_smoke_test():
 def test_benchmark(tiny_yaml, tmp_path):
     out = tmp_path / "bench.json"
     result = run_script("benchmark.py", "--config", tiny_yaml, "--warmup-steps", 1, "--train-steps", 2,
-                        "--sentences", 5, "--quantize", "--json", out)
-    weights = {row["weights"] for row in json.loads(out.read_text())["decoding"]}
+                        "--sentences", 5, "--quantize", "--profile", 2, "--json", out)
+    results = json.loads(out.read_text())
+    weights = {row["weights"] for row in results["decoding"]}
     assert weights == {"fp32", "int8"}, result.stdout
     assert "sent/s" in result.stdout and "target tokens/s" in result.stdout
+    # --profile: where the time of 2 training updates and of beam-5 decoding went, operator by operator,
+    # decoding's worker threads included, with the rate of the matrix products counted from their shapes.
+    profiles = [results["training_profile"], *results["decoding_profiles"].values()]
+    assert sorted(results["decoding_profiles"]) == ["fp32", "int8"]
+    for profiled in profiles:
+        names = [row["operator"] for row in profiled["operators"]]
+        assert any(name in names for name in ("aten::mm", "aten::addmm", "mkldnn::_linear_pointwise")), names
+        assert sum(row["share"] for row in profiled["operators"]) == pytest.approx(1.0)
+        assert profiled["matrix_products"]["gflops_per_s"] > 0
+        assert all(rate > 0 for rate in profiled["matrix_products"]["reachable_gflops_per_s"].values())
+    assert "training updates (fp32)" in result.stdout and "beam-5 decoding of 5 sentences" in result.stdout
 
 
 def test_benchmark_decoding_a_trained_run(small_run):
