@@ -102,6 +102,9 @@ def benchmark_training(trainer: Trainer, warmup: int, steps: int) -> dict:
 # operations of aten's own; oneDNN's linear op (kernels.OneDNNLinear, AMD CPUs with AVX-512) is
 # counted from its shapes: x (..., in) times weight (out, in).
 MATRIX_PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise"}
+# --quantize's int8 products (kernels.Int8Linear: fbgemm's layer or oneDNN's): their share of the time is
+# shown apart; the profiler sees no weight shape in fbgemm's packed weights, so no rate.
+INT8_PRODUCTS = {"quantized::linear_dynamic", "onednn::qlinear_pointwise"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -130,6 +133,17 @@ def product_rate(rows: int, inner: int, columns: int, dtype: torch.dtype, device
         seconds += time.perf_counter() - start
         repeats += 10
     return 2 * rows * inner * columns * repeats / seconds / 1e9
+
+
+def concurrent_threads(spans: list[tuple[float, float]]) -> int:
+    """The most threads at work at once, from each one's (start, end): decoding makes new threads for every
+    call, so counting thread ids over several calls would count too many."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = running = 0
+    for _, change in edges:  # at equal times an end (-1) sorts first: touching spans do not overlap
+        running += change
+        most = max(most, running)
+    return max(1, most)
 
 
 def operator_profile(work, repeats: int, device: torch.device, dtype: torch.dtype,
@@ -163,11 +177,14 @@ def operator_profile(work, repeats: int, device: torch.device, dtype: torch.dtyp
     profiled_wall_us = (time.perf_counter() - start) * 1e6
     operators: dict[str, dict] = {}
     thread_us: dict[int, float] = {}
+    thread_span: dict[int, tuple[float, float]] = {}  # first operator's start, last one's end
     for event in prof.events():
         if event.device_type != torch.autograd.DeviceType.CPU:
             continue  # a CUDA kernel: its time is in the operator that launched it
         us = event.self_device_time_total if cuda else event.self_cpu_time_total
         thread_us[event.thread] = thread_us.get(event.thread, 0.0) + us
+        start_us, end_us = thread_span.get(event.thread, (event.time_range.start, event.time_range.end))
+        thread_span[event.thread] = (min(start_us, event.time_range.start), max(end_us, event.time_range.end))
         row = operators.setdefault(event.name, {"operator": event.name, "us": 0.0, "calls": 0, "flops": 0})
         row["us"] += us
         row["calls"] += 1
@@ -175,12 +192,14 @@ def operator_profile(work, repeats: int, device: torch.device, dtype: torch.dtyp
     rows = sorted(operators.values(), key=lambda row: -row["us"])
     total_us = sum(row["us"] for row in rows)
     products = [row for row in rows if row["operator"] in MATRIX_PRODUCTS]
+    int8_us = sum(row["us"] for row in rows if row["operator"] in INT8_PRODUCTS)
     product_us, product_flops = sum(row["us"] for row in products), sum(row["flops"] for row in products)
     # The threads that did the work (decoding: one per batch decoded side by side), and torch's threads each
     # of them had: the products alone are timed with as many.
-    calling = [us for us in thread_us.values() if us > 0.1 * max(thread_us.values(), default=0.0)]
+    busiest_us = max(thread_us.values(), default=0.0)
+    calling = [thread for thread, us in thread_us.items() if us > 0.1 * busiest_us]
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // max(1, len(calling))))
+    torch.set_num_threads(max(1, threads // concurrent_threads([thread_span[thread] for thread in calling])))
     try:
         reachable = {f"{m}x{k} by {k}x{n}": product_rate(m, k, n, dtype, device) for m, k, n in shapes}
     finally:
@@ -190,10 +209,12 @@ def operator_profile(work, repeats: int, device: torch.device, dtype: torch.dtyp
         "ms_per_repeat_profiled": profiled_wall_us / repeats / 1e3,
         # On CPU, what the operators do not account for of the wall time (under the profiler) of the busiest
         # thread that called them: Python, the loop around them, and the profiler's own bookkeeping.
-        "outside_operators_share": None if cuda else max(0.0, 1 - max(calling, default=0.0) / profiled_wall_us),
-        "calling_threads": len(calling), "threads_per_calling_thread": max(1, threads // max(1, len(calling))),
-        "operators": [{**row, "ms_per_repeat": row["us"] / repeats / 1e3, "share": row["us"] / total_us}
-                      for row in rows],
+        "outside_operators_share": None if cuda else max(0.0, 1 - busiest_us / profiled_wall_us),
+        "calling_threads": concurrent_threads([thread_span[thread] for thread in calling]),
+        "threads_per_calling_thread": max(1, threads // concurrent_threads([thread_span[thread] for thread in calling])),
+        "operators": [{**row, "ms_per_repeat": row["us"] / repeats / 1e3,
+                       "share": row["us"] / total_us if total_us else 0.0} for row in rows],
+        "int8_products_share": int8_us / total_us if total_us else 0.0,
         "matrix_products": {"share": product_us / total_us if total_us else 0.0,
                             "gflops_per_s": product_flops / product_us / 1e3 if product_us else 0.0,
                             "reachable_gflops_per_s": reachable},
@@ -212,6 +233,8 @@ def print_profile(title: str, result: dict, top: int = 15) -> None:
               f"of the wall time under the profiler "
               f"(busiest of {result['calling_threads']} calling thread(s), "
               f"{result['threads_per_calling_thread']} torch thread(s) each)")
+    if result["int8_products_share"]:
+        print(f"  int8 matrix products: {result['int8_products_share']:.1%} of the operators' time")
     products = result["matrix_products"]
     reachable = ", ".join(f"{shape} at {rate:.0f}" for shape, rate in products["reachable_gflops_per_s"].items())
     print(f"  floating-point matrix products: {products['share']:.1%} of the operators' time at {products['gflops_per_s']:.0f} "
@@ -296,6 +319,8 @@ def main() -> int:
 
     if args.ctranslate2 and not args.run:
         parser.error("--ctranslate2 needs a trained run (--run DIR)")
+    if args.profile < 0:
+        parser.error(f"--profile takes a number of updates, 0 or more, not {args.profile}")
     config = load_config(args.config)
     configure_process(config.training.num_threads)  # as the transformer-mt command does
     if args.precision:
@@ -303,7 +328,7 @@ def main() -> int:
     result = {"config": args.config, "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                                   "torch": torch.__version__, "threads": torch.get_num_threads(),
                                                   "cpu_capability": torch.backends.cpu.get_cpu_capability()}}
-    trainer = None
+    trainer = model_after_timing = None
     if not args.skip_training or not args.run:
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(config, Path(tmp) / "run", device=args.device, show_progress=False)
@@ -316,6 +341,8 @@ def main() -> int:
                       f"device {trainer.device}, precision {config.training.precision}, "
                       f"{result['machine']['threads']} threads")
             if args.profile and not args.skip_training:
+                # Without --run, decoding uses the model as the timed updates left it, whether profiled or not.
+                model_after_timing = copy.deepcopy(trainer.model)
                 groups = update_batches(trainer, args.profile) * 2  # the same updates timed, then profiled
                 model_cfg = config.model
                 result["training_profile"] = operator_profile(
@@ -340,7 +367,7 @@ def main() -> int:
                 translator = Translator.from_run(args.run, args.checkpoint, device=args.device or "auto",
                                                  precision=precision, quantize=quantize)
             else:
-                model = trainer.model
+                model = model_after_timing if model_after_timing is not None else trainer.model
                 if quantize:
                     model = quantize_linear_layers(copy.deepcopy(model))
                 translator = Translator(model, trainer.src_tok, trainer.tgt_tok, config, trainer.device, precision)

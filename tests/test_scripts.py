@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import tiny_config, write_reverse_corpus
 
@@ -56,7 +57,7 @@ def test_benchmark(tiny_yaml, tmp_path):
     assert weights == {"fp32", "int8"}, result.stdout
     assert "sent/s" in result.stdout and "target tokens/s" in result.stdout
     # --profile: where the time of 2 training updates and of beam-5 decoding went, operator by operator,
-    # decoding's worker threads included, with the rate of the matrix products counted from their shapes.
+    # with the rate of the matrix products counted from their shapes.
     profiles = [results["training_profile"], *results["decoding_profiles"].values()]
     assert sorted(results["decoding_profiles"]) == ["fp32", "int8"]
     for profiled in profiles:
@@ -132,6 +133,27 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_benchmark_profile_counts_every_threads_operators_and_their_multiply_adds():
+    """Decoding runs its batches on threads of its own: their operators must be in the profile, each product
+    counted once with its 2*m*k*n floating-point operations, and torch's thread count put back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    benchmark = load_script("benchmark.py")
+    a, b = torch.randn(64, 32), torch.randn(32, 48)
+
+    def work():
+        with ThreadPoolExecutor(2) as pool:  # made anew each time, as Translator does
+            list(pool.map(lambda _: [a @ b for _ in range(3)], range(2)))
+
+    threads = torch.get_num_threads()
+    profiled = benchmark.operator_profile(work, 2, torch.device("cpu"), torch.float32, [(64, 32, 48)])
+    assert torch.get_num_threads() == threads
+    products = [row for row in profiled["operators"] if row["operator"] == "aten::mm"]
+    assert products and products[0]["calls"] == 2 * 2 * 3, profiled["operators"]  # repeats x threads x products
+    assert products[0]["flops"] == 2 * 2 * 3 * 2 * 64 * 32 * 48
+    assert profiled["calling_threads"] == 2
 
 
 def is_running(pid: int) -> bool:
