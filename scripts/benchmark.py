@@ -198,8 +198,10 @@ def operator_profile(work, repeats: int, device: torch.device, dtype: torch.dtyp
     # of them had: the products alone are timed with as many.
     busiest_us = max(thread_us.values(), default=0.0)
     calling = [thread for thread, us in thread_us.items() if us > 0.1 * busiest_us]
+    concurrency = concurrent_threads([thread_span[thread] for thread in calling])
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // concurrent_threads([thread_span[thread] for thread in calling])))
+    threads_each = max(1, threads // concurrency)
+    torch.set_num_threads(threads_each)
     try:
         reachable = {f"{m}x{k} by {k}x{n}": product_rate(m, k, n, dtype, device) for m, k, n in shapes}
     finally:
@@ -210,8 +212,7 @@ def operator_profile(work, repeats: int, device: torch.device, dtype: torch.dtyp
         # On CPU, what the operators do not account for of the wall time (under the profiler) of the busiest
         # thread that called them: Python, the loop around them, and the profiler's own bookkeeping.
         "outside_operators_share": None if cuda else max(0.0, 1 - busiest_us / profiled_wall_us),
-        "calling_threads": concurrent_threads([thread_span[thread] for thread in calling]),
-        "threads_per_calling_thread": max(1, threads // concurrent_threads([thread_span[thread] for thread in calling])),
+        "calling_threads": concurrency, "threads_per_calling_thread": threads_each,
         "operators": [{**row, "ms_per_repeat": row["us"] / repeats / 1e3,
                        "share": row["us"] / total_us if total_us else 0.0} for row in rows],
         "int8_products_share": int8_us / total_us if total_us else 0.0,
