@@ -4,13 +4,15 @@
 (word i to word i), so what must come back is known exactly."""
 
 import io
+import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from transformer_mt.errors import TransformerMTError
 from transformer_mt.text.documents import DocumentError, segment_document
+from transformer_mt.text.segment import MIN_WRAP_WIDTH
 
 
 def translate(document, change=lambda s: s):
@@ -113,3 +115,203 @@ def test_a_zip_bomb_is_refused_before_it_is_unpacked():
     assert len(bomb.getvalue()) < 1_000_000  # well within the default upload limit (2 MB)
     with pytest.raises(DocumentError, match="unpacks to 1 parts of 101000000 bytes"):
         segment_document(bomb.getvalue(), "bomb.docx", "de")
+
+
+# --------------------------------------------------------------------------------- documents as people write them
+# Invented words (no abbreviation of any language), sentences ending as sentences do.
+WORD = st.sampled_from(["lorem", "vanta", "kesu", "miro", "tabel", "dunor", "sil", "paket", "orvano", "bek",
+                        "quira", "zelt", "ampos", "rinu", "fodral"])
+SENTENCE = st.builds(lambda words, end: " ".join(words).capitalize() + end,
+                     st.lists(WORD, min_size=2, max_size=12), st.sampled_from([".", "!", "?"]))
+PARAGRAPHS = st.lists(st.lists(SENTENCE, min_size=1, max_size=6), min_size=1, max_size=4)
+
+
+def reverse_upper(sentence: str) -> str:
+    """A translation that moves every word: the words in reverse order, in upper case."""
+    return " ".join(reversed(sentence.split())).upper()
+
+
+def reversed_pairs(sentence: str) -> list[tuple[int, int]]:
+    n = len(sentence.split())
+    return [(i, n - 1 - i) for i in range(n)]
+
+
+def join_reversed(document) -> bytes:
+    return document.join([reverse_upper(s) for s in document.sentences],
+                         [reversed_pairs(s) for s in document.sentences] if document.has_inline_tags else None, "en")
+
+
+@settings(max_examples=150, deadline=None)
+@given(paragraphs=PARAGRAPHS, width=st.integers(20, 120), indent=st.sampled_from(["", "  "]),
+       crlf=st.booleans())
+def test_a_wrapped_paragraph_translates_whole_and_comes_back_wrapped(paragraphs, width, indent, crlf):
+    import textwrap
+
+    longest = max(len(word) for paragraph in paragraphs for sentence in paragraph for word in sentence.split())
+    width = max(width, longest + len(indent) + 1)
+    blocks = [textwrap.fill(" ".join(paragraph), width, initial_indent=indent, subsequent_indent=indent,
+                            break_long_words=False, break_on_hyphens=False) for paragraph in paragraphs]
+    # Narrower text is never taken for wrapped text (a sign-off, an address): the rule's documented limit.
+    assume(all(max(map(len, block.split("\n"))) >= MIN_WRAP_WIDTH for block in blocks if "\n" in block))
+    text = "\n\n".join(blocks) + "\n"
+    document = segment_document((text.replace("\n", "\r\n") if crlf else text).encode(), "mail.txt", "en")
+    assert document.sentences == [sentence for paragraph in paragraphs for sentence in paragraph]
+    got = join_reversed(document).decode()
+    assert ("\r\n" in got) == crlf and ("\n" not in got.replace("\r\n", "") if crlf else "\r" not in got)
+    got_blocks = got.replace("\r\n", "\n").rstrip("\n").split("\n\n")
+    assert len(got_blocks) == len(paragraphs)
+    for block, source_block, paragraph in zip(got_blocks, blocks, paragraphs):
+        # The paragraph's text is its sentences' translations, joined.
+        assert " ".join(block.split()) == " ".join(reverse_upper(sentence) for sentence in paragraph)
+        lines = block.split("\n")
+        source_lines = source_block.split("\n")
+        if len(source_lines) > 1 and len(lines) > 1:  # wrapped again, within the source's width, indent kept
+            limit = max(len(line) for line in source_lines)
+            assert all(len(line) <= limit or " " not in line.strip() for line in lines)
+            assert all(line.startswith(indent) for line in lines)
+
+
+@settings(max_examples=60, deadline=None)
+@given(paragraphs=PARAGRAPHS, width=st.integers(20, 120))
+def test_the_identity_gives_a_wrapped_text_back_byte_for_byte(paragraphs, width):
+    import textwrap
+
+    width = max(width, 1 + max(len(word) for paragraph in paragraphs for sentence in paragraph
+                               for word in sentence.split()))
+    blocks = [textwrap.fill(" ".join(paragraph), width, break_on_hyphens=False) for paragraph in paragraphs]
+    assume(all(max(map(len, block.split("\n"))) >= MIN_WRAP_WIDTH for block in blocks if "\n" in block))
+    text = "\n\n".join(blocks)
+    document = segment_document(text.encode(), "a.txt", "en")
+    assert document.join(list(document.sentences), None, "en").decode() == text
+
+
+@settings(max_examples=60, deadline=None)
+@given(sentences=st.lists(SENTENCE, min_size=1, max_size=12))
+def test_a_file_of_one_sentence_per_line_stays_one_per_line(sentences):
+    text = "\n".join(sentences) + "\n"
+    document = segment_document(text.encode(), "lines.txt", "en")
+    assert document.sentences == sentences
+    assert join_reversed(document).decode() == "\n".join(map(reverse_upper, sentences)) + "\n"
+
+
+def test_headings_lists_and_sign_offs_are_not_joined_to_their_neighbours():
+    text = ("Minutes of the meeting\n"
+            "The committee met on Tuesday and agreed that the budget for next year should be\n"
+            "discussed again before it is sent to the board for a final decision on it.\n"
+            "\n"
+            "- the budget\n- the new members\n- any other business\n\nBest,\nTom\n")
+    document = segment_document(text.encode(), "notes.txt", "en")
+    assert document.sentences[:2] == ["Minutes of the meeting",
+                                      "The committee met on Tuesday and agreed that the budget for next year should be "
+                                      "discussed again before it is sent to the board for a final decision on it."]
+    assert document.sentences[2:] == ["- the budget", "- the new members", "- any other business", "Best,", "Tom"]
+
+
+def srt_file(cues: list[list[str]]) -> str:
+    return "".join(f"{k + 1}\n00:00:{k:02d},000 --> 00:00:{k:02d},900\n" + "\n".join(lines) + "\n\n"
+                   for k, lines in enumerate(cues))
+
+
+@settings(max_examples=120, deadline=None)
+@given(sentences=st.lists(SENTENCE, min_size=1, max_size=6), data=st.data())
+def test_a_subtitle_sentence_translates_whole_over_its_lines_and_cues(sentences, data):
+    """Any sentence broken at any word boundaries into 1-3 lines, and every other sentence run on into a
+    second cue at any word: each sentence is translated whole, each cue keeps its timing and gets at most its
+    number of lines, none empty, and a sentence's cues hold its translation."""
+    import srt
+
+    cues, owners = [], []
+    for k, sentence in enumerate(sentences):
+        words = sentence.split()
+        pieces = [words]
+        if k % 2 and len(words) >= 2:
+            cut = data.draw(st.integers(1, len(words) - 1))
+            pieces = [words[:cut], [words[cut].lower()] + words[cut + 1:]]
+            sentence = " ".join(pieces[0] + pieces[1])
+            sentences[k] = sentence
+        first = len(cues)
+        for piece in pieces:
+            count = data.draw(st.integers(1, min(3, len(piece))))
+            cuts = sorted(data.draw(st.lists(st.integers(1, len(piece) - 1), min_size=count - 1, max_size=count - 1,
+                                             unique=True))) if count > 1 else []
+            cues.append([" ".join(piece[a:b]) for a, b in zip([0, *cuts], [*cuts, len(piece)])])
+        owners.append(range(first, len(cues)))
+    document = segment_document(srt_file(cues).encode(), "film.srt", "en")
+    assert document.sentences == sentences
+    got = list(srt.parse(join_reversed(document).decode()))
+    source = list(srt.parse(srt_file(cues)))
+    assert [(s.index, s.start, s.end) for s in got] == [(s.index, s.start, s.end) for s in source]
+    for sentence, owner in zip(sentences, owners):
+        lines = [got[k].content.split("\n") for k in owner]
+        assert all(line.strip() for cue in lines for line in cue)  # an empty line would end the cue
+        assert all(len(cue) <= len(cues[k]) for cue, k in zip(lines, owner))
+        assert " ".join(" ".join(cue) for cue in lines) == reverse_upper(sentence)
+
+
+def test_subtitle_lines_are_balanced_and_dialogue_keeps_a_line_per_speaker():
+    cues = [["Lorem vanta kesu miro tabel dunor sil", "paket orvano bek quira."],
+            ["- Zelt ampos?", "- Rinu fodral."]]
+    document = segment_document(srt_file(cues).encode(), "film.srt", "en")
+    assert document.sentences == ["Lorem vanta kesu miro tabel dunor sil paket orvano bek quira.", "- Zelt ampos?",
+                                  "- Rinu fodral."]
+    import srt
+
+    got = list(srt.parse(join_reversed(document).decode()))
+    first = got[0].content.split("\n")
+    assert len(first) == 2 and abs(len(first[0]) - len(first[1])) <= max(len(w) for w in first[1].split()) + 1
+    assert got[1].content.split("\n") == [reverse_upper("- Zelt ampos?"), reverse_upper("- Rinu fodral.")]
+
+
+FORMATS = st.sampled_from([None, "bold", "italic"])
+
+
+def word_file(paragraphs: list[list[tuple[str, str | None]]]) -> bytes:
+    docx = pytest.importorskip("docx")
+    document = docx.Document()
+    for runs in paragraphs:
+        paragraph = document.add_paragraph()
+        for text, form in runs:
+            run = paragraph.add_run(text)
+            if form:
+                setattr(run, form, True)
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+@settings(max_examples=80, deadline=None)
+@given(paragraphs=st.lists(st.lists(SENTENCE, min_size=1, max_size=3), min_size=1, max_size=3), data=st.data())
+def test_a_word_paragraph_is_its_translation_with_each_format_on_its_aligned_words(paragraphs, data):
+    """Any run boundaries (mid-word included) and formats: the paragraph's text is exactly its sentences'
+    translations joined, in the translation's order; a word that was wholly in one format is that format
+    where its aligned target word stands."""
+    docx = pytest.importorskip("docx")
+    from docx.oxml.ns import qn
+
+    layout = []
+    for paragraph in paragraphs:
+        text = " ".join(paragraph)
+        cuts = sorted(set(data.draw(st.lists(st.integers(1, len(text) - 1), max_size=6))))
+        pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+        layout.append([(piece, data.draw(FORMATS)) for piece in pieces])
+    document = segment_document(word_file(layout), "report.docx", "en")
+    assert document.sentences == [sentence for paragraph in paragraphs for sentence in paragraph]
+    got = docx.Document(io.BytesIO(join_reversed(document)))
+    assert len(got.paragraphs) == len(paragraphs)
+    for paragraph, runs, sentences in zip(got.paragraphs, layout, paragraphs):
+        assert "".join(t.text for t in paragraph._p.iter(qn("w:t"))) == " ".join(map(reverse_upper, sentences))
+        # Per source word wholly inside one run: its format; then the same word, reversed, in the target.
+        formats, position = {}, 0
+        for text, form in runs:
+            for match in re.finditer(r"\S+", text):
+                formats[(position + match.start(), position + match.end())] = form
+            position += len(text)
+        source_text = " ".join(sentences)
+        target_formats = {}
+        for run in paragraph.runs:
+            form = "bold" if run.bold else "italic" if run.italic else None
+            for word in run.text.split():
+                target_formats.setdefault(word, set()).add(form)
+        for match in re.finditer(r"\S+", source_text):
+            if (match.start(), match.end()) in formats and source_text.count(match.group()) == 1:
+                assert formats[match.start(), match.end()] in target_formats[match.group().upper()], (match.group(), runs)

@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(sub)
     add_prepare_command(sub)
     add_translate_command(sub)
+    add_translate_file_command(sub)
     add_evaluate_command(sub)
     add_average_command(sub)
     add_serve_command(sub)
@@ -175,6 +176,11 @@ def add_translate_command(sub) -> None:
                                 "with the same structure, inline tags (b, i, a, em, span...) around the words "
                                 "aligned to the words they wrapped")
     _add_split_argument(translate)
+    translate.add_argument("--paragraphs", action="store_true",
+                           help="read the input (--input, standard input) as one text of hard-wrapped paragraphs, "
+                                "as e-mails and plain-text books are written: a paragraph's lines are translated "
+                                "as one text and its translation wrapped at the width of its longest line (the rule "
+                                "is in the README, Documents); default: a corpus, one segment per line")
     translate.add_argument("--output", metavar="FILE", help="write translations here (default: standard output)")
     translate.add_argument("--target-language", metavar="LANG",
                            help="for a multilingual model (OPUS-MT >>xx<< tokens, e.g. fra): the language to "
@@ -197,6 +203,27 @@ def add_translate_command(sub) -> None:
                                 "alignment_layer)")
     _add_decoding_args(translate)
     _add_search_options(translate)
+
+
+def add_translate_file_command(sub) -> None:
+    document = sub.add_parser(
+        "translate-file", help="translate a document (.txt, .html, .srt, .docx) keeping its structure",
+        description="Translate a document file and write the translated file, as the server's /translate_file "
+                    "does: a text file's lines and paragraphs (a hard-wrapped paragraph is translated whole and "
+                    "wrapped again at its width), an HTML page's markup, a subtitle file's numbers and timings "
+                    "(a cue's lines are translated as one text and broken into as many lines again), a Word "
+                    "document's paragraphs, tables, headers and footers, with bold, italics and links on the "
+                    "words aligned to the words they had. The type comes from the file's extension.")
+    document.add_argument("input", metavar="FILE", help="the document to translate")
+    document.add_argument("--model", required=True, action="append", metavar="DIR",
+                          help="run directory of a trained model (several: an ensemble, as for translate)")
+    document.add_argument("--output", required=True, metavar="FILE",
+                          help="where the translated document goes (same type as the input; replaced atomically)")
+    document.add_argument("--target-language", metavar="LANG",
+                          help="for a multilingual model (OPUS-MT >>xx<< tokens): the language to translate into")
+    _add_split_argument(document)
+    _add_decoding_args(document)
+    _add_search_options(document, prefixes=False)
 
 
 def add_evaluate_command(sub) -> None:
@@ -692,10 +719,17 @@ def cmd_translate(args) -> int:
     elif args.sentences:
         # One argument is one line of output: a line break inside it must not add a line to the output.
         texts = [" ".join(sentence.splitlines()) for sentence in args.sentences]
+    elif args.paragraphs:
+        texts = [_read_document(args.input) if args.input else _read_stdin_text("reading text from standard input "
+                                                                                 "(Ctrl-D to end)")]
     elif args.input:
         texts = read_lines(args.input)
     else:
         texts = _read_stdin()
+    if args.paragraphs and (args.format == "html" or args.sentences or sentence_level):
+        raise TransformerMTError("--paragraphs reads --input (or standard input) as text of wrapped paragraphs; leave "
+                                 "out " + ("--format html" if args.format == "html" else "the texts given as arguments"
+                                           if args.sentences else "--alignment and --nbest"))
     if args.format == "html" and (args.prefix is not None or args.prefix_file is not None):
         raise TransformerMTError("--prefix and --prefix-file are for text; an HTML translation starts with its markup")
     prefix = _prefixes(args, len(texts), "the input")
@@ -714,10 +748,10 @@ def cmd_translate(args) -> int:
     else:
         layer = {"alignment_layer": args.alignment_layer} if args.alignment_layer is not None else {}
         lines = translator.translate_text(texts, format=args.format, split_sentences=args.split_sentences,
-                                          **layer, **prefix, **_decode_kwargs(args))
-        if args.format == "text":
+                                          paragraphs=args.paragraphs, **layer, **prefix, **_decode_kwargs(args))
+        if args.format == "text" and not args.paragraphs:
             lines = [_one_line(line) for line in lines]
-    if args.format == "html" and not args.sentences:
+    if (args.format == "html" or args.paragraphs) and not args.sentences:
         text = lines[0]  # the document as it was read, its final line break (or none) included
     else:
         text = "".join(line + "\n" for line in lines)
@@ -725,6 +759,25 @@ def cmd_translate(args) -> int:
         _write_output(args.output, text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_translate_file(args) -> int:
+    from .data.batches import read_bytes
+    from .safe_files import write_output
+    from .text.documents import document_extension
+
+    extension = document_extension(str(args.input))
+    if document_extension(str(args.output)) != extension:
+        raise TransformerMTError(f"--output {args.output}: the translation of a {extension} file is a {extension} file; "
+                                 f"give --output a name ending in {extension}")
+    _check_output(args.output)
+    _check_output_is_not_input(args.output, {"input": args.input})
+    data = read_bytes(args.input)
+    translator = _load_translator(args)
+    translated = translator.translate_document(data, str(args.input), split_sentences=args.split_sentences,
+                                               **_decode_kwargs(args))
+    write_output(args.output, translated)
     return 0
 
 
@@ -969,7 +1022,8 @@ def cmd_back_translate(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_translate, "evaluate": cmd_evaluate,
+COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_translate,
+            "translate-file": cmd_translate_file, "evaluate": cmd_evaluate,
             "average": cmd_average,
             "serve": cmd_serve, "export": cmd_export, "import": cmd_import, "plot": cmd_plot,
             "upgrade-checkpoint": cmd_upgrade_checkpoint, "back-translate": cmd_back_translate}

@@ -33,7 +33,7 @@ def check_format(format: str) -> str:
 
 
 def translate_texts(translator, texts: list[str], format: str = "text", split_sentences: bool | None = None,
-                    **options) -> list[str]:
+                    paragraphs: bool = False, **options) -> list[str]:
     """Translate each text of ``texts`` (plain text, or an HTML document or fragment with
     ``format="html"``) and return one translation per text, in the text's shape.
 
@@ -44,7 +44,8 @@ def translate_texts(translator, texts: list[str], format: str = "text", split_se
     ``config`` (a CTranslate2Translator: inline tags placed by relative position). ``options`` are
     ``translate()``'s decoding options (beam_size, length_penalty, batch_size, ...); ``prefix`` (format
     text: a text, or a list with one per text) is what the translation of each text starts with: the prefix
-    of its first sentence.
+    of its first sentence. ``paragraphs=True`` (format text) translates each hard-wrapped paragraph whole
+    and wraps its translation at the source's width (text/segment.py's wrapped_paragraphs).
     """
     if isinstance(texts, str):
         raise TypeError("translate_text() takes a list of texts; wrap a single text in a list")
@@ -58,7 +59,7 @@ def translate_texts(translator, texts: list[str], format: str = "text", split_se
     if split_sentences is None:
         split_sentences = translator.config.decoding.split_sentences
     if format == "text":
-        segmented = [segment_text(text, data.src_lang, split_sentences) for text in texts]
+        segmented = [segment_text(text, data.src_lang, split_sentences, paragraphs=paragraphs) for text in texts]
     else:
         from ..text.html import segment_html  # html5lib and its tree: 0.1 s of import that plain text never needs
 
@@ -84,6 +85,31 @@ def translate_texts(translator, texts: list[str], format: str = "text", split_se
             joined.append(one.join(translations[own], alignments[own] if alignments is not None else None,
                                    data.tgt_lang))
     return joined
+
+
+def translate_document(translator, data: bytes, filename: str, split_sentences: bool | None = None,
+                       max_chars: int | None = None, **options) -> bytes:
+    """Translate a document file's bytes (.txt, .html, .srt, .docx: text/documents.py, by ``filename``'s
+    extension) and return the translated file's bytes, its structure kept; inline formats (HTML tags, Word
+    runs) are placed by word alignments where ``translator`` gives them. ``options`` are translate()'s
+    decoding options; ``max_chars`` bounds the document's text (default: documents.MAX_DOCUMENT_CHARS)."""
+    from ..text.documents import segment_document
+
+    for option in NOT_FOR_TEXTS + ("prefix",):
+        if options.get(option) not in (None, False, 1):
+            raise TransformerMTError(f"{option} is an option of translate(); a document gets one translation")
+        options.pop(option, None)
+    data_config = translator.config.data
+    if split_sentences is None:
+        split_sentences = translator.config.decoding.split_sentences
+    document = segment_document(data, filename, data_config.src_lang, split_sentences, max_chars)
+    if document.has_inline_tags and _aligns(translator):
+        results = [best for best, *_ in translator.translate(document.sentences, **HTML_ALIGNMENT, **options)]
+        translations = [result.text for result in results]
+        alignments = [html_word_pairs(sentence, result) for sentence, result in zip(document.sentences, results)]
+    else:
+        translations, alignments = translator.translate(document.sentences, **options), None
+    return document.join(translations, alignments, data_config.tgt_lang)
 
 
 def _first_sentence_prefixes(prefix, segmented: list, format: str) -> list[str]:

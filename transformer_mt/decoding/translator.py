@@ -40,7 +40,7 @@ from ..model import Transformer, build_model
 from .alignment import check_alignment_layer, check_alignment_unit, hard_alignment, word_alignment
 from .ensemble import Ensemble, check_members
 from .logits import search_options
-from .paragraphs import translate_texts
+from .paragraphs import translate_document, translate_texts
 from .search import beam_search, greedy_search, sample_search
 
 log = logging.getLogger(__name__)
@@ -457,6 +457,13 @@ class Translator:
         :meth:`translate` call with ``options`` (beam_size, length_penalty, batch_size, ...). See
         decoding/paragraphs.py."""
         return translate_texts(self, texts, format=format, split_sentences=split_sentences, **options)
+
+    def translate_document(self, data: bytes, filename: str, split_sentences: bool | None = None,
+                           max_chars: int | None = None, **options) -> bytes:
+        """Translate a document file (.txt, .html, .srt, .docx by ``filename``'s extension) and return the
+        translated file, its structure and formatting kept (decoding/paragraphs.py, text/documents.py)."""
+        return translate_document(self, data, filename, split_sentences=split_sentences, max_chars=max_chars,
+                                  **options)
 
     def _aligned(self, text: str, hyp, source_ids: list[int], unit: str) -> AlignedTranslation:
         pairs = hard_alignment(hyp.attention["cross"], 1, len(hyp.tokens))  # search kept only that layer's mean

@@ -70,7 +70,7 @@ import torch
 from ..config import Config, load_config
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, load_tokenizers
 from ..decoding.logits import search_options
-from ..decoding.paragraphs import translate_texts
+from ..decoding.paragraphs import translate_document, translate_texts
 from ..decoding.translator import Translation, encode_sentences, resolve_decoding
 from ..errors import TransformerMTError
 from .ctranslate2_export import EXPORT_INFO, import_ctranslate2
@@ -202,6 +202,13 @@ class CTranslate2Translator:
         """Translate texts as ``Translator.translate_text`` does (decoding/paragraphs.py); inline HTML tags
         are placed by relative position: this engine gives no word alignments."""
         return translate_texts(self, texts, format=format, split_sentences=split_sentences, **options)
+
+    def translate_document(self, data: bytes, filename: str, split_sentences: bool | None = None,
+                           max_chars: int | None = None, **options) -> bytes:
+        """Translate a document file (.txt, .html, .srt, .docx by ``filename``'s extension) and return the
+        translated file, its structure and formatting kept (decoding/paragraphs.py, text/documents.py)."""
+        return translate_document(self, data, filename, split_sentences=split_sentences, max_chars=max_chars,
+                                  **options)
 
     @staticmethod
     def _batches(order: list[int], limits: list[int], batch_size: int):

@@ -382,7 +382,7 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
         try:
             extension = document_extension(filename)
             document = await asyncio.to_thread(segment_document, data, filename, service.source,
-                                               service.split_sentences)
+                                               service.split_sentences, limits.max_file_chars)
         except TransformerMTError as exc:
             raise ApiError(400, str(exc)) from None
         characters = sum(len(sentence) for sentence in document.sentences)

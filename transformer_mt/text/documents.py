@@ -14,8 +14,11 @@ alignments when ``has_inline_tags``) and gives the translations back to ``join``
 
 from __future__ import annotations
 
+import copy
 import html as html_escaping
 import io
+import itertools
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from pathlib import PurePath
 
 from ..errors import TransformerMTError
 from .html import segment_html
-from .segment import segment_text
+from .segment import ends_sentence, segment_text
 
 # Supported file extensions and the media type of the translated file.
 MEDIA_TYPES = {
@@ -35,11 +38,17 @@ MEDIA_TYPES = {
 }
 
 
-# A .docx is a zip archive: what its parts may unpack to at most. A few MB of zip can declare gigabytes of
-# XML (a zip bomb); the declared sizes are checked before anything is unpacked (zipfile refuses a part that
-# unpacks to more than it declared).
-MAX_DOCX_UNPACKED_BYTES = 100_000_000
-MAX_DOCX_PARTS = 10_000
+# Office documents and e-books are zip archives of XML: a few hundred kB of zip can unpack to gigabytes (a zip
+# bomb) or to millions of elements. Before a document is parsed, the archive's declared sizes are checked (zipfile
+# refuses a part that unpacks to more than it declared) and every XML part is read as a stream, its elements and
+# its text counted as they come, so an archive is refused as soon as it passes what a document of the allowed
+# text could hold, whatever it unpacks to: memory and time are bounded by the limit, not by the archive.
+MAX_ARCHIVE_UNPACKED_BYTES = 100_000_000  # everything (pictures included)
+MAX_ARCHIVE_PARTS = 10_000
+MAX_DOCUMENT_CHARS = 5_000_000  # the text of one document where the caller gives no limit (a long book)
+XML_BYTES_PER_CHAR = 200  # generous: a Word paragraph with one formatted phrase is ~2 kB of XML for 60 characters
+XML_ELEMENTS_PER_CHAR = 20
+XML_PART_SUFFIXES = (".xml", ".rels", ".xhtml", ".html", ".htm", ".opf", ".ncx")
 
 
 class DocumentError(TransformerMTError):
@@ -70,10 +79,14 @@ def document_extension(filename: str) -> str:
     return extension
 
 
-def segment_document(data: bytes, filename: str, language: str, split_sentences: bool = True) -> SegmentedDocument:
-    """Read ``data`` as the document type of ``filename``'s extension, in ``language``."""
+def segment_document(data: bytes, filename: str, language: str, split_sentences: bool = True,
+                     max_chars: int | None = None) -> SegmentedDocument:
+    """Read ``data`` as the document type of ``filename``'s extension, in ``language``. An archive (.docx)
+    that holds more than ``max_chars`` characters of text (default MAX_DOCUMENT_CHARS) is refused while it
+    is read, before it is parsed."""
     extension = document_extension(filename)
     if extension == ".docx":
+        check_archive(data, filename, "Word (.docx) document", max_chars or MAX_DOCUMENT_CHARS)
         document = _segment_docx(data, filename, language, split_sentences)
     else:
         text, bom = _decode(data, filename)
@@ -82,6 +95,52 @@ def segment_document(data: bytes, filename: str, language: str, split_sentences:
     if not document.sentences:
         raise DocumentError(f"{filename!r} holds no text to translate")
     return document
+
+
+def check_archive(data: bytes, filename: str, kind: str, max_chars: int) -> None:
+    """Refuse a zip archive of XML parts (``kind``: what it should be, for the message) that is not one, or
+    that holds more than ``max_chars`` characters of text, XML_BYTES_PER_CHAR bytes or XML_ELEMENTS_PER_CHAR
+    elements per character allowed: counted while each part is unpacked and parsed as a stream."""
+    from lxml import etree
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            parts = archive.infolist()
+            unpacked = sum(part.file_size for part in parts)
+            if len(parts) > MAX_ARCHIVE_PARTS or unpacked > MAX_ARCHIVE_UNPACKED_BYTES:
+                raise DocumentError(f"{filename!r} unpacks to {len(parts)} parts of {unpacked} bytes; a {kind} may "
+                                    f"hold at most {MAX_ARCHIVE_PARTS} parts of {MAX_ARCHIVE_UNPACKED_BYTES} bytes")
+            xml_parts = [part for part in parts if part.filename.lower().endswith(XML_PART_SUFFIXES)]
+            max_bytes = XML_BYTES_PER_CHAR * max_chars + 1_000_000
+            max_elements = XML_ELEMENTS_PER_CHAR * max_chars + 100_000
+            declared = sum(part.file_size for part in xml_parts)
+            if declared > max_bytes:
+                raise DocumentError(f"{filename!r} unpacks to {declared} bytes of XML, more than a {kind} of at most "
+                                    f"{max_chars} characters of text needs ({max_bytes}); split it into smaller files")
+            elements = characters = 0
+            for part in xml_parts:
+                parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False, no_network=True,
+                                             load_dtd=False, huge_tree=False)
+                with archive.open(part) as stream:
+                    while chunk := stream.read(65536):
+                        parser.feed(chunk)
+                        for event, element in parser.read_events():
+                            if event == "start":
+                                elements += 1
+                                continue
+                            characters += len(element.text or "") + len(element.tail or "")
+                            element.clear(keep_tail=False)
+                        if elements > max_elements or characters > max_chars:
+                            what = f"{elements} XML elements" if elements > max_elements else f"{characters} characters"
+                            raise DocumentError(f"{filename!r} holds more than {what} (read as far as "
+                                                f"{part.filename}); a {kind} here may hold at most {max_chars} "
+                                                f"characters of text: split it into smaller files")
+                parser.close()
+    except DocumentError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, etree.XMLSyntaxError,
+            NotImplementedError, RuntimeError) as exc:
+        raise DocumentError(f"{filename!r} is not a valid {kind} ({type(exc).__name__}: {exc})") from None
 
 
 def _decode(data: bytes, filename: str) -> tuple[str, bytes]:
@@ -97,7 +156,8 @@ def _decode(data: bytes, filename: str) -> tuple[str, bytes]:
 
 
 def _segment_txt(text: str, filename: str, language: str, split: bool, bom: bytes) -> SegmentedDocument:
-    segmented = segment_text(text, language, split_sentences=split)
+    # A document, not a corpus: a hard-wrapped paragraph is translated whole and wrapped again.
+    segmented = segment_text(text, language, split_sentences=split, paragraphs=True)
     return SegmentedDocument(list(segmented.sentences), False,
                              lambda t, a, target: bom + segmented.join(t, target).encode("utf-8"))
 
@@ -115,14 +175,41 @@ def _segment_srt(text: str, filename: str, language: str, split: bool, bom: byte
         subtitles = list(srt.parse(text))
     except (srt.SRTParseError, ValueError) as exc:
         raise DocumentError(f"{filename!r} is not a valid SubRip (.srt) subtitle file: {exc}") from None
-    parts = [segment_text(subtitle.content, language, split_sentences=split) for subtitle in subtitles]
-    sentences = [sentence for part in parts for sentence in part.sentences]
+    cues = [[line.strip() for line in subtitle.content.splitlines() if line.strip()] for subtitle in subtitles]
+    # A unit is what is translated together: a cue's lines as one text, a sentence that runs on over several
+    # cues as one text, or each line of a dialogue cue (one speaker a line) on its own.
+    units: list[tuple[range, list]] = []
+    k = 0
+    while k < len(cues):
+        if not cues[k] or is_dialogue(cues[k]):
+            units.append((range(k, k + 1), [segment_text(line, language, split_sentences=split) for line in cues[k]]))
+            k += 1
+            continue
+        stop = k + 1
+        while (stop < len(cues) and stop - k < MAX_CUES_PER_SENTENCE and cues[stop] and not is_dialogue(cues[stop])
+               and runs_into_next_cue(" ".join(cues[stop - 1]), " ".join(cues[stop]))):
+            stop += 1
+        text = " ".join(" ".join(cues[cue]) for cue in range(k, stop))
+        units.append((range(k, stop), [segment_text(text, language, split_sentences=split)]))
+        k = stop
+    sentences = [sentence for _, parts in units for part in parts for sentence in part.sentences]
 
     def join(translations, alignments, target):
         start = 0
-        for subtitle, part in zip(subtitles, parts):
-            subtitle.content = part.join(translations[start:start + len(part.sentences)], target)
-            start += len(part.sentences)
+        for own_cues, parts in units:
+            texts = []
+            for part in parts:
+                texts.append(part.join(translations[start:start + len(part.sentences)], target))
+                start += len(part.sentences)
+            first = own_cues.start
+            if not cues[first]:
+                continue
+            if len(parts) > 1 or len(own_cues) == 1 and is_dialogue(cues[first]):  # a dialogue: a line a speaker
+                subtitles[first].content = "\n".join(texts)
+                continue
+            shares = split_by_length(texts[0], [len(" ".join(cues[cue])) for cue in own_cues])
+            for cue, share in zip(own_cues, shares):
+                subtitles[cue].content = "\n".join(balanced_lines(share, len(cues[cue])))
         # reindex=False: the numbers stay as they were; strict=False: a translated line that came out empty
         # must not drop its subtitle (timings are what a subtitle file is for).
         return bom + srt.compose(subtitles, reindex=False, strict=False).encode("utf-8")
@@ -130,101 +217,290 @@ def _segment_srt(text: str, filename: str, language: str, split: bool, bom: byte
     return SegmentedDocument(sentences, False, join)
 
 
+# A sentence is translated whole over at most this many cues (a file without punctuation is not one sentence).
+MAX_CUES_PER_SENTENCE = 4
+DIALOGUE_LINE = re.compile(r"^[-‐-―]")
+
+
+def is_dialogue(lines: list[str]) -> bool:
+    """Whether a cue's lines are a dialogue: two or more lines, each a speaker's, each starting with a dash."""
+    return len(lines) > 1 and all(DIALOGUE_LINE.match(line) for line in lines)
+
+
+def runs_into_next_cue(text: str, following: str) -> bool:
+    """Whether a cue's sentence runs on into the next cue: the cue ends no sentence and the next one starts
+    with a lower-case letter (after any leading dots or dashes, "...and then")."""
+    letters = following.lstrip(".…-–— \"'„“«")
+    return not ends_sentence(text) and letters[:1].islower()
+
+
+def split_by_length(text: str, shares: list[int]) -> list[str]:
+    """``text`` cut at spaces into len(shares) consecutive pieces whose lengths are as near as the words allow
+    to ``shares`` (the source cues' lengths) scaled to the text's length; every piece gets a word while words
+    last. A sentence translated over several cues goes back into them this way: by length rather than by
+    word alignment, since a cue's time on screen follows how long its text is, and a cut by alignment can
+    put most of the sentence in one cue where the target language moves the verb."""
+    words = text.split()
+    ends = list(itertools.accumulate(len(word) + 1 for word in words))  # text length up to each word's end
+    total_share = sum(shares) or 1
+    cuts = [0]
+    for k in range(1, len(shares)):
+        goal = ends[-1] * sum(shares[:k]) / total_share if words else 0
+        # Leave a word for each later piece, and take one for this piece where words are left.
+        low, high = min(cuts[-1] + 1, len(words)), max(cuts[-1] + 1, len(words) - (len(shares) - k))
+        cut = min(range(low, min(high, len(words)) + 1), key=lambda c: abs((ends[c - 1] if c else 0) - goal))
+        cuts.append(cut)
+    cuts.append(len(words))
+    return [" ".join(words[a:b]) for a, b in zip(cuts, cuts[1:])]
+
+
+def balanced_lines(text: str, count: int) -> list[str]:
+    """``text`` broken at spaces into at most ``count`` lines (fewer when it has fewer words; never an empty
+    line, which would end a subtitle), the longest line as short as the words allow (so within the source
+    cue's longest line wherever the translation can be), lines filled in order up to that length."""
+    words = text.split()
+    if not words:
+        return []
+    count = max(1, min(count, len(words)))
+
+    def lines_for(limit: int) -> list[list[str]]:
+        lines: list[list[str]] = [[]]
+        for word in words:
+            if lines[-1] and len(" ".join(lines[-1])) + 1 + len(word) > limit:
+                lines.append([])
+            lines[-1].append(word)
+        return lines
+
+    low, high = max(len(word) for word in words), len(" ".join(words))
+    while low < high:  # the shortest longest line that fits the words into ``count`` lines
+        middle = (low + high) // 2
+        if len(lines_for(middle)) <= count:
+            high = middle
+        else:
+            low = middle + 1
+    return [" ".join(line) for line in lines_for(low)]
+
+
 def _segment_docx(data: bytes, filename: str, language: str, split: bool) -> SegmentedDocument:
+    document, paragraphs = _word_paragraphs(data, filename)
+    pieces = []  # per paragraph with text: its text (segmented) or its runs as html
+    for paragraph in paragraphs:
+        texts = [group.text for group in paragraph.groups]
+        if len([text for text in texts if text.strip()]) <= 1:
+            pieces.append((segment_text("".join(texts), language, split_sentences=split), False))
+        else:
+            markup = "<p>" + "".join(f'<span data-run="{i}">{html_escaping.escape(text)}</span>'
+                                     for i, text in enumerate(texts)) + "</p>"
+            pieces.append((segment_html(markup, language, split_sentences=split), True))
+    sentences = [sentence for segmented, _ in pieces for sentence in segmented.sentences]
+
+    def join(translations, alignments, target):
+        # A fresh tree for each join: writing runs back changes it.
+        document, paragraphs = _word_paragraphs(data, filename)
+        start = 0
+        for paragraph, (segmented, is_html) in zip(paragraphs, pieces):
+            end = start + len(segmented.sentences)
+            if is_html:
+                own = alignments[start:end] if alignments is not None else None
+                runs = _runs_of_spans(segmented.join(translations[start:end], own, target), len(paragraph.groups))
+            else:
+                text = segmented.join(translations[start:end], target)
+                runs = [(next(i for i, group in enumerate(paragraph.groups) if group.text.strip()), text)]
+            paragraph.rebuild(runs)
+            start = end
+        out = io.BytesIO()
+        document.save(out)
+        return out.getvalue()
+
+    return SegmentedDocument(sentences, any(is_html and segmented.has_inline_tags for segmented, is_html in pieces),
+                             join)
+
+
+def _word_paragraphs(data: bytes, filename: str) -> tuple:
+    """A Word document and its paragraphs that hold text, each once, in order: the body (tables and text
+    boxes included), then headers and footers that are not linked to the previous section's (a linked one
+    is the same part, and would be translated twice)."""
     import docx
     from docx.oxml.ns import qn
-    from docx.text.paragraph import Paragraph
-    from docx.text.run import Run
-    from lxml import etree
 
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            parts = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
-        raise DocumentError(f"{filename!r} is not a valid Word (.docx) document: not a zip archive ({exc})") \
-            from None
-    unpacked = sum(part.file_size for part in parts)
-    if len(parts) > MAX_DOCX_PARTS or unpacked > MAX_DOCX_UNPACKED_BYTES:
-        raise DocumentError(f"{filename!r} unpacks to {len(parts)} parts of {unpacked} bytes; a Word document "
-                            f"may hold at most {MAX_DOCX_PARTS} parts of {MAX_DOCX_UNPACKED_BYTES} bytes")
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 -- zipfile, lxml and python-docx each raise their own types
         raise DocumentError(f"{filename!r} is not a valid Word (.docx) document ({type(exc).__name__}: {exc})") \
             from None
-    # Every paragraph once: the body (tables and text boxes included), then headers and footers that are not
-    # linked to the previous section's (a linked one is the same part, and would be translated twice).
     roots = [document.element.body]
     for section in document.sections:
         for part in (section.header, section.first_page_header, section.even_page_header,
                      section.footer, section.first_page_footer, section.even_page_footer):
             if not part.is_linked_to_previous:
                 roots.append(part._element)
-    pieces = []  # per paragraph: (runs grouped by format, segmented text or html)
-    for root in roots:
-        for p in root.iter(qn("w:p")):
-            paragraph = Paragraph(p, None)
-            # The runs of this paragraph (in links and revisions too), not those of a paragraph nested in it.
-            runs = [Run(r, paragraph) for r in p.iter(qn("w:r"))
-                    if next(r.iterancestors(qn("w:p"))) is p]
-            groups: list[list] = []
-            previous = None
-            for run in runs:
-                # Word splits runs for its own bookkeeping: neighbours with the same format are one piece of text.
-                form = etree.tostring(run._r.rPr) if run._r.rPr is not None else b""
-                if groups and form == previous:
-                    groups[-1].append(run)
-                else:
-                    groups.append([run])
-                previous = form
-            texts = ["".join(run.text for run in group) for group in groups]
-            if not "".join(texts).strip():
+    paragraphs = [_WordParagraph(p) for root in roots for p in root.iter(qn("w:p"))]
+    return document, [paragraph for paragraph in paragraphs if "".join(g.text for g in paragraph.groups).strip()]
+
+
+# Elements of a Word run that are text (python-docx's Run.text reads them: text, tab, line break, hyphens).
+_WORD_TEXT_TAGS = frozenset({"t", "tab", "br", "cr", "noBreakHyphen", "softHyphen", "ptab", "rPr", "lastRenderedPageBreak"})
+
+
+@dataclass
+class _RunGroup:
+    """Neighbouring text runs of one paragraph with one format (the same ``w:rPr``, inside the same link or
+    revision): Word splits runs for its own bookkeeping, and one format is one piece of text."""
+
+    runs: list
+    text: str
+
+
+class _WordParagraph:
+    """A ``w:p`` element's text runs grouped by format, and :meth:`rebuild` that writes a translation back as
+    runs in the translation's order.
+
+    A text run is a ``w:r`` of this paragraph (not of a paragraph nested in it, such as a text box's) holding
+    only text; other runs (pictures, fields and their codes, footnote marks, deleted text) stay where they
+    are, untranslated."""
+
+    def __init__(self, p):
+        from docx.oxml.ns import qn
+
+        self.p = p
+        self.groups: list[_RunGroup] = []
+        previous = None
+        for r in p.iter(qn("w:r")):
+            if next(r.iterancestors(qn("w:p"))) is not p or not _is_text_run(r):
+                previous = None
                 continue
-            if len([text for text in texts if text.strip()]) <= 1:
-                pieces.append((groups, segment_text("".join(texts), language, split_sentences=split), False))
+            # The format: the run's properties and the elements between it and the paragraph (a link keeps
+            # its target, a tracked insertion its author).
+            chain = tuple(self._containers(r))
+            form = (_xml(r.find(qn("w:rPr"))), chain)
+            text = _run_text(r)
+            if self.groups and not text.strip():  # white space goes with the text before, whatever its format
+                self.groups[-1].runs.append(r)
+                self.groups[-1].text += text
+                continue
+            if self.groups and form == previous:
+                self.groups[-1].runs.append(r)
+                self.groups[-1].text += text
             else:
-                markup = "<p>" + "".join(f'<span data-run="{i}">{html_escaping.escape(text)}</span>'
-                                         for i, text in enumerate(texts)) + "</p>"
-                pieces.append((groups, segment_html(markup, language, split_sentences=split), True))
-    sentences = [sentence for _, segmented, _ in pieces for sentence in segmented.sentences]
+                self.groups.append(_RunGroup([r], text))
+            previous = form
 
-    def join(translations, alignments, target):
-        start = 0
-        for groups, segmented, is_html in pieces:
-            end = start + len(segmented.sentences)
-            if is_html:
-                own = alignments[start:end] if alignments is not None else None
-                texts = _texts_of_spans(segmented.join(translations[start:end], own, target), len(groups))
+    def _containers(self, r) -> list:
+        """The elements between run ``r`` and the paragraph, outermost first."""
+        chain = []
+        parent = r.getparent()
+        while parent is not None and parent is not self.p:
+            chain.append(parent)
+            parent = parent.getparent()
+        return chain[::-1]
+
+    def rebuild(self, pieces: list[tuple[int, str]]) -> None:
+        """Replace the paragraph's text runs by ``pieces``, (group, text) in the translation's order: each
+        piece is a run with the group's format (a copy of its first run's properties, inside copies of its
+        link or revision), neighbouring pieces of one group are one run, and neighbouring runs in the same
+        link share one copy of it. The new runs stand where the first text run stood."""
+        from docx.oxml.ns import qn
+        from docx.text.run import Run
+
+        merged: list[list] = []
+        for group, text in pieces:
+            if not text:
+                continue
+            if merged and merged[-1][0] == group:
+                merged[-1][1] += text
             else:
-                texts = [segmented.join(translations[start:end], target)] + [""] * (len(groups) - 1)
-            for group, text in zip(groups, texts):
-                group[0].text = text  # the group's first run carries its format; the others are emptied
-                for run in group[1:]:
-                    run.text = ""
-            start = end
-        out = io.BytesIO()
-        document.save(out)
-        return out.getvalue()
+                merged.append([group, text])
+        chains = [self._containers(group.runs[0]) for group in self.groups]  # before the runs are taken out
+        first = self.groups[0].runs[0]
+        anchor = chains[0][0] if chains[0] else first
+        marker = anchor.makeelement(qn("w:proofErr"), {})  # a placeholder, removed below
+        anchor.addprevious(marker)
+        for group in self.groups:
+            for r in group.runs:
+                parent = r.getparent()
+                parent.remove(r)
+                # A link or revision left with nothing but its properties goes too (copies carry the new runs).
+                while parent is not self.p and all(_is_properties(child) for child in parent):
+                    grand = parent.getparent()
+                    grand.remove(parent)
+                    parent = grand
+        inner = None  # the innermost copy of the last piece's containers, while the next piece may share it
+        previous_chain: list = []
+        for group, text in merged:
+            run = copy.deepcopy(self.groups[group].runs[0])
+            for child in list(run):
+                if child.tag != qn("w:rPr"):
+                    run.remove(child)
+            Run(run, None).text = text
+            chain = chains[group]
+            if chain and inner is not None and chain == previous_chain:
+                inner.append(run)
+                continue
+            outer = inner = None
+            for original in chain:
+                made = _empty_copy(original)
+                if outer is None:
+                    outer = made
+                else:
+                    inner.append(made)
+                inner = made
+            if inner is not None:
+                inner.append(run)
+            marker.addprevious(outer if outer is not None else run)
+            previous_chain = chain
+        marker.getparent().remove(marker)
 
-    return SegmentedDocument(sentences, any(is_html and segmented.has_inline_tags for _, segmented, is_html in pieces),
-                             join)
+
+def _empty_copy(element):
+    """A copy of ``element`` with its attributes and its properties (children named ``...Pr``) but no content."""
+    made = element.makeelement(element.tag, dict(element.attrib))
+    for child in element:
+        if child.tag.endswith("Pr"):
+            made.append(copy.deepcopy(child))
+    return made
 
 
-def _texts_of_spans(markup: str, count: int) -> list[str]:
-    """The text of each ``<span data-run=i>`` in translated markup; text outside any span joins the span
-    before it (or the first), so no translated word is lost."""
+def _is_properties(element) -> bool:
+    return isinstance(element.tag, str) and element.tag.endswith("Pr")
+
+
+def _is_text_run(r) -> bool:
+    return all(child.tag.rsplit("}", 1)[-1] in _WORD_TEXT_TAGS for child in r)
+
+
+def _run_text(r) -> str:
+    from docx.text.run import Run
+
+    return Run(r, None).text
+
+
+def _xml(element) -> bytes:
+    from lxml import etree
+
+    return etree.tostring(element) if element is not None else b""
+
+
+def _runs_of_spans(markup: str, count: int) -> list[tuple[int, str]]:
+    """The translated markup of a paragraph's runs as (run group, text) in the order of the translation:
+    each ``<span data-run=i>`` is a piece of group i; text outside any span (spaces, punctuation the
+    translation moved out) belongs to the span before it (or the first span), so no translated word is lost."""
     import lxml.html
 
-    texts = [""] * count
-    current = 0
     root = lxml.html.fromstring(markup)
     paragraph = root if root.tag == "p" else root.find(".//p")
     if paragraph is None:
         paragraph = root
-    texts[0] += paragraph.text or ""
+    pieces: list[tuple[int, str]] = []
+    current = None
+    lead = paragraph.text or ""
     for child in paragraph:
         run = child.get("data-run")
         if run is not None and run.isdigit() and int(run) < count:
             current = int(run)
-        texts[current] += child.text_content() + (child.tail or "")
-    return texts
+        elif current is None:
+            current = 0
+        pieces.append((current, lead + child.text_content() + (child.tail or "")))
+        lead = ""
+    if lead:
+        pieces.append((0, lead))
+    return pieces

@@ -363,9 +363,12 @@ class _Segmenter:
                 tail, element.tail = element.tail, None
                 kept.append((len(chars), _render(element), stack))
                 element.tail = tail
-                if isinstance(element.tag, str) and element.tag.lower() == "br":
-                    virtual.add(len(chars))  # a line break parts the words on either side, as a space does,
-                    add_text(" ", stack)  # but that space is not written back
+                if isinstance(element.tag, str) and (element.tag.lower() == "br" or not _is_protected(element)
+                                                     and "".join(element.itertext())[:1].isspace()):
+                    # A line break, or an element of nothing but white space (<i> </i>), parts the words on
+                    # either side, as a space does, but that space is not written back (the element is).
+                    virtual.add(len(chars))
+                    add_text(" ", stack)
             else:
                 tags.append(_tag_pair(element))
                 chains.append(stack + (len(tags) - 1,))

@@ -26,6 +26,7 @@ languages are not language codes (the demo's "src"/"tgt") or no language (None) 
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 
 from sentencex import get_sentence_boundaries
@@ -34,6 +35,13 @@ from sentencex import get_sentence_boundaries
 NO_SPACE_BETWEEN_SENTENCES = frozenset({"zh", "ja", "yue", "wuu", "cmn", "lzh", "hak", "nan", "gan", "hsn", "cjy",
                                         "bo", "dz"})
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# What a line that ends a sentence ends with, before closing quotes and brackets.
+SENTENCE_END = frozenset(".!?…。！？‼⁇⁈⁉؟।॥")
+CLOSING = "\"'”’»›)]}」』）"
+# A line that starts a list item, a quotation or a table row starts a block of its own.
+# Narrower blocks are never taken for wrapped text: a sign-off ("Best,\nTom"), an address, a short list.
+MIN_WRAP_WIDTH = 20
+LIST_ITEM = re.compile(r"^\s*(?:[-*+•‣◦>|#]|\d{1,3}[.)]|[a-zA-Z][.)])\s")
 GENERIC_LANGUAGE = "und"  # sentencex's fallback rules: no language's abbreviations
 
 
@@ -64,6 +72,68 @@ def sentence_spans(text: str, language: str | None) -> list[tuple[int, int]]:
     return spans
 
 
+def ends_sentence(line: str) -> bool:
+    """Whether ``line`` ends with a sentence's final punctuation (closing quotes and brackets after it allowed)."""
+    stripped = line.rstrip().rstrip(CLOSING)
+    return bool(stripped) and stripped[-1] in SENTENCE_END
+
+
+def wrapped_paragraphs(lines: list[str]) -> list[range]:
+    """The hard-wrapped paragraphs among ``lines`` (texts without their line breaks): ranges of two or more
+    neighbouring lines that are one paragraph wrapped at a fixed width, as e-mails, READMEs and plain-text
+    books are written.
+
+    The rule, per block of non-blank lines whose longest line is W characters long: a line *runs on* into
+    the next when the next line's first word would not have fitted on it within W (``len(line) + 1 +
+    len(word) > W``: the mark greedy wrapping leaves, whatever the width it wrapped at, since that width is
+    at least W) and the next line does not start a list item, quotation or table row. A block is wrapped
+    text when at least one line that runs on does not end a sentence; its paragraphs are then the chains
+    of lines that run on, so a short line (a heading, a paragraph's last line) ends a paragraph. A block
+    whose lines all end sentences (a file of one sentence per line) is left line by line, as is a line that
+    a short line follows (a heading over its text, the items of a list): lines are joined only where the
+    text shows it was wrapped, never because a sentence lacks its full stop. A block narrower than
+    MIN_WRAP_WIDTH characters (a sign-off, an address) is never wrapped text.
+    """
+    paragraphs: list[range] = []
+    start = 0
+    while start < len(lines):
+        if not lines[start].strip():
+            start += 1
+            continue
+        end = start
+        while end < len(lines) and lines[end].strip():
+            end += 1
+        width = max(len(line.rstrip()) for line in lines[start:end])
+        if width < MIN_WRAP_WIDTH:
+            start = end
+            continue
+        runs_on = []
+        for k in range(start, end - 1):
+            following = lines[k + 1].split()
+            runs_on.append(len(lines[k].rstrip()) + 1 + len(following[0]) > width and not LIST_ITEM.match(lines[k + 1]))
+        if any(on and not ends_sentence(lines[start + k]) for k, on in enumerate(runs_on)):
+            first = start
+            for k in range(start, end):
+                if k == end - 1 or not runs_on[k - start]:
+                    if k > first:
+                        paragraphs.append(range(first, k + 1))
+                    first = k + 1
+        start = end
+    return paragraphs
+
+
+def join_wrapped_lines(lines: list[str]) -> str:
+    """The text of a wrapped paragraph's lines as one line: a line break is a space, except after a hyphen
+    that ends a word part ("well-" + "known" is "well-known"), which is how greedy wrapping splits at hyphens."""
+    text = ""
+    for line in lines:
+        line = line.strip()
+        if text and not (len(text) > 1 and text[-1] == "-" and text[-2].isalpha() and line[:1].isalpha()):
+            text += " "
+        text += line
+    return text
+
+
 @dataclass(frozen=True)
 class _Line:
     leading: str  # whitespace before the first sentence
@@ -71,6 +141,12 @@ class _Line:
     trailing: str  # whitespace after the last sentence
     ending: str  # the line break after the line ("" for the last line)
     text: str  # the whole line, given back as it was when it holds no sentence
+    # A hard-wrapped paragraph of several source lines is one _Line written back wrapped at ``width``
+    # characters (0: a line of its own), its lines after the first indented by ``indent`` and broken by
+    # ``line_break``.
+    width: int = 0
+    indent: str = ""
+    line_break: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,36 +169,63 @@ class SegmentedText:
             if line.sentences:
                 own = translations[position:position + line.sentences]
                 position += line.sentences
-                parts += [line.leading, separator.join(t.strip() for t in own if t.strip()), line.trailing]
+                translated = separator.join(t.strip() for t in own if t.strip())
+                if line.width:
+                    wrapped = textwrap.wrap(translated, line.width, initial_indent=line.leading,
+                                            subsequent_indent=line.indent, break_long_words=False)
+                    parts += [line.line_break.join(wrapped) or line.leading, line.trailing]
+                else:
+                    parts += [line.leading, translated, line.trailing]
             else:
                 parts.append(line.text)
             parts.append(line.ending)
         return "".join(parts)
 
 
-def segment_text(text: str, language: str | None, split_sentences: bool = True) -> SegmentedText:
+def segment_text(text: str, language: str | None, split_sentences: bool = True,
+                 paragraphs: bool = False) -> SegmentedText:
     """Cut ``text`` into lines and (``split_sentences``) each line into sentences of ``language``.
 
-    With ``split_sentences=False`` each line that is not only whitespace is one sentence. A text that is
-    empty or only whitespace has no sentences, and join() gives it back unchanged.
+    With ``split_sentences=False`` each line that is not only whitespace is one sentence. With
+    ``paragraphs=True`` a hard-wrapped paragraph (see :func:`wrapped_paragraphs`) counts as one line: its
+    sentences are cut from its lines joined, and :meth:`SegmentedText.join` writes its translation wrapped at
+    the width of its longest source line. A text that is empty or only whitespace has no sentences, and
+    join() gives it back unchanged.
     """
     if not isinstance(text, str):
         raise TypeError(f"segment_text() takes a string, got {type(text).__name__}")
+    matches = list(LINE_BREAK.finditer(text))
+    starts = [0] + [match.end() for match in matches]
+    ends = [match.start() for match in matches] + [len(text)]
+    endings = [match.group() for match in matches] + [""]
+    raw = [text[start:end] for start, end in zip(starts, ends)]
+    first_of = {paragraph.start: paragraph for paragraph in wrapped_paragraphs(raw)} if paragraphs else {}
     sentences: list[str] = []
     lines: list[_Line] = []
-    start = 0
-    for match in [*LINE_BREAK.finditer(text), None]:
-        end = match.start() if match else len(text)
-        line = text[start:end]
-        ending = match.group() if match else ""
-        content = line.strip()
+    k = 0
+    while k < len(raw):
+        line = raw[k]
+        paragraph = first_of.get(k)
+        content = join_wrapped_lines(raw[k:paragraph.stop]) if paragraph else line.strip()
         if not content:
-            lines.append(_Line("", 0, "", ending, line))
+            lines.append(_Line("", 0, "", endings[k], line))
+            k += 1
+            continue
+        leading = line[:len(line) - len(line.lstrip())]
+        if split_sentences:
+            own = [content[s:e] for s, e in sentence_spans(content, language)]
         else:
-            leading = line[:len(line) - len(line.lstrip())]
-            trailing = line[len(line.rstrip()):]
-            own = [line[s:e] for s, e in sentence_spans(line, language)] if split_sentences else [content]
-            sentences += own
-            lines.append(_Line(leading, len(own), trailing, ending, line))
-        start = match.end() if match else len(text)
+            own = [content]
+        sentences += own
+        if paragraph:
+            last = raw[paragraph.stop - 1]
+            second = raw[k + 1]
+            lines.append(_Line(leading, len(own), last[len(last.rstrip()):], endings[paragraph.stop - 1],
+                               "\n".join(raw[paragraph.start:paragraph.stop]),
+                               width=max(len(one.rstrip()) for one in raw[paragraph.start:paragraph.stop]),
+                               indent=second[:len(second) - len(second.lstrip())], line_break=endings[k]))
+            k = paragraph.stop
+        else:
+            lines.append(_Line(leading, len(own), line[len(line.rstrip()):], endings[k], line))
+            k += 1
     return SegmentedText(sentences, tuple(lines))
