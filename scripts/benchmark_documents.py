@@ -28,6 +28,7 @@ import random
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import sacrebleu
 
@@ -85,7 +86,6 @@ def read_cues(data: bytes) -> list[str]:
 
 def word_document(sources: list[str], groups: list[range], rng: random.Random) -> bytes:
     import docx
-    from docx.enum.style import WD_STYLE_TYPE  # noqa: F401 -- python-docx present
     from docx.oxml.shared import OxmlElement, qn
 
     document = docx.Document()
@@ -191,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:5s} {row['units']:5d} units  document BLEU {row['document_bleu']:6.2f}  one per line "
               f"{row['per_line_bleu']:6.2f}  ({row['seconds']} s{'; ' + extra if extra else ''})")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(rows, out, indent=1)
+        Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return 0
 
 

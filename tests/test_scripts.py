@@ -202,3 +202,13 @@ def test_demo_tag_placement(tmp_path):
     train(tiny_config(ROOT / "data" / "demo", max_steps=2, validate_every=2), tmp_path / "run", show_progress=False)
     result = run_script("demo_tag_placement.py", "--model", tmp_path / "run", "--limit", 5)
     assert "/5 (" in result.stdout
+
+
+def test_benchmark_documents(small_run, tmp_path):
+    _, data, run = small_run
+    out = tmp_path / "documents.json"
+    result = run_script("benchmark_documents.py", "--model", run, "--src", data / "test.src", "--ref",
+                        data / "test.tgt", "--beam-size", 1, "--json", out)
+    rows = json.loads(out.read_text())
+    assert [row["format"] for row in rows] == ["txt", "srt", "docx"], result.stdout
+    assert all(row["units"] > 0 for row in rows) and "document BLEU" in result.stdout
