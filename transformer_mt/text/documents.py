@@ -1,12 +1,13 @@
 """Documents as sentences to translate and back: .txt, .html, .srt subtitles and .docx, each keeping its structure.
 
 ``segment_document`` reads a document and returns its sentences with a ``join`` that writes the translated
-document: a text file keeps its lines, paragraphs and white space (``segment_text``), an HTML file its markup
-(``segment_html``), a subtitle file its numbering and timings (each subtitle's text is translated on its own:
-a subtitle must stay on screen with its own words), and a Word file its paragraphs, tables, headers and
-footers and the formatting of its runs (bold, italics, links: a paragraph with runs of several formats goes
-through ``segment_html`` as inline tags, so each format lands on the target words aligned to the source
-words it had).
+document: a text file keeps its lines, paragraphs and white space, and a hard-wrapped paragraph is translated
+whole and wrapped again at its width (``segment_text(..., paragraphs=True)``); an HTML file keeps its markup
+(``segment_html``); a subtitle file keeps its numbering and timings, a cue's lines are one text (a sentence
+that runs on into the next cue, one text over both) broken back into as many balanced lines; a Word file keeps
+its paragraphs, tables, headers and footers, and a paragraph's runs are rebuilt in the order of the
+translation, each target word in the format of the source word it is aligned to (a paragraph with runs of
+several formats goes through ``segment_html`` as inline spans, one per run, which the alignment places).
 
 Pure text and document processing: no decoding here. The caller translates the sentences (with word
 alignments when ``has_inline_tags``) and gives the translations back to ``join``.

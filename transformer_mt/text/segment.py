@@ -12,6 +12,11 @@ the sentences of one line joined by one space, or by nothing for a target langua
 spaces between sentences (Chinese, Japanese). Whitespace between two sentences of a line is not kept
 as it was: it belongs to the source language's typography, not the target's.
 
+A document is not a corpus: with ``paragraphs=True`` a hard-wrapped paragraph (an e-mail's, a README's,
+a plain-text book's, wrapped at a fixed width) is one unit, its lines joined before it is cut into sentences,
+and its translation is wrapped again at the width of its longest source line (``wrapped_paragraphs`` says
+which lines are one paragraph, and why).
+
 Sentences are found by sentencex (Wikimedia's segmenter, https://github.com/wikimedia/sentencex):
 rules for ~300 languages (abbreviations such as "z.B." or "Dr.", ordinal numbers, CJK full stops)
 compiled into its wheel, nothing downloaded at run time, languages it has no rules for falling back
