@@ -102,14 +102,17 @@ def test_translate_file_keeps_each_formats_structure(client, translator):
     text = f"{SENTENCES[0]}\n\n{SENTENCES[1]}\n{SENTENCES[2]}\n"
     assert download(client, upload(client, "notes.txt", text.encode())).decode() == \
         f"{tr(SENTENCES[0])}\n\n{tr(SENTENCES[1])}\n{tr(SENTENCES[2])}\n"
-    subtitles = (f"1\n00:00:01,000 --> 00:00:02,500\n{SENTENCES[3]}\n\n"
-                 f"2\n00:00:03,000 --> 00:00:05,000\n{SENTENCES[4]}\n{SENTENCES[5]}\n\n")
-    got = download(client, upload(client, "film.srt", subtitles.encode())).decode()
-    assert got == (f"1\n00:00:01,000 --> 00:00:02,500\n{tr(SENTENCES[3])}\n\n"
-                   f"2\n00:00:03,000 --> 00:00:05,000\n{tr(SENTENCES[4])}\n{tr(SENTENCES[5])}\n\n")
-    html = f"<html><body><h1>{SENTENCES[6]}</h1><p>{SENTENCES[7]}</p></body></html>"
+    # A cue's two lines are one text (here one sentence cut in two), a line of a dialogue cue is one text.
+    first, second = SENTENCES[4].capitalize().rsplit(" ", 1)
+    subtitles = (f"1\n00:00:01,000 --> 00:00:02,500\n{first}\n{second}.\n\n"
+                 f"2\n00:00:03,000 --> 00:00:05,000\n- {SENTENCES[5]}\n- {SENTENCES[6]}\n\n")
+    got = download(client, upload(client, "film.srt", subtitles.encode())).decode().split("\n")
+    assert got[:2] == ["1", "00:00:01,000 --> 00:00:02,500"] and got[got.index("2"):got.index("2") + 4] == [
+        "2", "00:00:03,000 --> 00:00:05,000", f"- {tr(SENTENCES[5])}", f"- {tr(SENTENCES[6])}"]
+    assert " ".join(got[2:got.index("2")]).split() == tr(f"{first} {second}.").split()
+    html = f"<html><body><h1>{SENTENCES[7]}</h1><p>{SENTENCES[8]}</p></body></html>"
     got = download(client, upload(client, "page.html", html.encode())).decode()
-    assert f"<h1>{tr(SENTENCES[6])}</h1>" in got and f"<p>{tr(SENTENCES[7])}</p>" in got
+    assert f"<h1>{tr(SENTENCES[7])}</h1>" in got and f"<p>{tr(SENTENCES[8])}</p>" in got
 
 
 def test_translate_file_docx_keeps_paragraphs_tables_and_formats(client, translator):

@@ -129,7 +129,10 @@ def check_archive(data: bytes, filename: str, kind: str, max_chars: int) -> None
                             if event == "start":
                                 elements += 1
                                 continue
-                            characters += len(element.text or "") + len(element.tail or "")
+                            # Text, not the white space that indents XML (which the byte limit bounds).
+                            for text in (element.text, element.tail):
+                                if text and not text.isspace():
+                                    characters += len(text)
                             element.clear(keep_tail=False)
                         if elements > max_elements or characters > max_chars:
                             what = f"{elements} XML elements" if elements > max_elements else f"{characters} characters"
@@ -182,8 +185,9 @@ def _segment_srt(text: str, filename: str, language: str, split: bool, bom: byte
     units: list[tuple[range, list]] = []
     k = 0
     while k < len(cues):
-        if not cues[k] or is_dialogue(cues[k]):
-            units.append((range(k, k + 1), [segment_text(line, language, split_sentences=split) for line in cues[k]]))
+        if not cues[k] or is_dialogue(cues[k]):  # each speaker's line translated without its dash
+            units.append((range(k, k + 1), [segment_text(DIALOGUE_LINE.sub("", line), language, split_sentences=split)
+                                            for line in cues[k]]))
             k += 1
             continue
         stop = k + 1
@@ -205,8 +209,9 @@ def _segment_srt(text: str, filename: str, language: str, split: bool, bom: byte
             first = own_cues.start
             if not cues[first]:
                 continue
-            if len(parts) > 1 or len(own_cues) == 1 and is_dialogue(cues[first]):  # a dialogue: a line a speaker
-                subtitles[first].content = "\n".join(texts)
+            if is_dialogue(cues[first]):  # a line a speaker, each with its dash as the source wrote it
+                subtitles[first].content = "\n".join(DIALOGUE_LINE.match(line).group() + text
+                                                      for line, text in zip(cues[first], texts))
                 continue
             shares = split_by_length(texts[0], [len(" ".join(cues[cue])) for cue in own_cues])
             for cue, share in zip(own_cues, shares):
@@ -220,7 +225,7 @@ def _segment_srt(text: str, filename: str, language: str, split: bool, bom: byte
 
 # A sentence is translated whole over at most this many cues (a file without punctuation is not one sentence).
 MAX_CUES_PER_SENTENCE = 4
-DIALOGUE_LINE = re.compile(r"^[-‐-―]")
+DIALOGUE_LINE = re.compile(r"^[-\u2010-\u2015]\s*")  # a speaker's dash and the space after it
 
 
 def is_dialogue(lines: list[str]) -> bool:
@@ -343,6 +348,9 @@ def _word_paragraphs(data: bytes, filename: str) -> tuple:
 _WORD_TEXT_TAGS = frozenset({"t", "tab", "br", "cr", "noBreakHyphen", "softHyphen", "ptab", "rPr", "lastRenderedPageBreak"})
 
 
+_PLAIN = (b"", ())  # the form of a run without properties outside any link or revision
+
+
 @dataclass
 class _RunGroup:
     """Neighbouring text runs of one paragraph with one format (the same ``w:rPr``, inside the same link or
@@ -350,6 +358,7 @@ class _RunGroup:
 
     runs: list
     text: str
+    form: tuple  # the run properties as XML and the containers: groups of one form look alike
 
 
 class _WordParagraph:
@@ -383,7 +392,7 @@ class _WordParagraph:
                 self.groups[-1].runs.append(r)
                 self.groups[-1].text += text
             else:
-                self.groups.append(_RunGroup([r], text))
+                self.groups.append(_RunGroup([r], text, form))
             previous = form
 
     def _containers(self, r) -> list:
@@ -398,7 +407,7 @@ class _WordParagraph:
     def rebuild(self, pieces: list[tuple[int, str]]) -> None:
         """Replace the paragraph's text runs by ``pieces``, (group, text) in the translation's order: each
         piece is a run with the group's format (a copy of its first run's properties, inside copies of its
-        link or revision), neighbouring pieces of one group are one run, and neighbouring runs in the same
+        link or revision), neighbouring pieces of one format are one run, and neighbouring runs in the same
         link share one copy of it. The new runs stand where the first text run stood."""
         from docx.oxml.ns import qn
         from docx.text.run import Run
@@ -407,10 +416,20 @@ class _WordParagraph:
         for group, text in pieces:
             if not text:
                 continue
-            if merged and merged[-1][0] == group:
+            if merged and self.groups[merged[-1][0]].form == self.groups[group].form:
                 merged[-1][1] += text
             else:
                 merged.append([group, text])
+        # The space between two runs goes to a plain one: a bold or underlined word does not take the space
+        # next to it.
+        for k in range(len(merged) - 1):
+            left, right = merged[k][1], merged[k + 1][1]
+            space = left[len(left.rstrip()):] + right[:len(right) - len(right.lstrip())]
+            if space and left.strip() and right.strip():
+                if self.groups[merged[k][0]].form == _PLAIN or self.groups[merged[k + 1][0]].form != _PLAIN:
+                    merged[k][1], merged[k + 1][1] = left.rstrip() + space, right.lstrip()
+                else:
+                    merged[k][1], merged[k + 1][1] = left.rstrip(), space + right.lstrip()
         chains = [self._containers(group.runs[0]) for group in self.groups]  # before the runs are taken out
         first = self.groups[0].runs[0]
         anchor = chains[0][0] if chains[0] else first
