@@ -763,9 +763,9 @@ def cmd_translate(args) -> int:
 
 
 def cmd_translate_file(args) -> int:
-    from .data.batches import read_bytes
+    from .data.corpus import open_binary
     from .safe_files import write_output
-    from .text.documents import document_extension
+    from .text.documents import MAX_DOCUMENT_BYTES, document_extension
 
     extension = document_extension(str(args.input))
     if document_extension(str(args.output)) != extension:
@@ -773,7 +773,14 @@ def cmd_translate_file(args) -> int:
                                  f"give --output a name ending in {extension}")
     _check_output(args.output)
     _check_output_is_not_input(args.output, {"input": args.input})
-    data = read_bytes(args.input)
+    with open_binary(Path(args.input)) as handle:
+        try:
+            data = handle.read(MAX_DOCUMENT_BYTES + 1)  # bounded: a huge file is refused, not read whole
+        except OSError as exc:
+            raise TransformerMTError(f"{args.input} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise TransformerMTError(f"{args.input} is larger than {MAX_DOCUMENT_BYTES} bytes, more than a document "
+                                 f"translated at once; split it into smaller files")
     translator = _load_translator(args)
     translated = translator.translate_document(data, str(args.input), split_sentences=args.split_sentences,
                                                **_decode_kwargs(args))

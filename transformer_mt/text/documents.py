@@ -47,6 +47,7 @@ MEDIA_TYPES = {
 MAX_ARCHIVE_UNPACKED_BYTES = 100_000_000  # everything (pictures included)
 MAX_ARCHIVE_PARTS = 10_000
 MAX_DOCUMENT_CHARS = 5_000_000  # the text of one document where the caller gives no limit (a long book)
+MAX_DOCUMENT_BYTES = MAX_ARCHIVE_UNPACKED_BYTES  # a document file read from disk (translate-file)
 XML_BYTES_PER_CHAR = 200  # generous: a Word paragraph with one formatted phrase is ~2 kB of XML for 60 characters
 XML_ELEMENTS_PER_CHAR = 20
 XML_PART_SUFFIXES = (".xml", ".rels", ".xhtml", ".html", ".htm", ".opf", ".ncx")
@@ -91,6 +92,9 @@ def segment_document(data: bytes, filename: str, language: str, split_sentences:
         document = _segment_docx(data, filename, language, split_sentences)
     else:
         text, bom = _decode(data, filename)
+        if len(text) > (max_chars or MAX_DOCUMENT_CHARS):
+            raise DocumentError(f"{filename!r} holds {len(text)} characters; a document here may hold at most "
+                                f"{max_chars or MAX_DOCUMENT_CHARS}: split it into smaller files")
         reader = {".txt": _segment_txt, ".html": _segment_html, ".htm": _segment_html, ".srt": _segment_srt}
         document = reader[extension](text, filename, language, split_sentences, bom)
     if not document.sentences:
