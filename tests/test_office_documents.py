@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_documents import SENTENCE, join_reversed, reverse_upper
 
-from transformer_mt.text.documents import DocumentError, segment_document
+from transformer_mt.text.documents import MEDIA_TYPES, DocumentError, segment_document
 
 FORMS = st.sampled_from([None, "bold", "italic", "link"])
 PARAGRAPHS = st.lists(st.lists(SENTENCE, min_size=1, max_size=3), min_size=1, max_size=4)
@@ -476,3 +476,45 @@ def test_the_text_limit_is_applied_while_reading(extension):
     source = make(extension, [[("Lorem vanta kesu miro. " * 20, None)]] * 10)
     with pytest.raises(DocumentError, match="characters"):
         segment_document(source, f"long.{extension}", "en", max_chars=1000)
+
+
+# ----------------------------------------------------------------------------------------------- /translate_file
+
+@pytest.fixture(scope="module")
+def server(small_run):
+    pytest.importorskip("fastapi")
+    from conftest import live_app
+
+    from transformer_mt import Translator
+    from transformer_mt.serving.server import ServeLimits, create_app
+
+    translator = Translator.from_run(small_run[2], device="cpu")
+    with live_app(create_app(translator, limits=ServeLimits(max_file_bytes=200_000, max_file_chars=5_000),
+                             max_wait_ms=1)) as http:
+        yield http, translator
+
+
+@pytest.mark.parametrize("extension", EXTENSIONS)
+def test_translate_file_takes_each_new_format(server, extension):
+    """Uploaded, translated sentence by sentence (a paragraph of one format is exactly its text's translation),
+    downloaded as the same kind of file; a malformed one gets a 400 naming it."""
+    from conftest import WORDS
+
+    client, translator = server
+    sentences = [" ".join(WORDS[(i * 5 + j) % len(WORDS)] for j in range(3 + i)) for i in range(3)]
+    layout = [[(sentences[0], None)], [(sentences[1], None)], [(sentences[2], "bold")]]
+    answer = client.post("/translate_file", files={"file": (f"talk.{extension}", make(extension, layout),
+                                                            "application/octet-stream")},
+                         data={"source": "src", "target": "tgt"})
+    assert answer.status_code == 200, answer.text
+    url = answer.json()["translatedFileUrl"]
+    assert url.endswith(f".talk.{extension}")
+    got = client.get(url)
+    assert got.status_code == 200 and got.headers["content-type"].startswith(MEDIA_TYPES[f".{extension}"])
+    runs = {"pptx": pptx_runs, "odt": odf_runs, "odp": odf_runs, "epub": epub_runs}[extension](got.content)
+    expected = [translator.translate([sentence])[0] for sentence in sentences]
+    assert ["".join(text for text, _ in paragraph) for paragraph in runs] == expected
+    assert all(form == "bold" for _, form in runs[2])
+    bad = client.post("/translate_file", files={"file": (f"bad.{extension}", b"PK\x03\x04junk", "application/zip")},
+                      data={"source": "src", "target": "tgt"})
+    assert bad.status_code == 400 and "'bad." in bad.json()["error"] and "not a valid" in bad.json()["error"]
