@@ -518,3 +518,15 @@ def test_translate_file_takes_each_new_format(server, extension):
     bad = client.post("/translate_file", files={"file": (f"bad.{extension}", b"PK\x03\x04junk", "application/zip")},
                       data={"source": "src", "target": "tgt"})
     assert bad.status_code == 400 and "'bad." in bad.json()["error"] and "not a valid" in bad.json()["error"]
+
+
+def test_an_epub2_chapter_with_the_xhtml_dtd_and_html_entities_is_read_without_loading_the_dtd():
+    chapter = ('<?xml version="1.0" encoding="utf-8"?><!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.1//EN" '
+               '"http://www.w3.org/TR/xhtml11/DTD/xhtml11.dtd"><html xmlns="http://www.w3.org/1999/xhtml"><head>'
+               '<title>Lorem.</title></head><body><p>Vanta&nbsp;kesu <em>miro</em>&hellip;</p></body></html>')
+    source = with_part(epub_file([]), "OEBPS/text/chapter 1.xhtml", chapter.encode())
+    document = segment_document(source, "book.epub", "en")
+    assert document.sentences == ["Lorem.", "Vanta kesu miro…"]  # the entities read as their characters
+    got = zipfile.ZipFile(io.BytesIO(join_reversed(document))).read("OEBPS/text/chapter 1.xhtml").decode()
+    # (a word cut between two runs, "<em>miro</em>&hellip;", takes one run's format, as in a Word document)
+    assert "xhtml11.dtd" in got and "<em>MIRO…" in got and "KESU VANTA" in got.replace("\xa0", " ")

@@ -21,6 +21,7 @@ picture) and the block elements inside a paragraph are kept whole.
 
 from __future__ import annotations
 
+import html as html_escaping
 import io
 import posixpath
 import zipfile
@@ -46,6 +47,17 @@ def _is_protected(element) -> bool:
     if _local(element) in PROTECTED_TAGS or element.get("translate", "").strip().lower() == "no":
         return True
     return "notranslate" in element.get("class", "").split()
+
+
+def _entity_text(node) -> str | None:
+    """The character an HTML entity reference stands for (an EPUB 2 document may use &nbsp; with the XHTML
+    DTD, which is not loaded): written back as the character itself."""
+    from lxml import etree
+
+    if not isinstance(node, etree._Entity):
+        return None
+    text = html_escaping.unescape(f"&{node.name};")
+    return None if text.startswith("&") else text
 
 
 def _is_format(element) -> bool:
@@ -97,7 +109,7 @@ def _epub_paragraphs(data: bytes, filename: str):
         if _is_protected(element):
             return
         if not _is_format(element):
-            paragraph = MixedParagraph(element, _is_format, lambda e: None, lambda e: _local(e) == "br")
+            paragraph = MixedParagraph(element, _is_format, _entity_text, lambda e: _local(e) == "br")
             if paragraph.text.strip():
                 paragraphs.append(paragraph)
         for child in element:

@@ -194,9 +194,10 @@ def rewrite_zip(data: bytes, replaced: dict[str, bytes]) -> bytes:
 
 class MixedParagraph(Paragraph):
     """An XML element whose text is mixed content: text and tails, inside format elements (``is_format``:
-    ODF's text:span and text:a, XHTML's inline elements) that are walked, space elements (``spaces``: ODF's
-    text:s, which stands for text:c spaces) that become spaces, and every other child kept whole (a line
-    break, a tab, a note, a frame, a picture; ``breaks``: those that part words)."""
+    ODF's text:span and text:a, XHTML's inline elements) that are walked, nodes that stand for text
+    (``spaces``: ODF's text:s, which stands for text:c spaces; XHTML's entity references such as &nbsp;)
+    that become that text, and every other child kept whole (a line break, a tab, a note, a frame, a
+    picture; ``breaks``: those that part words)."""
 
     def __init__(self, element, is_format, spaces, breaks):
         super().__init__()
@@ -225,8 +226,8 @@ class MixedParagraph(Paragraph):
                 # One of white space only is white space (it goes with the run before).
                 if isinstance(child.tag, str) and is_format(child) and "".join(child.itertext()):
                     walk(child, (*chain, child))
-                elif isinstance(child.tag, str) and spaces(child) is not None:
-                    add_text(spaces(child), chain)
+                elif (text := spaces(child)) is not None:
+                    add_text(text, chain)
                 else:
                     blank = isinstance(child.tag, str) and "".join(child.itertext()) and \
                         not "".join(child.itertext()).strip()
