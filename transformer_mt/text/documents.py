@@ -88,9 +88,9 @@ def document_extension(filename: str) -> str:
 
 def segment_document(data: bytes, filename: str, language: str, split_sentences: bool = True,
                      max_chars: int | None = None) -> SegmentedDocument:
-    """Read ``data`` as the document type of ``filename``'s extension, in ``language``. An archive (.docx)
-    that holds more than ``max_chars`` characters of text (default MAX_DOCUMENT_CHARS) is refused while it
-    is read, before it is parsed."""
+    """Read ``data`` as the document type of ``filename``'s extension, in ``language``. An archive (.docx;
+    .pptx, .odt, .odp, .epub: text/office.py, text/epub.py) that holds more than ``max_chars`` characters
+    of text (default MAX_DOCUMENT_CHARS) is refused while it is read, before it is parsed."""
     extension = document_extension(filename)
     if extension == ".docx":
         check_archive(data, filename, "Word (.docx) document", max_chars or MAX_DOCUMENT_CHARS)
