@@ -63,7 +63,8 @@ def test_detect_answers_as_libretranslate_does(client):
 def test_settings_suggest_and_languages(client):
     settings = client.get("/frontend/settings").json()
     assert settings["language"] == {"source": {"code": "src", "name": "src"}, "target": {"code": "tgt", "name": "tgt"}}
-    assert settings["supportedFilesFormat"] == [".txt", ".html", ".srt", ".docx"] and settings["filesTranslation"]
+    assert settings["supportedFilesFormat"] == [".txt", ".html", ".srt", ".docx", ".pptx", ".odt", ".odp", ".epub"]
+    assert settings["filesTranslation"]
     assert settings["keyRequired"] is False and settings["charLimit"] == ServeLimits().max_chars_per_request
     suggest = client.post("/suggest", data={"q": "a", "s": "b", "source": "src", "target": "tgt"})
     assert suggest.status_code == 403 and suggest.json() == {"error": "Suggestions are disabled on this server."}

@@ -207,7 +207,7 @@ def add_translate_command(sub) -> None:
 
 def add_translate_file_command(sub) -> None:
     document = sub.add_parser(
-        "translate-file", help="translate a document (.txt, .html, .srt, .docx) keeping its structure",
+        "translate-file", help="translate a document (.txt, .html, .srt, .docx, .pptx, .odt, .odp, .epub) keeping its structure",
         description="Translate a document file and write the translated file, as the server's /translate_file "
                     "does: a text file's lines and paragraphs (a hard-wrapped paragraph is translated whole and "
                     "wrapped again at its width), an HTML page's markup, a subtitle file's numbers and timings "
@@ -264,7 +264,7 @@ def add_serve_command(sub) -> None:
     serve = sub.add_parser(
         "serve", help="serve a trained model over HTTP (LibreTranslate-compatible REST API)",
         description="Serve a trained model over HTTP: LibreTranslate's API (POST /translate with format text or "
-                    "html, /detect, /translate_file for .txt/.html/.srt/.docx, GET /languages, "
+                    "html, /detect, /translate_file for .txt/.html/.srt/.docx/.pptx/.odt/.odp/.epub, GET /languages, "
                     "/frontend/settings), POST /v1/translate (beam size, n-best, scores), GET /health, "
                     "GET /v1/info, docs at /docs, a web page at /. Each text is split into sentences and joined "
                     "back. Concurrent requests are decoded together in batches. Needs the [serve] extra "
@@ -855,6 +855,7 @@ def cmd_serve(args) -> int:
 
     try:
         import docx  # noqa: F401 -- /translate_file reads .docx and .srt, /detect needs py3langid: fail here, not later
+        import pptx  # noqa: F401 -- and .pptx
         import py3langid  # noqa: F401
         import srt  # noqa: F401
         import uvicorn

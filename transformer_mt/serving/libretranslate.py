@@ -59,7 +59,8 @@ CODE_ALIASES = {"zh-hans": "zh", "zh-cn": "zh", "zh-hant": "zt", "zh-tw": "zt", 
 # module's docstring). On 7,000 test sentences of ../shared/data (de, en, fr, cs, zh) no wrong detection
 # reached 0.9; the misses (Czech as Slovak, headlines) stayed below 0.7.
 CONFIDENT = 0.9
-FILE_FORMATS = [".txt", ".html", ".srt", ".docx"]  # what /frontend/settings lists (.htm is read as .html)
+# What /frontend/settings lists (.htm is read as .html).
+FILE_FORMATS = [".txt", ".html", ".srt", ".docx", ".pptx", ".odt", ".odp", ".epub"]
 # The alignment unit that decoding/paragraphs.py's html_word_pairs turns into the word pairs of text/html.py.
 TAG_ALIGNMENT = HTML_ALIGNMENT["alignment_unit"]
 
@@ -363,7 +364,7 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
     async def suggest():
         raise ApiError(403, "Suggestions are disabled on this server.")
 
-    @app.post("/translate_file", summary="Translate a .txt, .html, .srt or .docx file (LibreTranslate-compatible)")
+    @app.post("/translate_file", summary=f"Translate a {', '.join(FILE_FORMATS)} file (LibreTranslate-compatible)")
     async def translate_file(request: Request):
         # The form around the file (boundaries, other fields) gets 64 KiB on top of the file's own limit.
         body = await read_body(request, limits.max_file_bytes + 65536)

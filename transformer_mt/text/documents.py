@@ -36,7 +36,14 @@ MEDIA_TYPES = {
     ".htm": "text/html; charset=utf-8",
     ".srt": "application/x-subrip; charset=utf-8",
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".odt": "application/vnd.oasis.opendocument.text",
+    ".odp": "application/vnd.oasis.opendocument.presentation",
+    ".epub": "application/epub+zip",
 }
+# The archive formats other than .docx (text/office.py, text/epub.py): what each is called in messages.
+ARCHIVE_KINDS = {".pptx": "PowerPoint (.pptx) presentation", ".odt": "OpenDocument text (.odt)",
+                 ".odp": "OpenDocument presentation (.odp)", ".epub": "EPUB (.epub) e-book"}
 
 
 # Office documents and e-books are zip archives of XML: a few hundred kB of zip can unpack to gigabytes (a zip
@@ -83,13 +90,25 @@ def document_extension(filename: str) -> str:
 
 def segment_document(data: bytes, filename: str, language: str, split_sentences: bool = True,
                      max_chars: int | None = None) -> SegmentedDocument:
-    """Read ``data`` as the document type of ``filename``'s extension, in ``language``. An archive (.docx)
-    that holds more than ``max_chars`` characters of text (default MAX_DOCUMENT_CHARS) is refused while it
-    is read, before it is parsed."""
+    """Read ``data`` as the document type of ``filename``'s extension, in ``language``. An archive (.docx;
+    .pptx, .odt, .odp, .epub: text/office.py, text/epub.py) that holds more than ``max_chars`` characters
+    of text (default MAX_DOCUMENT_CHARS) is refused while it is read, before it is parsed."""
     extension = document_extension(filename)
     if extension == ".docx":
         check_archive(data, filename, "Word (.docx) document", max_chars or MAX_DOCUMENT_CHARS)
         document = _segment_docx(data, filename, language, split_sentences)
+    elif extension in ARCHIVE_KINDS:
+        from .epub import segment_epub
+        from .office import segment_odf, segment_pptx
+
+        kind = ARCHIVE_KINDS[extension]
+        check_archive(data, filename, kind, max_chars or MAX_DOCUMENT_CHARS)
+        if extension == ".pptx":
+            document = segment_pptx(data, filename, language, split_sentences)
+        elif extension == ".epub":
+            document = segment_epub(data, filename, language, split_sentences)
+        else:
+            document = segment_odf(data, filename, language, split_sentences, kind)
     else:
         text, bom = _decode(data, filename)
         if len(text) > (max_chars or MAX_DOCUMENT_CHARS):
