@@ -434,7 +434,7 @@ def test_an_archive_of_many_elements_is_refused_while_it_is_read(extension):
     started = time.perf_counter()
     with pytest.raises(DocumentError, match=rf"'many\.{extension}' holds more than \d+ XML elements"):
         segment_document(bomb, f"many.{extension}", "en", max_chars=2_000)
-    assert time.perf_counter() - started < 5  # at least 100,000 elements are counted (check_archive's floor), each a Python step
+    assert time.perf_counter() - started < 1  # counted on the bytes, refused as soon as the limit is passed
 
 
 @pytest.mark.parametrize("extension", EXTENSIONS)

@@ -38,7 +38,7 @@ from python_multipart.exceptions import FormParserError
 from ..decoding.paragraphs import HTML_ALIGNMENT, html_word_pairs
 from ..errors import TransformerMTError
 from ..text import language_id
-from ..text.documents import MEDIA_TYPES, document_extension, segment_document
+from ..text.documents import MEDIA_TYPES, DocumentTooLarge, document_extension, segment_document
 from ..text.html import segment_html
 from ..text.segment import segment_text
 from .batching import DecodeOptions
@@ -384,6 +384,8 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
             extension = document_extension(filename)
             document = await asyncio.to_thread(segment_document, data, filename, service.source,
                                                service.split_sentences, limits.max_file_chars)
+        except DocumentTooLarge as exc:
+            raise ApiError(413, f"{exc} (max_file_chars {limits.max_file_chars})") from None
         except TransformerMTError as exc:
             raise ApiError(400, str(exc)) from None
         characters = sum(len(sentence) for sentence in document.sentences)
