@@ -96,7 +96,8 @@ class Tokenizer:
         return []
 
 
-NOT_TEXT = {PAD_ID, BOS_ID, EOS_ID}
+SPECIAL_IDS = {PAD_ID, UNK_ID, BOS_ID, EOS_ID}
+WORD_MARK = "\u2581"  # SentencePiece's "▁", the space before a word
 
 # A source starting with one of these picks a multilingual model's target language (OPUS-MT's >>fra<<).
 LANGUAGE_CODE = re.compile(r">>[^<>\s]+<<")
@@ -148,8 +149,15 @@ class MappedTokenizer(Tokenizer):
         return ids, lengths
 
     def decode(self, ids: list[list[int]]) -> list[str]:
-        # Through the pieces, as Marian's tokenizer does: a piece of the other language decodes as unknown.
-        return [self.sp.decode_pieces([self.id_pieces[i] for i in row if i not in NOT_TEXT]) for row in ids]
+        """Text as transformers' MarianTokenizer.batch_decode(..., skip_special_tokens=True) gives it.
+
+        A joint vocabulary holds pieces that the target SentencePiece model does not (the source
+        model's: names, numbers), and a model may generate them. SentencePiece returns such a piece
+        as it is, word marks ("\u2581") included; Marian's tokenizer then turns every mark left into a
+        space and strips the ends. So does this. The special ids (pad, unk, bos, eos) are not text.
+        """
+        return [self.sp.decode_pieces([self.id_pieces[i] for i in row if i not in SPECIAL_IDS])
+                .replace(WORD_MARK, " ").strip() for row in ids]
 
     def id_to_piece(self, ids: list[int] | int) -> list[str] | str:
         return self.id_pieces[ids] if isinstance(ids, int) else [self.id_pieces[i] for i in ids]
