@@ -61,11 +61,11 @@ def _add_search_options(parser: argparse.ArgumentParser, prefixes: bool = True) 
     group.add_argument("--top-k", type=int, default=None, metavar="K",
                        help="sample among the K most probable tokens (0 = all, 1 = greedy)")
     group.add_argument("--top-p", type=float, default=None, metavar="P",
-                       help="sample among the fewest most probable tokens whose probability adds up to P, in (0, 1] "
+                       help="sample among the fewest most probable tokens whose probability adds up to P, from 1e-30 to 1 "
                             "(nucleus sampling; 1 = all)")
     group.add_argument("--temperature", type=float, default=None, metavar="T",
-                       help="sample from the distribution at temperature T >= 0 (1 = the model's, lower = closer to "
-                            "greedy, 0 = greedy)")
+                       help="sample from the distribution at temperature T: 0 (greedy) or 1e-30 to 1e30 (1 = the model's, "
+                            "lower = closer to greedy)")
     group.add_argument("--seed", type=int, default=None, metavar="N",
                        help="seed of the sampling: the same seed, input and --batch-size give the same samples "
                             "(default: a random seed)")
@@ -73,7 +73,7 @@ def _add_search_options(parser: argparse.ArgumentParser, prefixes: bool = True) 
                        help="no n-gram of N tokens appears twice in a translation (0 = off; default: "
                             "decoding.no_repeat_ngram_size of the run's config, 0)")
     group.add_argument("--repetition-penalty", type=float, default=None, metavar="P",
-                       help="a token already in the translation has its log-probability multiplied by P > 0 (1 = off, "
+                       help="a token already in the translation has its log-probability multiplied by P, 1e-30 to 1e30 (1 = off, "
                             "above 1 discourages repeats; default: decoding.repetition_penalty of the run's config, 1)")
     if not prefixes:
         return
