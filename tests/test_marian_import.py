@@ -427,3 +427,16 @@ def test_a_model_that_generates_pieces_outside_target_spm_writes_no_word_marks(f
     assert texts == tokenizer.batch_decode([[tokenizer.pad_token_id] + ids for ids in generated],
                                            skip_special_tokens=True)
     assert not any("\u2581" in text for text in texts)
+
+
+def test_weights_that_are_not_finite_are_refused_naming_the_file_and_tensor(tmp_path, spm_models):
+    hf = tmp_path / "hf"
+    build_marian(hf, spm_models, weights="bin")
+    weights = torch.load(hf / "pytorch_model.bin", weights_only=True)
+    for name in weights:
+        if weights[name].is_floating_point():
+            weights[name] = torch.full_like(weights[name], float("nan"))
+    torch.save(weights, hf / "pytorch_model.bin")
+    result = run_cli("import", hf, "--output-dir", tmp_path / "run")
+    assert_clean_error(result, str(hf / "pytorch_model.bin"), "holds", "values that are NaN or infinite")
+    assert not (tmp_path / "run").exists()

@@ -235,7 +235,25 @@ def _check_state(state, path) -> dict:
         )
     if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
         raise TransformerMTError(f"checkpoint {path} is damaged: its model entry is not a dict of tensors")
+    problem = non_finite_weights(state["model"])
+    if problem is not None:
+        raise TransformerMTError(f"checkpoint {path}: {problem}, so every translation from it would be garbage; the "
+                                 f"file is damaged or was saved from a diverged model: use another checkpoint of the "
+                                 f"run, or train again")
     return state
+
+
+def non_finite_weights(weights: dict) -> str | None:
+    """What is wrong when a floating tensor of ``weights`` holds NaN or infinity (the first one, by name), else
+    None. One pass over each tensor, once, where weights are loaded."""
+    for name, tensor in weights.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.numel():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                bad = int(finite.numel() - finite.sum())
+                return (f"weight {name} holds {bad:,} of {tensor.numel():,} values that are NaN or infinite "
+                        f"(not finite)")
+    return None
 
 
 def average_state_dicts(state_dicts: list[dict]) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import non_finite_weights
 from ..config import file_problem
 from ..errors import TransformerMTError
 
@@ -41,7 +42,16 @@ def read_json(hf_dir: Path, name: str, required: bool = True):
 
 
 def read_weights(hf_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    """The tensors of ``model.safetensors`` (preferred) or ``pytorch_model.bin``, read without running code."""
+    """The tensors of ``model.safetensors`` (preferred) or ``pytorch_model.bin``, read without running code, and
+    checked finite (NaN weights would import and translate to garbage)."""
+    weights, path = _read_weights(hf_dir)
+    problem = non_finite_weights(weights)
+    if problem is not None:
+        raise TransformerMTError(f"{path}: {problem}; the model is damaged: download it again")
+    return weights, path
+
+
+def _read_weights(hf_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
     safetensors_path, bin_path = hf_dir / "model.safetensors", hf_dir / "pytorch_model.bin"
     if safetensors_path.exists():
         problem = file_problem(safetensors_path, "a safetensors file")
