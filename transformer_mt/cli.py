@@ -724,7 +724,7 @@ def cmd_translate(args) -> int:
     if args.output:
         _write_output(args.output, text)
     else:
-        sys.stdout.write(text)
+        write_stdout(text, "the translation")
     return 0
 
 
@@ -744,12 +744,12 @@ def cmd_evaluate(args) -> int:
         tokenize = args.tokenize or resolve_tokenize(config.decoding.sacrebleu_tokenize, config.data.tgt_lang)
     result = score(hyps, refs, tokenize)
     if args.json:
-        print(json.dumps(result, ensure_ascii=False))
+        write_stdout(json.dumps(result, ensure_ascii=False) + "\n", "the score")
     else:
-        print(f"BLEU = {result['bleu']:.2f}  ({result['bleu_details']})")
-        print(f"chrF2 = {result['chrf']:.2f}")
-        print(f"BLEU signature: {result['bleu_signature']}")
-        print(f"chrF signature: {result['chrf_signature']}")
+        write_stdout(f"BLEU = {result['bleu']:.2f}  ({result['bleu_details']})\n"
+                     f"chrF2 = {result['chrf']:.2f}\n"
+                     f"BLEU signature: {result['bleu_signature']}\n"
+                     f"chrF signature: {result['chrf_signature']}\n", "the score")
     return 0
 
 
@@ -969,6 +969,45 @@ def cmd_back_translate(args) -> int:
     return 0
 
 
+def stdout_closed_problem(args) -> str | None:
+    """Why the result of this command has nowhere to go, before any work: with file descriptor 1 closed, Python
+    sets sys.stdout to None and print() writes nothing, silently."""
+    if sys.stdout is not None:
+        return None
+    if args.command == "evaluate":
+        return "standard output is closed, so the score would be printed nowhere; run evaluate with its output " \
+               "open or redirected (e.g. > score.txt)"
+    if args.command == "translate" and not args.output:
+        return "standard output is closed, so the translation would be written nowhere; give --output FILE or " \
+               "redirect the output (e.g. > out.txt)"
+    return None
+
+
+def write_stdout(text: str, what: str) -> None:
+    """Write ``text`` (``what`` it is, for the message) to standard output, flushed: a full device or a closed
+    descriptor is one error, not a traceback (or an exception Python reports while exiting)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # the reader went away (| head): main ends quietly
+    except (OSError, ValueError) as exc:  # ValueError: the stream was closed from within Python
+        _discard_stdout()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise TransformerMTError(f"{what} could not be written to standard output ({reason}); free space on that "
+                                 f"device or redirect the output elsewhere (e.g. --output FILE or > file)") from None
+
+
+def _discard_stdout() -> None:
+    """Point file descriptor 1 at /dev/null, so that Python's own flush when it exits does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_translate, "evaluate": cmd_evaluate,
             "average": cmd_average,
             "serve": cmd_serve, "export": cmd_export, "import": cmd_import, "plot": cmd_plot,
@@ -988,6 +1027,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_process()
 
     try:
+        closed = stdout_closed_problem(args)
+        if closed:
+            raise TransformerMTError(closed)
         return COMMANDS[args.command](args)
     except TrainingInterrupted as exc:
         if not is_worker_rank():  # under torchrun, rank 0 speaks for all

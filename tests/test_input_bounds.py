@@ -1,0 +1,49 @@
+"""Inputs checked where they enter, before any work: where the results go (standard output closed or full),
+model sizes, source lengths, and the messages that name the real problem."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import assert_clean_error
+
+
+def run_with_stdout(stdout, *args, cwd=None):
+    """The CLI with standard output ``stdout``: "full" (/dev/full) or "closed" (descriptor 1 closed)."""
+    command = [sys.executable, "-m", "transformer_mt.cli", *map(str, args)]
+    if stdout == "closed":
+        command = ["bash", "-c", 'exec "$@" >&-', "bash", *command]
+        result = subprocess.run(command, capture_output=False, stderr=subprocess.PIPE, timeout=300, cwd=cwd)
+    else:
+        with open("/dev/full", "w") as full:
+            result = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, timeout=300, cwd=cwd)
+    result.stderr = result.stderr.decode("utf-8", "replace")
+    return result
+
+
+@pytest.fixture
+def scored_files(tmp_path):
+    (tmp_path / "hyp.txt").write_text("ba de gi\nko mu\n", encoding="utf-8")
+    (tmp_path / "ref.txt").write_text("ba de gi\nko mu pa\n", encoding="utf-8")
+    return tmp_path / "hyp.txt", tmp_path / "ref.txt"
+
+
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_evaluate_never_exits_0_when_the_score_cannot_be_printed(scored_files, stdout, json_flag):
+    hyp, ref = scored_files
+    result = run_with_stdout(stdout, "evaluate", "--hyp", hyp, "--ref", ref, *json_flag)
+    assert_clean_error(result, "standard output")
+    assert "Exception ignored" not in result.stderr
+
+
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_translate_to_a_full_or_closed_standard_output_is_one_error(small_run, stdout, tmp_path):
+    run = small_run[2]
+    result = run_with_stdout(stdout, "translate", "--model", run, "ba de gi")
+    assert_clean_error(result, "standard output", "--output" if stdout == "closed" else "could not be written")
+    assert "Exception ignored" not in result.stderr
+    # --output FILE needs no standard output.
+    result = run_with_stdout(stdout, "translate", "--model", run, "--output", tmp_path / "out.txt", "ba de gi")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8").strip()
