@@ -37,6 +37,9 @@ def read_json(hf_dir: Path, name: str, required: bool = True):
                                  f"tokenizer files)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:  # a few hundred kB of brackets: no model's JSON nests more than a few levels
+        raise TransformerMTError(f"{path} nests its brackets too deeply to be a model's JSON file; download it "
+                                 f"again") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise TransformerMTError(f"{path} is not valid JSON ({type(exc).__name__}); download it again") from None
 
