@@ -47,3 +47,18 @@ def test_translate_to_a_full_or_closed_standard_output_is_one_error(small_run, s
     result = run_with_stdout(stdout, "translate", "--model", run, "--output", tmp_path / "out.txt", "ba de gi")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out.txt").read_text(encoding="utf-8").strip()
+
+
+def test_the_memory_estimate_counts_each_layers_objects_not_only_its_weights(monkeypatch):
+    """A million narrow layers are ~9 GB of weights but ~64 GB once built: refused on a 16 GiB machine."""
+    from transformer_mt import model as model_module
+    from transformer_mt.config import ModelConfig
+    from transformer_mt.errors import TransformerMTError
+
+    monkeypatch.setattr(model_module, "_physical_memory", lambda: 16 << 30)
+    narrow = ModelConfig(d_model=16, num_heads=2, ffn_dim=16, num_encoder_layers=500_000,
+                         num_decoder_layers=500_000, max_positions=64)
+    assert 4 * model_module.parameter_count(narrow, 100, 100) < 16 << 30  # the weights alone would pass
+    with pytest.raises(TransformerMTError, match="more than this machine's memory"):
+        model_module.check_model_fits(narrow, 100, 100)
+    model_module.check_model_fits(ModelConfig(num_encoder_layers=6, num_decoder_layers=6), 32000, 32000)

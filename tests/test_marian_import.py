@@ -440,3 +440,29 @@ def test_weights_that_are_not_finite_are_refused_naming_the_file_and_tensor(tmp_
     result = run_cli("import", hf, "--output-dir", tmp_path / "run")
     assert_clean_error(result, str(hf / "pytorch_model.bin"), "holds", "values that are NaN or infinite")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("nested", "nests its brackets too deeply"),
+    ("deep", "key 'model.num_encoder_layers' must be <= 1000, got 1000000"),
+    ("wide", "more than this machine's memory"),
+])
+def test_a_config_json_too_large_to_build_is_refused_before_anything_is_allocated(tmp_path, spm_models, damage,
+                                                                                message):
+    import time
+
+    hf = tmp_path / "hf"
+    build_marian(hf, spm_models)
+    config = json.loads((hf / "config.json").read_text())
+    if damage == "nested":
+        (hf / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "deep":  # a million layers of width 16: once minutes and 10 GB before anything was said
+        config.update(encoder_layers=1_000_000, decoder_layers=1_000_000, d_model=16)
+    else:
+        config.update(d_model=2**20, encoder_ffn_dim=2**20, decoder_ffn_dim=2**20)
+    if damage != "nested":
+        (hf / "config.json").write_text(json.dumps(config))
+    start = time.monotonic()
+    assert_clean_error(run_cli("import", hf, "--output-dir", tmp_path / "run"), message)
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "run").exists()
