@@ -62,3 +62,54 @@ def test_the_memory_estimate_counts_each_layers_objects_not_only_its_weights(mon
     with pytest.raises(TransformerMTError, match="more than this machine's memory"):
         model_module.check_model_fits(narrow, 100, 100)
     model_module.check_model_fits(ModelConfig(num_encoder_layers=6, num_decoder_layers=6), 32000, 32000)
+
+
+@pytest.fixture(scope="module")
+def short_run(small_run, tmp_path_factory):
+    """small_run's model told it has 16 positions (the table is not saved: the weights are the same)."""
+    import shutil
+
+    from transformer_mt import checkpoint as ckpt
+
+    run = tmp_path_factory.mktemp("short") / "run"
+    shutil.copytree(small_run[2], run)
+    for path in run.glob("checkpoint_*.pt"):
+        state = ckpt.load_checkpoint(path)
+        state["config"]["model"]["max_positions"] = 16
+        state["config"]["data"]["max_len"] = 16
+        ckpt.atomic_save(state, path)
+    return run
+
+
+def long_sentence(words):
+    from conftest import WORDS
+
+    return " ".join(WORDS[i % len(WORDS)] for i in range(words))
+
+
+def test_a_source_longer_than_the_models_positions_is_cut_with_a_warning(short_run, caplog):
+    import logging
+
+    from transformer_mt import Translator
+    from transformer_mt.decoding.translator import encode_sentences
+
+    translator = Translator.from_run(short_run)
+    encoded = encode_sentences([long_sentence(200), "ba de"], translator.src_tokenizer, translator.config)
+    assert len(encoded[0]) == 16 and len(encoded[1]) == 2
+    with caplog.at_level(logging.WARNING, logger="transformer_mt"):
+        out = translator.translate([long_sentence(200), "ba de"], beam_size=1)
+    assert len(out) == 2
+    assert any("longer than the model's 16 positions (model.max_positions) were cut" in r.getMessage()
+               for r in caplog.records)
+    # Cut, the long source translates as its first 16 tokens do.
+    assert out[0] == translator.translate([long_sentence(16)], beam_size=1)[0]
+
+
+def test_the_cli_cuts_a_huge_line_given_as_one_sentence(short_run):
+    from conftest import run_cli
+
+    line = long_sentence(300_000)  # ~900 kB, one sentence: once no answer
+    result = run_cli("translate", "--model", short_run, "--beam-size", "1", "--no-split-sentences",
+                     input_bytes=(line + "\nba de\n").encode(), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "model.max_positions) were cut" in result.stderr and result.stdout.count("\n") == 2

@@ -145,6 +145,21 @@ def language_prefix(tokenizer: Tokenizer, target_language: str | None) -> str:
     return code + " "
 
 
+def cut_to_positions(encoded: list[list[int]], config: Config) -> list[list[int]]:
+    """Sources cut to the model's positions (model.max_positions; a source's </s> kept at its end), with one
+    warning: beyond them the model was never trained, and attention over a whole page given as one sentence
+    (a 1 MB line is ~350,000 tokens) would take hours and gigabytes for a translation that is garbage."""
+    limit = config.model.max_positions
+    too_long = [len(ids) for ids in encoded if len(ids) > limit]
+    if not too_long:
+        return encoded
+    log.warning("%d input sentence(s) longer than the model's %d positions (model.max_positions) were cut to "
+                "that length (longest: %d tokens): only their beginning is translated; split them into sentences",
+                len(too_long), limit, max(too_long))
+    eos = [EOS_ID] if config.model.source_eos else []
+    return [ids[:limit - len(eos)] + eos if len(ids) > limit else ids for ids in encoded]
+
+
 def encode_sentences(sentences: list[str], tokenizer: Tokenizer, config: Config,
                      target_language: str | None = None) -> list[list[int]]:
     """translate()'s input sentences as source ids (stripped, no bos; eos only with model.source_eos).
@@ -157,6 +172,7 @@ def encode_sentences(sentences: list[str], tokenizer: Tokenizer, config: Config,
     encoded = tokenizer.encode([prefix + s.strip() if s.strip() else "" for s in sentences])
     if config.model.source_eos:  # an empty sentence stays empty: it is not translated
         encoded = [ids + [EOS_ID] if ids else ids for ids in encoded]
+    encoded = cut_to_positions(encoded, config)
     # Training dropped pairs longer than data.max_len, so the model has never seen such inputs and
     # tends to stop early: say so once per call instead of silently returning a short translation.
     limit = config.data.max_len
