@@ -716,8 +716,12 @@ def load_config(path, overrides: dict | None = None, environment: bool = True) -
     a config that came with a model (an export's config.yaml), which must never read the environment.
     """
     path = Path(path)
-    if not path.is_file():
-        raise TransformerMTError(f"config file {path} does not exist; pass an existing YAML file to --config")
+    problem = file_problem(path, "a YAML file")
+    if problem is not None:  # a directory or a FIFO is named as what it is, not as missing
+        fix = (f"pass the YAML file itself, e.g. --config {path / 'config.yaml'}" if (path / "config.yaml").is_file()
+               else "pass a YAML file (not a directory) to --config" if path.is_dir()
+               else "pass an existing YAML file to --config")
+        raise TransformerMTError(f"config file {path} {problem}; {fix}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

@@ -477,11 +477,15 @@ def load_tokenizers(run_dir, joint: bool, vocabulary: str = "sentencepiece") -> 
     src_path, tgt_path = tokenizer_paths(run_dir, joint)
     needed = {src_path, tgt_path} | (set(ids_paths(run_dir)) if vocabulary != "sentencepiece" else set())
     for path in sorted(needed):
-        if not path.is_file():
+        problem = file_problem(path, "a SentencePiece model file")
+        if problem == "does not exist":
             raise TransformerMTError(
                 f"tokenizer model {path} is missing; the run directory {run_dir} is incomplete "
                 f"(was training started there?)"
             )
+        if problem is not None:  # there, but a directory, a FIFO, a dangling link: not "missing"
+            raise TransformerMTError(f"tokenizer model {path} {problem}; put the run's SentencePiece model file "
+                                     f"there (copy the whole run directory again)")
     if vocabulary != "sentencepiece":
         src_ids, tgt_ids = ids_paths(run_dir)
         return MappedTokenizer(src_path, src_ids), MappedTokenizer(tgt_path, tgt_ids)
