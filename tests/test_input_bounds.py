@@ -113,3 +113,61 @@ def test_the_cli_cuts_a_huge_line_given_as_one_sentence(short_run):
                      input_bytes=(line + "\nba de\n").encode(), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "model.max_positions) were cut" in result.stderr and result.stdout.count("\n") == 2
+
+
+# Messages that named another problem than the real one.
+
+def test_config_given_a_directory_says_so(tmp_path, capsys):
+    from test_decoding_input import main_error
+
+    line = main_error(capsys, "train", "--config", tmp_path)
+    assert "is a directory" in line and "does not exist" not in line
+    (tmp_path / "config.yaml").write_text("model: {}\n")
+    assert f"--config {tmp_path / 'config.yaml'}" in main_error(capsys, "train", "--config", tmp_path)
+
+
+def test_a_damaged_init_from_checkpoint_names_the_config_key_not_a_missing_option(small_run, tmp_path):
+    from conftest import tiny_config
+
+    from transformer_mt import train
+    from transformer_mt.errors import TransformerMTError
+
+    damaged = tmp_path / "parent.pt"
+    damaged.write_bytes(b"PK\x03\x04 not a checkpoint at all")
+    config = tiny_config(small_run[1], max_steps=1, init_from=str(damaged))
+    with pytest.raises(TransformerMTError) as caught:
+        train(config, tmp_path / "child", show_progress=False)
+    message = str(caught.value)
+    assert "corrupt or truncated" in message and "'training.init_from'" in message
+    assert "--checkpoint" not in message  # train has no such option
+
+
+def test_upgrade_checkpoint_shows_no_pytorch_advice_to_file_an_issue(small_run, tmp_path):
+    import shutil
+
+    import torch
+    from conftest import run_cli
+    from test_safe_checkpoints import make_format1
+
+    old = tmp_path / "old"
+    shutil.copytree(small_run[2], old)
+    make_format1(old / "checkpoint_last.pt")
+    torch.save(torch.load(old / "checkpoint_last.pt", weights_only=False), old / "checkpoint_last.pt",
+               pickle_protocol=4)  # torch's weights-only reader warns about any protocol but 2
+    result = run_cli("upgrade-checkpoint", "--trust", old / "checkpoint_last.pt")
+    assert "file an issue" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_fifo_tokenizer_model_is_named_as_such_not_missing(small_run, tmp_path):
+    import os
+    import shutil
+
+    from transformer_mt import Translator
+    from transformer_mt.errors import TransformerMTError
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run[2], run)
+    (run / "spm.model").unlink()
+    os.mkfifo(run / "spm.model")
+    with pytest.raises(TransformerMTError, match=r"spm.model is not a regular file \(a device, pipe or socket\)"):
+        Translator.from_run(run)
