@@ -171,3 +171,20 @@ def test_a_fifo_tokenizer_model_is_named_as_such_not_missing(small_run, tmp_path
     os.mkfifo(run / "spm.model")
     with pytest.raises(TransformerMTError, match=r"spm.model is not a regular file \(a device, pipe or socket\)"):
         Translator.from_run(run)
+
+
+def test_a_checkpoint_that_cannot_be_read_is_not_called_corrupt(small_run, monkeypatch):
+    import errno
+
+    import torch
+
+    from transformer_mt import checkpoint as ckpt
+    from transformer_mt.errors import TransformerMTError
+
+    def denied(*args, **kwargs):  # what an unreadable file gives a user who is not root
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(TransformerMTError, match="cannot be read: Permission denied; make it readable") as caught:
+        ckpt.load_checkpoint(small_run[2] / "checkpoint_best.pt")
+    assert "corrupt" not in str(caught.value)

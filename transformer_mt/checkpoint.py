@@ -17,6 +17,7 @@ of that state and nothing else.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -215,7 +216,7 @@ def load_checkpoint(path, map_location="cpu", fix: str = ANOTHER_CHECKPOINT) -> 
             f"would import and call, which no transformer-mt checkpoint does, so it may be unsafe (crafted to run "
             f"code). Do not open it with torch.load(weights_only=False) or other tools either") from None
     except OSError as exc:
-        if exc.errno is None:  # torch's own OSErrors: the content
+        if not isinstance(exc, PermissionError) and exc.errno != errno.EIO:  # a truncated file gives EINVAL on seek
             raise TransformerMTError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); {fix}") from None
         # Permissions, an I/O error: the file may be fine, it could not be read.
         raise TransformerMTError(f"checkpoint {path} cannot be read: {exc.strerror}; make it readable (check its "
