@@ -188,3 +188,18 @@ def test_a_checkpoint_that_cannot_be_read_is_not_called_corrupt(small_run, monke
     with pytest.raises(TransformerMTError, match="cannot be read: Permission denied; make it readable") as caught:
         ckpt.load_checkpoint(small_run[2] / "checkpoint_best.pt")
     assert "corrupt" not in str(caught.value)
+
+
+@pytest.mark.parametrize("options, fragment", [
+    ({"beam_size": "5"}, "beam_size must be a whole number"), ({"beam_size": "\u0665"}, "beam_size"),
+    ({"batch_size": 2.5}, "batch_size must be a whole number"), ({"nbest": True}, "nbest"),
+    ({"max_length_b": "30"}, "max_length_b"), ({"length_penalty": "1"}, "length_penalty must be a number"),
+    ({"max_length_a": 1e300}, "max_length_a from 0 to 100"), ({"max_length_b": 10**12}, "max_length_b from 0"),
+    ({"max_length_a": -1.0}, "max_length_a"), ({"max_length_b": -3}, "max_length_b")])
+def test_counts_and_lengths_of_the_python_api_are_checked_where_they_enter(small_run, options, fragment):
+    from transformer_mt import Translator
+    from transformer_mt.errors import TransformerMTError
+
+    translator = Translator.from_run(small_run[2])
+    with pytest.raises(TransformerMTError, match=fragment):
+        translator.translate(["ba de"], **options)

@@ -176,9 +176,12 @@ def search_options(temperature: float | None = None, top_k: int | None = None, t
                          repetition_penalty=float(repetition_penalty))
 
 
-def _number(value) -> bool:
+def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _whole(value) -> bool:
+def is_whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+_number, _whole = is_number, is_whole

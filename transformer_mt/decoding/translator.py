@@ -39,7 +39,7 @@ from ..kernels import quantize_linear_layers
 from ..model import Transformer, build_model
 from .alignment import check_alignment_layer, check_alignment_unit, hard_alignment, word_alignment
 from .ensemble import Ensemble, check_members
-from .logits import search_options
+from .logits import is_number, is_whole, search_options
 from .paragraphs import translate_texts
 from .search import beam_search, greedy_search, sample_search
 
@@ -99,6 +99,8 @@ MAX_LENGTH_PENALTY = 10.0
 # row of the decoder's batch, and a forced prefix is decoded one token per step. Far above what helps quality.
 MAX_BEAM_SIZE = 256
 MAX_PREFIX_TOKENS = 1024
+# Translations longer than 100 times their source, or than 100,000 tokens, are a typo's, and would decode for hours.
+MAX_LENGTH_A, MAX_LENGTH_B = 100.0, 100_000
 
 
 def resolve_decoding(config: Config, beam_size: int | None = None, nbest: int | None = None,
@@ -115,6 +117,19 @@ def resolve_decoding(config: Config, beam_size: int | None = None, nbest: int | 
         max_length_a=dec.max_length_a if max_length_a is None else max_length_a,
         max_length_b=dec.max_length_b if max_length_b is None else max_length_b,
         early_exit=dec.early_exit if early_exit is None else early_exit)
+    # Checked where they enter: "5", 2.5 or True as a count would fail later as a TypeError, deep in search.
+    for name in ("beam_size", "nbest", "batch_size", "max_length_b"):
+        value = getattr(settings, name)
+        if not is_whole(value):
+            raise TransformerMTError(f"{name} must be a whole number (an int), got {value!r:.40}")
+    for name in ("length_penalty", "max_length_a"):
+        value = getattr(settings, name)
+        if not is_number(value):
+            raise TransformerMTError(f"{name} must be a number, got {value!r:.40}")
+    if not 0 <= settings.max_length_a <= MAX_LENGTH_A or not 0 <= settings.max_length_b <= MAX_LENGTH_B:
+        raise TransformerMTError(f"the length limit max_length_a * source length + max_length_b needs max_length_a "
+                                 f"from 0 to {MAX_LENGTH_A:g} and max_length_b from 0 to {MAX_LENGTH_B:,}, got "
+                                 f"{settings.max_length_a:g} and {settings.max_length_b}")
     if settings.beam_size < 1 or settings.nbest < 1 or settings.batch_size < 1:
         raise TransformerMTError("beam size, nbest and batch size must be at least 1")
     if settings.beam_size > MAX_BEAM_SIZE:
