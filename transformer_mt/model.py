@@ -72,9 +72,9 @@ class PositionalEncoding(nn.Module):
     def forward(self, length: int, offset: int = 0) -> torch.Tensor:
         end = offset + length
         if end > self.table.size(0):
-            # Inputs longer than max_positions are still translated in full: sinusoids extend to any
-            # length. These rows are computed for this call and not kept, so a forward pass never
-            # changes the module (translating threads share it).
+            # Sinusoids extend to any length (the Translator cuts sources to max_positions, with a warning:
+            # see translator.cut_to_positions; targets may run past it). These rows are computed for this
+            # call and not kept, so a forward pass never changes the module (translating threads share it).
             return self.make_table(length, self.d_model, start=offset, layout=self.layout).to(self.table.device)
         return self.table[offset:end]
 
