@@ -203,3 +203,22 @@ def test_counts_and_lengths_of_the_python_api_are_checked_where_they_enter(small
     translator = Translator.from_run(small_run[2])
     with pytest.raises(TransformerMTError, match=fragment):
         translator.translate(["ba de"], **options)
+
+
+def test_the_server_cuts_a_long_sentence_as_translate_does(short_run, caplog):
+    import logging
+
+    pytest.importorskip("fastapi")
+    from conftest import live_app
+
+    from transformer_mt import Translator
+    from transformer_mt.serving.server import create_app
+
+    translator = Translator.from_run(short_run)
+    sentence = long_sentence(400)  # within the server's 5,000 characters, 25 times the model's 16 positions
+    with caplog.at_level(logging.WARNING, logger="transformer_mt"), \
+            live_app(create_app(translator, max_wait_ms=1)) as http:
+        answer = http.post("/v1/translate", json={"text": [sentence], "beam_size": 1, "split_sentences": False})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["translations"][0][0]["text"] == translator.translate([long_sentence(16)], beam_size=1)[0]
+    assert any("(model.max_positions) were cut" in r.getMessage() for r in caplog.records)
