@@ -222,3 +222,22 @@ def test_the_server_cuts_a_long_sentence_as_translate_does(short_run, caplog):
     assert answer.status_code == 200, answer.text
     assert answer.json()["translations"][0][0]["text"] == translator.translate([long_sentence(16)], beam_size=1)[0]
     assert any("(model.max_positions) were cut" in r.getMessage() for r in caplog.records)
+
+
+def test_standard_input_drops_one_byte_order_mark_as_input_files_do(small_run, tmp_path):
+    """Found by test_decoding_input's property test: standard input dropped two BOMs, --input one."""
+    from unittest import mock
+
+    from test_decoding_input import FakeStdin
+
+    from transformer_mt import cli
+
+    text = "\ufeff\ufeff"
+    (tmp_path / "in.txt").write_text(text, encoding="utf-8")
+    outputs = []
+    for extra in ([], ["--input", str(tmp_path / "in.txt")]):
+        with mock.patch.object(sys, "stdin", FakeStdin(text.encode("utf-8"))):
+            assert cli.main(["translate", "--model", str(small_run[2]), "--output", str(tmp_path / "out.txt"),
+                             *extra]) == 0
+        outputs.append((tmp_path / "out.txt").read_text(encoding="utf-8"))
+    assert outputs[0] == outputs[1] == "\n"

@@ -541,13 +541,15 @@ def _one_line(text: str) -> str:
 def _read_stdin() -> list[str]:
     from .data.batches import split_lines
 
-    return split_lines(_read_stdin_text("reading text from standard input (Ctrl-D to end)"))
+    # split_lines drops the BOM, as it does for --input: dropped here too, a second one ("\ufeff\ufeff") would go.
+    return split_lines(_read_stdin_text("reading text from standard input (Ctrl-D to end)", keep_bom=True))
 
 
-def _read_stdin_text(prompt: str = "reading an HTML document from standard input (Ctrl-D to end)") -> str:
+def _read_stdin_text(prompt: str = "reading an HTML document from standard input (Ctrl-D to end)",
+                     keep_bom: bool = False) -> str:
     if sys.stdin.isatty():
         print(prompt, file=sys.stderr)
-    return _decode_utf8(sys.stdin.buffer.read(), "standard input")
+    return _decode_utf8(sys.stdin.buffer.read(), "standard input", keep_bom)
 
 
 def _read_document(path) -> str:
@@ -557,13 +559,13 @@ def _read_document(path) -> str:
     return _decode_utf8(read_bytes(path), f"file {path}")
 
 
-def _decode_utf8(raw: bytes, name: str) -> str:
+def _decode_utf8(raw: bytes, name: str, keep_bom: bool = False) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise TransformerMTError(f"{name} is not valid UTF-8 at line {line}") from None
-    return text.removeprefix("\ufeff")
+    return text if keep_bom else text.removeprefix("\ufeff")
 
 
 def _check_output(path) -> None:
