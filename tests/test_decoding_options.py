@@ -203,10 +203,30 @@ def test_a_repetition_penalty_lowers_repeated_tokens_and_one_is_off():
     ({"top_p": 0.0}, "top_p (--top-p)"), ({"top_p": 1.5}, "top_p"), ({"temperature": -1.0}, "temperature"),
     ({"temperature": float("nan")}, "temperature"), ({"top_k": -1}, "top_k (--top-k)"), ({"top_k": 2.5}, "top_k"),
     ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"), ({"repetition_penalty": 0.0}, "repetition_penalty"),
-    ({"seed": 3}, "seed (--seed) seeds sampling")])
+    ({"seed": 3}, "seed (--seed) seeds sampling"),
+    # Values float32 makes 0 or infinity: the sampler would divide by them and draw from NaN.
+    ({"temperature": 1e-300}, "temperature"), ({"temperature": 1e300}, "temperature"),
+    ({"temperature": float("inf")}, "temperature"), ({"top_p": 1e-300}, "top_p"),
+    ({"repetition_penalty": 1e-300}, "repetition_penalty"), ({"repetition_penalty": 1e300}, "repetition_penalty")])
 def test_bad_option_values_are_refused_naming_the_option(options, fragment):
     with pytest.raises(TransformerMTError, match=fr"^{fragment.replace('(', '[(]').replace(')', '[)]')}"):
         search_options(**options)
+
+
+@pytest.mark.parametrize("options", [{"temperature": 1e-30}, {"temperature": 1e30}, {"top_p": 1e-30},
+                                     {"temperature": 1e-30, "top_p": 1e-30, "repetition_penalty": 1e30},
+                                     {"temperature": 1e30, "repetition_penalty": 1e-30}])
+def test_sampling_at_the_bounds_of_the_options_draws_real_tokens(options):
+    model, src = peaked_model(4), sources(4)
+    search = search_options(**options, seed=1)
+    samples = sample_search(model, src, search.sampler(torch.device("cpu")), num_samples=3,
+                            repetition=search.repetition, **LIMITS)
+    for sentence in samples:
+        for hyp in sentence:
+            assert all(0 <= token < model.generator.out_features and token not in (PAD_ID, BOS_ID) for token in hyp.tokens)
+            assert hyp.score == hyp.score  # not NaN
+    if options.get("temperature") == 1e-30 and "repetition_penalty" not in options:
+        assert [[h.tokens for h in s] for s in samples] == [[g] * 3 for g in greedy_search(model, src, **LIMITS)]
 
 
 def test_all_options_off_decode_as_before():
@@ -282,6 +302,12 @@ def test_cli_refuses_bad_values_and_foreign_ensembles_with_one_error_line(small_
     run = small_run[2]
     assert "--top-p" in main_error(capsys, "translate", "--model", run, "--top-p", "1.5", "ba de")
     assert "--temperature" in main_error(capsys, "translate", "--model", run, "--temperature", "-1", "ba")
+    # 0 or infinity in float32: once a traceback from the sampler, in translate and back-translate alike.
+    for option, value in (("--temperature", "1e-300"), ("--temperature", "1e300"), ("--top-p", "1e-300")):
+        assert option in main_error(capsys, "translate", "--model", run, option, value, "ba")
+        (tmp_path / "mono.txt").write_text("ba de\n", encoding="utf-8")
+        assert option in main_error(capsys, "back-translate", "--model", run, "--input", tmp_path / "mono.txt",
+                                    "--output-prefix", tmp_path / "bt", option, value)
     assert "--no-repeat-ngram-size" in main_error(capsys, "translate", "--model", run, "--no-repeat-ngram-size",
                                                   "-2", "ba")
     line = main_error(capsys, "translate", "--model", run, "--engine", "ctranslate2", "--top-k", "3", "ba")

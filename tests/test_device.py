@@ -15,9 +15,36 @@ def test_auto_device_is_cuda_only_when_available():
     assert resolve_device("cpu").type == "cpu"
 
 
-def test_unknown_device_is_a_clear_error():
-    with pytest.raises(TransformerMTError, match="unknown device"):
-        resolve_device("tpu7")
+@pytest.mark.parametrize("name", ["tpu7", "meta", "mps", "xpu", "xpu:0", "cpu:1", "", 3])
+def test_a_device_this_torch_cannot_run_is_a_clear_error(name):
+    if name == "":
+        assert resolve_device(name).type in ("cpu", "cuda")  # "" is auto
+        return
+    with pytest.raises(TransformerMTError, match="is not one transformer-mt runs on; use auto"):
+        resolve_device(name)
+
+
+def test_a_cuda_device_beyond_the_machines_is_a_clear_error():
+    with pytest.raises(TransformerMTError, match="CUDA is not available|does not exist"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_commands_refuse_an_unusable_device_before_any_work(tmp_path, capsys):
+    from conftest import tiny_config, write_reverse_corpus
+    from test_decoding_input import main_error
+
+    from transformer_mt.config import save_config
+
+    data = write_reverse_corpus(tmp_path / "data", n_train=20, n_valid=5, n_test=5)
+    save_config(tiny_config(data), tmp_path / "config.yaml")
+    line = main_error(capsys, "train", "--config", tmp_path / "config.yaml", "--output-dir", tmp_path / "run",
+                      "--device", "meta")
+    assert "device 'meta' is not one transformer-mt runs on" in line
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made
+    for command in ("translate", "serve"):
+        line = main_error(capsys, command, "--model", tmp_path / "run", "--device", "meta",
+                          *(["ba"] if command == "translate" else []))
+        assert "device 'meta'" in line
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

@@ -222,6 +222,24 @@ def test_no_request_shape_gives_a_500(client, fields):
             assert "error" in answer.json() or answer.status_code == 200
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "\u00b9", "--5", "-", "+", "5_0", "\u2155"])
+def test_alternatives_that_are_no_whole_number_are_a_400(client, value):
+    for body in ({"json": {"q": "ba", "alternatives": value}}, {"data": {"q": "ba", "alternatives": value}}):
+        answer = client.post("/translate", **body)
+        assert answer.status_code == 400 and "'alternatives' must be a whole number" in answer.json()["error"]
+    # Decimal digits of any script are numbers (int() reads them): "\u0661" is 1.
+    answer = client.post("/translate", json={"q": "ba de", "alternatives": "\u0661"})
+    assert answer.status_code == 200 and len(answer.json()["alternatives"]) <= 1
+
+
+@pytest.mark.parametrize("value", [{}, 0, False, [], "TEXT", 1])
+def test_a_format_that_is_no_format_name_is_a_400_not_text(client, value):
+    answer = client.post("/translate", json={"q": "ba", "format": value})
+    assert answer.status_code == 400 and "use 'text' or 'html'" in answer.json()["error"], answer.text
+    for left_out in ({}, {"format": None}, {"format": ""}):
+        assert client.post("/translate", json={"q": "ba", **left_out}).status_code == 200
+
+
 def test_random_html_and_text_never_give_a_500(client):
     """Hypothesis writes tag soup (unclosed, misnested, entities, comments, protected elements) for both formats."""
     from hypothesis import given, settings

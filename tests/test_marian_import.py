@@ -7,6 +7,8 @@ fine-tuning with exact resume.
 """
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 import sentencepiece as spm
@@ -45,18 +47,20 @@ def spm_models(tmp_path_factory, corpus):
     return folder
 
 
-def marian_vocabulary(spm_folder, names, languages=()):
-    """vocab.json as Marian lays it out: </s> 0, <unk> 1, the pieces, <pad> last."""
+def marian_vocabulary(spm_folder, names, languages=(), extra=()):
+    """vocab.json as Marian lays it out: </s> 0, <unk> 1, the pieces, <pad> last (``extra``: pieces of
+    neither SentencePiece model, as a joint vocabulary built from other data has them)."""
     pieces = []
     for name in names:
         sp = spm.SentencePieceProcessor(model_file=str(spm_folder / f"{name}.spm"))
         pieces += [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    pieces += list(extra)
     ordered = ["</s>", "<unk>", *languages]
     ordered += [p for p in dict.fromkeys(pieces) if p not in ("<unk>", "<s>", "</s>")]
     return {piece: i for i, piece in enumerate(ordered + ["<pad>"])}
 
 
-def build_marian(folder, spm_folder, separate=False, languages=(), weights="safetensors", seed=0):
+def build_marian(folder, spm_folder, separate=False, languages=(), weights="safetensors", seed=0, extra=()):
     """A tiny random MarianMTModel saved in ``folder`` the way transformers saves one (with its tokenizer)."""
     from transformers import MarianConfig, MarianMTModel
 
@@ -74,7 +78,7 @@ def build_marian(folder, spm_folder, separate=False, languages=(), weights="safe
             vocab["<pad>"] = size - 1
         (folder / "target_vocab.json").write_text(json.dumps(tgt_vocab), encoding="utf-8")
     else:
-        src_vocab = tgt_vocab = marian_vocabulary(spm_folder, ["source", "target"], languages)
+        src_vocab = tgt_vocab = marian_vocabulary(spm_folder, ["source", "target"], languages, extra)
     (folder / "vocab.json").write_text(json.dumps(src_vocab), encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(json.dumps(
         {"source_lang": "src", "target_lang": "tgt", "separate_vocabs": separate}), encoding="utf-8")
@@ -366,3 +370,99 @@ def test_an_id_list_from_another_import_is_refused(tmp_path, shared):
     (copy / "spm.tgt.ids.json").write_text(json.dumps(pieces))
     with pytest.raises(TransformerMTError, match="spm.tgt.ids.json is not the one checkpoint"):
         Translator.from_run(copy, device="cpu")
+
+
+# Pieces a joint vocabulary holds and the target SentencePiece model does not (OPUS-MT's come from the
+# source model: names, numbers): SentencePiece gives them back with their word marks.
+FOREIGN = ["\u2581Z\u00fcrich", "\u25812024", "7", "x\u2581y", "\u2581\u2581", "\u2581ba\u2581ke", "\u00e9\u2581"]
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory, spm_models):
+    """A shared-vocabulary model whose vocabulary has pieces outside target.spm, imported; and those pieces."""
+    tmp = tmp_path_factory.mktemp("foreign")
+    model = build_marian(tmp / "hf", spm_models, languages=LANGUAGES, extra=FOREIGN)
+    import_model(tmp / "hf", tmp / "run")
+    target = spm.SentencePieceProcessor(model_file=str(spm_models / "target.spm"))
+    vocab = json.loads((tmp / "hf" / "vocab.json").read_text())
+    outside = [p for p in vocab if target.piece_to_id(p) == target.unk_id() and p not in ("<unk>", "<pad>")]
+    assert set(FOREIGN) <= set(outside)
+    return model, tmp / "hf", tmp / "run", [vocab[p] for p in outside]
+
+
+def test_any_pieces_of_the_vocabulary_decode_as_transformers_decodes_them(foreign):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    _, hf_dir, run, outside = foreign
+    translator = Translator.from_run(run, device="cpu")
+    tokenizer = marian_tokenizer(hf_dir)
+    to_ours = marian_to_ours(translator, hf_dir).tolist()
+    every = st.integers(0, len(to_ours) - 1)
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(st.lists(st.one_of(every, st.sampled_from(outside)), max_size=12))
+    def check(marian_ids):
+        expected = tokenizer.decode(marian_ids, skip_special_tokens=True)
+        assert translator.tgt_tokenizer.decode([[to_ours[i] for i in marian_ids]]) == [expected]
+
+    check()
+
+
+def test_a_model_that_generates_pieces_outside_target_spm_writes_no_word_marks(foreign):
+    model, hf_dir, _, outside = foreign
+    with torch.no_grad():  # the decoder now prefers those pieces
+        model.final_logits_bias[0, outside] += 4.0
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(f"{tmp}/hf")
+        for path in hf_dir.iterdir():
+            if path.suffix in (".json", ".spm") and path.name != "config.json":
+                (Path(tmp) / "hf" / path.name).write_bytes(path.read_bytes())
+        import_model(Path(tmp) / "hf", Path(tmp) / "run")
+        translator = Translator.from_run(Path(tmp) / "run", device="cpu")
+        tokenizer = marian_tokenizer(Path(tmp) / "hf")
+        generated = generate(model, tokenizer, SOURCES, num_beams=1)
+        assert any(set(ids) & set(outside) for ids in generated)  # it does emit them
+        texts = translator.translate(SOURCES, beam_size=1, max_length_a=0.0, max_length_b=MAX_NEW)
+    assert texts == tokenizer.batch_decode([[tokenizer.pad_token_id] + ids for ids in generated],
+                                           skip_special_tokens=True)
+    assert not any("\u2581" in text for text in texts)
+
+
+def test_weights_that_are_not_finite_are_refused_naming_the_file_and_tensor(tmp_path, spm_models):
+    hf = tmp_path / "hf"
+    build_marian(hf, spm_models, weights="bin")
+    weights = torch.load(hf / "pytorch_model.bin", weights_only=True)
+    for name in weights:
+        if weights[name].is_floating_point():
+            weights[name] = torch.full_like(weights[name], float("nan"))
+    torch.save(weights, hf / "pytorch_model.bin")
+    result = run_cli("import", hf, "--output-dir", tmp_path / "run")
+    assert_clean_error(result, str(hf / "pytorch_model.bin"), "holds", "values that are NaN or infinite")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("nested", "nests its brackets too deeply"),
+    ("deep", "key 'model.num_encoder_layers' must be <= 1000, got 1000000"),
+    ("wide", "more than this machine's memory"),
+])
+def test_a_config_json_too_large_to_build_is_refused_before_anything_is_allocated(tmp_path, spm_models, damage,
+                                                                                message):
+    import time
+
+    hf = tmp_path / "hf"
+    build_marian(hf, spm_models)
+    config = json.loads((hf / "config.json").read_text())
+    if damage == "nested":
+        (hf / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "deep":  # a million layers of width 16: once minutes and 10 GB before anything was said
+        config.update(encoder_layers=1_000_000, decoder_layers=1_000_000, d_model=16)
+    else:
+        config.update(d_model=2**20, encoder_ffn_dim=2**20, decoder_ffn_dim=2**20)
+    if damage != "nested":
+        (hf / "config.json").write_text(json.dumps(config))
+    start = time.monotonic()
+    assert_clean_error(run_cli("import", hf, "--output-dir", tmp_path / "run"), message)
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "run").exists()

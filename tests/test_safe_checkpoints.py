@@ -178,3 +178,19 @@ def test_average_refuses_checkpoints_of_different_runs(trained, tmp_path):
     # Same config and tokenizer (the run's own step checkpoints): averaged.
     ckpt.average_checkpoints(sorted(run.glob("checkpoint_step*.pt")), tmp_path / "avg.pt")
     assert ckpt.load_checkpoint(tmp_path / "avg.pt")["format_version"] == ckpt.FORMAT_VERSION
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_checkpoint_with_non_finite_weights_is_refused_naming_file_and_tensor(trained, tmp_path, value):
+    _, _, _, run = trained
+    bad = tmp_path / "bad"
+    shutil.copytree(run, bad)
+    state = ckpt.load_checkpoint(bad / "checkpoint_best.pt")
+    name = [k for k in state["model"] if k.endswith("norm.bias")][-1]  # a tensor no other shares
+    state["model"][name].view(-1)[:3] = value
+    ckpt.atomic_save(state, bad / "checkpoint_best.pt")
+    with pytest.raises(TransformerMTError, match=fr"checkpoint_best.pt: weight {name} holds 3 of .* NaN or infinite"):
+        Translator.from_run(bad)
+    result = run_cli("translate", "--model", bad, "ba de")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
+    assert str(bad / "checkpoint_best.pt") in result.stderr and name in result.stderr

@@ -133,6 +133,8 @@ def test_native_api_samples_blocks_repeats_and_forces_prefixes(client, translato
     assert answer["translations"][0][0]["text"].startswith("ko ko")
     assert answer["translations"][1][0]["text"].startswith("mu")  # the text's first sentence starts with it
     for body, fragment in [({"top_p": 1.5}, "top_p"), ({"top_k": 3, "beam_size": 3}, "leave out beam_size"),
+                           ({"temperature": 1e-300}, "temperature"), ({"temperature": 1e300}, "temperature"),
+                           ({"top_p": 1e-300}, "top_p"),
                            ({"prefix": ["a", "b"]}, "2 prefixes for 3 texts"),
                            ({"prefix": "a", "format": "html"}, "format 'text'")]:
         bad = client.post("/v1/translate", json={"text": texts, **body})

@@ -17,6 +17,7 @@ of that state and nothing else.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -185,8 +186,12 @@ def _unsafe_globals(path, exc: Exception) -> list[str]:
     return sorted(set(names), key=lambda name: (name in FORMAT1_GLOBAL_NAMES, name))
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint without running any code in it; damage or unsafe content becomes one clear error."""
+ANOTHER_CHECKPOINT = "use another checkpoint of the run (e.g. --checkpoint last) or train again"
+
+
+def load_checkpoint(path, map_location="cpu", fix: str = ANOTHER_CHECKPOINT) -> dict:
+    """Load a checkpoint without running any code in it; damage or unsafe content becomes one clear error.
+    ``fix``: what the user can do about a damaged file where it was named (translate's --checkpoint, ...)."""
     path = Path(path)
     from .safe_files import regular_file_problem
 
@@ -200,9 +205,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     except pickle.UnpicklingError as exc:
         unsafe = _unsafe_globals(path, exc)
         if not unsafe:
-            raise TransformerMTError(
-                f"checkpoint {path} is corrupt or truncated (unreadable pickle); use another checkpoint of the "
-                f"run (e.g. --checkpoint last) or train again") from None
+            raise TransformerMTError(f"checkpoint {path} is corrupt or truncated (unreadable pickle); {fix}") from None
         if set(unsafe) <= FORMAT1_GLOBAL_NAMES:
             raise TransformerMTError(
                 f"checkpoint {path} was written by transformer-mt before checkpoint format {FORMAT_VERSION} (it "
@@ -212,12 +215,15 @@ def load_checkpoint(path, map_location="cpu") -> dict:
             f"checkpoint {path} was not loaded: it holds Python objects ({', '.join(unsafe[:3])}) that loading "
             f"would import and call, which no transformer-mt checkpoint does, so it may be unsafe (crafted to run "
             f"code). Do not open it with torch.load(weights_only=False) or other tools either") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError,
+    except OSError as exc:
+        if not isinstance(exc, PermissionError) and exc.errno != errno.EIO:  # a truncated file gives EINVAL on seek
+            raise TransformerMTError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); {fix}") from None
+        # Permissions, an I/O error: the file may be fine, it could not be read.
+        raise TransformerMTError(f"checkpoint {path} cannot be read: {exc.strerror}; make it readable (check its "
+                                 f"permissions and the disk), or {fix}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, ImportError,
             IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise TransformerMTError(
-            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); use another checkpoint "
-            f"of the run (e.g. --checkpoint last) or train again"
-        ) from None
+        raise TransformerMTError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); {fix}") from None
     return _check_state(state, path)
 
 
@@ -235,7 +241,25 @@ def _check_state(state, path) -> dict:
         )
     if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
         raise TransformerMTError(f"checkpoint {path} is damaged: its model entry is not a dict of tensors")
+    problem = non_finite_weights(state["model"])
+    if problem is not None:
+        raise TransformerMTError(f"checkpoint {path}: {problem}, so every translation from it would be garbage; the "
+                                 f"file is damaged or was saved from a diverged model: use another checkpoint of the "
+                                 f"run, or train again")
     return state
+
+
+def non_finite_weights(weights: dict) -> str | None:
+    """What is wrong when a floating tensor of ``weights`` holds NaN or infinity (the first one, by name), else
+    None. One pass over each tensor, once, where weights are loaded."""
+    for name, tensor in weights.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.numel():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                bad = int(finite.numel() - finite.sum())
+                return (f"weight {name} holds {bad:,} of {tensor.numel():,} values that are NaN or infinite "
+                        f"(not finite)")
+    return None
 
 
 def average_state_dicts(state_dicts: list[dict]) -> dict:
@@ -319,7 +343,10 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
             f"{path} is in an earlier checkpoint format; converting it rewrites the file (the original is kept "
             f"as {path.name}.format1): pass --trust to confirm that you made it or trust its source")
     try:
-        with torch.serialization.safe_globals(list(FORMAT1_GLOBALS)):
+        # As in load_checkpoint: torch warns about a plain pickle's protocol asking the user to "file an issue"
+        # with PyTorch, which is no advice for a file transformer-mt reads or refuses by itself.
+        with torch.serialization.safe_globals(list(FORMAT1_GLOBALS)), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         unsafe = [name for name in _unsafe_globals(path, exc) if name not in FORMAT1_GLOBAL_NAMES]

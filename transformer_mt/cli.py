@@ -61,11 +61,11 @@ def _add_search_options(parser: argparse.ArgumentParser, prefixes: bool = True) 
     group.add_argument("--top-k", type=int, default=None, metavar="K",
                        help="sample among the K most probable tokens (0 = all, 1 = greedy)")
     group.add_argument("--top-p", type=float, default=None, metavar="P",
-                       help="sample among the fewest most probable tokens whose probability adds up to P, in (0, 1] "
+                       help="sample among the fewest most probable tokens whose probability adds up to P, from 1e-30 to 1 "
                             "(nucleus sampling; 1 = all)")
     group.add_argument("--temperature", type=float, default=None, metavar="T",
-                       help="sample from the distribution at temperature T >= 0 (1 = the model's, lower = closer to "
-                            "greedy, 0 = greedy)")
+                       help="sample from the distribution at temperature T: 0 (greedy) or 1e-30 to 1e30 (1 = the model's, "
+                            "lower = closer to greedy)")
     group.add_argument("--seed", type=int, default=None, metavar="N",
                        help="seed of the sampling: the same seed, input and --batch-size give the same samples "
                             "(default: a random seed)")
@@ -73,7 +73,7 @@ def _add_search_options(parser: argparse.ArgumentParser, prefixes: bool = True) 
                        help="no n-gram of N tokens appears twice in a translation (0 = off; default: "
                             "decoding.no_repeat_ngram_size of the run's config, 0)")
     group.add_argument("--repetition-penalty", type=float, default=None, metavar="P",
-                       help="a token already in the translation has its log-probability multiplied by P > 0 (1 = off, "
+                       help="a token already in the translation has its log-probability multiplied by P, 1e-30 to 1e30 (1 = off, "
                             "above 1 discourages repeats; default: decoding.repetition_penalty of the run's config, 1)")
     if not prefixes:
         return
@@ -568,13 +568,15 @@ def _one_line(text: str) -> str:
 def _read_stdin() -> list[str]:
     from .data.batches import split_lines
 
-    return split_lines(_read_stdin_text("reading text from standard input (Ctrl-D to end)"))
+    # split_lines drops the BOM, as it does for --input: dropped here too, a second one ("\ufeff\ufeff") would go.
+    return split_lines(_read_stdin_text("reading text from standard input (Ctrl-D to end)", keep_bom=True))
 
 
-def _read_stdin_text(prompt: str = "reading an HTML document from standard input (Ctrl-D to end)") -> str:
+def _read_stdin_text(prompt: str = "reading an HTML document from standard input (Ctrl-D to end)",
+                     keep_bom: bool = False) -> str:
     if sys.stdin.isatty():
         print(prompt, file=sys.stderr)
-    return _decode_utf8(sys.stdin.buffer.read(), "standard input")
+    return _decode_utf8(sys.stdin.buffer.read(), "standard input", keep_bom)
 
 
 def _read_document(path) -> str:
@@ -584,13 +586,13 @@ def _read_document(path) -> str:
     return _decode_utf8(read_bytes(path), f"file {path}")
 
 
-def _decode_utf8(raw: bytes, name: str) -> str:
+def _decode_utf8(raw: bytes, name: str, keep_bom: bool = False) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise TransformerMTError(f"{name} is not valid UTF-8 at line {line}") from None
-    return text.removeprefix("\ufeff")
+    return text if keep_bom else text.removeprefix("\ufeff")
 
 
 def _check_output(path) -> None:
@@ -758,7 +760,7 @@ def cmd_translate(args) -> int:
     if args.output:
         _write_output(args.output, text)
     else:
-        sys.stdout.write(text)
+        write_stdout(text, "the translation")
     return 0
 
 
@@ -804,12 +806,12 @@ def cmd_evaluate(args) -> int:
         tokenize = args.tokenize or resolve_tokenize(config.decoding.sacrebleu_tokenize, config.data.tgt_lang)
     result = score(hyps, refs, tokenize)
     if args.json:
-        print(json.dumps(result, ensure_ascii=False))
+        write_stdout(json.dumps(result, ensure_ascii=False) + "\n", "the score")
     else:
-        print(f"BLEU = {result['bleu']:.2f}  ({result['bleu_details']})")
-        print(f"chrF2 = {result['chrf']:.2f}")
-        print(f"BLEU signature: {result['bleu_signature']}")
-        print(f"chrF signature: {result['chrf_signature']}")
+        write_stdout(f"BLEU = {result['bleu']:.2f}  ({result['bleu_details']})\n"
+                     f"chrF2 = {result['chrf']:.2f}\n"
+                     f"BLEU signature: {result['bleu_signature']}\n"
+                     f"chrF signature: {result['chrf_signature']}\n", "the score")
     return 0
 
 
@@ -1030,6 +1032,45 @@ def cmd_back_translate(args) -> int:
     return 0
 
 
+def stdout_closed_problem(args) -> str | None:
+    """Why the result of this command has nowhere to go, before any work: with file descriptor 1 closed, Python
+    sets sys.stdout to None and print() writes nothing, silently."""
+    if sys.stdout is not None:
+        return None
+    if args.command == "evaluate":
+        return "standard output is closed, so the score would be printed nowhere; run evaluate with its output " \
+               "open or redirected (e.g. > score.txt)"
+    if args.command == "translate" and not args.output:
+        return "standard output is closed, so the translation would be written nowhere; give --output FILE or " \
+               "redirect the output (e.g. > out.txt)"
+    return None
+
+
+def write_stdout(text: str, what: str) -> None:
+    """Write ``text`` (``what`` it is, for the message) to standard output, flushed: a full device or a closed
+    descriptor is one error, not a traceback (or an exception Python reports while exiting)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # the reader went away (| head): main ends quietly
+    except (OSError, ValueError) as exc:  # ValueError: the stream was closed from within Python
+        _discard_stdout()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise TransformerMTError(f"{what} could not be written to standard output ({reason}); free space on that "
+                                 f"device or redirect the output elsewhere (e.g. --output FILE or > file)") from None
+
+
+def _discard_stdout() -> None:
+    """Point file descriptor 1 at /dev/null, so that Python's own flush when it exits does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_translate,
             "translate-file": cmd_translate_file, "evaluate": cmd_evaluate,
             "average": cmd_average,
@@ -1050,6 +1091,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_process()
 
     try:
+        closed = stdout_closed_problem(args)
+        if closed:
+            raise TransformerMTError(closed)
         return COMMANDS[args.command](args)
     except TrainingInterrupted as exc:
         if not is_worker_rank():  # under torchrun, rank 0 speaks for all

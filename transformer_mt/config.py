@@ -263,7 +263,7 @@ MINIMUMS = {
     "decoding.nbest": (1, True),
     "decoding.valid_beam_size": (1, True),
     "decoding.no_repeat_ngram_size": (0, True),
-    "decoding.repetition_penalty": (0.0, False),
+    "decoding.repetition_penalty": (1e-30, True),  # decoding/logits.py SCALE_MIN
 }
 MAXIMUMS = {
     "data.unpunctuated_copies": 1.0,
@@ -275,6 +275,11 @@ MAXIMUMS = {
     "training.label_smoothing": 0.99,
     "training.seed": 2**32 - 1,  # numpy's seeds end there
     "decoding.beam_size": 256,   # as translate's --beam-size (decoding/translator.py MAX_BEAM_SIZE)
+    # Deeper than any trained Transformer (DeepNet's 1,000 layers were 500 + 500): beyond, a typo or a crafted
+    # config.json, whose layers' Python objects alone (~64 KiB each) take minutes and gigabytes to build.
+    "model.num_encoder_layers": 1000,
+    "model.num_decoder_layers": 1000,
+    "decoding.repetition_penalty": 1e30,  # as --repetition-penalty (decoding/logits.py SCALE_MAX)
 }
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -711,8 +716,12 @@ def load_config(path, overrides: dict | None = None, environment: bool = True) -
     a config that came with a model (an export's config.yaml), which must never read the environment.
     """
     path = Path(path)
-    if not path.is_file():
-        raise TransformerMTError(f"config file {path} does not exist; pass an existing YAML file to --config")
+    problem = file_problem(path, "a YAML file")
+    if problem is not None:  # a directory or a FIFO is named as what it is, not as missing
+        fix = (f"pass the YAML file itself, e.g. --config {path / 'config.yaml'}" if (path / "config.yaml").is_file()
+               else "pass a YAML file (not a directory) to --config" if path.is_dir()
+               else "pass an existing YAML file to --config")
+        raise TransformerMTError(f"config file {path} {problem}; {fix}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

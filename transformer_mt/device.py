@@ -11,16 +11,31 @@ import torch
 from .errors import TransformerMTError
 
 
+def usable_devices() -> str:
+    """The device names this torch can run here, for messages."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return "auto or cpu (this machine has no CUDA device)"
+    return f"auto, cpu, cuda or cuda:N with N from 0 to {count - 1}"
+
+
 def resolve_device(name: str | None = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else is checked."""
+    """'auto' -> CUDA when available, else CPU; anything else is checked: transformer-mt computes on the CPU and on
+    CUDA devices, so other types torch knows (meta holds no data, mps, xpu, ...) are refused here, not by a
+    traceback later."""
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
+        device = torch.device(name) if isinstance(name, (str, torch.device)) else None
     except RuntimeError:
-        raise TransformerMTError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index not in (None, 0)):
+        raise TransformerMTError(f"device {name!r} is not one transformer-mt runs on; use {usable_devices()}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TransformerMTError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise TransformerMTError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                                 f"device(s); use {usable_devices()}")
     return device
 
 

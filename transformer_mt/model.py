@@ -72,9 +72,9 @@ class PositionalEncoding(nn.Module):
     def forward(self, length: int, offset: int = 0) -> torch.Tensor:
         end = offset + length
         if end > self.table.size(0):
-            # Inputs longer than max_positions are still translated in full: sinusoids extend to any
-            # length. These rows are computed for this call and not kept, so a forward pass never
-            # changes the module (translating threads share it).
+            # Sinusoids extend to any length (the Translator cuts sources to max_positions, with a warning:
+            # see translator.cut_to_positions; targets may run past it). These rows are computed for this
+            # call and not kept, so a forward pass never changes the module (translating threads share it).
             return self.make_table(length, self.d_model, start=offset, layout=self.layout).to(self.table.device)
         return self.table[offset:end]
 
@@ -402,17 +402,32 @@ def _physical_memory() -> int | None:
         return None
 
 
+# What a layer costs beyond its weights: its modules' and parameters' Python objects and small allocations
+# (measured: ~56 KiB a layer at d_model 16, where the weights are ~9 KiB). A model of many narrow layers
+# is mostly this.
+LAYER_OVERHEAD_BYTES = 64 << 10
+
+
+def model_bytes(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> int:
+    """About the memory a model of ``cfg`` takes once built: float32 weights and each layer's overhead."""
+    layers = cfg.num_encoder_layers + cfg.num_decoder_layers
+    return 4 * parameter_count(cfg, src_vocab_size, tgt_vocab_size) + LAYER_OVERHEAD_BYTES * layers
+
+
 def check_model_fits(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
-    """Refuse, before allocating anything, a model whose float32 weights alone exceed this machine's memory
-    (a --set typo, or a crafted checkpoint's config meant to take down a server that loads it)."""
+    """Refuse, before allocating anything, a model whose float32 weights and layers alone exceed this machine's
+    memory (a --set typo, or a crafted checkpoint's or config.json's sizes meant to take down a server that
+    loads it)."""
     memory = _physical_memory()
     count = parameter_count(cfg, src_vocab_size, tgt_vocab_size)
-    if memory is not None and 4 * count > memory:
+    needed = model_bytes(cfg, src_vocab_size, tgt_vocab_size)
+    if memory is not None and needed > memory:
         raise TransformerMTError(
             f"model.d_model {cfg.d_model}, model.ffn_dim {cfg.ffn_dim}, {cfg.num_encoder_layers}+"
             f"{cfg.num_decoder_layers} layers, model.max_positions {cfg.max_positions} and vocabularies of "
-            f"{src_vocab_size}/{tgt_vocab_size} pieces make {count:.3g} parameters ({4 * count / 2**30:.3g} GiB in "
-            f"float32), more than this machine's memory ({memory / 2**30:.3g} GiB); choose smaller model.* values")
+            f"{src_vocab_size}/{tgt_vocab_size} pieces make {count:.3g} parameters ({needed / 2**30:.3g} GiB in "
+            f"float32 with the layers' own objects), more than this machine's memory ({memory / 2**30:.3g} GiB); "
+            f"choose smaller model.* values")
 
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> Transformer:

@@ -96,7 +96,8 @@ class Tokenizer:
         return []
 
 
-NOT_TEXT = {PAD_ID, BOS_ID, EOS_ID}
+SPECIAL_IDS = {PAD_ID, UNK_ID, BOS_ID, EOS_ID}
+WORD_MARK = "\u2581"  # SentencePiece's "▁", the space before a word
 
 # A source starting with one of these picks a multilingual model's target language (OPUS-MT's >>fra<<).
 LANGUAGE_CODE = re.compile(r">>[^<>\s]+<<")
@@ -148,8 +149,15 @@ class MappedTokenizer(Tokenizer):
         return ids, lengths
 
     def decode(self, ids: list[list[int]]) -> list[str]:
-        # Through the pieces, as Marian's tokenizer does: a piece of the other language decodes as unknown.
-        return [self.sp.decode_pieces([self.id_pieces[i] for i in row if i not in NOT_TEXT]) for row in ids]
+        """Text as transformers' MarianTokenizer.batch_decode(..., skip_special_tokens=True) gives it.
+
+        A joint vocabulary holds pieces that the target SentencePiece model does not (the source
+        model's: names, numbers), and a model may generate them. SentencePiece returns such a piece
+        as it is, word marks ("\u2581") included; Marian's tokenizer then turns every mark left into a
+        space and strips the ends. So does this. The special ids (pad, unk, bos, eos) are not text.
+        """
+        return [self.sp.decode_pieces([self.id_pieces[i] for i in row if i not in SPECIAL_IDS])
+                .replace(WORD_MARK, " ").strip() for row in ids]
 
     def id_to_piece(self, ids: list[int] | int) -> list[str] | str:
         return self.id_pieces[ids] if isinstance(ids, int) else [self.id_pieces[i] for i in ids]
@@ -469,11 +477,15 @@ def load_tokenizers(run_dir, joint: bool, vocabulary: str = "sentencepiece") -> 
     src_path, tgt_path = tokenizer_paths(run_dir, joint)
     needed = {src_path, tgt_path} | (set(ids_paths(run_dir)) if vocabulary != "sentencepiece" else set())
     for path in sorted(needed):
-        if not path.is_file():
+        problem = file_problem(path, "a SentencePiece model file")
+        if problem == "does not exist":
             raise TransformerMTError(
                 f"tokenizer model {path} is missing; the run directory {run_dir} is incomplete "
                 f"(was training started there?)"
             )
+        if problem is not None:  # there, but a directory, a FIFO, a dangling link: not "missing"
+            raise TransformerMTError(f"tokenizer model {path} {problem}; put the run's SentencePiece model file "
+                                     f"there (copy the whole run directory again)")
     if vocabulary != "sentencepiece":
         src_ids, tgt_ids = ids_paths(run_dir)
         return MappedTokenizer(src_path, src_ids), MappedTokenizer(tgt_path, tgt_ids)

@@ -20,7 +20,6 @@ ranked), before temperature and the top-k/top-p filter (which only shape what is
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +27,11 @@ import torch
 from ..errors import TransformerMTError
 
 NEG_INF = float("-inf")
+# Temperature, top-p and the repetition penalty scale float32 log-probabilities (or are compared with float32
+# probabilities): between these bounds every finite log-probability stays finite or becomes -inf, and none
+# becomes NaN (beyond them float32 rounds the value to 0 or infinity: 1e-300 is 0, 1e300 inf). No value
+# outside them means anything more: 1e-30 is already greedy, 1e30 already uniform.
+SCALE_MIN, SCALE_MAX = 1e-30, 1e30
 
 
 @dataclass(frozen=True)
@@ -148,15 +152,17 @@ def search_options(temperature: float | None = None, top_k: int | None = None, t
         repetition_penalty = getattr(decoding, "repetition_penalty", 1.0)
     sampling = temperature is not None or top_k is not None or top_p is not None
     checks = [
-        ("temperature", temperature, lambda v: _number(v) and math.isfinite(v) and v >= 0,
-         "a number >= 0 (0 = always the most probable token, 1 = the model's distribution)"),
+        ("temperature", temperature, lambda v: _number(v) and (v == 0 or SCALE_MIN <= v <= SCALE_MAX),
+         f"0 (always the most probable token) or a number from {SCALE_MIN:g} to {SCALE_MAX:g} (1 = the model's "
+         f"distribution)"),
         ("top_k", top_k, lambda v: _whole(v) and v >= 0, "a whole number >= 0 (0 = no limit, 1 = greedy)"),
-        ("top_p", top_p, lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1] (1 = no limit)"),
+        ("top_p", top_p, lambda v: _number(v) and SCALE_MIN <= v <= 1,
+         f"a number from {SCALE_MIN:g} to 1 (1 = no limit)"),
         ("seed", seed, lambda v: _whole(v) and 0 <= v < 2**63, "a whole number >= 0"),
         ("no_repeat_ngram_size", no_repeat_ngram_size, lambda v: _whole(v) and v >= 0,
          "a whole number >= 0 (0 = off)"),
-        ("repetition_penalty", repetition_penalty, lambda v: _number(v) and math.isfinite(v) and v > 0,
-         "a number > 0 (1 = off, above 1 discourages repeated tokens)"),
+        ("repetition_penalty", repetition_penalty, lambda v: _number(v) and SCALE_MIN <= v <= SCALE_MAX,
+         f"a number from {SCALE_MIN:g} to {SCALE_MAX:g} (1 = off, above 1 discourages repeated tokens)"),
     ]
     for name, value, valid, expected in checks:
         if value is not None and not valid(value):
@@ -170,9 +176,12 @@ def search_options(temperature: float | None = None, top_k: int | None = None, t
                          repetition_penalty=float(repetition_penalty))
 
 
-def _number(value) -> bool:
+def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _whole(value) -> bool:
+def is_whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+_number, _whole = is_number, is_whole

@@ -39,7 +39,7 @@ from ..kernels import quantize_linear_layers
 from ..model import Transformer, build_model
 from .alignment import check_alignment_layer, check_alignment_unit, hard_alignment, word_alignment
 from .ensemble import Ensemble, check_members
-from .logits import search_options
+from .logits import is_number, is_whole, search_options
 from .paragraphs import translate_document, translate_texts
 from .search import beam_search, greedy_search, sample_search
 
@@ -99,6 +99,8 @@ MAX_LENGTH_PENALTY = 10.0
 # row of the decoder's batch, and a forced prefix is decoded one token per step. Far above what helps quality.
 MAX_BEAM_SIZE = 256
 MAX_PREFIX_TOKENS = 1024
+# Translations longer than 100 times their source, or than 100,000 tokens, are a typo's, and would decode for hours.
+MAX_LENGTH_A, MAX_LENGTH_B = 100.0, 100_000
 
 
 def resolve_decoding(config: Config, beam_size: int | None = None, nbest: int | None = None,
@@ -115,6 +117,19 @@ def resolve_decoding(config: Config, beam_size: int | None = None, nbest: int | 
         max_length_a=dec.max_length_a if max_length_a is None else max_length_a,
         max_length_b=dec.max_length_b if max_length_b is None else max_length_b,
         early_exit=dec.early_exit if early_exit is None else early_exit)
+    # Checked where they enter: "5", 2.5 or True as a count would fail later as a TypeError, deep in search.
+    for name in ("beam_size", "nbest", "batch_size", "max_length_b"):
+        value = getattr(settings, name)
+        if not is_whole(value):
+            raise TransformerMTError(f"{name} must be a whole number (an int), got {value!r:.40}")
+    for name in ("length_penalty", "max_length_a"):
+        value = getattr(settings, name)
+        if not is_number(value):
+            raise TransformerMTError(f"{name} must be a number, got {value!r:.40}")
+    if not 0 <= settings.max_length_a <= MAX_LENGTH_A or not 0 <= settings.max_length_b <= MAX_LENGTH_B:
+        raise TransformerMTError(f"the length limit max_length_a * source length + max_length_b needs max_length_a "
+                                 f"from 0 to {MAX_LENGTH_A:g} and max_length_b from 0 to {MAX_LENGTH_B:,}, got "
+                                 f"{settings.max_length_a:g} and {settings.max_length_b}")
     if settings.beam_size < 1 or settings.nbest < 1 or settings.batch_size < 1:
         raise TransformerMTError("beam size, nbest and batch size must be at least 1")
     if settings.beam_size > MAX_BEAM_SIZE:
@@ -145,6 +160,21 @@ def language_prefix(tokenizer: Tokenizer, target_language: str | None) -> str:
     return code + " "
 
 
+def cut_to_positions(encoded: list[list[int]], config: Config) -> list[list[int]]:
+    """Sources cut to the model's positions (model.max_positions; a source's </s> kept at its end), with one
+    warning: beyond them the model was never trained, and attention over a whole page given as one sentence
+    (a 1 MB line is ~350,000 tokens) would take hours and gigabytes for a translation that is garbage."""
+    limit = config.model.max_positions
+    too_long = [len(ids) for ids in encoded if len(ids) > limit]
+    if not too_long:
+        return encoded
+    log.warning("%d input sentence(s) longer than the model's %d positions (model.max_positions) were cut to "
+                "that length (longest: %d tokens): only their beginning is translated; split them into sentences",
+                len(too_long), limit, max(too_long))
+    eos = [EOS_ID] if config.model.source_eos else []
+    return [ids[:limit - len(eos)] + eos if len(ids) > limit else ids for ids in encoded]
+
+
 def encode_sentences(sentences: list[str], tokenizer: Tokenizer, config: Config,
                      target_language: str | None = None) -> list[list[int]]:
     """translate()'s input sentences as source ids (stripped, no bos; eos only with model.source_eos).
@@ -157,6 +187,7 @@ def encode_sentences(sentences: list[str], tokenizer: Tokenizer, config: Config,
     encoded = tokenizer.encode([prefix + s.strip() if s.strip() else "" for s in sentences])
     if config.model.source_eos:  # an empty sentence stays empty: it is not translated
         encoded = [ids + [EOS_ID] if ids else ids for ids in encoded]
+    encoded = cut_to_positions(encoded, config)
     # Training dropped pairs longer than data.max_len, so the model has never seen such inputs and
     # tends to stop early: say so once per call instead of silently returning a short translation.
     limit = config.data.max_len

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import non_finite_weights
 from ..config import file_problem
 from ..errors import TransformerMTError
 
@@ -36,12 +37,24 @@ def read_json(hf_dir: Path, name: str, required: bool = True):
                                  f"tokenizer files)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:  # a few hundred kB of brackets: no model's JSON nests more than a few levels
+        raise TransformerMTError(f"{path} nests its brackets too deeply to be a model's JSON file; download it "
+                                 f"again") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise TransformerMTError(f"{path} is not valid JSON ({type(exc).__name__}); download it again") from None
 
 
 def read_weights(hf_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    """The tensors of ``model.safetensors`` (preferred) or ``pytorch_model.bin``, read without running code."""
+    """The tensors of ``model.safetensors`` (preferred) or ``pytorch_model.bin``, read without running code, and
+    checked finite (NaN weights would import and translate to garbage)."""
+    weights, path = _read_weights(hf_dir)
+    problem = non_finite_weights(weights)
+    if problem is not None:
+        raise TransformerMTError(f"{path}: {problem}; the model is damaged: download it again")
+    return weights, path
+
+
+def _read_weights(hf_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
     safetensors_path, bin_path = hf_dir / "model.safetensors", hf_dir / "pytorch_model.bin"
     if safetensors_path.exists():
         problem = file_problem(safetensors_path, "a safetensors file")

@@ -182,8 +182,13 @@ def whole_number(value) -> int | None:
         return value if abs(value) < 2**53 else None
     if isinstance(value, float):
         return int(value) if value.is_integer() and abs(value) < 2**53 else None  # inf and nan are not integers
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
-        return int(value)
+    if isinstance(value, str) and len(value) < 20:
+        # What int() reads: one optional sign, then decimal digits ("٣" too). Not isdigit(): "²" is a digit that
+        # int() refuses, and not lstrip("-"): "--5" is no number.
+        text = value.strip()
+        digits = text[1:] if text[:1] in ("+", "-") else text
+        if digits.isdecimal():
+            return int(text)
     return None
 
 
@@ -288,9 +293,12 @@ def model_target(service: Service, target: str) -> str | None:
 
 
 def check_format(text_format) -> str:
-    text_format = text_format or "text"
-    if text_format not in ("text", "html"):
-        raise ApiError(400, f"format {text_format!r} is not supported; use 'text' or 'html'")
+    """'text' (also when left out: absent, null or "") or 'html'; anything else is refused (a falsy {}, 0, false
+    or [] is no format either)."""
+    if text_format is None or text_format == "":
+        return "text"
+    if not isinstance(text_format, str) or text_format not in ("text", "html"):
+        raise ApiError(400, f"format {text_format!r:.40} is not supported; use 'text' or 'html'")
     return text_format
 
 

@@ -88,10 +88,10 @@ class NativeRequest(BaseModel):
                                                                 "(default: the penultimate)")
     api_key: str | None = Field(None, description="needed when the server was started with --api-key-file")
     # Issue 27 (decoding/logits.py); values are checked by logits.search_options (400 with its message).
-    temperature: float | None = Field(None, allow_inf_nan=False, description="sampling: temperature >= 0 (given "
+    temperature: float | None = Field(None, allow_inf_nan=False, description="sampling: temperature, 0 or 1e-30 to 1e30 (given "
                                       "temperature, top_k or top_p, each token is drawn, no beam; nbest = samples)")
     top_k: int | None = Field(None, description="sampling among the k most probable tokens (0 = all)")
-    top_p: float | None = Field(None, allow_inf_nan=False, description="nucleus sampling, in (0, 1]")
+    top_p: float | None = Field(None, allow_inf_nan=False, description="nucleus sampling, 1e-30 to 1")
     seed: int | None = Field(None, description="seed of the sampling (the same seed and batch: the same samples)")
     no_repeat_ngram_size: int | None = Field(None, description="no n-gram of this many tokens twice (0 = off)")
     repetition_penalty: float | None = Field(None, allow_inf_nan=False,

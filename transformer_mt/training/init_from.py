@@ -90,7 +90,8 @@ def load_parent(config: Config, run_dir) -> Parent:
         raise TransformerMTError(
             f"'training.init_from' {checkpoint} is inside the output directory {run_dir} or holds it; a run never "
             f"writes into its parent's directory: train into a directory outside it")
-    state = ckpt.load_checkpoint(checkpoint)
+    # train has no --checkpoint: the fix of a damaged parent is another one in the config.
+    state = ckpt.load_checkpoint(checkpoint, fix="name another checkpoint or run directory in 'training.init_from'")
     parent_config = config_from_dict(state["config"], source=f"config stored in {checkpoint}")
     check_same_model(config, state["config"], checkpoint)
     if config.tokenizer.given_models():

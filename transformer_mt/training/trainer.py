@@ -138,6 +138,7 @@ class Trainer:
         if resume and overwrite:
             raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
         check_data_files(config, ("train", "valid"))
+        resolve_device(device or cfg.device)  # a device this torch cannot run (meta, mps, ...) is refused now
         check_given_models(config.tokenizer, tags=config.data.tags())
         # With the largest vocabulary the tokenizer may learn: before minutes of tokenizer training, not after.
         check_model_fits(config.model, config.tokenizer.vocab_size, config.tokenizer.vocab_size)
