@@ -203,3 +203,79 @@ def test_a_link_loop_is_one_clear_error(tmp_path):
     for path in (tmp_path / "a", tmp_path / "a" / "out.txt"):
         with pytest.raises(TransformerMTError, match="symbolic link loop"):
             write_output(path, "x")
+
+
+# --- a probe: every kind of write while another user swaps a folder, a file, a link and a FIFO ----------------
+
+PROBE_SECONDS = float(os.environ.get("TRANSFORMER_MT_PROBE_SECONDS", "4"))  # set it to run the probe for minutes
+
+
+def _swap_pairs_in_a_loop(folder_fd: int, pairs: list[tuple[bytes, bytes]]) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        os.setgid(OTHER_UID)
+        os.setuid(OTHER_UID)
+        while True:
+            for first, second in pairs:
+                libc.renameat2(folder_fd, first, folder_fd, second, RENAME_EXCHANGE)
+    finally:
+        os._exit(0)
+
+
+@needs_root
+def test_a_probe_swapping_folders_links_and_fifos_finds_no_write_outside_and_no_hang(tmp_path):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        pytest.skip("this C library has no renameat2")
+    home = tmp_path / "home"  # root's folder: nothing may appear in it
+    home.mkdir(mode=0o700)
+    victim = _victim(home)
+    before = os.lstat(victim)
+    shared = tmp_path / "shared"  # the other user's folder, where root writes
+    shared.mkdir()
+    (shared / "dir").mkdir()
+    (shared / "dir" / "out.txt").write_text("theirs\n")
+    os.link(shared / "dir" / "out.txt", shared / "dir" / "other-name")
+    os.mkfifo(shared / "dir" / "fifo")
+    (shared / "folder-link").symlink_to(home)  # swapped with dir: a folder component turns into a link
+    (shared / "dir" / "file-link").symlink_to(victim)  # swapped with out.txt
+    for path in (shared, *shared.rglob("*")):
+        os.lchown(path, OTHER_UID, OTHER_UID)
+    folder_fd = os.open(shared, os.O_RDONLY | os.O_DIRECTORY)
+    inner_fd = os.open(shared / "dir", os.O_RDONLY | os.O_DIRECTORY)
+    children = []
+    for fd, pairs in ((folder_fd, [(b"dir", b"folder-link")]),
+                      (inner_fd, [(b"out.txt", b"file-link"), (b"out.txt", b"fifo")])):
+        child = os.fork()
+        if child == 0:
+            _swap_pairs_in_a_loop(fd, pairs)
+        children.append(child)
+    os.close(folder_fd)
+    os.close(inner_fd)
+    writes = [lambda: write_output(shared / "dir" / "out.txt", "the translation\n"),
+              lambda: write_run_file(shared / "dir" / "run.json", "{}"),
+              lambda: safe_files.open_run_file(shared / "dir" / "metrics.jsonl", "a").close(),
+              lambda: safe_files.make_folders(shared / "dir" / "made" / "deeper"),
+              lambda: safe_files.make_run_folder(shared / "dir" / "tensorboard")]
+    outcomes = {"done": 0, "refused": 0}
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("a write hung (FIFO?)"))
+    try:
+        deadline = time.monotonic() + PROBE_SECONDS
+        while time.monotonic() < deadline:
+            for write in writes:
+                signal.alarm(20)
+                try:
+                    write()
+                    outcomes["done"] += 1
+                except (TransformerMTError, OSError):
+                    outcomes["refused"] += 1  # a swapped name is refused or missing: fine, never followed
+                finally:
+                    signal.alarm(0)
+            assert sorted(p.name for p in home.iterdir()) == ["victim"], outcomes
+            assert _unchanged(victim, before), outcomes
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        for child in children:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+    assert outcomes["done"] > 0 and outcomes["done"] + outcomes["refused"] > 50, outcomes
