@@ -590,8 +590,9 @@ def check_output_folder(path, option: str = "--output") -> None:
     try:
         with _resolve_folder(path, option):
             pass
-    except _Missing:
-        pass
+    except _PathProblem as exc:  # missing, a file, closed: the caller's checks say it in their words
+        if exc.errno == errno.ELOOP:
+            raise
 
 
 def output_target(path, option: str = "--output") -> tuple[Path, os.stat_result | None]:
