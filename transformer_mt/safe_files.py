@@ -334,7 +334,8 @@ def _create_exclusive(dir_fd: int, name: str, mode: int = 0o600) -> tuple[int, s
     raise FileExistsError(errno.EEXIST, "no free temporary name", name)
 
 
-def _replace_atomically(target: _Target, content: Content, old: os.stat_result | None, durable: bool) -> None:
+def _replace_atomically(target: _Target, content: Content, old: os.stat_result | None, durable: bool,
+                        mode: int | None = None) -> None:
     """Write ``content`` to a fresh file beside the target and rename it over the target's name."""
     fd, tmp_name = _create_exclusive(target.dir_fd, target.name)
     try:
@@ -346,7 +347,7 @@ def _replace_atomically(target: _Target, content: Content, old: os.stat_result |
                 if os.geteuid() == 0:
                     os.fchown(handle.fileno(), old.st_uid, old.st_gid)
             else:
-                os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # what a plain create gives
+                os.fchmod(handle.fileno(), 0o666 & ~current_umask() if mode is None else mode)  # as a create
             if durable:
                 os.fsync(handle.fileno())
         # rename replaces the name, never what a link there points at
@@ -478,11 +479,12 @@ def _run_file_problem(mode: int) -> str | None:
     return None
 
 
-def write_run_file(path, content: Content, durable: bool = False) -> None:
+def write_run_file(path, content: Content, durable: bool = False, mode: int | None = None) -> None:
     """Replace the run-directory file ``path`` atomically with ``content`` (bytes, text, or a function
     that writes into a binary handle); refuse a link or non-file at ``path``.
 
     ``durable``: fsync the file and its directory (checkpoints: a crash must leave the old or the new one).
+    ``mode``: a new file's mode (default: what a plain create gives, 0666 minus the umask).
     OSError escapes for the caller to explain (it knows what the file is for).
     """
     with _resolve(path) as target:
@@ -490,7 +492,7 @@ def write_run_file(path, content: Content, durable: bool = False) -> None:
         problem = None if old is None else _run_file_problem(old.st_mode)
         if problem is not None:
             raise TransformerMTError(f"{path} {problem}")
-        _replace_atomically(target, content, old, durable)
+        _replace_atomically(target, content, old, durable, mode)
 
 
 _RUN_FILE_FLAGS = {"a": os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a+": os.O_RDWR | os.O_APPEND | os.O_CREAT,

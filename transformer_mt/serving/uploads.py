@@ -54,7 +54,7 @@ class TranslatedFiles:
         key = uuid.uuid4().hex
         path = self.directory / key
         # A fresh file renamed into the private folder: never through a link planted under the name.
-        write_run_file(path, data)
+        write_run_file(path, data, mode=0o600)
         download_id = f"{key}.{download_name}"
         with self.lock:
             self.files[download_id] = _Stored(path, download_name, media_type, time.monotonic())
