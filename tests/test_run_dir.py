@@ -183,10 +183,12 @@ def test_a_read_only_run_directory_is_reported(tmp_path, setup, monkeypatch):
 
     real_os_open = os.open
 
-    def read_only_os_open(path, flags, *args, **kwargs):  # how safe_files opens run files
-        if str(path).startswith(str(run)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
-            raise OSError(errno.EROFS, "Read-only file system", str(path))
-        return real_os_open(path, flags, *args, **kwargs)
+    def read_only_os_open(path, flags, *args, dir_fd=None, **kwargs):  # how safe_files opens run files
+        # safe_files opens a name relative to its folder's descriptor: where that is tells the file
+        where = str(path) if dir_fd is None else os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
+        if where.startswith(str(run)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", where)
+        return real_os_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
 
     monkeypatch.setattr("builtins.open", read_only)
     monkeypatch.setattr("os.open", read_only_os_open)

@@ -305,7 +305,7 @@ def test_plot_into_a_folder_it_cannot_write_is_one_clear_error(small_run, tmp_pa
     def refused(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("tempfile.mkstemp", refused)
+    monkeypatch.setattr("transformer_mt.safe_files._create_exclusive", refused)
     with pytest.raises(TransformerMTError, match="cannot write plot .*learning_curves.png: Permission denied"):
         plotting.plot_learning_curves([run], tmp_path)
 

@@ -23,8 +23,8 @@ import os
 import pickle
 import pickletools
 import re
+import shutil
 import stat
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -69,8 +69,10 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 
 def file_sha256(path) -> str:
+    from .safe_files import open_for_reading
+
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_for_reading(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -158,7 +160,9 @@ def _plain_pickle_globals(path) -> list[str]:
     torch's legacy format) imports, read with pickletools without running anything."""
     names, strings = [], []
     try:
-        with open(path, "rb") as handle:
+        from .safe_files import open_for_reading
+
+        with open_for_reading(path) as handle:
             while handle.peek(1) if hasattr(handle, "peek") else False:
                 for opcode, arg, _ in pickletools.genops(handle):
                     if isinstance(arg, str):
@@ -371,21 +375,24 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
     if src_model.is_file() and tgt_model.is_file():
         state["tokenizer_sha256"] = tokenizer_checksums(src_model, tgt_model)
     backup = path.with_name(path.name + ".format1")
-    from .safe_files import run_file_problem
+    from .safe_files import make_temporary_folder, rename, run_file_problem
 
     for name in (path, backup):
         if run_file_problem(name):
             raise TransformerMTError(f"{name} {run_file_problem(name)}")
-    # A fresh directory of our own beside it (mkdtemp: unpredictable, mode 700) holds the converted file
+    # A fresh directory of our own beside it (unpredictable name, mode 700) holds the converted file
     # until it is proven to load, so no name someone could plant a link under is ever written.
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.upgrade-") as folder:
-        tmp = Path(folder) / path.name
+    folder = make_temporary_folder(path, prefix=f".{path.name}.upgrade-")
+    try:
+        tmp = folder / path.name
         atomic_save(state, tmp)
         try:
             load_checkpoint(tmp)  # loads safely now, or the original stays as it was
         except TransformerMTError as exc:
             raise TransformerMTError(f"{path} could not be converted to the safe format: {exc}") from None
         os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-        os.replace(path, backup)
-        os.replace(tmp, path)
+        rename(path, backup)  # by descriptor; neither name is followed
+        rename(tmp, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return True

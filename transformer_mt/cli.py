@@ -596,24 +596,13 @@ def _decode_utf8(raw: bytes, name: str, keep_bom: bool = False) -> str:
 
 
 def _check_output(path) -> None:
-    """Refuse an --output that cannot be written now, not after minutes of decoding."""
-    from .safe_files import output_target, written_straight
+    """Refuse an --output that cannot be written now, not after minutes of decoding (safe_files.check_output:
+    a foreign link or FIFO, a link loop, a directory, a missing or unwritable folder, a read-only file)."""
+    from .safe_files import check_output
 
     if path is None:
         return
-    target, info = output_target(path)  # a link loop, a foreign link or a directory is refused here
-    if written_straight(target, info):
-        return  # a device, FIFO or /dev/stdout: written straight to, its directory does not matter
-    parent = target.parent
-    if not parent.exists():
-        raise TransformerMTError(f"--output {path}: directory {parent} does not exist; create it or choose "
-                                 f"another --output")
-    if not parent.is_dir():
-        raise TransformerMTError(f"--output {path}: {parent} is not a directory; choose another --output")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise TransformerMTError(f"--output {path}: directory {parent} is not writable; choose another --output")
-    if info is not None and not os.access(target, os.W_OK):
-        raise TransformerMTError(f"--output {path} is read-only; make it writable or choose another --output")
+    check_output(path, "--output")
 
 
 def _check_output_is_not_input(path, inputs: dict) -> None:

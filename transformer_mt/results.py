@@ -51,9 +51,11 @@ def make_results_row(*, name: str, command: str, config_path: str, scores: dict,
 
 
 def append_results_row(path, row: dict) -> None:
+    from .safe_files import make_folders, open_run_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
+    make_folders(path.parent)
+    with open_run_file(path, "a") as handle:  # by descriptor, never through a link planted under its name
         handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 

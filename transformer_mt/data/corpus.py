@@ -44,7 +44,15 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import TransformerMTError
-from ..safe_files import open_regular_file
+from ..safe_files import (
+    make_folders,
+    make_temporary_folder,
+    open_for_reading,
+    open_regular_file,
+    open_run_file,
+    rename,
+    write_run_file,
+)
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -76,7 +84,7 @@ def _endless_device(handle) -> bool:
 def open_binary(path: Path) -> BinaryIO:
     """``path`` opened for reading bytes, with clear errors."""
     try:
-        handle = open(path, "rb")
+        handle = open_for_reading(path)  # by descriptor: never through another user's link
         if _endless_device(handle):
             handle.close()
             raise TransformerMTError(f"{path} is a device, not a text file (reading it might never end); "
@@ -373,7 +381,7 @@ class _NpyWriter:
     def __init__(self, path: Path, dtype):
         self.dtype = np.dtype(dtype)
         self.length = 0
-        self.file = open(path, "wb")
+        self.file = open_run_file(path, "wb")  # by descriptor, never through a link planted under the name
         self._write_header()
         self.header_size = self.file.tell()
 
@@ -494,7 +502,8 @@ def _encode_into(folder: Path, src_path: Path, tgt_path: Path, src_tok: Tokenize
     if lines_writer is not None:
         lines_writer.close()
         for side, path in (("src", src_path), ("tgt", tgt_path)):
-            np.save(folder / f"{side}_line_starts.npy", line_starts(path))
+            write_run_file(folder / f"{side}_line_starts.npy",
+                           lambda handle, path=path: np.save(handle, line_starts(path)))
     log.info("encoded %d pairs of %s / %s (%d + %d tokens) in %.1f s", kept, src_path, tgt_path,
              src_writer.ids.length, tgt_writer.ids.length, time.monotonic() - started)
 
@@ -561,7 +570,7 @@ def _min_max(array: _NpyArray, block: int = 1 << 22) -> tuple[int, int]:
     """The smallest and largest value of a .npy file, read in blocks through the page cache (reading
     through the mapping would make every page of a large corpus part of this process's memory)."""
     low, high = None, None
-    with open(array.path, "rb") as handle:
+    with open_regular_file(array.path) as handle:
         handle.seek(array.data_offset)
         for start in range(0, array.length, block):
             values = np.fromfile(handle, dtype=array.dtype, count=min(block, array.length - start))
@@ -657,12 +666,9 @@ def _write_error(cache_dir: Path, exc: OSError) -> TransformerMTError:
 def _exclusive_lock(lock_path: Path, purpose: str):
     """An flock held while the body runs: other processes wait (released by the kernel if this one dies)."""
     try:
-        # O_NOFOLLOW: a link planted under the lock's name would make O_CREAT create the file it points at.
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        # never through a link planted under the lock's name (O_CREAT would create the file it points at)
+        fd = _open_lock(lock_path)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise TransformerMTError(f"{lock_path} is a symbolic link; transformer-mt never writes through a "
-                                     f"link in a cache directory. Remove it and run again") from None
         if exc.errno in WRITE_ERRNOS:
             raise _write_error(lock_path.parent, exc) from None
         raise
@@ -677,12 +683,18 @@ def _exclusive_lock(lock_path: Path, purpose: str):
         os.close(fd)  # releases the lock
 
 
+def _open_lock(lock_path: Path) -> int:
+    """A descriptor of the lock file ``lock_path`` (created if missing), by safe_files.open_run_file."""
+    with open_run_file(lock_path, "ab") as handle:
+        return os.dup(handle.fileno())
+
+
 def _try_lock(lock_path: Path) -> int | None:
     """A file descriptor holding the flock of ``lock_path``, or None if another process holds it (or it
     cannot be opened)."""
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError:
+        fd = _open_lock(lock_path)
+    except (OSError, TransformerMTError):
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -738,9 +750,11 @@ def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int,
     if corpus is not None:
         return corpus
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TransformerMTError(f"cache directory {cache_dir} cannot be created: {exc.strerror}; "
+        make_folders(cache_dir, "data.cache_dir")  # by descriptor: never through another user's link on the way
+    except (OSError, TransformerMTError) as exc:
+        if getattr(exc, "errno", None) is None:  # a link of another user on the way: its own message
+            raise
+        raise TransformerMTError(f"cache directory {cache_dir} cannot be created: {os.strerror(exc.errno)}; "
                                  f"point 'data.cache_dir' at a writable directory") from None
     with _exclusive_lock(_lock_path(cache_dir, name), f"to finish encoding {entry}"):
         # Another process may have built (or found damaged) the entry while this one waited.
@@ -752,12 +766,12 @@ def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int,
             _remove(entry)
         _remove_abandoned_builds(cache_dir, name)
         try:
-            folder = Path(tempfile.mkdtemp(prefix=_temporary_prefix(name), dir=cache_dir))
+            folder = make_temporary_folder(entry, prefix=_temporary_prefix(name))
             try:
                 build(folder)
                 _fsync_dir(folder)
                 # The rename is what makes an entry exist: before it, nothing looks finished.
-                os.rename(folder, entry)
+                rename(folder, entry)
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise

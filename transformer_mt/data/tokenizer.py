@@ -31,7 +31,7 @@ import sentencepiece as spm
 from ..checkpoint import file_sha256
 from ..config import TokenizerConfig, file_problem
 from ..errors import TransformerMTError
-from ..safe_files import open_run_file, regular_file_problem, write_run_file
+from ..safe_files import open_for_reading, open_run_file, regular_file_problem, write_run_file
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # A SentencePiece model is a few MB at most (a 64k-piece one is ~1 MB); anything far larger is not one.
@@ -185,7 +185,7 @@ def _stderr_to(stream):
 def _has_text(path: Path) -> bool:
     """Whether ``path`` has a line that is not only white space (stops at the first one)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as lines:
+        with io.TextIOWrapper(open_for_reading(path), encoding="utf-8", errors="replace") as lines:
             return any(line.strip().lstrip("\ufeff") for line in lines)
     except OSError as exc:
         raise TransformerMTError(f"training file {path} cannot be read: {exc.strerror}") from None
@@ -214,7 +214,7 @@ SPM_THREADS = 16
 
 def _count_lines(path: Path) -> int:
     newlines, last = 0, b"\n"
-    with open(path, "rb") as handle:
+    with open_for_reading(path) as handle:
         while block := handle.read(1 << 20):
             newlines += block.count(b"\n")
             last = block[-1:]
@@ -232,7 +232,7 @@ def _training_lines(input_files: list[Path], limit: int) -> tuple[Iterator[bytes
         wanted = next(chosen, None) if chosen is not None else None
         position = 0
         for path in input_files:
-            with open(path, "rb") as handle:
+            with open_for_reading(path) as handle:
                 for line in handle:
                     if chosen is None or position == wanted:
                         yield line.rstrip(b"\n")

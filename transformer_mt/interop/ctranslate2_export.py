@@ -35,9 +35,7 @@ What has to match our model (model.py) for CTranslate2 to compute the same funct
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -47,7 +45,7 @@ from ..data.tokenizer import BOS_ID, EOS_ID, UNK_ID
 from ..decoding.translator import Translator, find_checkpoint
 from ..errors import TransformerMTError
 from ..model import PositionalEncoding, Transformer
-from ..safe_files import check_output_folder, current_umask, write_run_file
+from ..safe_files import check_output_folder, current_umask, make_temporary_folder, remove_empty_folder, rename, write_run_file
 
 # Rows of the exported position table: the longest input (in subword tokens) and output it can encode.
 EXPORTED_POSITIONS = 2048
@@ -212,10 +210,9 @@ def export_ctranslate2(run_dir, output_dir, checkpoint: str = "best", quantizati
 
     tmp = None
     try:
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        # mkdtemp: a new directory under an unpredictable name, so no link planted beside the output is used.
-        tmp = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".tmp"))
-        tmp.chmod(0o777 & ~current_umask())  # as a plain mkdir would make it, not mkdtemp's 700
+        # A new directory under an unpredictable name, its folders made by descriptor (safe_files), so no link
+        # planted beside the output or on the way to it is used; the mode a plain mkdir gives.
+        tmp = make_temporary_folder(output_dir, mode=0o777 & ~current_umask(), option="--output")
         spec.save(str(tmp))
         save_config(translator.config, tmp / "config.yaml")
         info = {"tool": "transformer-mt", "format": EXPORT_FORMAT, "engine": "ctranslate2",
@@ -226,8 +223,8 @@ def export_ctranslate2(run_dir, output_dir, checkpoint: str = "best", quantizati
         write_run_file(tmp / EXPORT_INFO, json.dumps(info, indent=1) + "\n")
         _check_output_dir(output_dir)  # still free after the minutes an export may take
         if output_dir.is_dir():
-            output_dir.rmdir()  # empty: checked above
-        os.replace(tmp, output_dir)
+            remove_empty_folder(output_dir, "--output")  # empty: checked above
+        rename(tmp, output_dir, "--output")
     except OSError as exc:
         raise TransformerMTError(f"could not write the export to {output_dir}: "
                                  f"{exc.strerror or exc}") from None

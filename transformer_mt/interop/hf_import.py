@@ -11,7 +11,6 @@ weights-only unpickler (see read_weights), SentencePiece models through Sentence
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from ..checkpoint import non_finite_weights
 from ..config import file_problem
 from ..errors import TransformerMTError
+from ..safe_files import check_output_folder, current_umask, make_temporary_folder, remove_empty_folder, rename
 
 MAX_JSON_BYTES = 64 << 20  # a vocab.json of 250k pieces is ~6 MB
 
@@ -88,6 +88,7 @@ def _read_weights(hf_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
 
 
 def check_output_dir(output_dir: Path) -> None:
+    check_output_folder(output_dir, "--output-dir")  # a link of another user on the way is refused
     if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
         raise TransformerMTError(f"import output {output_dir} exists and is not a directory; choose a new directory")
     if output_dir.is_dir() and any(output_dir.iterdir()):
@@ -100,20 +101,21 @@ def write_run_dir(output_dir: Path, write) -> Path:
     directory appears complete or not at all."""
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
-    tmp = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = None
     try:
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
+        # Its folders created and the new folder made by descriptor (safe_files): never through another user's
+        # link on the way, under an unpredictable name, with the mode a plain mkdir gives.
+        tmp = make_temporary_folder(output_dir, mode=0o777 & ~current_umask(), option="--output-dir")
         write(tmp)
         check_output_dir(output_dir)
         if output_dir.is_dir():
-            output_dir.rmdir()
-        os.replace(tmp, output_dir)
+            remove_empty_folder(output_dir, "--output-dir")
+        rename(tmp, output_dir, "--output-dir")
     except OSError as exc:
         raise TransformerMTError(f"could not write {output_dir}: {exc.strerror or exc}") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return output_dir
 
 
@@ -123,6 +125,7 @@ def import_model(hf_dir, output_dir) -> dict:
     if not hf_dir.is_dir():
         raise TransformerMTError(f"{hf_dir} is not a directory; give a Hugging Face model directory (e.g. a clone "
                                  f"of Helsinki-NLP/opus-mt-de-en)")
+    check_output_dir(Path(output_dir))  # before minutes of loading: a link of another user on the way, a full folder
     config = read_json(hf_dir, "config.json")
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type == "marian":

@@ -41,6 +41,7 @@ from ..config import DataConfig, ModelConfig, TokenizerConfig, config_from_dict,
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, check_model_file, ids_paths
 from ..errors import TransformerMTError
 from ..model import PositionalEncoding, Transformer, build_model
+from ..safe_files import write_run_file
 from ..training.rundir import record_in_marker, write_marker
 from .hf_import import read_json, read_weights, write_run_dir
 
@@ -277,9 +278,9 @@ def import_marian(hf_dir, hf_config: dict, output_dir) -> dict:
     def write(folder):
         write_marker(folder)
         for name, copy in (("source.spm", "spm.src.model"), ("target.spm", "spm.tgt.model")):
-            (folder / copy).write_bytes((hf_dir / name).read_bytes())
+            write_run_file(folder / copy, (hf_dir / name).read_bytes())
         for names, ids in ((src_names, "spm.src.ids.json"), (tgt_names, "spm.tgt.ids.json")):
-            (folder / ids).write_text(json.dumps(names, ensure_ascii=False), encoding="utf-8")
+            write_run_file(folder / ids, json.dumps(names, ensure_ascii=False))
         save_config(config, folder / "config.yaml")
         origin = {"path": str(hf_dir.resolve()), "model_type": "marian", "weights": weights_path.name,
                   "weights_sha256": ckpt.file_sha256(weights_path)}

@@ -8,7 +8,6 @@ more than ``max_files`` wait, and all of them when the server stops.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -17,6 +16,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..safe_files import write_run_file
 
 # What a download name keeps of a client's file name: letters, digits, '.', '-' and '_' (no separators).
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -52,10 +53,8 @@ class TranslatedFiles:
         """Store ``data``; returns its download id (``<32 hex digits>.<download_name>``)."""
         key = uuid.uuid4().hex
         path = self.directory / key
-        # O_EXCL | O_NOFOLLOW: a name that already exists (or a planted link) is an error, never overwritten.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+        # A fresh file renamed into the private folder: never through a link planted under the name.
+        write_run_file(path, data, mode=0o600)
         download_id = f"{key}.{download_name}"
         with self.lock:
             self.files[download_id] = _Stored(path, download_name, media_type, time.monotonic())

@@ -57,6 +57,7 @@ class MetricsWriter:
             raise ValueError(f"tensorboard must be True, False or 'auto', not {tensorboard!r}")
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
+        self.handle = None  # metrics.jsonl, opened once (by safe_files, by descriptor) and kept
         self.summary = None
         if tensorboard:
             summary_writer = summary_writer_class()
@@ -78,8 +79,10 @@ class MetricsWriter:
     def write(self, record: dict) -> None:
         """Append ``record`` to metrics.jsonl (one JSON line) and draw its scalars in TensorBoard."""
         try:
-            with open_run_file(self.path, "a") as handle:  # never through a link planted as metrics.jsonl
-                handle.write(json.dumps(record) + "\n")
+            if self.handle is None:  # never through a link planted as metrics.jsonl; O_APPEND: always at the end
+                self.handle = open_run_file(self.path, "a")
+            self.handle.write(json.dumps(record) + "\n")
+            self.handle.flush()  # people follow metrics.jsonl while a training runs
         except OSError as exc:
             raise TransformerMTError(
                 f"could not write {self.run_dir / 'metrics.jsonl'}: {exc.strerror or exc}; free disk space or make "
@@ -103,7 +106,10 @@ class MetricsWriter:
             self.summary.flush()
 
     def close(self) -> None:
-        """Write what TensorBoard holds back and close its file (the writer can be closed twice)."""
+        """Write what TensorBoard holds back and close its files (the writer can be closed twice)."""
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
         if self.summary is not None:
             self.summary.close()
             self.summary = None

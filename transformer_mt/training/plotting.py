@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from ..errors import TransformerMTError
-from ..safe_files import write_run_file
+from ..safe_files import make_folders, write_run_file
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -69,7 +69,7 @@ def _check_formats(formats) -> None:
 def _output_folder(output_dir) -> Path:
     output_dir = Path(output_dir)
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        make_folders(output_dir, "--output")  # by descriptor: never through another user's link on the way
     except OSError as exc:
         raise TransformerMTError(f"cannot create --output {output_dir}: {exc.strerror}") from None
     return output_dir

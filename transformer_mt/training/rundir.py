@@ -33,7 +33,7 @@ from .. import checkpoint as ckpt
 from ..config import Config
 from ..decoding.translator import CHECKPOINT_NAMES
 from ..errors import TransformerMTError
-from ..safe_files import NotARegularFile, open_regular_file, open_run_file, read_regular_file, write_run_file
+from ..safe_files import NotARegularFile, make_folders, open_regular_file, open_run_file, read_regular_file, write_run_file
 
 log = logging.getLogger("transformer_mt")
 
@@ -161,12 +161,14 @@ def claim_run_dir(run_dir, overwrite: bool) -> RunLock:
     if run_dir.exists() and not run_dir.is_dir():
         raise TransformerMTError(f"output directory {run_dir} is a file; choose a directory for --output-dir")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_folders(run_dir, "--output-dir")  # by descriptor: never through another user's link on the way
         others = [p.name for p in run_dir.iterdir() if not (p.name == LOCK_NAME and _is_our_lock_file(p))]
-    except OSError as exc:
+    except (OSError, TransformerMTError) as exc:
+        if getattr(exc, "errno", None) is None:  # a link of another user on the way: its own message
+            raise
         raise TransformerMTError(
-            f"cannot create output directory {run_dir}: {exc.strerror}; choose another --output-dir or fix "
-            f"the permissions of its parent") from None
+            f"cannot create output directory {run_dir}: {os.strerror(exc.errno)}; choose another --output-dir or "
+            f"fix the permissions of its parent") from None
     if others and not is_run_dir(run_dir):
         shown = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
         raise TransformerMTError(

@@ -1,0 +1,281 @@
+"""The findings of the third round (issue "safe by construction"), each with the test that failed before the
+resolver by descriptor (safe_files._resolve): a symlink swapped in while ``translate --output`` writes a
+hard-linked file, commands that created folders through another user's link earlier in the path, and a FIFO of
+another user given as ``--output`` that blocked root forever."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import assert_clean_error, run_cli, tiny_config, write_reverse_corpus
+
+from transformer_mt import safe_files
+from transformer_mt.errors import TransformerMTError
+from transformer_mt.safe_files import write_output, write_run_file
+
+IS_ROOT = os.geteuid() == 0
+OTHER_UID = 54321  # a user id that owns nothing here: the "other user" who plants links, FIFOs and swaps
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: files, links and a process of another user")
+
+RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _victim(folder: Path) -> Path:
+    """A file only root may read or write, standing for /etc/shadow."""
+    victim = folder / "victim"
+    victim.write_text("secret\n")
+    victim.chmod(0o600)
+    return victim
+
+
+def _unchanged(victim: Path, before: os.stat_result) -> bool:
+    now = os.lstat(victim)
+    return (victim.read_text() == "secret\n" and stat.S_ISREG(now.st_mode)
+            and (now.st_ino, now.st_uid, stat.S_IMODE(now.st_mode)) == (before.st_ino, 0, 0o600))
+
+
+def _foreign_folder_link(tmp_path: Path) -> tuple[Path, Path]:
+    """(root's own folder, a shared folder holding ``link``: another user's link to root's folder)."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "link").symlink_to(home)
+    os.lchown(shared / "link", OTHER_UID, OTHER_UID)
+    return home, shared
+
+
+# --- Security 1: translate --output F, F another user's hard-linked file, swapped for a link in a loop -------
+
+def _swap_in_a_loop(folder_fd: int, first: bytes, second: bytes) -> None:
+    """The other user's side of the race (in a forked child): exchange two names as fast as it can."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        os.setgid(OTHER_UID)
+        os.setuid(OTHER_UID)
+        while True:
+            libc.renameat2(folder_fd, first, folder_fd, second, RENAME_EXCHANGE)
+    finally:
+        os._exit(0)
+
+
+@needs_root
+@pytest.mark.parametrize("links", [2, 1], ids=["hard-linked, written in place", "replaced atomically"])
+def test_a_link_swapped_in_while_an_output_is_written_never_reaches_the_victim(tmp_path, links):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        pytest.skip("this C library has no renameat2")
+    victim = _victim(tmp_path)
+    before = os.lstat(victim)
+    shared = tmp_path / "shared"  # the other user's folder
+    shared.mkdir()
+    out = shared / "out.txt"
+    out.write_text("theirs\n")
+    if links == 2:
+        os.link(out, shared / "second-name")
+    (shared / "swap").symlink_to(victim)
+    for path in (shared, out, shared / "swap"):
+        os.lchown(path, OTHER_UID, OTHER_UID)
+    folder_fd = os.open(shared, os.O_RDONLY | os.O_DIRECTORY)  # opened for the child: root's tmp_path is closed
+    probe = libc.renameat2(folder_fd, b"out.txt", folder_fd, b"swap", RENAME_EXCHANGE)
+    if probe != 0:
+        os.close(folder_fd)
+        pytest.skip(f"renameat2(RENAME_EXCHANGE) is not supported here (errno {ctypes.get_errno()})")
+    child = os.fork()
+    if child == 0:
+        _swap_in_a_loop(folder_fd, b"out.txt", b"swap")
+    os.close(folder_fd)
+    outcomes = {"written": 0, "refused": 0}
+    try:
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            try:
+                write_output(out, "the translation\n")
+                outcomes["written"] += 1
+            except TransformerMTError as exc:
+                assert "another user" in str(exc) or "changed while" in str(exc) or "replaced by a symbolic link" \
+                    in str(exc), exc
+                outcomes["refused"] += 1
+            assert _unchanged(victim, before), f"the victim was written after {outcomes}"
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    assert _unchanged(victim, before)
+    assert outcomes["written"] + outcomes["refused"] > 50, outcomes  # the race ran
+
+
+# --- Security 2: train/import/plot followed another user's link earlier in the path ------------------------
+
+@needs_root
+def test_train_output_dir_through_a_foreign_folder_link_is_refused(tmp_path):
+    home, shared = _foreign_folder_link(tmp_path)
+    data = write_reverse_corpus(tmp_path / "data", n_train=50, n_valid=5, n_test=5)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(data, max_steps=1, validate_every=1).to_dict()), encoding="utf-8")
+    result = run_cli("train", "--config", config, "--output-dir", shared / "link" / "run")
+    assert_clean_error(result, "--output-dir", "belongs to another user")
+    assert list(home.iterdir()) == []
+
+
+@needs_root
+def test_import_output_dir_through_a_foreign_folder_link_is_refused(tmp_path):
+    from transformer_mt.interop.hf_import import write_run_dir
+
+    home, shared = _foreign_folder_link(tmp_path)
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    result = run_cli("import", hf_dir, "--output-dir", shared / "link" / "model")
+    assert_clean_error(result, "--output-dir", "belongs to another user")
+    with pytest.raises(TransformerMTError, match="belongs to another user"):  # and at the write itself
+        write_run_dir(shared / "link" / "model", lambda folder: write_run_file(folder / "run.json", "{}"))
+    assert list(home.iterdir()) == []
+
+
+@needs_root
+def test_plot_output_through_a_foreign_folder_link_is_refused(tmp_path, small_run):
+    pytest.importorskip("matplotlib")
+    _, _, run = small_run
+    home, shared = _foreign_folder_link(tmp_path)
+    result = run_cli("plot", "--model", run, "--output", shared / "link" / "plots")
+    assert_clean_error(result, "--output", "belongs to another user")
+    assert list(home.iterdir()) == []
+
+
+# --- Hang: an --output that is a FIFO planted by another user ----------------------------------------------
+
+@needs_root
+def test_a_fifo_of_another_user_as_output_is_refused_without_hanging(tmp_path, small_run):
+    _, _, run = small_run
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    os.chown(fifo, OTHER_UID, OTHER_UID)
+    result = run_cli("translate", "--model", run, "--output", fifo, "ba de", timeout=120)
+    assert_clean_error(result, "--output", "belongs to another user")
+    with pytest.raises(TransformerMTError, match="belongs to another user"):
+        write_output(fifo, "x")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+@needs_root
+def test_a_device_of_another_user_is_not_written(tmp_path):
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("this container may not make device nodes (mknod EPERM)")
+    os.chown(device, OTHER_UID, OTHER_UID)
+    with pytest.raises(TransformerMTError, match="belongs to another user"):
+        write_output(device, "x")
+
+
+def test_an_own_fifo_nobody_reads_is_refused_not_waited_on_forever(tmp_path, monkeypatch):
+    monkeypatch.setattr(safe_files, "FIFO_READER_WAIT_S", 0.3)
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(TransformerMTError, match="no process opened for reading"):
+        write_output(fifo, "x")
+    assert time.monotonic() - started < 30
+
+
+# --- the resolver itself -----------------------------------------------------------------------------------
+
+def test_run_files_are_written_by_descriptor_below_an_own_link(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "mine").symlink_to(tmp_path / "real")  # the user's own link on the way is followed
+    write_run_file(tmp_path / "mine" / "run.json", "{}")
+    assert (tmp_path / "real" / "run.json").read_text() == "{}"
+    assert safe_files.make_folders(tmp_path / "mine" / "a" / "b") == tmp_path / "mine" / "a" / "b"
+    assert (tmp_path / "real" / "a" / "b").is_dir()
+
+
+def test_a_link_loop_is_one_clear_error(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for path in (tmp_path / "a", tmp_path / "a" / "out.txt"):
+        with pytest.raises(TransformerMTError, match="symbolic link loop"):
+            write_output(path, "x")
+
+
+# --- a probe: every kind of write while another user swaps a folder, a file, a link and a FIFO ----------------
+
+PROBE_SECONDS = float(os.environ.get("TRANSFORMER_MT_PROBE_SECONDS", "4"))  # set it to run the probe for minutes
+
+
+def _swap_pairs_in_a_loop(folder_fd: int, pairs: list[tuple[bytes, bytes]]) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        os.setgid(OTHER_UID)
+        os.setuid(OTHER_UID)
+        while True:
+            for first, second in pairs:
+                libc.renameat2(folder_fd, first, folder_fd, second, RENAME_EXCHANGE)
+    finally:
+        os._exit(0)
+
+
+@needs_root
+def test_a_probe_swapping_folders_links_and_fifos_finds_no_write_outside_and_no_hang(tmp_path):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        pytest.skip("this C library has no renameat2")
+    home = tmp_path / "home"  # root's folder: nothing may appear in it
+    home.mkdir(mode=0o700)
+    victim = _victim(home)
+    before = os.lstat(victim)
+    shared = tmp_path / "shared"  # the other user's folder, where root writes
+    shared.mkdir()
+    (shared / "dir").mkdir()
+    (shared / "dir" / "out.txt").write_text("theirs\n")
+    os.link(shared / "dir" / "out.txt", shared / "dir" / "other-name")
+    os.mkfifo(shared / "dir" / "fifo")
+    (shared / "folder-link").symlink_to(home)  # swapped with dir: a folder component turns into a link
+    (shared / "dir" / "file-link").symlink_to(victim)  # swapped with out.txt
+    for path in (shared, *shared.rglob("*")):
+        os.lchown(path, OTHER_UID, OTHER_UID)
+    folder_fd = os.open(shared, os.O_RDONLY | os.O_DIRECTORY)
+    inner_fd = os.open(shared / "dir", os.O_RDONLY | os.O_DIRECTORY)
+    children = []
+    for fd, pairs in ((folder_fd, [(b"dir", b"folder-link")]),
+                      (inner_fd, [(b"out.txt", b"file-link"), (b"out.txt", b"fifo")])):
+        child = os.fork()
+        if child == 0:
+            _swap_pairs_in_a_loop(fd, pairs)
+        children.append(child)
+    os.close(folder_fd)
+    os.close(inner_fd)
+    writes = [lambda: write_output(shared / "dir" / "out.txt", "the translation\n"),
+              lambda: write_run_file(shared / "dir" / "run.json", "{}"),
+              lambda: safe_files.open_run_file(shared / "dir" / "metrics.jsonl", "a").close(),
+              lambda: safe_files.make_folders(shared / "dir" / "made" / "deeper"),
+              lambda: safe_files.make_run_folder(shared / "dir" / "tensorboard")]
+    outcomes = {"done": 0, "refused": 0}
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("a write hung (FIFO?)"))
+    try:
+        deadline = time.monotonic() + PROBE_SECONDS
+        while time.monotonic() < deadline:
+            for write in writes:
+                signal.alarm(20)
+                try:
+                    write()
+                    outcomes["done"] += 1
+                except (TransformerMTError, OSError):
+                    outcomes["refused"] += 1  # a swapped name is refused or missing: fine, never followed
+                finally:
+                    signal.alarm(0)
+            assert sorted(p.name for p in home.iterdir()) == ["victim"], outcomes
+            assert _unchanged(victim, before), outcomes
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        for child in children:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+    assert outcomes["done"] > 0 and outcomes["done"] + outcomes["refused"] > 50, outcomes
