@@ -1044,20 +1044,12 @@ def write_stdout(text: str, what: str) -> None:
     except BrokenPipeError:
         raise  # the reader went away (| head): main ends quietly
     except (OSError, ValueError) as exc:  # ValueError: the stream was closed from within Python
-        _discard_stdout()
+        from .safe_files import discard_stdout
+
+        discard_stdout()
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise TransformerMTError(f"{what} could not be written to standard output ({reason}); free space on that "
                                  f"device or redirect the output elsewhere (e.g. --output FILE or > file)") from None
-
-
-def _discard_stdout() -> None:
-    """Point file descriptor 1 at /dev/null, so that Python's own flush when it exits does not fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_translate,

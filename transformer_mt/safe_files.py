@@ -53,6 +53,7 @@ import os
 import re
 import secrets
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -696,3 +697,14 @@ def regular_file_problem(path) -> str | None:
     if not stat.S_ISREG(mode):
         return "is not a regular file (a device, FIFO or socket), expected a file"
     return None
+
+
+def discard_stdout() -> None:
+    """Point file descriptor 1 at /dev/null (after a write to standard output failed), so that Python's own
+    flush when it exits does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -149,7 +149,7 @@ def check_archive(data: bytes, filename: str, kind: str, max_chars: int) -> None
             elements = characters = 0
             for part in xml_parts:
                 carry = b""  # a tag cut by the end of the previous chunk
-                with archive.open(part) as stream:
+                with archive.open(part, mode="r") as stream:
                     while chunk := stream.read(CHUNK_BYTES):
                         chunk, carry = _whole_tags(carry + chunk)
                         # Counted on the bytes, at the speed of C: start tags, and the text between tags that is
