@@ -204,7 +204,53 @@ def test_headings_lists_and_sign_offs_are_not_joined_to_their_neighbours():
     assert document.sentences[:2] == ["Minutes of the meeting",
                                       "The committee met on Tuesday and agreed that the budget for next year should be "
                                       "discussed again before it is sent to the board for a final decision on it."]
-    assert document.sentences[2:] == ["- the budget", "- the new members", "- any other business", "Best,", "Tom"]
+    assert document.sentences[2:] == ["the budget", "the new members", "any other business", "Best,", "Tom"]
+    assert join_reversed(document).decode().split("\n")[4:7] == ["- BUDGET THE", "- MEMBERS NEW THE",
+                                                                 "- BUSINESS OTHER ANY"]  # the marks stay
+
+
+@settings(max_examples=40, deadline=None)
+@given(sentences=st.lists(SENTENCE, min_size=2, max_size=6), width=st.integers(30, 90),
+       marks=st.sampled_from(["> ", ">> ", "> > "]))
+def test_a_quoted_wrapped_paragraph_is_one_text_and_keeps_its_quote_marks(sentences, width, marks):
+    import textwrap
+
+    block = textwrap.fill(" ".join(sentences), width, initial_indent=marks, subsequent_indent=marks,
+                          break_on_hyphens=False)
+    assume("\n" in block)
+    document = segment_document(("Anna wrote:\n" + block + "\n").encode(), "reply.txt", "en")
+    assert document.sentences == ["Anna wrote:", *sentences]
+    lines = join_reversed(document).decode().rstrip("\n").split("\n")[1:]
+    assert all(line.startswith(marks) for line in lines)
+    assert " ".join(line[len(marks):] for line in lines) == " ".join(map(reverse_upper, sentences))
+
+
+def test_word_fields_keep_their_results_in_place():
+    """A page number (w:fldSimple) and a date (a complex field: begin, code, separate, result, end) are Word's
+    to compute: their results stay as they were, outside the translated text."""
+    docx = pytest.importorskip("docx")
+    from docx.oxml import parse_xml
+    from docx.oxml.ns import nsdecls, qn
+
+    document = docx.Document()
+    paragraph = document.add_paragraph("Lorem vanta kesu ")
+    paragraph._p.append(parse_xml(f'<w:fldSimple {nsdecls("w")} w:instr="PAGE"><w:r><w:t>7</w:t></w:r></w:fldSimple>'))
+    paragraph.add_run(" miro tabel. Dunor sil ")
+    for xml in ('<w:r {}><w:fldChar w:fldCharType="begin"/></w:r>', '<w:r {}><w:instrText> DATE </w:instrText></w:r>',
+                '<w:r {}><w:fldChar w:fldCharType="separate"/></w:r>', '<w:r {}><w:t>1/2/2026</w:t></w:r>',
+                '<w:r {}><w:fldChar w:fldCharType="end"/></w:r>'):
+        paragraph._p.append(parse_xml(xml.format(nsdecls("w"))))
+    paragraph.add_run(" paket orvano.")
+    out = io.BytesIO()
+    document.save(out)
+    segmented = segment_document(out.getvalue(), "fields.docx", "en")
+    assert segmented.sentences == ["Lorem vanta kesu miro tabel.", "Dunor sil paket orvano."]
+    got = docx.Document(io.BytesIO(join_reversed(segmented))).paragraphs[0]._p
+    texts = [t.text for t in got.iter(qn("w:t"))]
+    assert "7" in texts and "1/2/2026" in texts
+    assert got.find(qn("w:fldSimple")).find(".//" + qn("w:t")).text == "7"
+    words = " ".join(t for t in texts if t not in ("7", "1/2/2026")).split()
+    assert words == " ".join(map(reverse_upper, segmented.sentences)).split()
 
 
 def srt_file(cues: list[list[str]]) -> str:

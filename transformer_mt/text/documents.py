@@ -57,6 +57,7 @@ MAX_DOCUMENT_CHARS = 5_000_000  # the text of one document where the caller give
 MAX_DOCUMENT_BYTES = MAX_ARCHIVE_UNPACKED_BYTES  # a document file read from disk (translate-file)
 XML_BYTES_PER_CHAR = 200  # generous: a Word paragraph with one formatted phrase is ~2 kB of XML for 60 characters
 XML_ELEMENTS_PER_CHAR = 3  # that paragraph has ~30 elements; a table of empty cells ~8 a cell
+BASE_ELEMENTS = 50_000  # what a document's own parts hold besides its text (Word's styles: ~18,000)
 CHUNK_BYTES = 1 << 20
 _XML_TAG = re.compile(rb"<[^>]*>")
 _SPACES = re.compile(r"\s+")
@@ -139,9 +140,11 @@ def check_archive(data: bytes, filename: str, kind: str, max_chars: int) -> None
             if len(parts) > MAX_ARCHIVE_PARTS or unpacked > MAX_ARCHIVE_UNPACKED_BYTES:
                 raise DocumentTooLarge(f"{filename!r} unpacks to {len(parts)} parts of {unpacked} bytes; a {kind} may "
                                     f"hold at most {MAX_ARCHIVE_PARTS} parts of {MAX_ARCHIVE_UNPACKED_BYTES} bytes")
-            xml_parts = [part for part in parts if part.filename.lower().endswith(XML_PART_SUFFIXES)]
+            # Every part that is XML by its first bytes, whatever its name (a parser reads parts by the types the
+            # package declares, so a content part may be called anything); pictures and fonts are not.
+            xml_parts = [part for part in parts if _looks_like_xml(archive, part)]
             max_bytes = XML_BYTES_PER_CHAR * max_chars + 1_000_000
-            max_elements = XML_ELEMENTS_PER_CHAR * max_chars + 50_000
+            max_elements = XML_ELEMENTS_PER_CHAR * max_chars + BASE_ELEMENTS
             declared = sum(part.file_size for part in xml_parts)
             if declared > max_bytes:
                 raise DocumentTooLarge(f"{filename!r} unpacks to {declared} bytes of XML, more than a {kind} of at most "
@@ -159,15 +162,35 @@ def check_archive(data: bytes, filename: str, kind: str, max_chars: int) -> None
                         text = _XML_TAG.sub(b"", chunk).decode("utf-8", "ignore")
                         characters += len(text) - sum(map(len, _SPACES.findall(text)))
                         if elements > max_elements or characters > max_chars:
-                            what = f"{elements} XML elements" if elements > max_elements else f"{characters} characters"
-                            raise DocumentTooLarge(f"{filename!r} holds more than {what} (read as far as "
-                                                   f"{part.filename}); a {kind} here may hold at most {max_chars} "
-                                                   f"characters of text: split it into smaller files")
+                            _refuse_counts(filename, kind, part.filename, elements, characters, max_elements,
+                                           max_chars)
+            # Elements are bounded by the text they hold too: a document's markup is a few elements per word,
+            # not hundreds of thousands of empty ones around one sentence.
+            if elements > BASE_ELEMENTS + XML_ELEMENTS_PER_CHAR * characters:
+                raise DocumentTooLarge(f"{filename!r} holds {elements} XML elements for {characters} characters of "
+                                       f"text, more than a {kind} needs ({BASE_ELEMENTS} and "
+                                       f"{XML_ELEMENTS_PER_CHAR} a character)")
     except DocumentError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, NotImplementedError,
             RuntimeError) as exc:
         raise DocumentError(f"{filename!r} is not a valid {kind} ({type(exc).__name__}: {exc})") from None
+
+
+def _refuse_counts(filename: str, kind: str, part: str, elements: int, characters: int, max_elements: int,
+                   max_chars: int):
+    what = f"{elements} XML elements" if elements > max_elements else f"{characters} characters"
+    raise DocumentTooLarge(f"{filename!r} holds more than {what} (read as far as {part}); a {kind} here may hold at "
+                           f"most {max_chars} characters of text: split it into smaller files")
+
+
+def _looks_like_xml(archive: zipfile.ZipFile, part: zipfile.ZipInfo) -> bool:
+    """Whether a part's first bytes are XML's (after a byte order mark and white space): "<"."""
+    if part.is_dir() or part.file_size == 0:
+        return False
+    with archive.open(part, mode="r") as stream:
+        start = stream.read(64)
+    return start.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"<" or start[:2] in (b"\xff\xfe", b"\xfe\xff")
 
 
 def _whole_tags(data: bytes) -> tuple[bytes, bytes]:
@@ -397,8 +420,8 @@ class _WordParagraph:
     runs in the translation's order.
 
     A text run is a ``w:r`` of this paragraph (not of a paragraph nested in it, such as a text box's) holding
-    only text; other runs (pictures, fields and their codes, footnote marks, deleted text) stay where they
-    are, untranslated."""
+    only text, outside any field; other runs (pictures, fields with their codes and results, footnote marks,
+    deleted text) stay where they are, untranslated."""
 
     def __init__(self, p):
         from docx.oxml.ns import qn
@@ -406,8 +429,16 @@ class _WordParagraph:
         self.p = p
         self.groups: list[_RunGroup] = []
         previous = None
+        fields = 0  # how deep the run stands in complex fields (between a fldChar begin and its end)
         for r in p.iter(qn("w:r")):
-            if next(r.iterancestors(qn("w:p"))) is not p or not _is_text_run(r):
+            if next(r.iterancestors(qn("w:p"))) is not p:
+                continue
+            for mark in r.iter(qn("w:fldChar")):
+                kind = mark.get(qn("w:fldCharType"))
+                fields += 1 if kind == "begin" else -1 if kind == "end" and fields else 0
+            # A field's result (a page number, a date, a cross-reference) is Word's to compute: kept in place.
+            in_field = fields > 0 or any(ancestor.tag == qn("w:fldSimple") for ancestor in self._containers(r))
+            if in_field or not _is_text_run(r):
                 previous = None
                 continue
             # The format: the run's properties and the elements between it and the paragraph (a link keeps

@@ -46,7 +46,22 @@ CLOSING = "\"'”’»›)]}」』）"
 # A line that starts a list item, a quotation or a table row starts a block of its own.
 # Narrower blocks are never taken for wrapped text: a sign-off ("Best,\nTom"), an address, a short list.
 MIN_WRAP_WIDTH = 20
-LIST_ITEM = re.compile(r"^\s*(?:[-*+•‣◦>|#]|\d{1,3}[.)]|[a-zA-Z][.)])\s")
+LIST_ITEM = re.compile(r"^\s*(?:[-*+•‣◦|#]|\d{1,3}[.)]|[a-zA-Z][.)])\s")
+# What stands before a line's text and is not the model's to translate: indentation, e-mail quote marks ("> ",
+# "> > "), and a list item's mark ("- ", "* ", "1. "). It is written back before the translation.
+QUOTE = re.compile(r"^\s*(?:>[ \t]?)+")
+LINE_LEAD = re.compile(r"^\s*(?:>[ \t]?)*\s*(?:(?:[-*+•‣◦]|\d{1,3}[.)])[ \t]+)?")
+
+
+def line_lead(line: str) -> str:
+    """The indentation, quote marks and list mark at the start of ``line`` (see LINE_LEAD)."""
+    return LINE_LEAD.match(line).group()
+
+
+def quote_marks(line: str) -> str:
+    """A line's e-mail quote marks without their spacing (">>" for "> > text")."""
+    match = QUOTE.match(line)
+    return re.sub(r"\s", "", match.group()) if match else ""
 GENERIC_LANGUAGE = "und"  # sentencex's fallback rules: no language's abbreviations
 
 
@@ -114,8 +129,10 @@ def wrapped_paragraphs(lines: list[str]) -> list[range]:
             continue
         runs_on = []
         for k in range(start, end - 1):
-            following = lines[k + 1].split()
-            runs_on.append(len(lines[k].rstrip()) + 1 + len(following[0]) > width and not LIST_ITEM.match(lines[k + 1]))
+            rest = lines[k + 1][len(QUOTE.match(lines[k + 1]).group()) if QUOTE.match(lines[k + 1]) else 0:]
+            following = rest.split() or [""]
+            runs_on.append(len(lines[k].rstrip()) + 1 + len(following[0]) > width and not LIST_ITEM.match(rest)
+                           and quote_marks(lines[k]) == quote_marks(lines[k + 1]))
         if any(on and not ends_sentence(lines[start + k]) for k, on in enumerate(runs_on)):
             first = start
             for k in range(start, end):
@@ -131,8 +148,8 @@ def join_wrapped_lines(lines: list[str]) -> str:
     """The text of a wrapped paragraph's lines as one line: a line break is a space, except after a hyphen
     that ends a word part ("well-" + "known" is "well-known"), which is how greedy wrapping splits at hyphens."""
     text = ""
-    for line in lines:
-        line = line.strip()
+    for k, line in enumerate(lines):
+        line = (line[len(line_lead(line)):] if k else line).strip()
         if text and not (len(text) > 1 and text[-1] == "-" and text[-2].isalpha() and line[:1].isalpha()):
             text += " "
         text += line
@@ -194,8 +211,9 @@ def segment_text(text: str, language: str | None, split_sentences: bool = True,
     With ``split_sentences=False`` each line that is not only whitespace is one sentence. With
     ``paragraphs=True`` a hard-wrapped paragraph (see :func:`wrapped_paragraphs`) counts as one line: its
     sentences are cut from its lines joined, and :meth:`SegmentedText.join` writes its translation wrapped at
-    the width of its longest source line. A text that is empty or only whitespace has no sentences, and
-    join() gives it back unchanged.
+    the width of its longest source line; a line's quote marks ("> ") and list mark ("- ", "1. ") are kept
+    out of the translation and written before it (on every line of a wrapped quoted paragraph). A text that
+    is empty or only whitespace has no sentences, and join() gives it back unchanged.
     """
     if not isinstance(text, str):
         raise TypeError(f"segment_text() takes a string, got {type(text).__name__}")
@@ -216,7 +234,16 @@ def segment_text(text: str, language: str | None, split_sentences: bool = True,
             lines.append(_Line("", 0, "", endings[k], line))
             k += 1
             continue
-        leading = line[:len(line) - len(line.lstrip())]
+        # A document's list and quote marks stay out of the translation; a corpus line is translated whole.
+        leading = line_lead(line) if paragraphs else line[:len(line) - len(line.lstrip())]
+        if paragraph:
+            content = content[len(leading.lstrip()):].strip() if leading.strip() else content
+        else:
+            content = line[len(leading):].strip()
+        if not content:  # a line of marks only ("> ", "-"): given back as it is
+            lines.append(_Line("", 0, "", endings[k], line))
+            k += 1
+            continue
         if split_sentences:
             own = [content[s:e] for s, e in sentence_spans(content, language)]
         else:
@@ -228,7 +255,7 @@ def segment_text(text: str, language: str | None, split_sentences: bool = True,
             lines.append(_Line(leading, len(own), last[len(last.rstrip()):], endings[paragraph.stop - 1],
                                "\n".join(raw[paragraph.start:paragraph.stop]),
                                width=max(len(one.rstrip()) for one in raw[paragraph.start:paragraph.stop]),
-                               indent=second[:len(second) - len(second.lstrip())], line_break=endings[k]))
+                               indent=line_lead(second), line_break=endings[k]))
             k = paragraph.stop
         else:
             lines.append(_Line(leading, len(own), line[len(line.rstrip()):], endings[k], line))
