@@ -48,7 +48,7 @@ def test_subtitles_keep_numbers_and_timings():
            "8\n00:01:03,250 --> 00:01:05,000\n<i>Hallo.</i>\n\n")
     got = translate(segment_document(srt.encode(), "film.srt", "de"), str.upper).decode()
     assert got == srt.replace("Der Hund läuft.\nEin Mann liest.", "DER HUND LÄUFT.\nEIN MANN LIEST.").replace(
-        "<i>Hallo.</i>", "<I>HALLO.</I>")
+        "<i>Hallo.</i>", "<i>HALLO.</i>")  # the markup is not translated
 
 
 def test_html_files_keep_their_markup():
@@ -361,3 +361,24 @@ def test_a_word_paragraph_is_its_translation_with_each_format_on_its_aligned_wor
         for match in re.finditer(r"\S+", source_text):
             if (match.start(), match.end()) in formats and source_text.count(match.group()) == 1:
                 assert formats[match.start(), match.end()] in target_formats[match.group().upper()], (match.group(), runs)
+
+
+def test_subtitle_markup_stays_out_of_the_translation():
+    """A position code stays first, italics around the whole cue go around each translated line, tags inside
+    the text are not given to the model, a cue of tags only is left as it is, and a cue of a sentence a line
+    keeps a sentence a line."""
+    import srt
+
+    cues = [["{\\an8}<i>Lorem vanta kesu.</i>"], ["<i></i>"], ["<i>Miro tabel</i> dunor sil."],
+            ["Paket orvano bek.", "Quira zelt ampos rinu fodral."], ["<i>Lorem vanta kesu miro", "tabel dunor.</i>"]]
+    document = segment_document(srt_file(cues).encode(), "film.srt", "en")
+    assert document.sentences == ["Lorem vanta kesu.", "Miro tabel dunor sil.", "Paket orvano bek.",
+                                  "Quira zelt ampos rinu fodral.", "Lorem vanta kesu miro tabel dunor."]
+    got = [cue.content for cue in srt.parse(join_reversed(document).decode())]
+    assert got[0] == "{\\an8}<i>" + reverse_upper("Lorem vanta kesu.") + "</i>"
+    assert got[1] == "<i></i>" or got[1] == ""
+    assert got[2] == reverse_upper("Miro tabel dunor sil.")
+    assert got[3].split("\n") == [reverse_upper("Paket orvano bek."), reverse_upper("Quira zelt ampos rinu fodral.")]
+    lines = got[4].split("\n")
+    assert len(lines) == 2 and all(line.startswith("<i>") and line.endswith("</i>") for line in lines)
+    assert " ".join(line[3:-4] for line in lines) == reverse_upper("Lorem vanta kesu miro tabel dunor.")

@@ -104,3 +104,17 @@ def test_multi30k_test2016_lines_are_single_sentences_so_splitting_changes_no_tr
     assert len(lines) == 1000
     for line in lines:
         assert segment_text(line, language).sentences == segment_text(line, language, split_sentences=False).sentences
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(alphabet="abcdefghij", min_size=1, max_size=30), min_size=1, max_size=400),
+       st.sampled_from([" ", "  ", "\t"]))
+def test_a_sentence_without_an_end_is_cut_at_spaces_into_pieces_a_model_can_read(words, space):
+    """A paragraph of words without a full stop would be read only up to the model's length limit, the rest
+    dropped: it is cut at white space, nothing lost, each piece within MAX_SENTENCE_CHARS (or one word)."""
+    from transformer_mt.text.segment import MAX_SENTENCE_CHARS, sentence_spans
+
+    text = space.join(words)
+    spans = sentence_spans(text, "en")
+    assert [word for s, e in spans for word in text[s:e].split()] == words
+    assert all(e - s <= MAX_SENTENCE_CHARS or not re.search(r"\s", text[s:e]) for s, e in spans)

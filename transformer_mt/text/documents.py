@@ -233,7 +233,12 @@ def _segment_srt(text: str, filename: str, language: str, split: bool, bom: byte
         subtitles = list(srt.parse(text))
     except (srt.SRTParseError, ValueError) as exc:
         raise DocumentError(f"{filename!r} is not a valid SubRip (.srt) subtitle file: {exc}") from None
-    cues = [[line.strip() for line in subtitle.content.splitlines() if line.strip()] for subtitle in subtitles]
+    # A cue's markup is not the model's to translate: its position code ({\an8}) stays first, tags around the
+    # whole cue (<i>...</i>, the usual italics of a voice off screen) go around each translated line, and
+    # tags inside the text are left out (SubRip has no alignment to place them by).
+    marked = [_cue_markup([line.strip() for line in subtitle.content.splitlines() if line.strip()])
+              for subtitle in subtitles]
+    cues = [lines for lines, _ in marked]
     # A unit is what is translated together: a cue's lines as one text, a sentence that runs on over several
     # cues as one text, or each line of a dialogue cue (one speaker a line) on its own.
     units: list[tuple[range, list]] = []
@@ -264,17 +269,46 @@ def _segment_srt(text: str, filename: str, language: str, split: bool, bom: byte
             if not cues[first]:
                 continue
             if is_dialogue(cues[first]):  # a line a speaker, each with its dash as the source wrote it
-                subtitles[first].content = "\n".join(DIALOGUE_LINE.match(line).group() + text
-                                                      for line, text in zip(cues[first], texts))
+                subtitles[first].content = marked[first][1]([DIALOGUE_LINE.match(line).group() + text
+                                                             for line, text in zip(cues[first], texts)])
+                continue
+            own = translations[start - len(parts[0].sentences):start]
+            if len(own_cues) == 1 and len(own) == len(cues[first]) > 1 and all(map(ends_sentence, cues[first])):
+                # A sentence a line in the source: a sentence a line in the translation.
+                subtitles[first].content = marked[first][1]([t.strip() or "..." for t in own])
                 continue
             shares = split_by_length(texts[0], [len(" ".join(cues[cue])) for cue in own_cues])
             for cue, share in zip(own_cues, shares):
-                subtitles[cue].content = "\n".join(balanced_lines(share, len(cues[cue])))
+                subtitles[cue].content = marked[cue][1](balanced_lines(share, len(cues[cue])))
         # reindex=False: the numbers stay as they were; strict=False: a translated line that came out empty
         # must not drop its subtitle (timings are what a subtitle file is for).
         return bom + srt.compose(subtitles, reindex=False, strict=False).encode("utf-8")
 
     return SegmentedDocument(sentences, False, join)
+
+
+CUE_POSITION = re.compile(r"^(?:\{\\[^}]*\})+")  # SSA-style codes at a cue's start: {\an8}
+CUE_TAG = re.compile(r"</?(?:i|b|u|font)(?:\s[^>]*)?>", re.IGNORECASE)
+
+
+def _cue_markup(lines: list[str]) -> tuple[list[str], Callable[[list[str]], str]]:
+    """A cue's lines without their markup, and how to write translated lines back with it."""
+    position = CUE_POSITION.match(lines[0]).group() if lines and CUE_POSITION.match(lines[0]) else ""
+    if position:
+        lines = [lines[0][len(position):].strip(), *lines[1:]]
+    opening = closing = ""
+    tags = [match for line in lines for match in CUE_TAG.finditer(line)]
+    if len(tags) >= 2 and lines[0].startswith(tags[0].group()) and lines[-1].endswith(tags[-1].group()) \
+            and tags[-1].group().lower() == "</" + tags[0].group()[1:].split()[0].rstrip(">").lower() + ">" \
+            and len(tags) == 2:
+        opening, closing = tags[0].group(), tags[-1].group()
+    lines = [line for line in (CUE_TAG.sub("", line).strip() for line in lines) if line]
+
+    def write(translated: list[str]) -> str:
+        translated = [opening + line + closing for line in translated if line.strip()]
+        return position + "\n".join(translated) if translated else position
+
+    return lines, write
 
 
 # A sentence is translated whole over at most this many cues (a file without punctuation is not one sentence).

@@ -88,7 +88,30 @@ def sentence_spans(text: str, language: str | None) -> list[tuple[int, int]]:
         if not stripped:
             continue
         start += len(chunk) - len(chunk.lstrip())
-        spans.append((start, start + len(stripped)))
+        spans += _cut_long(text, start, start + len(stripped))
+    return spans
+
+
+# A "sentence" longer than this (a paragraph without full stops, a list run together) is cut at spaces into
+# pieces of at most this length: a model reads a few hundred tokens at most, and would drop the rest.
+MAX_SENTENCE_CHARS = 600
+
+
+def _cut_long(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The span (start, end) of ``text``, cut at white space into spans of at most MAX_SENTENCE_CHARS (a word
+    longer than that is a span of its own)."""
+    spans = []
+    while end - start > MAX_SENTENCE_CHARS:
+        cut = max(text.rfind(" ", start, start + MAX_SENTENCE_CHARS + 1), text.rfind("\t", start, start + MAX_SENTENCE_CHARS + 1))
+        if cut <= start:  # one long word: up to the next space
+            spaces = [i for i in (text.find(" ", start, end), text.find("\t", start, end)) if i > start]
+            cut = min(spaces) if spaces else end
+        spans.append((start, cut))
+        start = cut
+        while start < end and text[start].isspace():
+            start += 1
+    if start < end:
+        spans.append((start, end))
     return spans
 
 
