@@ -16,7 +16,6 @@ alignments when ``has_inline_tags``) and gives the translations back to ``join``
 from __future__ import annotations
 
 import copy
-import html as html_escaping
 import io
 import itertools
 import re
@@ -27,6 +26,7 @@ from pathlib import PurePath
 
 from ..errors import TransformerMTError
 from .html import segment_html
+from .office import Item, Paragraph
 from .segment import ends_sentence, segment_text
 
 # Supported file extensions and the media type of the translated file.
@@ -376,38 +376,19 @@ def balanced_lines(text: str, count: int) -> list[str]:
 
 
 def _segment_docx(data: bytes, filename: str, language: str, split: bool) -> SegmentedDocument:
-    document, paragraphs = _word_paragraphs(data, filename)
-    pieces = []  # per paragraph with text: its text (segmented) or its runs as html
-    for paragraph in paragraphs:
-        texts = [group.text for group in paragraph.groups]
-        if len([text for text in texts if text.strip()]) <= 1:
-            pieces.append((segment_text("".join(texts), language, split_sentences=split), False))
-        else:
-            markup = "<p>" + "".join(f'<span data-run="{i}">{html_escaping.escape(text)}</span>'
-                                     for i, text in enumerate(texts)) + "</p>"
-            pieces.append((segment_html(markup, language, split_sentences=split), True))
-    sentences = [sentence for segmented, _ in pieces for sentence in segmented.sentences]
+    from .office import has_inline_tags, join_paragraphs, segment_paragraphs
+
+    _, paragraphs = _word_paragraphs(data, filename)
+    sentences, pieces = segment_paragraphs(paragraphs, language, split)
 
     def join(translations, alignments, target):
-        # A fresh tree for each join: writing runs back changes it.
-        document, paragraphs = _word_paragraphs(data, filename)
-        start = 0
-        for paragraph, (segmented, is_html) in zip(paragraphs, pieces):
-            end = start + len(segmented.sentences)
-            if is_html:
-                own = alignments[start:end] if alignments is not None else None
-                runs = _runs_of_spans(segmented.join(translations[start:end], own, target), len(paragraph.groups))
-            else:
-                text = segmented.join(translations[start:end], target)
-                runs = [(next(i for i, group in enumerate(paragraph.groups) if group.text.strip()), text)]
-            paragraph.rebuild(runs)
-            start = end
+        document, paragraphs = _word_paragraphs(data, filename)  # a fresh tree: writing runs back changes it
+        join_paragraphs(paragraphs, pieces, translations, alignments, target)
         out = io.BytesIO()
         document.save(out)
         return out.getvalue()
 
-    return SegmentedDocument(sentences, any(is_html and segmented.has_inline_tags for segmented, is_html in pieces),
-                             join)
+    return SegmentedDocument(sentences, has_inline_tags(pieces), join)
 
 
 def _word_paragraphs(data: bytes, filename: str) -> tuple:
@@ -436,9 +417,6 @@ def _word_paragraphs(data: bytes, filename: str) -> tuple:
 _WORD_TEXT_TAGS = frozenset({"t", "tab", "br", "cr", "noBreakHyphen", "softHyphen", "ptab", "rPr", "lastRenderedPageBreak"})
 
 
-_PLAIN = (b"", ())  # the form of a run without properties outside any link or revision
-
-
 @dataclass
 class _RunGroup:
     """Neighbouring text runs of one paragraph with one format (the same ``w:rPr``, inside the same link or
@@ -449,7 +427,7 @@ class _RunGroup:
     form: tuple  # the run properties as XML and the containers: groups of one form look alike
 
 
-class _WordParagraph:
+class _WordParagraph(Paragraph):
     """A ``w:p`` element's text runs grouped by format, and :meth:`rebuild` that writes a translation back as
     runs in the translation's order.
 
@@ -491,6 +469,17 @@ class _WordParagraph:
                 self.groups.append(_RunGroup([r], text, form))
             previous = form
 
+    def is_plain(self, group: int) -> bool:
+        return self.groups[group].form == (b"", ())  # no run properties, outside any link or revision
+
+    @property
+    def texts(self) -> list[str]:
+        return [group.text for group in self.groups]
+
+    @property
+    def items(self) -> list[Item]:
+        return [Item(group) for group in range(len(self.groups))]
+
     def _containers(self, r) -> list:
         """The elements between run ``r`` and the paragraph, outermost first."""
         chain = []
@@ -516,16 +505,6 @@ class _WordParagraph:
                 merged[-1][1] += text
             else:
                 merged.append([group, text])
-        # The space between two runs goes to a plain one: a bold or underlined word does not take the space
-        # next to it.
-        for k in range(len(merged) - 1):
-            left, right = merged[k][1], merged[k + 1][1]
-            space = left[len(left.rstrip()):] + right[:len(right) - len(right.lstrip())]
-            if space and left.strip() and right.strip():
-                if self.groups[merged[k][0]].form == _PLAIN or self.groups[merged[k + 1][0]].form != _PLAIN:
-                    merged[k][1], merged[k + 1][1] = left.rstrip() + space, right.lstrip()
-                else:
-                    merged[k][1], merged[k + 1][1] = left.rstrip(), space + right.lstrip()
         chains = [self._containers(group.runs[0]) for group in self.groups]  # before the runs are taken out
         first = self.groups[0].runs[0]
         anchor = chains[0][0] if chains[0] else first
@@ -594,29 +573,3 @@ def _xml(element) -> bytes:
     from lxml import etree
 
     return etree.tostring(element) if element is not None else b""
-
-
-def _runs_of_spans(markup: str, count: int) -> list[tuple[int, str]]:
-    """The translated markup of a paragraph's runs as (run group, text) in the order of the translation:
-    each ``<span data-run=i>`` is a piece of group i; text outside any span (spaces, punctuation the
-    translation moved out) belongs to the span before it (or the first span), so no translated word is lost."""
-    import lxml.html
-
-    root = lxml.html.fromstring(markup)
-    paragraph = root if root.tag == "p" else root.find(".//p")
-    if paragraph is None:
-        paragraph = root
-    pieces: list[tuple[int, str]] = []
-    current = None
-    lead = paragraph.text or ""
-    for child in paragraph:
-        run = child.get("data-run")
-        if run is not None and run.isdigit() and int(run) < count:
-            current = int(run)
-        elif current is None:
-            current = 0
-        pieces.append((current, lead + child.text_content() + (child.tail or "")))
-        lead = ""
-    if lead:
-        pieces.append((0, lead))
-    return pieces

@@ -59,6 +59,10 @@ class Paragraph:
     def rebuild(self, pieces: list[tuple[int, object]]) -> None:  # pragma: no cover - each format's own
         raise NotImplementedError
 
+    def is_plain(self, group: int) -> bool:
+        """Whether run group ``group`` has no format of its own (plain text of the paragraph)."""
+        return False
+
 
 def segment_paragraphs(paragraphs: list[Paragraph], language: str, split: bool):
     """The sentences of ``paragraphs`` (those holding text) and, per paragraph, its segmentation and whether
@@ -92,8 +96,36 @@ def join_paragraphs(paragraphs: list[Paragraph], pieces, translations, alignment
         else:
             text = segmented.join(translations[start:end], target)
             parts = [(next(i for i, t in enumerate(paragraph.texts) if t.strip()), text)]
-        paragraph.rebuild(parts)
+        paragraph.rebuild(settle_spaces(parts, paragraph))
         start = end
+
+
+def settle_spaces(pieces: list[tuple[int, object]], paragraph: Paragraph) -> list[tuple[int, object]]:
+    """Pieces with the white space between two of them on the side it stood on in the source (after the
+    left piece when the left group's text ended with white space, before the right one when the right
+    group's started with it), else on the plain side (before the right piece when neither is plain). The
+    HTML join puts a space after the word before it, so without this a bold or linked word would take the
+    space that followed it (an underlined space in Word, a link over it)."""
+    out: list[list] = []
+    for group, value in pieces:  # neighbouring pieces of one group first become one
+        if group >= 0 and out and out[-1][0] == group:
+            out[-1][1] += value
+        else:
+            out.append([group, value])
+    for k in range(len(out) - 1):
+        (left_group, left), (right_group, right) = out[k], out[k + 1]
+        if left_group < 0 or right_group < 0 or left_group == right_group:
+            continue
+        space = left[len(left.rstrip()):] + right[:len(right) - len(right.lstrip())]
+        if not space or not left.strip() or not right.strip():
+            continue
+        texts = paragraph.texts
+        if texts[left_group][-1:].isspace() or not texts[right_group][:1].isspace() \
+                and paragraph.is_plain(left_group) and not paragraph.is_plain(right_group):
+            out[k][1], out[k + 1][1] = left.rstrip() + space, right.lstrip()
+        else:
+            out[k][1], out[k + 1][1] = left.rstrip(), space + right.lstrip()
+    return [tuple(piece) for piece in out]
 
 
 def has_inline_tags(pieces) -> bool:
@@ -198,6 +230,9 @@ class MixedParagraph(Paragraph):
     (``spaces``: ODF's text:s, which stands for text:c spaces; XHTML's entity references such as &nbsp;)
     that become that text, and every other child kept whole (a line break, a tab, a note, a frame, a
     picture; ``breaks``: those that part words)."""
+
+    def is_plain(self, group: int) -> bool:
+        return not self.chains[group]
 
     def __init__(self, element, is_format, spaces, breaks):
         super().__init__()
