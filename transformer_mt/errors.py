@@ -9,3 +9,11 @@ any other exception is a bug in transformer-mt and keeps its traceback.
 
 class TransformerMTError(Exception):
     """An error caused by the user's input, with a message that says how to fix it."""
+
+
+class DocumentError(TransformerMTError):
+    """A document that cannot be read: an unsupported type, bad encoding, a malformed file, or no text."""
+
+
+class DocumentTooLarge(DocumentError):
+    """A document with more text, XML or parts than the limit allows (the server answers 413)."""

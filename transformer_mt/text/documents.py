@@ -24,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from ..errors import TransformerMTError
+from ..errors import DocumentError, DocumentTooLarge
+from .epub import segment_epub
 from .html import segment_html
-from .office import Item, Paragraph
+from .office import Item, Paragraph, paragraph_document, segment_odf, segment_pptx
 from .segment import ends_sentence, segment_text
 
 # Supported file extensions and the media type of the translated file.
@@ -64,12 +65,6 @@ _SPACES = re.compile(r"\s+")
 XML_PART_SUFFIXES = (".xml", ".rels", ".xhtml", ".html", ".htm", ".opf", ".ncx")
 
 
-class DocumentError(TransformerMTError):
-    """A document that cannot be read: an unsupported type, bad encoding, a malformed file, or no text."""
-
-
-class DocumentTooLarge(DocumentError):
-    """A document with more text, XML or parts than the limit allows (the server answers 413)."""
 
 
 @dataclass
@@ -106,17 +101,14 @@ def segment_document(data: bytes, filename: str, language: str, split_sentences:
         check_archive(data, filename, "Word (.docx) document", max_chars or MAX_DOCUMENT_CHARS)
         document = _segment_docx(data, filename, language, split_sentences)
     elif extension in ARCHIVE_KINDS:
-        from .epub import segment_epub
-        from .office import segment_odf, segment_pptx
-
         kind = ARCHIVE_KINDS[extension]
         check_archive(data, filename, kind, max_chars or MAX_DOCUMENT_CHARS)
         if extension == ".pptx":
-            document = segment_pptx(data, filename, language, split_sentences)
+            document = SegmentedDocument(*segment_pptx(data, filename, language, split_sentences))
         elif extension == ".epub":
-            document = segment_epub(data, filename, language, split_sentences)
+            document = SegmentedDocument(*segment_epub(data, filename, language, split_sentences))
         else:
-            document = segment_odf(data, filename, language, split_sentences, kind)
+            document = SegmentedDocument(*segment_odf(data, filename, language, split_sentences, kind))
     else:
         text, bom = _decode(data, filename)
         if len(text) > (max_chars or MAX_DOCUMENT_CHARS):
@@ -376,19 +368,12 @@ def balanced_lines(text: str, count: int) -> list[str]:
 
 
 def _segment_docx(data: bytes, filename: str, language: str, split: bool) -> SegmentedDocument:
-    from .office import has_inline_tags, join_paragraphs, segment_paragraphs
-
-    _, paragraphs = _word_paragraphs(data, filename)
-    sentences, pieces = segment_paragraphs(paragraphs, language, split)
-
-    def join(translations, alignments, target):
-        document, paragraphs = _word_paragraphs(data, filename)  # a fresh tree: writing runs back changes it
-        join_paragraphs(paragraphs, pieces, translations, alignments, target)
+    def write(document) -> bytes:
         out = io.BytesIO()
         document.save(out)
         return out.getvalue()
 
-    return SegmentedDocument(sentences, has_inline_tags(pieces), join)
+    return SegmentedDocument(*paragraph_document(lambda: _word_paragraphs(data, filename), write, language, split))
 
 
 def _word_paragraphs(data: bytes, filename: str) -> tuple:

@@ -27,8 +27,9 @@ import posixpath
 import zipfile
 from urllib.parse import unquote
 
+from ..errors import DocumentError
 from .html import INLINE_TAGS, PROTECTED_TAGS
-from .office import MixedParagraph, has_inline_tags, join_paragraphs, parse_xml, rewrite_zip, segment_paragraphs
+from .office import MixedParagraph, paragraph_document, parse_xml, rewrite_zip
 
 KIND = "EPUB (.epub) e-book"
 CONTAINER = "{urn:oasis:names:tc:opendocument:xmlns:container}"
@@ -66,8 +67,6 @@ def _is_format(element) -> bool:
 
 def content_documents(archive: zipfile.ZipFile, filename: str) -> list[str]:
     """The names in ``archive`` of the e-book's XHTML documents: spine order, then the rest of the manifest."""
-    from .documents import DocumentError
-
     try:
         container = parse_xml(archive.read("META-INF/container.xml"), "META-INF/container.xml", filename, KIND)
     except KeyError:
@@ -92,8 +91,6 @@ def content_documents(archive: zipfile.ZipFile, filename: str) -> list[str]:
 
 def _epub_paragraphs(data: bytes, filename: str):
     """The parsed XHTML documents (name -> tree) and their paragraphs that hold text, in reading order."""
-    from .documents import DocumentError
-
     trees = {}
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -123,15 +120,8 @@ def _epub_paragraphs(data: bytes, filename: str):
 def segment_epub(data: bytes, filename: str, language: str, split: bool):
     from lxml import etree
 
-    from .documents import SegmentedDocument
-
-    _, paragraphs = _epub_paragraphs(data, filename)
-    sentences, pieces = segment_paragraphs(paragraphs, language, split)
-
-    def join(translations, alignments, target):
-        trees, paragraphs = _epub_paragraphs(data, filename)  # a fresh tree for each join
-        join_paragraphs(paragraphs, pieces, translations, alignments, target)
+    def write(trees) -> bytes:
         return rewrite_zip(data, {name: etree.tostring(tree, xml_declaration=True, encoding="utf-8")
                                   for name, tree in trees.items()})
 
-    return SegmentedDocument(sentences, has_inline_tags(pieces), join)
+    return paragraph_document(lambda: _epub_paragraphs(data, filename), write, language, split)

@@ -29,6 +29,7 @@ import io
 import zipfile
 from dataclasses import dataclass, field
 
+from ..errors import DocumentError
 from .html import segment_html
 from .segment import segment_text
 
@@ -107,10 +108,10 @@ def settle_spaces(pieces: list[tuple[int, object]], paragraph: Paragraph) -> lis
     HTML join puts a space after the word before it, so without this a bold or linked word would take the
     space that followed it (an underlined space in Word, a link over it)."""
     out: list[list] = []
-    for group, value in pieces:  # neighbouring pieces of one group first become one
+    for group, value in pieces:  # neighbouring pieces of one group first become one; empty ones go
         if group >= 0 and out and out[-1][0] == group:
             out[-1][1] += value
-        else:
+        elif group < 0 or value:
             out.append([group, value])
     for k in range(len(out) - 1):
         (left_group, left), (right_group, right) = out[k], out[k + 1]
@@ -125,7 +126,22 @@ def settle_spaces(pieces: list[tuple[int, object]], paragraph: Paragraph) -> lis
             out[k][1], out[k + 1][1] = left.rstrip() + space, right.lstrip()
         else:
             out[k][1], out[k + 1][1] = left.rstrip(), space + right.lstrip()
-    return [tuple(piece) for piece in out]
+    return [(group, value) for group, value in out if group < 0 or value]
+
+
+def paragraph_document(read, write, language: str, split: bool):
+    """A document of paragraphs as (sentences, has_inline_tags, join) for documents.SegmentedDocument:
+    ``read()`` parses the document anew and gives (its tree, its paragraphs holding text, in order), and
+    ``write(tree)`` its bytes. Each join reads the document again, since writing runs back changes it."""
+    _, paragraphs = read()
+    sentences, pieces = segment_paragraphs(paragraphs, language, split)
+
+    def join(translations, alignments, target) -> bytes:
+        tree, paragraphs = read()
+        join_paragraphs(paragraphs, pieces, translations, alignments, target)
+        return write(tree)
+
+    return sentences, has_inline_tags(pieces), join
 
 
 def has_inline_tags(pieces) -> bool:
@@ -192,8 +208,6 @@ def parse_xml(data: bytes, name: str, filename: str, kind: str):
     """``data`` (the part ``name`` of ``filename``) as an lxml tree: a part that declares entities is refused
     (never expanded, never fetched)."""
     from lxml import etree
-
-    from .documents import DocumentError
 
     try:
         tree = etree.parse(io.BytesIO(data), xml_parser())
@@ -281,12 +295,7 @@ class MixedParagraph(Paragraph):
         for child in list(self.element):
             self.element.remove(child)
         self.element.text = None
-        merged: list[list] = []
-        for group, value in pieces:
-            if group >= 0 and merged and merged[-1][0] == group:
-                merged[-1][1] += value
-            elif group < 0 or value:
-                merged.append([group, value])
+        merged = pieces  # one piece a group's stretch, none empty (settle_spaces)
         stack: list[tuple] = []  # (original, copy) of the format elements open, outermost first
 
         def open_chain(chain):
@@ -356,12 +365,7 @@ class SlideParagraph(Paragraph):
                 self.p.remove(r)
         for element in self.kept:
             self.p.remove(element)
-        merged: list[list] = []
-        for group, value in pieces:
-            if group >= 0 and merged and merged[-1][0] == group:
-                merged[-1][1] += value
-            elif group < 0 or value:
-                merged.append([group, value])
+        merged = pieces  # one piece a group's stretch, none empty (settle_spaces)
         for group, value in merged:
             if group < 0:
                 element = self.kept[value]
@@ -391,8 +395,6 @@ def _slide_paragraphs(data: bytes, filename: str):
     import pptx
     from pptx.oxml.ns import qn
 
-    from .documents import DocumentError
-
     try:
         presentation = pptx.Presentation(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 -- zipfile, lxml and python-pptx each raise their own types
@@ -408,19 +410,12 @@ def _slide_paragraphs(data: bytes, filename: str):
 
 
 def segment_pptx(data: bytes, filename: str, language: str, split: bool):
-    from .documents import SegmentedDocument
-
-    _, paragraphs = _slide_paragraphs(data, filename)
-    sentences, pieces = segment_paragraphs(paragraphs, language, split)
-
-    def join(translations, alignments, target):
-        presentation, paragraphs = _slide_paragraphs(data, filename)  # a fresh tree for each join
-        join_paragraphs(paragraphs, pieces, translations, alignments, target)
+    def write(presentation) -> bytes:
         out = io.BytesIO()
         presentation.save(out)
         return out.getvalue()
 
-    return SegmentedDocument(sentences, has_inline_tags(pieces), join)
+    return paragraph_document(lambda: _slide_paragraphs(data, filename), write, language, split)
 
 
 # ------------------------------------------------------------------------------------------------------ .odt, .odp
@@ -447,8 +442,6 @@ def _odf_spaces(element) -> str | None:
 def _odf_paragraphs(data: bytes, filename: str, kind: str):
     """The trees of content.xml and styles.xml and their paragraphs that hold text, in order: the body's
     (tables, lists, frames, notes and a presentation's notes included), then page headers and footers."""
-    from .documents import DocumentError
-
     trees = {}
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -473,15 +466,8 @@ def _odf_paragraphs(data: bytes, filename: str, kind: str):
 def segment_odf(data: bytes, filename: str, language: str, split: bool, kind: str):
     from lxml import etree
 
-    from .documents import SegmentedDocument
-
-    _, paragraphs = _odf_paragraphs(data, filename, kind)
-    sentences, pieces = segment_paragraphs(paragraphs, language, split)
-
-    def join(translations, alignments, target):
-        trees, paragraphs = _odf_paragraphs(data, filename, kind)
-        join_paragraphs(paragraphs, pieces, translations, alignments, target)
+    def write(trees) -> bytes:
         return rewrite_zip(data, {name: etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
                                   for name, tree in trees.items()})
 
-    return SegmentedDocument(sentences, has_inline_tags(pieces), join)
+    return paragraph_document(lambda: _odf_paragraphs(data, filename, kind), write, language, split)
