@@ -10,7 +10,7 @@ server's /translate_file do):
 
 - txt: paragraphs of 2-6 sentences hard-wrapped at a width drawn per paragraph (30-100 characters);
 - srt: one cue per sentence broken over two lines, and every fifth sentence cut over two cues at a word
-  boundary (the second cue starting in lower case where the sentence continues so);
+  boundary;
 - docx: paragraphs of 2-5 sentences, a phrase of 1-3 words of each sentence bold, italic or a link.
 
 Each document's text is scored at the level where its units are known (txt and docx: paragraphs, the
@@ -61,10 +61,7 @@ def subtitles(sources: list[str], rng: random.Random) -> tuple[bytes, list[range
         words = sentence.split()
         if len(cues) % 5 == 4 and len(words) >= 6:
             cut = rng.randint(2, len(words) - 2)
-            second = words[cut:]
-            second[0] = second[0][:1].lower() + second[0][1:] if second[0][:1].isupper() and \
-                not second[0].isupper() else second[0]
-            parts = [" ".join(words[:cut]), " ".join(second)]
+            parts = [" ".join(words[:cut]), " ".join(words[cut:])]
         else:
             parts = [sentence]
         first = len(cues)

@@ -279,3 +279,72 @@ def test_a_probe_swapping_folders_links_and_fifos_finds_no_write_outside_and_no_
             os.kill(child, signal.SIGKILL)
             os.waitpid(child, 0)
     assert outcomes["done"] > 0 and outcomes["done"] + outcomes["refused"] > 50, outcomes
+
+
+# --- Fourth round: files READ by name followed another user's link (and leaked it in messages) -------------
+
+def _foreign_file_link(shared: Path, name: str, target: Path) -> Path:
+    link = shared / name
+    link.symlink_to(target)
+    os.lchown(link, OTHER_UID, OTHER_UID)
+    return link
+
+
+@needs_root
+def test_files_read_through_another_users_link_are_refused_and_not_leaked(tmp_path, small_run):
+    """--config, a checkpoint (in a run directory and as --checkpoint), a Hugging Face config.json and a run's
+    metrics.jsonl linked by another user to root's files: each refused, and no secret comes back."""
+    import shutil
+
+    _, _, run = small_run
+    home, shared = _foreign_folder_link(tmp_path)
+    secret_yaml = home / "secret.yaml"
+    secret_yaml.write_text("model:\n  d_model: TOPSECRET\n")
+    result = run_cli("train", "--config", _foreign_file_link(shared, "cfg.yaml", secret_yaml),
+                     "--output-dir", tmp_path / "out")
+    assert_clean_error(result, "belongs to another user")
+    assert "TOPSECRET" not in result.stderr
+    # a run directory whose checkpoint is another user's link to root's checkpoint
+    copy = shared / "run"
+    shutil.copytree(run, copy, symlinks=True)
+    shutil.copy(copy / "checkpoint_best.pt", home / "ck.pt")
+    (copy / "checkpoint_best.pt").unlink()
+    _foreign_file_link(copy, "checkpoint_best.pt", home / "ck.pt")
+    assert_clean_error(run_cli("translate", "--model", copy, "ba de"), "belongs to another user")
+    assert_clean_error(run_cli("translate", "--model", run, "--checkpoint", _foreign_file_link(shared, "ck.pt",
+                                                                                              home / "ck.pt"), "ba de"),
+                       "belongs to another user")
+    # metrics.jsonl of a run, linked to a root file
+    (home / "metrics.jsonl").write_text('{"event": "train", "step": 1, "loss": 1.0}\n')
+    (copy / "metrics.jsonl").unlink()
+    _foreign_file_link(copy, "metrics.jsonl", home / "metrics.jsonl")
+    pytest.importorskip("matplotlib")
+    assert_clean_error(run_cli("plot", "--model", copy, "--output", tmp_path / "plots"), "belongs to another user")
+    assert not (tmp_path / "plots").exists() or not list((tmp_path / "plots").iterdir())
+
+
+@needs_root
+def test_a_fifo_swapped_in_for_a_checkpoint_is_refused_on_its_descriptor(tmp_path, small_run, monkeypatch):
+    """The look by name said "regular file"; the file opened is a FIFO (swapped in between): refused at once,
+    not waited on forever."""
+    from transformer_mt import checkpoint, safe_files
+
+    fifo = tmp_path / "ck.pt"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(safe_files, "regular_file_problem", lambda path: None)  # the race: it looked regular
+    started = time.monotonic()
+    with pytest.raises(TransformerMTError, match="not a regular file"):
+        checkpoint.load_checkpoint(fifo)
+    assert time.monotonic() - started < 5
+
+
+def test_closed_standard_input_and_absurd_server_threads_are_one_error(small_run):
+    _, _, run = small_run
+    import subprocess
+    import sys
+
+    closed = subprocess.run([sys.executable, "-m", "transformer_mt.cli", "translate", "--model", str(run)],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+                            preexec_fn=lambda: os.close(0))
+    assert closed.returncode == 2 and "standard input is closed" in closed.stderr and "Traceback" not in closed.stderr
+    assert_clean_error(run_cli("serve", "--model", run, "--threads", "100000"), "--threads")

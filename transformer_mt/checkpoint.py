@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .errors import TransformerMTError
+from .safe_files import open_user_file
 
 FORMAT_VERSION = 2
 
@@ -176,6 +177,10 @@ def _plain_pickle_globals(path) -> list[str]:
     return names
 
 
+class UnsafeCheckpoint(TransformerMTError):
+    """A checkpoint that holds Python objects loading would import and call: refused, never converted."""
+
+
 def _unsafe_globals(path, exc: Exception) -> list[str]:
     """The Python objects a refused pickle wants to import (read without running it); [] if it is damaged."""
     try:
@@ -205,7 +210,8 @@ def load_checkpoint(path, map_location="cpu", fix: str = ANOTHER_CHECKPOINT) -> 
     try:
         with warnings.catch_warnings():  # torch warns about a plain pickle's protocol before refusing it
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            with open_user_file(path, "checkpoint") as handle:  # by descriptor: never another user's link
+                state = torch.load(handle, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         unsafe = _unsafe_globals(path, exc)
         if not unsafe:
@@ -215,7 +221,7 @@ def load_checkpoint(path, map_location="cpu", fix: str = ANOTHER_CHECKPOINT) -> 
                 f"checkpoint {path} was written by transformer-mt before checkpoint format {FORMAT_VERSION} (it "
                 f"pickles a numpy array) and was not loaded; if you made it or trust its source, convert it once "
                 f"with: transformer-mt upgrade-checkpoint --trust {path}") from None
-        raise TransformerMTError(
+        raise UnsafeCheckpoint(
             f"checkpoint {path} was not loaded: it holds Python objects ({', '.join(unsafe[:3])}) that loading "
             f"would import and call, which no transformer-mt checkpoint does, so it may be unsafe (crafted to run "
             f"code). Do not open it with torch.load(weights_only=False) or other tools either") from None
@@ -338,6 +344,8 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
     path = Path(path)
     try:
         current = load_checkpoint(path)["format_version"] == FORMAT_VERSION
+    except UnsafeCheckpoint:
+        raise  # crafted, not an earlier format: --trust is not the advice
     except TransformerMTError:
         current = False
     if current:
@@ -351,7 +359,8 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
         # with PyTorch, which is no advice for a file transformer-mt reads or refuses by itself.
         with torch.serialization.safe_globals(list(FORMAT1_GLOBALS)), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with open_user_file(path, "checkpoint") as handle:
+                state = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         unsafe = [name for name in _unsafe_globals(path, exc) if name not in FORMAT1_GLOBAL_NAMES]
         if not unsafe:

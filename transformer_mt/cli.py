@@ -574,6 +574,9 @@ def _read_stdin() -> list[str]:
 
 def _read_stdin_text(prompt: str = "reading an HTML document from standard input (Ctrl-D to end)",
                      keep_bom: bool = False) -> str:
+    if sys.stdin is None:  # file descriptor 0 closed (<&-): Python has no standard input at all
+        raise TransformerMTError("standard input is closed; give the text as arguments, or --input FILE, or "
+                                 "redirect a file into the command (< file)")
     if sys.stdin.isatty():
         print(prompt, file=sys.stderr)
     return _decode_utf8(sys.stdin.buffer.read(), "standard input", keep_bom)
@@ -865,6 +868,10 @@ def cmd_serve(args) -> int:
     if not 0 <= args.port <= 65535:
         raise TransformerMTError(f"--port {args.port} is not a port number (0-65535)")
     _check_can_listen(args.host, args.port)  # before minutes of model loading, not after
+    most = max(64, 4 * (os.cpu_count() or 1))  # more decoding threads than cores only wait; 10^5 crashed OpenMP
+    if args.threads is not None and not 1 <= args.threads <= most:
+        raise TransformerMTError(f"--threads {args.threads}: give 1 to {most} (this machine has {os.cpu_count()} "
+                                 f"cores; the default is half of them)")
     threads = args.threads if args.threads is not None else max(1, (os.cpu_count() or 2) // 2)
     if threads < 1:
         raise TransformerMTError("--threads must be at least 1")

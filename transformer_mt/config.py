@@ -723,7 +723,9 @@ def load_config(path, overrides: dict | None = None, environment: bool = True) -
                else "pass an existing YAML file to --config")
         raise TransformerMTError(f"config file {path} {problem}; {fix}")
     try:
-        text = path.read_text(encoding="utf-8")
+        from .safe_files import read_user_file
+
+        text = read_user_file(path, "config file").decode("utf-8")  # by descriptor: never another user's link
     except UnicodeDecodeError as exc:
         raise TransformerMTError(f"config file {path} is not valid UTF-8 (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:

@@ -127,8 +127,10 @@ class _Walk:
     def link_target(self, dir_fd: int, name: str, info: os.stat_result, shown: str) -> str:
         """The text of the link ``name`` (in ``dir_fd``) if it may be followed; a foreign link is refused."""
         if not _trusted(info.st_uid):
-            raise self.error(f"{shown} is a symbolic link that belongs to another user (uid {info.st_uid}); it is not "
-                             f"followed, since whoever made it chooses what gets written. Remove it or")
+            what = f"{shown} is" if shown != str(self.path) else "is"  # the path is named once
+            raise self.error(f"{what} a symbolic link that belongs to another user (uid {info.st_uid}); it is not "
+                             f"followed, since whoever made it chooses where it leads (what is read or written). "
+                             f"Remove it or")
         self.hop()
         return os.readlink(name, dir_fd=dir_fd)
 
@@ -708,3 +710,27 @@ def discard_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
+
+
+def open_user_file(path, what: str) -> BinaryIO:
+    """The regular file ``path`` opened for reading through the resolver (never through another user's link),
+    and checked on the opened descriptor: a FIFO, device or socket swapped in after any earlier look by name
+    is refused, not read (a FIFO would block for good). ``what`` names the file in messages ("checkpoint")."""
+    try:
+        handle = open_for_reading(path)
+    except OSError as exc:
+        raise TransformerMTError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    info = os.fstat(handle.fileno())
+    if not stat.S_ISREG(info.st_mode):
+        handle.close()
+        raise TransformerMTError(f"{what} {path} is not a regular file (a FIFO, device or socket); give a file")
+    return handle
+
+
+def read_user_file(path, what: str) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_user_file`)."""
+    with open_user_file(path, what) as handle:
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise TransformerMTError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None

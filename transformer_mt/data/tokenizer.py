@@ -31,7 +31,7 @@ import sentencepiece as spm
 from ..checkpoint import file_sha256
 from ..config import TokenizerConfig, file_problem
 from ..errors import TransformerMTError
-from ..safe_files import open_for_reading, open_run_file, regular_file_problem, write_run_file
+from ..safe_files import open_for_reading, open_run_file, read_user_file, regular_file_problem, write_run_file
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # A SentencePiece model is a few MB at most (a 64k-piece one is ~1 MB); anything far larger is not one.
@@ -51,7 +51,7 @@ class Tokenizer:
         if problem is not None:
             raise TransformerMTError(f"tokenizer model {model_path} {problem}; copy the whole run directory again")
         try:
-            self.sp = spm.SentencePieceProcessor(model_file=str(model_path))
+            self.sp = spm.SentencePieceProcessor(model_proto=read_user_file(model_path, "tokenizer model"))
         except (OSError, RuntimeError) as exc:
             raise TransformerMTError(
                 f"tokenizer model {model_path} cannot be loaded ({exc}); the run directory is incomplete, "
@@ -115,7 +115,7 @@ class MappedTokenizer(Tokenizer):
         super().__init__(model_path, check_special_ids=False)
         self.ids_path = Path(ids_path)
         try:
-            pieces = json.loads(self.ids_path.read_text(encoding="utf-8"))
+            pieces = json.loads(read_user_file(self.ids_path, "vocabulary").decode("utf-8"))
         except (OSError, ValueError) as exc:
             raise TransformerMTError(f"vocabulary {ids_path} cannot be read ({exc}); the run directory is "
                                      f"incomplete, import or copy it again") from None
@@ -345,7 +345,7 @@ def check_model_file(path: Path, key: str, source: str = "config", special_ids: 
     if problem is None:
         sp = spm.SentencePieceProcessor()
         try:
-            sp.load(str(path))
+            sp.LoadFromSerializedProto(read_user_file(path, key))
         except (OSError, RuntimeError):
             problem = "is not a SentencePiece model (it cannot be loaded)"
         else:
@@ -363,7 +363,7 @@ def check_given_models(cfg: TokenizerConfig, source: str = "config", tags: list[
     source_model = cfg.model or cfg.source_model
     if source_model and tags:
         key = "tokenizer.model" if cfg.model else "tokenizer.source_model"
-        check_tags(spm.SentencePieceProcessor(model_file=source_model), tags,
+        check_tags(spm.SentencePieceProcessor(model_proto=read_user_file(source_model, "tokenizer model")), tags,
                    f"{source}: '{key}' {source_model}",
                    f"train that model with --user_defined_symbols={','.join(tags)}, or leave '{key}' empty to train "
                    f"one here (the tags are then added to it)")

@@ -19,7 +19,15 @@ import torch
 from ..checkpoint import non_finite_weights
 from ..config import file_problem
 from ..errors import TransformerMTError
-from ..safe_files import check_output_folder, current_umask, make_temporary_folder, remove_empty_folder, rename
+from ..safe_files import (
+    check_output_folder,
+    current_umask,
+    make_temporary_folder,
+    open_user_file,
+    read_user_file,
+    remove_empty_folder,
+    rename,
+)
 
 MAX_JSON_BYTES = 64 << 20  # a vocab.json of 250k pieces is ~6 MB
 
@@ -36,7 +44,7 @@ def read_json(hf_dir: Path, name: str, required: bool = True):
         raise TransformerMTError(f"{path} {problem}; give a Hugging Face model directory (config.json, weights, "
                                  f"tokenizer files)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_user_file(path, "file").decode("utf-8"))  # by descriptor: no foreign link
     except RecursionError:  # a few hundred kB of brackets: no model's JSON nests more than a few levels
         raise TransformerMTError(f"{path} nests its brackets too deeply to be a model's JSON file; download it "
                                  f"again") from None
@@ -61,12 +69,13 @@ def _read_weights(hf_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
         if problem:
             raise TransformerMTError(f"{safetensors_path} {problem}")
         try:
-            from safetensors.torch import load_file
+            from safetensors.torch import load as load_safetensors
         except ImportError:
             raise TransformerMTError("reading model.safetensors needs the safetensors package: pip install "
                                      "'transformer-mt[import]'") from None
+        data = read_user_file(safetensors_path, "weights file")  # by descriptor: never another user's link
         try:
-            return load_file(str(safetensors_path), device="cpu"), safetensors_path
+            return load_safetensors(data), safetensors_path
         except Exception as exc:  # noqa: BLE001 -- safetensors raises its own error types for damaged files
             raise TransformerMTError(f"{safetensors_path} is not a readable safetensors file "
                                      f"({type(exc).__name__}); download it again") from None
@@ -75,7 +84,10 @@ def _read_weights(hf_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
         if problem:
             raise TransformerMTError(f"{bin_path} {problem}")
         try:
-            weights = torch.load(bin_path, map_location="cpu", weights_only=True)
+            with open_user_file(bin_path, "weights file") as handle:
+                weights = torch.load(handle, map_location="cpu", weights_only=True)
+        except TransformerMTError:
+            raise
         except Exception as exc:  # noqa: BLE001 -- refused pickles and damaged files alike
             raise TransformerMTError(
                 f"{bin_path} was not loaded: it is damaged, or holds Python objects beyond tensors (which a "

@@ -314,10 +314,10 @@ def is_dialogue(lines: list[str]) -> bool:
 
 
 def runs_into_next_cue(text: str, following: str) -> bool:
-    """Whether a cue's sentence runs on into the next cue: the cue ends no sentence and the next one starts
-    with a lower-case letter (after any leading dots or dashes, "...and then")."""
-    letters = following.lstrip(".…-–— \"'„“«")
-    return not ends_sentence(text) and letters[:1].islower()
+    """Whether a cue's sentence runs on into the next cue: the cue ends no sentence (subtitles end their
+    sentences with punctuation; one without is cut by the cue's end), and the next cue is not a sound or a
+    speaker's note ("[music]", "(laughs)"). The next cue's first letter is no sign: German capitalizes nouns."""
+    return bool(text) and not ends_sentence(text) and following.lstrip()[:1] not in ("[", "(", "\u266a", "#")
 
 
 def split_by_length(text: str, shares: list[int]) -> list[str]:

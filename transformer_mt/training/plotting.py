@@ -31,7 +31,9 @@ def read_metrics(run_dir) -> list[dict]:
     if not path.is_file():
         raise TransformerMTError(f"{path} does not exist; --model must be a run directory that has trained")
     records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    from ..safe_files import read_user_file
+
+    for line in read_user_file(path, "metrics file").decode("utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except ValueError:
