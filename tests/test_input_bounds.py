@@ -241,3 +241,22 @@ def test_standard_input_drops_one_byte_order_mark_as_input_files_do(small_run, t
                              *extra]) == 0
         outputs.append((tmp_path / "out.txt").read_text(encoding="utf-8"))
     assert outputs[0] == outputs[1] == "\n"
+
+
+def test_help_that_cannot_be_written_and_non_text_sentences_are_one_error(small_run):
+    """--help to a full device exits 2 with one error line (argparse ignored the failed write and exited 0);
+    the Python API refuses None, bytes and lone surrogates as sentences with a TransformerMTError."""
+    import subprocess
+    import sys
+
+    from transformer_mt import Translator
+    from transformer_mt.errors import TransformerMTError
+
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "transformer_mt.cli", "--help"], stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+    translator = Translator.from_run(small_run[2], device="cpu")
+    for bad in ([None], [b"ba"], ["\ud800"]):
+        with pytest.raises(TransformerMTError, match="sentence 0"):
+            translator.translate(bad)

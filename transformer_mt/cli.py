@@ -103,9 +103,20 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config value, e.g. --set training.max_steps=100 (repeatable)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, except that a help text that cannot be written (standard output on a full device)
+    is an error: argparse itself ignores the failed write and exits 0."""
+
+    def _print_message(self, message, file=None):
+        if message:
+            file = file or sys.stderr
+            file.write(message)
+            file.flush()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The transformer-mt command line: one add_*_command function per command, in --help order."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="transformer-mt",
         description="Train, run and score encoder-decoder Transformer translation models.",
     )
@@ -1068,7 +1079,19 @@ COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_transla
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except BrokenPipeError:  # --help | head: the reader had what it wanted
+        from .safe_files import discard_stdout
+
+        discard_stdout()
+        return 0
+    except OSError as error:  # --help to a full device: _Parser lets the failed write through
+        print(f"error: the help could not be written to standard output ({error.strerror or error})", file=sys.stderr)
+        from .safe_files import discard_stdout
+
+        discard_stdout()
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from .device import configure_process
     from .training.distributed import ReportedByRankZero, is_worker_rank

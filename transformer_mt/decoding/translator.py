@@ -183,6 +183,15 @@ def encode_sentences(sentences: list[str], tokenizer: Tokenizer, config: Config,
     """
     if isinstance(sentences, str):
         raise TypeError("translate() takes a list of sentences; wrap a single sentence in a list")
+    for k, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise TransformerMTError(f"sentence {k} is {type(sentence).__name__}, not text: translate() takes a list "
+                                     f"of str (decode bytes first)")
+        try:
+            sentence.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TransformerMTError(f"sentence {k} holds a lone surrogate (character {exc.start}), which is no "
+                                     f"text; decode its bytes with errors='replace' first") from None
     prefix = language_prefix(tokenizer, target_language)
     encoded = tokenizer.encode([prefix + s.strip() if s.strip() else "" for s in sentences])
     if config.model.source_eos:  # an empty sentence stays empty: it is not translated
