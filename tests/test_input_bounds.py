@@ -215,7 +215,10 @@ def test_the_server_cuts_a_long_sentence_as_translate_does(short_run, caplog):
     from transformer_mt.serving.server import create_app
 
     translator = Translator.from_run(short_run)
-    sentence = long_sentence(400)  # within the server's 5,000 characters, 25 times the model's 16 positions
+    # Under segment.MAX_SENTENCE_CHARS (a longer run without a full stop is cut into pieces first), nine times
+    # the model's 16 positions.
+    sentence = long_sentence(150)
+    assert len(sentence) < 600
     with caplog.at_level(logging.WARNING, logger="transformer_mt"), \
             live_app(create_app(translator, max_wait_ms=1)) as http:
         answer = http.post("/v1/translate", json={"text": [sentence], "beam_size": 1, "split_sentences": False})

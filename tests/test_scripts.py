@@ -138,21 +138,32 @@ def load_script(name: str):
 def test_benchmark_profile_counts_every_threads_operators_and_their_multiply_adds():
     """Decoding runs its batches on threads of its own: their operators must be in the profile, each product
     counted once with its 2*m*k*n floating-point operations, and torch's thread count put back."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     benchmark = load_script("benchmark.py")
     a, b = torch.randn(64, 32), torch.randn(32, 48)
 
+    each = 20
+
+    def multiply(middle):
+        # Half the products, a meeting point, the other half: each thread's span of operators holds the meeting,
+        # so the two spans overlap however busy the machine is (CI runs two test workers).
+        first = [a @ b for _ in range(each // 2)]
+        middle.wait()
+        return first + [a @ b for _ in range(each - each // 2)]
+
     def work():
+        middle = threading.Barrier(2)
         with ThreadPoolExecutor(2) as pool:  # made anew each time, as Translator does
-            list(pool.map(lambda _: [a @ b for _ in range(3)], range(2)))
+            list(pool.map(lambda _: multiply(middle), range(2)))
 
     threads = torch.get_num_threads()
     profiled = benchmark.operator_profile(work, 2, torch.device("cpu"), torch.float32, [(64, 32, 48)])
     assert torch.get_num_threads() == threads
     products = [row for row in profiled["operators"] if row["operator"] == "aten::mm"]
-    assert products and products[0]["calls"] == 2 * 2 * 3, profiled["operators"]  # repeats x threads x products
-    assert products[0]["flops"] == 2 * 2 * 3 * 2 * 64 * 32 * 48
+    assert products and products[0]["calls"] == 2 * 2 * each, profiled["operators"]  # repeats x threads x products
+    assert products[0]["flops"] == 2 * 2 * each * 2 * 64 * 32 * 48
     assert profiled["calling_threads"] == 2
 
 

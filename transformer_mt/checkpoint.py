@@ -344,8 +344,8 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
     path = Path(path)
     try:
         current = load_checkpoint(path)["format_version"] == FORMAT_VERSION
-    except UnsafeCheckpoint:
-        raise  # crafted, not an earlier format: --trust is not the advice
+    except UnsafeCheckpoint as exc:  # crafted, not an earlier format: --trust is not the advice
+        raise TransformerMTError(f"checkpoint {path} cannot be upgraded: {str(exc).split(': ', 1)[-1]}") from None
     except TransformerMTError:
         current = False
     if current:
