@@ -50,11 +50,7 @@ def translate_texts(translator, texts: list[str], format: str = "text", split_se
     if isinstance(texts, str):
         raise TypeError("translate_text() takes a list of texts; wrap a single text in a list")
     check_format(format)
-    for option in NOT_FOR_TEXTS:
-        if options.get(option) not in (None, False, 1):
-            raise TransformerMTError(f"{option} is an option of translate(), which translates sentences one by one; "
-                                     f"translate_text() gives one translation per text")
-        options.pop(option, None)
+    _drop_sentence_options(options, NOT_FOR_TEXTS, "translate_text() gives one translation per text")
     data = translator.config.data
     if split_sentences is None:
         split_sentences = translator.config.decoding.split_sentences
@@ -67,13 +63,8 @@ def translate_texts(translator, texts: list[str], format: str = "text", split_se
     sentences = [sentence for one in segmented for sentence in one.sentences]
     if options.get("prefix") is not None:
         options["prefix"] = _first_sentence_prefixes(options["prefix"], segmented, format)
-    alignments = None
-    if format == "html" and any(one.has_inline_tags for one in segmented) and _aligns(translator):
-        results = [best for best, *_ in translator.translate(sentences, **HTML_ALIGNMENT, **options)] if sentences else []
-        translations = [result.text for result in results]
-        alignments = [html_word_pairs(sentence, result) for sentence, result in zip(sentences, results)]
-    else:
-        translations = translator.translate(sentences, **options) if sentences else []
+    translations, alignments = _translate_sentences(
+        translator, sentences, format == "html" and any(one.has_inline_tags for one in segmented), options)
     joined = []
     position = 0
     for one in segmented:
@@ -95,21 +86,33 @@ def translate_document(translator, data: bytes, filename: str, split_sentences: 
     decoding options; ``max_chars`` bounds the document's text (default: documents.MAX_DOCUMENT_CHARS)."""
     from ..text.documents import segment_document
 
-    for option in NOT_FOR_TEXTS + ("prefix",):
-        if options.get(option) not in (None, False, 1):
-            raise TransformerMTError(f"{option} is an option of translate(); a document gets one translation")
-        options.pop(option, None)
+    _drop_sentence_options(options, NOT_FOR_TEXTS + ("prefix",), "a document gets one translation")
     data_config = translator.config.data
     if split_sentences is None:
         split_sentences = translator.config.decoding.split_sentences
     document = segment_document(data, filename, data_config.src_lang, split_sentences, max_chars)
-    if document.has_inline_tags and _aligns(translator):
-        results = [best for best, *_ in translator.translate(document.sentences, **HTML_ALIGNMENT, **options)]
-        translations = [result.text for result in results]
-        alignments = [html_word_pairs(sentence, result) for sentence, result in zip(document.sentences, results)]
-    else:
-        translations, alignments = translator.translate(document.sentences, **options), None
+    translations, alignments = _translate_sentences(translator, document.sentences, document.has_inline_tags, options)
     return document.join(translations, alignments, data_config.tgt_lang)
+
+
+def _drop_sentence_options(options: dict, names: tuple, why: str) -> None:
+    """Refuse (or drop when unset) the translate() options that give several results per sentence."""
+    for option in names:
+        if options.get(option) not in (None, False, 1):
+            raise TransformerMTError(f"{option} is an option of translate(), which translates sentences one by one; "
+                                     f"{why}")
+        options.pop(option, None)
+
+
+def _translate_sentences(translator, sentences: list[str], inline_tags: bool, options: dict):
+    """The translations of ``sentences`` in one translate() call, and (where inline tags are to be placed and
+    ``translator`` aligns) their word pairs; None where tags go by relative position."""
+    if not sentences:
+        return [], None
+    if not (inline_tags and _aligns(translator)):
+        return translator.translate(sentences, **options), None
+    results = [best for best, *_ in translator.translate(sentences, **HTML_ALIGNMENT, **options)]
+    return [result.text for result in results], [html_word_pairs(s, r) for s, r in zip(sentences, results)]
 
 
 def _first_sentence_prefixes(prefix, segmented: list, format: str) -> list[str]:
