@@ -62,7 +62,6 @@ BASE_ELEMENTS = 50_000  # what a document's own parts hold besides its text (Wor
 CHUNK_BYTES = 1 << 20
 _XML_TAG = re.compile(rb"<[^>]*>")
 _SPACES = re.compile(r"\s+")
-XML_PART_SUFFIXES = (".xml", ".rels", ".xhtml", ".html", ".htm", ".opf", ".ncx")
 
 
 
