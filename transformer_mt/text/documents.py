@@ -64,8 +64,6 @@ _XML_TAG = re.compile(rb"<[^>]*>")
 _SPACES = re.compile(r"\s+")
 
 
-
-
 @dataclass
 class SegmentedDocument:
     """A document's sentences, in order, and how to write the document back with their translations."""

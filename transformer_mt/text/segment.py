@@ -43,7 +43,7 @@ LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # What a line that ends a sentence ends with, before closing quotes and brackets.
 SENTENCE_END = frozenset(".!?…。！？‼⁇⁈⁉؟।॥")
 CLOSING = "\"'”’»›)]}」』）"
-# A line that starts a list item, a quotation or a table row starts a block of its own.
+# A line that starts a list item, a heading or a table row starts a paragraph of its own.
 # Narrower blocks are never taken for wrapped text: a sign-off ("Best,\nTom"), an address, a short list.
 MIN_WRAP_WIDTH = 20
 LIST_ITEM = re.compile(r"^\s*(?:[-*+•‣◦|#]|\d{1,3}[.)]|[a-zA-Z][.)])\s")
@@ -152,7 +152,8 @@ def wrapped_paragraphs(lines: list[str]) -> list[range]:
             continue
         runs_on = []
         for k in range(start, end - 1):
-            rest = lines[k + 1][len(QUOTE.match(lines[k + 1]).group()) if QUOTE.match(lines[k + 1]) else 0:]
+            marks = QUOTE.match(lines[k + 1])
+            rest = lines[k + 1][marks.end() if marks else 0:]
             following = rest.split() or [""]
             runs_on.append(len(lines[k].rstrip()) + 1 + len(following[0]) > width and not LIST_ITEM.match(rest)
                            and quote_marks(lines[k]) == quote_marks(lines[k + 1]))
