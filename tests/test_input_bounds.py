@@ -1,6 +1,7 @@
 """Inputs checked where they enter, before any work: where the results go (standard output closed or full),
 model sizes, source lengths, and the messages that name the real problem."""
 
+import re
 import subprocess
 import sys
 
@@ -113,6 +114,9 @@ def test_the_cli_cuts_a_huge_line_given_as_one_sentence(short_run):
                      input_bytes=(line + "\nba de\n").encode(), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "model.max_positions) were cut" in result.stderr and result.stdout.count("\n") == 2
+    # Both warnings give the input's own length (once the data.max_len one gave the length it was cut to).
+    longest = {int(n) for n in re.findall(r"longest: (\d+)", result.stderr)}
+    assert len(longest) == 1 and longest.pop() > 200_000, result.stderr
 
 
 # Messages that named another problem than the real one.

@@ -9,8 +9,18 @@ import numpy as np
 import pytest
 import yaml
 from conftest import assert_clean_error, run_cli, tiny_config, write_reverse_corpus
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from transformer_mt.config import TokenizerConfig, check_data_files, load_config, parse_overrides, training_warnings
+from transformer_mt.config import (
+    TokenizerConfig,
+    check_data_files,
+    load_config,
+    parse_number,
+    parse_overrides,
+    parse_whole_number,
+    training_warnings,
+)
 from transformer_mt.data.batches import EncodedCorpus, count_oversized, encode_parallel, make_batches, read_lines
 from transformer_mt.data.tokenizer import build_tokenizers
 from transformer_mt.errors import TransformerMTError
@@ -339,3 +349,35 @@ def test_training_logs_the_warmup_and_oversized_sentence_warnings(tmp_path):
     log_text = (tmp_path / "run" / "train.log").read_text()
     assert "training.warmup_steps (50) > training.max_steps (2)" in log_text
     assert "training sentences are longer than training.batch_tokens=6" in log_text
+
+
+# Counts and numbers typed by people: the digits 0-9 only, on the command line, in --set and in form fields alike
+# (int() and float() also read "١٢" and "１２", which YAML and JSON never give as numbers).
+_OTHER_DIGITS = st.characters(categories=["Nd"]).filter(lambda c: not c.isascii())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(-10**30, 10**30), st.floats(allow_nan=False, allow_infinity=False))
+def test_numbers_written_with_ascii_digits_are_read(n, x):
+    assert parse_whole_number(f" {n} ") == n and parse_number(str(n)) == float(n)
+    assert parse_number(repr(x)) == x and parse_whole_number(repr(x)) is None  # repr of a float has "." or "e"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(st.sampled_from("0123456789.-+e"), max_size=6), _OTHER_DIGITS, st.integers(0, 6))
+def test_numbers_with_other_scripts_digits_are_refused(text, digit, at):
+    text = text[:at] + digit + text[at:]
+    assert parse_whole_number(text) is None and parse_number(text) is None
+
+
+@pytest.mark.parametrize("option, value", [("--beam-size", "\u0661\u0662"), ("--beam-size", "\uff15"),
+                                           ("--beam-size", "\u00b2"), ("--nbest", "--5"),
+                                           ("--temperature", "\u0661.\u0665"), ("--top-p", "\u00bd")])
+def test_cli_refuses_the_numbers_that_set_refuses(tmp_path, option, value):
+    result = run_cli("translate", "--model", tmp_path, f"{option}={value}", "a")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"argument {option}: {value!r} is not a" in result.stderr.splitlines()[-1]
+    key = {"--beam-size": "decoding.beam_size", "--nbest": "decoding.beam_size", "--temperature": "training.lr",
+           "--top-p": "training.lr"}[option]
+    with pytest.raises(TransformerMTError, match=rf"key '{key}' must be an? (integer|number)"):
+        load_config(write(tmp_path, "model: {}\n"), parse_overrides([f"{key}={value}"]))

@@ -25,15 +25,16 @@ import os
 import sys
 from pathlib import Path
 
+from .config import parse_number, parse_whole_number
 from .errors import TransformerMTError
 
 
 def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--beam-size", type=int, default=None, metavar="N",
+    parser.add_argument("--beam-size", type=_whole_number, default=None, metavar="N",
                         help="beam size; 1 = greedy search (default: decoding.beam_size of the run's config)")
-    parser.add_argument("--length-penalty", type=float, default=None, metavar="A",
+    parser.add_argument("--length-penalty", type=_number, default=None, metavar="A",
                         help="length penalty alpha (default: decoding.length_penalty of the run's config)")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+    parser.add_argument("--batch-size", type=_whole_number, default=None, metavar="N",
                         help="sentences decoded together (default: decoding.batch_size)")
     parser.add_argument("--early-exit", action=argparse.BooleanOptionalAction, default=None,
                         help="end a sentence's beam search when its best candidate ends (faster, may cost "
@@ -58,21 +59,21 @@ def _add_search_options(parser: argparse.ArgumentParser, prefixes: bool = True) 
                             "from the model's distribution instead of searched with a beam (back-translation, "
                             "diverse n-best)" + ("; translate --nbest K then gives K samples per sentence." if prefixes
                                                   else "."))
-    group.add_argument("--top-k", type=int, default=None, metavar="K",
+    group.add_argument("--top-k", type=_whole_number, default=None, metavar="K",
                        help="sample among the K most probable tokens (0 = all, 1 = greedy)")
-    group.add_argument("--top-p", type=float, default=None, metavar="P",
+    group.add_argument("--top-p", type=_number, default=None, metavar="P",
                        help="sample among the fewest most probable tokens whose probability adds up to P, from 1e-30 to 1 "
                             "(nucleus sampling; 1 = all)")
-    group.add_argument("--temperature", type=float, default=None, metavar="T",
+    group.add_argument("--temperature", type=_number, default=None, metavar="T",
                        help="sample from the distribution at temperature T: 0 (greedy) or 1e-30 to 1e30 (1 = the model's, "
                             "lower = closer to greedy)")
-    group.add_argument("--seed", type=int, default=None, metavar="N",
+    group.add_argument("--seed", type=_whole_number, default=None, metavar="N",
                        help="seed of the sampling: the same seed, input and --batch-size give the same samples "
                             "(default: a random seed)")
-    group.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
+    group.add_argument("--no-repeat-ngram-size", type=_whole_number, default=None, metavar="N",
                        help="no n-gram of N tokens appears twice in a translation (0 = off; default: "
                             "decoding.no_repeat_ngram_size of the run's config, 0)")
-    group.add_argument("--repetition-penalty", type=float, default=None, metavar="P",
+    group.add_argument("--repetition-penalty", type=_number, default=None, metavar="P",
                        help="a token already in the translation has its log-probability multiplied by P, 1e-30 to 1e30 (1 = off, "
                             "above 1 discourages repeats; default: decoding.repetition_penalty of the run's config, 1)")
     if not prefixes:
@@ -101,6 +102,22 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="delete an existing run in the output directory and start again")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set training.max_steps=100 (repeatable)")
+
+
+def _whole_number(text: str) -> int:
+    """argparse's type for counts: the digits 0-9 (config.parse_whole_number), as --set and config files."""
+    number = parse_whole_number(text)
+    if number is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (write it with the digits 0-9)")
+    return number
+
+
+def _number(text: str) -> float:
+    """argparse's type for numbers: the digits 0-9 (config.parse_number); ranges are checked where used."""
+    number = parse_number(text)
+    if number is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (write it with the digits 0-9, e.g. 0.5)")
+    return number
 
 
 class _Parser(argparse.ArgumentParser):
@@ -149,7 +166,7 @@ def add_train_command(sub) -> None:
                        help="auto, cpu, cuda or cuda:N (default: training.device of the config)")
     train.add_argument("--resume", action="store_true",
                        help="require resuming from the output directory's last checkpoint")
-    train.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+    train.add_argument("--nproc-per-node", type=_whole_number, default=None, metavar="N",
                        help="data-parallel training in N processes on this machine (one GPU each, or CPU "
                             "processes): torchrun --standalone started for you, after the config was checked once")
     train.epilog = ("Data-parallel on several machines: torchrun --nnodes M --nproc_per_node N -m transformer_mt "
@@ -196,7 +213,7 @@ def add_translate_command(sub) -> None:
     translate.add_argument("--target-language", metavar="LANG",
                            help="for a multilingual model (OPUS-MT >>xx<< tokens, e.g. fra): the language to "
                                 "translate into")
-    translate.add_argument("--nbest", type=int, default=1, metavar="K",
+    translate.add_argument("--nbest", type=_whole_number, default=1, metavar="K",
                            help="print the K best translations of each sentence (with sampling: K samples, best "
                                 "first), tab-separated (default: 1)")
     translate.add_argument("--alignment", nargs="?", const="pieces", choices=("pieces", "words"), default=None,
@@ -208,7 +225,7 @@ def add_translate_command(sub) -> None:
                                 "per target piece; words: pieces joined into words at their ▁ marks, each word pair "
                                 "once. With --nbest each translation is followed by its own alignment. Put the "
                                 "option after the sentences, or name the unit: --alignment pieces \"a sentence\"")
-    translate.add_argument("--alignment-layer", type=int, default=None, metavar="L",
+    translate.add_argument("--alignment-layer", type=_whole_number, default=None, metavar="L",
                            help="decoder layer whose cross-attention gives --alignment (and places inline tags with "
                                 "--format html), numbered from 1 (default: the penultimate layer, as fairseq's "
                                 "alignment_layer)")
@@ -267,7 +284,7 @@ def add_average_command(sub) -> None:
         description="Average the weights of the last N checkpoint_step*.pt files of a run into "
                     "checkpoint_average.pt (use it with --checkpoint average).")
     average.add_argument("--model", required=True, metavar="DIR", help="run directory")
-    average.add_argument("--last", type=int, default=5, metavar="N", help="number of checkpoints (default: 5)")
+    average.add_argument("--last", type=_whole_number, default=5, metavar="N", help="number of checkpoints (default: 5)")
     average.add_argument("--output", metavar="FILE", help="output file (default: DIR/checkpoint_average.pt)")
 
 
@@ -283,29 +300,29 @@ def add_serve_command(sub) -> None:
     serve.add_argument("--model", required=True, metavar="DIR", help="run directory of a trained model")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
                                                            "only; 0.0.0.0 for every interface)")
-    serve.add_argument("--port", type=int, default=5000, help="port (default: 5000, LibreTranslate's)")
-    serve.add_argument("--max-batch-sentences", type=int, default=64, metavar="N",
+    serve.add_argument("--port", type=_whole_number, default=5000, help="port (default: 5000, LibreTranslate's)")
+    serve.add_argument("--max-batch-sentences", type=_whole_number, default=64, metavar="N",
                        help="a batch is decoded once it holds N sentences (default: 64)")
-    serve.add_argument("--max-wait-ms", type=float, default=2.0, metavar="MS",
+    serve.add_argument("--max-wait-ms", type=_number, default=2.0, metavar="MS",
                        help="... or once MS milliseconds pass without a new request (at most 10 x MS; default: 2; "
                             "longer waits batch more under moderate load and delay a lone request)")
-    serve.add_argument("--max-queue-sentences", type=int, default=2048, metavar="N",
+    serve.add_argument("--max-queue-sentences", type=_whole_number, default=2048, metavar="N",
                        help="sentences waiting at most; more gets 503 with Retry-After (default: 2048)")
-    serve.add_argument("--max-sentences-per-request", type=int, default=256, metavar="N",
+    serve.add_argument("--max-sentences-per-request", type=_whole_number, default=256, metavar="N",
                        help="sentences in one request at most; more gets 413 (default: 256)")
-    serve.add_argument("--max-chars-per-sentence", type=int, default=5000, metavar="N",
+    serve.add_argument("--max-chars-per-sentence", type=_whole_number, default=5000, metavar="N",
                        help="characters per sentence at most; more gets 413 (default: 5000)")
-    serve.add_argument("--max-chars-per-request", type=int, default=20000, metavar="N",
+    serve.add_argument("--max-chars-per-request", type=_whole_number, default=20000, metavar="N",
                        help="characters in one request at most (bounds how long it holds the decoder); more gets "
                             "413 (default: 20000)")
-    serve.add_argument("--max-body-bytes", type=int, default=1_000_000, metavar="N",
+    serve.add_argument("--max-body-bytes", type=_whole_number, default=1_000_000, metavar="N",
                        help="request body size at most; more gets 413 (default: 1000000)")
-    serve.add_argument("--max-file-bytes", type=int, default=2_000_000, metavar="N",
+    serve.add_argument("--max-file-bytes", type=_whole_number, default=2_000_000, metavar="N",
                        help="size of a file sent to /translate_file at most; more gets 413 (default: 2000000)")
-    serve.add_argument("--max-file-chars", type=int, default=50_000, metavar="N",
+    serve.add_argument("--max-file-chars", type=_whole_number, default=50_000, metavar="N",
                        help="characters of text in such a file at most (decoding time); more gets 413 "
                             "(default: 50000)")
-    serve.add_argument("--threads", type=int, default=None, metavar="N",
+    serve.add_argument("--threads", type=_whole_number, default=None, metavar="N",
                        help="CPU threads that decode a batch (default: half the cores, at least 1: the other half "
                             "serves HTTP; on 2 cores one decoding thread gave both lower latency and more "
                             "sentences/s than two, see scripts/benchmark_server.py)")
@@ -369,7 +386,7 @@ def add_plot_command(sub) -> None:
     plot.add_argument("--attention", metavar="SENTENCE",
                       help="draw the attention of the model translating this source sentence instead of learning "
                            "curves")
-    plot.add_argument("--layer", type=int, metavar="L",
+    plot.add_argument("--layer", type=_whole_number, metavar="L",
                       help="with --attention: only decoder layer L, numbered from 1 (default: every layer)")
     plot.add_argument("--head", metavar="H",
                       help="with --attention: one figure for head H, numbered from 1, or 'all': one figure per "
@@ -377,7 +394,7 @@ def add_plot_command(sub) -> None:
     plot.add_argument("--self-attention", action="store_true",
                       help="with --attention: also draw the decoder self-attention (rows: target pieces, columns: "
                            "the decoder's inputs, <s> and the pieces before)")
-    plot.add_argument("--beam-size", type=int, metavar="N",
+    plot.add_argument("--beam-size", type=_whole_number, metavar="N",
                       help="with --attention: beam size; 1 = greedy search (default: decoding.beam_size of the run)")
     plot.add_argument("--checkpoint", default="best",
                       help="with --attention: best, last, average or a checkpoint file (default: best)")
@@ -419,11 +436,11 @@ def add_back_translate_command(sub) -> None:
                     help="writes PREFIX.<lang> for both languages of the reverse model (e.g. data/news.bt gives "
                          "data/news.bt.de and data/news.bt.en for an en->de reverse model)")
     bt.add_argument("--overwrite", action="store_true", help="replace output files that exist")
-    bt.add_argument("--beam-size", type=int, default=None, metavar="N",
+    bt.add_argument("--beam-size", type=_whole_number, default=None, metavar="N",
                     help="beam size; 1 = greedy search (default: decoding.beam_size of the reverse model's config)")
-    bt.add_argument("--length-penalty", type=float, default=None, metavar="A",
+    bt.add_argument("--length-penalty", type=_number, default=None, metavar="A",
                     help="length penalty alpha (default: decoding.length_penalty of the reverse model's config)")
-    bt.add_argument("--batch-size", type=int, default=None, metavar="N",
+    bt.add_argument("--batch-size", type=_whole_number, default=None, metavar="N",
                     help="sentences decoded together (default: decoding.batch_size)")
     bt.add_argument("--checkpoint", default="best",
                     help="best, last, average, or a checkpoint file path (default: best)")

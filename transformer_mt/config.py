@@ -343,6 +343,27 @@ def _finite_float(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# Numbers typed by people (command-line options, form fields): the digits 0-9 only, as YAML and JSON read them.
+# int() and float() also read other scripts' digits ("١٢", "１２"), so that "--beam-size ١٢" would pass where
+# "--set decoding.beam_size=١٢" and a config file refuse it: one rule for every way a number comes in.
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
+
+
+def parse_whole_number(text: str) -> int | None:
+    """``text`` (surrounding spaces allowed) as an int, or None where it is not an optional sign and digits 0-9
+    ("²", "--5", "1.5", "١٢", "" are not)."""
+    text = text.strip()
+    return int(text) if len(text) < 4300 and _WHOLE_NUMBER.fullmatch(text) else None
+
+
+def parse_number(text: str) -> float | None:
+    """``text`` as a float ("0.5", "1e-3", "inf", "nan": ranges are checked where the value is used), or None
+    where it is not written with the digits 0-9."""
+    text = text.strip()
+    return float(text) if _NUMBER.fullmatch(text) else None
+
+
 def _check_value(key: str, value, expected_type, source: str):
     """Return the value converted to the expected type, or raise a clear error."""
     where = f"{source}: key '{key}'"

@@ -196,16 +196,16 @@ def encode_sentences(sentences: list[str], tokenizer: Tokenizer, config: Config,
     encoded = tokenizer.encode([prefix + s.strip() if s.strip() else "" for s in sentences])
     if config.model.source_eos:  # an empty sentence stays empty: it is not translated
         encoded = [ids + [EOS_ID] if ids else ids for ids in encoded]
-    encoded = cut_to_positions(encoded, config)
     # Training dropped pairs longer than data.max_len, so the model has never seen such inputs and
     # tends to stop early: say so once per call instead of silently returning a short translation.
+    # Measured before the cut to the model's positions, so that "longest" is the input's own length.
     limit = config.data.max_len
     too_long = [len(ids) for ids in encoded if len(ids) > limit]
     if too_long:
         log.warning("%d input sentence(s) longer than the model's training limit data.max_len=%d tokens "
                     "(longest: %d); translations of such long inputs are often truncated or wrong; split "
                     "them into sentences", len(too_long), limit, max(too_long))
-    return encoded
+    return cut_to_positions(encoded, config)
 
 
 # Whole batches decoded side by side on CPU (see run_batches); False decodes them one after another.

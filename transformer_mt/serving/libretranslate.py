@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from python_multipart.exceptions import FormParserError
 
+from ..config import parse_whole_number
 from ..decoding.paragraphs import HTML_ALIGNMENT, html_word_pairs
 from ..errors import TransformerMTError
 from ..text import language_id
@@ -183,12 +184,7 @@ def whole_number(value) -> int | None:
     if isinstance(value, float):
         return int(value) if value.is_integer() and abs(value) < 2**53 else None  # inf and nan are not integers
     if isinstance(value, str) and len(value) < 20:
-        # What int() reads: one optional sign, then decimal digits ("٣" too). Not isdigit(): "²" is a digit that
-        # int() refuses, and not lstrip("-"): "--5" is no number.
-        text = value.strip()
-        digits = text[1:] if text[:1] in ("+", "-") else text
-        if digits.isdecimal():
-            return int(text)
+        return parse_whole_number(value)  # the digits 0-9, as on the command line ("²", "--5", "٣" are no counts)
     return None
 
 
