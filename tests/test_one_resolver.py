@@ -23,6 +23,23 @@ TEMPFILE_MAKERS = {"mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryDirecto
                    "SpooledTemporaryFile"}
 WRITE_FLAGS = {"O_CREAT", "O_WRONLY", "O_RDWR", "O_TRUNC", "O_APPEND"}
 SAVERS = {"torch.save": 1, "np.save": 0, "numpy.save": 0, "np.savez": 0, "np.savez_compressed": 0}  # file arg
+# Deletions by name: a folder on the way swapped for a link would turn them elsewhere (safe_files.remove instead).
+OS_DELETES = {"remove", "unlink", "rmdir", "removedirs"}
+DELETE_METHODS = {"unlink", "rmdir"}
+# Other libraries' writers given a path (CTranslate2's spec.save(dir), SummaryWriter(log_dir=...)): they open by
+# name, so they get safe_files.held_folder's /proc/self/fd/N (a name bound to it), never a path built here.
+PATH_KEYWORDS = {"log_dir", "logdir", "model_prefix", "output_dir", "save_directory"}
+
+
+def _built_path(node: ast.AST | None) -> bool:
+    """Whether ``node`` builds a path in place: "x", f"...", str(...)/os.fspath(...)/Path(...), a / b."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    if isinstance(node, ast.JoinedStr):
+        return True
+    if isinstance(node, ast.BinOp):
+        return isinstance(node.op, ast.Div)
+    return isinstance(node, ast.Call) and _dotted(node.func) in ("str", "os.fspath", "Path", "pathlib.Path")
 
 
 
@@ -91,6 +108,12 @@ class _Scanner(ast.NodeVisitor):
                 self._flag(node, f"{name}(dir=...)")  # in the system's temporary folder (private, 700) it is fine
         elif attr in WRITE_METHODS and not name.startswith("self."):  # self.metrics.write_text: our own
             self._flag(node, f".{attr}()")
+        elif (name.startswith("os.") and attr in OS_DELETES) or name == "shutil.rmtree":
+            self._flag(node, name)
+        elif attr in DELETE_METHODS:
+            self._flag(node, f".{attr}()")
+        elif attr == "save" and name not in SAVERS and node.args and _built_path(node.args[0]):
+            self._flag(node, f"{name}() to a path built here (hand it safe_files.held_folder's folder)")
         elif name in SAVERS or attr == "savefig":
             position = SAVERS.get(name, 0)
             target = node.args[position] if len(node.args) > position else None
@@ -100,6 +123,9 @@ class _Scanner(ast.NodeVisitor):
             given = self.handles[-1] if self.handles else set()
             if not (isinstance(target, ast.Name) and target.id in given):
                 self._flag(node, f"{name}() to a path (write into the handle safe_files gives instead)")
+        for keyword in node.keywords:
+            if keyword.arg in PATH_KEYWORDS and _built_path(keyword.value):
+                self._flag(node, f"{name}({keyword.arg}=a path built here; hand it safe_files.held_folder's folder)")
         self.generic_visit(node)
 
 
@@ -124,10 +150,12 @@ os.open("x", os.O_WRONLY | os.O_CREAT); torch.save({}, "x.pt"); figure.savefig("
 os.replace("a", "b"); tempfile.mkstemp(dir="d"); Path("x").open("w")
 open("x"); open("x", "rb"); os.open("x", os.O_RDONLY); tempfile.mkdtemp(); "a".replace("a", "b")
 write_run_file("x", lambda handle: torch.save({}, handle))
+shutil.rmtree("d"); os.unlink("x"); Path("x").unlink(); spec.save(str(d)); SummaryWriter(log_dir=str(d / "tb"))
+spec.save(folder); document.save(out); SummaryWriter(log_dir=held)
 '''
     path = tmp_path / "sample.py"
     path.write_text(code)
     scanner = _Scanner(path)
     scanner.path = sample
     scanner.visit(ast.parse(code))
-    assert len(scanner.found) == 12, "\n".join(scanner.found)
+    assert len(scanner.found) == 17, "\n".join(scanner.found)

@@ -348,3 +348,72 @@ def test_closed_standard_input_and_absurd_server_threads_are_one_error(small_run
                             preexec_fn=lambda: os.close(0))
     assert closed.returncode == 2 and "standard input is closed" in closed.stderr and "Traceback" not in closed.stderr
     assert_clean_error(run_cli("serve", "--model", run, "--threads", "100000"), "--threads")
+
+
+# --- Other libraries that write by name, and deletions: handed the folder itself, or done by descriptor -------
+
+def test_a_library_writing_by_name_writes_into_the_held_folder_whatever_is_swapped_on_the_way(tmp_path):
+    """held_folder's name stays on the folder resolved: the run directory renamed and a link planted in its place
+    after the check (the window in which SummaryWriter and spec.save once re-walked the path) changes nothing."""
+    run = tmp_path / "run"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with safe_files.held_folder(run / "tensorboard") as folder:
+        run.rename(tmp_path / "moved")
+        run.symlink_to(elsewhere)  # the path given now leads elsewhere
+        (Path(folder) / "events").write_text("x")  # what a library given ``folder`` does
+    assert (tmp_path / "moved" / "tensorboard" / "events").read_text() == "x"
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_tensorboard_event_files_go_into_the_folder_checked(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from transformer_mt.training import metrics
+
+    real = metrics.summary_writer_class()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "run").mkdir()
+
+    def swap_then_write(**kwargs):  # the other user's swap, between the folder's check and the writer's open
+        (tmp_path / "run").rename(tmp_path / "moved")
+        (tmp_path / "run").symlink_to(elsewhere)
+        return real(**kwargs)
+
+    monkeypatch.setattr(metrics, "summary_writer_class", lambda: swap_then_write)
+    with metrics.MetricsWriter(tmp_path / "run", tensorboard=True) as writer:
+        writer.write({"type": "train", "step": 1, "loss": 2.0})
+    assert list((tmp_path / "moved" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list(elsewhere.rglob("events.out.tfevents.*")) == []  # (metrics.jsonl follows the run, own link)
+
+
+@needs_root
+def test_a_held_folder_must_be_ones_own_and_not_writable_by_everyone(tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, OTHER_UID, OTHER_UID)
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    for folder, why in ((theirs, "belongs to another user"), (open_to_all, "everyone may write to")):
+        with pytest.raises(TransformerMTError, match=why), safe_files.held_folder(folder):
+            pass
+
+
+@needs_root
+def test_remove_never_deletes_through_another_users_link(tmp_path):
+    home, shared = _foreign_folder_link(tmp_path)
+    keep = home / "keep"
+    keep.mkdir()
+    (keep / "file").write_text("x")
+    with pytest.raises(TransformerMTError, match="belongs to another user"):
+        safe_files.remove(shared / "link" / "keep")
+    safe_files.remove(shared / "link" / "keep", ignore_errors=True)
+    assert (keep / "file").read_text() == "x"
+    own_link = tmp_path / "own_link"
+    own_link.symlink_to(keep)
+    safe_files.remove(own_link)  # the link goes, not what it points to
+    assert not own_link.is_symlink() and (keep / "file").exists()
+    safe_files.remove(keep)
+    safe_files.remove(keep)  # missing: nothing to do
+    assert not keep.exists() and home.exists()

@@ -23,7 +23,6 @@ import os
 import pickle
 import pickletools
 import re
-import shutil
 import stat
 import warnings
 import zipfile
@@ -384,7 +383,7 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
     if src_model.is_file() and tgt_model.is_file():
         state["tokenizer_sha256"] = tokenizer_checksums(src_model, tgt_model)
     backup = path.with_name(path.name + ".format1")
-    from .safe_files import make_temporary_folder, rename, run_file_problem
+    from .safe_files import make_temporary_folder, remove, rename, run_file_problem
 
     for name in (path, backup):
         if run_file_problem(name):
@@ -403,5 +402,5 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
         rename(path, backup)  # by descriptor; neither name is followed
         rename(tmp, path)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove(folder, ignore_errors=True)
     return True

@@ -531,18 +531,18 @@ def _load_translator(args):
 def _load_ctranslate2(args, model):
     """A CTranslate2Translator for --model: an export directory, or a run directory exported now."""
     import atexit
-    import shutil
     import tempfile
 
     from .interop.ct2_translator import CTranslate2Translator
     from .interop.ctranslate2_export import EXPORT_INFO, export_ctranslate2
+    from .safe_files import remove
 
     model = Path(model)
     if not (model / EXPORT_INFO).is_file():
         if not model.is_dir():
             raise TransformerMTError(f"--model {model} does not exist; give an export directory or a run directory")
         temporary = tempfile.mkdtemp(prefix="transformer-mt-ct2-")
-        atexit.register(shutil.rmtree, temporary, ignore_errors=True)
+        atexit.register(remove, temporary, ignore_errors=True)
         export_dir = Path(temporary) / "model"
         print(f"exporting {model} (checkpoint {args.checkpoint}) to CTranslate2 in {export_dir}; export once with "
               f"'transformer-mt export' to skip this", file=sys.stderr)

@@ -52,6 +52,7 @@ import errno
 import os
 import re
 import secrets
+import shutil
 import stat
 import sys
 import time
@@ -587,6 +588,46 @@ def remove_empty_folder(path, option: str | None = None) -> None:
     """``rmdir`` the folder ``path`` (resolved by descriptor); an error if it is not an empty folder."""
     with _resolve(path, option) as target:
         os.rmdir(target.name, dir_fd=target.dir_fd)
+
+
+def remove(path, option: str | None = None, ignore_errors: bool = False) -> None:
+    """Delete ``path``, a file, a link (itself, never what it points to) or a whole folder (``rm -r``), resolved
+    by descriptor: a folder on the way renamed or swapped for a link cannot turn it elsewhere. Nothing to do
+    when it is missing; other errors are raised (OSError) unless ``ignore_errors``."""
+    try:
+        with _resolve(path, option) as target:
+            info = target.lstat()
+            if info is None:
+                return
+            if stat.S_ISDIR(info.st_mode):
+                # rmtree goes on below by descriptor itself; /proc/self/fd/N is the folder resolved above
+                shutil.rmtree(f"/proc/self/fd/{target.dir_fd}/{target.name}", ignore_errors=ignore_errors)
+            else:
+                os.unlink(target.name, dir_fd=target.dir_fd)
+    except (FileNotFoundError, _Missing):
+        pass
+    except (OSError, TransformerMTError):
+        if not ignore_errors:
+            raise
+
+
+@contextlib.contextmanager
+def held_folder(path, option: str | None = None) -> Iterator[str]:
+    """A folder for a library that writes files in it by name (TensorBoard's SummaryWriter, CTranslate2's
+    ``spec.save``): ``path`` created as :func:`make_folders` does, then held open and handed over as
+    ``/proc/self/fd/N``, a name for that very folder whatever is renamed or swapped on the way to it later. It must
+    belong to the caller and not be writable by everyone, so nobody else can plant a link inside it either."""
+    with _resolve_folder(path, option, create=True) as walked:
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=walked)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or info.st_mode & stat.S_IWOTH:
+            whose = "belongs to another user" if info.st_uid != os.geteuid() else "everyone may write to"
+            raise _Walk(path, option).error(f"is a folder that {whose}, so files written in it by name could be "
+                                            f"swapped for links; use a folder of your own, or")
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 def check_output_folder(path, option: str = "--output") -> None:

@@ -31,7 +31,6 @@ import logging
 import mmap
 import os
 import random
-import shutil
 import stat
 import tempfile
 import time
@@ -50,6 +49,7 @@ from ..safe_files import (
     open_for_reading,
     open_regular_file,
     open_run_file,
+    remove,
     rename,
     write_run_file,
 )
@@ -704,13 +704,6 @@ def _try_lock(lock_path: Path) -> int | None:
         return None
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def _temporary_prefix(name: str) -> str:
     return f".{name}.tmp-"
 
@@ -724,12 +717,12 @@ def _remove_abandoned_builds(cache_dir: Path, locked_name: str) -> None:
     for path in cache_dir.glob(".*.tmp-*"):
         name = path.name[1:].rpartition(".tmp-")[0]
         if name == locked_name:
-            _remove(path)
+            remove(path, ignore_errors=True)
             continue
         fd = _try_lock(_lock_path(cache_dir, name))
         if fd is not None:
             try:
-                _remove(path)
+                remove(path, ignore_errors=True)
             finally:
                 os.close(fd)
 
@@ -763,7 +756,7 @@ def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int,
             return corpus
         if problem is not None:
             log.warning("cache %s is invalid (%s); rebuilding it", entry, problem)
-            _remove(entry)
+            remove(entry, ignore_errors=True)
         _remove_abandoned_builds(cache_dir, name)
         try:
             folder = make_temporary_folder(entry, prefix=_temporary_prefix(name))
@@ -773,7 +766,7 @@ def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int,
                 # The rename is what makes an entry exist: before it, nothing looks finished.
                 rename(folder, entry)
             except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
+                remove(folder, ignore_errors=True)
                 raise
             _fsync_dir(cache_dir)
         except OSError as exc:

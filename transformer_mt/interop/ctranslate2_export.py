@@ -35,7 +35,6 @@ What has to match our model (model.py) for CTranslate2 to compute the same funct
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -45,7 +44,16 @@ from ..data.tokenizer import BOS_ID, EOS_ID, UNK_ID
 from ..decoding.translator import Translator, find_checkpoint
 from ..errors import TransformerMTError
 from ..model import PositionalEncoding, Transformer
-from ..safe_files import check_output_folder, current_umask, make_temporary_folder, remove_empty_folder, rename, write_run_file
+from ..safe_files import (
+    check_output_folder,
+    current_umask,
+    held_folder,
+    make_temporary_folder,
+    remove,
+    remove_empty_folder,
+    rename,
+    write_run_file,
+)
 
 # Rows of the exported position table: the longest input (in subword tokens) and output it can encode.
 EXPORTED_POSITIONS = 2048
@@ -213,7 +221,8 @@ def export_ctranslate2(run_dir, output_dir, checkpoint: str = "best", quantizati
         # A new directory under an unpredictable name, its folders made by descriptor (safe_files), so no link
         # planted beside the output or on the way to it is used; the mode a plain mkdir gives.
         tmp = make_temporary_folder(output_dir, mode=0o777 & ~current_umask(), option="--output")
-        spec.save(str(tmp))
+        with held_folder(tmp) as folder:  # spec.save writes its files by name: into this very folder
+            spec.save(folder)
         save_config(translator.config, tmp / "config.yaml")
         info = {"tool": "transformer-mt", "format": EXPORT_FORMAT, "engine": "ctranslate2",
                 "ctranslate2_version": ctranslate2.__version__, "checkpoint": str(checkpoint_path.resolve()),
@@ -230,5 +239,5 @@ def export_ctranslate2(run_dir, output_dir, checkpoint: str = "best", quantizati
                                  f"{exc.strerror or exc}") from None
     finally:
         if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove(tmp, ignore_errors=True)
     return output_dir

@@ -11,7 +11,6 @@ weights-only unpickler (see read_weights), SentencePiece models through Sentence
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from ..safe_files import (
     make_temporary_folder,
     open_user_file,
     read_user_file,
+    remove,
     remove_empty_folder,
     rename,
 )
@@ -127,7 +127,7 @@ def write_run_dir(output_dir: Path, write) -> Path:
         raise TransformerMTError(f"could not write {output_dir}: {exc.strerror or exc}") from None
     finally:
         if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove(tmp, ignore_errors=True)
     return output_dir
 
 

@@ -9,7 +9,6 @@ more than ``max_files`` wait, and all of them when the server stops.
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 import threading
 import time
@@ -17,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..safe_files import write_run_file
+from ..safe_files import remove, write_run_file
 
 # What a download name keeps of a client's file name: letters, digits, '.', '-' and '_' (no separators).
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -80,9 +79,9 @@ class TranslatedFiles:
 
     def _remove(self, download_id: str) -> None:
         stored = self.files.pop(download_id)
-        stored.path.unlink(missing_ok=True)
+        remove(stored.path, ignore_errors=True)
 
     def close(self) -> None:
         with self.lock:
             self.files.clear()
-            shutil.rmtree(self.directory, ignore_errors=True)
+            remove(self.directory, ignore_errors=True)

@@ -17,12 +17,13 @@ extra). Only one process of a run should write: create the writer there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
 
 from ..errors import TransformerMTError
-from ..safe_files import make_run_folder, open_run_file
+from ..safe_files import held_folder, make_run_folder, open_run_file
 
 # The record fields drawn in TensorBoard, per record type; tags are "<type>/<field>".
 TENSORBOARD_SCALARS = {
@@ -66,10 +67,12 @@ class MetricsWriter:
                                          "'transformer-mt[plots]', or turn TensorBoard logging off")
             if summary_writer is not None:
                 # A short flush interval: people watch a training's curves while it runs.
-                # The folder is made (or checked) here: SummaryWriter's makedirs would follow a planted link.
+                # The folder is made (or checked) here and held open for the writer's life: SummaryWriter opens
+                # its event files by name, which /proc/self/fd/N keeps on this folder (safe_files.held_folder).
                 log_dir = make_run_folder(self.run_dir / TENSORBOARD_DIR)
-                self.summary = summary_writer(log_dir=str(log_dir), purge_step=purge_step,
-                                              flush_secs=flush_seconds)
+                self.folder = contextlib.ExitStack()
+                held = self.folder.enter_context(held_folder(log_dir))
+                self.summary = summary_writer(log_dir=held, purge_step=purge_step, flush_secs=flush_seconds)
 
     @property
     def tensorboard(self) -> bool:
@@ -113,6 +116,7 @@ class MetricsWriter:
         if self.summary is not None:
             self.summary.close()
             self.summary = None
+            self.folder.close()
 
     def __enter__(self) -> MetricsWriter:
         return self

@@ -26,14 +26,21 @@ import json
 import logging
 import os
 import re
-import shutil
 from pathlib import Path
 
 from .. import checkpoint as ckpt
 from ..config import Config
 from ..decoding.translator import CHECKPOINT_NAMES
 from ..errors import TransformerMTError
-from ..safe_files import NotARegularFile, make_folders, open_regular_file, open_run_file, read_regular_file, write_run_file
+from ..safe_files import (
+    NotARegularFile,
+    make_folders,
+    open_regular_file,
+    open_run_file,
+    read_regular_file,
+    remove,
+    write_run_file,
+)
 
 log = logging.getLogger("transformer_mt")
 
@@ -92,13 +99,6 @@ def _owned_paths(run_dir: Path, patterns) -> list[Path]:
     for pattern in patterns:
         found.update(run_dir.glob(pattern))
     return sorted(found)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
 
 
 class RunLock:
@@ -181,7 +181,7 @@ def claim_run_dir(run_dir, overwrite: bool) -> RunLock:
         if overwrite:
             removed = [p for p in _owned_paths(run_dir, OWNED_PATTERNS) if p.name != LOCK_NAME]
             for path in removed:
-                _remove(path)
+                remove(path)
             if removed:
                 log.info("--overwrite: deleted %d files of the earlier run in %s", len(removed), run_dir)
         if not (run_dir / MARKER).exists():
@@ -200,7 +200,7 @@ def remove_interrupted_writes(run_dir) -> list[Path]:
     """Delete temporary files of writes that never finished (only while holding the run's lock)."""
     paths = _owned_paths(Path(run_dir), TEMPORARY_PATTERNS)
     for path in paths:
-        _remove(path)
+        remove(path)
     return paths
 
 

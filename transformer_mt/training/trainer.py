@@ -29,7 +29,6 @@ import inspect
 import logging
 import math
 import random
-import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +49,7 @@ from ..decoding.translator import CHECKPOINT_NAMES, Translator
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import TransformerMTError
 from ..model import Transformer, build_model, check_model_fits
-from ..safe_files import make_run_folder, open_run_file
+from ..safe_files import make_run_folder, open_run_file, remove
 from ..scoring import resolve_tokenize, score
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .ema import ExponentialMovingAverage
@@ -109,8 +108,8 @@ def discard_stale_tokenizer(config: Config, run_dir: Path) -> None:
     if problem not in (None, "missing"):
         log.warning("config.yaml in %s is %s; rebuilding the run's tokenizer and encoded corpus", run_dir, problem)
     for path in [p for pattern in ("spm*.model", "spm*.vocab", "spm*.ids.json") for p in run_dir.glob(pattern)]:
-        path.unlink()
-    shutil.rmtree(run_dir / "cache", ignore_errors=True)
+        remove(path)
+    remove(run_dir / "cache", ignore_errors=True)
 
 
 class Trainer:
@@ -464,7 +463,7 @@ class Trainer:
         if is_best:
             ckpt.atomic_save(weights, self.run_dir / CHECKPOINT_NAMES["best"])
         for old in self.step_checkpoints()[:-cfg.keep_last_n]:
-            old.unlink(missing_ok=True)
+            remove(old)
 
     def step_checkpoints(self) -> list[Path]:
         return sorted(self.run_dir.glob("checkpoint_step*.pt"))
