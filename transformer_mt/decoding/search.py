@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from ..model import Transformer
+from .constraints import ConstraintTracker
 from .logits import RepetitionControl, Sampler, force_prefix
 
 NEVER_GENERATED = [PAD_ID, BOS_ID]
@@ -57,6 +58,9 @@ class Hypothesis:
     log_prob: float
     # Only with return_attention / return_self_attention: see AttentionHistory.of_row.
     attention: dict[str, torch.Tensor] | None = None
+    # Constrained search: False for a hypothesis cut at the length limit before it met every constraint
+    # (ranked after those that did).
+    constraints_met: bool = True
 
 
 class AttentionHistory:
@@ -207,13 +211,17 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
                 incremental: bool = True, early_exit: bool = False, return_attention: bool = False,
                 return_self_attention: bool = False, attention_layer: int | None = None,
                 repetition: RepetitionControl | None = None,
-                prefix: torch.Tensor | None = None) -> list[list[Hypothesis]]:
+                prefix: torch.Tensor | None = None,
+                constraints: list[list[list[int]]] | None = None) -> list[list[Hypothesis]]:
     """Return, for each source sentence, its ``nbest`` best hypotheses, best first (with either
     attention flag each with its ``attention``).
 
     ``repetition``: no-repeat n-grams / repetition penalty (logits.py). ``prefix`` (sentences, P): the
     tokens each sentence's translation starts with, padded with PAD_ID; the beams follow it (scores
-    accumulate its log-probabilities) and branch out after it. An empty prefix is no prefix."""
+    accumulate its log-probabilities) and branch out after it. An empty prefix is no prefix.
+    ``constraints``: per sentence, the target phrases (token ids) its translation must hold (constraints.py:
+    dynamic beam allocation); a sentence's length limit grows by their tokens. None, or no phrase in the
+    batch: the plain search."""
     model.eval()
     num_sentences = src_tokens.size(0)
     device = src_tokens.device
@@ -222,6 +230,9 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
     memory, src_mask = model.encode(src_tokens)
     max_lens = length_limits(src_tokens, model.pad_id, max_length_a, max_length_b, prefix).tolist()
     prefix_steps = 0 if prefix is None else prefix.size(1)
+    tracker = ConstraintTracker(constraints) if constraints is not None and any(constraints) else None
+    if tracker is not None:
+        max_lens = [limit + extra for limit, extra in zip(max_lens, tracker.extra_length())]
 
     # Rows of the decoder batch are sentence-major: rows s*beams .. s*beams+beams-1 belong to active
     # sentence s, and all of a sentence's beams share its one row of `memory` (see the model's
@@ -255,36 +266,38 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             lprobs = force_prefix(lprobs, prefix[:, step].repeat_interleave(beams), model_lprobs)
         vocab = lprobs.size(-1)
         candidates = lprobs.view(num_active, beams, vocab).add_(scores.unsqueeze(-1)).view(num_active, beams * vocab)
-        # 2k candidates hold at least k that do not end in eos (each beam has one eos), but a beam
-        # larger than the vocabulary has fewer candidates than that at the first steps: then take
-        # all of them and continue with fewer beams (the beam count grows back to k as it widens).
-        width = min(2 * k, beams * vocab)
-        top_scores, top_index = candidates.topk(width, dim=1)  # (A, width)
-        top_beam, top_token = top_index // vocab, top_index % vocab
-        is_eos = top_token == EOS_ID
+        if tracker is None:
+            # 2k candidates hold at least k that do not end in eos (each beam has one eos), but a beam
+            # larger than the vocabulary has fewer candidates than that at the first steps: then take
+            # all of them and continue with fewer beams (the beam count grows back to k as it widens).
+            width = min(2 * k, beams * vocab)
+            top_scores, top_index = candidates.topk(width, dim=1)  # (A, width)
+            top_beam, top_token = top_index // vocab, top_index % vocab
+            is_eos = top_token == EOS_ID
+            # Hypotheses ending now (only those among a sentence's best k can matter).
+            eos_rows, eos_cols = torch.nonzero(is_eos[:, :k] & torch.isfinite(top_scores[:, :k]), as_tuple=True)
+            ended = list(zip(eos_rows.tolist(), top_beam[eos_rows, eos_cols].tolist(),
+                             top_scores[eos_rows, eos_cols].tolist())) if len(eos_rows) else []
+            # early_exit: a sentence whose best candidate ends now is done (that candidate is kept below).
+            top_ended = (is_eos[:, 0] & torch.isfinite(top_scores[:, 0])).tolist() if early_exit else None
+            # Continue with the best k candidates that do not end in eos (stable sort keeps score order).
+            new_beams = min(k, width - beams)  # at most `beams` of the candidates end in eos
+            order = torch.sort(is_eos.to(torch.int8), dim=1, stable=True).indices[:, :new_beams]
+            next_scores = top_scores.gather(1, order)
+            next_beam = top_beam.gather(1, order)
+            next_token = top_token.gather(1, order)
+        else:
+            chosen = tracker.select(candidates, vocab, k)
+            ended, top_ended, new_beams = chosen.ended, chosen.best_ended, chosen.beams
+            next_scores, next_beam, next_token = chosen.scores, chosen.beam, chosen.token
+        for row, beam, score in ended:
+            sentence = active[row]
+            if len(finished[sentence]) < k:
+                hyp_tokens = tokens[row, beam].tolist()
+                attention = None if history is None else history.of_row(row * beams + beam, sentence)
+                finished[sentence].append(Hypothesis(hyp_tokens, normalise(score, len(hyp_tokens) + 1), score,
+                                                     attention))
 
-        # Hypotheses ending now (only those among a sentence's best k can matter).
-        eos_rows, eos_cols = torch.nonzero(is_eos[:, :k] & torch.isfinite(top_scores[:, :k]), as_tuple=True)
-        if len(eos_rows):
-            for row, _col, score, beam in zip(eos_rows.tolist(), eos_cols.tolist(),
-                                             top_scores[eos_rows, eos_cols].tolist(),
-                                             top_beam[eos_rows, eos_cols].tolist()):
-                sentence = active[row]
-                if len(finished[sentence]) < k:
-                    hyp_tokens = tokens[row, beam].tolist()
-                    attention = None if history is None else history.of_row(row * beams + beam, sentence)
-                    finished[sentence].append(Hypothesis(hyp_tokens, normalise(score, len(hyp_tokens) + 1), score,
-                                                         attention))
-
-        # early_exit: a sentence whose best candidate ends now is done (that candidate was just kept).
-        top_ended = (is_eos[:, 0] & torch.isfinite(top_scores[:, 0])).tolist() if early_exit else None
-
-        # Continue with the best k candidates that do not end in eos (stable sort keeps score order).
-        new_beams = min(k, width - beams)  # at most `beams` of the candidates end in eos
-        order = torch.sort(is_eos.to(torch.int8), dim=1, stable=True).indices[:, :new_beams]
-        next_scores = top_scores.gather(1, order)
-        next_beam = top_beam.gather(1, order)
-        next_token = top_token.gather(1, order)
         row_base = (torch.arange(num_active, device=device) * beams).unsqueeze(1)
         source_rows = (row_base + next_beam).view(-1)  # the row each new beam continues
         tokens = torch.cat([tokens.reshape(num_active * beams, step)[source_rows].view(num_active, new_beams, step),
@@ -302,7 +315,7 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             if len(finished[sentence]) >= k or (early_exit and top_ended[row] and len(finished[sentence]) >= nbest):
                 continue
             if length_now >= max_lens[sentence]:
-                for beam in range(beams):
+                for beam in range(beams) if tracker is None else tracker.reorder_for_length_limit(row, beams):
                     if len(finished[sentence]) >= k:
                         break
                     log_prob = scores_cpu[row][beam]
@@ -311,7 +324,7 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
                     hyp_tokens = tokens[row, beam].tolist()
                     attention = None if history is None else history.of_row(row * beams + beam, sentence)
                     finished[sentence].append(Hypothesis(hyp_tokens, normalise(log_prob, len(hyp_tokens)), log_prob,
-                                                         attention))
+                                                         attention, tracker is None or tracker.done(row, beam)))
                 continue
             keep_sentences.append(row)
         if not keep_sentences:
@@ -319,6 +332,8 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
         keep = None
         if len(keep_sentences) < num_active:
             keep = torch.tensor(keep_sentences, device=device)
+            if tracker is not None:
+                tracker.keep(keep_sentences)
             active = [active[row] for row in keep_sentences]
             scores, tokens = scores[keep], tokens[keep]
             source_rows = source_rows.view(num_active, beams)[keep].view(-1)
@@ -336,7 +351,7 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
 
     results = []
     for hyps in finished:
-        hyps = sorted(hyps, key=lambda h: h.score, reverse=True)
+        hyps = sorted(hyps, key=lambda h: (h.constraints_met, h.score), reverse=True)
         results.append(hyps[:nbest])
     return results
 

@@ -1,0 +1,191 @@
+"""Lexically constrained beam search: target phrases that must appear in a translation (glossary terms).
+
+Dynamic beam allocation (Post & Vilar 2018), in the form of Hu et al. (2019): at every step each hypothesis
+may continue with its best tokens (as in plain beam search), with the next token of the constraint it is in
+the middle of, or with the first token of a constraint it has not met yet. Candidates are put in *banks* by
+how many constraint tokens they have met, and the beam is filled by taking the best candidate of the fullest
+bank, then the best of the next bank, and so on round the banks, so hypotheses that have met more constraints
+always keep a share of the beam without crowding out the fluent ones that will meet them later, at the place
+the model finds most likely. A hypothesis may end (eos) only when it has met every constraint.
+
+A constraint is met once its tokens appear in a row; a hypothesis that leaves a constraint midway starts it
+again from its first token (it may be met later). When several unmet constraints start with the same token,
+the first of them in the sentence's list is the one being followed.
+
+Everything here is per candidate, in Python: it runs only for batches with constraints (``beam_search``
+takes its plain tensor path otherwise), and with no constraint it picks exactly the candidates plain beam
+search picks (a test holds the two to the same outputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data.tokenizer import EOS_ID
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class ConstraintState:
+    """Where one hypothesis stands: the constraints met (a bit each), and the one it is in the middle of
+    (``current``, -1 for none) with how many of its tokens it has produced (``progress``)."""
+
+    met: int = 0
+    current: int = -1
+    progress: int = 0
+
+
+START = ConstraintState()
+
+
+class SentenceConstraints:
+    """One sentence's constraints (each a list of target token ids) and how a token moves a state on."""
+
+    def __init__(self, phrases: list[list[int]]):
+        self.phrases = [list(p) for p in phrases if p]
+        self.all_met = (1 << len(self.phrases)) - 1
+        self.total_tokens = sum(len(p) for p in self.phrases)
+
+    def tokens_met(self, state: ConstraintState) -> int:
+        """The state's bank: tokens of met constraints plus those of the current one so far."""
+        return sum(len(p) for j, p in enumerate(self.phrases) if state.met >> j & 1) + state.progress
+
+    def done(self, state: ConstraintState) -> bool:
+        return state.met == self.all_met
+
+    def next_tokens(self, state: ConstraintState) -> set[int]:
+        """The tokens that advance ``state``: the current constraint's next one, or an unmet one's first."""
+        if state.current >= 0:
+            wanted = {self.phrases[state.current][state.progress]}
+        else:
+            wanted = set()
+        wanted.update(p[0] for j, p in enumerate(self.phrases) if not state.met >> j & 1)
+        return wanted
+
+    def advance(self, state: ConstraintState, token: int) -> ConstraintState:
+        if state.current >= 0:
+            phrase = self.phrases[state.current]
+            if phrase[state.progress] == token:
+                if state.progress + 1 == len(phrase):
+                    return ConstraintState(state.met | 1 << state.current)
+                return ConstraintState(state.met, state.current, state.progress + 1)
+        for j, phrase in enumerate(self.phrases):  # not (or no longer) inside one: does the token start one?
+            if not state.met >> j & 1 and phrase[0] == token:
+                if len(phrase) == 1:
+                    return ConstraintState(state.met | 1 << j)
+                return ConstraintState(state.met, j, 1)
+        return ConstraintState(state.met)
+
+
+@dataclass
+class Selection:
+    """One step's choice for the active sentences, in beam_search's terms: the candidates that end now
+    (row, beam, score, whether they met every constraint), whether each sentence's best candidate ends, and the
+    next beams (scores, the beam each continues, its token), ``beams`` per sentence (dead ones at -inf)."""
+
+    ended: list[tuple[int, int, float]]
+    best_ended: list[bool]
+    scores: torch.Tensor
+    beam: torch.Tensor
+    token: torch.Tensor
+    beams: int
+
+
+class ConstraintTracker:
+    """The constraint states of every beam of the active sentences, kept in step with beam_search's rows."""
+
+    def __init__(self, constraints: list[list[list[int]]]):
+        self.sentences = [SentenceConstraints(c) for c in constraints]
+        self.states: list[list[ConstraintState]] = [[START] for _ in constraints]
+
+    def extra_length(self) -> list[int]:
+        """Tokens each sentence's constraints add at most (its length limit grows by them)."""
+        return [s.total_tokens for s in self.sentences]
+
+    def done(self, row: int, beam: int) -> bool:
+        return self.sentences[row].done(self.states[row][beam])
+
+    def keep(self, rows: list[int]) -> None:
+        """Only these active sentences go on (the others are done)."""
+        self.sentences = [self.sentences[r] for r in rows]
+        self.states = [self.states[r] for r in rows]
+
+    def select(self, candidates: torch.Tensor, vocab: int, k: int) -> Selection:
+        """Choose the next beams from ``candidates`` (sentences, beams * vocab): each hypothesis's score plus
+        each token's log-probability. Modifies ``candidates`` (eos of hypotheses with constraints unmet)."""
+        num_active, width_all = candidates.shape
+        beams = width_all // vocab
+        for row, states in enumerate(self.states):  # no end before every constraint is met
+            sentence = self.sentences[row]
+            for beam, state in enumerate(states):
+                if not sentence.done(state):
+                    candidates[row, beam * vocab + EOS_ID] = NEG_INF
+        width = min(2 * k, width_all)
+        new_beams = min(k, width - beams)  # as plain beam search: at most `beams` candidates end in eos
+        top_scores, top_index = candidates.topk(width, dim=1)
+        # The candidates that advance a constraint, wherever they rank: their scores in one gather.
+        extra: list[tuple[int, int]] = []  # (row, flat index)
+        for row, states in enumerate(self.states):
+            sentence = self.sentences[row]
+            if not sentence.phrases:
+                continue
+            for beam, state in enumerate(states):
+                extra.extend((row, beam * vocab + token) for token in sentence.next_tokens(state))
+        extra_scores = (candidates[[r for r, _ in extra], [i for _, i in extra]].tolist() if extra else [])
+        top_scores_cpu, top_index_cpu = top_scores.tolist(), top_index.tolist()
+
+        per_row_extra: list[list[tuple[int, float]]] = [[] for _ in range(num_active)]
+        for (row, index), score in zip(extra, extra_scores):
+            per_row_extra[row].append((index, score))
+        ended: list[tuple[int, int, float]] = []
+        best_ended: list[bool] = []
+        next_scores = [[NEG_INF] * new_beams for _ in range(num_active)]
+        next_beam = [[0] * new_beams for _ in range(num_active)]
+        next_token = [[EOS_ID + 1] * new_beams for _ in range(num_active)]  # dead beams: any token, score -inf
+        new_states: list[list[ConstraintState]] = []
+        for row in range(num_active):
+            sentence, states = self.sentences[row], self.states[row]
+            pool = list(zip(top_index_cpu[row], top_scores_cpu[row]))
+            seen = set(top_index_cpu[row])
+            for index, score in per_row_extra[row]:
+                if index not in seen and score > NEG_INF:
+                    pool.append((index, score))
+                    seen.add(index)
+            # Banks: fullest first; within a bank, best first (stable: ties keep topk's order).
+            banked: dict[int, list[tuple[int, float, ConstraintState]]] = {}
+            for index, score in pool:
+                beam, token = divmod(index, vocab)
+                state = sentence.advance(states[beam], token) if sentence.phrases else START
+                banked.setdefault(sentence.tokens_met(state), []).append((index, score, state))
+            for members in banked.values():
+                members.sort(key=lambda member: -member[1])
+            order = [member for rank in range(max(len(m) for m in banked.values()))
+                     for bank in sorted(banked, reverse=True) if rank < len(banked[bank])
+                     for member in [banked[bank][rank]]]
+            first_index, first_score, _ = order[0]
+            best_ended.append(first_index % vocab == EOS_ID and first_score > NEG_INF)
+            chosen_states: list[ConstraintState] = []
+            for position, (index, score, state) in enumerate(order):
+                beam, token = divmod(index, vocab)
+                if token == EOS_ID:
+                    if position < k and score > NEG_INF:
+                        ended.append((row, beam, score))
+                    continue
+                if len(chosen_states) < new_beams:
+                    slot = len(chosen_states)
+                    next_scores[row][slot], next_beam[row][slot], next_token[row][slot] = score, beam, token
+                    chosen_states.append(state)
+            chosen_states += [START] * (new_beams - len(chosen_states))
+            new_states.append(chosen_states)
+        self.states = new_states
+        device = candidates.device
+        return Selection(ended, best_ended, torch.tensor(next_scores, device=device),
+                         torch.tensor(next_beam, device=device), torch.tensor(next_token, device=device), new_beams)
+
+    def reorder_for_length_limit(self, row: int, beams: int) -> list[int]:
+        """The order in which a sentence's beams are finished at its length limit: those that met every
+        constraint first (a translation without a term is the last resort), then as they stand."""
+        return sorted(range(beams), key=lambda beam: not self.done(row, beam))
