@@ -8,7 +8,7 @@
 Training resumes if the output directory already holds a run of the same config. The best of
 checkpoint_best.pt and checkpoint_average.pt on the validation set is used for the test set.
 The row (BLEU, chrF, sacreBLEU signature, parameters, training time, machine) is appended to
---results and printed as a README table row.
+--results and printed as a results table row (docs/results.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The package layout's rules (README "Layout"), checked on the source so that they stay true.
+"""The package layout's rules (the manual's docs/design.md, "Layout"), checked on the source so that they stay true.
 
 - ``text/`` is pure text processing: no torch, no ``decoding/``, no model.
 - Imports never run up: nothing imports ``cli``, and only ``cli`` imports ``serving/``.
@@ -96,13 +96,13 @@ def test_no_import_cycle_at_import_time():
 
 
 def layout_map() -> str:
-    """The README's Layout section: the package map a newcomer reads instead of the folders."""
-    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Layout\n", 1)[1]
+    """The manual's Layout section (docs/design.md): the package map a newcomer reads instead of the folders."""
+    design = (PACKAGE.parent / "docs" / "design.md").read_text(encoding="utf-8")
+    section = design.split("\n## Layout\n", 1)[1]
     return section.split("\n## ", 1)[0]
 
 
-def test_readme_layout_names_every_module_and_script():
+def test_layout_map_names_every_module_and_script():
     # A module or script added without a line in the map is found only by reading the folders.
     described = layout_map()
     modules = [p for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")]
@@ -110,8 +110,8 @@ def test_readme_layout_names_every_module_and_script():
     scripts = [p for p in (PACKAGE.parent / "scripts").glob("*.py")
                if not p.name.startswith(("download_", "make_"))]  # the setup helpers are named as a group
     missing += sorted(f"scripts/{p.name}" for p in scripts if p.name not in described)
-    assert not missing, f"README's Layout does not describe: {missing}"
+    assert not missing, f"docs/design.md's Layout does not describe: {missing}"
     named = set(re.findall(r"\b(\w+\.py)\b", described))
     known = {p.name for p in modules} | {p.name for p in (PACKAGE.parent / "scripts").glob("*.py")} | {"cli.py"}
     gone = sorted(named - known - {"__init__.py", "__main__.py"})
-    assert not gone, f"README's Layout names files that do not exist: {gone}"
+    assert not gone, f"docs/design.md's Layout names files that do not exist: {gone}"

@@ -36,7 +36,7 @@ class CorpusConfig:
 
     prefix: str = ""  # files <data.root>/<prefix>.<src_lang> and .<tgt_lang>
     src: str = ""  # or the two files' paths (relative to the working directory), instead of prefix
-    tgt: str = ""
+    tgt: str = ""  # the target file's path, with src
     weight: float = 1.0  # share of each epoch's pairs drawn from this corpus: weight / (sum of the weights)
     tag: str = ""  # a token put before each of its sources (tagged back-translation: e.g. <BT>); "" = none
 
@@ -49,11 +49,11 @@ class CorpusConfig:
 @dataclass
 class DataConfig:
     root: str = "data/demo"  # folder holding {prefix}.{lang} files; relative to the working directory
-    src_lang: str = "src"
-    tgt_lang: str = "tgt"
-    train_prefix: str = "train"
-    valid_prefix: str = "valid"
-    test_prefix: str = "test"
+    src_lang: str = "src"  # source language: the suffix of its files, <prefix>.<src_lang>
+    tgt_lang: str = "tgt"  # target language: the suffix of its files, <prefix>.<tgt_lang>
+    train_prefix: str = "train"  # training files: <root>/<train_prefix>.<lang>
+    valid_prefix: str = "valid"  # validation files (loss, perplexity and BLEU during training)
+    test_prefix: str = "test"  # test files (transformer-mt evaluate --split test)
     max_len: int = 256  # training pairs longer than this (in subword tokens) are skipped and counted
     # Share of training pairs whose source ends in punctuation that are added once more with that
     # punctuation removed: corpora where nearly every source ends in "." or "。" teach a model to
@@ -69,7 +69,7 @@ class DataConfig:
     # SentencePiece sampling. subword_alpha: BPE-dropout probability (bpe models) or the unigram
     # smoothing alpha; 0 = off. subword_nbest: unigram only, segmentations sampled from (-1: all).
     subword_alpha: float = 0.0
-    subword_nbest: int = -1
+    subword_nbest: int = -1  # unigram only: segmentations sampled from (-1: all; e.g. 64)
 
     def training_files(self) -> list[tuple[Path, Path, float, str]]:
         """(source file, target file, weight, tag) of each training corpus."""
@@ -93,9 +93,9 @@ class DataConfig:
 @dataclass
 class TokenizerConfig:
     joint: bool = True  # one SentencePiece model for source and target (needed for shared embeddings)
-    model_type: str = "bpe"
-    vocab_size: int = 8000
-    character_coverage: float = 0.9995
+    model_type: str = "bpe"  # bpe | unigram | char | word
+    vocab_size: int = 8000  # pieces per model, including pad/unk/bos/eos (ids 0/1/2/3)
+    character_coverage: float = 0.9995  # share of characters covered; 0.9995 suits Chinese/Japanese, 1.0 Latin scripts
     input_sentence_size: int = 2_000_000  # sentences sampled to train the tokenizer
     # Where ids come from: "sentencepiece", the models' own ids; "shared" / "separate", an id list per
     # side (spm.src.ids.json, spm.tgt.ids.json) mapping pieces to the model's ids, one list for both
@@ -105,7 +105,7 @@ class TokenizerConfig:
     # and recorded by SHA-256 like a trained one (model_type ... input_sentence_size are then unused).
     model: str = ""  # one model for both languages (joint: true)
     source_model: str = ""  # or one per language (joint: false): both
-    target_model: str = ""
+    target_model: str = ""  # the target language's model, with source_model
 
     def given_models(self) -> dict[str, str]:
         """The config keys of the existing models named, and their paths (empty: train one)."""
@@ -116,21 +116,21 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    d_model: int = 256
-    num_heads: int = 4
-    num_encoder_layers: int = 3
-    num_decoder_layers: int = 3
-    ffn_dim: int = 1024
-    dropout: float = 0.1
+    d_model: int = 256  # width of embeddings and hidden states
+    num_heads: int = 4  # attention heads; d_model must be divisible by it
+    num_encoder_layers: int = 3  # encoder layers
+    num_decoder_layers: int = 3  # decoder layers
+    ffn_dim: int = 1024  # inner width of the position-wise feed-forward network
+    dropout: float = 0.1  # dropout on embeddings and on each sublayer's output (before the residual add)
     # Dropout on attention weights or FFN activations costs much CPU time (attention dropout
     # disables the fused attention kernel) and helps less than residual dropout: off by default.
     attention_dropout: float = 0.0
-    activation_dropout: float = 0.0
+    activation_dropout: float = 0.0  # dropout after the FFN activation
     activation: str = "relu"  # relu | gelu | silu (swish, as in Marian)
     pre_norm: bool = False  # False: post-norm as in Vaswani et al.; True: pre-norm (more stable when deep)
     share_embeddings: bool = True  # one embedding matrix for source and target (needs tokenizer.joint)
     tie_output: bool = True  # output projection shares the target embedding matrix
-    max_positions: int = 1024
+    max_positions: int = 1024  # initial size of the positional table (longer inputs still work: it grows)
     # What models trained elsewhere need (imported OPUS-MT/Marian models set them); the defaults are the paper's.
     position_table: str = "interleaved"  # interleaved: sin/cos in even/odd dimensions; concatenated: [sin | cos]
     scale_embeddings: bool = True  # token embeddings times sqrt(d_model) before the positions are added
@@ -140,7 +140,7 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    seed: int = 1
+    seed: int = 1  # seeds Python, NumPy and torch; same seed + same data = same run on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # auto | fp32 | bf16 | fp16 (fp16 only on CUDA); auto: see device.resolve_precision
     num_threads: int = 0  # CPU threads for torch; 0 = torch's default
@@ -152,17 +152,17 @@ class TrainingConfig:
     max_minutes: float = 0.0  # wall-clock budget for training; 0 = no limit
     optimizer: str = "adam"  # adam | adamw
     lr: float = 5e-4  # peak learning rate
-    betas: list = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-9
-    weight_decay: float = 0.0
+    betas: list = field(default_factory=lambda: [0.9, 0.98])  # Adam betas, as in the paper
+    eps: float = 1e-9  # Adam epsilon
+    weight_decay: float = 0.0  # the optimizer's weight decay (torch Adam / AdamW weight_decay); 0 = off
     scheduler: str = "inverse_sqrt"  # inverse_sqrt | noam | cosine | linear | constant
     schedule_horizon: str = "steps"  # steps | minutes: what the cosine/linear decay runs over (max_steps or max_minutes)
-    warmup_steps: int = 1000
+    warmup_steps: int = 1000  # updates of linear warmup
     min_lr: float = 0.0  # floor of the cosine/linear schedules
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # epsilon of label-smoothed cross-entropy
     clip_norm: float = 0.0  # 0 = no clipping
     validate_every: int = 1000  # optimizer updates between validations
-    log_every: int = 100
+    log_every: int = 100  # updates between training log lines (loss, lr, tokens/s) in metrics.jsonl
     keep_last_n: int = 5  # step checkpoints kept (for averaging); older ones are deleted
     average_last_n: int = 0  # at the end, average this many last step checkpoints into average.pt
     patience: int = 0  # early stopping: validations without BLEU improvement; 0 = off
@@ -179,12 +179,12 @@ class TrainingConfig:
 
 @dataclass
 class DecodingConfig:
-    beam_size: int = 5
+    beam_size: int = 5  # beam width for translate/evaluate (1 = greedy search)
     length_penalty: float = 1.0  # GNMT alpha: scores divided by ((5 + length) / 6) ** alpha
     max_length_a: float = 1.5  # output length limit = a * source_length + b
-    max_length_b: int = 10
+    max_length_b: int = 10  # the b of that limit
     batch_size: int = 64  # sentences decoded together
-    nbest: int = 1
+    nbest: int = 1  # hypotheses returned per sentence (<= beam_size)
     early_exit: bool = False  # True: a sentence's beam search ends when its best candidate ends (faster)
     valid_beam_size: int = 1  # beam used for validation BLEU during training (1 = greedy, fastest)
     sacrebleu_tokenize: str = "auto"  # auto picks zh/ja-mecab for Chinese/Japanese targets, else 13a
