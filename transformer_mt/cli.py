@@ -170,7 +170,7 @@ def add_train_command(sub) -> None:
                        help="data-parallel training in N processes on this machine (one GPU each, or CPU "
                             "processes): torchrun --standalone started for you, after the config was checked once")
     train.epilog = ("Data-parallel on several machines: torchrun --nnodes M --nproc_per_node N -m transformer_mt "
-                    "train --config FILE ... (see the README).")
+                    "train --config FILE ... (see the manual: docs/guides/distributed.md).")
 
 
 def add_prepare_command(sub) -> None:
@@ -208,7 +208,7 @@ def add_translate_command(sub) -> None:
                            help="read the input (--input, standard input) as one text of hard-wrapped paragraphs, "
                                 "as e-mails and plain-text books are written: a paragraph's lines are translated "
                                 "as one text and its translation wrapped at the width of its longest line (the rule "
-                                "is in the README, Documents); default: a corpus, one segment per line")
+                                "is in the manual: docs/guides/documents.md); default: a corpus, one segment per line")
     translate.add_argument("--output", metavar="FILE", help="write translations here (default: standard output)")
     translate.add_argument("--target-language", metavar="LANG",
                            help="for a multilingual model (OPUS-MT >>xx<< tokens, e.g. fra): the language to "

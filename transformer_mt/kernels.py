@@ -91,7 +91,7 @@ def _onednn_linear_works() -> bool:
 # serves with a code path without AVX-512. Elsewhere MKL was the faster and the leaner. Intel: Multi30k recipe
 # on one thread of a Xeon family 6 model 106, 150 updates: MKL 1.04 GB peak memory against oneDNN's 2.80 GB
 # (the primitives oneDNN builds for each new matrix shape keep their buffers), and faster. AMD with AVX2 only:
-# on an EPYC family 25 model 1 (Zen 3) MKL trained 1.23x faster and decoded beam 5 1.05x (README "Performance").
+# on an EPYC family 25 model 1 (Zen 3) MKL trained 1.23x faster and decoded beam 5 1.05x (manual: docs/performance/index.md).
 ONEDNN_LINEAR_WORKS = _onednn_linear_works()
 ONEDNN_LINEAR = ONEDNN_LINEAR_WORKS and cpu_info("vendor_id") == "AuthenticAMD" and "avx512f" in cpu_flags()
 
@@ -301,7 +301,7 @@ class StepKeysValues:
     first dimension is contiguous, so the copy lands in place). Per layer and step that reads and
     writes the history about 3 times instead of 5, which on a CPU is most of what attention costs when
     decoding (beam 5, batches of 64 on the Multi30k model: see tests/test_kernels.py for the equivalence
-    and the README for the speed). ``append`` returns (rows, heads, steps, head_dim) views.
+    and docs/performance/index.md for the speed). ``append`` returns (rows, heads, steps, head_dim) views.
     """
 
     def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None, length: int = 0):

@@ -2,7 +2,7 @@
 
 A row says what was measured (corpus, direction, BLEU, chrF and the sacreBLEU signature),
 how (command, config, checkpoint, beam settings, parameters) and where and how long
-(machine, training wall-clock time), so the README's results table can be traced to runs.
+(machine, training wall-clock time), so the results table (README, docs/results.md) can be traced to runs.
 """
 
 from __future__ import annotations

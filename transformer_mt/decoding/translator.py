@@ -220,8 +220,8 @@ def run_batches(decode_batch, batches: list[list[int]], device: torch.device, or
     share of torch's threads (2 cores: two batches of one thread each), instead of one batch after another
     with all threads on each operation. Most of a decoding step is small operations that two threads
     share badly (each one a fork and a join, and a wait whenever the other core is busy elsewhere), so
-    whole batches in parallel decode more sentences per second (beam 5, batches of 64, 2 cores: see the
-    README), with the same translations: every batch is decoded as it would be alone on its threads, and the
+    whole batches in parallel decode more sentences per second (beam 5, batches of 64, 2 cores: see
+    docs/performance/index.md), with the same translations: every batch is decoded as it would be alone on its threads, and the
     operations release the interpreter lock (MKL, the matrix library on Intel and AVX2-only AMD CPUs, may
     round a small product differently on another number of threads, so a near-tie can go the other way than
     with all threads on one batch). ``ordered``: keep the batches in order (sampling draws from one
