@@ -52,8 +52,9 @@ def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
                              "on the fly to a temporary directory")
 
 
-def _add_search_options(parser: argparse.ArgumentParser, prefixes: bool = True) -> None:
-    """Sampling, repetition control and (translate, evaluate) target prefixes."""
+def _add_search_options(parser: argparse.ArgumentParser, prefixes: bool = True, glossary: bool = True) -> None:
+    """Sampling, repetition control, (translate, translate-file, evaluate) a glossary and (translate, evaluate)
+    target prefixes."""
     group = parser.add_argument_group(
         "decoding options", "Sampling is on when --top-k, --top-p or --temperature is given: each token is drawn "
                             "from the model's distribution instead of searched with a beam (back-translation, "
@@ -76,6 +77,11 @@ def _add_search_options(parser: argparse.ArgumentParser, prefixes: bool = True) 
     group.add_argument("--repetition-penalty", type=_number, default=None, metavar="P",
                        help="a token already in the translation has its log-probability multiplied by P, 1e-30 to 1e30 (1 = off, "
                             "above 1 discourages repeats; default: decoding.repetition_penalty of the run's config, 1)")
+    if glossary:
+        group.add_argument("--glossary", metavar="FILE",
+                           help="your terms: a TSV (or CSV) file of 'source term<TAB>target term' lines; in each "
+                                "sentence that holds a source term (whole words, any case), beam search keeps the "
+                                "target term in the translation")
     if not prefixes:
         return
     prefix = group.add_mutually_exclusive_group()
@@ -445,7 +451,7 @@ def add_back_translate_command(sub) -> None:
     bt.add_argument("--checkpoint", default="best",
                     help="best, last, average, or a checkpoint file path (default: best)")
     bt.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
-    _add_search_options(bt, prefixes=False)
+    _add_search_options(bt, prefixes=False, glossary=False)
     bt.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                     help="numeric precision for decoding (default: fp32)")
 
@@ -564,7 +570,26 @@ def _decode_kwargs(args) -> dict:
     for option in SEARCH_OPTIONS:
         if getattr(args, option) is not None:
             kwargs[option] = getattr(args, option)
+    if getattr(args, "glossary", None) is not None:
+        if isinstance(args.glossary, str):  # read once: the file's name becomes its entries
+            args.glossary = _read_glossary(args.glossary)
+        kwargs["glossary"] = args.glossary
     return kwargs
+
+
+def _read_glossary(path):
+    from .safe_files import open_user_file
+    from .text.glossary import MAX_ENTRIES, MAX_TERM_CHARS, read_glossary
+
+    limit = MAX_ENTRIES * (2 * MAX_TERM_CHARS + 2) * 4  # the largest glossary there is, in UTF-8 (4 bytes a char)
+    with open_user_file(path, "--glossary") as handle:
+        try:
+            data = handle.read(limit + 1)  # bounded: a huge file is refused, not read whole
+        except OSError as exc:
+            raise TransformerMTError(f"--glossary {path} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise TransformerMTError(f"--glossary {path} is larger than a glossary of {MAX_ENTRIES:,} entries can be")
+    return read_glossary(data, str(path))
 
 
 SEARCH_OPTIONS = ("temperature", "top_k", "top_p", "seed", "no_repeat_ngram_size", "repetition_penalty")
@@ -677,7 +702,7 @@ def _read_hyp_ref(args) -> tuple[list[str], list[str]]:
 
 
 def _translate_for_evaluation(args):
-    """Translate the --src or --split sources; return (hypotheses, references, translator)."""
+    """Translate the --src or --split sources; return (hypotheses, references, translator, sources)."""
     from .data.batches import read_parallel
 
     if not args.model:
@@ -710,7 +735,7 @@ def _translate_for_evaluation(args):
             translator.translate_text(sources, split_sentences=args.split_sentences, **prefix, **_decode_kwargs(args))]
     if args.output:
         _write_output(args.output, "".join(h + "\n" for h in hyps))
-    return hyps, refs, translator
+    return hyps, refs, translator, sources
 
 
 def cmd_translate(args) -> int:
@@ -818,18 +843,30 @@ def cmd_evaluate(args) -> int:
     if args.tokenize:
         check_tokenize(args.tokenize)
     if args.hyp:
+        if args.glossary:
+            raise TransformerMTError("--glossary counts the terms of the sources, which --hyp does not give; "
+                                     "translate and score with --model DIR --src FILE --ref FILE --glossary FILE")
         hyps, refs = _read_hyp_ref(args)
         tokenize = args.tokenize or "13a"
     else:
-        hyps, refs, translator = _translate_for_evaluation(args)
+        hyps, refs, translator, sources = _translate_for_evaluation(args)
         config = translator.config
         tokenize = args.tokenize or resolve_tokenize(config.decoding.sacrebleu_tokenize, config.data.tgt_lang)
     result = score(hyps, refs, tokenize)
+    if args.glossary:
+        from .text.glossary import term_use
+
+        result.update(term_use(args.glossary, sources, hyps))  # read by _decode_kwargs when translating
     if args.json:
         write_stdout(json.dumps(result, ensure_ascii=False) + "\n", "the score")
     else:
+        terms = ""
+        if args.glossary:
+            share = "-" if result["term_use"] is None else f"{result['term_use']:.1f}%"
+            terms = (f"glossary term use = {share}  ({result['used']} of the {result['applicable']} glossary terms "
+                     f"found in the sources are in the translations)\n")
         write_stdout(f"BLEU = {result['bleu']:.2f}  ({result['bleu_details']})\n"
-                     f"chrF2 = {result['chrf']:.2f}\n"
+                     f"chrF2 = {result['chrf']:.2f}\n{terms}"
                      f"BLEU signature: {result['bleu_signature']}\n"
                      f"chrF signature: {result['chrf_signature']}\n", "the score")
     return 0

@@ -22,8 +22,9 @@ FORMATS = ("text", "html")
 # What translate() is asked for when inline HTML tags are to be placed; html_word_pairs() turns each
 # result into the pairs SegmentedHtml.join() takes (the server's batches do the same).
 HTML_ALIGNMENT = {"return_alignment": True, "alignment_unit": "pieces"}
-# translate() options that change what it returns: a text gets one translation back.
-NOT_FOR_TEXTS = ("nbest", "return_scores", "return_alignment", "alignment_unit")
+# translate() options that change what it returns (a text gets one translation back), or are given per sentence
+# (``constraints``: a glossary, which is matched in each sentence, is the way to give terms for texts).
+NOT_FOR_TEXTS = ("nbest", "return_scores", "return_alignment", "alignment_unit", "constraints")
 
 
 def check_format(format: str) -> str:

@@ -37,6 +37,7 @@ from ..device import autocast, resolve_device
 from ..errors import TransformerMTError
 from ..kernels import quantize_linear_layers
 from ..model import Transformer, build_model
+from ..text.glossary import Glossary
 from .alignment import check_alignment_layer, check_alignment_unit, hard_alignment, word_alignment
 from .ensemble import Ensemble, check_members
 from .logits import is_number, is_whole, search_options
@@ -99,6 +100,9 @@ MAX_LENGTH_PENALTY = 10.0
 # row of the decoder's batch, and a forced prefix is decoded one token per step. Far above what helps quality.
 MAX_BEAM_SIZE = 256
 MAX_PREFIX_TOKENS = 1024
+# Glossary terms or constraints a sentence keeps: each is a bank of the beam (constraints.py), so a beam much
+# narrower than their tokens places them badly; a sentence with more is a list, not a sentence.
+MAX_CONSTRAINTS = 32
 # Translations longer than 100 times their source, or than 100,000 tokens, are a typo's, and would decode for hours.
 MAX_LENGTH_A, MAX_LENGTH_B = 100.0, 100_000
 
@@ -366,6 +370,33 @@ class Translator:
                                      f"long; at most {MAX_PREFIX_TOKENS} are forced (a prefix starts a translation)")
         return ids if any(ids) else None
 
+    def _constraint_ids(self, sentences: list[str], glossary, constraints) -> list[list[list[int]]] | None:
+        """translate()'s glossary terms and constraints as target ids per sentence (None: no sentence has any)."""
+        if glossary is None and constraints is None:
+            return None
+        per_sentence: list[list[str]] = [[] for _ in sentences]
+        if glossary is not None:
+            if not isinstance(glossary, Glossary):
+                glossary = Glossary.from_entries(glossary)
+            per_sentence = glossary.constraints(sentences)
+        if constraints is not None:
+            if (not isinstance(constraints, (list, tuple)) or len(constraints) != len(sentences)
+                    or not all(isinstance(c, (list, tuple)) and all(isinstance(p, str) for p in c)
+                               for c in constraints)):
+                raise TransformerMTError(f"constraints must be a list with one list of target phrases per sentence "
+                                         f"({len(sentences)}), [] for none")
+            per_sentence = [own + [p for p in given if p.strip() and p not in own]
+                            for own, given in zip(per_sentence, constraints)]
+        cut = [k + 1 for k, phrases in enumerate(per_sentence) if len(phrases) > MAX_CONSTRAINTS]
+        if cut:
+            log.warning("%d sentence(s) (the first: %d) hold more than %d glossary terms or constraints; only the "
+                        "first %d of each are kept", len(cut), cut[0], MAX_CONSTRAINTS, MAX_CONSTRAINTS)
+        flat = [phrase.strip() for phrases in per_sentence for phrase in phrases[:MAX_CONSTRAINTS]]
+        if not flat:
+            return None
+        ids = iter(self.tgt_tokenizer.encode(flat))
+        return [[next(ids) for _ in phrases[:MAX_CONSTRAINTS]] for phrases in per_sentence]
+
     def translate(self, sentences: list[str], beam_size: int | None = None, nbest: int | None = None,
                   length_penalty: float | None = None, batch_size: int | None = None,
                   max_length_a: float | None = None, max_length_b: int | None = None,
@@ -373,7 +404,8 @@ class Translator:
                   return_alignment: bool = False, alignment_unit: str = "pieces", alignment_layer: int | None = None,
                   target_language: str | None = None, temperature: float | None = None, top_k: int | None = None,
                   top_p: float | None = None, seed: int | None = None, no_repeat_ngram_size: int | None = None,
-                  repetition_penalty: float | None = None, prefix: str | list[str] | None = None):
+                  repetition_penalty: float | None = None, prefix: str | list[str] | None = None,
+                  glossary: Glossary | list | None = None, constraints: list[list[str]] | None = None):
         """Translate a list of sentences.
 
         Returns a list of strings, or with ``nbest`` > 1 a list of lists of
@@ -403,6 +435,11 @@ class Translator:
         the translation has its log-probability multiplied by P (default for both: the run's config, off).
         ``prefix``: a text every translation starts with, or a list of them, one per sentence ("" for
         none); beam search continues from it, and its tokens count in the length limit and the score.
+
+        ``glossary`` (a :class:`~transformer_mt.text.glossary.Glossary`, or ``[[source term, target term], ...]``):
+        in each sentence, the target terms of the entries whose source term it holds must appear in its
+        translation; ``constraints``: per sentence, a list of target phrases that must appear. Both are lexical
+        constraints of beam search (decoding/constraints.py; beam size 1 too), not of sampling.
         """
         search = search_options(temperature, top_k, top_p, seed, no_repeat_ngram_size, repetition_penalty,
                                 self.config.decoding)
@@ -432,9 +469,13 @@ class Translator:
             alignment_layer = check_alignment_layer(alignment_layer, len(self.model.decoder_layers))
         encoded = encode_sentences(sentences, self.src_tokenizer, self.config, target_language)
         prefixes = self._prefix_ids(prefix, len(encoded))
+        phrases = self._constraint_ids(sentences, glossary, constraints)
+        if phrases is not None and search.sampling:
+            raise TransformerMTError("glossary terms and constraints are kept by beam search; leave out sampling "
+                                     "(temperature, top_k, top_p) or the glossary")
         repetition = search.repetition
         sampler = search.sampler(self.device) if search.sampling else None
-        plain = prefixes is None and repetition is None
+        plain = prefixes is None and repetition is None and phrases is None
         results: list[list[str]] = [[""] * nbest for _ in sentences]
         scored: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
         aligned: list[list[AlignedTranslation]] = [[AlignedTranslation("", 0.0, [], [], [])] for _ in sentences]
@@ -464,7 +505,8 @@ class Translator:
                         hyps = beam_search(self.model, src, beam_size, length_penalty, max_length_a, max_length_b,
                                            nbest, incremental, early_exit, return_attention=return_alignment,
                                            attention_layer=alignment_layer if return_alignment else None,
-                                           repetition=repetition, prefix=batch_prefix)
+                                           repetition=repetition, prefix=batch_prefix,
+                                           constraints=None if phrases is None else [phrases[i] for i in rows])
                     outputs = [[h.tokens for h in sentence_hyps] for sentence_hyps in hyps]
                     scores = [[h.score for h in sentence_hyps] for sentence_hyps in hyps]
             for row, (i, token_lists) in enumerate(zip(rows, outputs)):

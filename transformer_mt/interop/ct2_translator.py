@@ -132,13 +132,14 @@ class CTranslate2Translator:
                   alignment_unit: str = "pieces", alignment_layer: int | None = None,
                   target_language: str | None = None, temperature: float | None = None, top_k: int | None = None,
                   top_p: float | None = None, seed: int | None = None, no_repeat_ngram_size: int | None = None,
-                  repetition_penalty: float | None = None, prefix: str | list[str] | None = None):
+                  repetition_penalty: float | None = None, prefix: str | list[str] | None = None,
+                  glossary=None, constraints: list[list[str]] | None = None):
         """As ``Translator.translate``: a list of strings, with ``nbest`` > 1 a list of ``nbest``-lists,
         with ``return_scores`` for each sentence a list of :class:`Translation` (text, score), best first.
         ``return_alignment`` is refused: CTranslate2 returns the attention of one layer and head chosen
         when the model is exported, not the head-averaged layer that alignments are defined on.
-        ``no_repeat_ngram_size`` is CTranslate2's; sampling, ``repetition_penalty`` and ``prefix`` are
-        refused (see the module's docstring)."""
+        ``no_repeat_ngram_size`` is CTranslate2's; sampling, ``repetition_penalty``, ``prefix`` and glossaries
+        (``glossary``, ``constraints``) are refused (see the module's docstring)."""
         if return_alignment:
             raise TransformerMTError("alignments need the PyTorch engine (--engine torch): CTranslate2 returns "
                                      "the attention of one layer and head fixed at export, not the layer asked for")
@@ -153,6 +154,9 @@ class CTranslate2Translator:
         if prefix is not None and any(p.strip() for p in ([prefix] if isinstance(prefix, str) else prefix)):
             raise TransformerMTError("a target prefix (--prefix) needs --engine torch: CTranslate2's scores leave "
                                      "the prefix out, so its hypotheses would be ranked unlike the torch engine's")
+        if glossary is not None or (constraints is not None and any(constraints)):
+            raise TransformerMTError("a glossary (--glossary) needs --engine torch: CTranslate2's search has no lexical "
+                                     "constraints, so its terms could not be kept")
         no_repeat = search.no_repeat_ngram_size
         beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit = resolve_decoding(
             self.config, beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit)
