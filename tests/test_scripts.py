@@ -207,6 +207,18 @@ def test_paragraph_bleu(small_run, tmp_path):
     assert "BLEU" in result.stdout
 
 
+def test_glossary_bleu(small_run, tmp_path):
+    _, _, run = small_run
+    out, terms = tmp_path / "glossary.json", tmp_path / "terms.tsv"
+    run_script("glossary_bleu.py", "--model", run, "--min-count", 2, "--min-dice", 0.05, "--skip-frequent", 0,
+               "--repeat", 1, "--beam-size", 2, "--json", out, "--write-glossary", terms)
+    numbers = json.loads(out.read_text())
+    rows = numbers["rows"]
+    assert set(rows) == {"plain", "glossary"} and numbers["glossary_entries"] == len(terms.read_text().splitlines())
+    if rows["plain"]["terms_applicable"]:  # every entry was chosen because the plain translation missed it once
+        assert rows["plain"]["term_use"] < 100.0 and rows["glossary"]["term_use"] == 100.0
+
+
 def test_demo_tag_placement(tmp_path):
     from transformer_mt import train
 

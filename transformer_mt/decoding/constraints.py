@@ -9,7 +9,10 @@ always keep a share of the beam without crowding out the fluent ones that will m
 the model finds most likely. A hypothesis may end (eos) only when it has met every constraint.
 
 A constraint is met once its tokens appear in a row; a hypothesis that leaves a constraint midway starts it
-again from its first token (it may be met later). When several unmet constraints start with the same token,
+again from its first token (it may be met later). A term is a whole word: given the pieces that continue the
+word before them (``continuations``: SentencePiece pieces without the word-start mark that start with a letter
+or digit), none of them may follow a term just met ("Haus" must not become "Hauses", which holds no "Haus").
+When several unmet constraints start with the same token,
 the first of them in the sentence's list is the one being followed.
 
 Everything here is per candidate, in Python: it runs only for batches with constraints (``beam_search``
@@ -36,6 +39,7 @@ class ConstraintState:
     met: int = 0
     current: int = -1
     progress: int = 0
+    term_ended: bool = False  # a constraint was met with the last token: no piece may glue onto it
 
 
 START = ConstraintState()
@@ -70,12 +74,12 @@ class SentenceConstraints:
             phrase = self.phrases[state.current]
             if phrase[state.progress] == token:
                 if state.progress + 1 == len(phrase):
-                    return ConstraintState(state.met | 1 << state.current)
+                    return ConstraintState(state.met | 1 << state.current, term_ended=True)
                 return ConstraintState(state.met, state.current, state.progress + 1)
         for j, phrase in enumerate(self.phrases):  # not (or no longer) inside one: does the token start one?
             if not state.met >> j & 1 and phrase[0] == token:
                 if len(phrase) == 1:
-                    return ConstraintState(state.met | 1 << j)
+                    return ConstraintState(state.met | 1 << j, term_ended=True)
                 return ConstraintState(state.met, j, 1)
         return ConstraintState(state.met)
 
@@ -97,9 +101,10 @@ class Selection:
 class ConstraintTracker:
     """The constraint states of every beam of the active sentences, kept in step with beam_search's rows."""
 
-    def __init__(self, constraints: list[list[list[int]]]):
+    def __init__(self, constraints: list[list[list[int]]], continuations: torch.Tensor | None = None):
         self.sentences = [SentenceConstraints(c) for c in constraints]
         self.states: list[list[ConstraintState]] = [[START] for _ in constraints]
+        self.continuations = continuations  # (V,) bool, or None: any piece may follow a term
 
     def extra_length(self) -> list[int]:
         """Tokens each sentence's constraints add at most (its length limit grows by them)."""
@@ -123,6 +128,8 @@ class ConstraintTracker:
             for beam, state in enumerate(states):
                 if not sentence.done(state):
                     candidates[row, beam * vocab + EOS_ID] = NEG_INF
+                if state.term_ended and self.continuations is not None:  # the term stays a word of its own
+                    candidates[row, beam * vocab:(beam + 1) * vocab].masked_fill_(self.continuations, NEG_INF)
         width = min(2 * k, width_all)
         new_beams = min(k, width - beams)  # as plain beam search: at most `beams` candidates end in eos
         top_scores, top_index = candidates.topk(width, dim=1)

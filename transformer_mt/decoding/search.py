@@ -212,7 +212,8 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
                 return_self_attention: bool = False, attention_layer: int | None = None,
                 repetition: RepetitionControl | None = None,
                 prefix: torch.Tensor | None = None,
-                constraints: list[list[list[int]]] | None = None) -> list[list[Hypothesis]]:
+                constraints: list[list[list[int]]] | None = None,
+                continuations: torch.Tensor | None = None) -> list[list[Hypothesis]]:
     """Return, for each source sentence, its ``nbest`` best hypotheses, best first (with either
     attention flag each with its ``attention``).
 
@@ -220,7 +221,8 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
     tokens each sentence's translation starts with, padded with PAD_ID; the beams follow it (scores
     accumulate its log-probabilities) and branch out after it. An empty prefix is no prefix.
     ``constraints``: per sentence, the target phrases (token ids) its translation must hold (constraints.py:
-    dynamic beam allocation); a sentence's length limit grows by their tokens. None, or no phrase in the
+    dynamic beam allocation); a sentence's length limit grows by their tokens; ``continuations`` (V,) marks
+    the pieces that may not follow a phrase (they would glue a word onto it). None, or no phrase in the
     batch: the plain search."""
     model.eval()
     num_sentences = src_tokens.size(0)
@@ -230,7 +232,8 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
     memory, src_mask = model.encode(src_tokens)
     max_lens = length_limits(src_tokens, model.pad_id, max_length_a, max_length_b, prefix).tolist()
     prefix_steps = 0 if prefix is None else prefix.size(1)
-    tracker = ConstraintTracker(constraints) if constraints is not None and any(constraints) else None
+    tracker = (ConstraintTracker(constraints, continuations) if constraints is not None and any(constraints)
+               else None)
     if tracker is not None:
         max_lens = [limit + extra for limit, extra in zip(max_lens, tracker.extra_length())]
 

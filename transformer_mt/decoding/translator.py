@@ -370,6 +370,15 @@ class Translator:
                                      f"long; at most {MAX_PREFIX_TOKENS} are forced (a prefix starts a translation)")
         return ids if any(ids) else None
 
+    def _continuations(self) -> torch.Tensor:
+        """(V,) bool on the device: the target pieces that continue the word before them (no word-start mark,
+        a letter or digit first), which constrained search keeps from gluing onto a glossary term."""
+        if getattr(self, "_continuation_mask", None) is None:
+            pieces = self.tgt_tokenizer.id_to_piece(list(range(len(self.tgt_tokenizer))))
+            self._continuation_mask = torch.tensor([not p.startswith("\u2581") and p[:1].isalnum() for p in pieces],
+                                                   device=self.device)
+        return self._continuation_mask
+
     def _constraint_ids(self, sentences: list[str], glossary, constraints) -> list[list[list[int]]] | None:
         """translate()'s glossary terms and constraints as target ids per sentence (None: no sentence has any)."""
         if glossary is None and constraints is None:
@@ -506,7 +515,8 @@ class Translator:
                                            nbest, incremental, early_exit, return_attention=return_alignment,
                                            attention_layer=alignment_layer if return_alignment else None,
                                            repetition=repetition, prefix=batch_prefix,
-                                           constraints=None if phrases is None else [phrases[i] for i in rows])
+                                           constraints=None if phrases is None else [phrases[i] for i in rows],
+                                           continuations=None if phrases is None else self._continuations())
                     outputs = [[h.tokens for h in sentence_hyps] for sentence_hyps in hyps]
                     scores = [[h.score for h in sentence_hyps] for sentence_hyps in hyps]
             for row, (i, token_lists) in enumerate(zip(rows, outputs)):
