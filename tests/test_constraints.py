@@ -98,7 +98,9 @@ def test_a_constraint_the_model_would_not_choose_is_placed_and_scored_as_the_mod
     ([[5, 6]], [5, 7, 5, 6], 1),       # left midway, started again
     ([[5, 6]], [5, 5, 6], 1),          # a repeated first token starts it again
     ([[5, 6], [7]], [7, 5, 6], 3),
-    ([[5, 6], [5, 7]], [5, 7], 0),     # the first listed of two with the same first token is the one followed
+    ([[5, 6], [5, 7]], [5, 7], 2),     # two with the same first token: both followed
+    ([[4, 4, 4], [4]], [4, 4, 4], 3),  # one inside the other: one output meets both
+    ([[5, 6, 5, 7]], [5, 6, 5, 6, 5, 7], 1),  # a restart inside a partial match
     ([[5, 6, 7]], [5, 6], 0),
 ])
 def test_the_state_follows_the_tokens(phrases, tokens, met):

@@ -8,12 +8,10 @@ bank, then the best of the next bank, and so on round the banks, so hypotheses t
 always keep a share of the beam without crowding out the fluent ones that will meet them later, at the place
 the model finds most likely. A hypothesis may end (eos) only when it has met every constraint.
 
-A constraint is met once its tokens appear in a row; a hypothesis that leaves a constraint midway starts it
-again from its first token (it may be met later). A term is a whole word: given the pieces that continue the
+A constraint is met once its tokens appear in a row (all constraints are followed at once, so overlapping ones
+are met by one output that holds them all). A term is a whole word: given the pieces that continue the
 word before them (``continuations``: SentencePiece pieces without the word-start mark that start with a letter
 or digit), none of them may follow a term just met ("Haus" must not become "Hauses", which holds no "Haus").
-When several unmet constraints start with the same token,
-the first of them in the sentence's list is the one being followed.
 
 Everything here is per candidate, in Python: it runs only for batches with constraints (``beam_search``
 takes its plain tensor path otherwise), and with no constraint it picks exactly the candidates plain beam
@@ -33,12 +31,11 @@ NEG_INF = float("-inf")
 
 @dataclass(frozen=True)
 class ConstraintState:
-    """Where one hypothesis stands: the constraints met (a bit each), and the one it is in the middle of
-    (``current``, -1 for none) with how many of its tokens it has produced (``progress``)."""
+    """Where one hypothesis stands: the constraints met (a bit each) and its last tokens (as many as the longest
+    constraint has, less one: all that can be the beginning of a constraint not met yet)."""
 
     met: int = 0
-    current: int = -1
-    progress: int = 0
+    recent: tuple[int, ...] = ()
     term_ended: bool = False  # a constraint was met with the last token: no piece may glue onto it
 
 
@@ -46,42 +43,65 @@ START = ConstraintState()
 
 
 class SentenceConstraints:
-    """One sentence's constraints (each a list of target token ids) and how a token moves a state on."""
+    """One sentence's constraints (each a list of target token ids) and how a token moves a state on.
+
+    Every constraint is followed at once, as a string search follows several patterns: a token can go on with one
+    constraint, start another and complete a third ("a b" holds both "a b" and "b"), so constraints that share or
+    overlap tokens are all met by one output that holds them."""
 
     def __init__(self, phrases: list[list[int]]):
-        self.phrases = [list(p) for p in phrases if p]
+        self.phrases = [tuple(p) for p in phrases if p]
         self.all_met = (1 << len(self.phrases)) - 1
         self.total_tokens = sum(len(p) for p in self.phrases)
+        self.keep = max((len(p) for p in self.phrases), default=1) - 1
+        self._banks: dict[ConstraintState, int] = {}
+
+    def _progress(self, state: ConstraintState, phrase: tuple[int, ...]) -> int:
+        """How many of ``phrase``'s first tokens the hypothesis ends with."""
+        recent = state.recent
+        for k in range(min(len(phrase) - 1, len(recent)), 0, -1):
+            if recent[-k:] == phrase[:k]:
+                return k
+        return 0
+
+    def _unmet(self, state: ConstraintState):
+        return (phrase for j, phrase in enumerate(self.phrases) if not state.met >> j & 1)
 
     def tokens_met(self, state: ConstraintState) -> int:
-        """The state's bank: tokens of met constraints plus those of the current one so far."""
-        return sum(len(p) for j, p in enumerate(self.phrases) if state.met >> j & 1) + state.progress
+        """The state's bank: tokens of the constraints met, plus those of the one furthest under way."""
+        bank = self._banks.get(state)
+        if bank is None:
+            met = sum(len(p) for j, p in enumerate(self.phrases) if state.met >> j & 1)
+            bank = self._banks[state] = met + max((self._progress(state, p) for p in self._unmet(state)), default=0)
+        return bank
 
     def done(self, state: ConstraintState) -> bool:
         return state.met == self.all_met
 
     def next_tokens(self, state: ConstraintState) -> set[int]:
-        """The tokens that advance ``state``: the current constraint's next one, or an unmet one's first."""
-        if state.current >= 0:
-            wanted = {self.phrases[state.current][state.progress]}
-        else:
-            wanted = set()
-        wanted.update(p[0] for j, p in enumerate(self.phrases) if not state.met >> j & 1)
+        """The tokens that advance ``state``: each unmet constraint's next one, and its first."""
+        wanted = set()
+        for phrase in self._unmet(state):
+            wanted.add(phrase[self._progress(state, phrase)])
+            wanted.add(phrase[0])
         return wanted
 
+    def still_needed(self, state: ConstraintState) -> int:
+        """Tokens the hypothesis needs at least to meet every constraint (going on with the furthest one)."""
+        return self.total_tokens - self.tokens_met(state)
+
+    def forced_token(self, state: ConstraintState) -> int:
+        """The next token of the unmet constraint furthest under way (the first unmet one on a tie)."""
+        phrase = max(self._unmet(state), key=lambda p: self._progress(state, p))
+        return phrase[self._progress(state, phrase)]
+
     def advance(self, state: ConstraintState, token: int) -> ConstraintState:
-        if state.current >= 0:
-            phrase = self.phrases[state.current]
-            if phrase[state.progress] == token:
-                if state.progress + 1 == len(phrase):
-                    return ConstraintState(state.met | 1 << state.current, term_ended=True)
-                return ConstraintState(state.met, state.current, state.progress + 1)
-        for j, phrase in enumerate(self.phrases):  # not (or no longer) inside one: does the token start one?
-            if not state.met >> j & 1 and phrase[0] == token:
-                if len(phrase) == 1:
-                    return ConstraintState(state.met | 1 << j, term_ended=True)
-                return ConstraintState(state.met, j, 1)
-        return ConstraintState(state.met)
+        window = state.recent + (token,)
+        met = state.met
+        for j, phrase in enumerate(self.phrases):
+            if not met >> j & 1 and window[-len(phrase):] == phrase:
+                met |= 1 << j
+        return ConstraintState(met, window[-self.keep:] if self.keep else (), met != state.met)
 
 
 @dataclass
@@ -118,9 +138,10 @@ class ConstraintTracker:
         self.sentences = [self.sentences[r] for r in rows]
         self.states = [self.states[r] for r in rows]
 
-    def select(self, candidates: torch.Tensor, vocab: int, k: int) -> Selection:
+    def select(self, candidates: torch.Tensor, vocab: int, k: int, steps_left: list[int]) -> Selection:
         """Choose the next beams from ``candidates`` (sentences, beams * vocab): each hypothesis's score plus
-        each token's log-probability. Modifies ``candidates`` (eos of hypotheses with constraints unmet)."""
+        each token's log-probability. ``steps_left``: per sentence, the tokens its length limit still allows
+        (this one included). Modifies ``candidates`` (eos of hypotheses with constraints unmet, ...)."""
         num_active, width_all = candidates.shape
         beams = width_all // vocab
         for row, states in enumerate(self.states):  # no end before every constraint is met
@@ -128,6 +149,13 @@ class ConstraintTracker:
             for beam, state in enumerate(states):
                 if not sentence.done(state):
                     candidates[row, beam * vocab + EOS_ID] = NEG_INF
+                    if steps_left[row] <= sentence.still_needed(state):
+                        # Only just room left (the limit grew by the constraints' tokens): the hypothesis goes on
+                        # with its constraints, so that even a beam too narrow for its banks ends with them all.
+                        forced = beam * vocab + sentence.forced_token(state)
+                        keep = candidates[row, forced].item()
+                        candidates[row, beam * vocab:(beam + 1) * vocab] = NEG_INF
+                        candidates[row, forced] = keep
                 if state.term_ended and self.continuations is not None:  # the term stays a word of its own
                     candidates[row, beam * vocab:(beam + 1) * vocab].masked_fill_(self.continuations, NEG_INF)
         width = min(2 * k, width_all)

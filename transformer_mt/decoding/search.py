@@ -290,7 +290,7 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             next_beam = top_beam.gather(1, order)
             next_token = top_token.gather(1, order)
         else:
-            chosen = tracker.select(candidates, vocab, k)
+            chosen = tracker.select(candidates, vocab, k, [max_lens[sentence] - step for sentence in active])
             ended, top_ended, new_beams = chosen.ended, chosen.best_ended, chosen.beams
             next_scores, next_beam, next_token = chosen.scores, chosen.beam, chosen.token
         for row, beam, score in ended:
