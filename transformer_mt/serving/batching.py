@@ -15,7 +15,7 @@ so requests wait in a queue and one worker thread decodes them in batches:
   request still waits only ``max_wait_ms``;
 - requests with different decoding options (beam size, length penalty,
   n-best, alignment, sampling, repetition control) go into different batches;
-  target prefixes are per sentence, so requests with and without them share batches;
+  target prefixes and glossary terms are per sentence, so requests with and without them share batches;
 - the queue holds at most ``max_queue_sentences`` sentences; beyond that
   ``submit`` raises :class:`QueueFull` at once (the server answers 503), so a
   burst cannot grow memory or waiting times without bound.
@@ -81,6 +81,7 @@ class _Job:
     future: Future
     arrived: float = field(default_factory=time.monotonic)
     prefixes: list[str] | None = None  # a target prefix per sentence ("" for none)
+    constraints: list[list[str]] | None = None  # glossary terms per sentence ([] for none)
 
 
 class BatchingTranslator:
@@ -101,9 +102,11 @@ class BatchingTranslator:
         self.worker = threading.Thread(target=self._work, name="transformer-mt-decoder", daemon=True)
         self.worker.start()
 
-    def submit(self, sentences: list[str], options: DecodeOptions, prefixes: list[str] | None = None) -> Future:
-        """Queue ``sentences`` (with ``prefixes``: the target prefix of each, "" for none); the Future's result is
-        one list of Translation (n-best) per sentence."""
+    def submit(self, sentences: list[str], options: DecodeOptions, prefixes: list[str] | None = None,
+               constraints: list[list[str]] | None = None) -> Future:
+        """Queue ``sentences`` (with ``prefixes``: the target prefix of each, "" for none; ``constraints``: the
+        target terms each must hold, [] for none); the Future's result is one list of Translation (n-best) per
+        sentence."""
         future: Future = Future()
         with self.condition:
             if not self.accepting:
@@ -111,7 +114,8 @@ class BatchingTranslator:
             if self.queued_sentences and self.queued_sentences + len(sentences) > self.max_queue_sentences:
                 raise QueueFull(f"{self.queued_sentences} sentences are waiting to be translated")
             self.jobs.append(_Job(list(sentences), options, future,
-                                  prefixes=None if prefixes is None else list(prefixes)))
+                                  prefixes=None if prefixes is None else list(prefixes),
+                                  constraints=None if constraints is None else list(constraints)))
             self.queued_sentences += len(sentences)
             self.condition.notify()
         return future
@@ -173,6 +177,8 @@ class BatchingTranslator:
         extra = options.search_kwargs()
         if any(job.prefixes for job in batch):
             extra["prefix"] = [prefix for job in batch for prefix in (job.prefixes or [""] * len(job.sentences))]
+        if any(job.constraints for job in batch):
+            extra["constraints"] = [terms for job in batch for terms in (job.constraints or [[]] * len(job.sentences))]
         try:
             results = self.translator.translate(sentences, beam_size=options.beam_size, nbest=options.nbest,
                                                 length_penalty=options.length_penalty, return_scores=True,
