@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..errors import TransformerMTError
 from ..text.glossary import Glossary
 
 MAX_GLOSSARIES = 100
@@ -86,3 +87,54 @@ class GlossaryStore:
     def all(self) -> list[StoredGlossary]:
         with self.lock:
             return list(self.glossaries.values())
+
+
+def add_glossary_routes(app, store: GlossaryStore, *, source: str, target: str, read_json, check_api_key,
+                        refuse) -> None:
+    """``/v1/glossaries`` on ``app``. ``read_json(request)``: the request's JSON body, read within the server's
+    limits; ``check_api_key(key)``; ``refuse(status, message)``: raise the server's error answer."""
+    from fastapi import Request, Response
+
+    def stored(glossary_id) -> StoredGlossary:
+        try:
+            return store.get(glossary_id)
+        except GlossaryError as exc:
+            refuse(exc.status, str(exc))
+
+    @app.post("/v1/glossaries", summary="Keep a glossary (name, source, target, entries); answers its glossary_id")
+    async def create_glossary(request: Request):
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            refuse(400, "the body must be a JSON object with 'name', 'source', 'target' and 'entries'")
+        check_api_key(body.get("api_key"))
+        if (body.get("source"), body.get("target")) != (source, target):
+            refuse(400, f"this server translates {source} -> {target}; a glossary for it has \"source\": "
+                        f"\"{source}\" and \"target\": \"{target}\"")
+        try:
+            glossary = Glossary.from_entries(body.get("entries"), "'entries'")
+            kept = store.add(body.get("name"), source, target, glossary)
+        except GlossaryError as exc:
+            refuse(exc.status, str(exc))
+        except TransformerMTError as exc:  # the entries' own problem
+            refuse(400, str(exc))
+        return kept.info()
+
+    @app.get("/v1/glossaries", summary="The glossaries kept (without their entries)")
+    async def list_glossaries(api_key: str | None = None):
+        check_api_key(api_key)
+        return {"glossaries": [g.info() for g in store.all()]}
+
+    @app.get("/v1/glossaries/{glossary_id}", summary="One glossary, with its entries")
+    async def get_glossary(glossary_id: str, api_key: str | None = None):
+        check_api_key(api_key)
+        kept = stored(glossary_id)
+        return {**kept.info(), "entries": [list(entry) for entry in kept.glossary.entries]}
+
+    @app.delete("/v1/glossaries/{glossary_id}", status_code=204, summary="Forget a glossary")
+    async def delete_glossary(glossary_id: str, api_key: str | None = None):
+        check_api_key(api_key)
+        try:
+            store.remove(glossary_id)
+        except GlossaryError as exc:
+            refuse(exc.status, str(exc))
+        return Response(status_code=204)
