@@ -1,7 +1,7 @@
 """transformer-mt: train, run and score encoder-decoder Transformer translation models.
 
 Subpackages group modules by job; each module has one:
-    config  errors  device  results  scoring   the ground floor, used by everyone
+    config  errors  files  device  results  scoring   the ground floor, used by everyone
     model  kernels  checkpoint  safe_files      the Transformer, its CPU kernels, safe files and writes
     data/       tokenizer, corpus (memory-mapped ids), batches, mixing (several corpora),
                 sampling (subword regularization), back_translation

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import errno
 import math
 import os
 import re
 import reprlib
-import stat
 import typing
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from .errors import TransformerMTError
+from .files import file_problem
 
 
 @dataclass
@@ -743,23 +742,6 @@ def load_config(path, overrides: dict | None = None, environment: bool = True) -
 
     check_given_models(config.tokenizer, source=str(path), tags=config.data.tags())
     return config
-
-
-def file_problem(path: Path, expected: str = "a text file") -> str | None:
-    """What keeps ``path`` from being read as a regular file (``expected`` names what it should be), or None."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "is a symbolic link loop"
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return "is a symbolic link to a missing file" if path.is_symlink() else "does not exist"
-        return f"cannot be accessed ({exc.strerror})"
-    if stat.S_ISDIR(mode):
-        return f"is a directory, expected {expected}"
-    if not stat.S_ISREG(mode):
-        return f"is not a regular file (a device, pipe or socket), expected {expected}"
-    return None  # an unreadable file is reported when it is read
 
 
 def check_data_files(config: Config, splits=("train", "valid")) -> None:

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from ..checkpoint import file_sha256
-from ..config import TokenizerConfig, file_problem
+from ..config import TokenizerConfig
 from ..errors import TransformerMTError
+from ..files import file_problem, file_sha256
 from ..safe_files import open_for_reading, open_run_file, read_user_file, regular_file_problem, write_run_file
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import non_finite_weights
-from ..config import file_problem
 from ..errors import TransformerMTError
+from ..files import file_problem
 from ..safe_files import (
     check_output_folder,
     current_umask,

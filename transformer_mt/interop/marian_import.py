@@ -40,6 +40,7 @@ from .. import checkpoint as ckpt
 from ..config import DataConfig, ModelConfig, TokenizerConfig, config_from_dict, save_config
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, check_model_file, ids_paths
 from ..errors import TransformerMTError
+from ..files import file_sha256
 from ..model import PositionalEncoding, Transformer, build_model
 from ..safe_files import write_run_file
 from ..training.rundir import record_in_marker, write_marker
@@ -283,7 +284,7 @@ def import_marian(hf_dir, hf_config: dict, output_dir) -> dict:
             write_run_file(folder / ids, json.dumps(names, ensure_ascii=False))
         save_config(config, folder / "config.yaml")
         origin = {"path": str(hf_dir.resolve()), "model_type": "marian", "weights": weights_path.name,
-                  "weights_sha256": ckpt.file_sha256(weights_path)}
+                  "weights_sha256": file_sha256(weights_path)}
         state = {"format_version": ckpt.FORMAT_VERSION, "config": config.to_dict(), "model": model.state_dict(),
                  "vocab_sizes": {"src": len(src_names), "tgt": len(tgt_names)},
                  "tokenizer_sha256": ckpt.tokenizer_checksums(folder / "spm.src.model", folder / "spm.tgt.model",
