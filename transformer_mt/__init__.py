@@ -3,7 +3,7 @@
 Subpackages group modules by job; each module has one:
     config  errors  files  device  results  scoring   the ground floor, used by everyone
     model  kernels  checkpoint  safe_files      the Transformer, its CPU kernels, safe files and writes
-    data/       tokenizer, corpus (memory-mapped ids), batches, mixing (several corpora),
+    data/       tokenizer, tokenizer_files, corpus (memory-mapped ids), batches, mixing (several corpora),
                 sampling (subword regularization), back_translation
     training/   trainer, schedule, loss, ema, init_from, rundir, distributed, metrics, plotting
     decoding/   search, logits (sampling, n-gram blocking, penalties), translator (the API),

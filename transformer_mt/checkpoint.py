@@ -329,7 +329,7 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
     in the current format. The SentencePiece model(s) beside the checkpoint, if there, are
     recorded as its tokenizer.
     """
-    from .data.tokenizer import tokenizer_paths
+    from .data.tokenizer_files import tokenizer_paths
 
     path = Path(path)
     try:

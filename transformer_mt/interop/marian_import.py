@@ -38,7 +38,7 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from ..config import DataConfig, ModelConfig, TokenizerConfig, config_from_dict, save_config
-from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, check_model_file, ids_paths
+from ..data.tokenizer_files import BOS_ID, EOS_ID, PAD_ID, UNK_ID, check_model_file, ids_paths
 from ..errors import TransformerMTError
 from ..files import file_sha256
 from ..model import PositionalEncoding, Transformer, build_model

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import checkpoint as ckpt
 from ..config import Config, config_from_dict
-from ..data.tokenizer import ids_paths, tokenizer_paths
+from ..data.tokenizer_files import ids_paths, tokenizer_paths
 from ..decoding.translator import find_checkpoint
 from ..errors import TransformerMTError
 from ..files import file_sha256

@@ -41,11 +41,12 @@ import torch
 from tqdm import tqdm
 
 from .. import checkpoint as ckpt
-from ..config import Config, check_data_files, config_from_dict, save_config, training_warnings
+from ..config import Config, check_data_files, check_given_models, config_from_dict, save_config, training_warnings
 from ..data.batches import collate, count_oversized, encode_parallel, make_batches, read_parallel
 from ..data.mixing import CorpusMix, TrainingCorpus, batch_seeds
 from ..data.sampling import SubwordSampler
-from ..data.tokenizer import PAD_ID, build_tokenizers, check_given_models, check_tags, id_lists
+from ..data.tokenizer import PAD_ID, build_tokenizers, id_lists
+from ..data.tokenizer_files import check_tags
 from ..decoding.translator import CHECKPOINT_NAMES, Translator
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import TransformerMTError
