@@ -10,7 +10,7 @@ Subpackages group modules by job; each module has one:
                 ensemble, alignment, paragraphs (texts, HTML, documents through the translator)
     text/       segment (sentences), html, documents (.txt .html .srt .docx), language_id
     serving/    server, batching (dynamic), libretranslate (its API), uploads
-    interop/    ctranslate2_export, ct2_translator, hf_import, marian_import (OPUS-MT)
+    interop/    ctranslate2_export, ct2_translator, hf_import, hf_files, marian_import (OPUS-MT)
     cli         the transformer-mt command
 """
 

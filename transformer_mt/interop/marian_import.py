@@ -2,7 +2,7 @@
 
     transformer-mt import opus-mt-de-en --output-dir runs/opus-mt-de-en
 
-Read: ``config.json``, the weights (see hf_import.read_weights), ``source.spm`` and ``target.spm``,
+Read: ``config.json``, the weights (see hf_files.read_weights), ``source.spm`` and ``target.spm``,
 ``vocab.json`` (and ``target_vocab.json`` when the model has a vocabulary per language). Written: a
 normal run directory (run.json, config.yaml, spm.src/tgt.model, spm.src/tgt.ids.json and
 checkpoint_best.pt holding the weights) that translates, evaluates, serves, exports and fine-tunes
@@ -44,7 +44,7 @@ from ..files import file_sha256
 from ..model import PositionalEncoding, Transformer, build_model
 from ..safe_files import write_run_file
 from ..training.rundir import record_in_marker, write_marker
-from .hf_import import read_json, read_weights, write_run_dir
+from .hf_files import read_json, read_weights, write_run_dir
 
 ACTIVATIONS = {"swish": "silu", "silu": "silu", "relu": "relu", "gelu": "gelu"}
 START_PIECE = "<s>"  # the name our vocabulary gives Marian's decoder start token (its <pad>)
