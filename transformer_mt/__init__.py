@@ -9,7 +9,7 @@ Subpackages group modules by job; each module has one:
     decoding/   search, logits (sampling, n-gram blocking, penalties), translator (the API),
                 ensemble, alignment, paragraphs (texts, HTML, documents through the translator)
     text/       segment (sentences), html, documents (.txt .html .srt .docx), language_id
-    serving/    server, batching (dynamic), libretranslate (its API), uploads
+    serving/    server, limits, batching (dynamic), libretranslate (its API), uploads
     interop/    ctranslate2_export, ct2_translator, hf_import, hf_files, marian_import (OPUS-MT)
     cli         the transformer-mt command
 """

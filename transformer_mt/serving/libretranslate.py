@@ -42,7 +42,7 @@ from ..text.documents import MEDIA_TYPES, DocumentTooLarge, document_extension, 
 from ..text.html import segment_html
 from ..text.segment import segment_text
 from .batching import DecodeOptions
-from .server import ApiError, ServeLimits, read_body
+from .limits import ApiError, ServeLimits, read_body
 from .uploads import TranslatedFiles, safe_download_name
 
 # Names of common language codes for /languages and messages; other codes are shown as they are.

@@ -30,7 +30,7 @@ import asyncio
 import hmac
 import threading
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
@@ -39,33 +39,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, StrictBool, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from ..decoding.logits import search_options
 from ..decoding.translator import MAX_LENGTH_PENALTY, Translator
 from ..errors import TransformerMTError
+from ..text import language_id
 from .batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown
+from .libretranslate import TAG_ALIGNMENT, Service, add_libretranslate_routes, needs_alignment, segment, word_alignments
+from .limits import ApiError, ServeLimits, read_body
 from .uploads import TranslatedFiles
-
-
-@dataclass
-class ServeLimits:
-    max_body_bytes: int = 1_000_000
-    max_sentences_per_request: int = 256
-    max_chars_per_sentence: int = 5_000
-    # Decoding time grows with the text, not the body size: this bounds how long one request holds the decoder.
-    max_chars_per_request: int = 20_000
-    max_nbest: int = 8
-    max_beam_size: int = 16
-    # POST /translate_file: the uploaded file, and the characters of text in it (decoding time).
-    max_file_bytes: int = 2_000_000
-    max_file_chars: int = 50_000
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
 
 
 class NativeRequest(BaseModel):
@@ -100,33 +82,6 @@ class NativeRequest(BaseModel):
                                                              "string for all texts, or one per text (format text)")
 
 
-# A body over the limit is read on (and dropped) up to this many bytes more, so that the client, still
-# sending, gets the 413 answer instead of a connection reset; beyond it the connection is cut.
-MAX_DRAINED_BYTES = 16 * 2**20
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes (also without Content-Length)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body of {declared} bytes is larger than the limit of {limit} bytes")
-    body = bytearray()
-    received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received <= limit:
-                body += chunk
-            elif received > limit + MAX_DRAINED_BYTES:
-                break
-        if received > limit:
-            raise ApiError(413, f"request body is larger than the limit of {limit} bytes")
-    except ClientDisconnect:
-        # The client went away mid-upload: nobody reads an answer, and it is no server error to log.
-        raise ApiError(400, "the client disconnected before sending the whole body") from None
-    return bytes(body)
-
-
 def create_app(translator: Translator, *, limits: ServeLimits | None = None, max_batch_sentences: int = 64,
                max_wait_ms: float = 2.0, max_queue_sentences: int = 2048, api_keys: set[str] | None = None,
                info: dict | None = None, split_sentences: bool | None = None,
@@ -138,9 +93,6 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
     (``https://example.org``, or ``*``) whose pages may call the API from a browser; None (the default)
     sends no CORS headers, so browsers keep other sites' pages out.
     """
-    from ..text import language_id
-    from .libretranslate import TAG_ALIGNMENT, Service, add_libretranslate_routes, needs_alignment, segment, word_alignments
-
     limits = limits or ServeLimits()
     data = translator.config.data
     source, target = data.src_lang, data.tgt_lang
