@@ -32,7 +32,6 @@ import random
 import shutil
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -42,22 +41,21 @@ from tqdm import tqdm
 
 from .. import checkpoint as ckpt
 from ..config import Config, check_data_files, check_given_models, config_from_dict, save_config, training_warnings
-from ..data.batches import collate, count_oversized, encode_parallel, make_batches, read_parallel
-from ..data.mixing import CorpusMix, TrainingCorpus, batch_seeds
-from ..data.sampling import SubwordSampler
-from ..data.tokenizer import PAD_ID, build_tokenizers, id_lists
-from ..data.tokenizer_files import check_tags
+from ..data.batches import collate, make_batches
+from ..data.mixing import MixedUpdates
+from ..data.tokenizer import PAD_ID
 from ..decoding.translator import CHECKPOINT_NAMES, Translator
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import TransformerMTError
 from ..model import Transformer, build_model, check_model_fits
-from ..safe_files import make_run_folder, open_run_file
+from ..safe_files import open_run_file
 from ..scoring import resolve_tokenize, score
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .ema import ExponentialMovingAverage
 from .init_from import Parent, load_parent
 from .loss import label_smoothed_nll_loss
 from .metrics import MetricsWriter
+from .run_data import RunData, load_run_data
 from .rundir import (
     check_world_size,
     cut_logs_to_checkpoint,
@@ -157,6 +155,7 @@ class Trainer:
         self.log_handler = None
         self.metrics: MetricsWriter | None = None  # rank 0's
         self.progress_bar = None
+        self.mixed_updates: MixedUpdates | None = None  # a CorpusMix's updates (data/mixing.py)
         self.closed = False
         try:
             self._setup(resume_state, device)
@@ -233,7 +232,7 @@ class Trainer:
 
         num_params = sum(p.numel() for p in self.model.parameters())
         log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
-                 self.run_dir, len(self.train_data), len(self.valid_src), len(self.src_tok), len(self.tgt_tok),
+                 self.run_dir, len(self.train_data), len(self.data.valid_src), len(self.src_tok), len(self.tgt_tok),
                  num_params / 1e6, self.device,
                  f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "")
         if self.distributed.enabled:
@@ -273,66 +272,19 @@ class Trainer:
 
     def _load_data(self, resume_state: dict | None) -> None:
         """Tokenizers (trained on first use) and the encoded corpora (cached in the run directory)."""
-        config, cfg, data = self.config, self.config.training, self.config.data
-        files = data.training_files()
-        self.src_tok, self.tgt_tok = build_tokenizers(
-            self.run_dir, config.tokenizer, [f[0] for f in files], [f[1] for f in files],
-            given=None if resume_state or self.parent is None else self.parent.tokenizers, symbols=data.tags())
-        if data.tags():  # a tokenizer taken from a parent run (init_from) or trained before the tags were added
-            check_tags(self.src_tok.sp, data.tags(), f"the run's tokenizer {self.src_tok.model_path}",
-                       "train into a new --output-dir (without training.init_from) so that a tokenizer with the "
-                       "tags is trained")
-        ids = id_lists(self.src_tok, self.tgt_tok)
-        self.tokenizer_sha256 = ckpt.tokenizer_checksums(self.src_tok.model_path, self.tgt_tok.model_path, ids)
-        if resume_state:
-            ckpt.check_tokenizer_checksums(resume_state, self.src_tok.model_path, self.tgt_tok.model_path,
-                                           self.run_dir / CHECKPOINT_NAMES["last"], actual=self.tokenizer_sha256, ids_paths=ids)
-        cache_dir = data.cache_path(self.run_dir)
-        if not data.cache_dir:  # the run's own cache/: refused if it is a link (entries would be written through it)
-            make_run_folder(cache_dir)
-        self.train_mix: CorpusMix | None = None  # several corpora, tags or subword sampling (data/mixing.py)
-        self.sampling_thread: ThreadPoolExecutor | None = None  # samples the next update's batches (mixed_group)
-        self.prefetched = None  # ((epoch, first batch), future of its collated batches)
-        if not data.train_corpora and not data.subword_alpha:
-            self.train_data = encode_parallel(
-                data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
-                data.max_len, cache_dir=cache_dir, unpunctuated_copies=data.unpunctuated_copies, seed=cfg.seed,
-                num_workers=data.num_workers)
-        else:
-            self.train_mix = self.train_data = self._load_mix(files, cache_dir)
-        oversized = count_oversized(self.train_data, cfg.batch_tokens)
-        if oversized:
-            log.warning("%d training sentences are longer than training.batch_tokens=%d (padded tokens); "
-                        "each gets a batch of its own, over that budget: raise training.batch_tokens or lower "
-                        "data.max_len", oversized, cfg.batch_tokens)
-        self.valid_src, self.valid_ref = read_parallel(data.path("valid", data.src_lang),
-                                                       data.path("valid", data.tgt_lang))
-        self.valid_data = encode_parallel(
-            data.path("valid", data.src_lang), data.path("valid", data.tgt_lang), self.src_tok, self.tgt_tok,
-            data.max_len, cache_dir=cache_dir, num_workers=data.num_workers)
+        self.data: RunData = load_run_data(self.config, self.run_dir, None if resume_state or self.parent is None
+                                           else self.parent.tokenizers, resume_state)
+        if self.data.train_mix is not None:
+            self.mixed_updates = MixedUpdates(self.data.train_mix, self.config.training.accumulate,
+                                              self.config.training.seed, self.distributed.rank,
+                                              self.config.model.source_eos)
 
-    def _load_mix(self, files, cache_dir) -> CorpusMix:
-        """The training corpora of data.train_corpora (or the one corpus, for subword sampling), each encoded
-        into its own cache entry."""
-        data, cfg = self.config.data, self.config.training
-        sampling = bool(data.subword_alpha)
-        corpora = []
-        for src_path, tgt_path, weight, tag in files:
-            encoded = encode_parallel(src_path, tgt_path, self.src_tok, self.tgt_tok, data.max_len, cache_dir=cache_dir,
-                                      unpunctuated_copies=data.unpunctuated_copies, seed=cfg.seed,
-                                      num_workers=data.num_workers, text_index=sampling)
-            corpora.append(TrainingCorpus(encoded, src_path, tgt_path, weight,
-                                          self.src_tok.piece_to_id([tag])[0] if tag else None))
-        sampler = SubwordSampler(data.subword_alpha, data.subword_nbest, data.max_len) if sampling else None
-        mix = CorpusMix(corpora, self.src_tok, self.tgt_tok, sampler)
-        if len(corpora) > 1 or data.tags():
-            for corpus, count, (_, _, weight, tag) in zip(corpora, mix.counts, files):
-                log.info("training corpus %s: %d pairs, weight %g: %d pairs per epoch%s", corpus.src_path.with_suffix(""),
-                         len(corpus.data), weight, count, f", sources tagged {tag}" if tag else "")
-        if sampling:
-            log.info("subword regularization: each training batch encoded again with SentencePiece sampling "
-                     "(alpha %g, nbest %d)", data.subword_alpha, data.subword_nbest)
-        return mix
+    # The run's data, as tests and scripts read it.
+    src_tok = property(lambda self: self.data.src_tok)
+    tgt_tok = property(lambda self: self.data.tgt_tok)
+    train_data = property(lambda self: self.data.train_data)
+    train_mix = property(lambda self: self.data.train_mix)
+    valid_data = property(lambda self: self.data.valid_data)
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -350,7 +302,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "model": self.ema.state_dict_of(self.model) if self.ema is not None else self.model.state_dict(),
             "vocab_sizes": {"src": len(self.src_tok), "tgt": len(self.tgt_tok)},
-            "tokenizer_sha256": self.tokenizer_sha256,
+            "tokenizer_sha256": self.data.tokenizer_sha256,
             "step": self.step,
             "epoch": self.epoch,
             "best_bleu": self.best_bleu,
@@ -595,13 +547,13 @@ class Trainer:
         # Decoded in fp32 whatever the training precision: BLEU here picks the best checkpoint.
         translator = Translator(self.model, self.src_tok, self.tgt_tok, self.config, self.device, "fp32")
         dec = self.config.decoding
-        hyps = translator.translate(self.valid_src, beam_size=dec.valid_beam_size)
-        scores = score(hyps, self.valid_ref, resolve_tokenize(dec.sacrebleu_tokenize, self.config.data.tgt_lang))
+        hyps = translator.translate(self.data.valid_src, beam_size=dec.valid_beam_size)
+        scores = score(hyps, self.data.valid_ref, resolve_tokenize(dec.sacrebleu_tokenize, self.config.data.tgt_lang))
         result = {"type": "valid", "step": self.step, "epoch": self.epoch + 1, "loss": loss, "nll": nll,
                   "ppl": math.exp(min(nll, 50)), "bleu": scores["bleu"], "chrf": scores["chrf"],
                   "seconds": time.time() - start}
         self.model.train()
-        self.last_validation_examples = list(zip(self.valid_src, hyps, self.valid_ref))[:VALIDATION_EXAMPLES]
+        self.last_validation_examples = list(zip(self.data.valid_src, hyps, self.data.valid_ref))[:VALIDATION_EXAMPLES]
         return result
 
     def validate_and_save(self) -> bool:
@@ -742,7 +694,7 @@ class Trainer:
         Returns why training stops, or None when the epoch ended and training goes on.
         """
         cfg = self.config.training
-        if self.train_mix is None:
+        if self.mixed_updates is None:
             all_batches = make_batches(self.train_data, cfg.batch_tokens, cfg.seed, self.epoch)
         else:
             all_batches = self.train_mix.make_batches(cfg.batch_tokens, cfg.seed, self.epoch)
@@ -755,11 +707,11 @@ class Trainer:
             first = self.batches_done
             group = batches[first:first + cfg.accumulate]
             self.batches_done += len(group)
-            if self.train_mix is None:
+            if self.mixed_updates is None:
                 stats = self.train_update([collate(self.train_data, indices, self.config.model.source_eos)
                                            for indices in group])
             else:
-                stats = self.train_update(self.mixed_group(batches, first))
+                stats = self.train_update(self.mixed_updates.group(batches, first, self.epoch))
             if stats is not None:
                 self.log_update(stats)
             stop_reason = self.agree_to_stop()
@@ -775,31 +727,6 @@ class Trainer:
             if stop_reason is None:
                 stop_reason = self.agree_to_stop()
         return stop_reason
-
-    def collate_mixed(self, batches, first: int, epoch: int) -> list:
-        """The update of batches[first:first + accumulate] of this rank's epoch from the corpus mix (subword
-        samples seeded by each batch's place, so the same whichever thread collates them, and when)."""
-        mix, cfg = self.train_mix, self.config.training
-        collated = []
-        for number in range(first, min(first + cfg.accumulate, len(batches))):
-            seeds = batch_seeds(cfg.seed, epoch, self.distributed.rank, number) if mix.sampler is not None else None
-            collated.append(mix.collate(batches[number], self.config.model.source_eos, seeds))
-        return collated
-
-    def mixed_group(self, batches, first: int) -> list:
-        """collate_mixed's update; with subword sampling the next update is sampled in a background thread
-        meanwhile (SentencePiece releases the GIL), which hides its cost behind this update's computation."""
-        key = (self.epoch, first)
-        prefetched, self.prefetched = self.prefetched, None
-        group = prefetched[1].result() if prefetched is not None and prefetched[0] == key else \
-            self.collate_mixed(batches, first, self.epoch)
-        following = first + self.config.training.accumulate
-        if self.train_mix.sampler is not None and following < len(batches):
-            if self.sampling_thread is None:
-                self.sampling_thread = ThreadPoolExecutor(1, thread_name_prefix="transformer-mt-subword-sampling")
-            self.prefetched = ((self.epoch, following),
-                               self.sampling_thread.submit(self.collate_mixed, batches, following, self.epoch))
-        return group
 
     def start_log_window(self) -> None:
         """Start counting the tokens and loss that the next training record averages over."""
@@ -838,9 +765,8 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
-        if getattr(self, "sampling_thread", None) is not None:
-            self.sampling_thread.shutdown(wait=True, cancel_futures=True)
-            self.sampling_thread = None
+        if self.mixed_updates is not None:
+            self.mixed_updates.close()
         if self.lock is not None:
             self.lock.release()
         self.closed = True
