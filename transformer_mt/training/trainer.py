@@ -40,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from .. import checkpoint as ckpt
-from ..config import Config, check_data_files, check_given_models, config_from_dict, save_config, training_warnings
+from ..config import Config, check_data_files, check_given_models, save_config, training_warnings
 from ..data.batches import collate, make_batches
 from ..data.mixing import MixedUpdates
 from ..data.tokenizer import PAD_ID
@@ -50,6 +50,7 @@ from ..errors import TransformerMTError
 from ..model import Transformer, build_model, check_model_fits
 from ..safe_files import open_run_file
 from ..scoring import resolve_tokenize, score
+from .checkpoint_state import RunCheckpoints, load_state, save_checkpoints, start_from_parent
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .ema import ExponentialMovingAverage
 from .init_from import Parent, load_parent
@@ -57,9 +58,7 @@ from .loss import label_smoothed_nll_loss
 from .metrics import MetricsWriter
 from .run_data import RunData, load_run_data
 from .rundir import (
-    check_world_size,
     cut_logs_to_checkpoint,
-    log_positions,
     prepare_run_dir,
     read_saved_config,
     record_in_marker,
@@ -221,14 +220,15 @@ class Trainer:
         self.stop_signal = None
         self.ema: ExponentialMovingAverage | None = None  # rank 0's: it alone validates and saves
         if resume_state:
-            self.load_state(resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
+            load_state(self, resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
             self.init_from = resume_state.get("init_from")
         elif self.parent is not None:
-            self.start_from_parent(self.parent)
+            start_from_parent(self, self.parent)
         else:
             self.init_from = None
         if cfg.ema_decay and self.distributed.is_main and self.ema is None:
             self.ema = ExponentialMovingAverage(self.model, cfg.ema_decay)  # from the initial (or parent's) weights
+        self.checkpoints = RunCheckpoints(self.run_dir, cfg.keep_last_n)
 
         num_params = sum(p.numel() for p in self.model.parameters())
         log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
@@ -286,7 +286,7 @@ class Trainer:
     train_mix = property(lambda self: self.data.train_mix)
     valid_data = property(lambda self: self.data.valid_data)
 
-    # --- state -----------------------------------------------------------------------------------
+    # --- state (checkpoint_state.py) --------------------------------------------------------------
 
     @staticmethod
     def seed_everything(seed: int) -> None:
@@ -294,133 +294,21 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
-    def state_dict(self, full: bool = True) -> dict:
-        """A checkpoint: ``model`` holds the weights to translate with (the moving average when
-        training.ema_decay is on); ``full`` adds what resuming needs, with EMA the raw weights too."""
-        state = {
-            "format_version": ckpt.FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "model": self.ema.state_dict_of(self.model) if self.ema is not None else self.model.state_dict(),
-            "vocab_sizes": {"src": len(self.src_tok), "tgt": len(self.tgt_tok)},
-            "tokenizer_sha256": self.data.tokenizer_sha256,
-            "step": self.step,
-            "epoch": self.epoch,
-            "best_bleu": self.best_bleu,
-            "init_from": self.init_from,
-        }
-        if full:
-            state.update({
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": self.rng_state(),
-                "data_position": {"epoch": self.epoch, "batches_done": self.batches_done,
-                                  "world_size": self.distributed.world_size},
-                "validations_without_improvement": self.validations_without_improvement,
-                "elapsed": self.wall_seconds(),
-                "validation_seconds": self.validation_seconds,
-                "warmup_end_seconds": self.warmup_end_seconds,
-                "nonfinite_total": self.nonfinite_total,
-                "log_positions": log_positions(self.run_dir),
-            })
-            if self.ema is not None:
-                state.update(raw_model=self.model.state_dict(), ema_updates=self.ema.updates)
-        return state
-
-    @staticmethod
-    def rng_state() -> dict:
-        return {
-            "python": random.getstate(),
-            "numpy": ckpt.numpy_rng_state_to_plain(np.random.get_state()),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }
-
     def warn_if_config_yaml_damaged(self) -> None:
         _, problem = read_saved_config(self.run_dir / "config.yaml")
         if problem is not None:
             log.warning("config.yaml in %s is %s; it is written again from the config (the checkpoint's own "
                         "config matched it)", self.run_dir, problem)
 
-    def load_state(self, state: dict, path: Path) -> None:
-        """Continue from ``state`` (checkpoint_last.pt, already checked against the config by prepare_run_dir)."""
-        config_from_dict(state["config"], source=f"config stored in {path}")
-        # With EMA, "model" holds the averaged weights and "raw_model" the trained ones.
-        raw = state.get("raw_model", state["model"])
-        try:
-            self.model.load_state_dict(raw)
-            if self.config.training.ema_decay and self.distributed.is_main:
-                self.ema = ExponentialMovingAverage(self.model, self.config.training.ema_decay)
-                if "raw_model" in state:
-                    self.ema.load(state["model"], state["ema_updates"])
-        except (RuntimeError, KeyError, TypeError):
-            raise TransformerMTError(f"checkpoint {path} does not fit the model of this config") from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        check_world_size(state, path, self.distributed.world_size)
-        # Several ranks: each continues its own random stream (dropout masks).
-        rng = state["rng_per_rank"][self.distributed.rank] if "rng_per_rank" in state else state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(ckpt.numpy_rng_state_from_plain(rng["numpy"]))
-        torch.set_rng_state(rng["torch"].cpu())
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-        self.step = state["step"]
-        self.epoch = state["data_position"]["epoch"]
-        self.batches_done = state["data_position"]["batches_done"]
-        self.best_bleu = state["best_bleu"]
-        self.validations_without_improvement = state["validations_without_improvement"]
-        self.elapsed = state["elapsed"]
-        self.validation_seconds = state.get("validation_seconds", 0.0)
-        self.warmup_end_seconds = state.get("warmup_end_seconds")
-        self.nonfinite_total = state.get("nonfinite_total", 0)
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch + 1,
-                 self.batches_done)
-
-    def start_from_parent(self, parent: Parent) -> None:
-        """Take the parent's weights (and with training.init_reset_optimizer: false its optimizer state)."""
-        self.init_from = parent.record()
-        vocab = parent.state.get("vocab_sizes", {})
-        if (vocab.get("src"), vocab.get("tgt")) != (len(self.src_tok), len(self.tgt_tok)):
-            raise TransformerMTError(f"'training.init_from' {parent.checkpoint} was trained with vocabulary sizes "
-                                     f"{vocab}, its tokenizer has {len(self.src_tok)}/{len(self.tgt_tok)} pieces")
-        # The optimizer's moments belong to the weights that were trained: with EMA in the parent those are
-        # "raw_model" ("model" is the average), so keeping the optimizer takes them; a fresh start takes the average.
-        keep_optimizer = not self.config.training.init_reset_optimizer
-        weights = parent.state.get("raw_model", parent.state["model"]) if keep_optimizer else parent.state["model"]
-        try:
-            self.model.load_state_dict(weights)
-        except RuntimeError:
-            raise TransformerMTError(f"'training.init_from' {parent.checkpoint} does not fit the model of its own "
-                                     f"config; it was written by an incompatible version") from None
-        kept = ""
-        if keep_optimizer:
-            self.optimizer.load_state_dict(parent.state["optimizer"])
-            cfg = self.config.training
-            for group in self.optimizer.param_groups:  # the moments carry on; the hyperparameters are this config's
-                group.update(betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-            kept = " and its optimizer state"
-        log.info("initialised from %s (step %s, SHA-256 %s): its weights%s; a new schedule from step 0",
-                 parent.checkpoint, parent.state.get("step"), parent.sha256, kept)
-
-    def save_checkpoints(self, is_best: bool) -> None:
-        """Every rank calls this at the same update; rank 0 writes, with every rank's random state."""
-        cfg = self.config.training
-        rng_per_rank = self.distributed.gather_to_main(self.rng_state())
-        if not self.distributed.is_main:
-            return
-        state = self.state_dict(full=True)
-        if self.distributed.enabled:
-            state["rng_per_rank"] = rng_per_rank
-        ckpt.atomic_save(state, self.run_dir / CHECKPOINT_NAMES["last"])
-        weights = self.state_dict(full=False)
-        ckpt.atomic_save(weights, self.run_dir / f"checkpoint_step{self.step:08d}.pt")
-        if is_best:
-            ckpt.atomic_save(weights, self.run_dir / CHECKPOINT_NAMES["best"])
-        for old in self.step_checkpoints()[:-cfg.keep_last_n]:
-            old.unlink(missing_ok=True)
-
-    def step_checkpoints(self) -> list[Path]:
-        return sorted(self.run_dir.glob("checkpoint_step*.pt"))
+    def average(self) -> Path | None:
+        """Average the last training.average_last_n step checkpoints into checkpoint_average.pt, and validate
+        the average as a checkpoint is validated (the log says which to decode with)."""
+        averaged = self.checkpoints.average(self.config.training.average_last_n)
+        if averaged is None:
+            return None
+        path, weights, count = averaged
+        self.validate_average(weights, count)
+        return path
 
     def write_metrics(self, record: dict) -> None:
         if self.metrics is not None:  # rank 0 alone writes
@@ -565,7 +453,7 @@ class Trainer:
         start = self.clock()
         is_best = self.validate_and_log() if self.distributed.is_main else False
         self.validation_seconds += self.clock() - start
-        self.save_checkpoints(is_best)
+        save_checkpoints(self, is_best)
         patience = self.config.training.patience
         return self.distributed.broadcast_from_main(
             bool(patience) and self.validations_without_improvement >= patience)
@@ -666,7 +554,7 @@ class Trainer:
             # A signal may land on one rank after the last agree_to_stop: decide together whether to save and stop.
             if self.distributed.sum([float(self.stop_signal is not None)], self.device)[0]:
                 self.stop_signal = self.stop_signal or "a signal to another rank"
-                self.save_checkpoints(is_best=False)
+                save_checkpoints(self, is_best=False)
                 # Under torchrun the same number of processes must resume (check_world_size): say how.
                 launcher = (f"torchrun <the same --nnodes/--nproc_per_node: {self.distributed.world_size} processes> "
                             f"-m transformer_mt" if self.distributed.enabled else "transformer-mt")
@@ -751,10 +639,7 @@ class Trainer:
         self.start_log_window()
 
     def is_main_and_saved_this_step(self) -> bool:
-        if not self.distributed.is_main:
-            return False
-        saved = self.step_checkpoints()
-        return bool(saved) and saved[-1].name.endswith(f"{self.step:08d}.pt")
+        return self.distributed.is_main and self.checkpoints.saved_at(self.step)
 
     def close(self) -> None:
         """Stop writing train.log and release the run directory's lock (run() does this when it ends)."""
@@ -770,17 +655,6 @@ class Trainer:
         if self.lock is not None:
             self.lock.release()
         self.closed = True
-
-    def average(self) -> Path | None:
-        paths = self.step_checkpoints()[-self.config.training.average_last_n:]
-        if len(paths) < 2:
-            log.info("only %d step checkpoint(s); nothing to average", len(paths))
-            return None
-        out = self.run_dir / CHECKPOINT_NAMES["average"]
-        averaged = ckpt.average_checkpoints(paths, out)
-        log.info("averaged %d checkpoints (%s .. %s) into %s", len(paths), paths[0].name, paths[-1].name, out)
-        self.validate_average(averaged["model"], len(paths))
-        return out
 
     def validate_average(self, weights: dict, count: int) -> dict:
         """Validate the averaged weights as a checkpoint is validated, and say in the log which to decode with.
