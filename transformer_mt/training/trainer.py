@@ -44,12 +44,11 @@ from ..config import Config, check_data_files, check_given_models, save_config, 
 from ..data.batches import collate, make_batches
 from ..data.mixing import MixedUpdates
 from ..data.tokenizer import PAD_ID
-from ..decoding.translator import CHECKPOINT_NAMES, Translator
+from ..decoding.translator import CHECKPOINT_NAMES
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import TransformerMTError
 from ..model import Transformer, build_model, check_model_fits
 from ..safe_files import open_run_file
-from ..scoring import resolve_tokenize, score
 from .checkpoint_state import RunCheckpoints, load_state, save_checkpoints, start_from_parent
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .ema import ExponentialMovingAverage
@@ -65,10 +64,9 @@ from .rundir import (
     remove_interrupted_writes,
 )
 from .schedule import describe_schedule, learning_rate_factor
+from .validation import Validator, report_average, report_validation
 
 log = logging.getLogger("transformer_mt")
-
-VALIDATION_EXAMPLES = 3  # validation translations shown in TensorBoard's text tab at each validation
 
 class TrainingInterrupted(TransformerMTError):
     """Raised after SIGINT/SIGTERM once the checkpoint is saved."""
@@ -229,6 +227,8 @@ class Trainer:
         if cfg.ema_decay and self.distributed.is_main and self.ema is None:
             self.ema = ExponentialMovingAverage(self.model, cfg.ema_decay)  # from the initial (or parent's) weights
         self.checkpoints = RunCheckpoints(self.run_dir, cfg.keep_last_n)
+        self.validator = Validator(self.model, self.compiled_model, self.data, self.config, self.device,
+                                   self.compute_loss)
 
         num_params = sum(p.numel() for p in self.model.parameters())
         log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
@@ -307,7 +307,10 @@ class Trainer:
         if averaged is None:
             return None
         path, weights, count = averaged
-        self.validate_average(weights, count)
+        result = self.validator.validate_weights(weights, self.step, self.epoch)
+        result.update(type="valid_average", checkpoints=count, best_bleu=self.best_bleu)
+        self.write_metrics(result)
+        report_average(result)
         return path
 
     def write_metrics(self, record: dict) -> None:
@@ -409,40 +412,18 @@ class Trainer:
         return {"loss": loss_sum / total_tokens, "nll": nll_sum / total_tokens, "tokens": total_tokens,
                 "grad_norm": grad_norm.item()}
 
-    # --- validation ------------------------------------------------------------------------------
+    # --- validation (validation.py) ---------------------------------------------------------------
 
-    @torch.no_grad()
     def validation_loss(self) -> tuple[float, float]:
-        self.model.eval()
-        loss_sum = nll_sum = 0.0
-        tokens = 0
-        for indices in make_batches(self.valid_data, self.config.training.batch_tokens, 0, 0, shuffle=False):
-            batch = collate(self.valid_data, indices, self.config.model.source_eos).to(self.device)
-            loss, nll = self.compute_loss(batch, self.compiled_model)
-            loss_sum += loss.item()
-            nll_sum += nll.item()
-            tokens += batch.num_tokens
-        return loss_sum / tokens, nll_sum / tokens
+        return self.validator.loss()
 
     def validate(self) -> dict:
         """Validation loss and BLEU, of the moving average of the weights when training.ema_decay is on."""
-        with self.ema.applied() if self.ema is not None else nullcontext():
-            return self._validate()
+        return self.validator.validate(self.step, self.epoch, self.ema)
 
-    def _validate(self) -> dict:
-        start = time.time()
-        loss, nll = self.validation_loss()
-        # Decoded in fp32 whatever the training precision: BLEU here picks the best checkpoint.
-        translator = Translator(self.model, self.src_tok, self.tgt_tok, self.config, self.device, "fp32")
-        dec = self.config.decoding
-        hyps = translator.translate(self.data.valid_src, beam_size=dec.valid_beam_size)
-        scores = score(hyps, self.data.valid_ref, resolve_tokenize(dec.sacrebleu_tokenize, self.config.data.tgt_lang))
-        result = {"type": "valid", "step": self.step, "epoch": self.epoch + 1, "loss": loss, "nll": nll,
-                  "ppl": math.exp(min(nll, 50)), "bleu": scores["bleu"], "chrf": scores["chrf"],
-                  "seconds": time.time() - start}
-        self.model.train()
-        self.last_validation_examples = list(zip(self.data.valid_src, hyps, self.data.valid_ref))[:VALIDATION_EXAMPLES]
-        return result
+    @property
+    def last_validation_examples(self) -> list[tuple[str, str, str]]:
+        return self.validator.examples
 
     def validate_and_save(self) -> bool:
         """Validate, log, save checkpoints; return True when early stopping says stop.
@@ -468,14 +449,7 @@ class Trainer:
         else:
             self.validations_without_improvement += 1
         result["best_bleu"] = self.best_bleu
-        self.write_metrics(result)
-        if self.metrics is not None:
-            self.metrics.write_text("valid/translations", "\n\n".join(
-                f"**source** {src}  \n**output** {hyp}  \n**reference** {ref}"
-                for src, hyp, ref in self.last_validation_examples), self.step)
-        log.info("validation at step %d: loss %.3f, ppl %.2f, BLEU %.2f, chrF %.2f (best %.2f)%s [%.1fs]",
-                 self.step, result["loss"], result["ppl"], result["bleu"], result["chrf"], self.best_bleu,
-                 " *" if is_best else "", result["seconds"])
+        report_validation(result, is_best, self.last_validation_examples, self.metrics)
         return is_best
 
     # --- the loop --------------------------------------------------------------------------------
@@ -655,28 +629,6 @@ class Trainer:
         if self.lock is not None:
             self.lock.release()
         self.closed = True
-
-    def validate_average(self, weights: dict, count: int) -> dict:
-        """Validate the averaged weights as a checkpoint is validated, and say in the log which to decode with.
-
-        The last N checkpoints are a good average when they all come from the annealed end of training;
-        a time budget on a slow machine fits fewer updates, so the same N reaches back to the early,
-        high-learning-rate ones (Multi30k recipe, 35 minutes on one core, ~1,650 updates: the average of
-        steps 500-1,656 scored 31.7 test BLEU against the best checkpoint's 35.2).
-        """
-        kept = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
-        self.model.load_state_dict(weights)
-        try:
-            result = self._validate()
-        finally:
-            self.model.load_state_dict(kept)
-        result.update(type="valid_average", checkpoints=count, best_bleu=self.best_bleu)
-        self.write_metrics(result)
-        better = result["bleu"] > self.best_bleu
-        log.info("validation of the average: BLEU %.2f, chrF %.2f, %s the best checkpoint's %.2f: decode with "
-                 "--checkpoint %s", result["bleu"], result["chrf"], "above" if better else "not above",
-                 self.best_bleu, "average" if better else "best (the default)")
-        return result
 
 
 def prepare(config: Config, output_dir, overwrite: bool = False) -> dict:
