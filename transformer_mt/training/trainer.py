@@ -29,7 +29,6 @@ import inspect
 import logging
 import math
 import random
-import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -40,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from .. import checkpoint as ckpt
-from ..config import Config, check_data_files, check_given_models, save_config, training_warnings
+from ..config import Config, check_data_files, check_given_models
 from ..data.batches import collate, make_batches
 from ..data.mixing import MixedUpdates
 from ..data.tokenizer import PAD_ID
@@ -48,65 +47,22 @@ from ..decoding.translator import CHECKPOINT_NAMES
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import TransformerMTError
 from ..model import Transformer, build_model, check_model_fits
-from ..safe_files import open_run_file
 from .checkpoint_state import RunCheckpoints, load_state, save_checkpoints, start_from_parent
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .ema import ExponentialMovingAverage
 from .init_from import Parent, load_parent
 from .loss import label_smoothed_nll_loss
-from .metrics import MetricsWriter
+from .metrics import MetricsWriter, UpdateLog, setup_logging
 from .run_data import RunData, load_run_data
-from .rundir import (
-    cut_logs_to_checkpoint,
-    prepare_run_dir,
-    read_saved_config,
-    record_in_marker,
-    remove_interrupted_writes,
-)
+from .rundir import cut_logs_to_checkpoint, prepare_run_dir, prepare_run_files
 from .schedule import describe_schedule, learning_rate_factor
 from .validation import Validator, report_average, report_validation
 
 log = logging.getLogger("transformer_mt")
 
+
 class TrainingInterrupted(TransformerMTError):
     """Raised after SIGINT/SIGTERM once the checkpoint is saved."""
-
-
-class RunLogHandler(logging.FileHandler):
-    """A FileHandler for train.log that opens it the safe way: never through a planted link or FIFO."""
-
-    def _open(self):
-        return open_run_file(self.baseFilename, "a", encoding=self.encoding)
-
-
-def setup_logging(run_dir: Path) -> logging.Handler:
-    log.setLevel(logging.INFO)
-    log.propagate = False  # our own console handler below; avoid printing every line twice
-    handler = RunLogHandler(run_dir / "train.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in log.handlers):
-        console = logging.StreamHandler()
-        console.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(console)
-    return handler
-
-
-def discard_stale_tokenizer(config: Config, run_dir: Path) -> None:
-    """Before the first checkpoint, config.yaml says what the run's tokenizer and cached ids were built from.
-
-    With no checkpoint (e.g. an earlier start failed on a config mistake) there is nothing to
-    lose, but a tokenizer or cached ids built for other (or unknown) data must not be reused.
-    """
-    saved, problem = read_saved_config(run_dir / "config.yaml")
-    diffs = ckpt.config_differences(saved or {}, config.to_dict())
-    if problem in (None, "missing") and not any(d.startswith(("data.", "tokenizer.")) for d in diffs):
-        return
-    if problem not in (None, "missing"):
-        log.warning("config.yaml in %s is %s; rebuilding the run's tokenizer and encoded corpus", run_dir, problem)
-    for path in [p for pattern in ("spm*.model", "spm*.vocab", "spm*.ids.json") for p in run_dir.glob(pattern)]:
-        path.unlink()
-    shutil.rmtree(run_dir / "cache", ignore_errors=True)
 
 
 class Trainer:
@@ -243,28 +199,12 @@ class Trainer:
 
     def _prepare_run_files(self, resume_state: dict | None) -> None:
         """Rank 0's share of the set-up: the run directory's logs, leftovers, tokenizer and config files."""
-        config = self.config
         cut = cut_logs_to_checkpoint(self.run_dir, resume_state.get("log_positions", {})) if resume_state else {}
         self.log_handler = setup_logging(self.run_dir)
-        for name, lines in cut.items():
-            if lines is None:
-                log.warning("%s does not match checkpoint_last.pt (changed since, or from another run): left as "
-                            "it is, so records after the checkpoint may repeat", self.run_dir / name)
-                continue
-            log.info("%s: removed %d lines written after checkpoint_last.pt (the run goes on from that "
-                     "checkpoint and logs those steps again)", name, lines)
-        for path in remove_interrupted_writes(self.run_dir):
-            log.info("removed %s, left by an interrupted write", path)
-        if resume_state is None:
-            discard_stale_tokenizer(config, self.run_dir)
-            record_in_marker(self.run_dir, "init_from", self.parent.record() if self.parent else None)
-        else:
-            self.warn_if_config_yaml_damaged()
-        save_config(config, self.run_dir / "config.yaml")
-        for message in training_warnings(config):
-            log.warning("%s", message)
+        prepare_run_files(self.config, self.run_dir, cut, resume_state is not None,
+                          self.parent.record() if self.parent else None)
         # A resumed run's TensorBoard hides what an earlier session logged after the checkpoint, as the logs do.
-        self.metrics = MetricsWriter(self.run_dir, tensorboard="auto" if config.training.tensorboard else False,
+        self.metrics = MetricsWriter(self.run_dir, tensorboard="auto" if self.config.training.tensorboard else False,
                                      purge_step=resume_state["step"] + 1 if resume_state else None)
         if self.metrics.tensorboard:
             log.info("TensorBoard event files in %s (tensorboard --logdir %s)", self.run_dir / "tensorboard",
@@ -293,12 +233,6 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-
-    def warn_if_config_yaml_damaged(self) -> None:
-        _, problem = read_saved_config(self.run_dir / "config.yaml")
-        if problem is not None:
-            log.warning("config.yaml in %s is %s; it is written again from the config (the checkpoint's own "
-                        "config matched it)", self.run_dir, problem)
 
     def average(self) -> Path | None:
         """Average the last training.average_last_n step checkpoints into checkpoint_average.pt, and validate
@@ -519,7 +453,7 @@ class Trainer:
             hide = (not self.show_progress) if self.show_progress is not None else None
             self.progress_bar = tqdm(total=cfg.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True,
                                      disable=hide if self.distributed.is_main else True, mininterval=1.0)
-            self.start_log_window()
+            self.update_log = UpdateLog(cfg.log_every, self.write_metrics, self.progress_bar)
             while stop_reason is None:
                 stop_reason = self.run_epoch()
             self.progress_bar.close()
@@ -575,13 +509,13 @@ class Trainer:
             else:
                 stats = self.train_update(self.mixed_updates.group(batches, first, self.epoch))
             if stats is not None:
-                self.log_update(stats)
+                self.update_log.update(stats, self.step, self.epoch, self.optimizer.param_groups[0]["lr"])
             stop_reason = self.agree_to_stop()
             if stop_reason is None and stats is not None and self.step % cfg.validate_every == 0:
                 validation_start = time.time()
                 if self.validate_and_save():
                     stop_reason = f"early stopping: no BLEU improvement in {cfg.patience} validations"
-                self.window_start += time.time() - validation_start  # tokens/s excludes validation time
+                self.update_log.leave_out(time.time() - validation_start)  # tokens/s excludes validation time
         if self.batches_done >= len(batches):
             self.epoch += 1
             self.batches_done = 0
@@ -589,28 +523,6 @@ class Trainer:
             if stop_reason is None:
                 stop_reason = self.agree_to_stop()
         return stop_reason
-
-    def start_log_window(self) -> None:
-        """Start counting the tokens and loss that the next training record averages over."""
-        self.window_tokens, self.window_loss, self.window_start = 0, 0.0, time.time()
-
-    def log_update(self, stats: dict) -> None:
-        """Advance the progress bar; every ``log_every`` updates, write a training record."""
-        self.window_tokens += stats["tokens"]
-        self.window_loss += stats["loss"] * stats["tokens"]
-        self.progress_bar.update(1)
-        if self.step % self.config.training.log_every:
-            return
-        seconds = time.time() - self.window_start
-        record = {"type": "train", "step": self.step, "epoch": self.epoch + 1,
-                  "loss": self.window_loss / self.window_tokens, "lr": self.optimizer.param_groups[0]["lr"],
-                  "tokens": self.window_tokens, "tokens_per_s": self.window_tokens / max(seconds, 1e-9),
-                  "grad_norm": stats["grad_norm"]}
-        self.write_metrics(record)
-        self.progress_bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
-                                      tok_s=f"{record['tokens_per_s']:.0f}")
-        log.debug("step %d loss %.4f", self.step, record["loss"])
-        self.start_log_window()
 
     def is_main_and_saved_this_step(self) -> bool:
         return self.distributed.is_main and self.checkpoints.saved_at(self.step)
