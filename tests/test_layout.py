@@ -3,8 +3,8 @@
 - ``text/`` is pure text processing: no torch, no ``decoding/``, no model.
 - Imports never run up: nothing imports ``cli``, and only ``cli`` imports ``serving/``.
 - Subpackage ``__init__.py`` files only document their room (or hand names on).
-- No import cycle between modules at import time (imports inside functions are left out:
-  they run later, when every module is loaded).
+- No import cycle between modules, counting every import statement: those inside functions too (a deferred
+  import is a cycle in disguise: the two modules still need each other) and those under ``if TYPE_CHECKING``.
 """
 
 from __future__ import annotations
@@ -73,26 +73,93 @@ def test_subpackage_inits_only_document_or_hand_names_on():
             assert isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign)), (path, ast.dump(node)[:80])
 
 
-def test_no_import_cycle_at_import_time():
-    graph = {name: {m for m in imports(path, top_level_only=True) if m in MODULES and m != name}
-             for name, path in MODULES.items()}
-    # A package's __init__ is imported on the way to its modules, not the other way round.
-    for name in graph:
-        graph[name] = {m for m in graph[name] if not name.startswith(m + ".")}
-    state: dict[str, int] = {}
+def module_edges(name: str, path: Path) -> dict[str, int]:
+    """The package's modules that ``name`` imports, each with the line of its first import statement.
 
-    def visit(node, stack):
-        state[node] = 1
+    Every statement counts: at the top, inside functions (deferred imports) and under ``if TYPE_CHECKING``
+    (never run, but a type named in a signature is still a dependency: if two modules name each other's
+    types, the shared ones belong in a lower module). ``from a import b`` names module ``a.b`` when there is
+    one, else the names come from ``a`` itself. The packages passed on the way to a module (``import
+    a.b.c`` runs ``a/__init__`` and ``a/b/__init__``) are left out: a subpackage's ``__init__`` only hands
+    names on, and the package's own ``__init__`` is the public API that imports the modules below it.
+    """
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    edges: dict[str, int] = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            targets = [f"{module}.{alias.name}" if f"{module}.{alias.name}" in MODULES else module
+                       for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            if target in MODULES and target != name:
+                edges.setdefault(target, node.lineno)
+    return edges
+
+
+def import_cycles(graph: dict[str, dict[str, int]]) -> list[tuple[list[str], set[str]]]:
+    """Each group of modules that import each other (Tarjan's strongly connected components of more than one
+    module), with one cycle through it: ``[a, b, ..., a]``, the shortest way back to its first module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
         for nxt in graph[node]:
-            if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack + [node, nxt]))
-            if nxt not in state:
-                visit(nxt, stack + [node])
-        state[node] = 2
+            if nxt not in index:
+                connect(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = {stack.pop()}
+            while node not in group:
+                group.add(stack.pop())
+            if len(group) > 1:
+                groups.append(group)
 
-    for name in graph:
-        if name not in state:
-            visit(name, [])
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    cycles = []
+    for group in groups:
+        first = min(group)
+        paths = {first: [first]}
+        queue = [first]
+        while queue:
+            node = queue.pop(0)
+            for nxt in sorted(graph[node]):
+                if nxt == first:
+                    cycles.append((paths[node] + [first], group))
+                    queue = []
+                    break
+                if nxt in group and nxt not in paths:
+                    paths[nxt] = paths[node] + [nxt]
+                    queue.append(nxt)
+    return cycles
+
+
+def test_no_import_cycle_counting_deferred_imports():
+    graph = {name: module_edges(name, path) for name, path in MODULES.items()}
+    problems = []
+    for cycle, group in import_cycles(graph):
+        steps = " -> ".join(f"{a} (line {graph[a][b]})" for a, b in zip(cycle, cycle[1:]))
+        others = sorted(group - set(cycle))
+        problems.append(f"  {steps} -> {cycle[-1]}" + (f"; in the same circle: {', '.join(others)}" if others else ""))
+    assert not problems, "import cycles (move the names both need into the lower module):\n" + "\n".join(problems)
+
+
+def test_the_cycle_finder_names_a_deferred_cycle():
+    graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3, "d": 4}, "d": {}}
+    assert import_cycles(graph) == [(["a", "b", "c", "a"], {"a", "b", "c"})]
+    assert import_cycles({"a": {"b": 1}, "b": {}}) == []
 
 
 def layout_map() -> str:

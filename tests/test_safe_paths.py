@@ -127,7 +127,7 @@ def test_train_output_dir_through_a_foreign_folder_link_is_refused(tmp_path):
 
 @needs_root
 def test_import_output_dir_through_a_foreign_folder_link_is_refused(tmp_path):
-    from transformer_mt.interop.hf_import import write_run_dir
+    from transformer_mt.interop.hf_files import write_run_dir
 
     home, shared = _foreign_folder_link(tmp_path)
     hf_dir = tmp_path / "hf"

@@ -1,16 +1,16 @@
 """transformer-mt: train, run and score encoder-decoder Transformer translation models.
 
 Subpackages group modules by job; each module has one:
-    config  errors  device  results  scoring   the ground floor, used by everyone
+    config  errors  files  device  results  scoring   the ground floor, used by everyone
     model  kernels  checkpoint  safe_files      the Transformer, its CPU kernels, safe files and writes
-    data/       tokenizer, corpus (memory-mapped ids), batches, mixing (several corpora),
+    data/       tokenizer, tokenizer_files, corpus (memory-mapped ids), batches, mixing (several corpora),
                 sampling (subword regularization), back_translation
     training/   trainer, schedule, loss, ema, init_from, rundir, distributed, metrics, plotting
     decoding/   search, logits (sampling, n-gram blocking, penalties), translator (the API),
                 ensemble, alignment, paragraphs (texts, HTML, documents through the translator)
     text/       segment (sentences), html, documents (.txt .html .srt .docx), language_id
-    serving/    server, batching (dynamic), libretranslate (its API), uploads
-    interop/    ctranslate2_export, ct2_translator, hf_import, marian_import (OPUS-MT)
+    serving/    server, limits, batching (dynamic), libretranslate (its API), uploads
+    interop/    ctranslate2_export, ct2_translator, hf_import, hf_files, marian_import (OPUS-MT)
     cli         the transformer-mt command
 """
 

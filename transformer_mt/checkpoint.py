@@ -18,7 +18,6 @@ of that state and nothing else.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import pickle
 import pickletools
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from .errors import TransformerMTError
+from .files import file_sha256
 from .safe_files import open_user_file
 
 FORMAT_VERSION = 2
@@ -66,16 +66,6 @@ def config_differences(old: dict, new: dict) -> list[str]:
             if old.get(section, {}).get(key) != value:
                 diffs.append(f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {value!r}")
     return diffs
-
-
-def file_sha256(path) -> str:
-    from .safe_files import open_for_reading
-
-    digest = hashlib.sha256()
-    with open_for_reading(path) as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tokenizer_checksums(src_model_path, tgt_model_path, ids_paths: tuple | None = None) -> dict:
@@ -338,7 +328,7 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
     in the current format. The SentencePiece model(s) beside the checkpoint, if there, are
     recorded as its tokenizer.
     """
-    from .data.tokenizer import tokenizer_paths
+    from .data.tokenizer_files import tokenizer_paths
 
     path = Path(path)
     try:

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import errno
 import math
 import os
 import re
 import reprlib
-import stat
 import typing
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from .errors import TransformerMTError
+from .files import file_problem
 
 
 @dataclass
@@ -555,7 +554,7 @@ def _validate_subword_sampling(config: Config, source: str) -> None:
 
 def _validate_given_tokenizers(cfg: TokenizerConfig, source: str) -> None:
     """Which existing SentencePiece models may be named together (the files are checked by
-    tokenizer.check_given_models, which needs SentencePiece)."""
+    check_given_models when the config is read, with SentencePiece)."""
     if cfg.model and not cfg.joint:
         raise TransformerMTError(
             f"{source}: 'tokenizer.model' is one SentencePiece model for both languages and needs "
@@ -760,27 +759,23 @@ def load_config(path, overrides: dict | None = None, environment: bool = True) -
     if environment:
         raw = expand_env_in(raw)
     config = config_from_dict(raw, source=str(path))
-    from .data.tokenizer import check_given_models  # SentencePiece is imported only when a config is read
-
     check_given_models(config.tokenizer, source=str(path), tags=config.data.tags())
     return config
 
 
-def file_problem(path: Path, expected: str = "a text file") -> str | None:
-    """What keeps ``path`` from being read as a regular file (``expected`` names what it should be), or None."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "is a symbolic link loop"
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return "is a symbolic link to a missing file" if path.is_symlink() else "does not exist"
-        return f"cannot be accessed ({exc.strerror})"
-    if stat.S_ISDIR(mode):
-        return f"is a directory, expected {expected}"
-    if not stat.S_ISREG(mode):
-        return f"is not a regular file (a device, pipe or socket), expected {expected}"
-    return None  # an unreadable file is reported when it is read
+def check_given_models(cfg: TokenizerConfig, source: str = "config", tags: list[str] = ()) -> None:
+    """Check the existing SentencePiece models the tokenizer section names (when the config is read), and that
+    the source model has a piece for each corpus tag (``tags``, data.train_corpora)."""
+    from .data.tokenizer_files import check_model_file, check_model_tags  # SentencePiece is imported only here
+
+    for key, path in cfg.given_models().items():
+        check_model_file(Path(path), key, source)
+    source_model = cfg.model or cfg.source_model
+    if source_model and tags:
+        key = "tokenizer.model" if cfg.model else "tokenizer.source_model"
+        check_model_tags(source_model, tags, f"{source}: '{key}' {source_model}",
+                         f"train that model with --user_defined_symbols={','.join(tags)}, or leave '{key}' empty to "
+                         f"train one here (the tags are then added to it)")
 
 
 def check_data_files(config: Config, splits=("train", "valid")) -> None:

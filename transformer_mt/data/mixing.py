@@ -16,10 +16,15 @@ sentences are encoded again with a sampled segmentation (see sampling.py).
 
 A single corpus without tags or sampling does not come here: training uses its EncodedCorpus
 with batches.make_batches and batches.collate directly, exactly as before these options.
+
+load_mix builds the mix of a config's corpora; MixedUpdates collates a training run's updates from it,
+sampling the next update's segmentations in a background thread while the current one is computed.
 """
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +32,11 @@ import numpy as np
 import torch
 
 from .batches import Batch, make_batches
-from .corpus import EncodedCorpus
+from .corpus import EncodedCorpus, encode_parallel
 from .sampling import CorpusText, SubwordSampler, batch_seeds
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+
+log = logging.getLogger("transformer_mt")
 
 
 @dataclass
@@ -142,4 +149,69 @@ class CorpusMix:
                      tgt_output=_pad(targets, eos=True), num_tokens=sum(len(t) + 1 for t in targets))
 
 
-__all__ = ["CorpusMix", "TrainingCorpus", "batch_seeds", "shares"]
+def load_mix(files: list[tuple[Path, Path, float, str]], src_tok: Tokenizer, tgt_tok: Tokenizer, data,
+             seed: int, cache_dir) -> CorpusMix:
+    """The training corpora ``files`` (data.training_files() of the config's ``data`` section: data.train_corpora,
+    or the one corpus, for subword sampling), each encoded into its own cache entry, as one mix."""
+    sampling = bool(data.subword_alpha)
+    corpora = []
+    for src_path, tgt_path, weight, tag in files:
+        encoded = encode_parallel(src_path, tgt_path, src_tok, tgt_tok, data.max_len, cache_dir=cache_dir,
+                                  unpunctuated_copies=data.unpunctuated_copies, seed=seed,
+                                  num_workers=data.num_workers, text_index=sampling)
+        corpora.append(TrainingCorpus(encoded, src_path, tgt_path, weight,
+                                      src_tok.piece_to_id([tag])[0] if tag else None))
+    sampler = SubwordSampler(data.subword_alpha, data.subword_nbest, data.max_len) if sampling else None
+    mix = CorpusMix(corpora, src_tok, tgt_tok, sampler)
+    if len(corpora) > 1 or data.tags():
+        for corpus, count, (_, _, weight, tag) in zip(corpora, mix.counts, files):
+            log.info("training corpus %s: %d pairs, weight %g: %d pairs per epoch%s", corpus.src_path.with_suffix(""),
+                     len(corpus.data), weight, count, f", sources tagged {tag}" if tag else "")
+    if sampling:
+        log.info("subword regularization: each training batch encoded again with SentencePiece sampling "
+                 "(alpha %g, nbest %d)", data.subword_alpha, data.subword_nbest)
+    return mix
+
+
+class MixedUpdates:
+    """A training run's updates (``accumulate`` batches each) collated from a CorpusMix, for one rank.
+
+    Subword samples are seeded by each batch's place (batch_seeds), so an update is the same whichever thread
+    collates it, and when: with subword sampling the next update is sampled in a background thread while the
+    current one is computed (SentencePiece releases the GIL), which hides its cost.
+    """
+
+    def __init__(self, mix: CorpusMix, accumulate: int, seed: int, rank: int, source_eos: bool):
+        self.mix, self.accumulate, self.seed, self.rank, self.source_eos = mix, accumulate, seed, rank, source_eos
+        self.sampling_thread: ThreadPoolExecutor | None = None
+        self.prefetched = None  # ((epoch, first batch), future of its collated batches)
+
+    def collate(self, batches, first: int, epoch: int) -> list:
+        """The update of batches[first:first + accumulate] of this rank's epoch."""
+        collated = []
+        for number in range(first, min(first + self.accumulate, len(batches))):
+            seeds = batch_seeds(self.seed, epoch, self.rank, number) if self.mix.sampler is not None else None
+            collated.append(self.mix.collate(batches[number], self.source_eos, seeds))
+        return collated
+
+    def group(self, batches, first: int, epoch: int) -> list:
+        """collate's update, taken from the background thread when it sampled it already; the next update's
+        sampling starts there meanwhile."""
+        key = (epoch, first)
+        prefetched, self.prefetched = self.prefetched, None
+        group = prefetched[1].result() if prefetched is not None and prefetched[0] == key else \
+            self.collate(batches, first, epoch)
+        following = first + self.accumulate
+        if self.mix.sampler is not None and following < len(batches):
+            if self.sampling_thread is None:
+                self.sampling_thread = ThreadPoolExecutor(1, thread_name_prefix="transformer-mt-subword-sampling")
+            self.prefetched = ((epoch, following), self.sampling_thread.submit(self.collate, batches, following, epoch))
+        return group
+
+    def close(self) -> None:
+        if self.sampling_thread is not None:
+            self.sampling_thread.shutdown(wait=True, cancel_futures=True)
+            self.sampling_thread = None
+
+
+__all__ = ["CorpusMix", "MixedUpdates", "TrainingCorpus", "batch_seeds", "load_mix", "shares"]

@@ -28,14 +28,11 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from ..checkpoint import file_sha256
-from ..config import TokenizerConfig, file_problem
+from ..config import TokenizerConfig
 from ..errors import TransformerMTError
+from ..files import file_problem, file_sha256
 from ..safe_files import open_for_reading, open_run_file, read_user_file, regular_file_problem, write_run_file
-
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-# A SentencePiece model is a few MB at most (a 64k-piece one is ~1 MB); anything far larger is not one.
-MAX_MODEL_BYTES = 256 << 20
+from .tokenizer_files import BOS_ID, EOS_ID, MAX_MODEL_BYTES, PAD_ID, UNK_ID, ids_paths, tokenizer_paths
 
 log = logging.getLogger(__name__)
 
@@ -318,66 +315,6 @@ def _sentences_used(log_path: Path) -> str:
     return "its sentences (SentencePiece's log does not say how many)"
 
 
-def tokenizer_paths(run_dir, joint: bool) -> tuple[Path, Path]:
-    run_dir = Path(run_dir)
-    if joint:
-        return run_dir / "spm.model", run_dir / "spm.model"
-    return run_dir / "spm.src.model", run_dir / "spm.tgt.model"
-
-
-def special_ids_problem(sp: spm.SentencePieceProcessor) -> str | None:
-    """Why a SentencePiece model's special ids do not fit this toolkit (pad/unk/bos/eos = 0/1/2/3), or None."""
-    ids = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
-    if ids == (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
-        return None
-    return (f"has special ids pad/unk/bos/eos = {'/'.join(map(str, ids))} (-1: none), transformer-mt needs "
-            f"{PAD_ID}/{UNK_ID}/{BOS_ID}/{EOS_ID}; train it with --pad_id={PAD_ID} --unk_id={UNK_ID} "
-            f"--bos_id={BOS_ID} --eos_id={EOS_ID}")
-
-
-def check_model_file(path: Path, key: str, source: str = "config", special_ids: bool = True,
-                     fix: str | None = None) -> None:
-    """One clear error if ``path`` (named by config ``key``) is not a SentencePiece model this toolkit can use
-    (``special_ids``: with pad/unk/bos/eos = 0/1/2/3, as the models whose ids are their own need)."""
-    problem = file_problem(path, "a SentencePiece .model file")
-    if problem is None and path.stat().st_size > MAX_MODEL_BYTES:
-        problem = f"is {path.stat().st_size >> 20} MiB, far too large for a SentencePiece model"
-    if problem is None:
-        sp = spm.SentencePieceProcessor()
-        try:
-            sp.LoadFromSerializedProto(read_user_file(path, key))
-        except (OSError, RuntimeError):
-            problem = "is not a SentencePiece model (it cannot be loaded)"
-        else:
-            problem = special_ids_problem(sp) if special_ids else None
-    if problem is not None:
-        fix = fix or f"point '{key}' at a SentencePiece .model file, or leave it out to train one"
-        raise TransformerMTError(f"{source}: '{key}' {path} {problem}; {fix}")
-
-
-def check_given_models(cfg: TokenizerConfig, source: str = "config", tags: list[str] = ()) -> None:
-    """Check the existing SentencePiece models the tokenizer section names (when the config is read), and that
-    the source model has a piece for each corpus tag (``tags``, data.train_corpora)."""
-    for key, path in cfg.given_models().items():
-        check_model_file(Path(path), key, source)
-    source_model = cfg.model or cfg.source_model
-    if source_model and tags:
-        key = "tokenizer.model" if cfg.model else "tokenizer.source_model"
-        check_tags(spm.SentencePieceProcessor(model_proto=read_user_file(source_model, "tokenizer model")), tags,
-                   f"{source}: '{key}' {source_model}",
-                   f"train that model with --user_defined_symbols={','.join(tags)}, or leave '{key}' empty to train "
-                   f"one here (the tags are then added to it)")
-
-
-def check_tags(sp: spm.SentencePieceProcessor, tags: list[str], model: str, fix: str) -> None:
-    """Refuse a source model without a piece of its own for each corpus tag: the tag would become pieces
-    shared with text, or unk, and the model could not tell tagged sources from the others."""
-    missing = [tag for tag in tags if sp.piece_to_id(tag) == sp.unk_id()]
-    if missing:
-        raise TransformerMTError(f"{model} has no piece for the corpus tag(s) {', '.join(missing)} "
-                                 f"(data.train_corpora); {fix}")
-
-
 def given_models(cfg: TokenizerConfig) -> tuple[tuple[Path, str], tuple[Path, str]] | None:
     """The (source, target) models the config names, each with its config key, or None to train them."""
     if cfg.model:
@@ -465,12 +402,6 @@ def id_lists(src: Tokenizer, tgt: Tokenizer) -> tuple[Path, Path] | None:
     if isinstance(src, MappedTokenizer) and isinstance(tgt, MappedTokenizer):
         return src.ids_path, tgt.ids_path
     return None
-
-
-def ids_paths(run_dir) -> tuple[Path, Path]:
-    """The id lists of a run whose tokenizer.vocabulary is shared or separate (see MappedTokenizer)."""
-    run_dir = Path(run_dir)
-    return run_dir / "spm.src.ids.json", run_dir / "spm.tgt.ids.json"
 
 
 def load_tokenizers(run_dir, joint: bool, vocabulary: str = "sentencepiece") -> tuple[Tokenizer, Tokenizer]:

@@ -4,131 +4,17 @@ The format is found from ``config.json``'s ``model_type``, and each format is on
 package (``marian`` -> marian_import.py, OPUS-MT's MarianMT). Another architecture (M2M100, NLLB)
 would be one more module and one more line in ``import_model``: no registry to fill.
 
-Everything read here is data: JSON through ``json``, weights through ``safetensors`` or the
-weights-only unpickler (see read_weights), SentencePiece models through SentencePiece.
+Everything read is data: JSON through ``json``, weights through ``safetensors`` or the
+weights-only unpickler (see hf_files.read_weights), SentencePiece models through SentencePiece.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import torch
-
-from ..checkpoint import non_finite_weights
-from ..config import file_problem
 from ..errors import TransformerMTError
-from ..safe_files import (
-    check_output_folder,
-    current_umask,
-    make_temporary_folder,
-    open_user_file,
-    read_user_file,
-    remove,
-    remove_empty_folder,
-    rename,
-)
-
-MAX_JSON_BYTES = 64 << 20  # a vocab.json of 250k pieces is ~6 MB
-
-
-def read_json(hf_dir: Path, name: str, required: bool = True):
-    """A JSON file of the model directory, or None when it is optional and absent."""
-    path = hf_dir / name
-    if not path.exists() and not path.is_symlink() and not required:
-        return None
-    problem = file_problem(path, "a JSON file")
-    if problem is None and path.stat().st_size > MAX_JSON_BYTES:
-        problem = f"is larger than {MAX_JSON_BYTES >> 20} MiB"
-    if problem is not None:
-        raise TransformerMTError(f"{path} {problem}; give a Hugging Face model directory (config.json, weights, "
-                                 f"tokenizer files)")
-    try:
-        return json.loads(read_user_file(path, "file").decode("utf-8"))  # by descriptor: no foreign link
-    except RecursionError:  # a few hundred kB of brackets: no model's JSON nests more than a few levels
-        raise TransformerMTError(f"{path} nests its brackets too deeply to be a model's JSON file; download it "
-                                 f"again") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise TransformerMTError(f"{path} is not valid JSON ({type(exc).__name__}); download it again") from None
-
-
-def read_weights(hf_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    """The tensors of ``model.safetensors`` (preferred) or ``pytorch_model.bin``, read without running code, and
-    checked finite (NaN weights would import and translate to garbage)."""
-    weights, path = _read_weights(hf_dir)
-    problem = non_finite_weights(weights)
-    if problem is not None:
-        raise TransformerMTError(f"{path}: {problem}; the model is damaged: download it again")
-    return weights, path
-
-
-def _read_weights(hf_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    safetensors_path, bin_path = hf_dir / "model.safetensors", hf_dir / "pytorch_model.bin"
-    if safetensors_path.exists():
-        problem = file_problem(safetensors_path, "a safetensors file")
-        if problem:
-            raise TransformerMTError(f"{safetensors_path} {problem}")
-        try:
-            from safetensors.torch import load as load_safetensors
-        except ImportError:
-            raise TransformerMTError("reading model.safetensors needs the safetensors package: pip install "
-                                     "'transformer-mt[import]'") from None
-        data = read_user_file(safetensors_path, "weights file")  # by descriptor: never another user's link
-        try:
-            return load_safetensors(data), safetensors_path
-        except Exception as exc:  # noqa: BLE001 -- safetensors raises its own error types for damaged files
-            raise TransformerMTError(f"{safetensors_path} is not a readable safetensors file "
-                                     f"({type(exc).__name__}); download it again") from None
-    if bin_path.exists():
-        problem = file_problem(bin_path, "a PyTorch weights file")
-        if problem:
-            raise TransformerMTError(f"{bin_path} {problem}")
-        try:
-            with open_user_file(bin_path, "weights file") as handle:
-                weights = torch.load(handle, map_location="cpu", weights_only=True)
-        except TransformerMTError:
-            raise
-        except Exception as exc:  # noqa: BLE001 -- refused pickles and damaged files alike
-            raise TransformerMTError(
-                f"{bin_path} was not loaded: it is damaged, or holds Python objects beyond tensors (which a "
-                f"weights file never needs, so it may be crafted to run code) ({type(exc).__name__})") from None
-        if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-            raise TransformerMTError(f"{bin_path} is not a dict of tensors; it is not a model's weights")
-        return weights, bin_path
-    raise TransformerMTError(f"{hf_dir} has no model.safetensors or pytorch_model.bin; give a Hugging Face model "
-                             f"directory with its weights")
-
-
-def check_output_dir(output_dir: Path) -> None:
-    check_output_folder(output_dir, "--output-dir")  # a link of another user on the way is refused
-    if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
-        raise TransformerMTError(f"import output {output_dir} exists and is not a directory; choose a new directory")
-    if output_dir.is_dir() and any(output_dir.iterdir()):
-        raise TransformerMTError(f"import output directory {output_dir} is not empty; choose a new directory (an "
-                                 f"import never overwrites files)")
-
-
-def write_run_dir(output_dir: Path, write) -> Path:
-    """Call ``write(folder)`` on a folder beside ``output_dir`` and rename it into place when done, so the run
-    directory appears complete or not at all."""
-    output_dir = Path(output_dir)
-    check_output_dir(output_dir)
-    tmp = None
-    try:
-        # Its folders created and the new folder made by descriptor (safe_files): never through another user's
-        # link on the way, under an unpredictable name, with the mode a plain mkdir gives.
-        tmp = make_temporary_folder(output_dir, mode=0o777 & ~current_umask(), option="--output-dir")
-        write(tmp)
-        check_output_dir(output_dir)
-        if output_dir.is_dir():
-            remove_empty_folder(output_dir, "--output-dir")
-        rename(tmp, output_dir, "--output-dir")
-    except OSError as exc:
-        raise TransformerMTError(f"could not write {output_dir}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            remove(tmp, ignore_errors=True)
-    return output_dir
+from .hf_files import check_output_dir, read_json
+from .marian_import import import_marian
 
 
 def import_model(hf_dir, output_dir) -> dict:
@@ -141,8 +27,6 @@ def import_model(hf_dir, output_dir) -> dict:
     config = read_json(hf_dir, "config.json")
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type == "marian":
-        from .marian_import import import_marian
-
         return import_marian(hf_dir, config, Path(output_dir))
     raise TransformerMTError(f"{hf_dir / 'config.json'}: model_type {model_type!r} cannot be imported; "
                              f"transformer-mt imports 'marian' (OPUS-MT models)")

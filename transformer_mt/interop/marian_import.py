@@ -2,7 +2,7 @@
 
     transformer-mt import opus-mt-de-en --output-dir runs/opus-mt-de-en
 
-Read: ``config.json``, the weights (see hf_import.read_weights), ``source.spm`` and ``target.spm``,
+Read: ``config.json``, the weights (see hf_files.read_weights), ``source.spm`` and ``target.spm``,
 ``vocab.json`` (and ``target_vocab.json`` when the model has a vocabulary per language). Written: a
 normal run directory (run.json, config.yaml, spm.src/tgt.model, spm.src/tgt.ids.json and
 checkpoint_best.pt holding the weights) that translates, evaluates, serves, exports and fine-tunes
@@ -38,12 +38,13 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from ..config import DataConfig, ModelConfig, TokenizerConfig, config_from_dict, save_config
-from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, check_model_file, ids_paths
+from ..data.tokenizer_files import BOS_ID, EOS_ID, PAD_ID, UNK_ID, check_model_file, ids_paths
 from ..errors import TransformerMTError
+from ..files import file_sha256
 from ..model import PositionalEncoding, Transformer, build_model
 from ..safe_files import write_run_file
 from ..training.rundir import record_in_marker, write_marker
-from .hf_import import read_json, read_weights, write_run_dir
+from .hf_files import read_json, read_weights, write_run_dir
 
 ACTIVATIONS = {"swish": "silu", "silu": "silu", "relu": "relu", "gelu": "gelu"}
 START_PIECE = "<s>"  # the name our vocabulary gives Marian's decoder start token (its <pad>)
@@ -283,7 +284,7 @@ def import_marian(hf_dir, hf_config: dict, output_dir) -> dict:
             write_run_file(folder / ids, json.dumps(names, ensure_ascii=False))
         save_config(config, folder / "config.yaml")
         origin = {"path": str(hf_dir.resolve()), "model_type": "marian", "weights": weights_path.name,
-                  "weights_sha256": ckpt.file_sha256(weights_path)}
+                  "weights_sha256": file_sha256(weights_path)}
         state = {"format_version": ckpt.FORMAT_VERSION, "config": config.to_dict(), "model": model.state_dict(),
                  "vocab_sizes": {"src": len(src_names), "tgt": len(tgt_names)},
                  "tokenizer_sha256": ckpt.tokenizer_checksums(folder / "spm.src.model", folder / "spm.tgt.model",

@@ -43,7 +43,7 @@ from ..text.documents import MEDIA_TYPES, DocumentTooLarge, document_extension, 
 from ..text.html import segment_html
 from ..text.segment import segment_text
 from .batching import DecodeOptions
-from .server import ApiError, ServeLimits, read_body
+from .limits import ApiError, ServeLimits, read_body
 from .uploads import TranslatedFiles, safe_download_name
 
 # Names of common language codes for /languages and messages; other codes are shown as they are.
@@ -80,7 +80,7 @@ def normalized_code(code) -> str | None:
 
 @dataclass
 class Service:
-    """What the LibreTranslate routes need from the server (server.py builds it)."""
+    """What the routes need from the server (server.py's create_app builds it; its /v1/translate uses it too)."""
 
     source: str
     target: str
@@ -301,6 +301,13 @@ def check_format(text_format) -> str:
 # ---------------------------------------------------------------------------------------------- routes
 
 def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
+    add_translate_route(app, service)
+    add_language_routes(app, service)
+    add_file_routes(app, service)
+
+
+def add_translate_route(app: FastAPI, service: Service) -> None:
+    """POST /translate: texts (or HTML) split into sentences, translated in one go, joined back; alternatives."""
     limits = service.limits
 
     @app.post("/translate", summary="Translate (LibreTranslate-compatible)")
@@ -337,6 +344,11 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
             answer["detectedLanguage"] = detected if single else [detected] * len(texts)
         return answer
 
+
+def add_language_routes(app: FastAPI, service: Service) -> None:
+    """POST /detect, GET /languages and /frontend/settings, and POST /suggest (off)."""
+    limits = service.limits
+
     @app.post("/detect", summary="Detect the language of a text (LibreTranslate-compatible)")
     async def detect(request: Request):
         fields, _ = parse_body(request, await read_body(request, limits.max_body_bytes))
@@ -367,6 +379,11 @@ def add_libretranslate_routes(app: FastAPI, service: Service) -> None:
     @app.post("/suggest", summary="Suggest a better translation (off on this server, as LibreTranslate's default)")
     async def suggest():
         raise ApiError(403, "Suggestions are disabled on this server.")
+
+
+def add_file_routes(app: FastAPI, service: Service) -> None:
+    """POST /translate_file (a document translated whole, kept for its download) and GET /download_file/<id>."""
+    limits = service.limits
 
     @app.post("/translate_file", summary=f"Translate a {', '.join(FILE_FORMATS)} file (LibreTranslate-compatible)")
     async def translate_file(request: Request):

@@ -27,7 +27,6 @@ and the size of uploaded files keep one request from taking the server.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -39,33 +38,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, StrictBool, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from ..decoding.logits import search_options
 from ..decoding.translator import MAX_LENGTH_PENALTY, Translator
 from ..errors import TransformerMTError
+from ..text import language_id
 from .batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown
+from .libretranslate import TAG_ALIGNMENT, Service, add_libretranslate_routes, needs_alignment, segment, word_alignments
+from .limits import ApiError, ApiKeys, ServeLimits, check_texts, read_body
 from .uploads import TranslatedFiles
-
-
-@dataclass
-class ServeLimits:
-    max_body_bytes: int = 1_000_000
-    max_sentences_per_request: int = 256
-    max_chars_per_sentence: int = 5_000
-    # Decoding time grows with the text, not the body size: this bounds how long one request holds the decoder.
-    max_chars_per_request: int = 20_000
-    max_nbest: int = 8
-    max_beam_size: int = 16
-    # POST /translate_file: the uploaded file, and the characters of text in it (decoding time).
-    max_file_bytes: int = 2_000_000
-    max_file_chars: int = 50_000
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
 
 
 class NativeRequest(BaseModel):
@@ -100,33 +81,6 @@ class NativeRequest(BaseModel):
                                                              "string for all texts, or one per text (format text)")
 
 
-# A body over the limit is read on (and dropped) up to this many bytes more, so that the client, still
-# sending, gets the 413 answer instead of a connection reset; beyond it the connection is cut.
-MAX_DRAINED_BYTES = 16 * 2**20
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes (also without Content-Length)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body of {declared} bytes is larger than the limit of {limit} bytes")
-    body = bytearray()
-    received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received <= limit:
-                body += chunk
-            elif received > limit + MAX_DRAINED_BYTES:
-                break
-        if received > limit:
-            raise ApiError(413, f"request body is larger than the limit of {limit} bytes")
-    except ClientDisconnect:
-        # The client went away mid-upload: nobody reads an answer, and it is no server error to log.
-        raise ApiError(400, "the client disconnected before sending the whole body") from None
-    return bytes(body)
-
-
 def create_app(translator: Translator, *, limits: ServeLimits | None = None, max_batch_sentences: int = 64,
                max_wait_ms: float = 2.0, max_queue_sentences: int = 2048, api_keys: set[str] | None = None,
                info: dict | None = None, split_sentences: bool | None = None,
@@ -138,17 +92,49 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
     (``https://example.org``, or ``*``) whose pages may call the API from a browser; None (the default)
     sends no CORS headers, so browsers keep other sites' pages out.
     """
-    from ..text import language_id
-    from .libretranslate import TAG_ALIGNMENT, Service, add_libretranslate_routes, needs_alignment, segment, word_alignments
-
     limits = limits or ServeLimits()
-    data = translator.config.data
-    source, target = data.src_lang, data.tgt_lang
-    default_beam = translator.config.decoding.beam_size
-    default_penalty = translator.config.decoding.length_penalty
-    if split_sentences is None:
-        split_sentences = translator.config.decoding.split_sentences
-    state = {"batcher": None, "files": None}
+    data, decoding = translator.config.data, translator.config.decoding
+    batching = {"max_batch_sentences": max_batch_sentences, "max_wait_ms": max_wait_ms,
+                "max_queue_sentences": max_queue_sentences}
+    running = Running()
+    app = FastAPI(title="transformer-mt", version="0.1.0", lifespan=lifespan(translator, running, batching, file_ttl_s),
+                  description=f"Translation {data.src_lang} -> {data.tgt_lang} with a transformer-mt model.")
+
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "Authorization"])
+    add_error_handlers(app)
+
+    # A multilingual model (OPUS-MT's >>fra<< tokens) translates into each of its languages.
+    source_tokenizer = getattr(translator, "src_tokenizer", None)  # wrappers (tests) may have none
+    codes = source_tokenizer.language_codes() if source_tokenizer is not None else []
+    keys = ApiKeys(api_keys)
+    service = Service(source=data.src_lang, target=data.tgt_lang, targets=[code[2:-2] for code in codes] or [data.tgt_lang],
+                      multilingual=bool(codes), limits=limits, default_beam=decoding.beam_size,
+                      default_penalty=decoding.length_penalty,
+                      split_sentences=decoding.split_sentences if split_sentences is None else split_sentences,
+                      aligns=isinstance(translator, Translator), keys_required=keys.required,
+                      check_api_key=keys.check, check_texts=lambda q: check_texts(q, limits),
+                      decode=batcher_decode(running, limits), files=lambda: running.files)
+    add_libretranslate_routes(app, service)
+    add_native_routes(app, service)
+    add_page_and_info_routes(app, service, running, info, batching)
+    return app
+
+
+@dataclass
+class Running:
+    """What the app holds while it serves, made when it starts: the batcher and the store of translated files."""
+
+    batcher: BatchingTranslator | None = None
+    files: TranslatedFiles | None = None
+
+
+def lifespan(translator: Translator, running: Running, batching: dict, file_ttl_s: float):
+    """The app's lifespan: the batcher (and its decoding thread) and the translated files' store while it serves,
+    the language identifier loaded in the background; what is queued is finished when it stops."""
 
     async def remove_old_files(files: TranslatedFiles) -> None:
         while True:
@@ -156,29 +142,48 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
             await asyncio.to_thread(files.purge)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        state["batcher"] = BatchingTranslator(translator, max_batch_sentences, max_wait_ms, max_queue_sentences)
-        state["files"] = TranslatedFiles(ttl_s=file_ttl_s)
-        app.state.batcher = state["batcher"]
+    async def serving(app: FastAPI):
+        running.batcher = BatchingTranslator(translator, batching["max_batch_sentences"], batching["max_wait_ms"],
+                                             batching["max_queue_sentences"])
+        running.files = TranslatedFiles(ttl_s=file_ttl_s)
+        app.state.batcher = running.batcher
         # The language identifier takes 2 s to load: in the background, not in the first /detect.
         threading.Thread(target=language_id.load, name="transformer-mt-language-id", daemon=True).start()
-        cleaner = asyncio.create_task(remove_old_files(state["files"]))
+        cleaner = asyncio.create_task(remove_old_files(running.files))
         try:
             yield
         finally:
             cleaner.cancel()
             # Uvicorn has stopped taking requests and waited for the open ones; finish what is queued.
-            await asyncio.to_thread(state["batcher"].close)
-            state["files"].close()
+            await asyncio.to_thread(running.batcher.close)
+            running.files.close()
 
-    app = FastAPI(title="transformer-mt", version="0.1.0", lifespan=lifespan,
-                  description=f"Translation {source} -> {target} with a transformer-mt model.")
+    return serving
 
-    if cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "Authorization"])
+def batcher_decode(running: Running, limits: ServeLimits):
+    """Service.decode: a request's sentences to the batcher, within the search limits; its refusals as answers."""
+
+    async def decode(sentences: list[str], options: DecodeOptions, prefixes: list[str] | None = None):
+        if options.beam_size > limits.max_beam_size or options.nbest > limits.max_nbest:
+            raise ApiError(400, f"beam size {options.beam_size} / n-best {options.nbest} above this server's "
+                                f"limits ({limits.max_beam_size} / {limits.max_nbest})")
+        try:
+            future = running.batcher.submit(sentences, options, prefixes)
+        except QueueFull as exc:
+            raise ApiError(503, f"the server is busy: {exc}; retry shortly", {"Retry-After": "1"}) from None
+        except ShuttingDown as exc:
+            raise ApiError(503, str(exc), {"Retry-After": "5"}) from None
+        try:
+            return await asyncio.wrap_future(future)
+        except TransformerMTError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    return decode
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"error": ...}``: ours (ApiError), invalid requests (422), HTTP errors, and bugs (500)."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
@@ -197,140 +202,104 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
     async def internal_error(request: Request, exc: Exception):
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
 
-    def check_texts(q) -> list[str]:
-        """The texts of a request (a string or a list of strings), within the limits."""
-        texts = [q] if isinstance(q, str) else q
-        if not isinstance(texts, list) or not all(isinstance(s, str) for s in texts):
-            raise ApiError(400, "'q' must be a string or a list of strings")
-        for i, text in enumerate(texts):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but no text
-                raise ApiError(400, f"text {i} is not valid Unicode text (a lone surrogate)") from None
-        # The limits keep their names from when a text was one sentence (command-line options use them).
-        if len(texts) > limits.max_sentences_per_request:
-            raise ApiError(413, f"{len(texts)} texts in one request; the limit is "
-                                f"{limits.max_sentences_per_request} (max_sentences_per_request)")
-        for i, text in enumerate(texts):
-            if len(text) > limits.max_chars_per_sentence:
-                raise ApiError(413, f"text {i} has {len(text)} characters; the limit is "
-                                    f"{limits.max_chars_per_sentence} (max_chars_per_sentence)")
-        total = sum(len(text) for text in texts)
-        if total > limits.max_chars_per_request:
-            raise ApiError(413, f"the request holds {total} characters; the limit is {limits.max_chars_per_request} "
-                                f"(max_chars_per_request): send the text in several requests")
-        return texts
 
-    async def decode(sentences: list[str], options: DecodeOptions, prefixes: list[str] | None = None):
-        if options.beam_size > limits.max_beam_size or options.nbest > limits.max_nbest:
-            raise ApiError(400, f"beam size {options.beam_size} / n-best {options.nbest} above this server's "
-                                f"limits ({limits.max_beam_size} / {limits.max_nbest})")
-        try:
-            future = state["batcher"].submit(sentences, options, prefixes)
-        except QueueFull as exc:
-            raise ApiError(503, f"the server is busy: {exc}; retry shortly", {"Retry-After": "1"}) from None
-        except ShuttingDown as exc:
-            raise ApiError(503, str(exc), {"Retry-After": "5"}) from None
-        try:
-            return await asyncio.wrap_future(future)
-        except TransformerMTError as exc:
-            raise ApiError(400, str(exc)) from None
+# ---------------------------------------------------------------------------------------------- POST /v1/translate
 
-    encoded_keys = [k.encode("utf-8") for k in api_keys] if api_keys is not None else None
+SEARCH_FIELDS = ("temperature", "top_k", "top_p", "seed", "no_repeat_ngram_size", "repetition_penalty")
 
-    def check_api_key(key) -> None:
-        if encoded_keys is None:
-            return
-        try:
-            given = key.encode("utf-8") if isinstance(key, str) else None
-        except UnicodeEncodeError:
-            given = None
-        # compare_digest on bytes: constant time, and any Unicode key works (it refuses non-ASCII str).
-        if given is None or not any(hmac.compare_digest(given, k) for k in encoded_keys):
-            raise ApiError(403, "missing or invalid API key; send it as 'api_key'")
 
-    # A multilingual model (OPUS-MT's >>fra<< tokens) translates into each of its languages.
-    source_tokenizer = getattr(translator, "src_tokenizer", None)  # wrappers (tests) may have none
-    codes = source_tokenizer.language_codes() if source_tokenizer is not None else []
-    service = Service(source=source, target=target, targets=[code[2:-2] for code in codes] or [target],
-                      multilingual=bool(codes), limits=limits, default_beam=default_beam,
-                      default_penalty=default_penalty, split_sentences=split_sentences,
-                      aligns=isinstance(translator, Translator),
-                      keys_required=api_keys is not None, check_api_key=check_api_key, check_texts=check_texts,
-                      decode=decode, files=lambda: state["files"])
-    add_libretranslate_routes(app, service)
+def native_search(service: Service, request: NativeRequest) -> tuple[int, float, str | None, dict]:
+    """The beam size, length penalty, alignment ('pieces', 'words' or None) and search options of a native
+    request, or a 400 naming what does not go together."""
+    search = {name: getattr(request, name) for name in SEARCH_FIELDS}
+    try:
+        sampling = search_options(**search).sampling  # checked here: a 400 naming the option
+    except TransformerMTError as exc:
+        raise ApiError(400, str(exc)) from None
+    if sampling:
+        if request.beam_size not in (None, 1):
+            raise ApiError(400, "sampling (temperature, top_k, top_p) draws each token instead of searching with "
+                                "a beam: leave out beam_size")
+        beam = 1  # nbest is the number of samples
+    else:
+        beam = request.beam_size or max(service.default_beam, request.nbest)
+        if request.nbest > beam:
+            raise ApiError(400, f"nbest ({request.nbest}) cannot exceed beam_size ({beam})")
+    penalty = service.default_penalty if request.length_penalty is None else request.length_penalty
+    alignment = "pieces" if request.alignment is True else request.alignment or None
+    if request.alignment_layer is not None and alignment is None:
+        raise ApiError(400, "'alignment_layer' chooses the layer of an alignment; add \"alignment\": true")
+    if request.format == "html" and alignment is not None:
+        raise ApiError(400, "'alignment' is for format 'text'; with format 'html' the alignment places the "
+                            "markup in the translation")
+    return beam, penalty, alignment, search
+
+
+def sentence_prefixes(request: NativeRequest, texts: list[str], parts: list) -> list[str] | None:
+    """Each sentence's target prefix: a text's translation starts with its first sentence's."""
+    if request.prefix is None:
+        return None
+    if request.format == "html":
+        raise ApiError(400, "'prefix' is for format 'text': an HTML translation starts with its markup")
+    text_prefixes = [request.prefix] * len(texts) if isinstance(request.prefix, str) else request.prefix
+    if len(text_prefixes) != len(texts):
+        raise ApiError(400, f"'prefix': {len(text_prefixes)} prefixes for {len(texts)} texts; give one per "
+                            f"text (\"\" for none) or one string for all")
+    return [p if k == 0 else "" for part, p in zip(parts, text_prefixes) for k in range(len(part.sentences))]
+
+
+def native_translation(part, chosen: list, html: bool, aligned: bool, alignment: str | None, target: str) -> dict:
+    """Translation k of a text: each sentence's k-th best (``chosen``), joined; its score the sentences' mean."""
+    texts = [t.text for t in chosen]
+    text = part.join(texts, word_alignments(part, chosen, aligned), target) if html else part.join(texts, target)
+    result = {"text": text, "score": sum(t.score for t in chosen) / len(chosen) if chosen else 0.0}
+    if alignment is not None:  # the sentences' tokens one after the other, the pairs shifted to match
+        pairs, source_tokens, target_tokens = [], [], []
+        for t in chosen:
+            pairs += [[i + len(source_tokens), j + len(target_tokens)] for i, j in t.alignment]
+            source_tokens += t.source_tokens
+            target_tokens += t.target_tokens
+        result.update(alignment=pairs, source_tokens=source_tokens, target_tokens=target_tokens)
+    return result
+
+
+def add_native_routes(app: FastAPI, service: Service) -> None:
+    """POST /v1/translate: decoding options, scores, n-best and alignments (NativeRequest)."""
 
     @app.post("/v1/translate", summary="Translate with decoding options and scores", openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": NativeRequest.model_json_schema()}}}})
     async def translate_native(http_request: Request):
-        body = await read_body(http_request, limits.max_body_bytes)
+        body = await read_body(http_request, service.limits.max_body_bytes)
         try:
             request = NativeRequest.model_validate_json(body)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
-        check_api_key(request.api_key)
-        texts = check_texts(request.text)
-        search = {name: getattr(request, name) for name in ("temperature", "top_k", "top_p", "seed",
-                                                             "no_repeat_ngram_size", "repetition_penalty")}
-        try:
-            sampling = search_options(**search).sampling  # checked here: a 400 naming the option
-        except TransformerMTError as exc:
-            raise ApiError(400, str(exc)) from None
-        if sampling:
-            if request.beam_size not in (None, 1):
-                raise ApiError(400, "sampling (temperature, top_k, top_p) draws each token instead of searching with "
-                                    "a beam: leave out beam_size")
-            beam = 1  # nbest is the number of samples
-        else:
-            beam = request.beam_size or max(default_beam, request.nbest)
-            if request.nbest > beam:
-                raise ApiError(400, f"nbest ({request.nbest}) cannot exceed beam_size ({beam})")
-        penalty = default_penalty if request.length_penalty is None else request.length_penalty
-        alignment = "pieces" if request.alignment is True else request.alignment or None
-        if request.alignment_layer is not None and alignment is None:
-            raise ApiError(400, "'alignment_layer' chooses the layer of an alignment; add \"alignment\": true")
+        service.check_api_key(request.api_key)
+        texts = service.check_texts(request.text)
+        beam, penalty, alignment, search = native_search(service, request)
         html = request.format == "html"
-        if html and alignment is not None:
-            raise ApiError(400, "'alignment' is for format 'text'; with format 'html' the alignment places the "
-                                "markup in the translation")
         parts = [segment(service, text, request.format) for text in texts]
         sentences = [sentence for part in parts for sentence in part.sentences]
-        prefixes = None
-        if request.prefix is not None:
-            if html:
-                raise ApiError(400, "'prefix' is for format 'text': an HTML translation starts with its markup")
-            text_prefixes = [request.prefix] * len(texts) if isinstance(request.prefix, str) else request.prefix
-            if len(text_prefixes) != len(texts):
-                raise ApiError(400, f"'prefix': {len(text_prefixes)} prefixes for {len(texts)} texts; give one per "
-                                    f"text (\"\" for none) or one string for all")
-            # A text's translation starts with its first sentence's.
-            prefixes = [p if k == 0 else "" for part, p in zip(parts, text_prefixes) for k in range(len(part.sentences))]
+        prefixes = sentence_prefixes(request, texts, parts)
         aligned = html and needs_alignment(service, parts)
         options = DecodeOptions(beam, penalty, request.nbest, TAG_ALIGNMENT if aligned else alignment,
                                 request.alignment_layer, **{k: v for k, v in search.items() if v is not None})
-        results = await decode(sentences, options, prefixes) if sentences else []
-
-        def answer(part, chosen) -> dict:
-            """Translation k of a text: each sentence's k-th best, joined; its score the sentences' mean."""
-            texts = [t.text for t in chosen]
-            text = part.join(texts, word_alignments(part, chosen, aligned), target) if html else part.join(texts, target)
-            result = {"text": text, "score": sum(t.score for t in chosen) / len(chosen) if chosen else 0.0}
-            if alignment is not None:  # the sentences' tokens one after the other, the pairs shifted to match
-                pairs, source_tokens, target_tokens = [], [], []
-                for t in chosen:
-                    pairs += [[i + len(source_tokens), j + len(target_tokens)] for i, j in t.alignment]
-                    source_tokens += t.source_tokens
-                    target_tokens += t.target_tokens
-                result.update(alignment=pairs, source_tokens=source_tokens, target_tokens=target_tokens)
-            return result
-
+        results = await service.decode(sentences, options, prefixes) if sentences else []
         translations, start = [], 0
         for part in parts:
             mine = results[start:start + len(part.sentences)]
             start += len(part.sentences)
-            translations.append([answer(part, [r[min(k, len(r) - 1)] for r in mine]) for k in range(request.nbest)])
+            translations.append([native_translation(part, [r[min(k, len(r) - 1)] for r in mine], html, aligned,
+                                                    alignment, service.target) for k in range(request.nbest)])
         return {"translations": translations,
-                "source": source, "target": target, "beam_size": beam, "length_penalty": penalty}
+                "source": service.source, "target": service.target, "beam_size": beam, "length_penalty": penalty}
+
+
+# ---------------------------------------------------------------------------------------------- page, health, info
+
+def add_page_and_info_routes(app: FastAPI, service: Service, running: Running, info: dict | None,
+                             batching: dict) -> None:
+    """GET / (the web page), /health and /v1/info (the served model and the server's settings)."""
 
     @app.get("/", include_in_schema=False)
     async def web_page():
@@ -342,15 +311,11 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
 
     @app.get("/v1/info", summary="The served model and the server's settings")
     async def server_info(api_key: str | None = None):
-        check_api_key(api_key)  # as a query parameter: /v1/info?api_key=...
-        batcher = state["batcher"]
+        service.check_api_key(api_key)  # as a query parameter: /v1/info?api_key=...
+        batcher = running.batcher
         sizes = batcher.batch_sizes if batcher else []
-        return {**(info or {}), "source": source, "target": target, "beam_size": default_beam,
-                "length_penalty": default_penalty, "limits": asdict(limits),
-                "batching": {"max_batch_sentences": max_batch_sentences, "max_wait_ms": max_wait_ms,
-                             "max_queue_sentences": max_queue_sentences, "batches_decoded": len(sizes),
-                             "sentences_decoded": sum(sizes),
+        return {**(info or {}), "source": service.source, "target": service.target, "beam_size": service.default_beam,
+                "length_penalty": service.default_penalty, "limits": asdict(service.limits),
+                "batching": {**batching, "batches_decoded": len(sizes), "sentences_decoded": sum(sizes),
                              "sentences_waiting": batcher.queued_sentences if batcher else 0,
                              "sentences_decoding": batcher.decoding_sentences if batcher else 0}}
-
-    return app

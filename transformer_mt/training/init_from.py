@@ -21,9 +21,10 @@ from pathlib import Path
 
 from .. import checkpoint as ckpt
 from ..config import Config, config_from_dict
-from ..data.tokenizer import ids_paths, tokenizer_paths
+from ..data.tokenizer_files import ids_paths, tokenizer_paths
 from ..decoding.translator import find_checkpoint
 from ..errors import TransformerMTError
+from ..files import file_sha256
 from .rundir import is_run_dir
 
 # Model keys that may differ from the parent's: regularisation only, the weights compute the same function.
@@ -119,4 +120,4 @@ def load_parent(config: Config, run_dir) -> Parent:
     ids = ids_paths(checkpoint.parent) if parent_config.tokenizer.vocabulary != "sentencepiece" else None
     ckpt.check_tokenizer_checksums(state, src, tgt, checkpoint, ids_paths=ids)
     origin = f"the tokenizer of 'training.init_from' {checkpoint.parent}"
-    return Parent(checkpoint, ckpt.file_sha256(checkpoint), state, ((src, origin), (tgt, origin)))
+    return Parent(checkpoint, file_sha256(checkpoint), state, ((src, origin), (tgt, origin)))

@@ -3,7 +3,7 @@
     writer = MetricsWriter("runs/demo")                 # tensorboard="auto": on when installed
     writer.write({"type": "train", "step": 25, "loss": 5.1, "lr": 2.5e-4, "tokens_per_s": 2600.0,
                   "grad_norm": 1.3})
-    writer.write_text("valid/translations", "source → translation", step=200)
+    writer.add_text("valid/translations", "source → translation", step=200)
     writer.close()
 
 ``metrics.jsonl`` holds one JSON object per line and is the record of truth (``transformer-mt
@@ -13,13 +13,20 @@ RUN_DIR``) gets the scalars of "train" records (loss, lr, tokens_per_s, grad_nor
 texts, in event files under ``RUN_DIR/tensorboard/``. A "valid_average" record (the averaged
 checkpoint's validation, written once when training ends) stays in metrics.jsonl only. Its package is optional (the [plots]
 extra). Only one process of a run should write: create the writer there.
+
+The same process writes ``train.log`` (setup_logging: the "transformer_mt" logger, into the run
+directory and on the console) and the training records, each the mean of the updates since the
+last one (UpdateLog).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import TransformerMTError
@@ -31,6 +38,8 @@ TENSORBOARD_SCALARS = {
     "valid": ("loss", "ppl", "bleu", "chrf"),
 }
 TENSORBOARD_DIR = "tensorboard"
+
+log = logging.getLogger("transformer_mt")
 
 
 def summary_writer_class():
@@ -98,7 +107,7 @@ class MetricsWriter:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 self.summary.add_scalar(f"{kind}/{field}", value, global_step=record["step"])
 
-    def write_text(self, tag: str, text: str, step: int) -> None:
+    def add_text(self, tag: str, text: str, step: int) -> None:
         """Show ``text`` (Markdown) under ``tag`` at ``step`` in TensorBoard's Text tab, e.g. a few
         validation translations; metrics.jsonl does not get it."""
         if self.summary is not None:
@@ -123,3 +132,60 @@ class MetricsWriter:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class RunLogHandler(logging.FileHandler):
+    """A FileHandler for train.log that opens it the safe way: never through a planted link or FIFO."""
+
+    def _open(self):
+        return open_run_file(self.baseFilename, "a", encoding=self.encoding)
+
+
+def setup_logging(run_dir: Path) -> logging.Handler:
+    """Log the "transformer_mt" logger's records into ``run_dir``/train.log (returned: remove it when the run
+    ends) and, once per process, on the console."""
+    log.setLevel(logging.INFO)
+    log.propagate = False  # our own console handler below; avoid printing every line twice
+    handler = RunLogHandler(run_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in log.handlers):
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(console)
+    return handler
+
+
+class UpdateLog:
+    """The training records: every ``log_every`` updates, one "train" record (``write``) of the loss and the
+    tokens per second since the last one, and the progress bar (a tqdm bar) advanced at each update."""
+
+    def __init__(self, log_every: int, write: Callable[[dict], None], progress_bar):
+        self.log_every, self.write, self.progress_bar = log_every, write, progress_bar
+        self.start()
+
+    def start(self) -> None:
+        """Start counting the tokens and loss that the next training record averages over."""
+        self.window_tokens, self.window_loss, self.window_start = 0, 0.0, time.time()
+
+    def leave_out(self, seconds: float) -> None:
+        """Leave ``seconds`` (a validation's) out of the tokens per second."""
+        self.window_start += seconds
+
+    def update(self, stats: dict, step: int, epoch: int, lr: float) -> None:
+        """Count an update's ``stats`` (Trainer.train_update's); write a record when ``step`` is due one."""
+        self.window_tokens += stats["tokens"]
+        self.window_loss += stats["loss"] * stats["tokens"]
+        self.progress_bar.update(1)
+        if step % self.log_every:
+            return
+        seconds = time.time() - self.window_start
+        record = {"type": "train", "step": step, "epoch": epoch + 1,
+                  "loss": self.window_loss / self.window_tokens, "lr": lr,
+                  "tokens": self.window_tokens, "tokens_per_s": self.window_tokens / max(seconds, 1e-9),
+                  "grad_norm": stats["grad_norm"]}
+        self.write(record)
+        self.progress_bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                                      tok_s=f"{record['tokens_per_s']:.0f}")
+        log.debug("step %d loss %.4f", step, record["loss"])
+        self.start()

@@ -14,7 +14,8 @@ folder that already holds other files). From then on:
 
 ``prepare_run_dir`` is how training starts on one: claim and lock it, then decide from
 ``checkpoint_last.pt`` whether the run resumes (same config, same number of processes) or starts;
-``log_positions``/``cut_logs_to_checkpoint`` keep the logs of a resumed run in step with its checkpoint.
+``log_positions``/``cut_logs_to_checkpoint`` keep the logs of a resumed run in step with its checkpoint;
+``prepare_run_files`` tidies the directory (leftovers, a stale tokenizer) and writes its config.yaml.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import re
 from pathlib import Path
 
 from .. import checkpoint as ckpt
-from ..config import Config
+from ..config import Config, save_config, training_warnings
 from ..decoding.translator import CHECKPOINT_NAMES
 from ..errors import TransformerMTError
 from ..safe_files import (
@@ -333,3 +334,47 @@ def cut_logs_to_checkpoint(run_dir: Path, positions: dict) -> dict:
             removed[name] = handle.read().count(b"\n")
             handle.truncate(size)
     return removed
+
+
+def discard_stale_tokenizer(config: Config, run_dir: Path) -> None:
+    """Before the first checkpoint, config.yaml says what the run's tokenizer and cached ids were built from.
+
+    With no checkpoint (e.g. an earlier start failed on a config mistake) there is nothing to
+    lose, but a tokenizer or cached ids built for other (or unknown) data must not be reused.
+    """
+    saved, problem = read_saved_config(run_dir / "config.yaml")
+    diffs = ckpt.config_differences(saved or {}, config.to_dict())
+    if problem in (None, "missing") and not any(d.startswith(("data.", "tokenizer.")) for d in diffs):
+        return
+    if problem not in (None, "missing"):
+        log.warning("config.yaml in %s is %s; rebuilding the run's tokenizer and encoded corpus", run_dir, problem)
+    for path in [p for pattern in ("spm*.model", "spm*.vocab", "spm*.ids.json") for p in run_dir.glob(pattern)]:
+        remove(path)
+    remove(run_dir / "cache", ignore_errors=True)
+
+
+def prepare_run_files(config: Config, run_dir: Path, cut: dict, resuming: bool, init_from: dict | None) -> None:
+    """Rank 0's files of a run that starts or resumes, before its tokenizer and data: log what
+    cut_logs_to_checkpoint did (``cut``), remove what interrupted writes left, on a start discard a stale
+    tokenizer and record the run's parent (``init_from``) in run.json, then write config.yaml and log the
+    config's warnings."""
+    for name, lines in cut.items():
+        if lines is None:
+            log.warning("%s does not match checkpoint_last.pt (changed since, or from another run): left as "
+                        "it is, so records after the checkpoint may repeat", run_dir / name)
+            continue
+        log.info("%s: removed %d lines written after checkpoint_last.pt (the run goes on from that "
+                 "checkpoint and logs those steps again)", name, lines)
+    for path in remove_interrupted_writes(run_dir):
+        log.info("removed %s, left by an interrupted write", path)
+    if not resuming:
+        discard_stale_tokenizer(config, run_dir)
+        record_in_marker(run_dir, "init_from", init_from)
+    else:
+        _, problem = read_saved_config(run_dir / "config.yaml")
+        if problem is not None:
+            log.warning("config.yaml in %s is %s; it is written again from the config (the checkpoint's own "
+                        "config matched it)", run_dir, problem)
+    save_config(config, run_dir / "config.yaml")
+    for message in training_warnings(config):
+        log.warning("%s", message)

@@ -31,7 +31,6 @@ import math
 import random
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -40,76 +39,30 @@ import torch
 from tqdm import tqdm
 
 from .. import checkpoint as ckpt
-from ..config import Config, check_data_files, config_from_dict, save_config, training_warnings
-from ..data.batches import collate, count_oversized, encode_parallel, make_batches, read_parallel
-from ..data.mixing import CorpusMix, TrainingCorpus, batch_seeds
-from ..data.sampling import SubwordSampler
-from ..data.tokenizer import PAD_ID, build_tokenizers, check_given_models, check_tags, id_lists
-from ..decoding.translator import CHECKPOINT_NAMES, Translator
+from ..config import Config, check_data_files, check_given_models
+from ..data.batches import collate, make_batches
+from ..data.mixing import MixedUpdates
+from ..data.tokenizer import PAD_ID
+from ..decoding.translator import CHECKPOINT_NAMES
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import TransformerMTError
 from ..model import Transformer, build_model, check_model_fits
-from ..safe_files import make_run_folder, open_run_file, remove
-from ..scoring import resolve_tokenize, score
+from .checkpoint_state import RunCheckpoints, load_state, save_checkpoints, start_from_parent
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .ema import ExponentialMovingAverage
 from .init_from import Parent, load_parent
 from .loss import label_smoothed_nll_loss
-from .metrics import MetricsWriter
-from .rundir import (
-    check_world_size,
-    cut_logs_to_checkpoint,
-    log_positions,
-    prepare_run_dir,
-    read_saved_config,
-    record_in_marker,
-    remove_interrupted_writes,
-)
+from .metrics import MetricsWriter, UpdateLog, setup_logging
+from .run_data import RunData, load_run_data
+from .rundir import cut_logs_to_checkpoint, prepare_run_dir, prepare_run_files
 from .schedule import describe_schedule, learning_rate_factor
+from .validation import Validator, report_average, report_validation
 
 log = logging.getLogger("transformer_mt")
 
-VALIDATION_EXAMPLES = 3  # validation translations shown in TensorBoard's text tab at each validation
 
 class TrainingInterrupted(TransformerMTError):
     """Raised after SIGINT/SIGTERM once the checkpoint is saved."""
-
-
-class RunLogHandler(logging.FileHandler):
-    """A FileHandler for train.log that opens it the safe way: never through a planted link or FIFO."""
-
-    def _open(self):
-        return open_run_file(self.baseFilename, "a", encoding=self.encoding)
-
-
-def setup_logging(run_dir: Path) -> logging.Handler:
-    log.setLevel(logging.INFO)
-    log.propagate = False  # our own console handler below; avoid printing every line twice
-    handler = RunLogHandler(run_dir / "train.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in log.handlers):
-        console = logging.StreamHandler()
-        console.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(console)
-    return handler
-
-
-def discard_stale_tokenizer(config: Config, run_dir: Path) -> None:
-    """Before the first checkpoint, config.yaml says what the run's tokenizer and cached ids were built from.
-
-    With no checkpoint (e.g. an earlier start failed on a config mistake) there is nothing to
-    lose, but a tokenizer or cached ids built for other (or unknown) data must not be reused.
-    """
-    saved, problem = read_saved_config(run_dir / "config.yaml")
-    diffs = ckpt.config_differences(saved or {}, config.to_dict())
-    if problem in (None, "missing") and not any(d.startswith(("data.", "tokenizer.")) for d in diffs):
-        return
-    if problem not in (None, "missing"):
-        log.warning("config.yaml in %s is %s; rebuilding the run's tokenizer and encoded corpus", run_dir, problem)
-    for path in [p for pattern in ("spm*.model", "spm*.vocab", "spm*.ids.json") for p in run_dir.glob(pattern)]:
-        remove(path)
-    remove(run_dir / "cache", ignore_errors=True)
 
 
 class Trainer:
@@ -155,6 +108,7 @@ class Trainer:
         self.log_handler = None
         self.metrics: MetricsWriter | None = None  # rank 0's
         self.progress_bar = None
+        self.mixed_updates: MixedUpdates | None = None  # a CorpusMix's updates (data/mixing.py)
         self.closed = False
         try:
             self._setup(resume_state, device)
@@ -220,18 +174,21 @@ class Trainer:
         self.stop_signal = None
         self.ema: ExponentialMovingAverage | None = None  # rank 0's: it alone validates and saves
         if resume_state:
-            self.load_state(resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
+            load_state(self, resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
             self.init_from = resume_state.get("init_from")
         elif self.parent is not None:
-            self.start_from_parent(self.parent)
+            start_from_parent(self, self.parent)
         else:
             self.init_from = None
         if cfg.ema_decay and self.distributed.is_main and self.ema is None:
             self.ema = ExponentialMovingAverage(self.model, cfg.ema_decay)  # from the initial (or parent's) weights
+        self.checkpoints = RunCheckpoints(self.run_dir, cfg.keep_last_n)
+        self.validator = Validator(self.model, self.compiled_model, self.data, self.config, self.device,
+                                   self.compute_loss)
 
         num_params = sum(p.numel() for p in self.model.parameters())
         log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
-                 self.run_dir, len(self.train_data), len(self.valid_src), len(self.src_tok), len(self.tgt_tok),
+                 self.run_dir, len(self.train_data), len(self.data.valid_src), len(self.src_tok), len(self.tgt_tok),
                  num_params / 1e6, self.device,
                  f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "")
         if self.distributed.enabled:
@@ -242,28 +199,12 @@ class Trainer:
 
     def _prepare_run_files(self, resume_state: dict | None) -> None:
         """Rank 0's share of the set-up: the run directory's logs, leftovers, tokenizer and config files."""
-        config = self.config
         cut = cut_logs_to_checkpoint(self.run_dir, resume_state.get("log_positions", {})) if resume_state else {}
         self.log_handler = setup_logging(self.run_dir)
-        for name, lines in cut.items():
-            if lines is None:
-                log.warning("%s does not match checkpoint_last.pt (changed since, or from another run): left as "
-                            "it is, so records after the checkpoint may repeat", self.run_dir / name)
-                continue
-            log.info("%s: removed %d lines written after checkpoint_last.pt (the run goes on from that "
-                     "checkpoint and logs those steps again)", name, lines)
-        for path in remove_interrupted_writes(self.run_dir):
-            log.info("removed %s, left by an interrupted write", path)
-        if resume_state is None:
-            discard_stale_tokenizer(config, self.run_dir)
-            record_in_marker(self.run_dir, "init_from", self.parent.record() if self.parent else None)
-        else:
-            self.warn_if_config_yaml_damaged()
-        save_config(config, self.run_dir / "config.yaml")
-        for message in training_warnings(config):
-            log.warning("%s", message)
+        prepare_run_files(self.config, self.run_dir, cut, resume_state is not None,
+                          self.parent.record() if self.parent else None)
         # A resumed run's TensorBoard hides what an earlier session logged after the checkpoint, as the logs do.
-        self.metrics = MetricsWriter(self.run_dir, tensorboard="auto" if config.training.tensorboard else False,
+        self.metrics = MetricsWriter(self.run_dir, tensorboard="auto" if self.config.training.tensorboard else False,
                                      purge_step=resume_state["step"] + 1 if resume_state else None)
         if self.metrics.tensorboard:
             log.info("TensorBoard event files in %s (tensorboard --logdir %s)", self.run_dir / "tensorboard",
@@ -271,68 +212,21 @@ class Trainer:
 
     def _load_data(self, resume_state: dict | None) -> None:
         """Tokenizers (trained on first use) and the encoded corpora (cached in the run directory)."""
-        config, cfg, data = self.config, self.config.training, self.config.data
-        files = data.training_files()
-        self.src_tok, self.tgt_tok = build_tokenizers(
-            self.run_dir, config.tokenizer, [f[0] for f in files], [f[1] for f in files],
-            given=None if resume_state or self.parent is None else self.parent.tokenizers, symbols=data.tags())
-        if data.tags():  # a tokenizer taken from a parent run (init_from) or trained before the tags were added
-            check_tags(self.src_tok.sp, data.tags(), f"the run's tokenizer {self.src_tok.model_path}",
-                       "train into a new --output-dir (without training.init_from) so that a tokenizer with the "
-                       "tags is trained")
-        ids = id_lists(self.src_tok, self.tgt_tok)
-        self.tokenizer_sha256 = ckpt.tokenizer_checksums(self.src_tok.model_path, self.tgt_tok.model_path, ids)
-        if resume_state:
-            ckpt.check_tokenizer_checksums(resume_state, self.src_tok.model_path, self.tgt_tok.model_path,
-                                           self.run_dir / CHECKPOINT_NAMES["last"], actual=self.tokenizer_sha256, ids_paths=ids)
-        cache_dir = data.cache_path(self.run_dir)
-        if not data.cache_dir:  # the run's own cache/: refused if it is a link (entries would be written through it)
-            make_run_folder(cache_dir)
-        self.train_mix: CorpusMix | None = None  # several corpora, tags or subword sampling (data/mixing.py)
-        self.sampling_thread: ThreadPoolExecutor | None = None  # samples the next update's batches (mixed_group)
-        self.prefetched = None  # ((epoch, first batch), future of its collated batches)
-        if not data.train_corpora and not data.subword_alpha:
-            self.train_data = encode_parallel(
-                data.path("train", data.src_lang), data.path("train", data.tgt_lang), self.src_tok, self.tgt_tok,
-                data.max_len, cache_dir=cache_dir, unpunctuated_copies=data.unpunctuated_copies, seed=cfg.seed,
-                num_workers=data.num_workers)
-        else:
-            self.train_mix = self.train_data = self._load_mix(files, cache_dir)
-        oversized = count_oversized(self.train_data, cfg.batch_tokens)
-        if oversized:
-            log.warning("%d training sentences are longer than training.batch_tokens=%d (padded tokens); "
-                        "each gets a batch of its own, over that budget: raise training.batch_tokens or lower "
-                        "data.max_len", oversized, cfg.batch_tokens)
-        self.valid_src, self.valid_ref = read_parallel(data.path("valid", data.src_lang),
-                                                       data.path("valid", data.tgt_lang))
-        self.valid_data = encode_parallel(
-            data.path("valid", data.src_lang), data.path("valid", data.tgt_lang), self.src_tok, self.tgt_tok,
-            data.max_len, cache_dir=cache_dir, num_workers=data.num_workers)
+        self.data: RunData = load_run_data(self.config, self.run_dir, None if resume_state or self.parent is None
+                                           else self.parent.tokenizers, resume_state)
+        if self.data.train_mix is not None:
+            self.mixed_updates = MixedUpdates(self.data.train_mix, self.config.training.accumulate,
+                                              self.config.training.seed, self.distributed.rank,
+                                              self.config.model.source_eos)
 
-    def _load_mix(self, files, cache_dir) -> CorpusMix:
-        """The training corpora of data.train_corpora (or the one corpus, for subword sampling), each encoded
-        into its own cache entry."""
-        data, cfg = self.config.data, self.config.training
-        sampling = bool(data.subword_alpha)
-        corpora = []
-        for src_path, tgt_path, weight, tag in files:
-            encoded = encode_parallel(src_path, tgt_path, self.src_tok, self.tgt_tok, data.max_len, cache_dir=cache_dir,
-                                      unpunctuated_copies=data.unpunctuated_copies, seed=cfg.seed,
-                                      num_workers=data.num_workers, text_index=sampling)
-            corpora.append(TrainingCorpus(encoded, src_path, tgt_path, weight,
-                                          self.src_tok.piece_to_id([tag])[0] if tag else None))
-        sampler = SubwordSampler(data.subword_alpha, data.subword_nbest, data.max_len) if sampling else None
-        mix = CorpusMix(corpora, self.src_tok, self.tgt_tok, sampler)
-        if len(corpora) > 1 or data.tags():
-            for corpus, count, (_, _, weight, tag) in zip(corpora, mix.counts, files):
-                log.info("training corpus %s: %d pairs, weight %g: %d pairs per epoch%s", corpus.src_path.with_suffix(""),
-                         len(corpus.data), weight, count, f", sources tagged {tag}" if tag else "")
-        if sampling:
-            log.info("subword regularization: each training batch encoded again with SentencePiece sampling "
-                     "(alpha %g, nbest %d)", data.subword_alpha, data.subword_nbest)
-        return mix
+    # The run's data, as tests and scripts read it.
+    src_tok = property(lambda self: self.data.src_tok)
+    tgt_tok = property(lambda self: self.data.tgt_tok)
+    train_data = property(lambda self: self.data.train_data)
+    train_mix = property(lambda self: self.data.train_mix)
+    valid_data = property(lambda self: self.data.valid_data)
 
-    # --- state -----------------------------------------------------------------------------------
+    # --- state (checkpoint_state.py) --------------------------------------------------------------
 
     @staticmethod
     def seed_everything(seed: int) -> None:
@@ -340,133 +234,18 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
-    def state_dict(self, full: bool = True) -> dict:
-        """A checkpoint: ``model`` holds the weights to translate with (the moving average when
-        training.ema_decay is on); ``full`` adds what resuming needs, with EMA the raw weights too."""
-        state = {
-            "format_version": ckpt.FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "model": self.ema.state_dict_of(self.model) if self.ema is not None else self.model.state_dict(),
-            "vocab_sizes": {"src": len(self.src_tok), "tgt": len(self.tgt_tok)},
-            "tokenizer_sha256": self.tokenizer_sha256,
-            "step": self.step,
-            "epoch": self.epoch,
-            "best_bleu": self.best_bleu,
-            "init_from": self.init_from,
-        }
-        if full:
-            state.update({
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": self.rng_state(),
-                "data_position": {"epoch": self.epoch, "batches_done": self.batches_done,
-                                  "world_size": self.distributed.world_size},
-                "validations_without_improvement": self.validations_without_improvement,
-                "elapsed": self.wall_seconds(),
-                "validation_seconds": self.validation_seconds,
-                "warmup_end_seconds": self.warmup_end_seconds,
-                "nonfinite_total": self.nonfinite_total,
-                "log_positions": log_positions(self.run_dir),
-            })
-            if self.ema is not None:
-                state.update(raw_model=self.model.state_dict(), ema_updates=self.ema.updates)
-        return state
-
-    @staticmethod
-    def rng_state() -> dict:
-        return {
-            "python": random.getstate(),
-            "numpy": ckpt.numpy_rng_state_to_plain(np.random.get_state()),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }
-
-    def warn_if_config_yaml_damaged(self) -> None:
-        _, problem = read_saved_config(self.run_dir / "config.yaml")
-        if problem is not None:
-            log.warning("config.yaml in %s is %s; it is written again from the config (the checkpoint's own "
-                        "config matched it)", self.run_dir, problem)
-
-    def load_state(self, state: dict, path: Path) -> None:
-        """Continue from ``state`` (checkpoint_last.pt, already checked against the config by prepare_run_dir)."""
-        config_from_dict(state["config"], source=f"config stored in {path}")
-        # With EMA, "model" holds the averaged weights and "raw_model" the trained ones.
-        raw = state.get("raw_model", state["model"])
-        try:
-            self.model.load_state_dict(raw)
-            if self.config.training.ema_decay and self.distributed.is_main:
-                self.ema = ExponentialMovingAverage(self.model, self.config.training.ema_decay)
-                if "raw_model" in state:
-                    self.ema.load(state["model"], state["ema_updates"])
-        except (RuntimeError, KeyError, TypeError):
-            raise TransformerMTError(f"checkpoint {path} does not fit the model of this config") from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        check_world_size(state, path, self.distributed.world_size)
-        # Several ranks: each continues its own random stream (dropout masks).
-        rng = state["rng_per_rank"][self.distributed.rank] if "rng_per_rank" in state else state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(ckpt.numpy_rng_state_from_plain(rng["numpy"]))
-        torch.set_rng_state(rng["torch"].cpu())
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-        self.step = state["step"]
-        self.epoch = state["data_position"]["epoch"]
-        self.batches_done = state["data_position"]["batches_done"]
-        self.best_bleu = state["best_bleu"]
-        self.validations_without_improvement = state["validations_without_improvement"]
-        self.elapsed = state["elapsed"]
-        self.validation_seconds = state.get("validation_seconds", 0.0)
-        self.warmup_end_seconds = state.get("warmup_end_seconds")
-        self.nonfinite_total = state.get("nonfinite_total", 0)
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch + 1,
-                 self.batches_done)
-
-    def start_from_parent(self, parent: Parent) -> None:
-        """Take the parent's weights (and with training.init_reset_optimizer: false its optimizer state)."""
-        self.init_from = parent.record()
-        vocab = parent.state.get("vocab_sizes", {})
-        if (vocab.get("src"), vocab.get("tgt")) != (len(self.src_tok), len(self.tgt_tok)):
-            raise TransformerMTError(f"'training.init_from' {parent.checkpoint} was trained with vocabulary sizes "
-                                     f"{vocab}, its tokenizer has {len(self.src_tok)}/{len(self.tgt_tok)} pieces")
-        # The optimizer's moments belong to the weights that were trained: with EMA in the parent those are
-        # "raw_model" ("model" is the average), so keeping the optimizer takes them; a fresh start takes the average.
-        keep_optimizer = not self.config.training.init_reset_optimizer
-        weights = parent.state.get("raw_model", parent.state["model"]) if keep_optimizer else parent.state["model"]
-        try:
-            self.model.load_state_dict(weights)
-        except RuntimeError:
-            raise TransformerMTError(f"'training.init_from' {parent.checkpoint} does not fit the model of its own "
-                                     f"config; it was written by an incompatible version") from None
-        kept = ""
-        if keep_optimizer:
-            self.optimizer.load_state_dict(parent.state["optimizer"])
-            cfg = self.config.training
-            for group in self.optimizer.param_groups:  # the moments carry on; the hyperparameters are this config's
-                group.update(betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-            kept = " and its optimizer state"
-        log.info("initialised from %s (step %s, SHA-256 %s): its weights%s; a new schedule from step 0",
-                 parent.checkpoint, parent.state.get("step"), parent.sha256, kept)
-
-    def save_checkpoints(self, is_best: bool) -> None:
-        """Every rank calls this at the same update; rank 0 writes, with every rank's random state."""
-        cfg = self.config.training
-        rng_per_rank = self.distributed.gather_to_main(self.rng_state())
-        if not self.distributed.is_main:
-            return
-        state = self.state_dict(full=True)
-        if self.distributed.enabled:
-            state["rng_per_rank"] = rng_per_rank
-        ckpt.atomic_save(state, self.run_dir / CHECKPOINT_NAMES["last"])
-        weights = self.state_dict(full=False)
-        ckpt.atomic_save(weights, self.run_dir / f"checkpoint_step{self.step:08d}.pt")
-        if is_best:
-            ckpt.atomic_save(weights, self.run_dir / CHECKPOINT_NAMES["best"])
-        for old in self.step_checkpoints()[:-cfg.keep_last_n]:
-            remove(old)
-
-    def step_checkpoints(self) -> list[Path]:
-        return sorted(self.run_dir.glob("checkpoint_step*.pt"))
+    def average(self) -> Path | None:
+        """Average the last training.average_last_n step checkpoints into checkpoint_average.pt, and validate
+        the average as a checkpoint is validated (the log says which to decode with)."""
+        averaged = self.checkpoints.average(self.config.training.average_last_n)
+        if averaged is None:
+            return None
+        path, weights, count = averaged
+        result = self.validator.validate_weights(weights, self.step, self.epoch)
+        result.update(type="valid_average", checkpoints=count, best_bleu=self.best_bleu)
+        self.write_metrics(result)
+        report_average(result)
+        return path
 
     def write_metrics(self, record: dict) -> None:
         if self.metrics is not None:  # rank 0 alone writes
@@ -567,40 +346,18 @@ class Trainer:
         return {"loss": loss_sum / total_tokens, "nll": nll_sum / total_tokens, "tokens": total_tokens,
                 "grad_norm": grad_norm.item()}
 
-    # --- validation ------------------------------------------------------------------------------
+    # --- validation (validation.py) ---------------------------------------------------------------
 
-    @torch.no_grad()
     def validation_loss(self) -> tuple[float, float]:
-        self.model.eval()
-        loss_sum = nll_sum = 0.0
-        tokens = 0
-        for indices in make_batches(self.valid_data, self.config.training.batch_tokens, 0, 0, shuffle=False):
-            batch = collate(self.valid_data, indices, self.config.model.source_eos).to(self.device)
-            loss, nll = self.compute_loss(batch, self.compiled_model)
-            loss_sum += loss.item()
-            nll_sum += nll.item()
-            tokens += batch.num_tokens
-        return loss_sum / tokens, nll_sum / tokens
+        return self.validator.loss()
 
     def validate(self) -> dict:
         """Validation loss and BLEU, of the moving average of the weights when training.ema_decay is on."""
-        with self.ema.applied() if self.ema is not None else nullcontext():
-            return self._validate()
+        return self.validator.validate(self.step, self.epoch, self.ema)
 
-    def _validate(self) -> dict:
-        start = time.time()
-        loss, nll = self.validation_loss()
-        # Decoded in fp32 whatever the training precision: BLEU here picks the best checkpoint.
-        translator = Translator(self.model, self.src_tok, self.tgt_tok, self.config, self.device, "fp32")
-        dec = self.config.decoding
-        hyps = translator.translate(self.valid_src, beam_size=dec.valid_beam_size)
-        scores = score(hyps, self.valid_ref, resolve_tokenize(dec.sacrebleu_tokenize, self.config.data.tgt_lang))
-        result = {"type": "valid", "step": self.step, "epoch": self.epoch + 1, "loss": loss, "nll": nll,
-                  "ppl": math.exp(min(nll, 50)), "bleu": scores["bleu"], "chrf": scores["chrf"],
-                  "seconds": time.time() - start}
-        self.model.train()
-        self.last_validation_examples = list(zip(self.valid_src, hyps, self.valid_ref))[:VALIDATION_EXAMPLES]
-        return result
+    @property
+    def last_validation_examples(self) -> list[tuple[str, str, str]]:
+        return self.validator.examples
 
     def validate_and_save(self) -> bool:
         """Validate, log, save checkpoints; return True when early stopping says stop.
@@ -611,7 +368,7 @@ class Trainer:
         start = self.clock()
         is_best = self.validate_and_log() if self.distributed.is_main else False
         self.validation_seconds += self.clock() - start
-        self.save_checkpoints(is_best)
+        save_checkpoints(self, is_best)
         patience = self.config.training.patience
         return self.distributed.broadcast_from_main(
             bool(patience) and self.validations_without_improvement >= patience)
@@ -626,14 +383,7 @@ class Trainer:
         else:
             self.validations_without_improvement += 1
         result["best_bleu"] = self.best_bleu
-        self.write_metrics(result)
-        if self.metrics is not None:
-            self.metrics.write_text("valid/translations", "\n\n".join(
-                f"**source** {src}  \n**output** {hyp}  \n**reference** {ref}"
-                for src, hyp, ref in self.last_validation_examples), self.step)
-        log.info("validation at step %d: loss %.3f, ppl %.2f, BLEU %.2f, chrF %.2f (best %.2f)%s [%.1fs]",
-                 self.step, result["loss"], result["ppl"], result["bleu"], result["chrf"], self.best_bleu,
-                 " *" if is_best else "", result["seconds"])
+        report_validation(result, is_best, self.last_validation_examples, self.metrics)
         return is_best
 
     # --- the loop --------------------------------------------------------------------------------
@@ -703,7 +453,7 @@ class Trainer:
             hide = (not self.show_progress) if self.show_progress is not None else None
             self.progress_bar = tqdm(total=cfg.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True,
                                      disable=hide if self.distributed.is_main else True, mininterval=1.0)
-            self.start_log_window()
+            self.update_log = UpdateLog(cfg.log_every, self.write_metrics, self.progress_bar)
             while stop_reason is None:
                 stop_reason = self.run_epoch()
             self.progress_bar.close()
@@ -712,7 +462,7 @@ class Trainer:
             # A signal may land on one rank after the last agree_to_stop: decide together whether to save and stop.
             if self.distributed.sum([float(self.stop_signal is not None)], self.device)[0]:
                 self.stop_signal = self.stop_signal or "a signal to another rank"
-                self.save_checkpoints(is_best=False)
+                save_checkpoints(self, is_best=False)
                 # Under torchrun the same number of processes must resume (check_world_size): say how.
                 launcher = (f"torchrun <the same --nnodes/--nproc_per_node: {self.distributed.world_size} processes> "
                             f"-m transformer_mt" if self.distributed.enabled else "transformer-mt")
@@ -740,7 +490,7 @@ class Trainer:
         Returns why training stops, or None when the epoch ended and training goes on.
         """
         cfg = self.config.training
-        if self.train_mix is None:
+        if self.mixed_updates is None:
             all_batches = make_batches(self.train_data, cfg.batch_tokens, cfg.seed, self.epoch)
         else:
             all_batches = self.train_mix.make_batches(cfg.batch_tokens, cfg.seed, self.epoch)
@@ -753,19 +503,19 @@ class Trainer:
             first = self.batches_done
             group = batches[first:first + cfg.accumulate]
             self.batches_done += len(group)
-            if self.train_mix is None:
+            if self.mixed_updates is None:
                 stats = self.train_update([collate(self.train_data, indices, self.config.model.source_eos)
                                            for indices in group])
             else:
-                stats = self.train_update(self.mixed_group(batches, first))
+                stats = self.train_update(self.mixed_updates.group(batches, first, self.epoch))
             if stats is not None:
-                self.log_update(stats)
+                self.update_log.update(stats, self.step, self.epoch, self.optimizer.param_groups[0]["lr"])
             stop_reason = self.agree_to_stop()
             if stop_reason is None and stats is not None and self.step % cfg.validate_every == 0:
                 validation_start = time.time()
                 if self.validate_and_save():
                     stop_reason = f"early stopping: no BLEU improvement in {cfg.patience} validations"
-                self.window_start += time.time() - validation_start  # tokens/s excludes validation time
+                self.update_log.leave_out(time.time() - validation_start)  # tokens/s excludes validation time
         if self.batches_done >= len(batches):
             self.epoch += 1
             self.batches_done = 0
@@ -774,58 +524,8 @@ class Trainer:
                 stop_reason = self.agree_to_stop()
         return stop_reason
 
-    def collate_mixed(self, batches, first: int, epoch: int) -> list:
-        """The update of batches[first:first + accumulate] of this rank's epoch from the corpus mix (subword
-        samples seeded by each batch's place, so the same whichever thread collates them, and when)."""
-        mix, cfg = self.train_mix, self.config.training
-        collated = []
-        for number in range(first, min(first + cfg.accumulate, len(batches))):
-            seeds = batch_seeds(cfg.seed, epoch, self.distributed.rank, number) if mix.sampler is not None else None
-            collated.append(mix.collate(batches[number], self.config.model.source_eos, seeds))
-        return collated
-
-    def mixed_group(self, batches, first: int) -> list:
-        """collate_mixed's update; with subword sampling the next update is sampled in a background thread
-        meanwhile (SentencePiece releases the GIL), which hides its cost behind this update's computation."""
-        key = (self.epoch, first)
-        prefetched, self.prefetched = self.prefetched, None
-        group = prefetched[1].result() if prefetched is not None and prefetched[0] == key else \
-            self.collate_mixed(batches, first, self.epoch)
-        following = first + self.config.training.accumulate
-        if self.train_mix.sampler is not None and following < len(batches):
-            if self.sampling_thread is None:
-                self.sampling_thread = ThreadPoolExecutor(1, thread_name_prefix="transformer-mt-subword-sampling")
-            self.prefetched = ((self.epoch, following),
-                               self.sampling_thread.submit(self.collate_mixed, batches, following, self.epoch))
-        return group
-
-    def start_log_window(self) -> None:
-        """Start counting the tokens and loss that the next training record averages over."""
-        self.window_tokens, self.window_loss, self.window_start = 0, 0.0, time.time()
-
-    def log_update(self, stats: dict) -> None:
-        """Advance the progress bar; every ``log_every`` updates, write a training record."""
-        self.window_tokens += stats["tokens"]
-        self.window_loss += stats["loss"] * stats["tokens"]
-        self.progress_bar.update(1)
-        if self.step % self.config.training.log_every:
-            return
-        seconds = time.time() - self.window_start
-        record = {"type": "train", "step": self.step, "epoch": self.epoch + 1,
-                  "loss": self.window_loss / self.window_tokens, "lr": self.optimizer.param_groups[0]["lr"],
-                  "tokens": self.window_tokens, "tokens_per_s": self.window_tokens / max(seconds, 1e-9),
-                  "grad_norm": stats["grad_norm"]}
-        self.write_metrics(record)
-        self.progress_bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
-                                      tok_s=f"{record['tokens_per_s']:.0f}")
-        log.debug("step %d loss %.4f", self.step, record["loss"])
-        self.start_log_window()
-
     def is_main_and_saved_this_step(self) -> bool:
-        if not self.distributed.is_main:
-            return False
-        saved = self.step_checkpoints()
-        return bool(saved) and saved[-1].name.endswith(f"{self.step:08d}.pt")
+        return self.distributed.is_main and self.checkpoints.saved_at(self.step)
 
     def close(self) -> None:
         """Stop writing train.log and release the run directory's lock (run() does this when it ends)."""
@@ -836,45 +536,11 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
-        if getattr(self, "sampling_thread", None) is not None:
-            self.sampling_thread.shutdown(wait=True, cancel_futures=True)
-            self.sampling_thread = None
+        if self.mixed_updates is not None:
+            self.mixed_updates.close()
         if self.lock is not None:
             self.lock.release()
         self.closed = True
-
-    def average(self) -> Path | None:
-        paths = self.step_checkpoints()[-self.config.training.average_last_n:]
-        if len(paths) < 2:
-            log.info("only %d step checkpoint(s); nothing to average", len(paths))
-            return None
-        out = self.run_dir / CHECKPOINT_NAMES["average"]
-        averaged = ckpt.average_checkpoints(paths, out)
-        log.info("averaged %d checkpoints (%s .. %s) into %s", len(paths), paths[0].name, paths[-1].name, out)
-        self.validate_average(averaged["model"], len(paths))
-        return out
-
-    def validate_average(self, weights: dict, count: int) -> dict:
-        """Validate the averaged weights as a checkpoint is validated, and say in the log which to decode with.
-
-        The last N checkpoints are a good average when they all come from the annealed end of training;
-        a time budget on a slow machine fits fewer updates, so the same N reaches back to the early,
-        high-learning-rate ones (Multi30k recipe, 35 minutes on one core, ~1,650 updates: the average of
-        steps 500-1,656 scored 31.7 test BLEU against the best checkpoint's 35.2).
-        """
-        kept = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
-        self.model.load_state_dict(weights)
-        try:
-            result = self._validate()
-        finally:
-            self.model.load_state_dict(kept)
-        result.update(type="valid_average", checkpoints=count, best_bleu=self.best_bleu)
-        self.write_metrics(result)
-        better = result["bleu"] > self.best_bleu
-        log.info("validation of the average: BLEU %.2f, chrF %.2f, %s the best checkpoint's %.2f: decode with "
-                 "--checkpoint %s", result["bleu"], result["chrf"], "above" if better else "not above",
-                 self.best_bleu, "average" if better else "best (the default)")
-        return result
 
 
 def prepare(config: Config, output_dir, overwrite: bool = False) -> dict:
