@@ -15,6 +15,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from fastapi import Request, Response
+
 from ..errors import TransformerMTError
 from ..text.glossary import Glossary
 
@@ -89,11 +91,10 @@ class GlossaryStore:
             return list(self.glossaries.values())
 
 
-def add_glossary_routes(app, store: GlossaryStore, *, source: str, target: str, read_json, check_api_key,
+def add_glossary_routes(app, store: GlossaryStore, *, source: str, targets: list[str], read_json, check_api_key,
                         refuse) -> None:
     """``/v1/glossaries`` on ``app``. ``read_json(request)``: the request's JSON body, read within the server's
     limits; ``check_api_key(key)``; ``refuse(status, message)``: raise the server's error answer."""
-    from fastapi import Request, Response
 
     def stored(glossary_id) -> StoredGlossary:
         try:
@@ -107,12 +108,12 @@ def add_glossary_routes(app, store: GlossaryStore, *, source: str, target: str, 
         if not isinstance(body, dict):
             refuse(400, "the body must be a JSON object with 'name', 'source', 'target' and 'entries'")
         check_api_key(body.get("api_key"))
-        if (body.get("source"), body.get("target")) != (source, target):
-            refuse(400, f"this server translates {source} -> {target}; a glossary for it has \"source\": "
-                        f"\"{source}\" and \"target\": \"{target}\"")
+        if body.get("source") != source or body.get("target") not in targets:
+            refuse(400, f"this server translates {source} -> {', '.join(targets)}; a glossary for it has "
+                        f"\"source\": \"{source}\" and \"target\": one of those")
         try:
             glossary = Glossary.from_entries(body.get("entries"), "'entries'")
-            kept = store.add(body.get("name"), source, target, glossary)
+            kept = store.add(body.get("name"), source, body["target"], glossary)
         except GlossaryError as exc:
             refuse(exc.status, str(exc))
         except TransformerMTError as exc:  # the entries' own problem

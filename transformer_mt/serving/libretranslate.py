@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, quote
 
 import python_multipart
@@ -40,9 +40,11 @@ from ..decoding.paragraphs import HTML_ALIGNMENT, html_word_pairs
 from ..errors import TransformerMTError
 from ..text import language_id
 from ..text.documents import MEDIA_TYPES, DocumentTooLarge, document_extension, segment_document
+from ..text.glossary import Glossary
 from ..text.html import segment_html
 from ..text.segment import segment_text
 from .batching import DecodeOptions
+from .glossaries import GlossaryError, GlossaryStore
 from .limits import ApiError, ServeLimits, read_body
 from .uploads import TranslatedFiles, safe_download_name
 
@@ -98,6 +100,17 @@ class Service:
     check_texts: Callable[[object], list[str]]
     decode: Callable[[list[str], DecodeOptions], Awaitable[list]]
     files: Callable[[], TranslatedFiles]  # the store of translated files, made when the app starts
+    glossaries: GlossaryStore = field(default_factory=GlossaryStore)  # POST /v1/glossaries keeps them
+
+
+def request_glossary(service: Service, glossary_id) -> Glossary | None:
+    """The glossary a request names by ``glossary_id`` (None: none named), or a 404."""
+    if glossary_id is None or glossary_id == "":
+        return None
+    try:
+        return service.glossaries.get(glossary_id).glossary
+    except GlossaryError as exc:
+        raise ApiError(exc.status, str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------- request bodies
@@ -211,13 +224,15 @@ def needs_alignment(service: Service, parts: list) -> bool:
 
 
 async def translate_segments(service: Service, parts: list, nbest: int, aligned: bool,
-                             target_language: str | None = None) -> list[list[list]]:
+                             target_language: str | None = None, glossary: Glossary | None = None) -> list[list[list]]:
     """Translate the sentences of all ``parts`` in one batcher request; per part, per sentence, its n-best
-    (each with its word alignment when ``aligned``); ``target_language`` for a multilingual model."""
+    (each with its word alignment when ``aligned``); ``target_language`` for a multilingual model; the terms of
+    ``glossary`` found in each sentence kept in its translation."""
     sentences = [sentence for part in parts for sentence in part.sentences]
     options = DecodeOptions(max(service.default_beam, nbest), service.default_penalty, nbest,
                             TAG_ALIGNMENT if aligned else None, target_language=target_language)
-    results = await service.decode(sentences, options) if sentences else []
+    constraints = glossary.constraints(sentences) if glossary is not None else None
+    results = await service.decode(sentences, options, None, constraints) if sentences else []
     out, start = [], 0
     for part in parts:
         out.append(results[start:start + len(part.sentences)])
@@ -319,6 +334,7 @@ def add_translate_route(app: FastAPI, service: Service) -> None:
         texts = service.check_texts(fields["q"])
         src, target = check_pair(service, fields.get("source"), fields.get("target"))
         text_format = check_format(fields.get("format"))
+        glossary = request_glossary(service, fields.get("glossary_id"))
         alternatives = whole_number(fields.get("alternatives", 0))
         if alternatives is None:
             raise ApiError(400, f"'alternatives' must be a whole number, got {fields.get('alternatives')!r:.40}")
@@ -333,7 +349,7 @@ def add_translate_route(app: FastAPI, service: Service) -> None:
         if src == "auto":
             detected = await detected_source(service, " ".join(s for part in parts for s in part.sentences))
         aligned = text_format == "html" and needs_alignment(service, parts)
-        results = await translate_segments(service, parts, nbest, aligned, model_target(service, target))
+        results = await translate_segments(service, parts, nbest, aligned, model_target(service, target), glossary)
         joined = [join_nbest(part, result, text_format == "html", aligned, target, nbest)
                   for part, result in zip(parts, results)]
         single = isinstance(fields["q"], str)
@@ -401,6 +417,7 @@ def add_file_routes(app: FastAPI, service: Service) -> None:
             raise ApiError(413, f"the file has {len(data)} bytes; the limit is {limits.max_file_bytes} "
                                 f"(max_file_bytes)")
         src, target = check_pair(service, fields.get("source"), fields.get("target"))
+        glossary = request_glossary(service, fields.get("glossary_id"))
         try:
             extension = document_extension(filename)
             document = await asyncio.to_thread(segment_document, data, filename, service.source,
@@ -416,7 +433,8 @@ def add_file_routes(app: FastAPI, service: Service) -> None:
         if src == "auto":
             await detected_source(service, " ".join(document.sentences))
         aligned = needs_alignment(service, [document])
-        results = await translate_segments(service, [document], 1, aligned, model_target(service, target))
+        results = await translate_segments(service, [document], 1, aligned, model_target(service, target),
+                                           glossary)
         best = [result[0] for result in results[0]]
         translated = await asyncio.to_thread(document.join, [t.text for t in best],
                                              word_alignments(document, best, aligned), target)

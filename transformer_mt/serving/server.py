@@ -27,6 +27,7 @@ and the size of uploaded files keep one request from taking the server.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -43,8 +44,18 @@ from ..decoding.logits import search_options
 from ..decoding.translator import MAX_LENGTH_PENALTY, Translator
 from ..errors import TransformerMTError
 from ..text import language_id
+from ..text.glossary import Glossary
 from .batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown
-from .libretranslate import TAG_ALIGNMENT, Service, add_libretranslate_routes, needs_alignment, segment, word_alignments
+from .glossaries import add_glossary_routes
+from .libretranslate import (
+    TAG_ALIGNMENT,
+    Service,
+    add_libretranslate_routes,
+    needs_alignment,
+    request_glossary,
+    segment,
+    word_alignments,
+)
 from .limits import ApiError, ApiKeys, ServeLimits, check_texts, read_body
 from .uploads import TranslatedFiles
 
@@ -79,6 +90,10 @@ class NativeRequest(BaseModel):
                                              description="repeated tokens' log-probabilities times this (1 = off)")
     prefix: str | list[str] | None = Field(None, description="what the translation of each text starts with: one "
                                                              "string for all texts, or one per text (format text)")
+    glossary: list[list[str]] | None = Field(None, description="terms to keep: [[source term, target term], ...]; "
+                                                               "in each sentence holding a source term (whole "
+                                                               "words, any case) the target term is kept")
+    glossary_id: str | None = Field(None, description="a glossary kept with POST /v1/glossaries")
 
 
 def create_app(translator: Translator, *, limits: ServeLimits | None = None, max_batch_sentences: int = 64,
@@ -120,6 +135,9 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
                       decode=batcher_decode(running, limits), files=lambda: running.files)
     add_libretranslate_routes(app, service)
     add_native_routes(app, service)
+    add_glossary_routes(app, service.glossaries, source=service.source, targets=service.targets,
+                        read_json=lambda request: read_json(request, limits), check_api_key=keys.check,
+                        refuse=refuse)
     add_page_and_info_routes(app, service, running, info, batching)
     return app
 
@@ -164,12 +182,13 @@ def lifespan(translator: Translator, running: Running, batching: dict, file_ttl_
 def batcher_decode(running: Running, limits: ServeLimits):
     """Service.decode: a request's sentences to the batcher, within the search limits; its refusals as answers."""
 
-    async def decode(sentences: list[str], options: DecodeOptions, prefixes: list[str] | None = None):
+    async def decode(sentences: list[str], options: DecodeOptions, prefixes: list[str] | None = None,
+                     constraints: list[list[str]] | None = None):
         if options.beam_size > limits.max_beam_size or options.nbest > limits.max_nbest:
             raise ApiError(400, f"beam size {options.beam_size} / n-best {options.nbest} above this server's "
                                 f"limits ({limits.max_beam_size} / {limits.max_nbest})")
         try:
-            future = running.batcher.submit(sentences, options, prefixes)
+            future = running.batcher.submit(sentences, options, prefixes, constraints)
         except QueueFull as exc:
             raise ApiError(503, f"the server is busy: {exc}; retry shortly", {"Retry-After": "1"}) from None
         except ShuttingDown as exc:
@@ -248,6 +267,30 @@ def sentence_prefixes(request: NativeRequest, texts: list[str], parts: list) -> 
     return [p if k == 0 else "" for part, p in zip(parts, text_prefixes) for k in range(len(part.sentences))]
 
 
+def native_glossary(service: Service, request: NativeRequest) -> Glossary | None:
+    """The request's glossary: its entries (``glossary``) or a kept one (``glossary_id``), not both."""
+    if request.glossary is not None and request.glossary_id is not None:
+        raise ApiError(400, "give 'glossary' (the entries) or 'glossary_id' (a kept glossary), not both")
+    if request.glossary is None:
+        return request_glossary(service, request.glossary_id)
+    try:
+        return Glossary.from_entries(request.glossary, "'glossary'")
+    except TransformerMTError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+async def read_json(request: Request, limits: ServeLimits):
+    """A JSON body within the body limit, or a 400."""
+    try:
+        return json.loads(await read_body(request, limits.max_body_bytes))
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the body must be JSON (Content-Type: application/json)") from None
+
+
+def refuse(status: int, message: str):
+    raise ApiError(status, message)
+
+
 def native_translation(part, chosen: list, html: bool, aligned: bool, alignment: str | None, target: str) -> dict:
     """Translation k of a text: each sentence's k-th best (``chosen``), joined; its score the sentences' mean."""
     texts = [t.text for t in chosen]
@@ -281,10 +324,12 @@ def add_native_routes(app: FastAPI, service: Service) -> None:
         parts = [segment(service, text, request.format) for text in texts]
         sentences = [sentence for part in parts for sentence in part.sentences]
         prefixes = sentence_prefixes(request, texts, parts)
+        glossary = native_glossary(service, request)
+        constraints = glossary.constraints(sentences) if glossary is not None else None
         aligned = html and needs_alignment(service, parts)
         options = DecodeOptions(beam, penalty, request.nbest, TAG_ALIGNMENT if aligned else alignment,
                                 request.alignment_layer, **{k: v for k, v in search.items() if v is not None})
-        results = await service.decode(sentences, options, prefixes) if sentences else []
+        results = await service.decode(sentences, options, prefixes, constraints) if sentences else []
         translations, start = [], 0
         for part in parts:
             mine = results[start:start + len(part.sentences)]
