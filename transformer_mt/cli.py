@@ -303,7 +303,19 @@ def add_serve_command(sub) -> None:
                     "GET /v1/info, docs at /docs, a web page at /. Each text is split into sentences and joined "
                     "back. Concurrent requests are decoded together in batches. Needs the [serve] extra "
                     "(pip install 'transformer-mt[serve]'). Listens on 127.0.0.1 unless --host says otherwise.")
-    serve.add_argument("--model", required=True, metavar="DIR", help="run directory of a trained model")
+    which = serve.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="DIR", help="run directory of a trained model")
+    which.add_argument("--models-dir", metavar="DIR",
+                       help="serve every run directory (and CTranslate2 export) directly under DIR, each for the "
+                            "language pair of its config; requests pick the pair with 'source' and 'target' (see "
+                            "docs/guides/serving.md, Many models)")
+    serve.add_argument("--max-loaded-models", type=_whole_number, default=4, metavar="N",
+                       help="with --models-dir: models kept loaded at most; the least recently used is unloaded "
+                            "(default: 4)")
+    serve.add_argument("--no-pivot", dest="pivot", action="store_false",
+                       help="with --models-dir: translate only the pairs a model translates directly (by default "
+                            "source -> target is also translated through a language X when models for source -> X "
+                            "and X -> target are there)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
                                                            "only; 0.0.0.0 for every interface)")
     serve.add_argument("--port", type=_whole_number, default=5000, help="port (default: 5000, LibreTranslate's)")
@@ -948,25 +960,95 @@ def cmd_serve(args) -> int:
         api_keys = {line.strip() for line in read_lines(args.api_key_file) if line.strip()}
         if not api_keys:
             raise TransformerMTError(f"--api-key-file {args.api_key_file} holds no key (one per line)")
-    translator = _load_translator(args)
-    if args.beam_size is not None:
-        translator.config.decoding.beam_size = args.beam_size
-    if args.length_penalty is not None:
-        translator.config.decoding.length_penalty = args.length_penalty
-    if args.batch_size is not None:
-        translator.config.decoding.batch_size = args.batch_size
-    if args.early_exit is not None:
-        translator.config.decoding.early_exit = args.early_exit
-    from .decoding.translator import resolve_decoding
-
-    decoding = resolve_decoding(translator.config)  # a setting that would fail every request fails here instead
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sentences_per_request=args.max_sentences_per_request,
                          max_chars_per_sentence=args.max_chars_per_sentence,
                          max_chars_per_request=args.max_chars_per_request, max_file_bytes=args.max_file_bytes,
                          max_file_chars=args.max_file_chars)
+    if args.models_dir is not None:
+        registry = _models_registry(args, limits)
+        info = {"models_dir": Path(args.models_dir).resolve().name, "checkpoint": Path(args.checkpoint).name,
+                "engine": args.engine, "threads": threads, "precision": args.precision, "quantized": args.quantize}
+        served, pairs = registry, ", ".join(registry.pairs())
+        shown = f"{len(registry.models)} models of {Path(args.models_dir).resolve()} ({pairs})"
+    else:
+        if args.max_loaded_models != 4 or not args.pivot:
+            raise TransformerMTError("--max-loaded-models and --no-pivot go with --models-dir (many models); "
+                                     "--model serves one")
+        translator = _load_translator(args)
+        _configure_served(args, translator.config, limits)
+        info = _model_info(args, translator, threads)
+        served = translator
+        shown = (f"{Path(args.model).resolve()} ({translator.config.data.src_lang} -> "
+                 f"{translator.config.data.tgt_lang})")
+    app = create_app(served, limits=limits, max_batch_sentences=args.max_batch_sentences,
+                     max_wait_ms=args.max_wait_ms, max_queue_sentences=args.max_queue_sentences,
+                     api_keys=api_keys, info=info, split_sentences=args.split_sentences,
+                     cors_origins=args.cors_origin)
+    print(f"serving {shown} on http://{args.host}:{args.port} (API docs: /docs); Ctrl-C stops", file=sys.stderr)
+    try:
+        # SIGINT/SIGTERM: uvicorn stops accepting, lets open requests finish, then the app drains its queue.
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    except OSError as exc:
+        raise TransformerMTError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return 0
+
+
+def _configure_served(args, config, limits) -> None:
+    """The command line's decoding settings over a served model's config, checked (a setting that would fail
+    every request fails here instead)."""
+    from .decoding.translator import resolve_decoding
+
+    for option in ("beam_size", "length_penalty", "batch_size", "early_exit"):
+        if getattr(args, option) is not None:
+            setattr(config.decoding, option, getattr(args, option))
+    decoding = resolve_decoding(config)
     if decoding.beam_size > limits.max_beam_size:
         raise TransformerMTError(f"--beam-size {decoding.beam_size} is above the server's limit of "
                                  f"{limits.max_beam_size}")
+
+
+def _models_registry(args, limits):
+    """The ModelRegistry of --models-dir: every run directory and export under it, described from its config
+    (the models are loaded on their first request)."""
+    from .serving.registry import MAX_LOADED_MODELS, ModelRegistry, describe_folder, model_folders
+
+    if not 1 <= args.max_loaded_models <= MAX_LOADED_MODELS:
+        raise TransformerMTError(f"--max-loaded-models {args.max_loaded_models}: give 1 to {MAX_LOADED_MODELS}")
+    folders = model_folders(args.models_dir)
+    if not folders:
+        raise TransformerMTError(f"--models-dir {args.models_dir} holds no run directory (a folder with config.yaml) "
+                                 f"and no CTranslate2 export; train or import models into it")
+    decoding = {"beam_size": args.beam_size, "length_penalty": args.length_penalty}
+    models = []
+    for folder in folders:
+        model = describe_folder(folder, args.split_sentences, decoding)
+        if model.engine == "ctranslate2" or args.engine == "ctranslate2":
+            _check_ctranslate2_options(args)
+        models.append(model)
+
+    def load(model):
+        from .decoding.translator import Translator
+
+        if model.engine == "ctranslate2" or args.engine == "ctranslate2":
+            translator = _load_ctranslate2(args, model.path)
+        else:
+            translator = Translator.from_run(model.path, checkpoint=args.checkpoint, device=args.device,
+                                             precision=args.precision, quantize=args.quantize)
+        _configure_served(args, translator.config, limits)
+        return translator
+
+    return ModelRegistry(models, load, max_loaded=args.max_loaded_models, pivot=args.pivot)
+
+
+def _check_ctranslate2_options(args) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ctranslate2") is None:
+        raise TransformerMTError("a CTranslate2 export under --models-dir needs the ctranslate2 package: "
+                                 "pip install 'transformer-mt[ctranslate2]'")
+
+
+def _model_info(args, translator, threads: int) -> dict:
     # Names, not absolute paths: clients learn nothing about the server's file system.
     info = {"model": Path(args.model).resolve().name, "checkpoint": Path(args.checkpoint).name, "engine": args.engine,
             "threads": threads,
@@ -975,18 +1057,7 @@ def cmd_serve(args) -> int:
         info["parameters"] = sum(p.numel() for p in translator.model.parameters())
     else:
         info["compute_type"] = translator.compute_type
-    app = create_app(translator, limits=limits, max_batch_sentences=args.max_batch_sentences,
-                     max_wait_ms=args.max_wait_ms, max_queue_sentences=args.max_queue_sentences,
-                     api_keys=api_keys, info=info, split_sentences=args.split_sentences,
-                     cors_origins=args.cors_origin)
-    print(f"serving {Path(args.model).resolve()} ({translator.config.data.src_lang} -> {translator.config.data.tgt_lang}) on "
-          f"http://{args.host}:{args.port} (API docs: /docs); Ctrl-C stops", file=sys.stderr)
-    try:
-        # SIGINT/SIGTERM: uvicorn stops accepting, lets open requests finish, then the app drains its queue.
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
-    except OSError as exc:
-        raise TransformerMTError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    return 0
+    return info
 
 
 def cmd_export(args) -> int:

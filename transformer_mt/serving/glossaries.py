@@ -91,10 +91,11 @@ class GlossaryStore:
             return list(self.glossaries.values())
 
 
-def add_glossary_routes(app, store: GlossaryStore, *, source: str, targets: list[str], read_json, check_api_key,
-                        refuse) -> None:
-    """``/v1/glossaries`` on ``app``. ``read_json(request)``: the request's JSON body, read within the server's
-    limits; ``check_api_key(key)``; ``refuse(status, message)``: raise the server's error answer."""
+def add_glossary_routes(app, store: GlossaryStore, *, pair_problem, read_json, check_api_key, refuse) -> None:
+    """``/v1/glossaries`` on ``app``. ``pair_problem(source, target)``: why the server keeps no glossary for
+    that pair (one it does not translate), or None; ``read_json(request)``: the request's JSON body, read
+    within the server's limits; ``check_api_key(key)``; ``refuse(status, message)``: raise the server's error
+    answer."""
 
     def stored(glossary_id) -> StoredGlossary:
         try:
@@ -108,12 +109,12 @@ def add_glossary_routes(app, store: GlossaryStore, *, source: str, targets: list
         if not isinstance(body, dict):
             refuse(400, "the body must be a JSON object with 'name', 'source', 'target' and 'entries'")
         check_api_key(body.get("api_key"))
-        if body.get("source") != source or body.get("target") not in targets:
-            refuse(400, f"this server translates {source} -> {', '.join(targets)}; a glossary for it has "
-                        f"\"source\": \"{source}\" and \"target\": one of those")
+        problem = pair_problem(body.get("source"), body.get("target"))
+        if problem is not None:
+            refuse(400, problem)
         try:
             glossary = Glossary.from_entries(body.get("entries"), "'entries'")
-            kept = store.add(body.get("name"), source, body["target"], glossary)
+            kept = store.add(body.get("name"), body["source"], body["target"], glossary)
         except GlossaryError as exc:
             refuse(exc.status, str(exc))
         except TransformerMTError as exc:  # the entries' own problem

@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from urllib.parse import parse_qs, quote
 
 import python_multipart
@@ -46,6 +47,7 @@ from ..text.segment import segment_text
 from .batching import DecodeOptions
 from .glossaries import GlossaryError, GlossaryStore
 from .limits import ApiError, ServeLimits, read_body
+from .registry import ModelRegistry, Route
 from .uploads import TranslatedFiles, safe_download_name
 
 # Names of common language codes for /languages and messages; other codes are shown as they are.
@@ -98,9 +100,47 @@ class Service:
     keys_required: bool
     check_api_key: Callable[[object], None]
     check_texts: Callable[[object], list[str]]
-    decode: Callable[[list[str], DecodeOptions], Awaitable[list]]
+    # decode(route, sentences, options, prefixes, constraints); for_pair binds the route.
+    decode: Callable[..., Awaitable[list]]
     files: Callable[[], TranslatedFiles]  # the store of translated files, made when the app starts
+    registry: ModelRegistry
     glossaries: GlossaryStore = field(default_factory=GlossaryStore)  # POST /v1/glossaries keeps them
+    route: Route | None = None  # set on the Service of one request's pair (for_pair)
+
+    @property
+    def many(self) -> bool:
+        return self.registry.many
+
+    def for_pair(self, source: str, target: str) -> Service:
+        """The Service of one request: ``source`` -> ``target`` (checked by check_pair), its model's defaults,
+        and ``decode(sentences, options, prefixes, constraints)`` along its route."""
+        route = self.registry.route(source, target)
+        if route is None:
+            raise ApiError(400, f"this server does not translate {source} -> {target}; it translates "
+                                f"{shown_list(self.registry.pairs())}; see GET /languages")
+        decode = partial(self.decode, route)
+        if not self.many:  # the one model's settings, as create_app made them
+            return replace(self, target=route.target, decode=decode, route=route)
+        first, last = route.first, route.last
+        return replace(self, source=route.source, target=route.target, targets=[route.target], multilingual=False,
+                       default_beam=last.beam_size, default_penalty=last.length_penalty,
+                       split_sentences=first.split_sentences, aligns=route.pivot is None and first.aligns,
+                       decode=decode, route=route)
+
+
+def shown_list(items: list[str], most: int = 20) -> str:
+    return ", ".join(items[:most]) + (f", ... ({len(items)} in all)" if len(items) > most else "")
+
+
+def refuse_pivot(service: Service, what: str) -> None:
+    """A 400 for what a pivoted pair does not do (HTML, documents, alignments: they need one model's word
+    alignment to the source)."""
+    route = service.route
+    if route is not None and route.pivot is not None:
+        raise ApiError(400, f"{route.source} -> {route.target} is translated through {route.pivot} (no model "
+                            f"translates it directly); {what} is translated only by a direct model: use format "
+                            f"'text', or translate {route.source} -> {route.pivot} and {route.pivot} -> "
+                            f"{route.target} yourself")
 
 
 def request_glossary(service: Service, glossary_id) -> Glossary | None:
@@ -108,9 +148,13 @@ def request_glossary(service: Service, glossary_id) -> Glossary | None:
     if glossary_id is None or glossary_id == "":
         return None
     try:
-        return service.glossaries.get(glossary_id).glossary
+        stored = service.glossaries.get(glossary_id)
     except GlossaryError as exc:
         raise ApiError(exc.status, str(exc)) from None
+    if (stored.source.lower(), stored.target.lower()) != (service.source.lower(), service.target.lower()):
+        raise ApiError(400, f"glossary {glossary_id} is for {stored.source} -> {stored.target}, but this request "
+                            f"translates {service.source} -> {service.target}")
+    return stored.glossary
 
 
 # ---------------------------------------------------------------------------------------------- request bodies
@@ -280,6 +324,73 @@ async def detected_source(service: Service, text: str) -> dict:
 
 
 def check_pair(service: Service, source, target) -> tuple[str, str]:
+    """The source ('auto' or a served source) and the target of a request, or a 400 naming the pairs there are
+    (see check_one_pair for a single model's server, check_many_pairs for many models')."""
+    return check_many_pairs(service, source, target) if service.many else check_one_pair(service, source, target)
+
+
+def check_many_pairs(service: Service, source, target) -> tuple[str, str]:
+    """For many models: the source ('auto' or a served source, as the server spells it) and the target; a
+    missing target is the only one there is (from that source), else a 400 naming the choices."""
+    registry = service.registry
+    src = normalized_code(source if source is not None else "auto")
+    sources = {code.lower(): code for code in registry.sources()}
+    if src is None or (src != "auto" and src not in sources):
+        raise ApiError(400, f"source {source!r:.40} is not a language this server translates from (it translates "
+                            f"{shown_list(registry.pairs())}); see GET /languages")
+    reachable = registry.targets_of(src) if src != "auto" else [t for s in sources for t in registry.targets_of(s)]
+    targets = {code.lower(): code for code in reachable}
+    tgt = normalized_code(target) if target is not None else "auto"
+    if tgt in (None, "auto") or tgt == "":
+        if len(targets) != 1:
+            raise ApiError(400, f"give 'target': this server translates {shown_list(registry.pairs())}; see GET "
+                                f"/languages")
+        tgt = next(iter(targets))
+    if tgt not in targets:
+        raise ApiError(400, f"this server does not translate {source if source is not None else 'auto'} -> "
+                            f"{target!s:.40}; it translates {shown_list(registry.pairs())}; see GET /languages")
+    return sources.get(src, "auto"), targets[tgt]
+
+
+async def detected_among(service: Service, text: str, target: str) -> tuple[str, dict]:
+    """For many models and ``source: "auto"``: the served source that ``text`` is most likely in, among those
+    that translate into ``target``, with its ``detectedLanguage``; a 400 when the text is surely another
+    language, or when nothing tells the candidates apart."""
+    registry = service.registry
+    candidates = [s for s in registry.sources() if target.lower() in {t.lower() for t in registry.targets_of(s)}]
+    if not language_id.loaded():
+        await asyncio.to_thread(language_id.load)  # the 2 s load off the event loop
+    known = [code for code in candidates if language_id.knows(code.lower())]
+    ranked = await asyncio.to_thread(language_id.detect_languages, text, None) if known else []
+    if not ranked:
+        if len(candidates) == 1:
+            return candidates[0], {"confidence": 0.0, "language": candidates[0]}
+        raise ApiError(400, f"the language of the text cannot be told among the sources that translate into "
+                            f"{target} ({', '.join(candidates)}); send \"source\"")
+    probabilities = dict(ranked)
+    best, probability = ranked[0]
+    if best not in {code.lower() for code in candidates} and probability >= CONFIDENT:
+        raise ApiError(400, f"the text is in {language_name(best)} ({best}, detected with {probability:.0%} "
+                            f"confidence), but this server translates into {language_name(target)} ({target}) only "
+                            f"from {', '.join(candidates)}; send \"source\" to translate it anyway")
+    chosen = max(known, key=lambda code: probabilities.get(code.lower(), 0.0))
+    return chosen, {"confidence": round(100 * probabilities.get(chosen.lower(), 0.0), 1), "language": chosen}
+
+
+async def pair_for(service: Service, src: str, target: str, texts: list[str], text_format: str
+                   ) -> tuple[Service, dict | None]:
+    """The Service of a request's pair; for many models and source 'auto', the detected source and its
+    ``detectedLanguage`` (a one-model server detects after segmenting, in detected_source)."""
+    if src != "auto":
+        return service.for_pair(src, target), None
+    if not service.many:
+        return service.for_pair(service.source, target), None
+    sentences = [s for text in texts for s in segment(service, text, text_format).sentences]
+    source, detected = await detected_among(service, " ".join(sentences), target)
+    return service.for_pair(source, target), detected
+
+
+def check_one_pair(service: Service, source, target) -> tuple[str, str]:
     """The normalized source ('auto' or the served source) and the target language to translate into, or a
     400 naming what this server translates. A missing source is 'auto' and, for a one-pair model, a missing
     target the served one (LibreTranslate requires both; this server always took them as optional); a
@@ -334,7 +445,10 @@ def add_translate_route(app: FastAPI, service: Service) -> None:
         texts = service.check_texts(fields["q"])
         src, target = check_pair(service, fields.get("source"), fields.get("target"))
         text_format = check_format(fields.get("format"))
-        glossary = request_glossary(service, fields.get("glossary_id"))
+        pair, detected = await pair_for(service, src, target, texts, text_format)
+        if text_format == "html":
+            refuse_pivot(pair, "HTML")
+        glossary = request_glossary(pair, fields.get("glossary_id"))
         alternatives = whole_number(fields.get("alternatives", 0))
         if alternatives is None:
             raise ApiError(400, f"'alternatives' must be a whole number, got {fields.get('alternatives')!r:.40}")
@@ -344,12 +458,11 @@ def add_translate_route(app: FastAPI, service: Service) -> None:
         if nbest > limits.max_nbest:
             raise ApiError(400, f"{alternatives} alternatives are above this server's limits "
                                 f"({limits.max_nbest - 1})")
-        parts = [segment(service, text, text_format) for text in texts]
-        detected = None
-        if src == "auto":
-            detected = await detected_source(service, " ".join(s for part in parts for s in part.sentences))
-        aligned = text_format == "html" and needs_alignment(service, parts)
-        results = await translate_segments(service, parts, nbest, aligned, model_target(service, target), glossary)
+        parts = [segment(pair, text, text_format) for text in texts]
+        if src == "auto" and not service.many:
+            detected = await detected_source(pair, " ".join(s for part in parts for s in part.sentences))
+        aligned = text_format == "html" and needs_alignment(pair, parts)
+        results = await translate_segments(pair, parts, nbest, aligned, model_target(pair, target), glossary)
         joined = [join_nbest(part, result, text_format == "html", aligned, target, nbest)
                   for part, result in zip(parts, results)]
         single = isinstance(fields["q"], str)
@@ -379,6 +492,8 @@ def add_language_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/languages", summary="Languages (LibreTranslate-compatible)")
     async def languages():
+        if service.many:
+            return many_languages(service.registry)
         entries = [{"code": service.source, "name": language_name(service.source), "targets": service.targets}]
         entries += [{"code": code, "name": language_name(code), "targets": []}
                     for code in service.targets if code != service.source]
@@ -390,11 +505,30 @@ def add_language_routes(app: FastAPI, service: Service) -> None:
                 "apiKeys": service.keys_required, "keyRequired": service.keys_required, "suggestions": False,
                 "filesTranslation": True, "supportedFilesFormat": FILE_FORMATS,
                 "language": {"source": {"code": service.source, "name": language_name(service.source)},
-                             "target": {"code": service.target, "name": language_name(service.target)}}}
+                             "target": {"code": service.target, "name": language_name(service.target)}},
+                **({"languages": many_languages(service.registry)} if service.many else {})}
 
     @app.post("/suggest", summary="Suggest a better translation (off on this server, as LibreTranslate's default)")
     async def suggest():
         raise ApiError(403, "Suggestions are disabled on this server.")
+
+
+def many_languages(registry: ModelRegistry) -> list[dict]:
+    """/languages of a server of many models: every source with all the targets it reaches (``pivoted``: those
+    translated through another language, target -> that language), then the codes that are targets only."""
+    entries = []
+    for source in registry.sources():
+        entry = {"code": source, "name": language_name(source), "targets": registry.targets_of(source)}
+        pivots = registry.pivots_of(source)
+        if pivots:
+            entry["pivoted"] = pivots
+        entries.append(entry)
+    codes = {source.lower() for source in registry.sources()}
+    for target in sorted({t for entry in entries for t in entry["targets"]}, key=str.lower):
+        if target.lower() not in codes:
+            codes.add(target.lower())
+            entries.append({"code": target, "name": language_name(target), "targets": []})
+    return entries
 
 
 def add_file_routes(app: FastAPI, service: Service) -> None:
@@ -417,11 +551,16 @@ def add_file_routes(app: FastAPI, service: Service) -> None:
             raise ApiError(413, f"the file has {len(data)} bytes; the limit is {limits.max_file_bytes} "
                                 f"(max_file_bytes)")
         src, target = check_pair(service, fields.get("source"), fields.get("target"))
-        glossary = request_glossary(service, fields.get("glossary_id"))
+        pair = None if src == "auto" and service.many else \
+            service.for_pair(service.source if src == "auto" else src, target)
+        if pair is not None:
+            refuse_pivot(pair, "a document")
+            glossary = request_glossary(pair, fields.get("glossary_id"))
         try:
             extension = document_extension(filename)
-            document = await asyncio.to_thread(segment_document, data, filename, service.source,
-                                               service.split_sentences, limits.max_file_chars)
+            document = await asyncio.to_thread(segment_document, data, filename,
+                                               (pair or service).source, (pair or service).split_sentences,
+                                               limits.max_file_chars)
         except DocumentTooLarge as exc:
             raise ApiError(413, f"{exc} (max_file_chars {limits.max_file_chars})") from None
         except TransformerMTError as exc:
@@ -430,11 +569,18 @@ def add_file_routes(app: FastAPI, service: Service) -> None:
         if characters > limits.max_file_chars:
             raise ApiError(413, f"the file holds {characters} characters of text; the limit is "
                                 f"{limits.max_file_chars} (max_file_chars): split it into smaller files")
-        if src == "auto":
-            await detected_source(service, " ".join(document.sentences))
-        aligned = needs_alignment(service, [document])
-        results = await translate_segments(service, [document], 1, aligned, model_target(service, target),
-                                           glossary)
+        if pair is None:  # many models, source "auto": the document's sentences tell its language
+            detected, _ = await detected_among(service, " ".join(document.sentences), target)
+            pair = service.for_pair(detected, target)
+            refuse_pivot(pair, "a document")
+            glossary = request_glossary(pair, fields.get("glossary_id"))
+            if pair.source != service.source or pair.split_sentences != service.split_sentences:
+                document = await asyncio.to_thread(segment_document, data, filename, pair.source,
+                                                   pair.split_sentences, limits.max_file_chars)
+        elif src == "auto":
+            await detected_source(pair, " ".join(document.sentences))
+        aligned = needs_alignment(pair, [document])
+        results = await translate_segments(pair, [document], 1, aligned, model_target(pair, target), glossary)
         best = [result[0] for result in results[0]]
         translated = await asyncio.to_thread(document.join, [t.text for t in best],
                                              word_alignments(document, best, aligned), target)

@@ -45,18 +45,23 @@ from ..decoding.translator import MAX_LENGTH_PENALTY, Translator
 from ..errors import TransformerMTError
 from ..text import language_id
 from ..text.glossary import Glossary
-from .batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown
+from .batching import DecodeOptions
 from .glossaries import add_glossary_routes
 from .libretranslate import (
     TAG_ALIGNMENT,
     Service,
     add_libretranslate_routes,
+    check_pair,
+    many_languages,
     needs_alignment,
+    pair_for,
+    refuse_pivot,
     request_glossary,
     segment,
     word_alignments,
 )
 from .limits import ApiError, ApiKeys, ServeLimits, check_texts, read_body
+from .registry import ModelRegistry, describe_translator
 from .uploads import TranslatedFiles
 
 
@@ -94,13 +99,18 @@ class NativeRequest(BaseModel):
                                                                "in each sentence holding a source term (whole "
                                                                "words, any case) the target term is kept")
     glossary_id: str | None = Field(None, description="a glossary kept with POST /v1/glossaries")
+    source: str | None = Field(None, description="the language of the texts; 'auto' detects it among the served "
+                                                 "sources (default: the only source, when there is one)")
+    target: str | None = Field(None, description="the language to translate into (default: the only target, when "
+                                                 "there is one); see GET /languages")
 
 
-def create_app(translator: Translator, *, limits: ServeLimits | None = None, max_batch_sentences: int = 64,
-               max_wait_ms: float = 2.0, max_queue_sentences: int = 2048, api_keys: set[str] | None = None,
-               info: dict | None = None, split_sentences: bool | None = None,
+def create_app(translator: Translator | ModelRegistry, *, limits: ServeLimits | None = None,
+               max_batch_sentences: int = 64, max_wait_ms: float = 2.0, max_queue_sentences: int = 2048,
+               api_keys: set[str] | None = None, info: dict | None = None, split_sentences: bool | None = None,
                file_ttl_s: float = 1800.0, cors_origins: list[str] | None = None) -> FastAPI:
-    """The FastAPI application serving ``translator`` (uvicorn runs it; tests call it with a client).
+    """The FastAPI application serving ``translator`` (uvicorn runs it; tests call it with a client), or the
+    models of a ``ModelRegistry`` (``serve --models-dir``; registry.py): each request goes to its pair's model.
 
     ``split_sentences``: cut each text into sentences (default: the config's ``decoding.split_sentences``);
     ``file_ttl_s``: how long a translated file waits for its download; ``cors_origins``: web origins
@@ -108,12 +118,18 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
     sends no CORS headers, so browsers keep other sites' pages out.
     """
     limits = limits or ServeLimits()
-    data, decoding = translator.config.data, translator.config.decoding
+    if isinstance(translator, ModelRegistry):
+        registry = translator
+    else:  # one model: a registry of one, already loaded
+        registry = ModelRegistry.of_one(translator, describe_translator(translator, "model", split_sentences))
+    first = registry.models[0]
     batching = {"max_batch_sentences": max_batch_sentences, "max_wait_ms": max_wait_ms,
                 "max_queue_sentences": max_queue_sentences}
-    running = Running()
-    app = FastAPI(title="transformer-mt", version="0.1.0", lifespan=lifespan(translator, running, batching, file_ttl_s),
-                  description=f"Translation {data.src_lang} -> {data.tgt_lang} with a transformer-mt model.")
+    running = Running(registry)
+    described = (f"Translation {first.source} -> {first.targets[0]} with a transformer-mt model." if not registry.many
+                 else f"Translation with {len(registry.models)} transformer-mt models: {', '.join(registry.pairs())}.")
+    app = FastAPI(title="transformer-mt", version="0.1.0", lifespan=lifespan(running, batching, file_ttl_s),
+                  description=described)
 
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -122,37 +138,50 @@ def create_app(translator: Translator, *, limits: ServeLimits | None = None, max
                            allow_headers=["Content-Type", "Authorization"])
     add_error_handlers(app)
 
-    # A multilingual model (OPUS-MT's >>fra<< tokens) translates into each of its languages.
-    source_tokenizer = getattr(translator, "src_tokenizer", None)  # wrappers (tests) may have none
-    codes = source_tokenizer.language_codes() if source_tokenizer is not None else []
     keys = ApiKeys(api_keys)
-    service = Service(source=data.src_lang, target=data.tgt_lang, targets=[code[2:-2] for code in codes] or [data.tgt_lang],
-                      multilingual=bool(codes), limits=limits, default_beam=decoding.beam_size,
-                      default_penalty=decoding.length_penalty,
-                      split_sentences=decoding.split_sentences if split_sentences is None else split_sentences,
-                      aligns=isinstance(translator, Translator), keys_required=keys.required,
+    # A multilingual model (OPUS-MT's >>fra<< tokens) translates into each of its languages.
+    service = Service(source=first.source, target=registry.targets_of(first.source)[0] if registry.many
+                      else first.config_target or first.targets[0],
+                      targets=first.targets, multilingual=first.multilingual, limits=limits,
+                      default_beam=first.beam_size, default_penalty=first.length_penalty,
+                      split_sentences=first.split_sentences, aligns=first.aligns, keys_required=keys.required,
                       check_api_key=keys.check, check_texts=lambda q: check_texts(q, limits),
-                      decode=batcher_decode(running, limits), files=lambda: running.files)
+                      decode=registry_decode(registry, limits), files=lambda: running.files, registry=registry)
     add_libretranslate_routes(app, service)
     add_native_routes(app, service)
-    add_glossary_routes(app, service.glossaries, source=service.source, targets=service.targets,
+    add_glossary_routes(app, service.glossaries, pair_problem=lambda source, target: glossary_pair_problem(
+                            service, source, target),
                         read_json=lambda request: read_json(request, limits), check_api_key=keys.check,
                         refuse=refuse)
     add_page_and_info_routes(app, service, running, info, batching)
     return app
 
 
+def glossary_pair_problem(service: Service, source, target) -> str | None:
+    """Why a glossary for ``source`` -> ``target`` cannot be kept here (a pair this server does not translate)."""
+    if not service.many:
+        if source != service.source or target not in service.targets:
+            return (f"this server translates {service.source} -> {', '.join(service.targets)}; a glossary for it "
+                    f"has \"source\": \"{service.source}\" and \"target\": one of those")
+        return None
+    if not isinstance(source, str) or not isinstance(target, str) or service.registry.route(source, target) is None:
+        return (f"this server translates {', '.join(service.registry.pairs()[:20])}; a glossary has the \"source\" "
+                f"and \"target\" of one of those pairs")
+    return None
+
+
 @dataclass
 class Running:
-    """What the app holds while it serves, made when it starts: the batcher and the store of translated files."""
+    """What the app holds while it serves: the models (their batchers are made when it starts) and the store of
+    translated files."""
 
-    batcher: BatchingTranslator | None = None
+    registry: ModelRegistry
     files: TranslatedFiles | None = None
 
 
-def lifespan(translator: Translator, running: Running, batching: dict, file_ttl_s: float):
-    """The app's lifespan: the batcher (and its decoding thread) and the translated files' store while it serves,
-    the language identifier loaded in the background; what is queued is finished when it stops."""
+def lifespan(running: Running, batching: dict, file_ttl_s: float):
+    """The app's lifespan: the models' batchers (and their decoding threads) and the translated files' store
+    while it serves, the language identifier loaded in the background; what is queued is finished when it stops."""
 
     async def remove_old_files(files: TranslatedFiles) -> None:
         while True:
@@ -161,10 +190,10 @@ def lifespan(translator: Translator, running: Running, batching: dict, file_ttl_
 
     @asynccontextmanager
     async def serving(app: FastAPI):
-        running.batcher = BatchingTranslator(translator, batching["max_batch_sentences"], batching["max_wait_ms"],
-                                             batching["max_queue_sentences"])
+        running.registry.start(batching["max_batch_sentences"], batching["max_wait_ms"],
+                               batching["max_queue_sentences"])
         running.files = TranslatedFiles(ttl_s=file_ttl_s)
-        app.state.batcher = running.batcher
+        app.state.registry = running.registry
         # The language identifier takes 2 s to load: in the background, not in the first /detect.
         threading.Thread(target=language_id.load, name="transformer-mt-language-id", daemon=True).start()
         cleaner = asyncio.create_task(remove_old_files(running.files))
@@ -173,30 +202,22 @@ def lifespan(translator: Translator, running: Running, batching: dict, file_ttl_
         finally:
             cleaner.cancel()
             # Uvicorn has stopped taking requests and waited for the open ones; finish what is queued.
-            await asyncio.to_thread(running.batcher.close)
+            await asyncio.to_thread(running.registry.close)
             running.files.close()
 
     return serving
 
 
-def batcher_decode(running: Running, limits: ServeLimits):
-    """Service.decode: a request's sentences to the batcher, within the search limits; its refusals as answers."""
+def registry_decode(registry: ModelRegistry, limits: ServeLimits):
+    """Service.decode: a request's sentences to its route's batchers, within the search limits; their refusals
+    as answers (registry.py)."""
 
-    async def decode(sentences: list[str], options: DecodeOptions, prefixes: list[str] | None = None,
+    async def decode(route, sentences: list[str], options: DecodeOptions, prefixes: list[str] | None = None,
                      constraints: list[list[str]] | None = None):
         if options.beam_size > limits.max_beam_size or options.nbest > limits.max_nbest:
             raise ApiError(400, f"beam size {options.beam_size} / n-best {options.nbest} above this server's "
                                 f"limits ({limits.max_beam_size} / {limits.max_nbest})")
-        try:
-            future = running.batcher.submit(sentences, options, prefixes, constraints)
-        except QueueFull as exc:
-            raise ApiError(503, f"the server is busy: {exc}; retry shortly", {"Retry-After": "1"}) from None
-        except ShuttingDown as exc:
-            raise ApiError(503, str(exc), {"Retry-After": "5"}) from None
-        try:
-            return await asyncio.wrap_future(future)
-        except TransformerMTError as exc:
-            raise ApiError(400, str(exc)) from None
+        return await registry.decode(route, sentences, options, prefixes, constraints)
 
     return decode
 
@@ -306,19 +327,39 @@ def native_translation(part, chosen: list, html: bool, aligned: bool, alignment:
     return result
 
 
-def add_native_routes(app: FastAPI, service: Service) -> None:
+def check_native_pair(service: Service, request: NativeRequest) -> tuple[str, str]:
+    """The pair of a native request: ``source`` (absent: the only source there is, 'auto': detected) and
+    ``target`` (absent: the only target there is), or a 400 naming the choices."""
+    source = request.source
+    if source is None:
+        sources = service.registry.sources()
+        if len(sources) > 1:
+            raise ApiError(400, f"give 'source' (or \"auto\"): this server translates "
+                                f"{', '.join(service.registry.pairs()[:20])}; see GET /languages")
+        source = sources[0]
+    src, target = check_pair(service, source, request.target)
+    return src, target
+
+
+def add_native_routes(app: FastAPI, base: Service) -> None:
     """POST /v1/translate: decoding options, scores, n-best and alignments (NativeRequest)."""
 
     @app.post("/v1/translate", summary="Translate with decoding options and scores", openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": NativeRequest.model_json_schema()}}}})
     async def translate_native(http_request: Request):
-        body = await read_body(http_request, service.limits.max_body_bytes)
+        body = await read_body(http_request, base.limits.max_body_bytes)
         try:
             request = NativeRequest.model_validate_json(body)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
-        service.check_api_key(request.api_key)
-        texts = service.check_texts(request.text)
+        base.check_api_key(request.api_key)
+        texts = base.check_texts(request.text)
+        src, target = check_native_pair(base, request)
+        service, detected = await pair_for(base, src, target, texts, request.format)
+        if request.format == "html":
+            refuse_pivot(service, "HTML")
+        if request.alignment:
+            refuse_pivot(service, "a translation with alignments")
         beam, penalty, alignment, search = native_search(service, request)
         html = request.format == "html"
         parts = [segment(service, text, request.format) for text in texts]
@@ -336,8 +377,13 @@ def add_native_routes(app: FastAPI, service: Service) -> None:
             start += len(part.sentences)
             translations.append([native_translation(part, [r[min(k, len(r) - 1)] for r in mine], html, aligned,
                                                     alignment, service.target) for k in range(request.nbest)])
-        return {"translations": translations,
-                "source": service.source, "target": service.target, "beam_size": beam, "length_penalty": penalty}
+        answer = {"translations": translations,
+                  "source": service.source, "target": service.target, "beam_size": beam, "length_penalty": penalty}
+        if detected is not None:
+            answer["detected_language"] = detected
+        if service.route.pivot is not None:
+            answer["pivot"] = service.route.pivot
+        return answer
 
 
 # ---------------------------------------------------------------------------------------------- page, health, info
@@ -357,10 +403,15 @@ def add_page_and_info_routes(app: FastAPI, service: Service, running: Running, i
     @app.get("/v1/info", summary="The served model and the server's settings")
     async def server_info(api_key: str | None = None):
         service.check_api_key(api_key)  # as a query parameter: /v1/info?api_key=...
-        batcher = running.batcher
-        sizes = batcher.batch_sizes if batcher else []
-        return {**(info or {}), "source": service.source, "target": service.target, "beam_size": service.default_beam,
-                "length_penalty": service.default_penalty, "limits": asdict(service.limits),
-                "batching": {**batching, "batches_decoded": len(sizes), "sentences_decoded": sum(sizes),
-                             "sentences_waiting": batcher.queued_sentences if batcher else 0,
-                             "sentences_decoding": batcher.decoding_sentences if batcher else 0}}
+        registry = running.registry
+        sizes, batchers = registry.batch_sizes(), registry.batchers()
+        answer = {**(info or {}), "source": service.source, "target": service.target,
+                  "beam_size": service.default_beam, "length_penalty": service.default_penalty,
+                  "limits": asdict(service.limits),
+                  "batching": {**batching, "batches_decoded": len(sizes), "sentences_decoded": sum(sizes),
+                               "sentences_waiting": sum(b.queued_sentences for b in batchers),
+                               "sentences_decoding": sum(b.decoding_sentences for b in batchers)}}
+        if registry.many:
+            answer.update(models=registry.info(), pairs=registry.pairs(), max_loaded_models=registry.max_loaded,
+                          languages=many_languages(registry))
+        return answer
