@@ -33,6 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..config import load_config
+from ..data.tokenizer import load_tokenizers
+from ..decoding.translator import Translator
 from ..errors import TransformerMTError
 from .batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown
 from .limits import ApiError
@@ -363,8 +366,6 @@ def model_folders(models_dir) -> list[Path]:
 
 def describe_translator(translator, name: str, split_sentences: bool | None = None) -> ServedModel:
     """The ServedModel of a loaded translator (``serve --model``; tests pass wrappers without tokenizers)."""
-    from ..decoding.translator import Translator
-
     config = translator.config
     source_tokenizer = getattr(translator, "src_tokenizer", None)
     codes = source_tokenizer.language_codes() if source_tokenizer is not None else []
@@ -379,9 +380,6 @@ def describe_folder(path: Path, split_sentences: bool | None = None, decoding: d
     """The ServedModel of a run directory or CTranslate2 export, read from its config.yaml (and, for an imported
     multilingual model, its vocabulary's >>xx<< tokens) without loading the model. ``decoding``: the command
     line's decoding settings (beam_size, length_penalty) over the config's."""
-    from ..config import load_config
-    from ..data.tokenizer import load_tokenizers
-
     config = load_config(path / "config.yaml", environment=False)  # by descriptor, never the environment
     codes: list[str] = []
     if config.tokenizer.vocabulary != "sentencepiece":
