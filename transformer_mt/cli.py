@@ -1014,6 +1014,9 @@ def _models_registry(args, limits):
 
     if not 1 <= args.max_loaded_models <= MAX_LOADED_MODELS:
         raise TransformerMTError(f"--max-loaded-models {args.max_loaded_models}: give 1 to {MAX_LOADED_MODELS}")
+    from .device import resolve_device
+
+    resolve_device(args.device)  # a bad --device fails here, not in every model's first request
     folders = model_folders(args.models_dir)
     if not folders:
         raise TransformerMTError(f"--models-dir {args.models_dir} holds no run directory (a folder with config.yaml) "
