@@ -29,7 +29,6 @@ import inspect
 import logging
 import math
 import random
-import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -56,6 +55,7 @@ from .metrics import MetricsWriter, UpdateLog, setup_logging
 from .run_data import RunData, load_run_data
 from .rundir import cut_logs_to_checkpoint, prepare_run_dir, prepare_run_files
 from .schedule import describe_schedule, learning_rate_factor
+from .stopping import Stopping
 from .validation import Validator, report_average, report_validation
 
 log = logging.getLogger("transformer_mt")
@@ -170,8 +170,7 @@ class Trainer:
         self.warmup_end_seconds = None  # minutes horizon: training seconds when warmup ended
         self.clock = time.monotonic  # tests replace it with a fake clock
         self.session_start = self.clock()
-        self.agreed_progress = None  # several ranks: rank 0's schedule progress, shared after each update
-        self.stop_signal = None
+        self.stopping = Stopping(cfg, self.distributed, self.device)
         self.ema: ExponentialMovingAverage | None = None  # rank 0's: it alone validates and saves
         if resume_state:
             load_state(self, resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
@@ -279,7 +278,7 @@ class Trainer:
         """Set the learning rate of the next update (number ``self.step + 1``) and return it."""
         cfg = self.config.training
         # Several ranks: rank 0's progress, shared by agree_to_stop, so that every rank uses the same rate.
-        progress = self.agreed_progress if self.distributed.enabled else self.schedule_progress()
+        progress = self.stopping.agreed_progress if self.distributed.enabled else self.schedule_progress()
         lr = cfg.lr * learning_rate_factor(self.step + 1, cfg, self.config.model.d_model, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -388,52 +387,9 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------------
 
-    def budget_spent(self, check_time: bool = True) -> str | None:
-        cfg = self.config.training
-        if cfg.max_steps and self.step >= cfg.max_steps:
-            return f"reached training.max_steps={cfg.max_steps}"
-        if cfg.max_epochs and self.epoch >= cfg.max_epochs:
-            return f"reached training.max_epochs={cfg.max_epochs}"
-        if check_time and self.time_budget_spent():
-            return f"reached training.max_minutes={cfg.max_minutes}"
-        return None
-
-    def time_budget_spent(self) -> bool:
-        minutes = self.config.training.max_minutes
-        return bool(minutes) and self.wall_seconds() >= minutes * 60
-
     def agree_to_stop(self) -> str | None:
-        """Why training stops now (None: it goes on); checked after every update, the same on every rank.
-
-        Several ranks must stop at the same update, or the others would wait forever in their
-        next all-reduce: a signal on any rank stops all, and rank 0's clock, the one that
-        validation time is counted on, decides the time budget and the schedule's progress.
-        """
-        if not self.distributed.enabled:
-            return f"{self.stop_signal} received" if self.stop_signal else self.budget_spent()
-        is_main = self.distributed.is_main
-        signals, time_spent, progress = self.distributed.sum(
-            [float(self.stop_signal is not None), float(is_main and self.time_budget_spent()),
-             (self.schedule_progress() or 0.0) if is_main else 0.0], self.device)
-        if self.config.training.schedule_horizon == "minutes":
-            self.agreed_progress = progress
-        if signals:
-            self.stop_signal = self.stop_signal or "a signal to another rank"
-            return f"{self.stop_signal} received"
-        reason = self.budget_spent(check_time=False)
-        if reason is None and time_spent:
-            reason = f"reached training.max_minutes={self.config.training.max_minutes}"
-        return reason
-
-    def _handle_signal(self, signum, frame) -> None:
-        if self.stop_signal is not None:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.stop_signal = signal.Signals(signum).name
-        if self.distributed.is_main:
-            log.warning("%s received: finishing the current update, then saving a checkpoint", self.stop_signal)
-        else:  # at the level the other ranks still log
-            log.error("rank %d: %s received: all ranks finish the current update, then rank 0 saves a checkpoint",
-                      self.distributed.rank, self.stop_signal)
+        """Why training stops now (None: it goes on); after every update, the same on every rank (stopping.py)."""
+        return self.stopping.agree(self.step, self.epoch, self.wall_seconds, self.schedule_progress)
 
     def run(self) -> dict:
         """Train until a budget is spent, a signal arrives or early stopping says so; return a summary."""
@@ -441,13 +397,8 @@ class Trainer:
         if self.closed:
             raise TransformerMTError(f"this Trainer of {self.run_dir} has ended (its lock is released); create a "
                                      f"new one to train on")
-        previous_handlers = {}
         try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    previous_handlers[sig] = signal.signal(sig, self._handle_signal)
-                except ValueError:
-                    pass  # not the main thread: signals stay with the caller
+            self.stopping.listen()
             self.session_start = self.clock()
             stop_reason = self.agree_to_stop()
             hide = (not self.show_progress) if self.show_progress is not None else None
@@ -460,14 +411,13 @@ class Trainer:
             self.elapsed = self.wall_seconds()
             self.session_start = self.clock()
             # A signal may land on one rank after the last agree_to_stop: decide together whether to save and stop.
-            if self.distributed.sum([float(self.stop_signal is not None)], self.device)[0]:
-                self.stop_signal = self.stop_signal or "a signal to another rank"
+            if self.stopping.signalled_anywhere():
                 save_checkpoints(self, is_best=False)
                 # Under torchrun the same number of processes must resume (check_world_size): say how.
                 launcher = (f"torchrun <the same --nnodes/--nproc_per_node: {self.distributed.world_size} processes> "
                             f"-m transformer_mt" if self.distributed.enabled else "transformer-mt")
                 raise TrainingInterrupted(
-                    f"training stopped by {self.stop_signal} at step {self.step}; checkpoint saved in "
+                    f"training stopped by {self.stopping.signal} at step {self.step}; checkpoint saved in "
                     f"{self.run_dir}. Resume with: {launcher} train --config <same config> "
                     f"--output-dir {self.run_dir} --resume")
             log.info("training stopped: %s", stop_reason)
@@ -478,8 +428,7 @@ class Trainer:
         finally:
             if self.progress_bar is not None:
                 self.progress_bar.close()
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
+            self.stopping.stop_listening()
             self.close()
         return {"run_dir": str(self.run_dir), "step": self.step, "epoch": self.epoch, "best_bleu": self.best_bleu,
                 "train_seconds": self.elapsed, "stop_reason": stop_reason}
