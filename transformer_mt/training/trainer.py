@@ -21,11 +21,17 @@ it when the config is compatible, and refuses otherwise (unless overwrite).
 Training only writes into a new, empty or run directory, one process at a time.
 SIGINT/SIGTERM save a checkpoint and stop; resuming continues exactly where
 the run stopped (same data order, same dropout masks on CPU).
+
+The Trainer is the loop (``run``, ``run_epoch``, ``train_update``); its collaborators in this package
+do the rest: run_data.py loads the tokenizers and corpora (data/mixing.py mixes several),
+checkpoint_state.py writes checkpoints and resumes from them, validation.py validates (the weights,
+their moving average, the averaged checkpoints), metrics.py writes train.log, metrics.jsonl and
+TensorBoard, rundir.py claims and tidies the run directory, schedule.py gives the learning rate,
+stopping.py says when to stop (budgets, signals, ranks agreeing) and loss.py counts skipped updates.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import random
@@ -50,7 +56,7 @@ from .checkpoint_state import RunCheckpoints, load_state, save_checkpoints, star
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .ema import ExponentialMovingAverage
 from .init_from import Parent, load_parent
-from .loss import label_smoothed_nll_loss
+from .loss import NonFiniteUpdates, label_smoothed_nll_loss
 from .metrics import MetricsWriter, UpdateLog, setup_logging
 from .run_data import RunData, load_run_data
 from .rundir import cut_logs_to_checkpoint, prepare_run_dir, prepare_run_files
@@ -63,6 +69,22 @@ log = logging.getLogger("transformer_mt")
 
 class TrainingInterrupted(TransformerMTError):
     """Raised after SIGINT/SIGTERM once the checkpoint is saved."""
+
+
+def check_before_run_dir(config: Config, device: str | None, resume: bool, overwrite: bool) -> None:
+    """Mistakes that need no run directory, reported before it is touched (--overwrite deletes)."""
+    cfg = config.training
+    if not (cfg.max_steps or cfg.max_epochs or cfg.max_minutes or cfg.patience):
+        raise TransformerMTError(
+            "training has no end: set training.max_steps, training.max_epochs, training.max_minutes "
+            "or training.patience")
+    if resume and overwrite:
+        raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
+    check_data_files(config, ("train", "valid"))
+    resolve_device(device or cfg.device)  # a device this torch cannot run (meta, mps, ...) is refused now
+    check_given_models(config.tokenizer, tags=config.data.tags())
+    # With the largest vocabulary the tokenizer may learn: before minutes of tokenizer training, not after.
+    check_model_fits(config.model, config.tokenizer.vocab_size, config.tokenizer.vocab_size)
 
 
 class Trainer:
@@ -81,23 +103,11 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.show_progress = show_progress
         self.distributed = distributed
-        cfg = config.training
-        # Mistakes that need no run directory are reported before it is touched (--overwrite deletes).
-        if not (cfg.max_steps or cfg.max_epochs or cfg.max_minutes or cfg.patience):
-            raise TransformerMTError(
-                "training has no end: set training.max_steps, training.max_epochs, training.max_minutes "
-                "or training.patience")
-        if resume and overwrite:
-            raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
-        check_data_files(config, ("train", "valid"))
-        resolve_device(device or cfg.device)  # a device this torch cannot run (meta, mps, ...) is refused now
-        check_given_models(config.tokenizer, tags=config.data.tags())
-        # With the largest vocabulary the tokenizer may learn: before minutes of tokenizer training, not after.
-        check_model_fits(config.model, config.tokenizer.vocab_size, config.tokenizer.vocab_size)
+        check_before_run_dir(config, device, resume, overwrite)
         # The parent of a new run is checked before the run directory is touched; a run resuming from its
         # own checkpoint needs it no more.
         self.parent: Parent | None = None
-        if cfg.init_from and (overwrite or not (self.run_dir / CHECKPOINT_NAMES["last"]).exists()):
+        if config.training.init_from and (overwrite or not (self.run_dir / CHECKPOINT_NAMES["last"]).exists()):
             self.parent = load_parent(config, self.run_dir)
         # Rank 0 claims and locks the run directory; the other ranks read the checkpoint it resumes.
         self.lock, resume_state = distributed.run_on_main(
@@ -123,7 +133,7 @@ class Trainer:
             raise
 
     def _setup(self, resume_state: dict | None, device: str | None) -> None:
-        config, cfg = self.config, self.config.training
+        cfg = self.config.training
         if not self.distributed.is_main:
             log.setLevel(logging.ERROR)  # rank 0 tells the story (and warns about the shared data)
         self.distributed.run_on_main(self._prepare_run_files, resume_state)
@@ -138,33 +148,13 @@ class Trainer:
         if self.prepare_only:
             return
 
-        self.model: Transformer = build_model(config.model, len(self.src_tok), len(self.tgt_tok), PAD_ID).to(self.device)
-        self.compiled_model = torch.compile(self.model) if cfg.compile else self.model
-        self.train_model = self.compiled_model
-        if self.distributed.enabled:
-            # Every rank built the same initial weights from the seed (DDP broadcasts rank 0's anyway);
-            # dropout must differ between ranks, as it would between the batches of one process.
-            torch.manual_seed(cfg.seed * 1000 + self.distributed.rank)
-            # No buffer sync in forward: the only buffer, the positional table, is the same everywhere, and
-            # a broadcast in every forward would also hang rank 0's validation, which the others skip.
-            ddp = torch.nn.parallel.DistributedDataParallel
-            no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
-                              inspect.signature(ddp.__init__).parameters else {"broadcast_buffers": False})
-            self.train_model = ddp(self.compiled_model, **no_buffer_sync,
-                                   device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        # fused=True: one kernel for all parameters instead of several ops per tensor.
-        self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                       weight_decay=cfg.weight_decay, fused=True)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and self.device.type == "cuda")
-
+        self._build_model()
         self.step = 0
         self.epoch = 0
         self.batches_done = 0  # batches of the current epoch already consumed (by this rank)
         self.best_bleu = -1.0
         self.validations_without_improvement = 0
-        self.nonfinite_in_row = 0
-        self.nonfinite_total = 0
+        self.nonfinite = NonFiniteUpdates(cfg.max_nonfinite_in_row, self.write_metrics)
         self.elapsed = 0.0  # seconds of the training loop in earlier sessions of this run (validation included)
         self.validation_seconds = 0.0  # of those and this session's, the seconds spent validating
         self.warmup_end_seconds = None  # minutes horizon: training seconds when warmup ended
@@ -184,17 +174,7 @@ class Trainer:
         self.checkpoints = RunCheckpoints(self.run_dir, cfg.keep_last_n)
         self.validator = Validator(self.model, self.compiled_model, self.data, self.config, self.device,
                                    self.compute_loss)
-
-        num_params = sum(p.numel() for p in self.model.parameters())
-        log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
-                 self.run_dir, len(self.train_data), len(self.data.valid_src), len(self.src_tok), len(self.tgt_tok),
-                 num_params / 1e6, self.device,
-                 f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "")
-        if self.distributed.enabled:
-            log.info("data-parallel: world size %d, backend %s; rank 0 writes and validates",
-                     self.distributed.world_size, self.distributed.backend)
-        log.info("precision %s (%s)", self.precision, precision_reason)
-        log.info("learning rate: %s", describe_schedule(self.config.training))
+        self._log_setup(precision_reason)
 
     def _prepare_run_files(self, resume_state: dict | None) -> None:
         """Rank 0's share of the set-up: the run directory's logs, leftovers, tokenizer and config files."""
@@ -225,13 +205,42 @@ class Trainer:
     train_mix = property(lambda self: self.data.train_mix)
     valid_data = property(lambda self: self.data.valid_data)
 
-    # --- state (checkpoint_state.py) --------------------------------------------------------------
+    def _build_model(self) -> None:
+        """The model (compiled, and wrapped for data-parallel training under torchrun), optimizer and scaler."""
+        config, cfg = self.config, self.config.training
+        self.model: Transformer = build_model(config.model, len(self.src_tok), len(self.tgt_tok), PAD_ID).to(self.device)
+        self.compiled_model = torch.compile(self.model) if cfg.compile else self.model
+        self.train_model = self.compiled_model
+        if self.distributed.enabled:
+            # Every rank built the same initial weights from the seed (DDP broadcasts rank 0's anyway);
+            # dropout must differ between ranks, as it would between the batches of one process.
+            torch.manual_seed(cfg.seed * 1000 + self.distributed.rank)
+            self.train_model = self.distributed.data_parallel(self.compiled_model, self.device)
+        optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        # fused=True: one kernel for all parameters instead of several ops per tensor.
+        self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                       weight_decay=cfg.weight_decay, fused=True)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and self.device.type == "cuda")
+
+    def _log_setup(self, precision_reason: str) -> None:
+        num_params = sum(p.numel() for p in self.model.parameters())
+        log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
+                 self.run_dir, len(self.train_data), len(self.data.valid_src), len(self.src_tok), len(self.tgt_tok),
+                 num_params / 1e6, self.device,
+                 f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "")
+        if self.distributed.enabled:
+            log.info("data-parallel: world size %d, backend %s; rank 0 writes and validates",
+                     self.distributed.world_size, self.distributed.backend)
+        log.info("precision %s (%s)", self.precision, precision_reason)
+        log.info("learning rate: %s", describe_schedule(self.config.training))
 
     @staticmethod
     def seed_everything(seed: int) -> None:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+    # --- the averaged checkpoint, records ---------------------------------------------------------
 
     def average(self) -> Path | None:
         """Average the last training.average_last_n step checkpoints into checkpoint_average.pt, and validate
@@ -284,7 +293,6 @@ class Trainer:
             group["lr"] = lr
         return lr
 
-
     # --- one update ------------------------------------------------------------------------------
 
     def compute_loss(self, batch, model):
@@ -323,19 +331,9 @@ class Trainer:
             if self.scaler.is_enabled():
                 self.scaler.update()  # fp16: lowers the scale; overflow is routine, not an error
                 return None
-            self.nonfinite_in_row += 1
-            self.nonfinite_total += 1
-            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", self.step + 1,
-                        self.nonfinite_in_row)
-            self.write_metrics({"type": "nonfinite", "step": self.step + 1, "in_row": self.nonfinite_in_row,
-                                "total": self.nonfinite_total})
-            if self.nonfinite_in_row >= cfg.max_nonfinite_in_row:
-                raise TransformerMTError(
-                    f"{self.nonfinite_in_row} updates in a row had a non-finite loss or gradient; training "
-                    f"diverged. Lower training.lr, raise training.warmup_steps, set training.clip_norm, or use "
-                    f"fp32 precision, then resume")
+            self.nonfinite.skipped(self.step + 1)
             return None
-        self.nonfinite_in_row = 0
+        self.nonfinite.finite()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
