@@ -5,7 +5,8 @@ Subpackages group modules by job; each module has one:
     model  kernels  checkpoint  safe_files      the Transformer, its CPU kernels, safe files and writes
     data/       tokenizer, tokenizer_files, corpus (memory-mapped ids), batches, mixing (several corpora),
                 sampling (subword regularization), back_translation
-    training/   trainer, schedule, loss, ema, init_from, rundir, distributed, metrics, plotting
+    training/   trainer (the loop), run_data, checkpoint_state, validation, stopping, schedule, loss, ema,
+                init_from, rundir, distributed, metrics, plotting
     decoding/   search, logits (sampling, n-gram blocking, penalties), translator (the API),
                 ensemble, alignment, paragraphs (texts, HTML, documents through the translator)
     text/       segment (sentences), html, documents (.txt .html .srt .docx), language_id

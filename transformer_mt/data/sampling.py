@@ -18,7 +18,7 @@ tokens than ``training.batch_tokens``. A sampled side longer than ``data.max_len
 its deterministic ids.
 
 The trainer collates the next update's batches in a background thread while the current one
-computes (Trainer.mixed_group), so the few milliseconds of sampling per batch (docs/guides/small-corpora.md)
+computes (mixing.MixedUpdates), so the few milliseconds of sampling per batch (docs/guides/small-corpora.md)
 are hidden unless they exceed an update. The alternative, re-encoding the whole corpus
 into a new cache entry each epoch in a background process, costs no time per step either but a
 full encoding pass and a copy of the ids per epoch, and a process to manage across resume and

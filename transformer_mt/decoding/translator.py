@@ -213,6 +213,32 @@ def encode_sentences(sentences: list[str], tokenizer: Tokenizer, config: Config,
 
 
 # Whole batches decoded side by side on CPU (see run_batches); False decodes them one after another.
+def sample_count(beam_size: int | None, nbest: int | None, return_alignment: bool) -> int:
+    """The samples per sentence (``nbest``) of a translation that samples, or an error for the options sampling
+    does not take (a beam, alignments) or a count it cannot draw."""
+    if beam_size not in (None, 1):
+        raise TransformerMTError(f"sampling (temperature, top_k, top_p) draws each token instead of searching "
+                                 f"with a beam: leave out the beam size ({beam_size}) or the sampling options")
+    if return_alignment:
+        raise TransformerMTError("alignments come with beam or greedy search; leave out sampling "
+                                 "(temperature, top_k, top_p) or the alignment")
+    samples = 1 if nbest is None else nbest
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise TransformerMTError(f"nbest (the samples per sentence) must be at least 1, got {samples!r}")
+    if samples > MAX_BEAM_SIZE:
+        raise TransformerMTError(f"nbest (the samples per sentence) must be at most {MAX_BEAM_SIZE} (each "
+                                 f"sample is a row of the decoder's batch), got {samples}")
+    return samples
+
+
+def padded(rows: list[list[int]], device: torch.device) -> torch.Tensor:
+    """Token id lists as one (rows, longest) tensor padded with PAD_ID, on ``device``."""
+    batch = torch.full((len(rows), max(len(ids) for ids in rows)), PAD_ID, dtype=torch.long)
+    for r, ids in enumerate(rows):
+        batch[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return batch.to(device)
+
+
 PARALLEL_BATCHES = True
 MAX_BATCH_WORKERS = 4
 
@@ -454,18 +480,7 @@ class Translator:
                                 self.config.decoding)
         samples = 1
         if search.sampling:
-            if beam_size not in (None, 1):
-                raise TransformerMTError(f"sampling (temperature, top_k, top_p) draws each token instead of searching "
-                                         f"with a beam: leave out the beam size ({beam_size}) or the sampling options")
-            if return_alignment:
-                raise TransformerMTError("alignments come with beam or greedy search; leave out sampling "
-                                         "(temperature, top_k, top_p) or the alignment")
-            samples = 1 if nbest is None else nbest
-            if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-                raise TransformerMTError(f"nbest (the samples per sentence) must be at least 1, got {samples!r}")
-            if samples > MAX_BEAM_SIZE:
-                raise TransformerMTError(f"nbest (the samples per sentence) must be at most {MAX_BEAM_SIZE} (each "
-                                         f"sample is a row of the decoder's batch), got {samples}")
+            samples = sample_count(beam_size, nbest, return_alignment)
             beam_size, nbest = 1, 1  # checked as greedy search; nbest is the number of samples again below
         beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit = resolve_decoding(
             self.config, beam_size, nbest, length_penalty, batch_size, max_length_a, max_length_b, early_exit)
@@ -491,17 +506,10 @@ class Translator:
         order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]), reverse=True)
 
         def decode_batch(rows: list[int]) -> None:
-            longest = max(len(encoded[i]) for i in rows)
-            src = torch.full((len(rows), longest), PAD_ID, dtype=torch.long)
-            for r, i in enumerate(rows):
-                src[r, :len(encoded[i])] = torch.tensor(encoded[i])
-            src = src.to(self.device)
+            src = padded([encoded[i] for i in rows], self.device)
             batch_prefix = None
             if prefixes is not None and any(prefixes[i] for i in rows):
-                batch_prefix = torch.full((len(rows), max(len(prefixes[i]) for i in rows)), PAD_ID, dtype=torch.long)
-                for r, i in enumerate(rows):
-                    batch_prefix[r, :len(prefixes[i])] = torch.tensor(prefixes[i], dtype=torch.long)
-                batch_prefix = batch_prefix.to(self.device)
+                batch_prefix = padded([prefixes[i] for i in rows], self.device)
             with autocast(self.device, self.precision):
                 if sampler is None and beam_size == 1 and not return_scores and not return_alignment and plain:
                     outputs = [[tokens] for tokens in greedy_search(self.model, src, max_length_a, max_length_b,

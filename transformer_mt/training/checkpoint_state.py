@@ -74,7 +74,7 @@ def state_dict(trainer, full: bool = True) -> dict:
             "elapsed": trainer.wall_seconds(),
             "validation_seconds": trainer.validation_seconds,
             "warmup_end_seconds": trainer.warmup_end_seconds,
-            "nonfinite_total": trainer.nonfinite_total,
+            "nonfinite_total": trainer.nonfinite.total,
             "log_positions": log_positions(trainer.run_dir),
         })
         if trainer.ema is not None:
@@ -108,7 +108,7 @@ def load_state(trainer, state: dict, path: Path) -> None:
     trainer.elapsed = state["elapsed"]
     trainer.validation_seconds = state.get("validation_seconds", 0.0)
     trainer.warmup_end_seconds = state.get("warmup_end_seconds")
-    trainer.nonfinite_total = state.get("nonfinite_total", 0)
+    trainer.nonfinite.total = state.get("nonfinite_total", 0)
     log.info("resumed from %s at step %d (epoch %d, batch %d)", path, trainer.step, trainer.epoch + 1,
              trainer.batches_done)
 

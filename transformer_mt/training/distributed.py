@@ -13,6 +13,7 @@ manages processes.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -95,6 +96,15 @@ class DistributedContext:
             raise
         self.broadcast_from_main(None)
         return result
+
+    def data_parallel(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """``model`` wrapped in DistributedDataParallel for training on this rank (with several ranks)."""
+        # No buffer sync in forward: the only buffer, the positional table, is the same everywhere, and
+        # a broadcast in every forward would also hang rank 0's validation, which the others skip.
+        ddp = torch.nn.parallel.DistributedDataParallel
+        no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                          inspect.signature(ddp.__init__).parameters else {"broadcast_buffers": False})
+        return ddp(model, **no_buffer_sync, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 SINGLE_PROCESS = DistributedContext()

@@ -6,12 +6,22 @@ The loss is -sum_k q(k) log p(k) = (1 - eps) NLL + eps * mean_k(-log p(k)), summ
 real (non-padding) positions: the same as torch's ``cross_entropy(..., label_smoothing=eps)``.
 Computing it from one softmax also yields the plain NLL (for perplexity) for free; a
 second pass over the (tokens x vocabulary) logits for it cost ~6% of a CPU training update.
+
+An update whose loss or gradient is not finite is skipped, and too many in a row stop the run
+(NonFiniteUpdates).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+
+from ..errors import TransformerMTError
+
+log = logging.getLogger("transformer_mt")
 
 
 class _LabelSmoothedNLL(torch.autograd.Function):
@@ -67,3 +77,30 @@ def label_smoothed_nll_loss(logits: torch.Tensor, target: torch.Tensor, epsilon:
     """
     loss, nll = _LabelSmoothedNLL.apply(logits.reshape(-1, logits.size(-1)), target.reshape(-1), epsilon, pad_id)
     return loss, nll.detach()
+
+
+class NonFiniteUpdates:
+    """Updates skipped because their loss or gradient was not finite: counted in a row and in all (``total``,
+    which checkpoints keep), each logged and written as a "nonfinite" record (``write``), and the run
+    stopped when ``max_in_row`` come in a row (training.max_nonfinite_in_row): it diverged."""
+
+    def __init__(self, max_in_row: int, write: Callable[[dict], None]):
+        self.max_in_row, self.write = max_in_row, write
+        self.in_row = 0
+        self.total = 0
+
+    def skipped(self, step: int) -> None:
+        """Count the skipped update that would have been number ``step``."""
+        self.in_row += 1
+        self.total += 1
+        log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step, self.in_row)
+        self.write({"type": "nonfinite", "step": step, "in_row": self.in_row, "total": self.total})
+        if self.in_row >= self.max_in_row:
+            raise TransformerMTError(
+                f"{self.in_row} updates in a row had a non-finite loss or gradient; training "
+                f"diverged. Lower training.lr, raise training.warmup_steps, set training.clip_norm, or use "
+                f"fp32 precision, then resume")
+
+    def finite(self) -> None:
+        """An update went through: the next skipped one is the first in a row."""
+        self.in_row = 0

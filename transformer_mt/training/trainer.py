@@ -21,15 +21,20 @@ it when the config is compatible, and refuses otherwise (unless overwrite).
 Training only writes into a new, empty or run directory, one process at a time.
 SIGINT/SIGTERM save a checkpoint and stop; resuming continues exactly where
 the run stopped (same data order, same dropout masks on CPU).
+
+The Trainer is the loop (``run``, ``run_epoch``, ``train_update``); its collaborators in this package
+do the rest: run_data.py loads the tokenizers and corpora (data/mixing.py mixes several),
+checkpoint_state.py writes checkpoints and resumes from them, validation.py validates (the weights,
+their moving average, the averaged checkpoints), metrics.py writes train.log, metrics.jsonl and
+TensorBoard, rundir.py claims and tidies the run directory, schedule.py gives the learning rate,
+stopping.py says when to stop (budgets, signals, ranks agreeing) and loss.py counts skipped updates.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import random
-import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -51,11 +56,12 @@ from .checkpoint_state import RunCheckpoints, load_state, save_checkpoints, star
 from .distributed import SINGLE_PROCESS, DistributedContext, shard_batches
 from .ema import ExponentialMovingAverage
 from .init_from import Parent, load_parent
-from .loss import label_smoothed_nll_loss
+from .loss import NonFiniteUpdates, label_smoothed_nll_loss
 from .metrics import MetricsWriter, UpdateLog, setup_logging
 from .run_data import RunData, load_run_data
 from .rundir import cut_logs_to_checkpoint, prepare_run_dir, prepare_run_files
 from .schedule import describe_schedule, learning_rate_factor
+from .stopping import Stopping
 from .validation import Validator, report_average, report_validation
 
 log = logging.getLogger("transformer_mt")
@@ -63,6 +69,22 @@ log = logging.getLogger("transformer_mt")
 
 class TrainingInterrupted(TransformerMTError):
     """Raised after SIGINT/SIGTERM once the checkpoint is saved."""
+
+
+def check_before_run_dir(config: Config, device: str | None, resume: bool, overwrite: bool) -> None:
+    """Mistakes that need no run directory, reported before it is touched (--overwrite deletes)."""
+    cfg = config.training
+    if not (cfg.max_steps or cfg.max_epochs or cfg.max_minutes or cfg.patience):
+        raise TransformerMTError(
+            "training has no end: set training.max_steps, training.max_epochs, training.max_minutes "
+            "or training.patience")
+    if resume and overwrite:
+        raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
+    check_data_files(config, ("train", "valid"))
+    resolve_device(device or cfg.device)  # a device this torch cannot run (meta, mps, ...) is refused now
+    check_given_models(config.tokenizer, tags=config.data.tags())
+    # With the largest vocabulary the tokenizer may learn: before minutes of tokenizer training, not after.
+    check_model_fits(config.model, config.tokenizer.vocab_size, config.tokenizer.vocab_size)
 
 
 class Trainer:
@@ -81,23 +103,11 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.show_progress = show_progress
         self.distributed = distributed
-        cfg = config.training
-        # Mistakes that need no run directory are reported before it is touched (--overwrite deletes).
-        if not (cfg.max_steps or cfg.max_epochs or cfg.max_minutes or cfg.patience):
-            raise TransformerMTError(
-                "training has no end: set training.max_steps, training.max_epochs, training.max_minutes "
-                "or training.patience")
-        if resume and overwrite:
-            raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
-        check_data_files(config, ("train", "valid"))
-        resolve_device(device or cfg.device)  # a device this torch cannot run (meta, mps, ...) is refused now
-        check_given_models(config.tokenizer, tags=config.data.tags())
-        # With the largest vocabulary the tokenizer may learn: before minutes of tokenizer training, not after.
-        check_model_fits(config.model, config.tokenizer.vocab_size, config.tokenizer.vocab_size)
+        check_before_run_dir(config, device, resume, overwrite)
         # The parent of a new run is checked before the run directory is touched; a run resuming from its
         # own checkpoint needs it no more.
         self.parent: Parent | None = None
-        if cfg.init_from and (overwrite or not (self.run_dir / CHECKPOINT_NAMES["last"]).exists()):
+        if config.training.init_from and (overwrite or not (self.run_dir / CHECKPOINT_NAMES["last"]).exists()):
             self.parent = load_parent(config, self.run_dir)
         # Rank 0 claims and locks the run directory; the other ranks read the checkpoint it resumes.
         self.lock, resume_state = distributed.run_on_main(
@@ -123,7 +133,7 @@ class Trainer:
             raise
 
     def _setup(self, resume_state: dict | None, device: str | None) -> None:
-        config, cfg = self.config, self.config.training
+        cfg = self.config.training
         if not self.distributed.is_main:
             log.setLevel(logging.ERROR)  # rank 0 tells the story (and warns about the shared data)
         self.distributed.run_on_main(self._prepare_run_files, resume_state)
@@ -138,40 +148,19 @@ class Trainer:
         if self.prepare_only:
             return
 
-        self.model: Transformer = build_model(config.model, len(self.src_tok), len(self.tgt_tok), PAD_ID).to(self.device)
-        self.compiled_model = torch.compile(self.model) if cfg.compile else self.model
-        self.train_model = self.compiled_model
-        if self.distributed.enabled:
-            # Every rank built the same initial weights from the seed (DDP broadcasts rank 0's anyway);
-            # dropout must differ between ranks, as it would between the batches of one process.
-            torch.manual_seed(cfg.seed * 1000 + self.distributed.rank)
-            # No buffer sync in forward: the only buffer, the positional table, is the same everywhere, and
-            # a broadcast in every forward would also hang rank 0's validation, which the others skip.
-            ddp = torch.nn.parallel.DistributedDataParallel
-            no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
-                              inspect.signature(ddp.__init__).parameters else {"broadcast_buffers": False})
-            self.train_model = ddp(self.compiled_model, **no_buffer_sync,
-                                   device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        # fused=True: one kernel for all parameters instead of several ops per tensor.
-        self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                       weight_decay=cfg.weight_decay, fused=True)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and self.device.type == "cuda")
-
+        self._build_model()
         self.step = 0
         self.epoch = 0
         self.batches_done = 0  # batches of the current epoch already consumed (by this rank)
         self.best_bleu = -1.0
         self.validations_without_improvement = 0
-        self.nonfinite_in_row = 0
-        self.nonfinite_total = 0
+        self.nonfinite = NonFiniteUpdates(cfg.max_nonfinite_in_row, self.write_metrics)
         self.elapsed = 0.0  # seconds of the training loop in earlier sessions of this run (validation included)
         self.validation_seconds = 0.0  # of those and this session's, the seconds spent validating
         self.warmup_end_seconds = None  # minutes horizon: training seconds when warmup ended
         self.clock = time.monotonic  # tests replace it with a fake clock
         self.session_start = self.clock()
-        self.agreed_progress = None  # several ranks: rank 0's schedule progress, shared after each update
-        self.stop_signal = None
+        self.stopping = Stopping(cfg, self.distributed, self.device)
         self.ema: ExponentialMovingAverage | None = None  # rank 0's: it alone validates and saves
         if resume_state:
             load_state(self, resume_state, self.run_dir / CHECKPOINT_NAMES["last"])
@@ -185,17 +174,7 @@ class Trainer:
         self.checkpoints = RunCheckpoints(self.run_dir, cfg.keep_last_n)
         self.validator = Validator(self.model, self.compiled_model, self.data, self.config, self.device,
                                    self.compute_loss)
-
-        num_params = sum(p.numel() for p in self.model.parameters())
-        log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
-                 self.run_dir, len(self.train_data), len(self.data.valid_src), len(self.src_tok), len(self.tgt_tok),
-                 num_params / 1e6, self.device,
-                 f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "")
-        if self.distributed.enabled:
-            log.info("data-parallel: world size %d, backend %s; rank 0 writes and validates",
-                     self.distributed.world_size, self.distributed.backend)
-        log.info("precision %s (%s)", self.precision, precision_reason)
-        log.info("learning rate: %s", describe_schedule(self.config.training))
+        self._log_setup(precision_reason)
 
     def _prepare_run_files(self, resume_state: dict | None) -> None:
         """Rank 0's share of the set-up: the run directory's logs, leftovers, tokenizer and config files."""
@@ -226,13 +205,42 @@ class Trainer:
     train_mix = property(lambda self: self.data.train_mix)
     valid_data = property(lambda self: self.data.valid_data)
 
-    # --- state (checkpoint_state.py) --------------------------------------------------------------
+    def _build_model(self) -> None:
+        """The model (compiled, and wrapped for data-parallel training under torchrun), optimizer and scaler."""
+        config, cfg = self.config, self.config.training
+        self.model: Transformer = build_model(config.model, len(self.src_tok), len(self.tgt_tok), PAD_ID).to(self.device)
+        self.compiled_model = torch.compile(self.model) if cfg.compile else self.model
+        self.train_model = self.compiled_model
+        if self.distributed.enabled:
+            # Every rank built the same initial weights from the seed (DDP broadcasts rank 0's anyway);
+            # dropout must differ between ranks, as it would between the batches of one process.
+            torch.manual_seed(cfg.seed * 1000 + self.distributed.rank)
+            self.train_model = self.distributed.data_parallel(self.compiled_model, self.device)
+        optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        # fused=True: one kernel for all parameters instead of several ops per tensor.
+        self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                       weight_decay=cfg.weight_decay, fused=True)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and self.device.type == "cuda")
+
+    def _log_setup(self, precision_reason: str) -> None:
+        num_params = sum(p.numel() for p in self.model.parameters())
+        log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
+                 self.run_dir, len(self.train_data), len(self.data.valid_src), len(self.src_tok), len(self.tgt_tok),
+                 num_params / 1e6, self.device,
+                 f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "")
+        if self.distributed.enabled:
+            log.info("data-parallel: world size %d, backend %s; rank 0 writes and validates",
+                     self.distributed.world_size, self.distributed.backend)
+        log.info("precision %s (%s)", self.precision, precision_reason)
+        log.info("learning rate: %s", describe_schedule(self.config.training))
 
     @staticmethod
     def seed_everything(seed: int) -> None:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+    # --- the averaged checkpoint, records ---------------------------------------------------------
 
     def average(self) -> Path | None:
         """Average the last training.average_last_n step checkpoints into checkpoint_average.pt, and validate
@@ -279,12 +287,11 @@ class Trainer:
         """Set the learning rate of the next update (number ``self.step + 1``) and return it."""
         cfg = self.config.training
         # Several ranks: rank 0's progress, shared by agree_to_stop, so that every rank uses the same rate.
-        progress = self.agreed_progress if self.distributed.enabled else self.schedule_progress()
+        progress = self.stopping.agreed_progress if self.distributed.enabled else self.schedule_progress()
         lr = cfg.lr * learning_rate_factor(self.step + 1, cfg, self.config.model.d_model, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
-
 
     # --- one update ------------------------------------------------------------------------------
 
@@ -324,19 +331,9 @@ class Trainer:
             if self.scaler.is_enabled():
                 self.scaler.update()  # fp16: lowers the scale; overflow is routine, not an error
                 return None
-            self.nonfinite_in_row += 1
-            self.nonfinite_total += 1
-            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", self.step + 1,
-                        self.nonfinite_in_row)
-            self.write_metrics({"type": "nonfinite", "step": self.step + 1, "in_row": self.nonfinite_in_row,
-                                "total": self.nonfinite_total})
-            if self.nonfinite_in_row >= cfg.max_nonfinite_in_row:
-                raise TransformerMTError(
-                    f"{self.nonfinite_in_row} updates in a row had a non-finite loss or gradient; training "
-                    f"diverged. Lower training.lr, raise training.warmup_steps, set training.clip_norm, or use "
-                    f"fp32 precision, then resume")
+            self.nonfinite.skipped(self.step + 1)
             return None
-        self.nonfinite_in_row = 0
+        self.nonfinite.finite()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -388,52 +385,9 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------------
 
-    def budget_spent(self, check_time: bool = True) -> str | None:
-        cfg = self.config.training
-        if cfg.max_steps and self.step >= cfg.max_steps:
-            return f"reached training.max_steps={cfg.max_steps}"
-        if cfg.max_epochs and self.epoch >= cfg.max_epochs:
-            return f"reached training.max_epochs={cfg.max_epochs}"
-        if check_time and self.time_budget_spent():
-            return f"reached training.max_minutes={cfg.max_minutes}"
-        return None
-
-    def time_budget_spent(self) -> bool:
-        minutes = self.config.training.max_minutes
-        return bool(minutes) and self.wall_seconds() >= minutes * 60
-
     def agree_to_stop(self) -> str | None:
-        """Why training stops now (None: it goes on); checked after every update, the same on every rank.
-
-        Several ranks must stop at the same update, or the others would wait forever in their
-        next all-reduce: a signal on any rank stops all, and rank 0's clock, the one that
-        validation time is counted on, decides the time budget and the schedule's progress.
-        """
-        if not self.distributed.enabled:
-            return f"{self.stop_signal} received" if self.stop_signal else self.budget_spent()
-        is_main = self.distributed.is_main
-        signals, time_spent, progress = self.distributed.sum(
-            [float(self.stop_signal is not None), float(is_main and self.time_budget_spent()),
-             (self.schedule_progress() or 0.0) if is_main else 0.0], self.device)
-        if self.config.training.schedule_horizon == "minutes":
-            self.agreed_progress = progress
-        if signals:
-            self.stop_signal = self.stop_signal or "a signal to another rank"
-            return f"{self.stop_signal} received"
-        reason = self.budget_spent(check_time=False)
-        if reason is None and time_spent:
-            reason = f"reached training.max_minutes={self.config.training.max_minutes}"
-        return reason
-
-    def _handle_signal(self, signum, frame) -> None:
-        if self.stop_signal is not None:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.stop_signal = signal.Signals(signum).name
-        if self.distributed.is_main:
-            log.warning("%s received: finishing the current update, then saving a checkpoint", self.stop_signal)
-        else:  # at the level the other ranks still log
-            log.error("rank %d: %s received: all ranks finish the current update, then rank 0 saves a checkpoint",
-                      self.distributed.rank, self.stop_signal)
+        """Why training stops now (None: it goes on); after every update, the same on every rank (stopping.py)."""
+        return self.stopping.agree(self.step, self.epoch, self.wall_seconds, self.schedule_progress)
 
     def run(self) -> dict:
         """Train until a budget is spent, a signal arrives or early stopping says so; return a summary."""
@@ -441,13 +395,8 @@ class Trainer:
         if self.closed:
             raise TransformerMTError(f"this Trainer of {self.run_dir} has ended (its lock is released); create a "
                                      f"new one to train on")
-        previous_handlers = {}
         try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    previous_handlers[sig] = signal.signal(sig, self._handle_signal)
-                except ValueError:
-                    pass  # not the main thread: signals stay with the caller
+            self.stopping.listen()
             self.session_start = self.clock()
             stop_reason = self.agree_to_stop()
             hide = (not self.show_progress) if self.show_progress is not None else None
@@ -460,14 +409,13 @@ class Trainer:
             self.elapsed = self.wall_seconds()
             self.session_start = self.clock()
             # A signal may land on one rank after the last agree_to_stop: decide together whether to save and stop.
-            if self.distributed.sum([float(self.stop_signal is not None)], self.device)[0]:
-                self.stop_signal = self.stop_signal or "a signal to another rank"
+            if self.stopping.signalled_anywhere():
                 save_checkpoints(self, is_best=False)
                 # Under torchrun the same number of processes must resume (check_world_size): say how.
                 launcher = (f"torchrun <the same --nnodes/--nproc_per_node: {self.distributed.world_size} processes> "
                             f"-m transformer_mt" if self.distributed.enabled else "transformer-mt")
                 raise TrainingInterrupted(
-                    f"training stopped by {self.stop_signal} at step {self.step}; checkpoint saved in "
+                    f"training stopped by {self.stopping.signal} at step {self.step}; checkpoint saved in "
                     f"{self.run_dir}. Resume with: {launcher} train --config <same config> "
                     f"--output-dir {self.run_dir} --resume")
             log.info("training stopped: %s", stop_reason)
@@ -478,8 +426,7 @@ class Trainer:
         finally:
             if self.progress_bar is not None:
                 self.progress_bar.close()
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
+            self.stopping.stop_listening()
             self.close()
         return {"run_dir": str(self.run_dir), "step": self.step, "epoch": self.epoch, "best_bleu": self.best_bleu,
                 "train_seconds": self.elapsed, "stop_reason": stop_reason}
