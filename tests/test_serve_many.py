@@ -247,3 +247,48 @@ def test_serve_models_dir_on_the_command_line(models):
     finally:
         stderr = stop_server(server)
     assert "de -> en" in stderr
+
+
+def test_the_page_picks_the_pair_swaps_it_and_pivots_in_a_real_browser(client, models):
+    """Headless Chromium on a server of two models: the language selectors (with 'detect language'), a direct
+    pair, the swap button (refused where no model goes back, else the pair and the text turned round), and a
+    pivoted pair, each translation the one its model (or the two models) give."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: scripts/setup.sh installs Debian's chromium")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    translators = models[1]
+    base = str(client.base_url).rstrip("/")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(base + "/")
+            page.wait_for_selector("#swap", timeout=20000)
+            sources = page.eval_on_selector_all("#pair select:first-of-type option", "os => os.map(o => o.value)")
+            page.select_option("#pair select >> nth=0", "de")
+            page.select_option("#pair select >> nth=1", "en")
+            page.fill("#source", SENTENCE)
+            page.click("#translate")
+            page.wait_for_function("document.getElementById('status').textContent.includes('characters')",
+                                   timeout=30000)
+            direct = page.locator("#output").text_content()
+            page.click("#swap")  # en -> de: no model goes back
+            refused = page.inner_text("#status")
+            page.select_option("#pair select >> nth=0", "de")
+            targets = page.eval_on_selector_all("#pair select >> nth=1", "s => [...s[0].options].map(o => o.value)")
+            page.select_option("#pair select >> nth=1", "fr")  # pivoted through en
+            page.evaluate("document.getElementById('status').textContent = ''")
+            page.click("#translate")
+            page.wait_for_function("document.getElementById('status').textContent.includes('characters')",
+                                   timeout=30000)
+            pivoted = page.locator("#output").text_content()
+        finally:
+            browser.close()
+    assert sources[0] == "auto" and set(sources[1:]) == {"de", "en"}
+    assert direct == alone(translators[("de", "en")], SENTENCE)
+    assert "no model translates" in refused
+    assert set(targets) == {"en", "fr"}
+    assert pivoted == alone(translators[("en", "fr")], alone(translators[("de", "en")], SENTENCE))
