@@ -50,7 +50,7 @@ def test_tensorboard_gets_the_train_and_validation_scalars_and_texts(tmp_path):
         assert writer.tensorboard
         for record in (*TRAIN, VALID, NONFINITE):
             writer.write(record)
-        writer.write_text("valid/translations", "**source** ein Hund\n\n**translation** a dog", step=30)
+        writer.add_text("valid/translations", "**source** ein Hund\n\n**translation** a dog", step=30)
     assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
     events = read_events(tmp_path)
     assert set(events.Tags()["scalars"]) == {"train/loss", "train/lr", "train/tokens_per_s", "train/grad_norm",
@@ -81,7 +81,7 @@ def test_without_the_tensorboard_package_auto_is_off_and_true_is_an_error(tmp_pa
     writer = MetricsWriter(tmp_path, tensorboard="auto")
     assert not writer.tensorboard
     writer.write(TRAIN[0])
-    writer.write_text("valid/translations", "ignored", step=10)
+    writer.add_text("valid/translations", "ignored", step=10)
     writer.close()
     assert (tmp_path / "metrics.jsonl").read_text() == json.dumps(TRAIN[0]) + "\n"
     with pytest.raises(TransformerMTError, match=r"pip install 'transformer-mt\[plots\]'"):

@@ -3,7 +3,7 @@
     writer = MetricsWriter("runs/demo")                 # tensorboard="auto": on when installed
     writer.write({"type": "train", "step": 25, "loss": 5.1, "lr": 2.5e-4, "tokens_per_s": 2600.0,
                   "grad_norm": 1.3})
-    writer.write_text("valid/translations", "source → translation", step=200)
+    writer.add_text("valid/translations", "source → translation", step=200)
     writer.close()
 
 ``metrics.jsonl`` holds one JSON object per line and is the record of truth (``transformer-mt
@@ -104,7 +104,7 @@ class MetricsWriter:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 self.summary.add_scalar(f"{kind}/{field}", value, global_step=record["step"])
 
-    def write_text(self, tag: str, text: str, step: int) -> None:
+    def add_text(self, tag: str, text: str, step: int) -> None:
         """Show ``text`` (Markdown) under ``tag`` at ``step`` in TensorBoard's Text tab, e.g. a few
         validation translations; metrics.jsonl does not get it."""
         if self.summary is not None:

@@ -89,7 +89,7 @@ def report_validation(result: dict, is_best: bool, examples: list, metrics: Metr
     """Write a validation's record (and its first translations, for TensorBoard) and its line in the log."""
     if metrics is not None:  # rank 0 alone writes
         metrics.write(result)
-        metrics.write_text("valid/translations", "\n\n".join(
+        metrics.add_text("valid/translations", "\n\n".join(
             f"**source** {src}  \n**output** {hyp}  \n**reference** {ref}" for src, hyp, ref in examples),
             result["step"])
     log.info("validation at step %d: loss %.3f, ppl %.2f, BLEU %.2f, chrF %.2f (best %.2f)%s [%.1fs]",
