@@ -138,15 +138,13 @@ class ConstraintTracker:
         self.sentences = [self.sentences[r] for r in rows]
         self.states = [self.states[r] for r in rows]
 
-    def select(self, candidates: torch.Tensor, vocab: int, k: int, steps_left: list[int]) -> Selection:
-        """Choose the next beams from ``candidates`` (sentences, beams * vocab): each hypothesis's score plus
-        each token's log-probability. ``steps_left``: per sentence, the tokens its length limit still allows
-        (this one included). Modifies ``candidates`` (eos of hypotheses with constraints unmet, ...)."""
-        num_active, width_all = candidates.shape
-        beams = width_all // vocab
-        for row, states in enumerate(self.states):  # no end before every constraint is met
+    def _restrict(self, candidates: torch.Tensor, vocab: int, steps_left: list[int]) -> None:
+        """What constraints rule out, in ``candidates``: an end before every constraint is met, anything but the
+        constraints with only just room left, a piece glued onto a term just met."""
+        for row, states in enumerate(self.states):
             sentence = self.sentences[row]
             for beam, state in enumerate(states):
+                own = slice(beam * vocab, (beam + 1) * vocab)
                 if not sentence.done(state):
                     candidates[row, beam * vocab + EOS_ID] = NEG_INF
                     if steps_left[row] <= sentence.still_needed(state):
@@ -154,10 +152,18 @@ class ConstraintTracker:
                         # with its constraints, so that even a beam too narrow for its banks ends with them all.
                         forced = beam * vocab + sentence.forced_token(state)
                         keep = candidates[row, forced].item()
-                        candidates[row, beam * vocab:(beam + 1) * vocab] = NEG_INF
+                        candidates[row, own] = NEG_INF
                         candidates[row, forced] = keep
                 if state.term_ended and self.continuations is not None:  # the term stays a word of its own
-                    candidates[row, beam * vocab:(beam + 1) * vocab].masked_fill_(self.continuations, NEG_INF)
+                    candidates[row, own].masked_fill_(self.continuations, NEG_INF)
+
+    def select(self, candidates: torch.Tensor, vocab: int, k: int, steps_left: list[int]) -> Selection:
+        """Choose the next beams from ``candidates`` (sentences, beams * vocab): each hypothesis's score plus
+        each token's log-probability. ``steps_left``: per sentence, the tokens its length limit still allows
+        (this one included). Modifies ``candidates`` (eos of hypotheses with constraints unmet, ...)."""
+        num_active, width_all = candidates.shape
+        beams = width_all // vocab
+        self._restrict(candidates, vocab, steps_left)
         width = min(2 * k, width_all)
         new_beams = min(k, width - beams)  # as plain beam search: at most `beams` candidates end in eos
         top_scores, top_index = candidates.topk(width, dim=1)

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from ..model import Transformer
-from .constraints import ConstraintTracker
+from .constraints import ConstraintTracker, Selection
 from .logits import RepetitionControl, Sampler, force_prefix
 
 NEVER_GENERATED = [PAD_ID, BOS_ID]
@@ -205,6 +205,30 @@ def greedy_search(model: Transformer, src_tokens: torch.Tensor, max_length_a: fl
     return outputs if history is None else (outputs, attentions)
 
 
+def select_candidates(candidates: torch.Tensor, vocab: int, k: int, early_exit: bool) -> Selection:
+    """Plain beam search's step: from ``candidates`` (sentences, beams * vocab) the hypotheses that end now among
+    each sentence's best k, and the best k that go on (constraints.py's tracker chooses otherwise)."""
+    beams = candidates.size(1) // vocab
+    # 2k candidates hold at least k that do not end in eos (each beam has one eos), but a beam
+    # larger than the vocabulary has fewer candidates than that at the first steps: then take
+    # all of them and continue with fewer beams (the beam count grows back to k as it widens).
+    width = min(2 * k, beams * vocab)
+    top_scores, top_index = candidates.topk(width, dim=1)  # (A, width)
+    top_beam, top_token = top_index // vocab, top_index % vocab
+    is_eos = top_token == EOS_ID
+    # Hypotheses ending now (only those among a sentence's best k can matter).
+    eos_rows, eos_cols = torch.nonzero(is_eos[:, :k] & torch.isfinite(top_scores[:, :k]), as_tuple=True)
+    ended = list(zip(eos_rows.tolist(), top_beam[eos_rows, eos_cols].tolist(),
+                     top_scores[eos_rows, eos_cols].tolist())) if len(eos_rows) else []
+    # early_exit: a sentence whose best candidate ends now is done (that candidate is kept by the caller).
+    best_ended = (is_eos[:, 0] & torch.isfinite(top_scores[:, 0])).tolist() if early_exit else None
+    # Continue with the best k candidates that do not end in eos (stable sort keeps score order).
+    new_beams = min(k, width - beams)  # at most `beams` of the candidates end in eos
+    order = torch.sort(is_eos.to(torch.int8), dim=1, stable=True).indices[:, :new_beams]
+    return Selection(ended, best_ended, top_scores.gather(1, order), top_beam.gather(1, order),
+                     top_token.gather(1, order), new_beams)
+
+
 @torch.inference_mode()
 def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5, length_penalty: float = 1.0,
                 max_length_a: float = 1.5, max_length_b: int = 10, nbest: int = 1,
@@ -270,29 +294,11 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
         vocab = lprobs.size(-1)
         candidates = lprobs.view(num_active, beams, vocab).add_(scores.unsqueeze(-1)).view(num_active, beams * vocab)
         if tracker is None:
-            # 2k candidates hold at least k that do not end in eos (each beam has one eos), but a beam
-            # larger than the vocabulary has fewer candidates than that at the first steps: then take
-            # all of them and continue with fewer beams (the beam count grows back to k as it widens).
-            width = min(2 * k, beams * vocab)
-            top_scores, top_index = candidates.topk(width, dim=1)  # (A, width)
-            top_beam, top_token = top_index // vocab, top_index % vocab
-            is_eos = top_token == EOS_ID
-            # Hypotheses ending now (only those among a sentence's best k can matter).
-            eos_rows, eos_cols = torch.nonzero(is_eos[:, :k] & torch.isfinite(top_scores[:, :k]), as_tuple=True)
-            ended = list(zip(eos_rows.tolist(), top_beam[eos_rows, eos_cols].tolist(),
-                             top_scores[eos_rows, eos_cols].tolist())) if len(eos_rows) else []
-            # early_exit: a sentence whose best candidate ends now is done (that candidate is kept below).
-            top_ended = (is_eos[:, 0] & torch.isfinite(top_scores[:, 0])).tolist() if early_exit else None
-            # Continue with the best k candidates that do not end in eos (stable sort keeps score order).
-            new_beams = min(k, width - beams)  # at most `beams` of the candidates end in eos
-            order = torch.sort(is_eos.to(torch.int8), dim=1, stable=True).indices[:, :new_beams]
-            next_scores = top_scores.gather(1, order)
-            next_beam = top_beam.gather(1, order)
-            next_token = top_token.gather(1, order)
+            chosen = select_candidates(candidates, vocab, k, early_exit)
         else:
             chosen = tracker.select(candidates, vocab, k, [max_lens[sentence] - step for sentence in active])
-            ended, top_ended, new_beams = chosen.ended, chosen.best_ended, chosen.beams
-            next_scores, next_beam, next_token = chosen.scores, chosen.beam, chosen.token
+        ended, top_ended, new_beams = chosen.ended, chosen.best_ended, chosen.beams
+        next_scores, next_beam, next_token = chosen.scores, chosen.beam, chosen.token
         for row, beam, score in ended:
             sentence = active[row]
             if len(finished[sentence]) < k:
