@@ -267,3 +267,73 @@ def test_help_that_cannot_be_written_and_non_text_sentences_are_one_error(small_
     for bad in ([None], [b"ba"], ["\ud800"]):
         with pytest.raises(TransformerMTError, match="sentence 0"):
             translator.translate(bad)
+
+
+# The fourth probe's findings (issue 39): each refused in one line, before any work.
+
+@pytest.mark.parametrize("item, key", [("training.batch_tokens=1000000000000000", "training.batch_tokens"),
+                                       ("training.num_threads=100000", "training.num_threads"),
+                                       ("tokenizer.input_sentence_size=-1", "tokenizer.input_sentence_size")])
+def test_absurd_sizes_are_refused_naming_the_key(tmp_path, item, key):
+    from transformer_mt.config import load_config, parse_overrides
+    from transformer_mt.errors import TransformerMTError
+
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {}\n")
+    with pytest.raises(TransformerMTError, match=re.escape(f"key '{key}' must be")):
+        load_config(config, parse_overrides([item]))
+
+
+@pytest.mark.parametrize("text", ["data: " + "[" * 100_000 + "]" * 100_000 + "\n",
+                                  "".join("  " * i + f"k{i}:\n" for i in range(3000)) + "  " * 3000 + "x: 1\n"])
+def test_a_config_nested_thousands_deep_is_one_error(tmp_path, text):
+    from transformer_mt.config import load_config
+    from transformer_mt.errors import TransformerMTError
+
+    config = tmp_path / "deep.yaml"
+    config.write_text(text)
+    with pytest.raises(TransformerMTError, match="deep.yaml"):
+        load_config(config)
+
+
+def test_a_huge_config_file_is_refused_without_being_read_whole(tmp_path):
+    from conftest import run_cli
+
+    config = tmp_path / "huge.yaml"
+    with open(config, "wb") as handle:
+        handle.truncate(6 * 2**30)  # sparse: 6 GB that take no disk
+    result = run_cli("train", "--config", config, "--output-dir", tmp_path / "run", timeout=60)
+    assert_clean_error(result, "huge.yaml", "is larger than 4,000,000 bytes")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.update(tokenizer_sha256="abc"), "'tokenizer_sha256' is a str, not a mapping"),
+    (lambda s: s.update(vocab_sizes=[1, 2]), "'vocab_sizes' is a list, not a mapping"),
+    (lambda s: s["model"].update(w=s["model"]["w"].to_sparse()), "weight w is a sparse tensor"),
+    (lambda s: s["model"].update(w=s["model"]["w"].bool()), "weight w is of type torch.bool"),
+])
+def test_a_crafted_checkpoint_is_damaged_not_a_traceback(tmp_path, change, message):
+    import torch
+
+    from transformer_mt import checkpoint as ckpt
+    from transformer_mt.errors import TransformerMTError
+
+    state = {"format_version": ckpt.FORMAT_VERSION, "config": {}, "model": {"w": torch.ones(2, 3)}}
+    change(state)
+    path = tmp_path / "c.pt"
+    ckpt.atomic_save(state, path)
+    with pytest.raises(TransformerMTError, match=re.escape(message)):
+        ckpt.load_checkpoint(path)
+
+
+def test_a_cache_folder_everyone_may_write_is_refused(tmp_path):
+    from transformer_mt.data.corpus import _check_not_shared
+    from transformer_mt.errors import TransformerMTError
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with pytest.raises(TransformerMTError, match="may be written by every user"):
+        _check_not_shared(shared)
+    shared.chmod(0o755)
+    _check_not_shared(shared)

@@ -417,3 +417,17 @@ def test_remove_never_deletes_through_another_users_link(tmp_path):
     safe_files.remove(keep)
     safe_files.remove(keep)  # missing: nothing to do
     assert not keep.exists() and home.exists()
+
+
+@needs_root
+def test_init_from_through_another_users_link_is_refused(tmp_path, small_run):
+    from transformer_mt.training.init_from import parent_checkpoint
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "link_run").symlink_to(small_run[2])
+    os.lchown(shared / "link_run", OTHER_UID, OTHER_UID)
+    with pytest.raises(TransformerMTError, match="belongs to another user"):
+        parent_checkpoint(str(shared / "link_run"), keep_optimizer=False)
+    assert parent_checkpoint(str(small_run[2]), keep_optimizer=False).exists()

@@ -240,12 +240,31 @@ def _check_state(state, path) -> dict:
         )
     if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
         raise TransformerMTError(f"checkpoint {path} is damaged: its model entry is not a dict of tensors")
+    problem = unusable_weights(state["model"])
+    for key in ("vocab_sizes", "tokenizer_sha256"):  # read as mappings by whoever loads the checkpoint
+        if not isinstance(state.get(key, {}), (dict, type(None))):
+            problem = problem or f"its '{key}' is a {type(state[key]).__name__}, not a mapping"
+    if problem is not None:
+        raise TransformerMTError(f"checkpoint {path} is damaged: {problem}; use another checkpoint of the run, or "
+                                 f"train again")
     problem = non_finite_weights(state["model"])
     if problem is not None:
         raise TransformerMTError(f"checkpoint {path}: {problem}, so every translation from it would be garbage; the "
                                  f"file is damaged or was saved from a diverged model: use another checkpoint of the "
                                  f"run, or train again")
     return state
+
+
+def unusable_weights(weights: dict) -> str | None:
+    """What keeps ``weights`` from being a model's (the first tensor, by name): a sparse or meta tensor, or a type
+    no layer computes in (bool, complex); None when they are usable (their values: non_finite_weights)."""
+    for name, tensor in weights.items():
+        if isinstance(tensor, torch.Tensor):
+            if tensor.layout != torch.strided or tensor.is_meta:
+                return f"weight {name} is a {'meta' if tensor.is_meta else 'sparse'} tensor, which holds no weights"
+            if tensor.dtype == torch.bool or tensor.is_complex():  # integer buffers (counts) are fine
+                return f"weight {name} is of type {tensor.dtype}, which no layer computes in"
+    return None
 
 
 def non_finite_weights(weights: dict) -> str | None:

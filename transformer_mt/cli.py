@@ -1247,6 +1247,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except MemoryError:  # a file or setting far larger than this machine holds: one line, not a traceback
+        print(f"error: {args.command} ran out of memory; the input (a file, --input, --config) or a setting "
+              f"(batch sizes, model size) is larger than this machine's memory: give it less", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -235,6 +235,7 @@ MINIMUMS = {
     "model.activation_dropout": (0.0, True),
     "model.max_positions": (1, True),
     "training.seed": (0, True),
+    "tokenizer.input_sentence_size": (0, True),
     "training.num_threads": (0, True),
     "training.batch_tokens": (1, True),
     "training.accumulate": (1, True),
@@ -279,6 +280,10 @@ MAXIMUMS = {
     "model.num_encoder_layers": 1000,
     "model.num_decoder_layers": 1000,
     "decoding.repetition_penalty": 1e30,  # as --repetition-penalty (decoding/logits.py SCALE_MAX)
+    # One batch of more tokens than this needs tens of GB before its first update (one of 10**15 took 20 GB and
+    # could not be stopped); a big GPU's batches are ~25,000 tokens, accumulated with training.accumulate.
+    "training.batch_tokens": 10_000_000,
+    "training.num_threads": 1024,  # 100,000 could not start its threads (and crashed torch)
 }
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -729,6 +734,9 @@ def _apply_overrides(raw, overrides: dict):
     return raw
 
 
+MAX_CONFIG_BYTES = 4_000_000
+
+
 def load_config(path, overrides: dict | None = None, environment: bool = True) -> Config:
     """Read a YAML config file; raise TransformerMTError with the file and line on any problem.
 
@@ -745,7 +753,8 @@ def load_config(path, overrides: dict | None = None, environment: bool = True) -
     try:
         from .safe_files import read_user_file
 
-        text = read_user_file(path, "config file").decode("utf-8")  # by descriptor: never another user's link
+        # By descriptor (never another user's link), and bounded: a config is a few kB.
+        text = read_user_file(path, "config file", limit=MAX_CONFIG_BYTES).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TransformerMTError(f"config file {path} is not valid UTF-8 (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
@@ -754,6 +763,8 @@ def load_config(path, overrides: dict | None = None, environment: bool = True) -
         raw = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise TransformerMTError(f"config file {path} is not valid YAML{_yaml_problem(exc)}") from None
+    except RecursionError:  # brackets or mappings nested thousands deep: no config nests more than three
+        raise TransformerMTError(f"config file {path} nests its values too deeply to be a config") from None
     if overrides:
         raw = _apply_overrides(raw, overrides)
     if environment:

@@ -590,6 +590,17 @@ def remove_empty_folder(path, option: str | None = None) -> None:
         os.rmdir(target.name, dir_fd=target.dir_fd)
 
 
+def check_no_foreign_link(path, option: str | None = None) -> None:
+    """Refuse ``path`` when a symbolic link of another user stands anywhere on it (its last name included), as
+    every read here does; a missing path is the caller's to report."""
+    try:
+        with _resolve(path, option, follow_last=True):
+            pass
+    except _PathProblem as exc:  # missing or not a folder on the way: said by the caller; a loop is said here
+        if exc.errno == errno.ELOOP:
+            raise
+
+
 def remove(path, option: str | None = None, ignore_errors: bool = False) -> None:
     """Delete ``path``, a file, a link (itself, never what it points to) or a whole folder (``rm -r``), resolved
     by descriptor: a folder on the way renamed or swapped for a link cannot turn it elsewhere. Nothing to do
@@ -768,10 +779,15 @@ def open_user_file(path, what: str) -> BinaryIO:
     return handle
 
 
-def read_user_file(path, what: str) -> bytes:
-    """The bytes of the regular file ``path`` (see :func:`open_user_file`)."""
+def read_user_file(path, what: str, limit: int | None = None) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_user_file`); with ``limit``, a file of more bytes is
+    refused after reading ``limit + 1`` of them (never read whole into memory)."""
     with open_user_file(path, what) as handle:
         try:
-            return handle.read()
+            data = handle.read() if limit is None else handle.read(limit + 1)
         except OSError as exc:
             raise TransformerMTError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    if limit is not None and len(data) > limit:
+        raise TransformerMTError(f"{what} {path} is larger than {limit:,} bytes, more than such a file holds: is it "
+                                 f"the right file?")
+    return data

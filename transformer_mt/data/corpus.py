@@ -735,9 +735,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _check_not_shared(cache_dir: Path) -> None:
+    """Refuse a cache folder every user may write to (/tmp, a shared folder): entry names are predictable, so
+    another user could plant an entry there that training reads as its own ids, or hold its lock for good."""
+    try:
+        mode = os.stat(cache_dir).st_mode
+    except OSError:
+        return  # missing: made below, as the user's own
+    if mode & stat.S_IWOTH:
+        raise TransformerMTError(f"cache directory {cache_dir} ('data.cache_dir') may be written by every user: "
+                                 f"another user could put encoded ids there that training would take as yours, "
+                                 f"or hold its locks; point 'data.cache_dir' at a folder of your own (e.g. under "
+                                 f"your home)")
+
+
 def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int,
             text_index: bool = False, limits: dict | None = None) -> EncodedCorpus:
     """The cache entry ``cache_dir/name``, built by ``build(folder)`` under the entry's lock if it is missing."""
+    _check_not_shared(cache_dir)
     entry = cache_dir / name
     corpus, _ = _open_entry(entry, src_vocab, tgt_vocab, text_index, limits)
     if corpus is not None:

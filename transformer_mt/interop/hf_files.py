@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import non_finite_weights
+from ..checkpoint import non_finite_weights, unusable_weights
 from ..errors import TransformerMTError
 from ..files import file_problem
 from ..safe_files import (
@@ -54,7 +54,7 @@ def read_weights(hf_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
     """The tensors of ``model.safetensors`` (preferred) or ``pytorch_model.bin``, read without running code, and
     checked finite (NaN weights would import and translate to garbage)."""
     weights, path = _read_weights(hf_dir)
-    problem = non_finite_weights(weights)
+    problem = unusable_weights(weights) or non_finite_weights(weights)
     if problem is not None:
         raise TransformerMTError(f"{path}: {problem}; the model is damaged: download it again")
     return weights, path

@@ -25,6 +25,7 @@ from ..data.tokenizer_files import ids_paths, tokenizer_paths
 from ..decoding.translator import find_checkpoint
 from ..errors import TransformerMTError
 from ..files import file_sha256
+from ..safe_files import check_no_foreign_link
 from .rundir import is_run_dir
 
 # Model keys that may differ from the parent's: regularisation only, the weights compute the same function.
@@ -49,6 +50,7 @@ class Parent:
 def parent_checkpoint(init_from: str, keep_optimizer: bool) -> Path:
     """The checkpoint file ``training.init_from`` names (a run directory, a checkpoint, an export)."""
     path = Path(init_from)
+    check_no_foreign_link(path, "'training.init_from'")  # its files are read by name below
     if not path.exists():
         raise TransformerMTError(f"'training.init_from' {path} does not exist; name a run directory, a checkpoint "
                                  f"file or a CTranslate2 export of a run")
