@@ -316,6 +316,9 @@ def test_fine_tuning_an_import_trains_and_resumes_exactly(tmp_path, shared, corp
     ("bad_spm", "is not a SentencePiece model"),
     ("learnt_positions", "is not the sinusoid [sin | cos] table of Marian"),
     ("pre_norm", "'normalize_before: true' is not a Marian (OPUS-MT) model"),
+    ("dropout", "'dropout' is 'x', expected a number"),
+    ("logits_bias", "final_logits_bias has shape (1, 5)"),
+    ("sparse", "is a sparse tensor"),
 ])
 def test_a_bad_model_directory_is_one_clear_error(tmp_path, spm_models, damage, message):
     hf = tmp_path / "hf"
@@ -343,6 +346,17 @@ def test_a_bad_model_directory_is_one_clear_error(tmp_path, spm_models, damage, 
     elif damage == "pre_norm":
         config = json.loads((hf / "config.json").read_text())
         (hf / "config.json").write_text(json.dumps({**config, "normalize_before": True}))
+    elif damage == "dropout":
+        config = json.loads((hf / "config.json").read_text())
+        (hf / "config.json").write_text(json.dumps({**config, "dropout": "x"}))
+    elif damage in ("logits_bias", "sparse"):
+        weights = torch.load(hf / "pytorch_model.bin", weights_only=True)
+        if damage == "logits_bias":
+            weights["final_logits_bias"] = torch.zeros(1, 5)
+        else:
+            name = next(name for name in weights if name.endswith("fc1.weight"))
+            weights[name] = weights[name].to_sparse()
+        torch.save(weights, hf / "pytorch_model.bin")
     result = run_cli("import", hf, "--output-dir", tmp_path / "run")
     assert_clean_error(result, message)
     assert not (tmp_path / "pwned").exists()

@@ -53,7 +53,8 @@ START_PIECE = "<s>"  # the name our vocabulary gives Marian's decoder start toke
 def _config_value(config: dict, key: str, kind, where: str):
     value = config.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise TransformerMTError(f"{where}: '{key}' is {value!r}, expected {kind.__name__}; is this a MarianMT "
+        expected = kind.__name__ if isinstance(kind, type) else "a number"
+        raise TransformerMTError(f"{where}: '{key}' is {value!r:.60}, expected {expected}; is this a MarianMT "
                                  f"config.json?")
     return value
 
@@ -62,6 +63,9 @@ def marian_model_config(config: dict, shared: bool, tied: bool, where: str) -> M
     """Our model section for a MarianConfig; refuses what model.py cannot compute the same way."""
     def get(key, kind=int):
         return _config_value(config, key, kind, where)
+
+    def rate(key, default: float) -> float:  # a dropout rate: a number, absent or not
+        return float(_config_value({key: config.get(key, default)}, key, (int, float), where))
 
     for ours, theirs in (("encoder_attention_heads", "decoder_attention_heads"),
                          ("encoder_ffn_dim", "decoder_ffn_dim")):
@@ -78,8 +82,8 @@ def marian_model_config(config: dict, shared: bool, tied: bool, where: str) -> M
     return ModelConfig(
         d_model=get("d_model"), num_heads=get("encoder_attention_heads"), num_encoder_layers=get("encoder_layers"),
         num_decoder_layers=get("decoder_layers"), ffn_dim=get("encoder_ffn_dim"),
-        dropout=float(config.get("dropout", 0.1)), attention_dropout=float(config.get("attention_dropout", 0.0)),
-        activation_dropout=float(config.get("activation_dropout", 0.0)), activation=activation, pre_norm=False,
+        dropout=rate("dropout", 0.1), attention_dropout=rate("attention_dropout", 0.0),
+        activation_dropout=rate("activation_dropout", 0.0), activation=activation, pre_norm=False,
         share_embeddings=shared, tie_output=tied, max_positions=get("max_position_embeddings"),
         position_table="concatenated", scale_embeddings=bool(config.get("scale_embedding", False)),
         output_bias=True, source_eos=True)
@@ -243,7 +247,11 @@ def load_model(model: Transformer, weights: dict, src_order, tgt_order) -> None:
         load_encoder_layer(layer, weights, f"model.encoder.layers.{i}")
     for i, layer in enumerate(model.decoder_layers):
         load_decoder_layer(layer, weights, f"model.decoder.layers.{i}")
-    bias = weights.get("final_logits_bias", torch.zeros(1, len(tgt_order) - (tgt_order[0] is None)))
+    rows = len(tgt_order) - (tgt_order[0] is None)
+    bias = weights.get("final_logits_bias", torch.zeros(1, rows))
+    if bias.numel() != rows:
+        raise TransformerMTError(f"final_logits_bias has shape {tuple(bias.shape)}, expected (1, {rows}) for the "
+                                 f"model's vocabulary; the model is damaged: download it again")
     output = None if cfg.tie_output else weights["lm_head.weight"].to(torch.float32)
     load_output(model.generator, output, bias.to(torch.float32), tgt_order)
 
