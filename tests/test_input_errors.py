@@ -381,3 +381,11 @@ def test_cli_refuses_the_numbers_that_set_refuses(tmp_path, option, value):
            "--top-p": "training.lr"}[option]
     with pytest.raises(TransformerMTError, match=rf"key '{key}' must be an? (integer|number)"):
         load_config(write(tmp_path, "model: {}\n"), parse_overrides([f"{key}={value}"]))
+
+
+@pytest.mark.parametrize("written, hint", [("1e-300", "1.0e-300"), ("5e-4", "5.0e-4"), ("1.5e3", "1.5e+3"),
+                                           ("2E5", "2.0e+5")])
+def test_a_number_yaml_reads_as_text_gets_the_spelling_it_reads(tmp_path, written, hint):
+    with pytest.raises(TransformerMTError, match=re.escape(f"write {hint}: a dot, and a sign after the e")):
+        load_config(write(tmp_path, "model: {}\n"), parse_overrides([f"training.lr={written}"]))
+    assert load_config(write(tmp_path, "model: {}\n"), parse_overrides([f"training.lr={hint}"])).training.lr > 0

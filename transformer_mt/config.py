@@ -368,6 +368,13 @@ def parse_number(text: str) -> float | None:
     return float(text) if _NUMBER.fullmatch(text) else None
 
 
+def _with_dot(text: str) -> str:
+    """'1e-3' as YAML reads it as a number: '1.0e-3' (a dot, and a sign in the exponent: '1.0e+5')."""
+    mantissa, _, exponent = text.strip().lower().partition("e")
+    sign = "" if exponent[:1] in ("+", "-") else "+"
+    return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign}{exponent}"
+
+
 def _check_value(key: str, value, expected_type, source: str):
     """Return the value converted to the expected type, or raise a clear error."""
     where = f"{source}: key '{key}'"
@@ -384,7 +391,11 @@ def _check_value(key: str, value, expected_type, source: str):
         raise TransformerMTError(f"{where} must be an integer, got {_shown(value)}")
     if expected_type is float:
         if not _is_number(value):
-            raise TransformerMTError(f"{where} must be a number, got {_shown(value)}")
+            hint = ""
+            if isinstance(value, str) and parse_number(value) is not None and "e" in value.lower() \
+                    and not value.strip().lower().lstrip("+-").startswith(("inf", "nan")):  # YAML 1.1: 1e-3 is text
+                hint = f" (YAML reads it as text; write {_with_dot(value)}: a dot, and a sign after the e)"
+            raise TransformerMTError(f"{where} must be a number, got {_shown(value)}{hint}")
         # NaN passes every range check below (all comparisons are false), and inf makes no sense anywhere.
         number = _finite_float(value)
         if number is None:
