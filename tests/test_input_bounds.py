@@ -34,8 +34,9 @@ def scored_files(tmp_path):
 def test_evaluate_never_exits_0_when_the_score_cannot_be_printed(scored_files, stdout, json_flag):
     hyp, ref = scored_files
     result = run_with_stdout(stdout, "evaluate", "--hyp", hyp, "--ref", ref, *json_flag)
-    assert_clean_error(result, "standard output")
+    line = assert_clean_error(result, "standard output")
     assert "Exception ignored" not in result.stderr
+    assert "--output" not in line  # evaluate --output writes translations (refused with --hyp): not the fix
 
 
 @pytest.mark.parametrize("stdout", ["full", "closed"])

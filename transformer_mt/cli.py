@@ -817,7 +817,7 @@ def cmd_translate(args) -> int:
     if args.output:
         _write_output(args.output, text)
     else:
-        write_stdout(text, "the translation")
+        write_stdout(text, "the translation", "--output FILE or > FILE")
     return 0
 
 
@@ -1181,9 +1181,10 @@ def stdout_closed_problem(args) -> str | None:
     return None
 
 
-def write_stdout(text: str, what: str) -> None:
+def write_stdout(text: str, what: str, elsewhere: str = "> FILE") -> None:
     """Write ``text`` (``what`` it is, for the message) to standard output, flushed: a full device or a closed
-    descriptor is one error, not a traceback (or an exception Python reports while exiting)."""
+    descriptor is one error, not a traceback (or an exception Python reports while exiting). ``elsewhere``: how
+    this command's output goes to a file instead (the fix the message offers)."""
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -1195,7 +1196,7 @@ def write_stdout(text: str, what: str) -> None:
         discard_stdout()
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise TransformerMTError(f"{what} could not be written to standard output ({reason}); free space on that "
-                                 f"device or redirect the output elsewhere (e.g. --output FILE or > file)") from None
+                                 f"device or send the output elsewhere (e.g. {elsewhere})") from None
 
 
 COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_translate,
