@@ -338,3 +338,14 @@ def test_a_cache_folder_everyone_may_write_is_refused(tmp_path):
         _check_not_shared(shared)
     shared.chmod(0o755)
     _check_not_shared(shared)
+
+
+def test_upgrade_checkpoint_names_a_fifo_or_device_as_what_it_is(tmp_path):
+    import os
+
+    from conftest import run_cli
+
+    os.mkfifo(tmp_path / "fifo")
+    for path, said in ((tmp_path / "fifo", "is not a regular file"), ("/dev/null", "is not a regular file"),
+                       (tmp_path / "missing", "does not exist")):
+        assert_clean_error(run_cli("upgrade-checkpoint", "--trust", path, timeout=60), str(path), said)

@@ -1128,8 +1128,10 @@ def cmd_upgrade_checkpoint(args) -> int:
             print(f"{path}: converted to the safe format; the original is kept as {path.name}.format1")
         else:
             print(f"{path}: already in the safe format; nothing to do")
-    else:
-        raise TransformerMTError(f"{path} does not exist; give a run directory or a checkpoint file")
+    else:  # missing, or a FIFO, device or socket: said as what it is
+        from .safe_files import regular_file_problem
+
+        raise TransformerMTError(f"{path} {regular_file_problem(path)}; give a run directory or a checkpoint file")
     return 0
 
 
