@@ -349,3 +349,14 @@ def test_upgrade_checkpoint_names_a_fifo_or_device_as_what_it_is(tmp_path):
     for path, said in ((tmp_path / "fifo", "is not a regular file"), ("/dev/null", "is not a regular file"),
                        (tmp_path / "missing", "does not exist")):
         assert_clean_error(run_cli("upgrade-checkpoint", "--trust", path, timeout=60), str(path), said)
+
+
+@pytest.mark.parametrize("option, value, said", [("--beam-size", "0", "beam_size (--beam-size) must be at least 1"),
+                                                 ("--nbest", "0", "nbest (--nbest) must be at least 1"),
+                                                 ("--batch-size", "0", "batch_size (--batch-size) must be at least 1"),
+                                                 ("--length-penalty", "nan", "length_penalty (--length-penalty) must "
+                                                                            "be a finite number")])
+def test_a_decoding_option_out_of_range_is_named(small_run, option, value, said):
+    from conftest import run_cli
+
+    assert_clean_error(run_cli("translate", "--model", small_run[2], option, value, "ba de"), said)

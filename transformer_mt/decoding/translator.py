@@ -134,13 +134,15 @@ def resolve_decoding(config: Config, beam_size: int | None = None, nbest: int | 
         raise TransformerMTError(f"the length limit max_length_a * source length + max_length_b needs max_length_a "
                                  f"from 0 to {MAX_LENGTH_A:g} and max_length_b from 0 to {MAX_LENGTH_B:,}, got "
                                  f"{settings.max_length_a:g} and {settings.max_length_b}")
-    if settings.beam_size < 1 or settings.nbest < 1 or settings.batch_size < 1:
-        raise TransformerMTError("beam size, nbest and batch size must be at least 1")
+    for name, option in (("beam_size", "--beam-size"), ("nbest", "--nbest"), ("batch_size", "--batch-size")):
+        if getattr(settings, name) < 1:  # the command-line option beside the API's name: either may have set it
+            raise TransformerMTError(f"{name} ({option}) must be at least 1, got {getattr(settings, name)}")
     if settings.beam_size > MAX_BEAM_SIZE:
         raise TransformerMTError(f"the beam size must be at most {MAX_BEAM_SIZE} (each beam is a row of the decoder's "
                                  f"batch; 4 to 10 is usual), got {settings.beam_size}")
-    if not (math.isfinite(settings.length_penalty) and math.isfinite(settings.max_length_a)):
-        raise TransformerMTError("the length penalty and max_length_a must be finite numbers")
+    for name, option in (("length_penalty", "--length-penalty"), ("max_length_a", "decoding.max_length_a")):
+        if not math.isfinite(getattr(settings, name)):
+            raise TransformerMTError(f"{name} ({option}) must be a finite number, got {getattr(settings, name)}")
     if abs(settings.length_penalty) > MAX_LENGTH_PENALTY:
         raise TransformerMTError(f"the length penalty must be between -{MAX_LENGTH_PENALTY:g} and "
                                  f"{MAX_LENGTH_PENALTY:g} (useful values: 0 to 2), got {settings.length_penalty:g}")
