@@ -361,5 +361,5 @@ def test_quantize_with_bf16_and_non_finite_length_penalty_are_clean_errors(small
     run = small_run[2]
     with pytest.raises(TransformerMTError, match="--quantize .* cannot be combined with --precision bf16"):
         Translator.from_run(run, quantize=True, precision="bf16", device="cpu")
-    with pytest.raises(TransformerMTError, match="length_penalty (--length-penalty) must be a finite number"):
+    with pytest.raises(TransformerMTError, match=r"length_penalty \(--length-penalty\) must be a finite number"):
         Translator.from_run(run).translate(["ba de"], length_penalty=float("nan"))
