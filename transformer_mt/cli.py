@@ -496,11 +496,13 @@ def cmd_train(args) -> int:
     configure_process(config.training.num_threads)
     # Under torchrun, join the process group (process-wide, so here at the entry point); else one process.
     context, device = distributed.setup(args.device or config.training.device)
+    finished = False
     try:
         summary = train(config, output_dir, device=device, resume=args.resume, overwrite=args.overwrite,
                         distributed=context)
+        finished = True
     finally:
-        distributed.teardown()
+        distributed.teardown(finished)
     if not context.is_main:
         return 0
     print(f"training finished ({summary['stop_reason']}): {summary['step']} steps, best validation BLEU "

@@ -191,9 +191,25 @@ def launch_local_processes(nproc: int, command: list[str]) -> int:
     return 0
 
 
-def teardown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(finished: bool = True) -> None:
+    """Leave the process group: after every rank has ``finished`` (a barrier), then destroy it.
+
+    Nothing may still hold the group when the interpreter exits: gloo's worker threads, joined by
+    the group's destructor during interpreter finalization, abort the process ("terminate called
+    without an active exception", SIGABRT) after training had succeeded. So the wrappers that hold
+    it (DistributedDataParallel, dropped by ``Trainer.close``) are collected first, and the group is
+    destroyed while the interpreter is whole. The barrier keeps a rank from closing its connections
+    while rank 0 still saves; after a failure it is skipped (the others may be gone).
+    """
+    if not dist.is_initialized():
+        return
+    import gc
+
+    gc.collect()
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def shard_batches(batches: list[np.ndarray], rank: int, world_size: int) -> list[np.ndarray]:

@@ -487,6 +487,9 @@ class Trainer:
             self.mixed_updates.close()
         if self.lock is not None:
             self.lock.release()
+        # The DistributedDataParallel wrapper holds the process group: let it go now, so the group's
+        # threads are joined by distributed.teardown() and not at interpreter exit (a SIGABRT there).
+        self.train_model = None
         self.closed = True
 
 
