@@ -42,7 +42,11 @@ def hook(name: str):
     spec = importlib.util.spec_from_file_location(f"docs_hook_{name}", DOCS / "hooks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # as mkdocs loads it (its dataclass needs its module registered)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(DOCS / "hooks"))  # as mkdocs does while loading a hook (for page_marker)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(DOCS / "hooks"))
     return module
 
 

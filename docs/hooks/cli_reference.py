@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from page_marker import fill  # docs/hooks/page_marker.py (MkDocs puts this folder on sys.path)
+
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "<!-- cli-reference -->"
 PAGE = "reference/cli.md"
@@ -47,8 +49,4 @@ def render() -> str:
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    if page.file.src_uri != PAGE:
-        return markdown
-    if MARKER not in markdown:
-        raise ValueError(f"{PAGE} lost its marker {MARKER}")
-    return markdown.replace(MARKER, render())
+    return fill(markdown, page, PAGE, MARKER, render)

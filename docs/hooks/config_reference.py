@@ -21,6 +21,7 @@ import typing
 from pathlib import Path
 
 import yaml
+from page_marker import fill  # docs/hooks/page_marker.py (MkDocs puts this folder on sys.path)
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "<!-- config-reference -->"
@@ -171,9 +172,5 @@ def render() -> str:
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    if page.file.src_uri != PAGE:
-        return markdown
-    if MARKER not in markdown:
-        raise ValueError(f"{PAGE} lost its marker {MARKER}")
-    return markdown.replace(MARKER, render())
+    return fill(markdown, page, PAGE, MARKER, render)
 

@@ -16,6 +16,8 @@ import sys
 import types
 from pathlib import Path
 
+from page_marker import fill  # docs/hooks/page_marker.py (MkDocs puts this folder on sys.path)
+
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "<!-- openapi-reference -->"
 PAGE = "reference/http-api.md"
@@ -94,11 +96,7 @@ def on_files(files, config):
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    if page.file.src_uri != PAGE:
-        return markdown
-    if MARKER not in markdown:
-        raise ValueError(f"{PAGE} lost its marker {MARKER}")
-    return markdown.replace(MARKER, render(_cached()))
+    return fill(markdown, page, PAGE, MARKER, lambda: render(_cached()))
 
 
 def on_pre_build(config):  # mkdocs serve rebuilds: read the app again on each build
