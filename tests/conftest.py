@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -181,3 +182,17 @@ def reverse_corpus(tmp_path):
 
 # Small models run fastest on one thread, and tests may share the machine with a training run.
 torch.set_num_threads(1)
+
+
+def playwright_and_chromium():
+    """Playwright's sync API and the path of Debian's chromium, for a browser test.
+
+    Without chromium the test is skipped here, but fails in CI (scripts/setup.sh installs it there),
+    so the page is never silently left untested where it matters."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: scripts/setup.sh installs Debian's chromium")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    return sync_api, chromium

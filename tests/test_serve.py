@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-from conftest import WORDS, live_app, start_server, stop_server  # noqa: E402
+from conftest import WORDS, live_app, playwright_and_chromium, start_server, stop_server  # noqa: E402
 
 from transformer_mt import Translator  # noqa: E402
 from transformer_mt.serving.batching import BatchingTranslator, DecodeOptions, QueueFull, ShuttingDown  # noqa: E402
@@ -381,17 +381,10 @@ def test_sigterm_lets_the_request_being_decoded_finish(small_run, translator):
 def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_path):
     """Headless Chromium pastes a paragraph (two lines, a blank line, another line) and reads the translation:
     paragraphs kept, with its alternatives; then a bit of HTML, shown as HTML; then a text over the limit."""
-    import os
-    import shutil
 
     from transformer_mt.text.segment import segment_text
 
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test: scripts/setup.sh installs Debian's chromium")
-        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    sync_api, chromium = playwright_and_chromium()
     paragraph = f"{SENTENCES[0]}\n{SENTENCES[1]}\n\n{SENTENCES[2]}"
     server, base = start_server(small_run[2], "--beam-size", "2")
     try:

@@ -18,6 +18,7 @@ from conftest import (  # noqa: E402
     assert_clean_error,
     free_port,
     live_app,
+    playwright_and_chromium,
     run_cli,
     stop_server,
     tiny_config,
@@ -253,12 +254,7 @@ def test_the_page_picks_the_pair_swaps_it_and_pivots_in_a_real_browser(client, m
     """Headless Chromium on a server of two models: the language selectors (with 'detect language'), a direct
     pair, the swap button (refused where no model goes back, else the pair and the text turned round), and a
     pivoted pair, each translation the one its model (or the two models) give."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test: scripts/setup.sh installs Debian's chromium")
-        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    sync_api, chromium = playwright_and_chromium()
     translators = models[1]
     base = str(client.base_url).rstrip("/")
     with sync_api.sync_playwright() as playwright:
