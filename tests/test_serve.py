@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -426,6 +427,48 @@ def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_pa
     assert alternatives == ([second] if second != shown else [])
     assert shown_html.startswith('<p class="c">') and preview_visible
     assert "max_chars_per_sentence" in error
+
+
+def test_the_web_page_translates_a_file_in_a_real_browser(small_run, translator, tmp_path):
+    """The page's File tab: Chromium uploads a text document (two paragraphs), the page offers the translated
+    file's download, and that file is byte for byte what the server's model makes of the document."""
+    sync_api, chromium = playwright_and_chromium()
+    document = f"{SENTENCES[4]}.\n{SENTENCES[5]}.\n\n{SENTENCES[6]}.\n".encode()
+    upload = tmp_path / "letter.txt"
+    upload.write_bytes(document)
+    server, base = start_server(small_run[2], "--beam-size", "2")
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                page.goto(base + "/")
+                page.wait_for_function("document.getElementById('formats').textContent.includes('.docx')",
+                                       timeout=20000)
+                text_pane_visible = page.locator("#text-pane").is_visible()
+                page.click("#file-tab")
+                file_pane_visible, text_pane_hidden = (page.locator("#file-pane").is_visible(),
+                                                       not page.locator("#text-pane").is_visible())
+                page.click("#translate-file")  # nothing chosen yet: the page says so
+                page.wait_for_selector("#status.error", timeout=10000)
+                nothing_chosen = page.inner_text("#status")
+                page.set_input_files("#file", str(upload))
+                page.click("#translate-file")
+                page.wait_for_selector("#download:not([hidden])", timeout=30000)
+                link_text = page.inner_text("#download")
+                with page.expect_download() as download_info:
+                    page.click("#download")
+                download = download_info.value
+                downloaded = Path(download.path()).read_bytes()
+                suggested = download.suggested_filename
+            finally:
+                browser.close()
+    finally:
+        stop_server(server)
+    assert text_pane_visible and file_pane_visible and text_pane_hidden
+    assert "choose a file" in nothing_chosen
+    assert link_text == "Download letter.txt" and suggested == "letter.txt"
+    assert downloaded == translator.translate_document(document, "letter.txt", beam_size=2)
 
 
 def test_serve_refuses_a_busy_port_and_a_bad_key_file_in_one_line(small_run, tmp_path):
