@@ -12,6 +12,14 @@ sentences/s and p50/p95/p99 latency per level; then the same with batching off
 should approach).
 
     python scripts/benchmark_server.py --model runs/demo --clients 1 4 16 64 --sentences 500
+
+With ``--models-dir DIR`` it measures a server of many models (``serve --models-dir``) instead: the time of
+a first request to each model that is not loaded yet (its loading included) against a second one, then
+the throughput of N clients whose requests go round-robin over every pair the models translate (each
+model's own test sentences), against one of those models served alone (``serve --model``) under the same
+load of its own sentences.
+
+    python scripts/benchmark_server.py --models-dir runs/served --clients 16 --sentences 400
 """
 
 from __future__ import annotations
@@ -32,9 +40,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from transformer_mt.config import load_config  # noqa: E402
 from transformer_mt.data.batches import read_lines  # noqa: E402
 from transformer_mt.decoding.translator import Translator  # noqa: E402
 from transformer_mt.results import cpu_model  # noqa: E402
+from transformer_mt.serving.registry import describe_folder, model_folders  # noqa: E402
 
 REQUEST_TIMEOUT_S = 300  # a server that stalls without closing the connection fails the run, not hangs it
 
@@ -45,9 +55,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, *extra: str):
+def start_server(model: str, *extra: str, option: str = "--model"):
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "transformer_mt.cli", "serve", "--model", model, "--port",
+    server = subprocess.Popen([sys.executable, "-m", "transformer_mt.cli", "serve", option, model, "--port",
                                str(port), "--device", "cpu", *extra], stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     while True:
@@ -77,14 +87,16 @@ async def post_json(reader, writer, host: str, path: str, payload: dict) -> dict
     return answer
 
 
-async def run_clients(host: str, port: int, sentences: list[str], clients: int) -> list:
-    results: list = [None] * len(sentences)
+async def run_clients(host: str, port: int, requests: list[dict], clients: int) -> list:
+    """Send each /translate request (``{"q": ...}``, with ``source``/``target`` for many models) from
+    ``clients`` connections; (translation, seconds) per request."""
+    results: list = [None] * len(requests)
 
-    async def client(first: int) -> None:  # sentences first, first + clients, ... over one connection
+    async def client(first: int) -> None:  # requests first, first + clients, ... over one connection
         reader, writer = await asyncio.open_connection(host, port)
-        for i in range(first, len(sentences), clients):
+        for i in range(first, len(requests), clients):
             start = time.perf_counter()
-            answer = await post_json(reader, writer, host, "/translate", {"q": sentences[i]})
+            answer = await post_json(reader, writer, host, "/translate", requests[i])
             results[i] = (answer["translatedText"], time.perf_counter() - start)
         writer.close()
         await writer.wait_closed()
@@ -101,20 +113,80 @@ def latency_stats(seconds: list[float]) -> dict:
             "latency_p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))]}
 
 
-def load(base: str, sentences: list[str], clients: int) -> dict:
+def load(base: str, sentences: list[str] | list[dict], clients: int) -> dict:
     host, port = base.removeprefix("http://").split(":")
+    requests = [item if isinstance(item, dict) else {"q": item} for item in sentences]
     start = time.perf_counter()
-    results = asyncio.run(run_clients(host, int(port), sentences, clients))
+    results = asyncio.run(run_clients(host, int(port), requests, clients))
     seconds = time.perf_counter() - start
     info = json.loads(urllib.request.urlopen(base + "/v1/info").read())
-    return {"sent_per_s": len(sentences) / seconds, "seconds": seconds, **latency_stats([r[1] for r in results]),
-            "batches": info["batching"]["batches_decoded"], "server_threads": info["threads"],
-            "translations": [r[0] for r in results]}
+    batching = info["batching"]
+    return {"sent_per_s": len(requests) / seconds, "seconds": seconds, **latency_stats([r[1] for r in results]),
+            "batches": batching["batches_decoded"] if isinstance(batching, dict) else "-",
+            "server_threads": info["threads"], "translations": [r[0] for r in results]}
+
+
+def test_requests(folder: Path, count: int) -> list[dict]:
+    """The first ``count`` sentences of a run's test split, as /translate requests of each pair it serves."""
+    served = describe_folder(folder)
+    data = load_config(folder / "config.yaml", environment=False).data
+    sentences = read_lines(data.path("test", data.src_lang))[:count]
+    return [{"q": sentence, "source": served.source, "target": target}
+            for target in served.targets for sentence in sentences]
+
+
+def benchmark_many(args) -> int:
+    """Cold first requests, then a mixed load over every pair, against the first model served alone."""
+    folders = [folder for folder in model_folders(args.models_dir) if (folder / "config.yaml").is_file()]
+    if len(folders) < 2:
+        raise SystemExit(f"--models-dir {args.models_dir}: give a folder of at least 2 run directories")
+    per_pair = {folder.name: test_requests(folder, args.sentences) for folder in folders}
+    mixed = [request for group in zip(*per_pair.values()) for request in group][:args.sentences]  # round-robin
+    alone = per_pair[folders[0].name][:args.sentences]
+    clients = args.clients[-1]
+    extra = ["--max-batch-sentences", str(args.max_batch_sentences), "--max-wait-ms", str(args.max_wait_ms),
+             *(["--threads", str(args.server_threads)] if args.server_threads else [])]
+    rows, first_requests = {}, {}
+    server, base = start_server(args.models_dir, "--max-loaded-models", str(args.max_loaded_models), *extra,
+                                option="--models-dir")
+    try:
+        for name, requests in per_pair.items():  # a model's first request loads it; its second does not
+            times = [load(base, requests[:1], 1)["seconds"] for _ in range(2)]
+            first_requests[name] = {"first_ms": 1000 * times[0], "second_ms": 1000 * times[1]}
+        rows[f"serve --models-dir, {len(folders)} models, {clients} clients"] = load(base, mixed, clients)
+    finally:
+        server.terminate()
+        server.wait()
+    server, base = start_server(str(folders[0]), *extra)
+    try:
+        load(base, alone[:8], 1)  # warm-up, as the other server's first requests were
+        rows[f"serve --model {folders[0].name}, {clients} clients"] = load(base, alone, clients)
+    finally:
+        server.terminate()
+        server.wait()
+    print(f"{len(folders)} models, --max-loaded-models {args.max_loaded_models}, one sentence per request, "
+          f"{cpu_model()}")
+    print(f"{'first request to a model':36} {'first ms':>9} {'second ms':>9}")
+    for name, row in first_requests.items():
+        print(f"{name:36} {row['first_ms']:9.1f} {row['second_ms']:9.1f}")
+    print(f"{'':48} {'sent/s':>8} {'p50 ms':>8} {'p95 ms':>8}")
+    for name, row in rows.items():
+        print(f"{name:48} {row['sent_per_s']:8.1f} {row['latency_p50_ms']:8.1f} {row['latency_p95_ms']:8.1f}")
+    many, one = rows.values()
+    print(f"throughput many models / one model: {many['sent_per_s'] / one['sent_per_s']:.2f}")
+    if args.json:
+        for row in rows.values():
+            row.pop("translations", None)
+        Path(args.json).write_text(json.dumps({"rows": rows, "first_requests": first_requests}, indent=1))
+    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="run directory")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", help="run directory")
+    where.add_argument("--models-dir", help="a folder of run directories: measure a server of many models")
+    parser.add_argument("--max-loaded-models", type=int, default=4, help="serve's, with --models-dir")
     parser.add_argument("--src", help="sentences to translate (default: the run's test split source)")
     parser.add_argument("--sentences", type=int, default=500)
     parser.add_argument("--max-batch-sentences", type=int, default=64)
@@ -124,6 +196,8 @@ def main() -> int:
     parser.add_argument("--skip-no-batching", action="store_true", help="leave out the run without batching")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    if args.models_dir:
+        return benchmark_many(args)
     translator = Translator.from_run(args.model, device="cpu")
     data = translator.config.data
     sentences = read_lines(args.src or data.path("test", data.src_lang))[:args.sentences]

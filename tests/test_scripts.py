@@ -97,6 +97,29 @@ def test_benchmark_server(small_run, tmp_path):
     assert json.loads(out.read_text()), result.stdout
 
 
+def test_benchmark_server_of_many_models(tmp_path):
+    """--models-dir: cold and warm first requests per model, the mixed load, and one model alone."""
+    from conftest import tiny_config, write_reverse_corpus
+
+    from transformer_mt import train
+
+    for source, target in (("de", "en"), ("en", "fr")):
+        data = write_reverse_corpus(tmp_path / f"data-{source}-{target}", n_train=100, n_valid=4, n_test=4)
+        for split in ("train", "valid", "test"):
+            (data / f"{split}.src").rename(data / f"{split}.{source}")
+            (data / f"{split}.tgt").rename(data / f"{split}.{target}")
+        config = tiny_config(data, max_steps=1, validate_every=1)
+        config.data.src_lang, config.data.tgt_lang = source, target
+        train(config, tmp_path / "models" / f"{source}-{target}", show_progress=False)
+    out = tmp_path / "many.json"
+    result = run_script("benchmark_server.py", "--models-dir", tmp_path / "models", "--sentences", 6,
+                        "--clients", 2, "--max-loaded-models", 1, "--json", out)
+    measured = json.loads(out.read_text())
+    assert set(measured["first_requests"]) == {"de-en", "en-fr"}, result.stdout
+    assert len(measured["rows"]) == 2 and all(row["sent_per_s"] > 0 for row in measured["rows"].values())
+    assert "throughput many models / one model" in result.stdout
+
+
 def test_reproduce(tiny_yaml, tmp_path):
     results = tmp_path / "results.jsonl"
     run_script("reproduce.py", tiny_yaml, "--output-dir", tmp_path / "run", "--results", results, "--device", "cpu")
