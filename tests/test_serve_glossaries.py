@@ -2,6 +2,7 @@
 (glossary_id, or the entries themselves), listed, deleted, bounded and behind the API key."""
 
 import io
+import json
 import random
 import re
 
@@ -99,10 +100,14 @@ def test_list_get_delete_and_unknown_ids(client):
     ({"name": "x", "source": "src", "target": "tgt", "entries": [["a", "b"], ["A", "c"]]}, 400, "given twice"),
     ({"name": "x", "source": "src", "target": "tgt", "entries": "a=b"}, 400, "must be a list"),
     ([1, 2], 400, "JSON object"),
+    ({"name": "\ud800", "source": "src", "target": "tgt", "entries": [["a", "b"]]}, 400, "lone surrogate"),
+    ({"name": "x", "source": "src", "target": "tgt", "entries": [["\ud800", "b"]]}, 400, "lone surrogate"),
 ])
 def test_bad_glossaries_are_refused_with_a_reason(client, body, status, message):
-    answer = client.post("/v1/glossaries", json=body)
+    # As JSON text with escapes: a lone surrogate is valid JSON ("\\ud800") though not text a client can encode.
+    answer = client.post("/v1/glossaries", content=json.dumps(body), headers={"Content-Type": "application/json"})
     assert answer.status_code == status and message in answer.json()["error"], answer.text
+    assert client.get("/v1/glossaries").status_code == 200  # nothing unlistable was kept
 
 
 def test_bad_inline_glossaries_and_both_at_once(client):

@@ -78,12 +78,15 @@ class SentenceConstraints:
     def done(self, state: ConstraintState) -> bool:
         return state.met == self.all_met
 
-    def next_tokens(self, state: ConstraintState) -> set[int]:
-        """The tokens that advance ``state``: each unmet constraint's next one, and its first."""
-        wanted = set()
+    def next_tokens(self, state: ConstraintState) -> dict[int, bool]:
+        """The tokens that advance ``state`` (each unmet constraint's next one, and its first), each with whether
+        it goes on with a constraint under way rather than starting one."""
+        wanted: dict[int, bool] = {}
         for phrase in self._unmet(state):
-            wanted.add(phrase[self._progress(state, phrase)])
-            wanted.add(phrase[0])
+            progress = self._progress(state, phrase)
+            if progress:
+                wanted[phrase[progress]] = True
+            wanted.setdefault(phrase[0], False)
         return wanted
 
     def still_needed(self, state: ConstraintState) -> int:
@@ -157,29 +160,46 @@ class ConstraintTracker:
                 if state.term_ended and self.continuations is not None:  # the term stays a word of its own
                     candidates[row, own].masked_fill_(self.continuations, NEG_INF)
 
-    def select(self, candidates: torch.Tensor, vocab: int, k: int, steps_left: list[int]) -> Selection:
+    def select(self, candidates: torch.Tensor, vocab: int, k: int, steps_left: list[int],
+               unbanned: torch.Tensor | None = None) -> Selection:
         """Choose the next beams from ``candidates`` (sentences, beams * vocab): each hypothesis's score plus
         each token's log-probability. ``steps_left``: per sentence, the tokens its length limit still allows
-        (this one included). Modifies ``candidates`` (eos of hypotheses with constraints unmet, ...)."""
+        (this one included). ``unbanned``: the same scores before a repetition ban (no_repeat_ngram_size), read
+        for the tokens that advance a constraint (a term may repeat a word). Modifies both (eos of hypotheses
+        with constraints unmet, ...)."""
         num_active, width_all = candidates.shape
         beams = width_all // vocab
         self._restrict(candidates, vocab, steps_left)
+        if unbanned is not None:
+            self._restrict(unbanned, vocab, steps_left)
         width = min(2 * k, width_all)
         new_beams = min(k, width - beams)  # as plain beam search: at most `beams` candidates end in eos
         top_scores, top_index = candidates.topk(width, dim=1)
-        # The candidates that advance a constraint, wherever they rank: their scores in one gather.
-        extra: list[tuple[int, int]] = []  # (row, flat index)
+        # The candidates that advance a constraint, wherever they rank: their scores in one gather. A term may
+        # repeat a word, so a token that goes on with a term under way (or the one a hypothesis short of room
+        # must take) reads its score without the repetition ban; one that would only start a term does not
+        # (else a hypothesis could repeat a term's first word again and again).
+        extra: list[tuple[int, int, bool]] = []  # (row, flat index, exempt from the repetition ban)
         for row, states in enumerate(self.states):
             sentence = self.sentences[row]
             if not sentence.phrases:
                 continue
             for beam, state in enumerate(states):
-                extra.extend((row, beam * vocab + token) for token in sentence.next_tokens(state))
-        extra_scores = (candidates[[r for r, _ in extra], [i for _, i in extra]].tolist() if extra else [])
+                short_of_room = not sentence.done(state) and steps_left[row] <= sentence.still_needed(state)
+                forced = sentence.forced_token(state) if short_of_room else None
+                extra.extend((row, beam * vocab + token, going_on or token == forced)
+                             for token, going_on in sentence.next_tokens(state).items())
+        extra_scores = []
+        if extra:
+            rows, indices = [r for r, _, _ in extra], [i for _, i, _ in extra]
+            extra_scores = candidates[rows, indices].tolist()
+            if unbanned is not None:
+                extra_scores = [free if exempt else banned for banned, free, (_, _, exempt)
+                                in zip(extra_scores, unbanned[rows, indices].tolist(), extra)]
         top_scores_cpu, top_index_cpu = top_scores.tolist(), top_index.tolist()
 
         per_row_extra: list[list[tuple[int, float]]] = [[] for _ in range(num_active)]
-        for (row, index), score in zip(extra, extra_scores):
+        for (row, index, _), score in zip(extra, extra_scores):
             per_row_extra[row].append((index, score))
         ended: list[tuple[int, int, float]] = []
         best_ended: list[bool] = []
@@ -189,12 +209,11 @@ class ConstraintTracker:
         new_states: list[list[ConstraintState]] = []
         for row in range(num_active):
             sentence, states = self.sentences[row], self.states[row]
-            pool = list(zip(top_index_cpu[row], top_scores_cpu[row]))
-            seen = set(top_index_cpu[row])
+            pool = dict(zip(top_index_cpu[row], top_scores_cpu[row]))  # (insertion order: topk's)
             for index, score in per_row_extra[row]:
-                if index not in seen and score > NEG_INF:
-                    pool.append((index, score))
-                    seen.add(index)
+                if score > pool.get(index, NEG_INF):  # not in the top, or banned there and not as a term's token
+                    pool[index] = score
+            pool = list(pool.items())
             # Banks: fullest first; within a bank, best first (stable: ties keep topk's order).
             banked: dict[int, list[tuple[int, float, ConstraintState]]] = {}
             for index, score in pool:

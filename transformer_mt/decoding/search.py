@@ -296,7 +296,13 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
         if tracker is None:
             chosen = select_candidates(candidates, vocab, k, early_exit)
         else:
-            chosen = tracker.select(candidates, vocab, k, [max_lens[sentence] - step for sentence in active])
+            # A term may repeat a word: the tokens that advance a constraint are exempt from the repetition ban
+            # (the tracker reads their scores without it), or no_repeat_ngram_size could leave no hypothesis.
+            unbanned = None
+            if repetition is not None and step >= prefix_steps:
+                unbanned = (model_lprobs.view(num_active, beams, vocab) + scores.unsqueeze(-1)).view(num_active, -1)
+            chosen = tracker.select(candidates, vocab, k, [max_lens[sentence] - step for sentence in active],
+                                    unbanned)
         ended, top_ended, new_beams = chosen.ended, chosen.best_ended, chosen.beams
         next_scores, next_beam, next_token = chosen.scores, chosen.beam, chosen.token
         for row, beam, score in ended:

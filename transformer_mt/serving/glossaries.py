@@ -10,6 +10,7 @@ server's memory without bound. Behind the API key when the server has one.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 import time
@@ -60,6 +61,8 @@ class GlossaryStore:
     def add(self, name, source: str, target: str, glossary: Glossary) -> StoredGlossary:
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
             raise GlossaryError(400, f"'name' must be a text of 1 to {MAX_NAME_CHARS} characters")
+        if not name.encode("utf-8", "replace").decode("utf-8") == name:  # a lone surrogate: valid JSON, no text
+            raise GlossaryError(400, "'name' is not valid Unicode text (a lone surrogate)")
         stored = StoredGlossary(secrets.token_hex(16), name.strip(), source, target, glossary,
                                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         with self.lock:
@@ -113,7 +116,7 @@ def add_glossary_routes(app, store: GlossaryStore, *, pair_problem, read_json, c
         if problem is not None:
             refuse(400, problem)
         try:
-            glossary = Glossary.from_entries(body.get("entries"), "'entries'")
+            glossary = await asyncio.to_thread(Glossary.from_entries, body.get("entries"), "'entries'")
             kept = store.add(body.get("name"), body["source"], body["target"], glossary)
         except GlossaryError as exc:
             refuse(exc.status, str(exc))

@@ -365,7 +365,7 @@ def add_native_routes(app: FastAPI, base: Service) -> None:
         parts = [segment(service, text, request.format) for text in texts]
         sentences = [sentence for part in parts for sentence in part.sentences]
         prefixes = sentence_prefixes(request, texts, parts)
-        glossary = native_glossary(service, request)
+        glossary = await asyncio.to_thread(native_glossary, service, request)  # a big glossary takes a moment
         constraints = glossary.constraints(sentences) if glossary is not None else None
         aligned = html and needs_alignment(service, parts)
         options = DecodeOptions(beam, penalty, request.nbest, TAG_ALIGNMENT if aligned else alignment,
