@@ -435,9 +435,13 @@ def test_a_model_that_generates_pieces_outside_target_spm_writes_no_word_marks(f
         import_model(Path(tmp) / "hf", Path(tmp) / "run")
         translator = Translator.from_run(Path(tmp) / "run", device="cpu")
         tokenizer = marian_tokenizer(Path(tmp) / "hf")
-        generated = generate(model, tokenizer, SOURCES, num_beams=1)
+        # A model of several targets is told which (translate() refuses to guess; OPUS-MT's inline token here).
+        sources = [f">>deu<< {source}" for source in SOURCES]
+        generated = generate(model, tokenizer, sources, num_beams=1)
         assert any(set(ids) & set(outside) for ids in generated)  # it does emit them
-        texts = translator.translate(SOURCES, beam_size=1, max_length_a=0.0, max_length_b=MAX_NEW)
+        texts = translator.translate(sources, beam_size=1, max_length_a=0.0, max_length_b=MAX_NEW)
+        assert texts == translator.translate(SOURCES, beam_size=1, max_length_a=0.0, max_length_b=MAX_NEW,
+                                             target_language="deu")
     assert texts == tokenizer.batch_decode([[tokenizer.pad_token_id] + ids for ids in generated],
                                            skip_special_tokens=True)
     assert not any("\u2581" in text for text in texts)

@@ -189,6 +189,10 @@ def add_prepare_command(sub) -> None:
     add_run_arguments(prepare)
 
 
+TARGET_LANGUAGE_HELP = ("for a multilingual model (a run trained on several directions, or OPUS-MT's >>xx<< tokens, "
+                        "e.g. fra): the language to translate into; required where the model has several")
+
+
 def add_translate_command(sub) -> None:
     translate = sub.add_parser(
         "translate", help="translate sentences with a trained model",
@@ -216,9 +220,7 @@ def add_translate_command(sub) -> None:
                                 "as one text and its translation wrapped at the width of its longest line (the rule "
                                 "is in the manual: docs/guides/documents.md); default: a corpus, one segment per line")
     translate.add_argument("--output", metavar="FILE", help="write translations here (default: standard output)")
-    translate.add_argument("--target-language", metavar="LANG",
-                           help="for a multilingual model (OPUS-MT >>xx<< tokens, e.g. fra): the language to "
-                                "translate into")
+    translate.add_argument("--target-language", metavar="LANG", help=TARGET_LANGUAGE_HELP)
     translate.add_argument("--nbest", type=_whole_number, default=1, metavar="K",
                            help="print the K best translations of each sentence (with sampling: K samples, best "
                                 "first), tab-separated (default: 1)")
@@ -253,8 +255,7 @@ def add_translate_file_command(sub) -> None:
                           help="run directory of a trained model (several: an ensemble, as for translate)")
     document.add_argument("--output", required=True, metavar="FILE",
                           help="where the translated document goes (same type as the input; replaced atomically)")
-    document.add_argument("--target-language", metavar="LANG",
-                          help="for a multilingual model (OPUS-MT >>xx<< tokens): the language to translate into")
+    document.add_argument("--target-language", metavar="LANG", help=TARGET_LANGUAGE_HELP)
     _add_split_argument(document)
     _add_decoding_args(document)
     _add_search_options(document, prefixes=False)
@@ -278,8 +279,10 @@ def add_evaluate_command(sub) -> None:
                           help="sacreBLEU tokenizer (default: zh for a Chinese target, ja-mecab for Japanese, else 13a)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (bleu, chrf, signature, ...)")
     _add_split_argument(evaluate)
-    evaluate.add_argument("--target-language", metavar="LANG",
-                          help="for a multilingual model (OPUS-MT >>xx<< tokens): the language to translate into")
+    evaluate.add_argument("--target-language", metavar="LANG", help=TARGET_LANGUAGE_HELP)
+    evaluate.add_argument("--source-language", metavar="LANG",
+                          help="with --split, for a run trained on several directions into the --target-language "
+                               "(de -> en and fr -> en): the source language of the direction whose files to read")
     _add_decoding_args(evaluate)
     _add_search_options(evaluate)
 
@@ -507,8 +510,15 @@ def cmd_train(args) -> int:
         return 0
     print(f"training finished ({summary['stop_reason']}): {summary['step']} steps, best validation BLEU "
           f"{summary['best_bleu']:.2f}, {summary['train_seconds'] / 60:.1f} min. "
-          f"Translate with: transformer-mt translate --model {output_dir} \"...\"", file=sys.stderr)
+          f"Translate with: transformer-mt translate --model {output_dir}"
+          f"{_target_language_hint(config)} \"...\"", file=sys.stderr)
     return 0
+
+
+def _target_language_hint(config) -> str:
+    """The " --target-language LANG" of the line that says how to translate a multilingual run (its choices)."""
+    targets = config.data.target_languages()
+    return f" --target-language {'|'.join(targets)}" if len(targets) > 1 else ""
 
 
 def cmd_prepare(args) -> int:
@@ -715,6 +725,27 @@ def _read_hyp_ref(args) -> tuple[list[str], list[str]]:
     return hyps, refs
 
 
+def _split_files(args, data) -> tuple[Path, Path]:
+    """The source and reference files of --split: the run's, or for a multilingual run those of the direction
+    --target-language (and --source-language) pick."""
+    directions = data.directions()
+    if len(directions) == 1:
+        if args.source_language is not None and args.source_language.lower() != str(data.src_lang).lower():
+            raise TransformerMTError(f"--source-language {args.source_language}: this model translates "
+                                     f"{data.src_lang} -> {data.tgt_lang}; leave it out")
+        return data.path(args.split, data.src_lang), data.path(args.split, data.tgt_lang)
+    chosen = [(s, t) for s, t in directions if (args.target_language is None or t == args.target_language)
+              and (args.source_language is None or s == args.source_language)]
+    shown = ", ".join(f"{s} -> {t}" for s, t in directions)
+    if len(chosen) != 1:
+        fix = ("pick one with --target-language LANG" + (" and --source-language LANG" if len(chosen) > 1
+                                                         and args.target_language is not None else ""))
+        raise TransformerMTError(f"--split {args.split}: this run was trained for {shown}; "
+                                 f"{'none matches the languages given: ' if not chosen else ''}{fix}")
+    args.target_language = chosen[0][1]  # the files' direction is the one translated (read by _decode_kwargs)
+    return data.split_files(args.split, chosen[0])
+
+
 def _translate_for_evaluation(args):
     """Translate the --src or --split sources; return (hypotheses, references, translator, sources)."""
     from .data.batches import read_parallel
@@ -728,8 +759,11 @@ def _translate_for_evaluation(args):
     _check_output(args.output)
     translator = _load_translator(args)
     data = translator.config.data
+    if args.source_language is not None and not args.split:
+        raise TransformerMTError("--source-language picks the direction whose --split files are read; with --src "
+                                 "FILE leave it out")
     if args.split:
-        src_path, ref_path = data.path(args.split, data.src_lang), data.path(args.split, data.tgt_lang)
+        src_path, ref_path = _split_files(args, data)
         for path in (src_path, ref_path):
             if not Path(path).is_absolute() and not Path(path).exists():
                 raise TransformerMTError(
@@ -865,7 +899,8 @@ def cmd_evaluate(args) -> int:
     else:
         hyps, refs, translator, sources = _translate_for_evaluation(args)
         config = translator.config
-        tokenize = args.tokenize or resolve_tokenize(config.decoding.sacrebleu_tokenize, config.data.tgt_lang)
+        tokenize = args.tokenize or resolve_tokenize(config.decoding.sacrebleu_tokenize,
+                                                     args.target_language or config.data.tgt_lang)
     result = score(hyps, refs, tokenize)
     if args.glossary:
         from .text.glossary import term_use

@@ -38,11 +38,33 @@ class CorpusConfig:
     tgt: str = ""  # the target file's path, with src
     weight: float = 1.0  # share of each epoch's pairs drawn from this corpus: weight / (sum of the weights)
     tag: str = ""  # a token put before each of its sources (tagged back-translation: e.g. <BT>); "" = none
+    # The direction of its pairs (a multilingual run: corpora of several directions train one model, each
+    # source starting with its target-language token >>tgt_lang<<); "" = data.src_lang / data.tgt_lang.
+    src_lang: str = ""
+    tgt_lang: str = ""  # the language of its targets; "" = data.tgt_lang
+    # Validation files of its direction, <data.root>/<valid_prefix>.<src_lang> and .<tgt_lang>; "" = data.valid_prefix.
+    valid_prefix: str = ""
+    test_prefix: str = ""  # test files of its direction (evaluate --split test), as valid_prefix; "" = data.test_prefix
+
+    def direction(self, data: DataConfig) -> tuple[str, str]:
+        """(source language, target language) of its pairs."""
+        return self.src_lang or data.src_lang, self.tgt_lang or data.tgt_lang
 
     def files(self, data: DataConfig) -> tuple[Path, Path]:
         if self.prefix:
-            return Path(data.root) / f"{self.prefix}.{data.src_lang}", Path(data.root) / f"{self.prefix}.{data.tgt_lang}"
+            src_lang, tgt_lang = self.direction(data)
+            return Path(data.root) / f"{self.prefix}.{src_lang}", Path(data.root) / f"{self.prefix}.{tgt_lang}"
         return Path(self.src), Path(self.tgt)
+
+
+class TrainingFiles(typing.NamedTuple):
+    """One training corpus as the data loader reads it (DataConfig.training_files)."""
+
+    src: Path
+    tgt: Path
+    weight: float
+    tag: str  # "" = none
+    language_token: str  # the target-language token its sources start with (a multilingual run), "" = none
 
 
 @dataclass
@@ -69,24 +91,67 @@ class DataConfig:
     # smoothing alpha; 0 = off. subword_nbest: unigram only, segmentations sampled from (-1: all).
     subword_alpha: float = 0.0
     subword_nbest: int = -1  # unigram only: segmentations sampled from (-1: all; e.g. 64)
+    # Temperature sampling of data.train_corpora (multilingual runs): T > 0 gives corpus i the share
+    # weight_i * size_i ** (1 / T) of each epoch, normalised (T = 1: in proportion to its size; 5: small
+    # directions drawn more often; large T: even shares); 0 = off, the shares are the weights alone.
+    sampling_temperature: float = 0.0
 
-    def training_files(self) -> list[tuple[Path, Path, float, str]]:
-        """(source file, target file, weight, tag) of each training corpus."""
+    def training_files(self) -> list[TrainingFiles]:
+        """The files, weight, tag and target-language token of each training corpus."""
         if not self.train_corpora:
-            return [(self.path("train", self.src_lang), self.path("train", self.tgt_lang), 1.0, "")]
-        return [(*corpus.files(self), corpus.weight, corpus.tag) for corpus in self.train_corpora]
+            return [TrainingFiles(self.path("train", self.src_lang), self.path("train", self.tgt_lang), 1.0, "", "")]
+        tokens = self.multilingual()
+        return [TrainingFiles(*corpus.files(self), corpus.weight, corpus.tag,
+                              language_token(corpus.direction(self)[1]) if tokens else "")
+                for corpus in self.train_corpora]
 
     def tags(self) -> list[str]:
         """The distinct tags of the training corpora, in order."""
         return list(dict.fromkeys(corpus.tag for corpus in self.train_corpora if corpus.tag))
 
+    def directions(self) -> list[tuple[str, str]]:
+        """The distinct (source, target) language pairs of the training corpora, in order: what the model
+        translates (one pair: data.src_lang -> data.tgt_lang)."""
+        if not self.train_corpora:
+            return [(self.src_lang, self.tgt_lang)]
+        return list(dict.fromkeys(corpus.direction(self) for corpus in self.train_corpora))
+
+    def multilingual(self) -> bool:
+        """Several directions: each source starts with its target-language token."""
+        return len(self.directions()) > 1
+
+    def target_languages(self) -> list[str]:
+        """The distinct target languages, in the order of the directions."""
+        return list(dict.fromkeys(target for _, target in self.directions()))
+
+    def language_tokens(self) -> list[str]:
+        """The target-language tokens (``>>fr<<``) of a multilingual run's sources; none for one direction."""
+        return [language_token(target) for target in self.target_languages()] if self.multilingual() else []
+
+    def symbols(self) -> list[str]:
+        """The pieces a trained source tokenizer must keep whole: target-language tokens, then corpus tags."""
+        return self.language_tokens() + self.tags()
+
     def path(self, split: str, lang: str) -> Path:
         prefix = {"train": self.train_prefix, "valid": self.valid_prefix, "test": self.test_prefix}[split]
         return Path(self.root) / f"{prefix}.{lang}"
 
+    def split_files(self, split: str, direction: tuple[str, str]) -> tuple[Path, Path]:
+        """The (source, target) files of ``split`` ("valid" or "test") for ``direction``: those of its corpora's
+        valid_prefix / test_prefix when they name one, else of data.valid_prefix / data.test_prefix."""
+        key = f"{split}_prefix"
+        prefix = next((getattr(corpus, key) for corpus in self.train_corpora
+                       if getattr(corpus, key) and corpus.direction(self) == direction), getattr(self, key))
+        return Path(self.root) / f"{prefix}.{direction[0]}", Path(self.root) / f"{prefix}.{direction[1]}"
+
     def cache_path(self, run_dir) -> Path:
         """The directory of the run's encoded corpora: ``cache_dir``, or ``<run_dir>/cache``."""
         return Path(self.cache_dir) if self.cache_dir else Path(run_dir) / "cache"
+
+
+def language_token(language: str) -> str:
+    """The token a multilingual model's sources start with to ask for ``language``: ``>>fr<<`` (OPUS-MT's)."""
+    return f">>{language}<<"
 
 
 @dataclass
@@ -223,6 +288,7 @@ MINIMUMS = {
     "data.num_workers": (0, True),
     "data.subword_alpha": (0.0, True),
     "data.subword_nbest": (-1, True),
+    "data.sampling_temperature": (0.0, True),
     "tokenizer.vocab_size": (8, True),
     "tokenizer.character_coverage": (0.0, False),
     "model.d_model": (1, True),
@@ -550,6 +616,49 @@ def _validate_corpora(config: Config, source: str) -> None:
             f"{source}: 'data.train_corpora' tags need a SentencePiece vocabulary of this toolkit; an imported "
             f"model ('tokenizer.vocabulary: {config.tokenizer.vocabulary}') has no room for new tokens: remove "
             f"the tags")
+    _validate_directions(config, source)
+
+
+# What a language code of a direction may be: it becomes a token (>>fr<<) and a name in the server's API.
+LANGUAGE_CODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,19}")
+
+
+def _validate_directions(config: Config, source: str) -> None:
+    """The directions of a multilingual run (data.train_corpora's src_lang / tgt_lang): codes that make
+    tokens, one pair of validation and test files each."""
+    data = config.data
+    for i, corpus in enumerate(data.train_corpora):
+        key = f"data.train_corpora[{i}]"
+        src_lang, tgt_lang = corpus.direction(data)
+        for name, code in (("src_lang", corpus.src_lang), ("tgt_lang", corpus.tgt_lang)):
+            if code and not LANGUAGE_CODE_PATTERN.fullmatch(code):
+                raise TransformerMTError(
+                    f"{source}: key '{key}.{name}' {_shown(code)} is not a language code (letters, digits, - and _, "
+                    f"at most 20 characters, e.g. fr or pt-BR)")
+        if src_lang == tgt_lang:
+            raise TransformerMTError(f"{source}: '{key}' translates {src_lang!r} into itself; set its 'src_lang' "
+                                     f"and 'tgt_lang' (or data.src_lang / data.tgt_lang) to two languages")
+        if corpus.tag and re.fullmatch(r">>.*<<", corpus.tag):
+            raise TransformerMTError(f"{source}: key '{key}.tag' {corpus.tag!r} has the form of a target-language "
+                                     f"token (>>xx<<); choose another tag, e.g. <BT>")
+        for split in ("valid", "test"):
+            prefix = getattr(corpus, f"{split}_prefix")
+            others = {getattr(other, f"{split}_prefix") for other in data.train_corpora
+                      if other.direction(data) == (src_lang, tgt_lang) and getattr(other, f"{split}_prefix")}
+            if prefix and len(others) > 1:
+                raise TransformerMTError(
+                    f"{source}: the corpora of {src_lang} -> {tgt_lang} name different '{split}_prefix' values "
+                    f"({', '.join(sorted(others))}); a direction has one {split} set: give it on one corpus")
+    if data.multilingual():
+        if config.tokenizer.vocabulary != "sentencepiece":
+            raise TransformerMTError(
+                f"{source}: 'data.train_corpora' of several directions ({len(data.directions())}) need the "
+                f"target-language tokens (>>xx<<) of a SentencePiece vocabulary of this toolkit; an imported model "
+                f"('tokenizer.vocabulary: {config.tokenizer.vocabulary}') has no room for new tokens: train one "
+                f"direction, or a new model")
+    elif data.sampling_temperature and not data.train_corpora:
+        raise TransformerMTError(f"{source}: 'data.sampling_temperature' shares an epoch among 'data.train_corpora', "
+                                 f"which is empty; list the corpora, or set it to 0")
 
 
 def _validate_subword_sampling(config: Config, source: str) -> None:
@@ -781,13 +890,13 @@ def load_config(path, overrides: dict | None = None, environment: bool = True) -
     if environment:
         raw = expand_env_in(raw)
     config = config_from_dict(raw, source=str(path))
-    check_given_models(config.tokenizer, source=str(path), tags=config.data.tags())
+    check_given_models(config.tokenizer, source=str(path), tags=config.data.symbols())
     return config
 
 
 def check_given_models(cfg: TokenizerConfig, source: str = "config", tags: list[str] = ()) -> None:
     """Check the existing SentencePiece models the tokenizer section names (when the config is read), and that
-    the source model has a piece for each corpus tag (``tags``, data.train_corpora)."""
+    the source model has a piece for each corpus tag and target-language token (``tags``: data.symbols())."""
     from .data.tokenizer_files import check_model_file, check_model_tags  # SentencePiece is imported only here
 
     for key, path in cfg.given_models().items():
@@ -802,6 +911,17 @@ def check_given_models(cfg: TokenizerConfig, source: str = "config", tags: list[
 
 def check_data_files(config: Config, splits=("train", "valid")) -> None:
     """Raise a clear error if a data file named by the config is missing or not a file."""
+    if config.data.multilingual():
+        for split in [split for split in splits if split != "train"]:
+            for direction in config.data.directions():
+                for path in config.data.split_files(split, direction):
+                    problem = file_problem(path)
+                    if problem is not None:
+                        raise TransformerMTError(
+                            f"data file {path} ({split} set of {direction[0]} -> {direction[1]}) {problem} (absolute: "
+                            f"{os.path.abspath(path)}); check 'data.root' and 'data.{split}_prefix' (or that "
+                            f"direction's '{split}_prefix' in data.train_corpora) in the config")
+        splits = [split for split in splits if split == "train"]
     if "train" in splits and config.data.train_corpora:
         for i, corpus in enumerate(config.data.train_corpora):
             for path in corpus.files(config.data):

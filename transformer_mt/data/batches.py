@@ -116,32 +116,37 @@ def make_batches(corpus: EncodedCorpus, batch_tokens: int, seed: int, epoch: int
 
 
 def _padded(ids: np.ndarray, offsets: np.ndarray, indices: np.ndarray, bos: bool = False,
-            eos: bool = False) -> torch.Tensor:
-    """The sentences ``indices`` as rows padded with PAD_ID, optionally after BOS_ID / followed by EOS_ID.
+            eos: bool = False, prefix: tuple[int, ...] = ()) -> torch.Tensor:
+    """The sentences ``indices`` as rows padded with PAD_ID, optionally after BOS_ID or the ids ``prefix`` /
+    followed by EOS_ID.
 
     Reads only those sentences' ids (one gather): of a memory-mapped corpus, only the pages holding them.
     """
     starts = offsets[indices]
     lengths = offsets[indices + 1] - starts
     rows = len(indices)
-    first = int(bos)  # the column of each sentence's first token
+    first = int(bos) + len(prefix)  # the column of each sentence's first token
     out = np.full((rows, int(lengths.max()) + first + int(eos)), PAD_ID, dtype=np.int64)
     row_of_token = np.repeat(np.arange(rows), lengths)
     position = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     out[row_of_token, first + position] = ids[np.repeat(starts, lengths) + position]
     if bos:
         out[:, 0] = BOS_ID
+    if prefix:
+        out[:, int(bos):first] = prefix
     if eos:
         out[np.arange(rows), first + lengths] = EOS_ID
     return torch.from_numpy(out)
 
 
-def collate(corpus: EncodedCorpus, indices: np.ndarray, source_eos: bool = False) -> Batch:
-    """The sentences ``indices`` as a batch; ``source_eos``: sources end in eos (model.source_eos)."""
+def collate(corpus: EncodedCorpus, indices: np.ndarray, source_eos: bool = False,
+            source_prefix: tuple[int, ...] = ()) -> Batch:
+    """The sentences ``indices`` as a batch; ``source_eos``: sources end in eos (model.source_eos);
+    ``source_prefix``: ids every source starts with (a multilingual run's target-language token)."""
     indices = np.asarray(indices, dtype=np.int64)
     tgt_lengths = corpus.tgt_offsets[indices + 1] - corpus.tgt_offsets[indices]
     return Batch(
-        src_tokens=_padded(corpus.src_ids, corpus.src_offsets, indices, eos=source_eos),
+        src_tokens=_padded(corpus.src_ids, corpus.src_offsets, indices, eos=source_eos, prefix=tuple(source_prefix)),
         tgt_input=_padded(corpus.tgt_ids, corpus.tgt_offsets, indices, bos=True),
         tgt_output=_padded(corpus.tgt_ids, corpus.tgt_offsets, indices, eos=True),
         num_tokens=int(tgt_lengths.sum()) + len(indices),

@@ -11,7 +11,10 @@ and on every rank. The pairs drawn are then batched by length like a single corp
 
 A corpus's ``tag`` (tagged back-translation, Caswell et al. 2019) is one token put before each
 of its sources when its batches are collated: the cache holds untagged ids, and a tag of the
-config never needs a corpus to be encoded again. With ``data.subword_alpha`` each batch's
+config never needs a corpus to be encoded again. In a multilingual run (corpora of several
+directions, see config.CorpusConfig) every source starts with its target-language token
+(``>>fr<<``, before the tag), put there the same way. ``data.sampling_temperature`` T > 0 gives
+corpus i the share weight_i * size_i ** (1 / T) instead of weight_i. With ``data.subword_alpha`` each batch's
 sentences are encoded again with a sampled segmentation (see sampling.py).
 
 A single corpus without tags or sampling does not come here: training uses its EncodedCorpus
@@ -41,13 +44,14 @@ log = logging.getLogger("transformer_mt")
 
 @dataclass
 class TrainingCorpus:
-    """One corpus of a mix: its encoded pairs, files, share of each epoch and source tag (an id, or None)."""
+    """One corpus of a mix: its encoded pairs, files, share of each epoch and the ids put before each of its
+    sources (its target-language token in a multilingual run, then its tag; none for most corpora)."""
 
     data: EncodedCorpus
     src_path: Path
     tgt_path: Path
     weight: float = 1.0
-    tag_id: int | None = None
+    prefix_ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -61,11 +65,16 @@ class _Lengths:
         return len(self.src_lengths)
 
 
-def shares(sizes: list[int], weights: list[float]) -> np.ndarray:
-    """How many pairs of each corpus an epoch of sum(sizes) pairs holds: proportional to ``weights``, rounded by
-    largest remainders so that they add up."""
+def shares(sizes: list[int], weights: list[float], temperature: float = 0.0) -> np.ndarray:
+    """How many pairs of each corpus an epoch of sum(sizes) pairs holds: proportional to ``weights`` (with a
+    ``temperature`` T > 0: to weight * size ** (1 / T)), rounded by largest remainders so that they add up."""
     total = sum(sizes)
-    exact = np.asarray(weights, dtype=np.float64) / sum(weights) * total
+    weights = np.asarray(weights, dtype=np.float64)
+    if temperature > 0:
+        # In logarithms: size ** (1 / T) of a large corpus and a small T overflows a float.
+        logs = np.log(weights) + np.log(np.asarray(sizes, dtype=np.float64)) / temperature
+        weights = np.exp(logs - logs.max())
+    exact = weights / weights.sum() * total
     counts = np.floor(exact).astype(np.int64)
     order = np.argsort(-(exact - counts), kind="stable")
     counts[order[:total - int(counts.sum())]] += 1
@@ -88,14 +97,14 @@ class CorpusMix:
     """Several training corpora batched together in fixed shares; see the module docstring."""
 
     def __init__(self, corpora: list[TrainingCorpus], src_tok: Tokenizer, tgt_tok: Tokenizer,
-                 sampler: SubwordSampler | None = None):
+                 sampler: SubwordSampler | None = None, temperature: float = 0.0):
         self.corpora = corpora
         self.src_tok, self.tgt_tok, self.sampler = src_tok, tgt_tok, sampler
         self.sizes = [len(c.data) for c in corpora]
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
-        self.counts = shares(self.sizes, [c.weight for c in corpora])
-        # Lengths of all pairs one corpus after the other (what batching needs), the tag counted.
-        self.src_lengths = np.concatenate([c.data.src_lengths + (c.tag_id is not None) for c in corpora])
+        self.counts = shares(self.sizes, [c.weight for c in corpora], temperature)
+        # Lengths of all pairs one corpus after the other (what batching needs), the prefix ids counted.
+        self.src_lengths = np.concatenate([c.data.src_lengths + len(c.prefix_ids) for c in corpora])
         self.tgt_lengths = np.concatenate([c.data.tgt_lengths for c in corpora])
         self.texts = ([CorpusText(c.data, c.src_path, c.tgt_path) for c in corpora] if sampler is not None
                       else None)
@@ -124,8 +133,8 @@ class CorpusMix:
         return np.searchsorted(self.starts, indices, side="right") - 1
 
     def collate(self, indices: np.ndarray, source_eos: bool = False, seeds: tuple[int, int] | None = None) -> Batch:
-        """The pairs ``indices`` as a batch: tags before their sources, and with subword sampling the
-        segmentations drawn with ``seeds`` (batch_seeds)."""
+        """The pairs ``indices`` as a batch: target-language tokens and tags before their sources, and with subword
+        sampling the segmentations drawn with ``seeds`` (batch_seeds)."""
         indices = np.asarray(indices, dtype=np.int64)
         which = self.corpus_of(indices)
         sources: list[np.ndarray] = [None] * len(indices)
@@ -136,37 +145,39 @@ class CorpusMix:
             local = indices[rows] - self.starts[c]
             src = [corpus.data.src(i) for i in local]
             tgt = [corpus.data.tgt(i) for i in local]
-            tagged = corpus.tag_id is not None
+            prefix = corpus.prefix_ids
             if self.sampler is not None:
                 src_text, tgt_text = self.texts[c].pairs(local)
                 # One seed per batch and side; a corpus's rows get their own stream through its number.
-                src = self.sampler.encode(self.src_tok, src_text, src, (seeds[0] + int(c)) % 2**32, extra=int(tagged))
+                src = self.sampler.encode(self.src_tok, src_text, src, (seeds[0] + int(c)) % 2**32, extra=len(prefix))
                 tgt = self.sampler.encode(self.tgt_tok, tgt_text, tgt, (seeds[1] + int(c)) % 2**32, extra=1)
             for row, s, t in zip(rows, src, tgt):
-                sources[row] = np.concatenate([[corpus.tag_id], s]) if tagged else s
+                sources[row] = np.concatenate([prefix, s]).astype(np.int64) if prefix else s
                 targets[row] = t
         return Batch(src_tokens=_pad(sources, eos=source_eos), tgt_input=_pad(targets, bos=True),
                      tgt_output=_pad(targets, eos=True), num_tokens=sum(len(t) + 1 for t in targets))
 
 
-def load_mix(files: list[tuple[Path, Path, float, str]], src_tok: Tokenizer, tgt_tok: Tokenizer, data,
-             seed: int, cache_dir) -> CorpusMix:
-    """The training corpora ``files`` (data.training_files() of the config's ``data`` section: data.train_corpora,
-    or the one corpus, for subword sampling), each encoded into its own cache entry, as one mix."""
+def load_mix(files: list, src_tok: Tokenizer, tgt_tok: Tokenizer, data, seed: int, cache_dir) -> CorpusMix:
+    """The training corpora ``files`` (config.TrainingFiles: data.training_files() of the config's ``data`` section,
+    data.train_corpora or the one corpus, for subword sampling), each encoded into its own cache entry, as one mix."""
     sampling = bool(data.subword_alpha)
     corpora = []
-    for src_path, tgt_path, weight, tag in files:
-        encoded = encode_parallel(src_path, tgt_path, src_tok, tgt_tok, data.max_len, cache_dir=cache_dir,
-                                  unpunctuated_copies=data.unpunctuated_copies, seed=seed,
+    for corpus_files in files:
+        encoded = encode_parallel(corpus_files.src, corpus_files.tgt, src_tok, tgt_tok, data.max_len,
+                                  cache_dir=cache_dir, unpunctuated_copies=data.unpunctuated_copies, seed=seed,
                                   num_workers=data.num_workers, text_index=sampling)
-        corpora.append(TrainingCorpus(encoded, src_path, tgt_path, weight,
-                                      src_tok.piece_to_id([tag])[0] if tag else None))
+        before = [token for token in (corpus_files.language_token, corpus_files.tag) if token]
+        corpora.append(TrainingCorpus(encoded, corpus_files.src, corpus_files.tgt, corpus_files.weight,
+                                      tuple(src_tok.piece_to_id(before)) if before else ()))
     sampler = SubwordSampler(data.subword_alpha, data.subword_nbest, data.max_len) if sampling else None
-    mix = CorpusMix(corpora, src_tok, tgt_tok, sampler)
+    mix = CorpusMix(corpora, src_tok, tgt_tok, sampler, data.sampling_temperature)
     if len(corpora) > 1 or data.tags():
-        for corpus, count, (_, _, weight, tag) in zip(corpora, mix.counts, files):
+        for corpus, count, corpus_files in zip(corpora, mix.counts, files):
+            notes = ([f", sources start with {corpus_files.language_token}"] if corpus_files.language_token else []) \
+                + ([f", sources tagged {corpus_files.tag}"] if corpus_files.tag else [])
             log.info("training corpus %s: %d pairs, weight %g: %d pairs per epoch%s", corpus.src_path.with_suffix(""),
-                     len(corpus.data), weight, count, f", sources tagged {tag}" if tag else "")
+                     len(corpus.data), corpus_files.weight, count, "".join(notes))
     if sampling:
         log.info("subword regularization: each training batch encoded again with SentencePiece sampling "
                  "(alpha %g, nbest %d)", data.subword_alpha, data.subword_nbest)

@@ -60,11 +60,13 @@ def check_model_file(path: Path, key: str, source: str = "config", special_ids: 
 
 
 def check_tags(sp: spm.SentencePieceProcessor, tags: list[str], model: str, fix: str) -> None:
-    """Refuse a source model without a piece of its own for each corpus tag: the tag would become pieces
-    shared with text, or unk, and the model could not tell tagged sources from the others."""
+    """Refuse a source model without a piece of its own for each corpus tag or target-language token (``tags``):
+    it would become pieces shared with text, or unk, and the model could not tell tagged sources from the others."""
     missing = [tag for tag in tags if sp.piece_to_id(tag) == sp.unk_id()]
     if missing:
-        raise TransformerMTError(f"{model} has no piece for the corpus tag(s) {', '.join(missing)} "
+        what = "target-language token(s) and corpus tag(s)" if any(t.startswith(">>") for t in missing) else \
+            "corpus tag(s)"
+        raise TransformerMTError(f"{model} has no piece for the {what} {', '.join(missing)} "
                                  f"(data.train_corpora); {fix}")
 
 

@@ -32,7 +32,7 @@ import torch
 
 from ..checkpoint import check_tokenizer_checksums, load_checkpoint
 from ..config import Config, config_from_dict
-from ..data.tokenizer import EOS_ID, PAD_ID, Tokenizer, id_lists, load_tokenizers
+from ..data.tokenizer import EOS_ID, LANGUAGE_CODE, PAD_ID, Tokenizer, id_lists, load_tokenizers
 from ..device import autocast, resolve_device
 from ..errors import TransformerMTError
 from ..kernels import quantize_linear_layers
@@ -151,19 +151,34 @@ def resolve_decoding(config: Config, beam_size: int | None = None, nbest: int | 
     return settings
 
 
-def language_prefix(tokenizer: Tokenizer, target_language: str | None) -> str:
-    """The ``>>xx<<`` token a multilingual model's sources start with to ask for ``target_language``."""
+def target_tokens(tokenizer: Tokenizer, config: Config) -> list[str]:
+    """The ``>>xx<<`` tokens a multilingual model's sources start with, one per target language: an imported
+    model's from its vocabulary (OPUS-MT), a model trained here from the directions of its config (data.train_corpora
+    of several directions); none for a model of one target language."""
+    return tokenizer.language_codes() or config.data.language_tokens()
+
+
+def language_token_for(codes: list[str], target_language: str | None, config: Config) -> str | None:
+    """The ``>>xx<<`` token of ``codes`` that asks for ``target_language`` (None: the only one there is, or none
+    for a model of one target language); an error naming the choices where it is missing or not one of them."""
+    shown = ", ".join(c[2:-2] for c in codes[:50]) + (", ..." if len(codes) > 50 else "")
     if target_language is None:
-        return ""
-    codes = tokenizer.language_codes()
+        if len(codes) > 1:
+            raise TransformerMTError(f"this model translates into {len(codes)} languages: give the target language "
+                                     f"(--target-language, or target_language=), one of {shown}")
+        return codes[0] if codes else None
+    if not isinstance(target_language, str):
+        raise TransformerMTError(f"the target language must be a language code (text), got {target_language!r:.40}")
+    if not codes:
+        if target_language.lower() == str(config.data.tgt_lang).lower():
+            return None  # the one language this model translates into
+        raise TransformerMTError(f"this model translates into one language ({config.data.tgt_lang}); leave out the "
+                                 f"target language ({target_language!r})")
     code = target_language if target_language.startswith(">>") else f">>{target_language}<<"
     if code not in codes:
-        if not codes:
-            raise TransformerMTError(f"this model translates into one language; leave out the target language "
-                                     f"({target_language!r})")
         raise TransformerMTError(f"target language {target_language!r} is not one of this model's "
-                                 f"{len(codes)}: {', '.join(c[2:-2] for c in codes[:50])}")
-    return code + " "
+                                 f"{len(codes)}: {shown}")
+    return code
 
 
 def cut_to_positions(encoded: list[list[int]], config: Config) -> list[list[int]]:
@@ -198,8 +213,26 @@ def encode_sentences(sentences: list[str], tokenizer: Tokenizer, config: Config,
         except UnicodeEncodeError as exc:
             raise TransformerMTError(f"sentence {k} holds a lone surrogate (character {exc.start}), which is no "
                                      f"text; decode its bytes with errors='replace' first") from None
-    prefix = language_prefix(tokenizer, target_language)
-    encoded = tokenizer.encode([prefix + s.strip() if s.strip() else "" for s in sentences])
+    codes = target_tokens(tokenizer, config)
+    texts = [s.strip() for s in sentences]
+    several = target_language is None and len(codes) > 1
+    default = None if several else language_token_for(codes, target_language, config)
+    tokens = []
+    for k, text in enumerate(texts):
+        # OPUS-MT's own convention also holds: a sentence may start with its target's token (">>fra<< Hello").
+        code = LANGUAGE_CODE.match(text) if target_language is None and codes else None
+        if code is not None and code.group() in codes:
+            tokens.append(code.group())
+            texts[k] = text[code.end():].strip()
+        elif several and text:
+            language_token_for(codes, None, config)  # raises the error naming the choices
+        else:
+            tokens.append(default)
+    encoded = tokenizer.encode(texts)
+    # The token is one id before the source's pieces, as training put it there (and as Marian does).
+    token_ids = dict(zip(codes, tokenizer.piece_to_id(codes))) if codes else {}
+    encoded = [[token_ids[token]] + ids if token is not None and sentence.strip() else ids
+               for token, ids, sentence in zip(tokens, encoded, sentences)]
     if config.model.source_eos:  # an empty sentence stays empty: it is not translated
         encoded = [ids + [EOS_ID] if ids else ids for ids in encoded]
     # Training dropped pairs longer than data.max_len, so the model has never seen such inputs and
@@ -460,8 +493,8 @@ class Translator:
         of decoder layer ``alignment_layer`` (numbered from 1; default: the penultimate) weighs
         most; ``alignment_unit="words"`` lifts the pairs to words (see alignment.py). The
         weights are computed only then; an empty input gives ("", 0.0, [], [], []).
-        ``target_language`` (e.g. "fra"): for a multilingual model (OPUS-MT ``>>fra<<`` tokens), the
-        language to translate into.
+        ``target_language`` (e.g. "fra"): for a multilingual model (OPUS-MT ``>>fra<<`` tokens, or a run trained
+        here on several directions), the language to translate into; required where it has several targets.
 
         Sampling (on when any of ``temperature``, ``top_k``, ``top_p`` is given; no beam): each token is
         drawn from the model's distribution, divided by ``temperature`` (0: the most probable token),
@@ -576,16 +609,18 @@ class Translator:
         return AlignedTranslation(text, hyp.score, pairs, source_pieces, target_pieces)
 
     def attention(self, sentence: str, beam_size: int | None = None, self_attention: bool = False,
-                  max_length_a: float | None = None, max_length_b: int | None = None) -> SentenceAttention:
+                  max_length_a: float | None = None, max_length_b: int | None = None,
+                  target_language: str | None = None) -> SentenceAttention:
         """Translate one sentence and return the attention weights its translation was made with.
 
         Greedy search when the beam size (default: decoding.beam_size) is 1, else beam search
-        (its best hypothesis). ``self_attention=True`` also returns the decoder self-attention.
+        (its best hypothesis). ``self_attention=True`` also returns the decoder self-attention;
+        ``target_language`` as in :meth:`translate`.
         """
         if not isinstance(sentence, str):
             raise TypeError("attention() takes one sentence (a string)")
         settings = resolve_decoding(self.config, beam_size, max_length_a=max_length_a, max_length_b=max_length_b)
-        [source_ids] = encode_sentences([sentence], self.src_tokenizer, self.config)
+        [source_ids] = encode_sentences([sentence], self.src_tokenizer, self.config, target_language)
         if not source_ids:
             raise TransformerMTError("the sentence is empty: give a sentence with some text to translate")
         src = torch.tensor([source_ids], dtype=torch.long, device=self.device)

@@ -5,8 +5,9 @@ never unloaded. ``serve --models-dir DIR`` serves every run directory (and CTran
 under DIR:
 
 - each model's pair is read from its config (``data.src_lang`` -> ``data.tgt_lang``), without loading it; an
-  imported multilingual model (OPUS-MT's ``>>xx<<`` tokens) serves each of its targets. Two models for one pair:
-  the first by folder name serves it (the other is named in the log);
+  imported multilingual model (OPUS-MT's ``>>xx<<`` tokens) serves each of its targets, a run trained here on
+  several directions (data.train_corpora) each direction it was trained for. Two models for one pair: the first
+  by folder name serves it (the other is named in the log);
 - a model is loaded on its first request, in a worker thread; beyond ``max_loaded`` loaded models the least
   recently used is unloaded (what it has queued is decoded first). A model that fails to load answers a 503
   naming the pair and the error, and is tried again a minute later;
@@ -64,6 +65,12 @@ class ServedModel:
     split_sentences: bool
     aligns: bool  # its translations carry word alignments (HTML inline tags, documents)
     config_target: str = ""  # its config's data.tgt_lang (a multilingual model's targets are its >>xx<< tokens)
+    # The (source, target) pairs it serves, where they are not source -> each of targets: a run trained on several
+    # directions (data.train_corpora) serves those it was trained for.
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    def served_pairs(self) -> list[tuple[str, str]]:
+        return self.pairs or [(self.source, target) for target in self.targets]
 
 
 @dataclass(frozen=True)
@@ -133,13 +140,13 @@ class ModelRegistry:
         self.retired_sizes: list[int] = []  # batch sizes of unloaded models' batchers (for /v1/info)
         self.direct: dict[tuple[str, str], Step] = {}
         for model in models:
-            for target in model.targets:
-                key = (model.source.lower(), target.lower())
+            for source, target in model.served_pairs():
+                key = (source.lower(), target.lower())
                 if key in self.direct:
                     log.warning("%s and %s both translate %s -> %s; %s serves it", self.direct[key].model.name,
-                                model.name, model.source, target, self.direct[key].model.name)
+                                model.name, source, target, self.direct[key].model.name)
                     continue
-                self.direct[key] = Step(model, model.source, target)
+                self.direct[key] = Step(model, source, target)
         self.pivoted: dict[tuple[str, str], Route] = {}
         if pivot:
             self._find_pivots()
@@ -166,8 +173,9 @@ class ModelRegistry:
 
     @property
     def many(self) -> bool:
-        """More than one model (the single-model server keeps its one-pair answers and messages)."""
-        return len(self.models) > 1
+        """More than one model, or one of several sources (the server of one model from one source keeps its
+        one-pair answers and messages)."""
+        return len(self.models) > 1 or len({source.lower() for source, _ in self.direct}) > 1
 
     def sources(self) -> list[str]:
         return sorted({step.source for step in self.direct.values()}, key=str.lower)
@@ -197,7 +205,8 @@ class ModelRegistry:
     def info(self) -> list[dict]:
         with self.lock:
             return [{"name": slot.model.name, "source": slot.model.source, "targets": slot.model.targets,
-                     "engine": slot.model.engine, "loaded": slot.batcher is not None or slot.model.name in self.preloaded}
+                     "engine": slot.model.engine, "loaded": slot.batcher is not None or slot.model.name in self.preloaded,
+                     **({"pairs": [f"{s}-{t}" for s, t in slot.model.pairs]} if slot.model.pairs else {})}
                     for slot in self.slots.values()]
 
     # ------------------------------------------------------------------------------------------ running
@@ -369,11 +378,23 @@ def describe_translator(translator, name: str, split_sentences: bool | None = No
     config = translator.config
     source_tokenizer = getattr(translator, "src_tokenizer", None)
     codes = source_tokenizer.language_codes() if source_tokenizer is not None else []
-    return ServedModel(name, None, config.data.src_lang, [code[2:-2] for code in codes] or [config.data.tgt_lang],
-                       bool(codes), "torch" if isinstance(translator, Translator) else "ctranslate2",
+    source, targets, multilingual, pairs = _languages(config, codes)
+    return ServedModel(name, None, source, targets, multilingual,
+                       "torch" if isinstance(translator, Translator) else "ctranslate2",
                        config.decoding.beam_size, config.decoding.length_penalty,
                        config.decoding.split_sentences if split_sentences is None else split_sentences,
-                       isinstance(translator, Translator), config.data.tgt_lang)
+                       isinstance(translator, Translator), "" if pairs else config.data.tgt_lang, pairs)
+
+
+def _languages(config, codes: list[str]) -> tuple[str, list[str], bool, list[tuple[str, str]]]:
+    """A model's source, targets, whether a >>xx<< token picks its target, and the pairs it serves where they are
+    not source -> each target: an imported model's from its vocabulary's ``codes``, a run's from its config."""
+    if codes:
+        return config.data.src_lang, [code[2:-2] for code in codes], True, []
+    if config.data.multilingual():  # a run trained here on several directions: those, and only those
+        directions = config.data.directions()
+        return directions[0][0], config.data.target_languages(), True, directions
+    return config.data.src_lang, [config.data.tgt_lang], False, []
 
 
 def describe_folder(path: Path, split_sentences: bool | None = None, decoding: dict | None = None) -> ServedModel:
@@ -389,11 +410,11 @@ def describe_folder(path: Path, split_sentences: bool | None = None, decoding: d
         if value is not None:
             setattr(config.decoding, key, value)
     export = (path / EXPORT_INFO).is_file()
-    for code in (config.data.src_lang, config.data.tgt_lang):
+    source, targets, multilingual, pairs = _languages(config, codes)
+    for code in (config.data.src_lang, config.data.tgt_lang, *(code for pair in pairs for code in pair)):
         if not isinstance(code, str) or not code or len(code) > 20 or not code.replace("-", "").replace("_", "").isalnum():
             raise TransformerMTError(f"{path}: language code {code!r} in its config.yaml is not a language code")
-    return ServedModel(path.name, path, config.data.src_lang, [code[2:-2] for code in codes] or [config.data.tgt_lang],
-                       bool(codes), "ctranslate2" if export else "torch", config.decoding.beam_size,
-                       config.decoding.length_penalty,
+    return ServedModel(path.name, path, source, targets, multilingual, "ctranslate2" if export else "torch",
+                       config.decoding.beam_size, config.decoding.length_penalty,
                        config.decoding.split_sentences if split_sentences is None else split_sentences, not export,
-                       config.data.tgt_lang)
+                       "" if pairs else config.data.tgt_lang, pairs)

@@ -10,7 +10,8 @@
 plot`` reads it, resuming truncates it to the checkpoint). TensorBoard (``tensorboard --logdir
 RUN_DIR``) gets the scalars of "train" records (loss, lr, tokens_per_s, grad_norm as
 ``train/loss`` ...) and "valid" records (loss, ppl, bleu, chrf as ``valid/loss`` ...), and
-texts, in event files under ``RUN_DIR/tensorboard/``. A "valid_average" record (the averaged
+texts, in event files under ``RUN_DIR/tensorboard/``; a multilingual run's "valid" records also
+draw each direction's (``valid/de-en/bleu`` ...). A "valid_average" record (the averaged
 checkpoint's validation, written once when training ends) stays in metrics.jsonl only. Its package is optional (the [plots]
 extra). Only one process of a run should write: create the writer there.
 
@@ -102,10 +103,14 @@ class MetricsWriter:
         if self.summary is None or not isinstance(record.get("step"), int):
             return
         kind = record.get("type")
-        for field in TENSORBOARD_SCALARS.get(kind, ()):
-            value = record.get(field)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                self.summary.add_scalar(f"{kind}/{field}", value, global_step=record["step"])
+        # A multilingual run's validation also holds each direction's values: "valid/de-en/bleu", ...
+        groups = [(kind, record)] + [(f"{kind}/{name}", values) for name, values in record.get("directions", {}).items()
+                                     if isinstance(values, dict)]
+        for tag, values in groups:
+            for field in TENSORBOARD_SCALARS.get(kind, ()):
+                value = values.get(field)
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    self.summary.add_scalar(f"{tag}/{field}", value, global_step=record["step"])
 
     def add_text(self, tag: str, text: str, step: int) -> None:
         """Show ``text`` (Markdown) under ``tag`` at ``step`` in TensorBoard's Text tab, e.g. a few

@@ -1,7 +1,7 @@
 """What a run trains and validates on, loaded when a Trainer starts: the tokenizers (trained on first use,
 copied from the config's given models or a parent run), checked against the checkpoint a run resumes, and
 the encoded corpora (cached, see data/corpus.py): the training data, as one corpus or a mix of several
-(data/mixing.py), and the validation set as text and as ids.
+(data/mixing.py), and the validation set as text and as ids: one per direction in a multilingual run.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import checkpoint as ckpt
-from ..config import Config
+from ..config import Config, language_token
 from ..data.batches import count_oversized
 from ..data.corpus import EncodedCorpus, encode_parallel, read_parallel
 from ..data.mixing import CorpusMix, load_mix
@@ -24,15 +24,35 @@ log = logging.getLogger("transformer_mt")
 
 
 @dataclass
+class ValidationSet:
+    """The validation set of one direction: its text, its ids, and what its sources start with."""
+
+    direction: tuple[str, str]  # (source language, target language)
+    sources: list[str]
+    references: list[str]
+    data: EncodedCorpus
+    target_language: str | None  # what a multilingual run's Translator is told (its >>xx<< token); else None
+    prefix_ids: tuple[int, ...] = ()  # that token's id before each source (a multilingual run), else none
+
+    @property
+    def name(self) -> str:
+        """"de-en": the direction's key in validation records."""
+        return f"{self.direction[0]}-{self.direction[1]}"
+
+
+@dataclass
 class RunData:
     src_tok: Tokenizer
     tgt_tok: Tokenizer
     tokenizer_sha256: dict  # what checkpoints record: they fit only these tokenizers
     train_data: EncodedCorpus | CorpusMix
     train_mix: CorpusMix | None  # several corpora, tags or subword sampling (data/mixing.py); else None
-    valid_src: list[str]
-    valid_ref: list[str]
-    valid_data: EncodedCorpus
+    valid_sets: list[ValidationSet]  # one per direction (data.directions()), in order
+
+    # The first (for one direction: the only) validation set, as tests and scripts read it.
+    valid_src = property(lambda self: self.valid_sets[0].sources)
+    valid_ref = property(lambda self: self.valid_sets[0].references)
+    valid_data = property(lambda self: self.valid_sets[0].data)
 
 
 def load_run_data(config: Config, run_dir: Path, given_tokenizers, resume_state: dict | None) -> RunData:
@@ -40,12 +60,19 @@ def load_run_data(config: Config, run_dir: Path, given_tokenizers, resume_state:
     models to copy in (init_from.Parent.tokenizers), or None; ``resume_state``: the checkpoint resumed."""
     cfg, data = config.training, config.data
     files = data.training_files()
-    src_tok, tgt_tok = build_tokenizers(run_dir, config.tokenizer, [f[0] for f in files], [f[1] for f in files],
-                                        given=given_tokenizers, symbols=data.tags())
-    if data.tags():  # a tokenizer taken from a parent run (init_from) or trained before the tags were added
-        check_tags(src_tok.sp, data.tags(), f"the run's tokenizer {src_tok.model_path}",
+    src_files, tgt_files = [f.src for f in files], [f.tgt for f in files]
+    if data.multilingual():
+        # Each file once (a four-way parallel corpus read in six directions names each file three times): a
+        # joint model learns every language from one list of files.
+        src_files, tgt_files = list(dict.fromkeys(src_files)), list(dict.fromkeys(tgt_files))
+        if config.tokenizer.joint:
+            src_files, tgt_files = list(dict.fromkeys(src_files + tgt_files)), []
+    src_tok, tgt_tok = build_tokenizers(run_dir, config.tokenizer, src_files, tgt_files,
+                                        given=given_tokenizers, symbols=data.symbols())
+    if data.symbols():  # a tokenizer taken from a parent run (init_from) or trained before the tags were added
+        check_tags(src_tok.sp, data.symbols(), f"the run's tokenizer {src_tok.model_path}",
                    "train into a new --output-dir (without training.init_from) so that a tokenizer with the "
-                   "tags is trained")
+                   "tags and tokens is trained")
     ids = id_lists(src_tok, tgt_tok)
     tokenizer_sha256 = ckpt.tokenizer_checksums(src_tok.model_path, tgt_tok.model_path, ids)
     if resume_state:
@@ -67,8 +94,15 @@ def load_run_data(config: Config, run_dir: Path, given_tokenizers, resume_state:
         log.warning("%d training sentences are longer than training.batch_tokens=%d (padded tokens); "
                     "each gets a batch of its own, over that budget: raise training.batch_tokens or lower "
                     "data.max_len", oversized, cfg.batch_tokens)
-    valid_src, valid_ref = read_parallel(data.path("valid", data.src_lang), data.path("valid", data.tgt_lang))
-    valid_data = encode_parallel(
-        data.path("valid", data.src_lang), data.path("valid", data.tgt_lang), src_tok, tgt_tok,
-        data.max_len, cache_dir=cache_dir, num_workers=data.num_workers)
-    return RunData(src_tok, tgt_tok, tokenizer_sha256, train_data, train_mix, valid_src, valid_ref, valid_data)
+    valid_sets = []
+    multilingual = data.multilingual()
+    for direction in data.directions():
+        src_path, ref_path = data.split_files("valid", direction) if multilingual else \
+            (data.path("valid", data.src_lang), data.path("valid", data.tgt_lang))
+        sources, references = read_parallel(src_path, ref_path)
+        encoded = encode_parallel(src_path, ref_path, src_tok, tgt_tok, data.max_len, cache_dir=cache_dir,
+                                  num_workers=data.num_workers)
+        token = language_token(direction[1]) if multilingual else ""
+        valid_sets.append(ValidationSet(direction, sources, references, encoded, direction[1] if token else None,
+                                        tuple(src_tok.piece_to_id([token])) if token else ()))
+    return RunData(src_tok, tgt_tok, tokenizer_sha256, train_data, train_mix, valid_sets)

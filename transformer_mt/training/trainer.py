@@ -82,7 +82,7 @@ def check_before_run_dir(config: Config, device: str | None, resume: bool, overw
         raise TransformerMTError("--resume continues a run and --overwrite deletes it: give one of them")
     check_data_files(config, ("train", "valid"))
     resolve_device(device or cfg.device)  # a device this torch cannot run (meta, mps, ...) is refused now
-    check_given_models(config.tokenizer, tags=config.data.tags())
+    check_given_models(config.tokenizer, tags=config.data.symbols())
     # With the largest vocabulary the tokenizer may learn: before minutes of tokenizer training, not after.
     check_model_fits(config.model, config.tokenizer.vocab_size, config.tokenizer.vocab_size)
 
@@ -225,12 +225,17 @@ class Trainer:
     def _log_setup(self, precision_reason: str) -> None:
         num_params = sum(p.numel() for p in self.model.parameters())
         log.info("run %s: %d training pairs, %d validation pairs, vocab %d/%d, %.2fM parameters, device %s%s",
-                 self.run_dir, len(self.train_data), len(self.data.valid_src), len(self.src_tok), len(self.tgt_tok),
+                 self.run_dir, len(self.train_data), sum(len(v.sources) for v in self.data.valid_sets), len(self.src_tok),
+                 len(self.tgt_tok),
                  num_params / 1e6, self.device,
                  f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "")
         if self.distributed.enabled:
             log.info("data-parallel: world size %d, backend %s; rank 0 writes and validates",
                      self.distributed.world_size, self.distributed.backend)
+        if self.config.data.multilingual():
+            log.info("multilingual: %d directions (%s), each source starting with its target-language token (%s)",
+                     len(self.data.valid_sets), ", ".join(f"{s} -> {t}" for s, t in self.config.data.directions()),
+                     ", ".join(self.config.data.language_tokens()))
         log.info("precision %s (%s)", self.precision, precision_reason)
         log.info("learning rate: %s", describe_schedule(self.config.training))
 
@@ -502,7 +507,8 @@ def prepare(config: Config, output_dir, overwrite: bool = False) -> dict:
     trainer = Trainer(config, output_dir, overwrite=overwrite, prepare_only=True)
     trainer.close()
     return {"run_dir": str(trainer.run_dir), "train_pairs": len(trainer.train_data),
-            "valid_pairs": len(trainer.valid_data), "vocab_sizes": (len(trainer.src_tok), len(trainer.tgt_tok))}
+            "valid_pairs": sum(len(v.data) for v in trainer.data.valid_sets),
+            "vocab_sizes": (len(trainer.src_tok), len(trainer.tgt_tok))}
 
 
 def train(config: Config, output_dir, device: str | None = None, resume: bool = False, overwrite: bool = False,

@@ -4,6 +4,10 @@ Three views of the weights are validated the same way: the weights being trained
 (training.ema_decay: what checkpoints hold), and the average of the last step checkpoints
 (training.average_last_n, once when training ends). The Trainer decides when to validate and what the
 result means for early stopping; the records and log lines of a validation are written here.
+
+A multilingual run (several directions) is validated on each direction's own set: the record's loss, ppl,
+BLEU and chrF are the means over the directions (the mean BLEU picks the best checkpoint) and its
+"directions" field holds each one's, e.g. ``{"de-en": {"loss": ..., "bleu": ...}, ...}``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from ..decoding.translator import Translator
 from ..scoring import resolve_tokenize, score
 from .ema import ExponentialMovingAverage
 from .metrics import MetricsWriter
-from .run_data import RunData
+from .run_data import RunData, ValidationSet
 
 log = logging.getLogger("transformer_mt")
 
@@ -39,14 +43,20 @@ class Validator:
         self.config, self.device, self.compute_loss = config, device, compute_loss
         self.examples: list[tuple[str, str, str]] = []  # (source, output, reference) of the last validation
 
-    @torch.no_grad()
     def loss(self) -> tuple[float, float]:
+        """Validation loss and NLL per target token (several directions: their means)."""
+        losses = [self.set_loss(valid_set) for valid_set in self.data.valid_sets]
+        return sum(loss for loss, _ in losses) / len(losses), sum(nll for _, nll in losses) / len(losses)
+
+    @torch.no_grad()
+    def set_loss(self, valid_set: ValidationSet) -> tuple[float, float]:
+        """Loss and NLL per target token of one direction's validation set."""
         self.model.eval()
         loss_sum = nll_sum = 0.0
         tokens = 0
-        valid = self.data.valid_data
+        valid = valid_set.data
         for indices in make_batches(valid, self.config.training.batch_tokens, 0, 0, shuffle=False):
-            batch = collate(valid, indices, self.config.model.source_eos).to(self.device)
+            batch = collate(valid, indices, self.config.model.source_eos, valid_set.prefix_ids).to(self.device)
             loss, nll = self.compute_loss(batch, self.compiled_model)
             loss_sum += loss.item()
             nll_sum += nll.item()
@@ -71,17 +81,30 @@ class Validator:
 
     def _validate(self, step: int, epoch: int) -> dict:
         start = time.time()
-        loss, nll = self.loss()
         data, dec = self.data, self.config.decoding
         # Decoded in fp32 whatever the training precision: BLEU here picks the best checkpoint.
         translator = Translator(self.model, data.src_tok, data.tgt_tok, self.config, self.device, "fp32")
-        hyps = translator.translate(data.valid_src, beam_size=dec.valid_beam_size)
-        scores = score(hyps, data.valid_ref, resolve_tokenize(dec.sacrebleu_tokenize, self.config.data.tgt_lang))
-        result = {"type": "valid", "step": step, "epoch": epoch + 1, "loss": loss, "nll": nll,
-                  "ppl": math.exp(min(nll, 50)), "bleu": scores["bleu"], "chrf": scores["chrf"],
+        per_direction = {}
+        self.examples = []
+        for valid_set in data.valid_sets:
+            loss, nll = self.set_loss(valid_set)
+            hyps = translator.translate(valid_set.sources, beam_size=dec.valid_beam_size,
+                                        target_language=valid_set.target_language)
+            scores = score(hyps, valid_set.references, resolve_tokenize(dec.sacrebleu_tokenize,
+                                                                        valid_set.direction[1]))
+            per_direction[valid_set.name] = {"loss": loss, "nll": nll, "ppl": math.exp(min(nll, 50)),
+                                             "bleu": scores["bleu"], "chrf": scores["chrf"]}
+            shown = VALIDATION_EXAMPLES if len(data.valid_sets) == 1 else 1
+            self.examples += [(src if len(data.valid_sets) == 1 else f"({valid_set.name}) {src}", hyp, ref)
+                              for src, hyp, ref in zip(valid_set.sources, hyps, valid_set.references)][:shown]
+        mean = {key: sum(values[key] for values in per_direction.values()) / len(per_direction)
+                for key in ("loss", "nll", "bleu", "chrf")}
+        result = {"type": "valid", "step": step, "epoch": epoch + 1, "loss": mean["loss"], "nll": mean["nll"],
+                  "ppl": math.exp(min(mean["nll"], 50)), "bleu": mean["bleu"], "chrf": mean["chrf"],
                   "seconds": time.time() - start}
+        if len(per_direction) > 1:
+            result["directions"] = per_direction
         self.model.train()
-        self.examples = list(zip(data.valid_src, hyps, data.valid_ref))[:VALIDATION_EXAMPLES]
         return result
 
 
@@ -92,9 +115,18 @@ def report_validation(result: dict, is_best: bool, examples: list, metrics: Metr
         metrics.add_text("valid/translations", "\n\n".join(
             f"**source** {src}  \n**output** {hyp}  \n**reference** {ref}" for src, hyp, ref in examples),
             result["step"])
-    log.info("validation at step %d: loss %.3f, ppl %.2f, BLEU %.2f, chrF %.2f (best %.2f)%s [%.1fs]",
+    log.info("validation at step %d: loss %.3f, ppl %.2f, BLEU %.2f, chrF %.2f (best %.2f)%s [%.1fs]%s",
              result["step"], result["loss"], result["ppl"], result["bleu"], result["chrf"], result["best_bleu"],
-             " *" if is_best else "", result["seconds"])
+             " *" if is_best else "", result["seconds"], directions_text(result))
+
+
+def directions_text(result: dict) -> str:
+    """The per-direction part of a validation's log line ("; mean of de-en loss 2.10 BLEU 30.12, ..."), or ""."""
+    directions = result.get("directions")
+    if not directions:
+        return ""
+    return "; mean of " + ", ".join(f"{name} loss {values['loss']:.3f} BLEU {values['bleu']:.2f}"
+                                    for name, values in directions.items())
 
 
 def report_average(result: dict) -> None:
@@ -107,5 +139,5 @@ def report_average(result: dict) -> None:
     """
     better = result["bleu"] > result["best_bleu"]
     log.info("validation of the average: BLEU %.2f, chrF %.2f, %s the best checkpoint's %.2f: decode with "
-             "--checkpoint %s", result["bleu"], result["chrf"], "above" if better else "not above",
-             result["best_bleu"], "average" if better else "best (the default)")
+             "--checkpoint %s%s", result["bleu"], result["chrf"], "above" if better else "not above",
+             result["best_bleu"], "average" if better else "best (the default)", directions_text(result))
