@@ -194,6 +194,7 @@ def test_a_model_that_cannot_load_answers_a_clear_error_naming_its_pair(models, 
         answer = http.post("/translate", json={"q": SENTENCE, "source": "de", "target": "cs"})
         assert answer.status_code == 503 and "de -> cs" in answer.json()["error"], answer.text
         assert "Traceback" not in answer.text
+        assert str(tmp_path) not in answer.text and "checkpoint" not in answer.text  # the reason is in the log
         fine = http.post("/translate", json={"q": SENTENCE, "source": "de", "target": "en"})
         assert fine.status_code == 200
 
@@ -210,6 +211,24 @@ def test_a_link_to_another_users_folder_is_not_served(models, tmp_path):
         for name in files:
             os.chown(os.path.join(folder, name), 65534, 65534)
     (served / "en-fr").symlink_to(foreign)
+    assert [folder.name for folder in model_folders(served)] == ["de-en"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's folder needs root")
+def test_another_users_folder_or_one_anyone_may_write_is_not_served(models, tmp_path):
+    """In a shared --models-dir another user's own folder (not only a link) would serve their model, and take
+    over a pair when its name sorts first; a folder every user may write into is theirs as much."""
+    served = tmp_path / "served"
+    served.mkdir(mode=0o1777)
+    served.chmod(0o1777)
+    shutil.copytree(models[0] / "de-en", served / "de-en")
+    shutil.copytree(models[0] / "de-en", served / "0-takeover")
+    for folder, _, files in os.walk(served / "0-takeover"):
+        os.chown(folder, 65534, 65534)
+        for name in files:
+            os.chown(os.path.join(folder, name), 65534, 65534)
+    shutil.copytree(models[0] / "en-fr", served / "en-fr")
+    (served / "en-fr").chmod(0o777)
     assert [folder.name for folder in model_folders(served)] == ["de-en"]
 
 

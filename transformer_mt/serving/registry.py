@@ -260,8 +260,9 @@ class ModelRegistry:
             except Exception as exc:  # noqa: BLE001 -- any failure is this model's, answered to its requests
                 why = str(exc) if isinstance(exc, TransformerMTError) else f"{type(exc).__name__}: {exc}"
                 log.error("cannot load %s (%s): %s", slot.model.name, pair, why)
-                slot.failed = (time.monotonic(), why)
-                raise ApiError(503, f"the model for {pair} ({slot.model.name}) cannot be loaded: {why}",
+                # The reason stays in the server's log: it names the server's own paths, never shown to clients.
+                slot.failed = (time.monotonic(), "the server's log says why")
+                raise ApiError(503, f"the model for {pair} ({slot.model.name}) cannot be loaded: {slot.failed[1]}",
                                {"Retry-After": str(int(RETRY_LOAD_S))}) from None
             slot.failed = None
             retiring = []
@@ -361,9 +362,16 @@ def model_folders(models_dir) -> list[Path]:
                     continue
             elif not stat.S_ISDIR(link.st_mode):
                 continue
-            if not stat.S_ISDIR(os.stat(path).st_mode):
+            folder = os.stat(path)
+            if not stat.S_ISDIR(folder.st_mode):
                 continue
         except OSError:
+            continue
+        # A folder another user made (in a shared --models-dir), or one every user may write into, holds what
+        # they chose: it would serve their model (taking over a pair that sorts after it). As a foreign link is.
+        if not _trusted(folder.st_uid) or folder.st_mode & stat.S_IWOTH:
+            log.warning("%s is a folder of another user, or one every user may write into; it is not served",
+                        path)
             continue
         if (path / "config.yaml").is_file() or (path / EXPORT_INFO).is_file():
             folders.append(path)
