@@ -242,3 +242,32 @@ def test_the_command_line_builds_and_decodes_with_a_shortlist(tmp_path, small_ru
     assert_clean_error(run_cli("translate", "--model", tmp_path, "--shortlist", "x"))
     help_text = run_cli("shortlist", "--help").stdout
     assert f"default: {DEFAULT_TOP_K};" in help_text and f"(default: {DEFAULT_FREQUENT})" in help_text
+
+
+def test_serve_decodes_with_the_runs_shortlist(tmp_path, shortlisted_run):
+    import json
+    import shutil
+    import urllib.request
+
+    from conftest import start_server, stop_server
+
+    _, _, run = shortlisted_run
+    bare = tmp_path / "bare"
+    shutil.copytree(run, bare, ignore=shutil.ignore_patterns("shortlist.npz", ".lock"))
+    assert_clean_error(run_cli("serve", "--model", bare, "--shortlist", "--port", "0"),
+                       "shortlist.npz does not exist; build it with: transformer-mt shortlist")
+    shutil.copytree(bare, tmp_path / "models" / "bare")
+    assert_clean_error(run_cli("serve", "--models-dir", tmp_path / "models", "--shortlist", "--port", "0"),
+                       "has no shortlist.npz; build it with: transformer-mt shortlist --model")
+    expected = Translator.from_run(run, device="cpu", shortlist=True).translate(["ba de gi"])
+    server, base = start_server(run, "--shortlist")
+    try:
+        info = json.load(urllib.request.urlopen(base + "/v1/info"))
+        request = urllib.request.Request(base + "/translate", data=json.dumps({"q": "ba de gi", "source": "src",
+                                                                                "target": "tgt"}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        answer = json.load(urllib.request.urlopen(request))
+    finally:
+        stop_server(server)
+    assert info["shortlist"] is True
+    assert answer["translatedText"] == expected[0]

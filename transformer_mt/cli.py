@@ -10,6 +10,8 @@
     transformer-mt plot --model runs/demo --attention "A dog sees the cat."
     transformer-mt upgrade-checkpoint --trust runs/old_run
     transformer-mt back-translate --model runs/en_de --input mono.en --output-prefix data/news.bt
+    transformer-mt distill --teacher runs/demo --config student.yaml --output-dir runs/student
+    transformer-mt shortlist --model runs/student
 
 Errors caused by input (config, files, checkpoints) print one line starting
 with "error:" and exit with status 2; Ctrl-C during training saves a
@@ -494,7 +496,7 @@ def _add_shortlist_build_args(parser: argparse.ArgumentParser) -> None:
                         help="the N most frequent target pieces, always in a batch's shortlist (default: 100)")
     parser.add_argument("--max-pairs", type=_whole_number, default=None, metavar="N",
                         help="count at most N sentence pairs of the training corpora, taken evenly (0: all; "
-                             "default: 5,000,000)")
+                             "default: 2,000,000)")
 
 
 def add_shortlist_command(sub) -> None:

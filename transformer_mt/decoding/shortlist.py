@@ -54,7 +54,9 @@ SHORTLIST_FORMAT = "transformer-mt shortlist 1"
 STORED_TOP_K = 100
 DEFAULT_TOP_K = 30
 DEFAULT_FREQUENT = 100
-DEFAULT_MAX_PAIRS = 5_000_000
+# A lexicon's best entries are settled long before; counting took ~1 s per 10k pairs of ~16 pieces a side (one
+# thread of a Zen 4 EPYC), so ~3 minutes for these and ~3 s for Multi30k.
+DEFAULT_MAX_PAIRS = 2_000_000
 MAX_FILE_BYTES = 1 << 30  # (source vocabulary x stored top-k) x 8 bytes: far below this for any real vocabulary
 ALWAYS = sorted(SPECIAL_IDS)  # pad, unk, bos, eos: ids 0-3, so that they keep their ids in a shortlist
 
@@ -121,8 +123,12 @@ class Shortlist:
             raise TransformerMTError(f"shortlist {path} does not fit the model's vocabularies ({len(src_tok)} source, "
                                      f"{len(tgt_tok)} target pieces); build it again with: transformer-mt shortlist "
                                      f"--model {path.parent}")
-        return cls(candidates, frequency, info.get("top_k", DEFAULT_TOP_K) if top_k is None else top_k,
-                   info.get("frequent", DEFAULT_FREQUENT) if frequent is None else frequent)
+        stored = {"top_k": info.get("top_k"), "frequent": info.get("frequent")}
+        if not all(isinstance(value, int) and not isinstance(value, bool) for value in stored.values()):
+            raise TransformerMTError(f"shortlist {path} is damaged (its top_k and frequent are not counts); build it "
+                                     f"again with: transformer-mt shortlist --model {path.parent}")
+        return cls(candidates, frequency, stored["top_k"] if top_k is None else top_k,
+                   stored["frequent"] if frequent is None else frequent)
 
     def rows(self, src_tokens: torch.Tensor, pad_id: int, extra: list[int] = ()) -> torch.Tensor:
         """The sorted full-vocabulary ids a batch of sources (B, S) may be translated into, on their device:
@@ -239,10 +245,9 @@ def build_shortlist(run_dir, top_k: int = DEFAULT_TOP_K, frequent: int = DEFAULT
     lexicon = cooccurrence_lexicon(corpora, len(src_tok), len(tgt_tok), stored_top_k, max_pairs)
     info = {"format": SHORTLIST_FORMAT, "statistic": "dice", "pairs": lexicon.pairs, "top_k": top_k,
             "frequent": frequent, "tokenizer_sha256": _checksums(src_tok, tgt_tok)}
-    buffer = io.BytesIO()
-    np.savez(buffer, candidates=lexicon.candidates, scores=lexicon.scores,
-             target_by_frequency=lexicon.target_by_frequency, info=np.array(json.dumps(info)))
     path = shortlist_path(run_dir)
-    write_run_file(path, buffer.getvalue())
+    write_run_file(path, lambda handle: np.savez(handle, candidates=lexicon.candidates, scores=lexicon.scores,
+                                                 target_by_frequency=lexicon.target_by_frequency,
+                                                 info=np.array(json.dumps(info))))
     return {"path": str(path), "pairs": lexicon.pairs, "top_k": top_k, "frequent": frequent,
             "stored_top_k": stored_top_k}

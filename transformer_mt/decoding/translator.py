@@ -18,6 +18,7 @@ attention weights a translation was made with (for ``transformer-mt plot --atten
 Decoding options beyond beam search (logits.py): sampling (``temperature``, ``top_k``, ``top_p``,
 ``seed``; ``nbest`` samples per sentence), ``no_repeat_ngram_size``, ``repetition_penalty`` and a target
 ``prefix`` per sentence. ``Translator.from_runs([A, B])`` decodes with an ensemble (ensemble.py).
+``Translator.from_run(run, shortlist=True)`` decodes every batch over the run's lexical shortlist (shortlist.py).
 """
 
 from __future__ import annotations
