@@ -96,6 +96,9 @@ def test_distill_refuses_what_it_cannot_do_before_translating(tmp_path, small_ru
     given["tokenizer"]["model"] = str(teacher / "spm.model")
     with pytest.raises(TransformerMTError, match="sets 'tokenizer.model'; distill gives the student the teacher's"):
         distill(teacher, config_from_dict(given), tmp_path / "given", show_progress=False)
+    with pytest.raises(TransformerMTError, match="are one directory or inside each other"):
+        distill(teacher, student(data), teacher, overwrite=True, show_progress=False)
+    assert (teacher / "checkpoint_last.pt").exists()
     with pytest.raises(TransformerMTError, match="beam_size"):
         distill(teacher, student(data), tmp_path / "beam", beam_size=0, show_progress=False)
     assert not (tmp_path / "beam").exists()  # refused before the output directory was made

@@ -131,7 +131,9 @@ def translate_corpora(teacher: Translator, sources: list[Path], folder: Path, tg
         output = distilled_path(folder, corpus, tgt_lang)
         outputs.append(output)
         chunks = max(1, -(-record["lines"] // chunk_lines))
-        if output.exists():
+        if output.exists():  # joined; chunks still there were left by a stop before they were removed
+            for part in folder.glob(f"corpus{corpus}.part*.{tgt_lang}"):
+                remove(part)
             continue
         for chunk, lines in enumerate(iter_line_chunks(source, chunk_lines)):
             path = chunk_path(folder, corpus, chunk, tgt_lang)
@@ -169,6 +171,11 @@ def distill(teacher_dir, config: Config, output_dir, beam_size: int = DEFAULT_BE
     sentences per batch (default: its decoding.batch_size); ``resume``: require an earlier distill in
     ``output_dir`` to continue. Returns train's summary, with ``distilled`` (the translation files) added."""
     teacher_dir, output_dir = Path(teacher_dir), Path(output_dir)
+    if output_dir.resolve().is_relative_to(teacher_dir.resolve()) or teacher_dir.resolve().is_relative_to(
+            output_dir.resolve()):
+        # The student's --overwrite would delete the teacher; its checkpoints would land among the teacher's.
+        raise TransformerMTError(f"--output-dir {output_dir} and --teacher {teacher_dir} are one directory or inside "
+                                 f"each other; distill into a directory of its own")
     device = device or config.training.device
     teacher = Translator.from_run(teacher_dir, checkpoint=checkpoint, device=device)
     resolve_decoding(teacher.config, beam_size, batch_size=batch_size)  # a bad --beam-size fails now
