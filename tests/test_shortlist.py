@@ -271,3 +271,14 @@ def test_serve_decodes_with_the_runs_shortlist(tmp_path, shortlisted_run):
         stop_server(server)
     assert info["shortlist"] is True
     assert answer["translatedText"] == expected[0]
+
+
+def test_train_builds_the_shortlist_when_asked(tmp_path, reverse_corpus):
+    import yaml
+    from conftest import tiny_config
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(reverse_corpus, max_steps=1, validate_every=1).to_dict()))
+    result = run_cli("train", "--config", config, "--output-dir", tmp_path / "run", "--shortlist", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stderr and (tmp_path / "run" / "shortlist.npz").is_file()
