@@ -25,3 +25,27 @@ def test_wmt14_recipe_trains_a_few_updates_with_a_tiny_model(tmp_path):
     summary = train(config, tmp_path / "run", show_progress=False)
     assert summary["step"] == 3
     assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["step"] == 3
+
+
+def test_the_multi30k_student_recipe_distills_from_a_tiny_teacher(tmp_path):
+    from transformer_mt.training.distill import distill
+
+    corpus = write_reverse_corpus(tmp_path / "generated", n_train=120, n_valid=5, n_test=5)
+    data = tmp_path / "multi30k"
+    data.mkdir()
+    for ours, theirs in (("train", "train"), ("valid", "val"), ("test", "test2016")):
+        (data / f"{theirs}.de").write_bytes((corpus / f"{ours}.src").read_bytes())
+        (data / f"{theirs}.en").write_bytes((corpus / f"{ours}.tgt").read_bytes())
+    tiny = {"data.root": str(data), "tokenizer.vocab_size": 34, "tokenizer.model_type": "word", "model.d_model": 32,
+            "model.num_heads": 2, "model.ffn_dim": 64, "training.batch_tokens": 300, "training.max_steps": 2,
+            "training.validate_every": 2, "training.warmup_steps": 1, "training.num_threads": 1,
+            "training.device": "cpu", "training.average_last_n": 0, "decoding.batch_size": 32}
+    teacher = load_config("configs/multi30k_de_en.yaml", {**tiny, "model.num_encoder_layers": 1,
+                                                            "model.num_decoder_layers": 1})
+    train(teacher, tmp_path / "teacher", show_progress=False)
+    config = load_config("configs/multi30k_de_en_student.yaml", tiny)
+    # What makes it the recipe stays as written: the depth in the encoder, one decoder layer.
+    assert (config.model.num_encoder_layers, config.model.num_decoder_layers) == (6, 1)
+    summary = distill(tmp_path / "teacher", config, tmp_path / "student", beam_size=2, show_progress=False)
+    assert summary["step"] == 2
+    assert load_checkpoint(tmp_path / "student" / "checkpoint_last.pt")["config"]["model"]["num_decoder_layers"] == 1

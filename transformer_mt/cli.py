@@ -10,6 +10,8 @@
     transformer-mt plot --model runs/demo --attention "A dog sees the cat."
     transformer-mt upgrade-checkpoint --trust runs/old_run
     transformer-mt back-translate --model runs/en_de --input mono.en --output-prefix data/news.bt
+    transformer-mt distill --teacher runs/demo --config student.yaml --output-dir runs/student
+    transformer-mt shortlist --model runs/student
 
 Errors caused by input (config, files, checkpoints) print one line starting
 with "error:" and exit with status 2; Ctrl-C during training saves a
@@ -50,6 +52,17 @@ def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
                         help="torch (default), or ctranslate2: decode with CTranslate2 (the [export] extra); --model "
                              "is then a directory written by 'transformer-mt export', or a run directory, exported "
                              "on the fly to a temporary directory")
+    parser.add_argument("--shortlist", action="store_true",
+                        help="compute only a lexical shortlist's rows of the output layer (faster, most of all for "
+                             "models with few decoder layers): each batch's output vocabulary is the union of the "
+                             "run's shortlist.npz entries for its source pieces, the most frequent target pieces "
+                             "and the special tokens; build the file first with: transformer-mt shortlist --model DIR")
+    parser.add_argument("--shortlist-top-k", type=_whole_number, default=None, metavar="K",
+                        help="with --shortlist: target pieces per source piece (default: the value the shortlist was "
+                             "built with)")
+    parser.add_argument("--shortlist-frequent", type=_whole_number, default=None, metavar="N",
+                        help="with --shortlist: the N most frequent target pieces always in it (default: the value "
+                             "the shortlist was built with)")
 
 
 def _add_search_options(parser: argparse.ArgumentParser, prefixes: bool = True, glossary: bool = True) -> None:
@@ -158,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_plot_command(sub)
     add_upgrade_checkpoint_command(sub)
     add_back_translate_command(sub)
+    add_shortlist_command(sub)
+    add_distill_command(sub)
     return parser
 
 
@@ -172,6 +187,9 @@ def add_train_command(sub) -> None:
                        help="auto, cpu, cuda or cuda:N (default: training.device of the config)")
     train.add_argument("--resume", action="store_true",
                        help="require resuming from the output directory's last checkpoint")
+    train.add_argument("--shortlist", action="store_true",
+                       help="when training ends, also build the run's lexical shortlist (as 'transformer-mt "
+                            "shortlist' does, with its defaults)")
     train.add_argument("--nproc-per-node", type=_whole_number, default=None, metavar="N",
                        help="data-parallel training in N processes on this machine (one GPU each, or CPU "
                             "processes): torchrun --standalone started for you, after the config was checked once")
@@ -471,6 +489,101 @@ def add_back_translate_command(sub) -> None:
                     help="numeric precision for decoding (default: fp32)")
 
 
+def _add_shortlist_build_args(parser: argparse.ArgumentParser) -> None:
+    """The options that shape a shortlist file (left out: decoding/shortlist.py's defaults, said in the help; the
+    module is not imported here, since it imports torch and the command line starts without it)."""
+    parser.add_argument("--top-k", type=_whole_number, default=None, metavar="K",
+                        help="target pieces per source piece that decoding takes by default, the best by Dice "
+                             "co-occurrence (default: 30; the file keeps at least 100, for --shortlist-top-k)")
+    parser.add_argument("--frequent", type=_whole_number, default=None, metavar="N",
+                        help="the N most frequent target pieces, always in a batch's shortlist (default: 100)")
+    parser.add_argument("--max-pairs", type=_whole_number, default=None, metavar="N",
+                        help="count at most N sentence pairs of the training corpora, taken evenly (0: all; "
+                             "default: 2,000,000)")
+
+
+def add_shortlist_command(sub) -> None:
+    shortlist = sub.add_parser(
+        "shortlist", help="build a run's lexical shortlist (decode with --shortlist: a faster output layer)",
+        description="Count which target pieces occur with which source pieces in the run's training corpora "
+                    "(the Dice coefficient of their sentence co-occurrence) and write RUN/shortlist.npz: for each "
+                    "source piece its best target pieces, and the target pieces by frequency. translate, "
+                    "translate-file, evaluate and serve --shortlist then compute only the rows of the output "
+                    "layer that a batch's source pieces call for. Reads the training files named in the run's "
+                    "config from the working directory (run it where training ran), encoded with the run's "
+                    "tokenizer (its cached ids when there).")
+    shortlist.add_argument("--model", required=True, metavar="DIR", help="run directory of a trained model")
+    _add_shortlist_build_args(shortlist)
+
+
+def add_distill_command(sub) -> None:
+    distill = sub.add_parser(
+        "distill", help="train a small, fast student on a teacher model's translations (knowledge distillation)",
+        description="Sequence-level knowledge distillation: the teacher (a trained run) translates the sources of "
+                    "the student config's training corpora (beam search), the translations are kept in "
+                    "OUTPUT_DIR/distill, and the student described by --config is trained on them with the "
+                    "teacher's tokenizer, as 'train' would train it. Running the same command again continues an "
+                    "interrupted distill: the translation at the first chunk not yet written, the training from "
+                    "its last checkpoint.")
+    distill.add_argument("--teacher", required=True, metavar="DIR", help="run directory of the teacher model")
+    add_run_arguments(distill)
+    distill.add_argument("--resume", action="store_true",
+                         help="require continuing the distill in the output directory")
+    distill.add_argument("--beam-size", type=_whole_number, default=5, metavar="N",
+                         help="the teacher's beam (default: 5; 1 = greedy search, faster, weaker students)")
+    distill.add_argument("--batch-size", type=_whole_number, default=None, metavar="N",
+                         help="sentences the teacher decodes together (default: its decoding.batch_size)")
+    distill.add_argument("--checkpoint", default="best",
+                         help="the teacher's checkpoint: best, last, average, or a file (default: best)")
+    distill.add_argument("--mix-original", action="store_true",
+                         help="train on the original targets too: each training corpus twice, with the teacher's "
+                              "translations and with its own, each with the corpus's weight")
+    distill.add_argument("--device", default=None,
+                         help="auto, cpu, cuda or cuda:N, for the teacher and the student (default: training.device "
+                              "of the config)")
+    distill.add_argument("--shortlist", action="store_true",
+                         help="when training ends, also build the student's lexical shortlist (as 'transformer-mt "
+                              "shortlist' does, with its defaults)")
+
+
+def cmd_distill(args) -> int:
+    from .config import load_config, parse_overrides
+    from .device import configure_process
+    from .training.distill import distill
+
+    config = load_config(args.config, parse_overrides(args.set))
+    output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)
+    configure_process(config.training.num_threads)
+
+    def progress(corpus: int, done: int, chunks: int, lines: int) -> None:
+        print(f"  teacher translations of training corpus {corpus + 1}: chunk {done} of {chunks} ({lines:,} lines)",
+              file=sys.stderr)
+
+    print(f"distilling {args.teacher} into a student ({args.config}) in {output_dir}", file=sys.stderr)
+    summary = distill(args.teacher, config, output_dir, beam_size=args.beam_size, mix_original=args.mix_original,
+                      checkpoint=args.checkpoint, device=args.device, batch_size=args.batch_size, resume=args.resume,
+                      overwrite=args.overwrite, progress=progress)
+    if args.shortlist:
+        cmd_shortlist(argparse.Namespace(model=output_dir))
+    print(f"distillation finished ({summary['stop_reason']}): the student trained {summary['step']} steps on "
+          f"{', '.join(summary['distilled'])}, best validation BLEU {summary['best_bleu']:.2f}. Translate with: "
+          f"transformer-mt translate --model {output_dir} \"...\"", file=sys.stderr)
+    return 0
+
+
+def cmd_shortlist(args) -> int:
+    from .decoding.shortlist import build_shortlist
+
+    given = {option: getattr(args, option) for option in ("top_k", "frequent", "max_pairs")
+             if getattr(args, option, None) is not None}
+    summary = build_shortlist(args.model, **given)
+    print(f"wrote {summary['path']}: {summary['stored_top_k']} target pieces per source piece from "
+          f"{summary['pairs']:,} sentence pairs (decoding takes the best {summary['top_k']} and the "
+          f"{summary['frequent']} most frequent). Translate with: transformer-mt translate --model {args.model} "
+          f"--shortlist \"...\"", file=sys.stderr)
+    return 0
+
+
 def cmd_train(args) -> int:
     from .config import load_config, parse_overrides
     from .device import configure_process
@@ -494,7 +607,8 @@ def cmd_train(args) -> int:
         if args.nproc_per_node > 1:  # the config was checked above: a mistake is one line, before any process starts
             command = ["train", "--config", args.config, "--output-dir", output_dir,
                        *(f"--set={item}" for item in args.set or ()), *(["--device", args.device] if args.device else []),
-                       *(["--overwrite"] if args.overwrite else []), *(["--resume"] if args.resume else [])]
+                       *(["--overwrite"] if args.overwrite else []), *(["--resume"] if args.resume else []),
+                       *(["--shortlist"] if args.shortlist else [])]
             return distributed.launch_local_processes(args.nproc_per_node, command)
     configure_process(config.training.num_threads)
     # Under torchrun, join the process group (process-wide, so here at the entry point); else one process.
@@ -508,6 +622,8 @@ def cmd_train(args) -> int:
         distributed.teardown(finished)
     if not context.is_main:
         return 0
+    if args.shortlist:
+        cmd_shortlist(argparse.Namespace(model=output_dir))
     print(f"training finished ({summary['stop_reason']}): {summary['step']} steps, best validation BLEU "
           f"{summary['best_bleu']:.2f}, {summary['train_seconds'] / 60:.1f} min. "
           f"Translate with: transformer-mt translate --model {output_dir}"
@@ -544,6 +660,7 @@ def _load_translator(args):
 
         search_options(**{option: getattr(args, option) for option in SEARCH_OPTIONS})
     if args.engine == "ctranslate2":
+        _refuse_ctranslate2_shortlist(args)
         refused = [f"--{option.replace('_', '-')}" for option in (*SEARCH_OPTIONS, "prefix", "prefix_file")
                    if option != "no_repeat_ngram_size" and getattr(args, option, None) is not None]
         if refused:
@@ -555,7 +672,25 @@ def _load_translator(args):
                                      "leave out --engine ctranslate2 or give one --model")
         return _load_ctranslate2(args, models[0])
     return Translator.from_runs(models, checkpoint=args.checkpoint, device=args.device,
-                                precision=args.precision, quantize=args.quantize)
+                                precision=args.precision, quantize=args.quantize, **_shortlist_kwargs(args))
+
+
+def _shortlist_kwargs(args) -> dict:
+    """Translator.from_run's shortlist arguments from --shortlist, --shortlist-top-k, --shortlist-frequent."""
+    if not args.shortlist:
+        for option in ("shortlist_top_k", "shortlist_frequent"):
+            if getattr(args, option) is not None:
+                raise TransformerMTError(f"--{option.replace('_', '-')} goes with --shortlist")
+        return {}
+    return {"shortlist": True, "shortlist_top_k": args.shortlist_top_k,
+            "shortlist_frequent": args.shortlist_frequent}
+
+
+def _refuse_ctranslate2_shortlist(args) -> None:
+    if getattr(args, "shortlist", False):
+        raise TransformerMTError("--shortlist restricts transformer-mt's own output layer; the CTranslate2 engine "
+                                 "decodes without it (its vocabulary maps are another format): leave out --shortlist "
+                                 "or --engine ctranslate2")
 
 
 def _load_ctranslate2(args, model):
@@ -1063,8 +1198,17 @@ def _models_registry(args, limits):
     for folder in folders:
         model = describe_folder(folder, args.split_sentences, decoding)
         if model.engine == "ctranslate2" or args.engine == "ctranslate2":
+            _refuse_ctranslate2_shortlist(args)
             _check_ctranslate2_options(args)
         models.append(model)
+    shortlist = _shortlist_kwargs(args)
+    if shortlist:  # every model's file is checked now, not at its first request
+        from .decoding.shortlist import shortlist_path
+
+        missing = [m.path for m in models if m.engine == "torch" and not shortlist_path(m.path).is_file()]
+        if missing:
+            raise TransformerMTError(f"--shortlist: {missing[0]} has no {shortlist_path(missing[0]).name}; build it "
+                                     f"with: transformer-mt shortlist --model {missing[0]}")
 
     def load(model):
         from .decoding.translator import Translator
@@ -1073,7 +1217,7 @@ def _models_registry(args, limits):
             translator = _load_ctranslate2(args, model.path)
         else:
             translator = Translator.from_run(model.path, checkpoint=args.checkpoint, device=args.device,
-                                             precision=args.precision, quantize=args.quantize)
+                                             precision=args.precision, quantize=args.quantize, **shortlist)
         _configure_served(args, translator.config, limits)
         return translator
 
@@ -1092,7 +1236,8 @@ def _model_info(args, translator, threads: int) -> dict:
     # Names, not absolute paths: clients learn nothing about the server's file system.
     info = {"model": Path(args.model).resolve().name, "checkpoint": Path(args.checkpoint).name, "engine": args.engine,
             "threads": threads,
-            "device": str(translator.device), "precision": args.precision, "quantized": args.quantize}
+            "device": str(translator.device), "precision": args.precision, "quantized": args.quantize,
+            "shortlist": args.shortlist}
     if args.engine == "torch":
         info["parameters"] = sum(p.numel() for p in translator.model.parameters())
     else:
@@ -1242,7 +1387,8 @@ COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "translate": cmd_transla
             "translate-file": cmd_translate_file, "evaluate": cmd_evaluate,
             "average": cmd_average,
             "serve": cmd_serve, "export": cmd_export, "import": cmd_import, "plot": cmd_plot,
-            "upgrade-checkpoint": cmd_upgrade_checkpoint, "back-translate": cmd_back_translate}
+            "upgrade-checkpoint": cmd_upgrade_checkpoint, "back-translate": cmd_back_translate,
+            "shortlist": cmd_shortlist, "distill": cmd_distill}
 
 
 def main(argv: list[str] | None = None) -> int:

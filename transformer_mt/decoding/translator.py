@@ -18,6 +18,7 @@ attention weights a translation was made with (for ``transformer-mt plot --atten
 Decoding options beyond beam search (logits.py): sampling (``temperature``, ``top_k``, ``top_p``,
 ``seed``; ``nbest`` samples per sentence), ``no_repeat_ngram_size``, ``repetition_penalty`` and a target
 ``prefix`` per sentence. ``Translator.from_runs([A, B])`` decodes with an ensemble (ensemble.py).
+``Translator.from_run(run, shortlist=True)`` decodes every batch over the run's lexical shortlist (shortlist.py).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .ensemble import Ensemble, check_members
 from .logits import is_number, is_whole, search_options
 from .paragraphs import translate_document, translate_texts
 from .search import beam_search, greedy_search, sample_search
+from .shortlist import BatchVocabulary, Shortlist, shortlist_path
 
 log = logging.getLogger(__name__)
 
@@ -341,20 +343,26 @@ def find_checkpoint(run_dir, checkpoint: str = "best") -> Path:
 
 class Translator:
     def __init__(self, model: Transformer, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, config: Config,
-                 device: torch.device, precision: str = "fp32"):
+                 device: torch.device, precision: str = "fp32", shortlist: Shortlist | None = None):
         self.model = model.to(device).eval()
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.config = config
         self.device = device
         self.precision = precision
+        # A lexical shortlist (shortlist.py): every translate() computes only its rows of the output layer.
+        self.shortlist = shortlist
 
     @classmethod
     def from_run(cls, run_dir, checkpoint: str = "best", device: str | None = "auto",
-                 precision: str = "fp32", quantize: bool = False) -> Translator:
+                 precision: str = "fp32", quantize: bool = False, shortlist: bool | str | Path = False,
+                 shortlist_top_k: int | None = None, shortlist_frequent: int | None = None) -> Translator:
         """Load a trained model from a run directory (``checkpoint``: best, last, average or a path).
 
         ``quantize``: the linear layers multiply in int8 (CPU only; ``kernels.Int8Linear``).
+        ``shortlist``: True, decode with the run's lexical shortlist (``shortlist.npz``, see shortlist.py), or a
+        shortlist file's path; ``shortlist_top_k``/``shortlist_frequent``: lexicon entries per source piece and
+        frequent target pieces it takes (default: those the file was built with).
         """
         run_dir = Path(run_dir)
         resolved = resolve_device(device)
@@ -390,23 +398,30 @@ class Translator:
                 raise TransformerMTError(f"--quantize computes in int8 with float32 around it; it cannot be "
                                          f"combined with --precision {precision}: leave one of them out")
             quantize_linear_layers(model)
-        return cls(model, src_tok, tgt_tok, config, resolved, precision)
+        chosen = None
+        if shortlist is not False and shortlist is not None:
+            chosen = Shortlist.load(shortlist_path(run_dir) if shortlist is True else shortlist, src_tok, tgt_tok,
+                                    shortlist_top_k, shortlist_frequent)
+        return cls(model, src_tok, tgt_tok, config, resolved, precision, chosen)
 
     @classmethod
     def from_runs(cls, run_dirs: list, checkpoint: str = "best", device: str | None = "auto",
-                  precision: str = "fp32", quantize: bool = False) -> Translator:
+                  precision: str = "fp32", quantize: bool = False, shortlist: bool | str | Path = False,
+                  shortlist_top_k: int | None = None, shortlist_frequent: int | None = None) -> Translator:
         """An ensemble of the runs' models (ensemble.py), or with one run that run's Translator. The runs must
-        share their tokenizers; the decoding defaults (beam size, ...) are the first run's."""
+        share their tokenizers; the decoding defaults (beam size, ...) and the shortlist are the first run's."""
         run_dirs = list(run_dirs)
         if not run_dirs:
             raise TransformerMTError("give at least one run directory")
-        members = [cls.from_run(run_dir, checkpoint, device, precision, quantize) for run_dir in run_dirs]
+        members = [cls.from_run(run_dir, checkpoint, device, precision, quantize,
+                                shortlist if k == 0 else False, shortlist_top_k, shortlist_frequent)
+                   for k, run_dir in enumerate(run_dirs)]
         if len(members) == 1:
             return members[0]
         check_members(members, [str(run_dir) for run_dir in run_dirs])
         first = members[0]
         return cls(Ensemble([member.model for member in members]), first.src_tokenizer, first.tgt_tokenizer,
-                   first.config, first.device, precision)
+                   first.config, first.device, precision, first.shortlist)
 
     @property
     def aligns(self) -> bool:
@@ -545,21 +560,37 @@ class Translator:
             batch_prefix = None
             if prefixes is not None and any(prefixes[i] for i in rows):
                 batch_prefix = padded([prefixes[i] for i in rows], self.device)
+            batch_phrases = None if phrases is None else [phrases[i] for i in rows]
+            continuations = None if phrases is None else self._continuations()
+            model, vocabulary = self.model, None
+            if self.shortlist is not None:  # search over the batch's shortlist (shortlist.py), its ids mapped
+                forced = [] if batch_prefix is None else [t for i in rows for t in prefixes[i]]
+                forced += [t for sentence in batch_phrases or () for phrase in sentence for t in phrase]
+                vocabulary = BatchVocabulary(self.shortlist.rows(src, PAD_ID, forced))
+                model = vocabulary.model(self.model)
+                if batch_prefix is not None:
+                    batch_prefix = vocabulary.local_tensor(batch_prefix)
+                if batch_phrases is not None:
+                    batch_phrases = [[vocabulary.local(phrase) for phrase in sentence] for sentence in batch_phrases]
+                    continuations = continuations[vocabulary.rows]
             with autocast(self.device, self.precision):
                 if sampler is None and beam_size == 1 and not return_scores and not return_alignment and plain:
-                    outputs = [[tokens] for tokens in greedy_search(self.model, src, max_length_a, max_length_b,
-                                                                    incremental)]
+                    outputs = [[tokens if vocabulary is None else vocabulary.full(tokens)]
+                               for tokens in greedy_search(model, src, max_length_a, max_length_b, incremental)]
                 else:
                     if sampler is not None:
-                        hyps = sample_search(self.model, src, sampler, samples, length_penalty, max_length_a,
+                        hyps = sample_search(model, src, sampler, samples, length_penalty, max_length_a,
                                              max_length_b, repetition, batch_prefix)
                     else:  # beam size 1 with a prefix or repetition options: beam search of one beam is greedy search
-                        hyps = beam_search(self.model, src, beam_size, length_penalty, max_length_a, max_length_b,
+                        hyps = beam_search(model, src, beam_size, length_penalty, max_length_a, max_length_b,
                                            nbest, incremental, early_exit, return_attention=return_alignment,
                                            attention_layer=alignment_layer if return_alignment else None,
                                            repetition=repetition, prefix=batch_prefix,
-                                           constraints=None if phrases is None else [phrases[i] for i in rows],
-                                           continuations=None if phrases is None else self._continuations())
+                                           constraints=batch_phrases, continuations=continuations)
+                    if vocabulary is not None:
+                        for sentence_hyps in hyps:
+                            for hyp in sentence_hyps:
+                                hyp.tokens = vocabulary.full(hyp.tokens)
                     outputs = [[h.tokens for h in sentence_hyps] for sentence_hyps in hyps]
                     scores = [[h.score for h in sentence_hyps] for sentence_hyps in hyps]
             for row, (i, token_lists) in enumerate(zip(rows, outputs)):

@@ -54,12 +54,13 @@ OWNED_PATTERNS = (
     MARKER, LOCK_NAME, "config.yaml", ".run.json.*.tmp", ".config.yaml.*.tmp", "train.log", "metrics.jsonl", "cache",
     "spm.model", "spm.vocab", "spm.train.log", "spm.src.*", "spm.tgt.*", "spm*.tmp.*",
     "checkpoint_*.pt", "checkpoint_*.pt.format1", ".checkpoint_*.pt.*",
+    "shortlist.npz", ".shortlist.npz.*.tmp", "distill",  # decoding/shortlist.py, training/distill.py
 )
 # Left behind by a write that was interrupted (checkpoint, tokenizer, encoded corpus); never valid.
 # (".NAME.tmp-PID" is how versions before safe_files named them.)
 TEMPORARY_PATTERNS = (".checkpoint_*.pt.*.tmp", ".checkpoint_*.pt.tmp-*", ".checkpoint_*.pt.upgrade-*",
                       "spm*.tmp.model", "spm*.tmp.vocab", "cache/*.tmp.npz", ".run.json.*.tmp",
-                      ".config.yaml.*.tmp")
+                      ".config.yaml.*.tmp", ".shortlist.npz.*.tmp", "distill/.*.tmp")
 
 
 def _is_our_lock_file(path: Path) -> bool:
