@@ -389,3 +389,21 @@ def test_a_number_yaml_reads_as_text_gets_the_spelling_it_reads(tmp_path, writte
     with pytest.raises(TransformerMTError, match=re.escape(f"write {hint}: a dot, and a sign after the e")):
         load_config(write(tmp_path, "model: {}\n"), parse_overrides([f"training.lr={written}"]))
     assert load_config(write(tmp_path, "model: {}\n"), parse_overrides([f"training.lr={hint}"])).training.lr > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=-1e300, max_value=-1e-300), st.sampled_from(["{:e}", "{:.3E}", "{!r}", "{:g}"]))
+def test_a_negative_number_in_any_notation_is_a_value_not_an_option(value, notation):
+    """"-1e-1" and "-1E+5" are numbers (argparse took them for unknown options: "expected one argument"), as are
+    "-1" and "-.5"; the option's own check then judges the value."""
+    from transformer_mt.cli import build_parser
+
+    written = notation.format(value)
+    args = build_parser().parse_args(["translate", "--model", "run", "--length-penalty", written, "text"])
+    assert args.length_penalty == float(written)
+
+
+def test_minus_infinity_reaches_the_options_own_message(small_run):
+    result = run_cli("translate", "--model", small_run[2], "--length-penalty", "-inf", "text")
+    assert_clean_error(result, "--length-penalty")
+    assert "expected one argument" not in result.stderr

@@ -129,6 +129,8 @@ def test_no_pivot_serves_the_direct_pairs_only(models):
     ({"q": SENTENCE, "source": "de", "target": "cs"}, "en -> fr"),
     ({"q": SENTENCE, "source": "de"}, "give 'target'"),
     ({"q": SENTENCE, "source": ["de"], "target": "en"}, "not a language"),
+    ({"q": SENTENCE, "source": "de", "target": 12}, "'target' must be a language code"),
+    ({"q": SENTENCE, "source": "de", "target": {"a": 1}}, "'target' must be a language code"),
 ])
 def test_an_unknown_pair_is_a_400_naming_the_pairs(client, body, fragment):
     answer = client.post("/translate", json=body)

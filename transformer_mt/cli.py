@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -141,7 +142,15 @@ def _number(text: str) -> float:
 
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, except that a help text that cannot be written (standard output on a full device)
-    is an error: argparse itself ignores the failed write and exits 0."""
+    is an error: argparse itself ignores the failed write and exits 0; and that any number written with a
+    minus is a value (argparse reads only "-1" and "-.5" so, and takes "-1e-1", "-1e308" or "-inf" for an
+    unknown option: "expected one argument" instead of the option's own range)."""
+
+    NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = self.NEGATIVE_NUMBER  # argparse's own attribute (3.10 to 3.13)
 
     def _print_message(self, message, file=None):
         if message:

@@ -341,7 +341,10 @@ def check_many_pairs(service: Service, source, target) -> tuple[str, str]:
     reachable = registry.targets_of(src) if src != "auto" else [t for s in sources for t in registry.targets_of(s)]
     targets = {code.lower(): code for code in reachable}
     tgt = normalized_code(target) if target is not None else "auto"
-    if tgt in (None, "auto") or tgt == "":
+    if tgt is None:  # given, but no language code (a number, an object, ...)
+        raise ApiError(400, f"'target' must be a language code such as \"en\", got {target!r:.40}; this server "
+                            f"translates {shown_list(registry.pairs())}; see GET /languages")
+    if tgt in ("auto", ""):
         if len(targets) != 1:
             raise ApiError(400, f"give 'target': this server translates {shown_list(registry.pairs())}; see GET "
                                 f"/languages")

@@ -144,6 +144,11 @@ def check_archive(data: bytes, filename: str, kind: str, max_chars: int) -> None
                 with archive.open(part, mode="r") as stream:
                     while chunk := stream.read(CHUNK_BYTES):
                         chunk, carry = _whole_tags(carry + chunk)
+                        if any(declaration in chunk for declaration in _ENTITY_DECLARATIONS):
+                            # No office or e-book part needs its own entities; python-docx drops the text
+                            # after an unexpanded one without a word (one refusal here, for every format).
+                            raise DocumentError(f"{filename!r} is not read: its part {part.filename} declares XML "
+                                                f"entities, which no {kind} needs")
                         # Counted on the bytes, at the speed of C: start tags, and the text between tags that is
                         # not white space (entities count as their spelling). The format's parser reads the
                         # part afterwards, well-formedness included, once it is known to be of bounded size.
@@ -164,6 +169,9 @@ def check_archive(data: bytes, filename: str, kind: str, max_chars: int) -> None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, NotImplementedError,
             RuntimeError) as exc:
         raise DocumentError(f"{filename!r} is not a valid {kind} ({type(exc).__name__}: {exc})") from None
+
+
+_ENTITY_DECLARATIONS = tuple("<!ENTITY".encode(encoding) for encoding in ("utf-8", "utf-16-le", "utf-16-be"))
 
 
 def _refuse_counts(filename: str, kind: str, part: str, elements: int, characters: int, max_elements: int,
