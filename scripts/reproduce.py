@@ -8,7 +8,8 @@
 Training resumes if the output directory already holds a run of the same config. The best of
 checkpoint_best.pt and checkpoint_average.pt on the validation set is used for the test set.
 The row (BLEU, chrF, sacreBLEU signature, parameters, training time, machine) is appended to
---results and printed as a results table row (docs/results.md).
+--results and printed as a results table row (docs/results.md); a multilingual run gets a row per
+direction (named "<config> de-en", ...), its checkpoint chosen by the directions' mean validation BLEU.
 """
 
 from __future__ import annotations
@@ -42,32 +43,41 @@ def main() -> int:
         run_dir = Path(args.output_dir or Path("runs") / Path(args.config).stem)
         summary = train(config, run_dir, device=args.device)
         data, dec = config.data, config.decoding
-        tokenize = resolve_tokenize(dec.sacrebleu_tokenize, data.tgt_lang)
-        valid_src, valid_ref = read_lines(data.path("valid", data.src_lang)), read_lines(data.path("valid", data.tgt_lang))
+        directions = data.directions()  # one pair, or each direction of a multilingual run
+        multilingual = data.multilingual()
+
+        def translate(translator, split, direction):
+            source, reference = (read_lines(path) for path in data.split_files(split, direction))
+            hyps = translator.translate(source, target_language=direction[1] if multilingual else None)
+            return hyps, score(hyps, reference, resolve_tokenize(dec.sacrebleu_tokenize, direction[1]))
+
         candidates = ["best"] + (["average"] if (run_dir / "checkpoint_average.pt").exists() else [])
         best_name, best_translator, best_bleu = None, None, -1.0
-        for name in candidates:
+        for name in candidates:  # by validation BLEU (a multilingual run's: the mean of its directions')
             translator = Translator.from_run(run_dir, name, device=args.device or "auto")
-            bleu = score(translator.translate(valid_src), valid_ref, tokenize)["bleu"]
+            bleu = sum(translate(translator, "valid", d)[1]["bleu"] for d in directions) / len(directions)
             print(f"validation BLEU with checkpoint {name}: {bleu:.2f}")
             if bleu > best_bleu:
                 best_name, best_translator, best_bleu = name, translator, bleu
-        test_src, test_ref = read_lines(data.path("test", data.src_lang)), read_lines(data.path("test", data.tgt_lang))
-        hyps = best_translator.translate(test_src)
-        (run_dir / "test.hyp").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
-        scores = score(hyps, test_ref, tokenize)
         command = " ".join(["python scripts/reproduce.py", args.config] + [f"--set {item}" for item in args.set])
-        row = make_results_row(
-            name=Path(args.config).stem, command=command,
-            config_path=args.config, scores=scores, checkpoint=best_name, beam_size=dec.beam_size,
-            length_penalty=dec.length_penalty, num_parameters=sum(p.numel() for p in best_translator.model.parameters()),
-            train_seconds=summary["train_seconds"], steps=summary["step"])
+        rows = []
+        for direction in directions:
+            hyps, scores = translate(best_translator, "test", direction)
+            suffix = f".{direction[0]}-{direction[1]}" if multilingual else ""
+            (run_dir / f"test{suffix}.hyp").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+            rows.append(make_results_row(
+                name=Path(args.config).stem + (f" {direction[0]}-{direction[1]}" if multilingual else ""),
+                command=command, config_path=args.config, scores=scores, checkpoint=best_name,
+                beam_size=dec.beam_size, length_penalty=dec.length_penalty,
+                num_parameters=sum(p.numel() for p in best_translator.model.parameters()),
+                train_seconds=summary["train_seconds"], steps=summary["step"]))
     except TransformerMTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    append_results_row(args.results, row)
-    print(f"test BLEU {row['bleu']:.2f}, chrF {row['chrf']:.2f} ({row['signature']})")
-    print(markdown_row(row))
+    for row in rows:
+        append_results_row(args.results, row)
+        print(f"{row['name']}: test BLEU {row['bleu']:.2f}, chrF {row['chrf']:.2f} ({row['signature']})")
+        print(markdown_row(row))
     return 0
 
 

@@ -331,3 +331,24 @@ def test_the_multilingual_recipe_trains_a_few_updates_with_a_tiny_model(tmp_path
     assert summary["step"] == 2
     record = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
     assert list(record["directions"]) == ["de-en", "fr-en", "cs-en", "en-de", "en-fr", "en-cs"]
+
+
+def test_reproduce_writes_a_results_row_per_direction(corpus, tmp_path):
+    """scripts/reproduce.py on a multilingual config: a row per direction, each scored on its own test files
+    (it evaluated data.src_lang -> data.tgt_lang only, which a multilingual config does not name)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    directions = [("aa", "bb"), ("aa", "cc"), ("bb", "aa")]
+    config = tmp_path / "multi.yaml"
+    config.write_text(yaml.safe_dump(multilingual_config(corpus, directions, max_steps=2, validate_every=2).to_dict()),
+                      encoding="utf-8")
+    results = tmp_path / "results.jsonl"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce.py"
+    done = subprocess.run([sys.executable, str(script), str(config), "--output-dir", str(tmp_path / "run"),
+                           "--results", str(results), "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [row["name"] for row in rows] == [f"multi {s}-{t}" for s, t in directions]
+    assert all((tmp_path / "run" / f"test.{s}-{t}.hyp").is_file() for s, t in directions)
