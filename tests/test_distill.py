@@ -68,8 +68,9 @@ def test_distill_translates_resumes_after_an_interruption_and_trains_the_student
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["num_decoder_layers"] == 1 and saved["model"]["num_encoder_layers"] == 2
     assert saved["tokenizer"]["model"] == str(teacher / "spm.model")
-    assert saved["data"]["train_corpora"] == [{"prefix": "", "src": str(data / "train.src"),
-                                               "tgt": str(folder / "corpus0.tgt"), "weight": 1.0, "tag": ""}]
+    [corpus] = saved["data"]["train_corpora"]
+    assert {key: corpus[key] for key in ("src", "tgt", "weight", "tag")} == {
+        "src": str(data / "train.src"), "tgt": str(folder / "corpus0.tgt"), "weight": 1.0, "tag": ""}
     assert (run / "spm.model").read_bytes() == (teacher / "spm.model").read_bytes()
     assert load_checkpoint(run / "checkpoint_last.pt")["tokenizer_sha256"] == \
         load_checkpoint(teacher / "checkpoint_last.pt")["tokenizer_sha256"]
@@ -92,6 +93,12 @@ def test_distill_refuses_what_it_cannot_do_before_translating(tmp_path, small_ru
     other_pair["data"].update(src_lang="tgt", tgt_lang="src")
     with pytest.raises(TransformerMTError, match="translates src -> tgt but the student config's data is tgt -> src"):
         distill(teacher, config_from_dict(other_pair), tmp_path / "other", show_progress=False)
+    several = student(data).to_dict()  # a multilingual student: one direction only (its tokens, its files)
+    several["data"]["train_corpora"] = [{"prefix": "train", "src_lang": "src", "tgt_lang": "tgt"},
+                                        {"prefix": "train", "src_lang": "tgt", "tgt_lang": "src"}]
+    with pytest.raises(TransformerMTError, match="the student config has several directions"):
+        distill(teacher, config_from_dict(several), tmp_path / "several", show_progress=False)
+    assert not (tmp_path / "several").exists()
     given = student(data).to_dict()
     given["tokenizer"]["model"] = str(teacher / "spm.model")
     with pytest.raises(TransformerMTError, match="sets 'tokenizer.model'; distill gives the student the teacher's"):

@@ -229,8 +229,8 @@ def build_shortlist(run_dir, top_k: int = DEFAULT_TOP_K, frequent: int = DEFAULT
     src_tok, tgt_tok = load_tokenizers(run_dir, config.tokenizer.joint, config.tokenizer.vocabulary)
     data = config.data
     files = data.training_files()
-    for src_path, tgt_path, _, _ in files:
-        for path in (src_path, tgt_path):
+    for corpus in files:
+        for path in (corpus.src, corpus.tgt):
             problem = regular_file_problem(path)
             if problem is not None:
                 raise TransformerMTError(f"training file {path} of {run_dir} {problem}; the shortlist is counted on "
@@ -241,7 +241,7 @@ def build_shortlist(run_dir, top_k: int = DEFAULT_TOP_K, frequent: int = DEFAULT
     corpora = [encode_parallel(src, tgt, src_tok, tgt_tok, data.max_len, cache_dir=cache_dir,
                                unpunctuated_copies=data.unpunctuated_copies, seed=config.training.seed,
                                num_workers=data.num_workers, text_index=bool(data.subword_alpha))
-               for src, tgt, _, _ in files]
+               for src, tgt, *_ in files]
     lexicon = cooccurrence_lexicon(corpora, len(src_tok), len(tgt_tok), stored_top_k, max_pairs)
     info = {"format": SHORTLIST_FORMAT, "statistic": "dice", "pairs": lexicon.pairs, "top_k": top_k,
             "frequent": frequent, "tokenizer_sha256": _checksums(src_tok, tgt_tok)}

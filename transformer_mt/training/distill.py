@@ -77,6 +77,11 @@ def teacher_tokenizer(config: Config, teacher: Translator, teacher_dir: Path) ->
         raise TransformerMTError(f"the student config sets '{key}'; distill gives the student the teacher's tokenizer "
                                  f"and trains it from scratch: leave the tokenizer models and training.init_from empty")
     teacher_data, data = teacher.config.data, config.data
+    for which, several in ((f"--teacher {teacher_dir}", teacher_data), ("the student config", data)):
+        if several.multilingual():
+            directions = ", ".join(f"{s}-{t}" for s, t in several.directions())
+            raise TransformerMTError(f"{which} has several directions ({directions}); distill makes a student of "
+                                     f"one direction from a teacher of that direction")
     if (teacher_data.src_lang, teacher_data.tgt_lang) != (data.src_lang, data.tgt_lang):
         raise TransformerMTError(f"--teacher {teacher_dir} translates {teacher_data.src_lang} -> {teacher_data.tgt_lang} "
                                  f"but the student config's data is {data.src_lang} -> {data.tgt_lang}; give a teacher "
@@ -97,10 +102,11 @@ def student_config(config: Config, distilled: list[Path], mix_original: bool) ->
     ``mix_original``, on the original corpora too."""
     raw = config.to_dict()
     files = config.data.training_files()
-    corpora = [{"src": str(src), "tgt": str(target), "weight": weight, "tag": tag}
-               for (src, _, weight, tag), target in zip(files, distilled)]
+    corpora = [{"src": str(corpus.src), "tgt": str(target), "weight": corpus.weight, "tag": corpus.tag}
+               for corpus, target in zip(files, distilled)]
     if mix_original:
-        corpora += [{"src": str(src), "tgt": str(tgt), "weight": weight, "tag": tag} for src, tgt, weight, tag in files]
+        corpora += [{"src": str(corpus.src), "tgt": str(corpus.tgt), "weight": corpus.weight, "tag": corpus.tag}
+                    for corpus in files]
     raw["data"]["train_corpora"] = corpora
     return config_from_dict(raw, source="the student config with the teacher's translations")
 
@@ -190,13 +196,13 @@ def distill(teacher_dir, config: Config, output_dir, beam_size: int = DEFAULT_BE
     manifest = {"teacher_checkpoint": str(teacher_checkpoint.resolve()),
                 "teacher_sha256": file_sha256(teacher_checkpoint), "beam_size": beam_size,
                 "length_penalty": teacher.config.decoding.length_penalty, "chunk_lines": chunk_lines,
-                "sources": [_source_record(src) for src, _, _, _ in files]}
+                "sources": [_source_record(corpus.src) for corpus in files]}
     lock = claim_run_dir(output_dir, overwrite)  # --overwrite deletes the earlier run, translations included
     try:
         if resume and not (folder / MANIFEST).exists():
             raise TransformerMTError(f"--resume was given but {output_dir} holds no distillation to continue; start "
                                      f"without --resume")
-        distilled = translate_corpora(teacher, [src for src, _, _, _ in files], folder, config.data.tgt_lang, manifest,
+        distilled = translate_corpora(teacher, [corpus.src for corpus in files], folder, config.data.tgt_lang, manifest,
                                       chunk_lines, progress, beam_size=beam_size, batch_size=batch_size)
     finally:
         lock.release()
