@@ -109,3 +109,33 @@ def test_the_state_follows_the_tokens(phrases, tokens, met):
     for token in tokens:
         state = sentence.advance(state, token)
     assert state.met == met
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(MODELS)), st.lists(st.lists(phrase, min_size=1, max_size=2), min_size=1, max_size=3),
+       st.integers(1, 4), st.integers(1, 3))
+def test_with_no_repeat_ngrams_every_term_appears_scored_as_the_model_scores_it(seed, constraints, beam, ngram):
+    """A term's words are let through no_repeat_ngram_size (a term may repeat a word), and the score of every
+    translation is still the model's own log-probability of its tokens (the exempt ones' scores once read with
+    the hypothesis's score added twice)."""
+    from transformer_mt.data.tokenizer import BOS_ID
+    from transformer_mt.decoding.logits import RepetitionControl
+
+    model = MODELS[seed]
+    src = sources(seed, len(constraints))
+    results = beam_search(model, src, beam_size=beam, max_length_a=1.0, max_length_b=4, nbest=1,
+                          constraints=constraints, repetition=RepetitionControl(no_repeat_ngram_size=ngram))
+    for row, phrases in enumerate(constraints):
+        [best] = results[row]
+        assert best.constraints_met and all(holds(best.tokens, p) for p in phrases)
+        with torch.no_grad():
+            logits = model(src[row:row + 1], torch.tensor([[BOS_ID] + best.tokens]))[0]
+            logits[:, [PAD_ID, BOS_ID]] = float("-inf")
+            lprobs = torch.log_softmax(logits, dim=-1)
+        for ends_with_eos in (True, False):  # at the length limit a hypothesis ends without eos
+            targets = best.tokens + ([EOS_ID] if ends_with_eos else [])
+            expected = sum(float(lprobs[i, t]) for i, t in enumerate(targets))
+            if abs(expected - best.log_prob) < 1e-3:
+                break
+        else:
+            raise AssertionError(f"score {best.log_prob} is not the model's {expected}")

@@ -177,8 +177,11 @@ class ConstraintTracker:
         top_scores, top_index = candidates.topk(width, dim=1)
         # The candidates that advance a constraint, wherever they rank: their scores in one gather. A term may
         # repeat a word, so a token that goes on with a term under way (or the one a hypothesis short of room
-        # must take) reads its score without the repetition ban; one that would only start a term does not
-        # (else a hypothesis could repeat a term's first word again and again).
+        # must take, or any term's token for a hypothesis the ban leaves nothing else) reads its score without
+        # the repetition ban; one that would only start a term does not (else a hypothesis could repeat a
+        # term's first word again and again).
+        stuck = ([[False] * beams] * num_active if unbanned is None else
+                 (~torch.isfinite(candidates.view(num_active, beams, vocab)).any(-1)).tolist())
         extra: list[tuple[int, int, bool]] = []  # (row, flat index, exempt from the repetition ban)
         for row, states in enumerate(self.states):
             sentence = self.sentences[row]
@@ -187,7 +190,7 @@ class ConstraintTracker:
             for beam, state in enumerate(states):
                 short_of_room = not sentence.done(state) and steps_left[row] <= sentence.still_needed(state)
                 forced = sentence.forced_token(state) if short_of_room else None
-                extra.extend((row, beam * vocab + token, going_on or token == forced)
+                extra.extend((row, beam * vocab + token, going_on or token == forced or stuck[row][beam])
                              for token, going_on in sentence.next_tokens(state).items())
         extra_scores = []
         if extra:

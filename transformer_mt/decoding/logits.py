@@ -45,16 +45,24 @@ class RepetitionControl:
 
     def __call__(self, log_probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """``log_probs`` (rows, V) of the next token after ``tokens`` (rows, t): the hypotheses so far,
-        without the start token. Returns the adjusted log-probabilities (a new tensor)."""
+        without the start token. Returns the adjusted log-probabilities (a new tensor, or ``log_probs`` itself
+        when nothing applies yet)."""
+        return self.penalized_and_banned(log_probs, tokens)[1]
+
+    def penalized_and_banned(self, log_probs: torch.Tensor, tokens: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The log-probabilities with the repetition penalty only, and with the n-gram ban too (the same tensor
+        when nothing is banned yet): constrained search lets a term's own words through the ban."""
         if tokens.size(1) == 0:
-            return log_probs
+            return log_probs, log_probs
         if self.repetition_penalty != 1.0:
             seen = torch.zeros_like(log_probs, dtype=torch.bool).scatter_(1, tokens, True)
             log_probs = torch.where(seen, log_probs * self.repetition_penalty, log_probs)
+        penalized = log_probs
         n = self.no_repeat_ngram_size
         if n > 0 and tokens.size(1) >= n - 1:
             log_probs = block_repeated_ngrams(log_probs, tokens, n)
-        return log_probs
+        return penalized, log_probs
 
 
 def block_repeated_ngrams(log_probs: torch.Tensor, tokens: torch.Tensor, n: int) -> torch.Tensor:

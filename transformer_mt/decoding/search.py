@@ -285,9 +285,9 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
             lprobs, step_attention = step_lprobs(prev, memory, src_mask, cache, return_attention,
                                                  return_self_attention, attention_layer)
             history.append(step_attention)
-        model_lprobs = lprobs
+        model_lprobs = penalized = lprobs
         if repetition is not None:
-            lprobs = repetition(lprobs, tokens.reshape(num_active * beams, step))
+            penalized, lprobs = repetition.penalized_and_banned(lprobs, tokens.reshape(num_active * beams, step))
         if step < prefix_steps:
             # While a sentence's prefix lasts, its one finite beam is the prefix (the others stay at -inf).
             lprobs = force_prefix(lprobs, prefix[:, step].repeat_interleave(beams), model_lprobs)
@@ -296,11 +296,13 @@ def beam_search(model: Transformer, src_tokens: torch.Tensor, beam_size: int = 5
         if tracker is None:
             chosen = select_candidates(candidates, vocab, k, early_exit)
         else:
-            # A term may repeat a word: the tokens that advance a constraint are exempt from the repetition ban
-            # (the tracker reads their scores without it), or no_repeat_ngram_size could leave no hypothesis.
+            # A term may repeat a word: the tokens that advance a constraint are exempt from the n-gram ban (the
+            # tracker reads their scores without it, the repetition penalty kept), or no_repeat_ngram_size could
+            # leave no hypothesis. (``penalized`` is another tensor than ``lprobs`` only where a ban applies;
+            # ``lprobs`` has the scores added in place above.)
             unbanned = None
-            if repetition is not None and step >= prefix_steps:
-                unbanned = (model_lprobs.view(num_active, beams, vocab) + scores.unsqueeze(-1)).view(num_active, -1)
+            if penalized is not lprobs and step >= prefix_steps:
+                unbanned = (penalized.view(num_active, beams, vocab) + scores.unsqueeze(-1)).view(num_active, -1)
             chosen = tracker.select(candidates, vocab, k, [max_lens[sentence] - step for sentence in active],
                                     unbanned)
         ended, top_ended, new_beams = chosen.ended, chosen.best_ended, chosen.beams
