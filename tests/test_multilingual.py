@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -53,6 +54,7 @@ def write_parallel(root, n_train: int = 120, n_valid: int = 6, n_test: int = 6, 
 def multilingual_config(root, directions, tokenizer=None, data_keys=None, **training):
     raw = tiny_config(root, **training).to_dict()
     raw["data"]["train_corpora"] = [{"prefix": "train", "src_lang": s, "tgt_lang": t} for s, t in directions]
+    raw["data"]["src_lang"], raw["data"]["tgt_lang"] = directions[0]  # what a run of one direction reads
     raw["data"].update(data_keys or {})
     raw["tokenizer"].update({"vocab_size": 64, **(tokenizer or {})})
     return config_from_dict(raw)
@@ -352,3 +354,18 @@ def test_reproduce_writes_a_results_row_per_direction(corpus, tmp_path):
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert [row["name"] for row in rows] == [f"multi {s}-{t}" for s, t in directions]
     assert all((tmp_path / "run" / f"test.{s}-{t}.hyp").is_file() for s, t in directions)
+
+
+@pytest.mark.parametrize("corpus_keys, message", [
+    ({"src_lang": "bb", "tgt_lang": "aa"}, "the run's one direction is data.src_lang -> data.tgt_lang"),
+    ({"valid_prefix": "test"}, "a run of one direction uses 'data.valid_prefix'"),
+    ({"test_prefix": "valid"}, "a run of one direction uses 'data.test_prefix'"),
+])
+def test_a_run_of_one_direction_takes_its_direction_and_sets_from_data(corpus, corpus_keys, message):
+    """Corpus-level directions and sets are for several directions: with one, training, evaluate and the server
+    read data.*, so a corpus naming others would be trained, validated and served three different ways."""
+    raw = multilingual_config(corpus, [("aa", "bb")]).to_dict()
+    raw["data"].update(src_lang="aa", tgt_lang="bb")
+    raw["data"]["train_corpora"][0].update({"src_lang": "", "tgt_lang": "", **corpus_keys})
+    with pytest.raises(TransformerMTError, match=re.escape(message)):
+        config_from_dict(raw)

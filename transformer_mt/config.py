@@ -656,7 +656,20 @@ def _validate_directions(config: Config, source: str) -> None:
                 f"target-language tokens (>>xx<<) of a SentencePiece vocabulary of this toolkit; an imported model "
                 f"('tokenizer.vocabulary: {config.tokenizer.vocabulary}') has no room for new tokens: train one "
                 f"direction, or a new model")
-    elif data.sampling_temperature and not data.train_corpora:
+    else:  # one direction: data.src_lang -> data.tgt_lang and data's own validation and test files, everywhere
+        for i, corpus in enumerate(data.train_corpora):
+            key = f"data.train_corpora[{i}]"
+            if corpus.direction(data) != (data.src_lang, data.tgt_lang):
+                raise TransformerMTError(
+                    f"{source}: '{key}' translates {' -> '.join(corpus.direction(data))}, but the run's one direction "
+                    f"is data.src_lang -> data.tgt_lang ({data.src_lang} -> {data.tgt_lang}); set those instead "
+                    f"(a corpus's src_lang / tgt_lang are for runs of several directions)")
+            for split in ("valid", "test"):
+                if getattr(corpus, f"{split}_prefix"):
+                    raise TransformerMTError(
+                        f"{source}: key '{key}.{split}_prefix' names the {split} set of a direction of a multilingual "
+                        f"run; a run of one direction uses 'data.{split}_prefix': set that instead")
+    if data.sampling_temperature and not data.train_corpora:
         raise TransformerMTError(f"{source}: 'data.sampling_temperature' shares an epoch among 'data.train_corpora', "
                                  f"which is empty; list the corpora, or set it to 0")
 
