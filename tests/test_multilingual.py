@@ -369,3 +369,18 @@ def test_a_run_of_one_direction_takes_its_direction_and_sets_from_data(corpus, c
     raw["data"]["train_corpora"][0].update({"src_lang": "", "tgt_lang": "", **corpus_keys})
     with pytest.raises(TransformerMTError, match=re.escape(message)):
         config_from_dict(raw)
+
+
+def test_plot_attention_picks_the_direction_and_back_translate_refuses_several(trained, corpus, tmp_path):
+    trained = trained[0]
+    pytest.importorskip("matplotlib")
+    sentence = (corpus / "test.aa").read_text().splitlines()[0]
+    assert_clean_error(run_cli("plot", "--model", trained, "--attention", sentence, "--output", tmp_path / "a"),
+                       "--target-language")
+    drawn = run_cli("plot", "--model", trained, "--attention", sentence, "--target-language", "cc",
+                    "--output", tmp_path / "b")
+    assert drawn.returncode == 0, drawn.stderr
+    assert list((tmp_path / "b").glob("attention*"))
+    assert_clean_error(run_cli("back-translate", "--model", trained, "--input", corpus / "test.bb",
+                               "--output-prefix", tmp_path / "bt"), "back-translate takes a reverse model of one direction")
+    assert not list(tmp_path.glob("bt*"))

@@ -444,6 +444,7 @@ def add_plot_command(sub) -> None:
                            "the decoder's inputs, <s> and the pieces before)")
     plot.add_argument("--beam-size", type=_whole_number, metavar="N",
                       help="with --attention: beam size; 1 = greedy search (default: decoding.beam_size of the run)")
+    plot.add_argument("--target-language", metavar="LANG", help="with --attention: " + TARGET_LANGUAGE_HELP)
     plot.add_argument("--checkpoint", default="best",
                       help="with --attention: best, last, average or a checkpoint file (default: best)")
 
@@ -1298,7 +1299,8 @@ def cmd_plot(args) -> int:
             raise TransformerMTError(f"--head {args.head!r} is not a head number or 'all'") from None
     written, attention = plot_attention(args.model[0], args.attention, args.output or args.model[0],
                                         layer=args.layer, head=head, self_attention=args.self_attention,
-                                        formats=formats, beam_size=args.beam_size, checkpoint=args.checkpoint)
+                                        formats=formats, beam_size=args.beam_size, checkpoint=args.checkpoint,
+                                        target_language=args.target_language)
     print(f"translated with {attention.search}: {attention.text}")
     print("wrote " + ", ".join(str(path) for path in written))
     return 0

@@ -85,6 +85,9 @@ def back_translate(translator, input_path, output_prefix, overwrite: bool = Fals
     translate(). Returns what was written."""
     input_path = Path(input_path)
     data = translator.config.data  # the reverse model's: its source is our target language
+    if data.multilingual():  # its files would be named after one pair, its direction chosen by nobody
+        raise TransformerMTError(f"back-translate takes a reverse model of one direction; this one translates "
+                                 f"{', '.join(f'{s}-{t}' for s, t in data.directions())}")
     check_output_prefix(output_prefix)
     source_out, target_out = output_paths(output_prefix, data.tgt_lang, data.src_lang)
     for path in (source_out, target_out):

@@ -127,14 +127,15 @@ def plot_learning_curves(run_dirs: list, output_dir, formats: tuple[str, ...] = 
 
 def plot_attention(model, sentence: str, output_dir, layer: int | None = None, head: int | str | None = None,
                    self_attention: bool = False, formats: tuple[str, ...] = ("png",), beam_size: int | None = None,
-                   checkpoint: str = "best"):
+                   checkpoint: str = "best", target_language: str | None = None):
     """Translate ``sentence`` and draw its attention; return (files written, the SentenceAttention).
 
     ``model``: a run directory or a :class:`~transformer_mt.decoding.translator.Translator`. ``layer``: one
     decoder layer, numbered from 1 (default: all, one figure each). ``head``: None averages the
     heads, a number (from 1) draws that head, "all" draws one figure per head. ``self_attention``
     also draws the decoder self-attention. ``beam_size`` (default: the run's decoding.beam_size)
-    1 decodes with greedy search, more with beam search.
+    1 decodes with greedy search, more with beam search. ``target_language``: the direction of a multilingual
+    model.
     """
     from ..decoding.translator import Translator
 
@@ -150,7 +151,8 @@ def plot_attention(model, sentence: str, output_dir, layer: int | None = None, h
     if head is not None and head != "all" and not (isinstance(head, int) and 1 <= head <= num_heads):
         raise TransformerMTError(f"--head {head} does not exist: the model has {num_heads} attention heads, "
                                  f"numbered 1 to {num_heads} (or 'all')")
-    attention = translator.attention(sentence, beam_size, self_attention=self_attention)
+    attention = translator.attention(sentence, beam_size, self_attention=self_attention,
+                                     target_language=target_language)
     output_dir = _output_folder(output_dir)
     layers = [layer] if layer is not None else list(range(1, num_layers + 1))
     heads = [None] if head is None else list(range(1, num_heads + 1)) if head == "all" else [head]
