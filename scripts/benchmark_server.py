@@ -127,12 +127,12 @@ def load(base: str, sentences: list[str] | list[dict], clients: int) -> dict:
 
 
 def test_requests(folder: Path, count: int) -> list[dict]:
-    """The first ``count`` sentences of a run's test split, as /translate requests of each pair it serves."""
-    served = describe_folder(folder)
+    """The first ``count`` sentences of each direction's test split (a multilingual run has several), as
+    /translate requests of the pairs the run serves."""
     data = load_config(folder / "config.yaml", environment=False).data
-    sentences = read_lines(data.path("test", data.src_lang))[:count]
-    return [{"q": sentence, "source": served.source, "target": target}
-            for target in served.targets for sentence in sentences]
+    return [{"q": sentence, "source": source, "target": target}
+            for source, target in describe_folder(folder).served_pairs()
+            for sentence in read_lines(data.split_files("test", (source, target))[0])[:count]]
 
 
 def benchmark_many(args) -> int:
