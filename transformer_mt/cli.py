@@ -618,7 +618,7 @@ def _prefixes(args, count: int, what: str) -> dict:
         return {"prefix": args.prefix}
     if args.prefix_file is None:
         return {}
-    prefixes = read_lines(args.prefix_file)
+    prefixes = read_lines(args.prefix_file, "--prefix-file")
     if len(prefixes) != count:
         raise TransformerMTError(f"--prefix-file {args.prefix_file} has {len(prefixes)} lines but {what} has {count}; "
                                  f"give one prefix per input line (an empty line for none)")
@@ -644,16 +644,20 @@ def _read_stdin_text(prompt: str = "reading an HTML document from standard input
     if sys.stdin is None:  # file descriptor 0 closed (<&-): Python has no standard input at all
         raise TransformerMTError("standard input is closed; give the text as arguments, or --input FILE, or "
                                  "redirect a file into the command (< file)")
+    from .data.corpus import MAX_TEXT_BYTES, SPLIT_IT
+    from .safe_files import read_within
+
     if sys.stdin.isatty():
         print(prompt, file=sys.stderr)
-    return _decode_utf8(sys.stdin.buffer.read(), "standard input", keep_bom)
+    return _decode_utf8(read_within(sys.stdin.buffer, MAX_TEXT_BYTES, "standard input", SPLIT_IT), "standard input",
+                        keep_bom)
 
 
 def _read_document(path) -> str:
-    """A whole file as text (an HTML document), with clear errors."""
+    """A whole --input file as text (an HTML document, wrapped paragraphs), with clear errors."""
     from .data.batches import read_bytes
 
-    return _decode_utf8(read_bytes(path), f"file {path}")
+    return _decode_utf8(read_bytes(path, "--input"), f"--input {path}")
 
 
 def _decode_utf8(raw: bytes, name: str, keep_bom: bool = False) -> str:
@@ -707,7 +711,7 @@ def _read_hyp_ref(args) -> tuple[list[str], list[str]]:
     if args.output:
         raise TransformerMTError("--output writes the model's translations, and --hyp translates nothing; "
                                  "leave --output out")
-    hyps, refs = read_lines(args.hyp), read_lines(args.ref)
+    hyps, refs = read_lines(args.hyp, "--hyp"), read_lines(args.ref, "--ref")
     if len(hyps) != len(refs):
         raise TransformerMTError(f"--hyp {args.hyp} has {len(hyps)} lines but --ref {args.ref} has {len(refs)}; "
                                  f"line i of the translations must go with line i of the references")
@@ -784,7 +788,7 @@ def cmd_translate(args) -> int:
         texts = [_read_document(args.input) if args.input else _read_stdin_text("reading text from standard input "
                                                                                  "(Ctrl-D to end)")]
     elif args.input:
-        texts = read_lines(args.input)
+        texts = read_lines(args.input, "--input")
     else:
         texts = _read_stdin()
     if args.paragraphs and (args.format == "html" or args.sentences or sentence_level):
@@ -824,7 +828,7 @@ def cmd_translate(args) -> int:
 
 
 def cmd_translate_file(args) -> int:
-    from .data.corpus import open_binary
+    from .data.corpus import read_bytes
     from .safe_files import write_output
     from .text.documents import MAX_DOCUMENT_BYTES, document_extension
 
@@ -834,14 +838,8 @@ def cmd_translate_file(args) -> int:
                                  f"give --output a name ending in {extension}")
     _check_output(args.output)
     _check_output_is_not_input(args.output, {"input": args.input})
-    with open_binary(Path(args.input)) as handle:
-        try:
-            data = handle.read(MAX_DOCUMENT_BYTES + 1)  # bounded: a huge file is refused, not read whole
-        except OSError as exc:
-            raise TransformerMTError(f"{args.input} cannot be read: {exc.strerror}") from None
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise TransformerMTError(f"{args.input} is larger than {MAX_DOCUMENT_BYTES} bytes, more than a document "
-                                 f"translated at once; split it into smaller files")
+    data = read_bytes(args.input, "document", MAX_DOCUMENT_BYTES, "a document is translated at once: split it into "
+                                                                 "smaller files")
     translator = _load_translator(args)
     translated = translator.translate_document(data, str(args.input), split_sentences=args.split_sentences,
                                                **_decode_kwargs(args))
@@ -923,6 +921,9 @@ def _check_can_listen(host: str, port: int) -> None:
                                      f"(or stop the server using it)") from None
 
 
+MAX_KEY_FILE_BYTES = 1 << 20  # 10,000 keys of 100 characters: no key file is larger
+
+
 def cmd_serve(args) -> int:
     from .data.batches import read_lines
 
@@ -959,7 +960,9 @@ def cmd_serve(args) -> int:
     torch.set_num_threads(threads)  # process-wide, so here at the entry point
     api_keys = None
     if args.api_key_file:
-        api_keys = {line.strip() for line in read_lines(args.api_key_file) if line.strip()}
+        api_keys = {line.strip() for line in read_lines(args.api_key_file, "--api-key-file", limit=MAX_KEY_FILE_BYTES,
+                                                          fix="give a file of API keys, one a line")
+                    if line.strip()}
         if not api_keys:
             raise TransformerMTError(f"--api-key-file {args.api_key_file} holds no key (one per line)")
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sentences_per_request=args.max_sentences_per_request,

@@ -38,11 +38,11 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from ..config import DataConfig, ModelConfig, TokenizerConfig, config_from_dict, save_config
-from ..data.tokenizer_files import BOS_ID, EOS_ID, PAD_ID, UNK_ID, check_model_file, ids_paths
+from ..data.tokenizer_files import BOS_ID, EOS_ID, MAX_MODEL_BYTES, PAD_ID, UNK_ID, check_model_file, ids_paths
 from ..errors import TransformerMTError
 from ..files import file_sha256
 from ..model import PositionalEncoding, Transformer, build_model
-from ..safe_files import write_run_file
+from ..safe_files import read_user_file, write_run_file
 from ..training.rundir import record_in_marker, write_marker
 from .hf_files import read_json, read_weights, write_run_dir
 
@@ -287,7 +287,9 @@ def import_marian(hf_dir, hf_config: dict, output_dir) -> dict:
     def write(folder):
         write_marker(folder)
         for name, copy in (("source.spm", "spm.src.model"), ("target.spm", "spm.tgt.model")):
-            write_run_file(folder / copy, (hf_dir / name).read_bytes())
+            # by descriptor (never another user's link), bounded as check_model_file checked it
+            write_run_file(folder / copy, read_user_file(hf_dir / name, name, limit=MAX_MODEL_BYTES,
+                                                         fix="the model directory is damaged: download it again"))
         for names, ids in ((src_names, "spm.src.ids.json"), (tgt_names, "spm.tgt.ids.json")):
             write_run_file(folder / ids, json.dumps(names, ensure_ascii=False))
         save_config(config, folder / "config.yaml")

@@ -178,7 +178,8 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict, dict]:
     def on_file(file) -> None:
         name = (file.field_name or b"").decode("utf-8", "replace")
         file.file_object.seek(0)
-        files[name] = ((file.file_name or b"").decode("utf-8", "replace"), file.file_object.read())
+        # In memory (MAX_MEMORY_FILE_SIZE below), a part of the body, which read_body bounded.
+        files[name] = ((file.file_name or b"").decode("utf-8", "replace"), file.file_object.read(len(body)))
 
     headers = {"Content-Type": content_type.encode("latin-1"), "Content-Length": str(len(body)).encode()}
     try:
