@@ -548,24 +548,48 @@ def _load_translator(args):
                                 precision=args.precision, quantize=args.quantize)
 
 
+def _remove_when_the_process_ends(path) -> None:
+    """Delete ``path`` when this command ends: at exit (Ctrl-C included: KeyboardInterrupt ends in an exit), and on
+    SIGTERM, which would otherwise end the process without any clean-up. The process then still ends by SIGTERM
+    (after uvicorn's graceful stop, which hands the signal on to this handler), as a service manager expects."""
+    import atexit
+    import signal
+    import threading
+
+    from .safe_files import remove
+
+    atexit.register(remove, path, ignore_errors=True)
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous not in (signal.SIG_DFL, None):
+        return  # a handler of someone else's (or no way to set one): it decides how the process ends
+
+    def end_by_sigterm(signum, frame):
+        remove(path, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, end_by_sigterm)
+
+
 def _load_ctranslate2(args, model):
     """A CTranslate2Translator for --model: an export directory, or a run directory exported now."""
-    import atexit
     import tempfile
 
     from .interop.ct2_translator import CTranslate2Translator
     from .interop.ctranslate2_export import EXPORT_INFO, export_ctranslate2
-    from .safe_files import remove
 
     model = Path(model)
     if not (model / EXPORT_INFO).is_file():
         if not model.is_dir():
             raise TransformerMTError(f"--model {model} does not exist; give an export directory or a run directory")
+        # A folder of the caller's own (mode 700) in the caller's temporary folder ($TMPDIR, else /tmp), gone when
+        # the command ends, however it ends.
         temporary = tempfile.mkdtemp(prefix="transformer-mt-ct2-")
-        atexit.register(remove, temporary, ignore_errors=True)
+        _remove_when_the_process_ends(temporary)
         export_dir = Path(temporary) / "model"
-        print(f"exporting {model} (checkpoint {args.checkpoint}) to CTranslate2 in {export_dir}; export once with "
-              f"'transformer-mt export' to skip this", file=sys.stderr)
+        print(f"exporting {model} (checkpoint {args.checkpoint}) to CTranslate2 in {export_dir} (removed when the "
+              f"command ends; $TMPDIR chooses the folder); export once with 'transformer-mt export' to skip this",
+              file=sys.stderr)
         export_ctranslate2(model, export_dir, checkpoint=args.checkpoint)
         model = export_dir
     compute_type = "int8" if args.quantize else {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[args.precision]
