@@ -328,8 +328,10 @@ def add_serve_command(sub) -> None:
                        help="sentences waiting at most; more gets 503 with Retry-After (default: 2048)")
     serve.add_argument("--max-sentences-per-request", type=_whole_number, default=256, metavar="N",
                        help="sentences in one request at most; more gets 413 (default: 256)")
-    serve.add_argument("--max-chars-per-sentence", type=_whole_number, default=5000, metavar="N",
-                       help="characters per sentence at most; more gets 413 (default: 5000)")
+    serve.add_argument("--max-chars-per-text", "--max-chars-per-sentence", type=_whole_number, default=5000,
+                       metavar="N", help="characters in one text of a request at most (a text may hold many "
+                                         "sentences; --max-chars-per-sentence is its old name); more gets 413 "
+                                         "(default: 5000)")
     serve.add_argument("--max-chars-per-request", type=_whole_number, default=20000, metavar="N",
                        help="characters in one request at most (bounds how long it holds the decoder); more gets "
                             "413 (default: 20000)")
@@ -963,7 +965,7 @@ def cmd_serve(args) -> int:
         raise TransformerMTError(f"serving needs the [serve] extra ({exc.name} is not installed): "
                                  f"pip install 'transformer-mt[serve]'") from None
     for option in ("max_batch_sentences", "max_queue_sentences", "max_sentences_per_request",
-                   "max_chars_per_sentence", "max_chars_per_request", "max_body_bytes", "max_file_bytes",
+                   "max_chars_per_text", "max_chars_per_request", "max_body_bytes", "max_file_bytes",
                    "max_file_chars"):
         if getattr(args, option) < 1:
             raise TransformerMTError(f"--{option.replace('_', '-')} must be at least 1")
@@ -990,7 +992,7 @@ def cmd_serve(args) -> int:
         if not api_keys:
             raise TransformerMTError(f"--api-key-file {args.api_key_file} holds no key (one per line)")
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sentences_per_request=args.max_sentences_per_request,
-                         max_chars_per_sentence=args.max_chars_per_sentence,
+                         max_chars_per_text=args.max_chars_per_text,
                          max_chars_per_request=args.max_chars_per_request, max_file_bytes=args.max_file_bytes,
                          max_file_chars=args.max_file_chars)
     if args.models_dir is not None:

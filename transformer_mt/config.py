@@ -264,6 +264,7 @@ MINIMUMS = {
     "decoding.valid_beam_size": (1, True),
     "decoding.no_repeat_ngram_size": (0, True),
     "decoding.repetition_penalty": (1e-30, True),  # decoding/logits.py SCALE_MIN
+    "decoding.length_penalty": (-10.0, True),  # decoding/translator.py MAX_LENGTH_PENALTY
 }
 MAXIMUMS = {
     "data.unpunctuated_copies": 1.0,
@@ -280,6 +281,11 @@ MAXIMUMS = {
     "model.num_encoder_layers": 1000,
     "model.num_decoder_layers": 1000,
     "decoding.repetition_penalty": 1e30,  # as --repetition-penalty (decoding/logits.py SCALE_MAX)
+    # As translate() checks them (decoding/translator.py MAX_LENGTH_A, MAX_LENGTH_B, MAX_LENGTH_PENALTY): refused
+    # where the config is read (a checkpoint's stored config included), naming the key, not when decoding.
+    "decoding.max_length_a": 100.0,
+    "decoding.max_length_b": 100_000,
+    "decoding.length_penalty": 10.0,
     # One batch of more tokens than this needs tens of GB before its first update (one of 10**15 took 20 GB and
     # could not be stopped); a big GPU's batches are ~25,000 tokens, accumulated with training.accumulate.
     "training.batch_tokens": 10_000_000,

@@ -667,10 +667,12 @@ def _open_entry(entry: Path, src_vocab: int, tgt_vocab: int, text_index: bool = 
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def _write_error(cache_dir: Path, exc: OSError) -> TransformerMTError:
+def _write_error(cache_dir: Path, exc: OSError, what: str | None = None) -> TransformerMTError:
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     return TransformerMTError(
-        f"the encoded corpus cannot be written to {cache_dir}: {exc.strerror}; free some space there or "
-        f"point 'data.cache_dir' at a writable directory with room for it"
+        f"the encoded corpus cannot be written to {cache_dir}: {f'{what} ({exc.strerror})' if what else exc.strerror}; "
+        + ("free some space there or point 'data.cache_dir' at a writable directory with room for it" if full
+           else "point 'data.cache_dir' at a directory of your own that you can write to (e.g. under your home)")
     )
 
 
@@ -680,10 +682,8 @@ def _exclusive_lock(lock_path: Path, purpose: str):
     try:
         # never through a link planted under the lock's name (O_CREAT would create the file it points at)
         fd = _open_lock(lock_path)
-    except OSError as exc:
-        if exc.errno in WRITE_ERRNOS:
-            raise _write_error(lock_path.parent, exc) from None
-        raise
+    except OSError as exc:  # e.g. /proc or /sys, where no file can be created (ENOENT): the folder, not the run
+        raise _write_error(lock_path.parent, exc, "its lock file cannot be created there") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

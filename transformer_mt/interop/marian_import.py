@@ -76,6 +76,10 @@ def marian_model_config(config: dict, shared: bool, tied: bool, where: str) -> M
     if activation is None:
         raise TransformerMTError(f"{where}: activation_function {config.get('activation_function')!r} is not one "
                                  f"of {', '.join(ACTIVATIONS)}")
+    if get("max_position_embeddings") < 2:  # a piece and the source's </s>: data.max_len is one less
+        raise TransformerMTError(f"{where}: 'max_position_embeddings' is {get('max_position_embeddings')}, but a model "
+                                 f"needs at least 2 positions (a piece and the source's </s>); the config.json is "
+                                 f"damaged: download it again")
     for key in ("normalize_before", "add_final_layer_norm", "normalize_embedding"):
         if config.get(key, False):  # MBart-style layer norms that Marian models do not have
             raise TransformerMTError(f"{where}: '{key}: true' is not a Marian (OPUS-MT) model; it cannot be imported")

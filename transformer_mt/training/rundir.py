@@ -188,7 +188,14 @@ def claim_run_dir(run_dir, overwrite: bool) -> RunLock:
         raise TransformerMTError(
             f"cannot create output directory {run_dir}: {os.strerror(exc.errno)}; choose another --output-dir or "
             f"fix the permissions of its parent") from None
-    if others and not is_run_dir(run_dir):
+    problem = marker_problem(run_dir) if others else None
+    if problem is not None and problem != "does not exist":  # a run.json is there, but not ours
+        raise TransformerMTError(
+            f"output directory {run_dir} holds files and its {MARKER} {problem}, so it is not known to be a "
+            f"transformer-mt run directory; training never writes into or deletes such a folder, with or without "
+            f"--overwrite. If it is a run of yours, put its {MARKER} back (copy the run directory again); otherwise "
+            f"choose a new or empty --output-dir")
+    if problem is not None:
         shown = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
         raise TransformerMTError(
             f"output directory {run_dir} already holds files ({shown}) and is not a transformer-mt run directory "
