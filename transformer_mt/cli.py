@@ -618,17 +618,12 @@ def _decode_kwargs(args) -> dict:
 
 
 def _read_glossary(path):
-    from .safe_files import open_user_file
+    from .safe_files import read_user_file
     from .text.glossary import MAX_ENTRIES, MAX_TERM_CHARS, read_glossary
 
     limit = MAX_ENTRIES * (2 * MAX_TERM_CHARS + 2) * 4  # the largest glossary there is, in UTF-8 (4 bytes a char)
-    with open_user_file(path, "--glossary") as handle:
-        try:
-            data = handle.read(limit + 1)  # bounded: a huge file is refused, not read whole
-        except OSError as exc:
-            raise TransformerMTError(f"--glossary {path} cannot be read: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise TransformerMTError(f"--glossary {path} is larger than a glossary of {MAX_ENTRIES:,} entries can be")
+    data = read_user_file(path, "--glossary", limit=limit,
+                          fix=f"no glossary of {MAX_ENTRIES:,} entries (the most there may be) is larger: is it the right file?")
     return read_glossary(data, str(path))
 
 
