@@ -153,7 +153,7 @@ def _plain_pickle_globals(path) -> list[str]:
     try:
         from .safe_files import open_for_reading
 
-        with open_for_reading(path) as handle:
+        with open_for_reading(path, wait_for_a_writer=False) as handle:
             while handle.peek(1) if hasattr(handle, "peek") else False:
                 for opcode, arg, _ in pickletools.genops(handle):
                     if isinstance(arg, str):

@@ -724,11 +724,12 @@ def _open_for_reading(target: _Target, path) -> int:
         raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
 
 
-def open_for_reading(path, option: str | None = None) -> BinaryIO:
+def open_for_reading(path, option: str | None = None, wait_for_a_writer: bool = True) -> BinaryIO:
     """A user's file (a corpus, an input, a checkpoint) opened for reading bytes, resolved as everything else (a
     link of another user is refused). A regular file is opened whoever owns it; a FIFO or device only when it is
     the caller's or root's, or one of the process's own descriptors (``/dev/stdin``, ``<(...)``), and its open
-    never blocks (reading it waits for its writer, as a shell's ``<`` does). OSError as ``open`` raises it."""
+    never blocks; a FIFO then waits for its writer (``wait_for_a_writer``), as a shell's ``<`` does, unless the
+    caller refuses anything but a regular file anyway. OSError as ``open`` raises it."""
     try:
         with _resolve(path, option, follow_last=True) as target:
             info = target.lstat()
@@ -743,7 +744,7 @@ def open_for_reading(path, option: str | None = None) -> BinaryIO:
             fd = _open_inspected(target, info, os.O_RDONLY, "read")
     except _PathProblem as exc:  # a missing folder on the way reads as the OSError callers expect
         raise OSError(exc.errno, os.strerror(exc.errno), os.fspath(path)) from None
-    if stat.S_ISFIFO(info.st_mode):
+    if stat.S_ISFIFO(info.st_mode) and wait_for_a_writer:
         fd = _wait_for_a_writer(fd)
     return os.fdopen(fd, "rb")
 
@@ -842,7 +843,7 @@ def open_user_file(path, what: str) -> BinaryIO:
     and checked on the opened descriptor: a FIFO, device or socket swapped in after any earlier look by name
     is refused, not read (a FIFO would block for good). ``what`` names the file in messages ("checkpoint")."""
     try:
-        handle = open_for_reading(path)
+        handle = open_for_reading(path, wait_for_a_writer=False)  # anything but a regular file is refused below
     except OSError as exc:
         raise TransformerMTError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
     info = os.fstat(handle.fileno())
