@@ -771,7 +771,8 @@ def load_config(path, overrides: dict | None = None, environment: bool = True) -
         from .safe_files import read_user_file
 
         # By descriptor (never another user's link), and bounded: a config is a few kB.
-        text = read_user_file(path, "config file", limit=MAX_CONFIG_BYTES).decode("utf-8")
+        text = read_user_file(path, "config file", limit=MAX_CONFIG_BYTES,
+                              fix="a config is a few kB: is it the right file?").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TransformerMTError(f"config file {path} is not valid UTF-8 (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
