@@ -10,13 +10,17 @@ shared vocabulary, pre-norm/gelu, and separate source/target vocabularies withou
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
 pytest.importorskip("ctranslate2")
 
-from conftest import tiny_config, write_reverse_corpus  # noqa: E402
+from conftest import free_port, tiny_config, write_reverse_corpus  # noqa: E402
 
 from transformer_mt import Translator, train  # noqa: E402
 from transformer_mt.config import config_from_dict  # noqa: E402
@@ -264,3 +268,38 @@ def test_cli_export_translate_and_serve_with_the_ctranslate2_engine(base, corpus
         assert info["engine"] == "ctranslate2" and info["compute_type"] == "float32"
     finally:
         stop_server(server)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_serve_with_a_temporary_ctranslate2_export_removes_it_on_sigterm(small_run, tmp_path):
+    """``serve --engine ctranslate2 --model RUN`` exports the run to a temporary folder first (issue 39, D3): once
+    it stayed in /tmp for good: SIGTERM (how a service manager stops the server) ended
+    the process without running its clean-up. The server still ends by SIGTERM, as a service manager expects."""
+    import urllib.request
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "transformer_mt.cli", "serve", "--model", str(small_run[2]),
+                               "--engine", "ctranslate2", "--port", str(port), "--device", "cpu"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "TMPDIR": str(temporary)})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.communicate()[1]
+                time.sleep(0.2)
+        exports = list(temporary.glob("transformer-mt-ct2-*"))
+        assert len(exports) == 1 and (exports[0] / "model").is_dir()
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == -signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    assert list(temporary.iterdir()) == [], stderr

@@ -464,6 +464,7 @@ def test_weights_that_are_not_finite_are_refused_naming_the_file_and_tensor(tmp_
     ("nested", "nests its brackets too deeply"),
     ("deep", "key 'model.num_encoder_layers' must be <= 1000, got 1000000"),
     ("wide", "more than this machine's memory"),
+    ("no_positions", "'max_position_embeddings' is 0, but a model needs at least 2 positions"),  # not data.max_len
 ])
 def test_a_config_json_too_large_to_build_is_refused_before_anything_is_allocated(tmp_path, spm_models, damage,
                                                                                 message):
@@ -476,6 +477,8 @@ def test_a_config_json_too_large_to_build_is_refused_before_anything_is_allocate
         (hf / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     elif damage == "deep":  # a million layers of width 16: once minutes and 10 GB before anything was said
         config.update(encoder_layers=1_000_000, decoder_layers=1_000_000, d_model=16)
+    elif damage == "no_positions":
+        config.update(max_position_embeddings=0)
     else:
         config.update(d_model=2**20, encoder_ffn_dim=2**20, decoder_ffn_dim=2**20)
     if damage != "nested":

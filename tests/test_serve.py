@@ -33,7 +33,7 @@ live = live_app  # the app on a real server in a thread (conftest)
 @pytest.fixture(scope="module")
 def client(translator):
     app = create_app(translator, limits=ServeLimits(max_body_bytes=4000, max_sentences_per_request=8,
-                                                    max_chars_per_sentence=200, max_chars_per_request=1000),
+                                                    max_chars_per_text=200, max_chars_per_request=1000),
                      max_wait_ms=1)
     with live(app) as http:
         yield http
@@ -171,7 +171,7 @@ def test_native_api_returns_alignments_when_asked(client, translator):
     ({"q": "ba", "alternatives": "many"}, 400, "'alternatives' must be a whole number"),
     ({"q": "ba", "alternatives": 20}, 400, "above this server's limits"),
     ({"q": ["ba"] * 9}, 413, "the limit is 8 (max_sentences_per_request)"),
-    ({"q": "ba " * 100}, 413, "the limit is 200 (max_chars_per_sentence)"),
+    ({"q": "ba " * 100}, 413, "the limit per text is 200 (max_chars_per_text, serve --max-chars-per-text)"),
     ({"q": ["ba " * 60] * 7}, 413, "the limit is 1000 (max_chars_per_request)"),
 ])
 def test_bad_libretranslate_requests_get_json_errors(client, body, status, fragment):
@@ -426,7 +426,7 @@ def test_the_web_page_translates_in_a_real_browser(small_run, translator, tmp_pa
     second = segmented.join([t[1].text for t in expected], "tgt")
     assert alternatives == ([second] if second != shown else [])
     assert shown_html.startswith('<p class="c">') and preview_visible
-    assert "max_chars_per_sentence" in error
+    assert "max_chars_per_text" in error
 
 
 def test_the_web_page_translates_a_file_in_a_real_browser(small_run, translator, tmp_path):

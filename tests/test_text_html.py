@@ -135,6 +135,22 @@ def test_protected_elements_and_attributes_come_back_as_they_were():
     assert output.startswith("<p>EINS. ZWEI.</p>")
 
 
+@pytest.mark.parametrize("element", [
+    "<noframes><p>Your <b>browser</b> shows no frames.</p></noframes>",
+    "<noembed><b>No</b> plug-in: <a href='/x'>download</a> it.</noembed>",
+    "<xmp>Write <b>bold</b> as <b>.</xmp>",
+])
+def test_raw_text_elements_are_left_as_they_were(element):
+    """<noframes>, <noembed> and <xmp> are raw text to the HTML parser, as <style> is: their content is one text
+    node, markup included. Translated as text, the tags in it were sentences of their own ('<p>Your <b>browser</b>
+    shows no frames.', '</p>') and came back mangled; browsers never show <noframes> or <noembed> at all."""
+    html = f"<p>One dog.</p>{element}<p>Two cats.</p>"
+    segmented = segment_html(html, "en")
+    assert segmented.sentences == ["One dog.", "Two cats."]
+    output = segmented.join(["EIN HUND.", "ZWEI KATZEN."], None, "de")
+    assert output == f"<p>EIN HUND.</p>{element}<p>ZWEI KATZEN.</p>"
+
+
 def test_entities_and_non_ascii_round_trip():
     html = "<p>Caf&eacute; &amp; cr&egrave;me, 1 &lt; 2 &gt; 0, 日本語, &#128512;.</p>"
     segmented = segment_html(html, "en")

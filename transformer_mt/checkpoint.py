@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import model as models
 from .errors import TransformerMTError
 from .files import file_sha256
-from .safe_files import open_user_file
+from .safe_files import amount, open_user_file
 
 FORMAT_VERSION = 2
 
@@ -152,7 +153,7 @@ def _plain_pickle_globals(path) -> list[str]:
     try:
         from .safe_files import open_for_reading
 
-        with open_for_reading(path) as handle:
+        with open_for_reading(path, wait_for_a_writer=False) as handle:
             while handle.peek(1) if hasattr(handle, "peek") else False:
                 for opcode, arg, _ in pickletools.genops(handle):
                     if isinstance(arg, str):
@@ -185,6 +186,42 @@ def _unsafe_globals(path, exc: Exception) -> list[str]:
 
 
 ANOTHER_CHECKPOINT = "use another checkpoint of the run (e.g. --checkpoint last) or train again"
+# The pickle of a torch file holds its structure (dicts, the config, names); the tensors are entries of their own.
+# Ours are a few kB; unpickled objects take many times the pickle's bytes, so a large one is refused unread.
+MAX_PICKLE_BYTES = 64 << 20
+
+
+def load_torch_file(handle, name: str, **kwargs):
+    """``torch.load(handle, weights_only=True, **kwargs)`` after an estimate of the memory loading takes,
+    made before anything is allocated (see :func:`check_torch_file_fits`). ``name`` names the file in
+    messages ("checkpoint runs/a/checkpoint_best.pt")."""
+    check_torch_file_fits(handle, name)
+    return torch.load(handle, weights_only=True, **kwargs)
+
+
+def check_torch_file_fits(handle, name: str) -> None:
+    """Refuse a torch file whose tensors would not fit this machine's memory once loaded, from its zip
+    directory (each tensor is an entry, its size recorded there), or from its size for the older plain-pickle
+    format; and one whose pickle is far larger than any checkpoint's structure. A sparse or crafted file
+    that declares terabytes is refused here, not by the kernel's out-of-memory killer."""
+    needed, pickled = os.fstat(handle.fileno()).st_size, 0
+    try:
+        with zipfile.ZipFile(handle) as archive:  # given a handle, ZipFile leaves it open
+            entries = archive.infolist()
+            needed = sum(entry.file_size for entry in entries)
+            pickled = sum(entry.file_size for entry in entries if entry.filename.endswith(".pkl"))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        pass  # not a zip: torch's older format, or damaged (torch.load says which)
+    finally:
+        handle.seek(0)
+    if pickled > MAX_PICKLE_BYTES:
+        raise TransformerMTError(f"{name} holds a pickle of {amount(pickled)}, where a checkpoint's is a few kB "
+                                 f"(its tensors are stored beside it); it is damaged or crafted, and was not loaded")
+    memory = models._physical_memory()
+    if memory is not None and needed > memory:
+        raise TransformerMTError(f"{name} holds {amount(needed)} of tensors, more than this machine's memory "
+                                 f"({amount(memory)}); it was not loaded: use a machine with more memory, or check "
+                                 f"that it is the right file (a damaged one may declare sizes it does not hold)")
 
 
 def load_checkpoint(path, map_location="cpu", fix: str = ANOTHER_CHECKPOINT) -> dict:
@@ -200,7 +237,7 @@ def load_checkpoint(path, map_location="cpu", fix: str = ANOTHER_CHECKPOINT) -> 
         with warnings.catch_warnings():  # torch warns about a plain pickle's protocol before refusing it
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             with open_user_file(path, "checkpoint") as handle:  # by descriptor: never another user's link
-                state = torch.load(handle, map_location=map_location, weights_only=True)
+                state = load_torch_file(handle, f"checkpoint {path}", map_location=map_location)
     except pickle.UnpicklingError as exc:
         unsafe = _unsafe_globals(path, exc)
         if not unsafe:
@@ -368,7 +405,7 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
         with torch.serialization.safe_globals(list(FORMAT1_GLOBALS)), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             with open_user_file(path, "checkpoint") as handle:
-                state = torch.load(handle, map_location="cpu", weights_only=True)
+                state = load_torch_file(handle, f"checkpoint {path}", map_location="cpu")
     except pickle.UnpicklingError as exc:
         unsafe = [name for name in _unsafe_globals(path, exc) if name not in FORMAT1_GLOBAL_NAMES]
         if not unsafe:
@@ -377,6 +414,8 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
             f"checkpoint {path} cannot be upgraded: besides the numpy RNG state of format 1 it holds "
             f"{', '.join(unsafe[:3])}, which no transformer-mt checkpoint does; it may be crafted to run code "
             f"and was not loaded") from None
+    except TransformerMTError:  # refused before loading (too large for this machine)
+        raise
     except Exception as exc:  # noqa: BLE001 -- torch raises many types for damaged files
         raise TransformerMTError(f"checkpoint {path} cannot be read ({type(exc).__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:

@@ -358,8 +358,10 @@ def add_serve_command(sub) -> None:
                        help="sentences waiting at most; more gets 503 with Retry-After (default: 2048)")
     serve.add_argument("--max-sentences-per-request", type=_whole_number, default=256, metavar="N",
                        help="sentences in one request at most; more gets 413 (default: 256)")
-    serve.add_argument("--max-chars-per-sentence", type=_whole_number, default=5000, metavar="N",
-                       help="characters per sentence at most; more gets 413 (default: 5000)")
+    serve.add_argument("--max-chars-per-text", "--max-chars-per-sentence", type=_whole_number, default=5000,
+                       metavar="N", help="characters in one text of a request at most (a text may hold many "
+                                         "sentences; --max-chars-per-sentence is its old name); more gets 413 "
+                                         "(default: 5000)")
     serve.add_argument("--max-chars-per-request", type=_whole_number, default=20000, metavar="N",
                        help="characters in one request at most (bounds how long it holds the decoder); more gets "
                             "413 (default: 20000)")
@@ -703,24 +705,48 @@ def _refuse_ctranslate2_shortlist(args) -> None:
                                  "or --engine ctranslate2")
 
 
+def _remove_when_the_process_ends(path) -> None:
+    """Delete ``path`` when this command ends: at exit (Ctrl-C included: KeyboardInterrupt ends in an exit), and on
+    SIGTERM, which would otherwise end the process without any clean-up. The process then still ends by SIGTERM
+    (after uvicorn's graceful stop, which hands the signal on to this handler), as a service manager expects."""
+    import atexit
+    import signal
+    import threading
+
+    from .safe_files import remove
+
+    atexit.register(remove, path, ignore_errors=True)
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous not in (signal.SIG_DFL, None):
+        return  # a handler of someone else's (or no way to set one): it decides how the process ends
+
+    def end_by_sigterm(signum, frame):
+        remove(path, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, end_by_sigterm)
+
+
 def _load_ctranslate2(args, model):
     """A CTranslate2Translator for --model: an export directory, or a run directory exported now."""
-    import atexit
     import tempfile
 
     from .interop.ct2_translator import CTranslate2Translator
     from .interop.ctranslate2_export import EXPORT_INFO, export_ctranslate2
-    from .safe_files import remove
 
     model = Path(model)
     if not (model / EXPORT_INFO).is_file():
         if not model.is_dir():
             raise TransformerMTError(f"--model {model} does not exist; give an export directory or a run directory")
+        # A folder of the caller's own (mode 700) in the caller's temporary folder ($TMPDIR, else /tmp), gone when
+        # the command ends, however it ends.
         temporary = tempfile.mkdtemp(prefix="transformer-mt-ct2-")
-        atexit.register(remove, temporary, ignore_errors=True)
+        _remove_when_the_process_ends(temporary)
         export_dir = Path(temporary) / "model"
-        print(f"exporting {model} (checkpoint {args.checkpoint}) to CTranslate2 in {export_dir}; export once with "
-              f"'transformer-mt export' to skip this", file=sys.stderr)
+        print(f"exporting {model} (checkpoint {args.checkpoint}) to CTranslate2 in {export_dir} (removed when the "
+              f"command ends; $TMPDIR chooses the folder); export once with 'transformer-mt export' to skip this",
+              file=sys.stderr)
         export_ctranslate2(model, export_dir, checkpoint=args.checkpoint)
         model = export_dir
     compute_type = "int8" if args.quantize else {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[args.precision]
@@ -747,17 +773,12 @@ def _decode_kwargs(args) -> dict:
 
 
 def _read_glossary(path):
-    from .safe_files import open_user_file
+    from .safe_files import read_user_file
     from .text.glossary import MAX_ENTRIES, MAX_TERM_CHARS, read_glossary
 
     limit = MAX_ENTRIES * (2 * MAX_TERM_CHARS + 2) * 4  # the largest glossary there is, in UTF-8 (4 bytes a char)
-    with open_user_file(path, "--glossary") as handle:
-        try:
-            data = handle.read(limit + 1)  # bounded: a huge file is refused, not read whole
-        except OSError as exc:
-            raise TransformerMTError(f"--glossary {path} cannot be read: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise TransformerMTError(f"--glossary {path} is larger than a glossary of {MAX_ENTRIES:,} entries can be")
+    data = read_user_file(path, "--glossary", limit=limit,
+                          fix=f"no glossary of {MAX_ENTRIES:,} entries (the most there may be) is larger: is it the right file?")
     return read_glossary(data, str(path))
 
 
@@ -773,7 +794,7 @@ def _prefixes(args, count: int, what: str) -> dict:
         return {"prefix": args.prefix}
     if args.prefix_file is None:
         return {}
-    prefixes = read_lines(args.prefix_file)
+    prefixes = read_lines(args.prefix_file, "--prefix-file")
     if len(prefixes) != count:
         raise TransformerMTError(f"--prefix-file {args.prefix_file} has {len(prefixes)} lines but {what} has {count}; "
                                  f"give one prefix per input line (an empty line for none)")
@@ -799,16 +820,20 @@ def _read_stdin_text(prompt: str = "reading an HTML document from standard input
     if sys.stdin is None:  # file descriptor 0 closed (<&-): Python has no standard input at all
         raise TransformerMTError("standard input is closed; give the text as arguments, or --input FILE, or "
                                  "redirect a file into the command (< file)")
+    from .data.corpus import MAX_TEXT_BYTES, SPLIT_IT
+    from .safe_files import read_within
+
     if sys.stdin.isatty():
         print(prompt, file=sys.stderr)
-    return _decode_utf8(sys.stdin.buffer.read(), "standard input", keep_bom)
+    return _decode_utf8(read_within(sys.stdin.buffer, MAX_TEXT_BYTES, "standard input", SPLIT_IT), "standard input",
+                        keep_bom)
 
 
 def _read_document(path) -> str:
-    """A whole file as text (an HTML document), with clear errors."""
+    """A whole --input file as text (an HTML document, wrapped paragraphs), with clear errors."""
     from .data.batches import read_bytes
 
-    return _decode_utf8(read_bytes(path), f"file {path}")
+    return _decode_utf8(read_bytes(path, "--input"), f"--input {path}")
 
 
 def _decode_utf8(raw: bytes, name: str, keep_bom: bool = False) -> str:
@@ -862,7 +887,7 @@ def _read_hyp_ref(args) -> tuple[list[str], list[str]]:
     if args.output:
         raise TransformerMTError("--output writes the model's translations, and --hyp translates nothing; "
                                  "leave --output out")
-    hyps, refs = read_lines(args.hyp), read_lines(args.ref)
+    hyps, refs = read_lines(args.hyp, "--hyp"), read_lines(args.ref, "--ref")
     if len(hyps) != len(refs):
         raise TransformerMTError(f"--hyp {args.hyp} has {len(hyps)} lines but --ref {args.ref} has {len(refs)}; "
                                  f"line i of the translations must go with line i of the references")
@@ -963,7 +988,7 @@ def cmd_translate(args) -> int:
         texts = [_read_document(args.input) if args.input else _read_stdin_text("reading text from standard input "
                                                                                  "(Ctrl-D to end)")]
     elif args.input:
-        texts = read_lines(args.input)
+        texts = read_lines(args.input, "--input")
     else:
         texts = _read_stdin()
     if args.paragraphs and (args.format == "html" or args.sentences or sentence_level):
@@ -1003,7 +1028,7 @@ def cmd_translate(args) -> int:
 
 
 def cmd_translate_file(args) -> int:
-    from .data.corpus import open_binary
+    from .data.corpus import read_bytes
     from .safe_files import write_output
     from .text.documents import MAX_DOCUMENT_BYTES, document_extension
 
@@ -1013,14 +1038,8 @@ def cmd_translate_file(args) -> int:
                                  f"give --output a name ending in {extension}")
     _check_output(args.output)
     _check_output_is_not_input(args.output, {"input": args.input})
-    with open_binary(Path(args.input)) as handle:
-        try:
-            data = handle.read(MAX_DOCUMENT_BYTES + 1)  # bounded: a huge file is refused, not read whole
-        except OSError as exc:
-            raise TransformerMTError(f"{args.input} cannot be read: {exc.strerror}") from None
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise TransformerMTError(f"{args.input} is larger than {MAX_DOCUMENT_BYTES} bytes, more than a document "
-                                 f"translated at once; split it into smaller files")
+    data = read_bytes(args.input, "document", MAX_DOCUMENT_BYTES, "a document is translated at once: split it into "
+                                                                 "smaller files")
     translator = _load_translator(args)
     translated = translator.translate_document(data, str(args.input), split_sentences=args.split_sentences,
                                                **_decode_kwargs(args))
@@ -1103,6 +1122,9 @@ def _check_can_listen(host: str, port: int) -> None:
                                      f"(or stop the server using it)") from None
 
 
+MAX_KEY_FILE_BYTES = 1 << 20  # 10,000 keys of 100 characters: no key file is larger
+
+
 def cmd_serve(args) -> int:
     from .data.batches import read_lines
 
@@ -1118,7 +1140,7 @@ def cmd_serve(args) -> int:
         raise TransformerMTError(f"serving needs the [serve] extra ({exc.name} is not installed): "
                                  f"pip install 'transformer-mt[serve]'") from None
     for option in ("max_batch_sentences", "max_queue_sentences", "max_sentences_per_request",
-                   "max_chars_per_sentence", "max_chars_per_request", "max_body_bytes", "max_file_bytes",
+                   "max_chars_per_text", "max_chars_per_request", "max_body_bytes", "max_file_bytes",
                    "max_file_chars"):
         if getattr(args, option) < 1:
             raise TransformerMTError(f"--{option.replace('_', '-')} must be at least 1")
@@ -1139,11 +1161,13 @@ def cmd_serve(args) -> int:
     torch.set_num_threads(threads)  # process-wide, so here at the entry point
     api_keys = None
     if args.api_key_file:
-        api_keys = {line.strip() for line in read_lines(args.api_key_file) if line.strip()}
+        api_keys = {line.strip() for line in read_lines(args.api_key_file, "--api-key-file", limit=MAX_KEY_FILE_BYTES,
+                                                          fix="give a file of API keys, one a line")
+                    if line.strip()}
         if not api_keys:
             raise TransformerMTError(f"--api-key-file {args.api_key_file} holds no key (one per line)")
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sentences_per_request=args.max_sentences_per_request,
-                         max_chars_per_sentence=args.max_chars_per_sentence,
+                         max_chars_per_text=args.max_chars_per_text,
                          max_chars_per_request=args.max_chars_per_request, max_file_bytes=args.max_file_bytes,
                          max_file_chars=args.max_file_chars)
     if args.models_dir is not None:

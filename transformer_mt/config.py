@@ -330,6 +330,7 @@ MINIMUMS = {
     "decoding.valid_beam_size": (1, True),
     "decoding.no_repeat_ngram_size": (0, True),
     "decoding.repetition_penalty": (1e-30, True),  # decoding/logits.py SCALE_MIN
+    "decoding.length_penalty": (-10.0, True),  # decoding/translator.py MAX_LENGTH_PENALTY
 }
 MAXIMUMS = {
     "data.unpunctuated_copies": 1.0,
@@ -346,6 +347,11 @@ MAXIMUMS = {
     "model.num_encoder_layers": 1000,
     "model.num_decoder_layers": 1000,
     "decoding.repetition_penalty": 1e30,  # as --repetition-penalty (decoding/logits.py SCALE_MAX)
+    # As translate() checks them (decoding/translator.py MAX_LENGTH_A, MAX_LENGTH_B, MAX_LENGTH_PENALTY): refused
+    # where the config is read (a checkpoint's stored config included), naming the key, not when decoding.
+    "decoding.max_length_a": 100.0,
+    "decoding.max_length_b": 100_000,
+    "decoding.length_penalty": 10.0,
     # One batch of more tokens than this needs tens of GB before its first update (one of 10**15 took 20 GB and
     # could not be stopped); a big GPU's batches are ~25,000 tokens, accumulated with training.accumulate.
     "training.batch_tokens": 10_000_000,
@@ -887,7 +893,8 @@ def load_config(path, overrides: dict | None = None, environment: bool = True) -
         from .safe_files import read_user_file
 
         # By descriptor (never another user's link), and bounded: a config is a few kB.
-        text = read_user_file(path, "config file", limit=MAX_CONFIG_BYTES).decode("utf-8")
+        text = read_user_file(path, "config file", limit=MAX_CONFIG_BYTES,
+                              fix="a config is a few kB: is it the right file?").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TransformerMTError(f"config file {path} is not valid UTF-8 (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:

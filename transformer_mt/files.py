@@ -30,7 +30,7 @@ def file_problem(path: Path, expected: str = "a text file") -> str | None:
 
 def file_sha256(path) -> str:
     digest = hashlib.sha256()
-    with open_for_reading(path) as handle:
+    with open_for_reading(path, wait_for_a_writer=False) as handle:  # a hash is of a regular file: never waits on a FIFO
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

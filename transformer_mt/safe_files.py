@@ -40,7 +40,16 @@ Two kinds of destination, two rules:
 Folders (``make_folders``: run directories, plot and import folders, caches) are created component by component
 the same way. Reading: ``open_regular_file``/``read_regular_file`` resolve a path the same way, open it without
 blocking and refuse anything but a regular file (a FIFO planted where a run or cache file belongs would hang
-the open); ``regular_file_problem`` names what keeps a path from being read as a file.
+the open); ``regular_file_problem`` names what keeps a path from being read as a file. A FIFO of the user's
+own named as an input (``open_for_reading``) is opened again blocking once inspected, so that it waits for
+its writer as ``cat`` does; another user's FIFO or device is refused.
+
+**One bound on reading whole.** Whatever is read into memory whole (an input, a config, a key file, a run's
+marker) is read by ``read_within``, with a limit the caller sets for that kind of file: a regular file larger
+than it is refused from its size, a FIFO or device at the byte past it, and the error names the option or
+file, its size and the limit. ``read_user_file`` and ``read_regular_file`` take that limit as a required
+argument; everything else (corpora, checkpoints) is streamed from the handle ``open_user_file`` /
+``open_for_reading`` gives.
 
 Every refusal is a :class:`TransformerMTError` naming the path (and option) and what to do.
 """
@@ -52,6 +61,7 @@ import errno
 import os
 import re
 import secrets
+import select
 import shutil
 import stat
 import sys
@@ -584,6 +594,12 @@ def rename(source, destination, option: str | None = None) -> None:
         _fsync_folder(dst.dir_fd)
 
 
+def sync_folder(path) -> None:
+    """fsync the folder ``path`` (resolved by descriptor), so that what was renamed into it survives a crash."""
+    with _resolve_folder(path) as walked:
+        _fsync_folder(walked)
+
+
 def remove_empty_folder(path, option: str | None = None) -> None:
     """``rmdir`` the folder ``path`` (resolved by descriptor); an error if it is not an empty folder."""
     with _resolve(path, option) as target:
@@ -708,11 +724,12 @@ def _open_for_reading(target: _Target, path) -> int:
         raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
 
 
-def open_for_reading(path, option: str | None = None) -> BinaryIO:
+def open_for_reading(path, option: str | None = None, wait_for_a_writer: bool = True) -> BinaryIO:
     """A user's file (a corpus, an input, a checkpoint) opened for reading bytes, resolved as everything else (a
     link of another user is refused). A regular file is opened whoever owns it; a FIFO or device only when it is
     the caller's or root's, or one of the process's own descriptors (``/dev/stdin``, ``<(...)``), and its open
-    never blocks (reading it waits for its writer, as a shell's ``<`` does). OSError as ``open`` raises it."""
+    never blocks; a FIFO then waits for its writer (``wait_for_a_writer``), as a shell's ``<`` does, unless the
+    caller refuses anything but a regular file anyway. OSError as ``open`` raises it."""
     try:
         with _resolve(path, option, follow_last=True) as target:
             info = target.lstat()
@@ -727,13 +744,70 @@ def open_for_reading(path, option: str | None = None) -> BinaryIO:
             fd = _open_inspected(target, info, os.O_RDONLY, "read")
     except _PathProblem as exc:  # a missing folder on the way reads as the OSError callers expect
         raise OSError(exc.errno, os.strerror(exc.errno), os.fspath(path)) from None
+    if stat.S_ISFIFO(info.st_mode) and wait_for_a_writer:
+        fd = _wait_for_a_writer(fd)
     return os.fdopen(fd, "rb")
 
 
-def read_regular_file(path) -> bytes:
-    """The bytes of the regular file ``path`` (see :func:`open_regular_file`)."""
+def _wait_for_a_writer(fd: int) -> int:
+    """Wait until the FIFO open in ``fd`` has data or its writer has come and gone, then return ``fd``.
+
+    It was opened without blocking (so that the object could be inspected before anything waits on it), and a
+    read then finds no writer yet and reads as empty: a writer started late would give nothing. ``poll``
+    waits for data, or for the hang-up of a writer that opened since (Linux reports no hang-up for a FIFO
+    nobody has written to yet), which is what cat's blocking open and reads give. (A pipe, as ``/dev/stdin``
+    is, had its writer when it was made: it answers at once, with data or the end.)"""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.poll()
+    return fd
+
+
+def read_regular_file(path, limit: int) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular_file`), at most ``limit`` of them (see
+    :func:`read_within`)."""
     with open_regular_file(path) as handle:
-        return handle.read()
+        return read_within(handle, limit, str(path), "it is not the file that belongs there: remove it, or copy "
+                                                     "the whole directory again")
+
+
+def amount(size: int) -> str:
+    """A number of bytes as people read it: 512 bytes, 3.5 MiB, 6 GiB."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift:
+            return f"{size / (1 << shift):.3g} {unit}"
+    return f"{size:,} bytes"
+
+
+def read_within(handle: BinaryIO, limit: int, name: str, fix: str) -> bytes:
+    """THE bound on what is read into memory whole: everything a file the user named gives (a regular file,
+    a FIFO, a device, standard input) is read here, with the limit its caller sets for that kind of file.
+
+    A regular file larger than ``limit`` is refused from its size before a byte is read; anything else is
+    read until EOF or ``limit + 1`` bytes, and refused at the byte past the limit (never read whole into
+    memory, whatever it is). The error names ``name`` (the option and path, "--input big.txt"), the size
+    (or "more than"), the limit, and ``fix``.
+    """
+    try:
+        info = os.fstat(handle.fileno())
+    except (OSError, ValueError, AttributeError):  # a handle without a descriptor (BytesIO)
+        info = None
+    if info is not None and stat.S_ISREG(info.st_mode) and info.st_size > limit:
+        raise TransformerMTError(f"{name} is {amount(info.st_size)}, more than the {amount(limit)} read at "
+                                 f"most; {fix}")
+    chunks, size = [], 0
+    try:
+        while size <= limit:
+            chunk = handle.read(min(limit + 1 - size, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise TransformerMTError(f"{name} cannot be read: {exc.strerror or exc}") from None
+    if size > limit:
+        raise TransformerMTError(f"{name} gives more than the {amount(limit)} read at most; {fix}")
+    return b"".join(chunks)
 
 
 def regular_file_problem(path) -> str | None:
@@ -769,7 +843,7 @@ def open_user_file(path, what: str) -> BinaryIO:
     and checked on the opened descriptor: a FIFO, device or socket swapped in after any earlier look by name
     is refused, not read (a FIFO would block for good). ``what`` names the file in messages ("checkpoint")."""
     try:
-        handle = open_for_reading(path)
+        handle = open_for_reading(path, wait_for_a_writer=False)  # anything but a regular file is refused below
     except OSError as exc:
         raise TransformerMTError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
     info = os.fstat(handle.fileno())
@@ -779,15 +853,8 @@ def open_user_file(path, what: str) -> BinaryIO:
     return handle
 
 
-def read_user_file(path, what: str, limit: int | None = None) -> bytes:
-    """The bytes of the regular file ``path`` (see :func:`open_user_file`); with ``limit``, a file of more bytes is
-    refused after reading ``limit + 1`` of them (never read whole into memory)."""
+def read_user_file(path, what: str, *, limit: int, fix: str = "is it the right file?") -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_user_file`), at most ``limit`` of them (see
+    :func:`read_within`: a larger file is refused, never read whole); ``what`` names it in messages."""
     with open_user_file(path, what) as handle:
-        try:
-            data = handle.read() if limit is None else handle.read(limit + 1)
-        except OSError as exc:
-            raise TransformerMTError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
-    if limit is not None and len(data) > limit:
-        raise TransformerMTError(f"{what} {path} is larger than {limit:,} bytes, more than such a file holds: is it "
-                                 f"the right file?")
-    return data
+        return read_within(handle, limit, f"{what} {path}", fix)

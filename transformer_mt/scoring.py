@@ -30,7 +30,26 @@ def check_tokenize(tokenize: str) -> None:
         raise TransformerMTError(f"--tokenize {tokenize!r} is not a sacreBLEU tokenizer; choose one of "
                                  f"{', '.join(BLEU.TOKENIZERS)}") from None
     except Exception as exc:  # sacrebleu raises plain exceptions for missing optional tokenizers
-        raise TransformerMTError(f"sacreBLEU tokenizer {tokenize!r} is not available: {exc}") from None
+        raise _unavailable(tokenize, exc) from None
+
+
+# What makes a sacreBLEU tokenizer available that is not always: an extra's packages, or a model it downloads.
+TOKENIZER_FIXES = {"ja-mecab": "pip install 'sacrebleu[ja]'", "ko-mecab": "pip install 'sacrebleu[ko]'"}
+DOWNLOADING_TOKENIZERS = ("spm", "flores101", "flores200", "spBLEU-1K")
+
+
+def _unavailable(tokenize: str, exc: BaseException) -> TransformerMTError:
+    """One line for a tokenizer sacreBLEU knows but cannot use here: its reason (sacreBLEU's text spans lines, and
+    may start with an empty one), and the fix."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    if tokenize in TOKENIZER_FIXES:
+        fix = f"install its packages ({TOKENIZER_FIXES[tokenize]})"
+    elif tokenize in DOWNLOADING_TOKENIZERS:
+        fix = "run once where sacreBLEU can download its SentencePiece model"
+    else:
+        fix = "install what it needs"
+    return TransformerMTError(f"sacreBLEU tokenizer {tokenize!r} is not available ({reason}); {fix}, or choose "
+                              f"another tokenizer (--tokenize or decoding.sacrebleu_tokenize, e.g. 13a or char)")
 
 
 def score(hypotheses: list[str], references: list[str], tokenize: str = "13a") -> dict:
@@ -44,7 +63,7 @@ def score(hypotheses: list[str], references: list[str], tokenize: str = "13a") -
     try:
         bleu_metric = BLEU(tokenize=tokenize)
     except Exception as exc:  # sacrebleu raises plain exceptions for missing optional tokenizers
-        raise TransformerMTError(f"sacreBLEU tokenizer {tokenize!r} is not available: {exc}") from None
+        raise _unavailable(tokenize, exc) from None
     chrf_metric = CHRF()
     bleu = bleu_metric.corpus_score(hypotheses, [references])
     chrf = chrf_metric.corpus_score(hypotheses, [references])

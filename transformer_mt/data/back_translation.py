@@ -52,6 +52,9 @@ def output_paths(prefix, source_lang: str, target_lang: str) -> tuple[Path, Path
 def check_output_prefix(prefix) -> None:
     """An output prefix names two new files: not a folder, not a place of devices."""
     text = str(prefix)
+    if not text:  # Path("") is the working directory, which the user did not name
+        raise TransformerMTError("--output-prefix is empty; give a file name prefix, e.g. bt (which "
+                                 "writes bt.<source language> and bt.<target language>)")
     if text.endswith(os.sep) or Path(text).is_dir():
         raise TransformerMTError(f"--output-prefix {text} is a directory; give a file name prefix inside it, e.g. "
                                  f"{Path(text) / 'bt'} (which writes bt.<source language> and bt.<target language>)")

@@ -49,11 +49,14 @@ from ..safe_files import (
     open_for_reading,
     open_regular_file,
     open_run_file,
+    read_within,
     remove,
     rename,
+    sync_folder,
     write_run_file,
 )
 from .tokenizer import Tokenizer
+from .tokenizer_files import MAX_MODEL_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,11 @@ CACHE_ARRAYS = ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets")
 # without it (every corpus when subword sampling is off) stay exactly what they were.
 TEXT_INDEX_ARRAYS = ("pair_lines", "src_line_starts", "tgt_line_starts")
 BYTE_ORDER_MARK = "\ufeff"
+# Text read whole (an --input, --hyp and --ref, a validation or test set, standard input) becomes Python
+# strings of several times its bytes: more than this is refused, with the advice to split it. Training corpora
+# are read in chunks (iter_line_chunks) and have no such bound.
+MAX_TEXT_BYTES = 1 << 30
+SPLIT_IT = "split it into smaller files (e.g. split -l 1000000) and give them one at a time"
 
 
 # Reading text files
@@ -100,28 +108,29 @@ def open_binary(path: Path) -> BinaryIO:
         raise TransformerMTError(f"file {path} cannot be read: {exc.strerror}") from None
 
 
-def read_bytes(path: Path) -> bytes:
-    """The contents of a file, with clear errors."""
+def read_bytes(path: Path, option: str | None = None, limit: int = MAX_TEXT_BYTES, fix: str = SPLIT_IT) -> bytes:
+    """The contents of a file, at most ``limit`` bytes (safe_files.read_within), with clear errors naming
+    ``option`` (e.g. "--input") where the file came from one."""
     with open_binary(Path(path)) as handle:
-        try:
-            return handle.read()
-        except OSError as exc:  # an I/O error
-            raise TransformerMTError(f"file {path} cannot be read: {exc.strerror}") from None
+        return read_within(handle, limit, f"{option or 'file'} {path}", fix)
 
 
-def _not_utf8(path: Path, line: int) -> TransformerMTError:
+def _not_utf8(path: Path, line: int, parallel: bool) -> TransformerMTError:
+    # Of a parallel corpus, a line is dropped from both files or neither (else the pairs shift).
+    remove = "remove that line from both files" if parallel else "remove that line"
     return TransformerMTError(
         f"file {path} is not valid UTF-8: line {line} has an invalid byte sequence; "
-        f"convert the file to UTF-8 (e.g. iconv -f LATIN1 -t UTF-8) or remove that line from both sides"
+        f"convert the file to UTF-8 (e.g. iconv -f LATIN1 -t UTF-8) or {remove}"
     )
 
 
-def _decode(data: bytes, path: Path, first_line: int) -> str:
-    """``data`` (whole lines of ``path``, starting at line ``first_line``) as text."""
+def _decode(data: bytes, path: Path, first_line: int, parallel: bool = False) -> str:
+    """``data`` (whole lines of ``path``, starting at line ``first_line``) as text; ``parallel``: ``path`` is one
+    side of a parallel corpus."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _not_utf8(path, first_line + data.count(b"\n", 0, exc.start)) from None
+        raise _not_utf8(path, first_line + data.count(b"\n", 0, exc.start), parallel) from None
 
 
 def _split_at_newlines(text: str) -> list[str]:
@@ -145,13 +154,15 @@ def split_lines(text: str) -> list[str]:
     return _split_at_newlines(text)
 
 
-def read_lines(path) -> list[str]:
-    """Read a UTF-8 text file as a list of lines (without newlines), with clear errors."""
+def read_lines(path, option: str | None = None, parallel: bool = False, limit: int = MAX_TEXT_BYTES,
+               fix: str = SPLIT_IT) -> list[str]:
+    """Read a UTF-8 text file as a list of lines (without newlines), with clear errors (naming ``option``, the
+    command-line option it came from, if given); at most ``limit`` bytes of it (see read_bytes)."""
     path = Path(path)
-    return split_lines(_decode(read_bytes(path), path, 1))
+    return split_lines(_decode(read_bytes(path, option, limit, fix), path, 1, parallel))
 
 
-def iter_line_chunks(path, chunk_lines: int = CHUNK_LINES) -> Iterator[list[str]]:
+def iter_line_chunks(path, chunk_lines: int = CHUNK_LINES, parallel: bool = False) -> Iterator[list[str]]:
     """The lines of a UTF-8 text file exactly as :func:`read_lines` gives them, ``chunk_lines`` at a time."""
     path = Path(path)
     with open_binary(path) as handle:
@@ -159,7 +170,7 @@ def iter_line_chunks(path, chunk_lines: int = CHUNK_LINES) -> Iterator[list[str]
         # Iterating a binary file splits at b"\n" only, and a b"\n" byte never stands inside a
         # multi-byte UTF-8 character: every chunk decodes on its own.
         while raw := list(itertools.islice(handle, chunk_lines)):
-            text = _decode(b"".join(raw), path, first_line)
+            text = _decode(b"".join(raw), path, first_line, parallel)
             yield split_lines(text) if first_line == 1 else _split_at_newlines(text)
             first_line += len(raw)
 
@@ -192,7 +203,7 @@ def _line_count_error(src_path, src_count: int, tgt_path, tgt_count: int) -> Tra
 
 def read_parallel(src_path, tgt_path) -> tuple[list[str], list[str]]:
     """Both sides of a small parallel corpus (validation, test) as lists of lines."""
-    src_lines, tgt_lines = read_lines(src_path), read_lines(tgt_path)
+    src_lines, tgt_lines = read_lines(src_path, parallel=True), read_lines(tgt_path, parallel=True)
     if len(src_lines) != len(tgt_lines):
         raise _line_count_error(src_path, len(src_lines), tgt_path, len(tgt_lines))
     return src_lines, tgt_lines
@@ -201,7 +212,8 @@ def read_parallel(src_path, tgt_path) -> tuple[list[str], list[str]]:
 def iter_parallel_chunks(src_path, tgt_path, chunk_lines: int = CHUNK_LINES
                          ) -> Iterator[tuple[list[str], list[str]]]:
     """Aligned chunks of both sides; the caller has checked that the line counts agree."""
-    chunks = zip(iter_line_chunks(src_path, chunk_lines), iter_line_chunks(tgt_path, chunk_lines), strict=True)
+    chunks = zip(iter_line_chunks(src_path, chunk_lines, parallel=True),
+                 iter_line_chunks(tgt_path, chunk_lines, parallel=True), strict=True)
     try:
         yield from chunks
     except ValueError:  # zip(strict=True): one side ended first
@@ -349,7 +361,7 @@ def encode_parallel(src_path, tgt_path, src_tok: Tokenizer, tgt_tok: Tokenizer, 
             build(Path(folder))
             return _load(Path(folder), len(src_tok), len(tgt_tok), mapped=False, text_index=text_index)
     for path in (src_tok.model_path, tgt_tok.model_path):
-        digest.update(read_bytes(path))
+        digest.update(read_bytes(path, "tokenizer model", MAX_MODEL_BYTES, "copy the whole run directory again"))
     digest.update(f"{max_len}{drop_bad_pairs}{unpunctuated_copies}{seed}".encode())
     digest.update(CACHE_FORMAT)
     if text_index:
@@ -655,10 +667,12 @@ def _open_entry(entry: Path, src_vocab: int, tgt_vocab: int, text_index: bool = 
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def _write_error(cache_dir: Path, exc: OSError) -> TransformerMTError:
+def _write_error(cache_dir: Path, exc: OSError, what: str | None = None) -> TransformerMTError:
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     return TransformerMTError(
-        f"the encoded corpus cannot be written to {cache_dir}: {exc.strerror}; free some space there or "
-        f"point 'data.cache_dir' at a writable directory with room for it"
+        f"the encoded corpus cannot be written to {cache_dir}: {f'{what} ({exc.strerror})' if what else exc.strerror}; "
+        + ("free some space there or point 'data.cache_dir' at a writable directory with room for it" if full
+           else "point 'data.cache_dir' at a directory of your own that you can write to (e.g. under your home)")
     )
 
 
@@ -668,10 +682,8 @@ def _exclusive_lock(lock_path: Path, purpose: str):
     try:
         # never through a link planted under the lock's name (O_CREAT would create the file it points at)
         fd = _open_lock(lock_path)
-    except OSError as exc:
-        if exc.errno in WRITE_ERRNOS:
-            raise _write_error(lock_path.parent, exc) from None
-        raise
+    except OSError as exc:  # e.g. /proc or /sys, where no file can be created (ENOENT): the folder, not the run
+        raise _write_error(lock_path.parent, exc, "its lock file cannot be created there") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -727,14 +739,6 @@ def _remove_abandoned_builds(cache_dir: Path, locked_name: str) -> None:
                 os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _check_not_shared(cache_dir: Path) -> None:
     """Refuse a cache folder every user may write to (/tmp, a shared folder): entry names are predictable, so
     another user could plant an entry there that training reads as its own ids, or hold its lock for good."""
@@ -777,13 +781,13 @@ def _cached(cache_dir: Path, name: str, build, src_vocab: int, tgt_vocab: int,
             folder = make_temporary_folder(entry, prefix=_temporary_prefix(name))
             try:
                 build(folder)
-                _fsync_dir(folder)
+                sync_folder(folder)
                 # The rename is what makes an entry exist: before it, nothing looks finished.
                 rename(folder, entry)
             except BaseException:
                 remove(folder, ignore_errors=True)
                 raise
-            _fsync_dir(cache_dir)
+            sync_folder(cache_dir)
         except OSError as exc:
             if exc.errno in WRITE_ERRNOS:
                 raise _write_error(cache_dir, exc) from None

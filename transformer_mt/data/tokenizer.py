@@ -31,8 +31,15 @@ import sentencepiece as spm
 from ..config import TokenizerConfig
 from ..errors import TransformerMTError
 from ..files import file_problem, file_sha256
-from ..safe_files import open_for_reading, open_run_file, read_user_file, regular_file_problem, write_run_file
-from .tokenizer_files import BOS_ID, EOS_ID, MAX_MODEL_BYTES, PAD_ID, UNK_ID, ids_paths, tokenizer_paths
+from ..safe_files import (
+    open_for_reading,
+    open_regular_file,
+    open_run_file,
+    read_user_file,
+    regular_file_problem,
+    write_run_file,
+)
+from .tokenizer_files import BOS_ID, EOS_ID, MAX_IDS_BYTES, MAX_MODEL_BYTES, PAD_ID, UNK_ID, ids_paths, tokenizer_paths
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,8 @@ class Tokenizer:
         if problem is not None:
             raise TransformerMTError(f"tokenizer model {model_path} {problem}; copy the whole run directory again")
         try:
-            self.sp = spm.SentencePieceProcessor(model_proto=read_user_file(model_path, "tokenizer model"))
+            self.sp = spm.SentencePieceProcessor(model_proto=read_user_file(model_path, "tokenizer model",
+                                                                                limit=MAX_MODEL_BYTES))
         except (OSError, RuntimeError) as exc:
             raise TransformerMTError(
                 f"tokenizer model {model_path} cannot be loaded ({exc}); the run directory is incomplete, "
@@ -112,7 +120,7 @@ class MappedTokenizer(Tokenizer):
         super().__init__(model_path, check_special_ids=False)
         self.ids_path = Path(ids_path)
         try:
-            pieces = json.loads(read_user_file(self.ids_path, "vocabulary").decode("utf-8"))
+            pieces = json.loads(read_user_file(self.ids_path, "vocabulary", limit=MAX_IDS_BYTES).decode("utf-8"))
         except (OSError, ValueError) as exc:
             raise TransformerMTError(f"vocabulary {ids_path} cannot be read ({exc}); the run directory is "
                                      f"incomplete, import or copy it again") from None
@@ -206,6 +214,7 @@ def _check_training_text(input_files: list[Path]) -> None:
 #   stream and the model comes back in memory, so it records neither (nor the user's directories);
 # - its result depends on its number of threads, so that is fixed (to its default), whatever the machine.
 SAMPLE_SEED = 1
+SPM_LOG_HEAD_BYTES = 1 << 20  # SentencePiece's log says how many sentences it used near its start
 SPM_THREADS = 16
 
 
@@ -303,7 +312,9 @@ def _sentences_used(log_path: Path) -> str:
     """How many sentences SentencePiece trained on, from its log: it reads the files itself and keeps a
     random sample of tokenizer.input_sentence_size sentences, so memory stays bounded on any corpus."""
     try:
-        text = log_path.read_text(encoding="utf-8", errors="replace")
+        # The counts are in its first lines: a bounded start of the log, never all of it.
+        with open_regular_file(log_path) as handle:
+            text = handle.read(SPM_LOG_HEAD_BYTES).decode("utf-8", errors="replace")
     except OSError:
         text = ""
     sampled = re.search(r"Sampled (\d+) sentences from (\d+) sentences", text)
@@ -341,7 +352,7 @@ def copy_given_model(given: Path, copy: Path, origin: str) -> None:
                 f"--overwrite to start this run again")
         log.info("reusing tokenizer %s (a copy of %s, SHA-256 %s)", copy, given, digest)
         return
-    content = given.read_bytes()  # at most MAX_MODEL_BYTES: checked when the config was read
+    content = read_user_file(given, origin, limit=MAX_MODEL_BYTES)  # by descriptor, bounded
     if hashlib.sha256(content).hexdigest() != digest:
         raise TransformerMTError(f"{origin} {given} changed while it was copied into the run; try again")
     write_run_file(copy, content)  # atomic, and never through a link planted in the run directory

@@ -20,6 +20,8 @@ from ..safe_files import read_user_file
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # A SentencePiece model is a few MB at most (a 64k-piece one is ~1 MB); anything far larger is not one.
 MAX_MODEL_BYTES = 256 << 20
+# An imported model's id list (spm.*.ids.json): 250k pieces are ~6 MB.
+MAX_IDS_BYTES = 64 << 20
 
 
 def tokenizer_paths(run_dir, joint: bool) -> tuple[Path, Path]:
@@ -49,7 +51,7 @@ def check_model_file(path: Path, key: str, source: str = "config", special_ids: 
     if problem is None:
         sp = spm.SentencePieceProcessor()
         try:
-            sp.LoadFromSerializedProto(read_user_file(path, key))
+            sp.LoadFromSerializedProto(read_user_file(path, key, limit=MAX_MODEL_BYTES))
         except (OSError, RuntimeError):
             problem = "is not a SentencePiece model (it cannot be loaded)"
         else:
@@ -72,7 +74,8 @@ def check_tags(sp: spm.SentencePieceProcessor, tags: list[str], model: str, fix:
 
 def check_model_tags(path, tags: list[str], model: str, fix: str) -> None:
     """check_tags on the SentencePiece model file ``path`` (a config's given source model)."""
-    check_tags(spm.SentencePieceProcessor(model_proto=read_user_file(path, "tokenizer model")), tags, model, fix)
+    check_tags(spm.SentencePieceProcessor(model_proto=read_user_file(path, "tokenizer model", limit=MAX_MODEL_BYTES)),
+               tags, model, fix)
 
 
 def ids_paths(run_dir) -> tuple[Path, Path]:

@@ -32,6 +32,7 @@ NEG_INF = float("-inf")
 # becomes NaN (beyond them float32 rounds the value to 0 or infinity: 1e-300 is 0, 1e300 inf). No value
 # outside them means anything more: 1e-30 is already greedy, 1e30 already uniform.
 SCALE_MIN, SCALE_MAX = 1e-30, 1e30
+MAX_SEED = 2**63 - 1  # a signed 64-bit integer (torch.Generator itself takes up to 2**64 - 1)
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def search_options(temperature: float | None = None, top_k: int | None = None, t
         ("top_k", top_k, lambda v: _whole(v) and v >= 0, "a whole number >= 0 (0 = no limit, 1 = greedy)"),
         ("top_p", top_p, lambda v: _number(v) and SCALE_MIN <= v <= 1,
          f"a number from {SCALE_MIN:g} to 1 (1 = no limit)"),
-        ("seed", seed, lambda v: _whole(v) and 0 <= v < 2**63, "a whole number >= 0"),
+        ("seed", seed, lambda v: _whole(v) and 0 <= v <= MAX_SEED, f"a whole number from 0 to {MAX_SEED} (2**63 - 1)"),
         ("no_repeat_ngram_size", no_repeat_ngram_size, lambda v: _whole(v) and v >= 0,
          "a whole number >= 0 (0 = off)"),
         ("repetition_penalty", repetition_penalty, lambda v: _number(v) and SCALE_MIN <= v <= SCALE_MAX,

@@ -73,7 +73,8 @@ from ..decoding.logits import search_options
 from ..decoding.paragraphs import translate_document, translate_texts
 from ..decoding.translator import Translation, encode_sentences, resolve_decoding
 from ..errors import TransformerMTError
-from .ctranslate2_export import EXPORT_INFO, import_ctranslate2
+from ..safe_files import read_user_file
+from .ctranslate2_export import EXPORT_INFO, MAX_EXPORT_INFO_BYTES, import_ctranslate2
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ class CTranslate2Translator:
             raise TransformerMTError(f"{self.export_dir} is not a transformer-mt CTranslate2 export (no {EXPORT_INFO}); "
                                      f"create one with transformer-mt export")
         try:
-            self.info = json.loads(info_path.read_text(encoding="utf-8"))
+            self.info = json.loads(read_user_file(info_path, "export info", limit=MAX_EXPORT_INFO_BYTES,
+                                                  fix="export the model again").decode("utf-8"))
             self.positions = int(self.info["positions"])
             if self.positions < 1:
                 raise ValueError("positions must be at least 1")

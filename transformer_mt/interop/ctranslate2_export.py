@@ -58,6 +58,7 @@ from ..safe_files import (
 # Rows of the exported position table: the longest input (in subword tokens) and output it can encode.
 EXPORTED_POSITIONS = 2048
 EXPORT_INFO = "export.json"
+MAX_EXPORT_INFO_BYTES = 1 << 20  # its export info is a few hundred bytes
 EXPORT_FORMAT = 1
 INSTALL_HINT = "pip install 'transformer-mt[export]'"
 

@@ -9,14 +9,17 @@ renamed into place, so it appears complete or not at all (write_run_dir).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 
-from ..checkpoint import non_finite_weights, unusable_weights
+from .. import model as models
+from ..checkpoint import load_torch_file, non_finite_weights, unusable_weights
 from ..errors import TransformerMTError
 from ..files import file_problem
 from ..safe_files import (
+    amount,
     check_output_folder,
     current_umask,
     make_temporary_folder,
@@ -28,6 +31,9 @@ from ..safe_files import (
 )
 
 MAX_JSON_BYTES = 64 << 20  # a vocab.json of 250k pieces is ~6 MB
+# A safetensors file starts with the size of its JSON header (8 bytes, little-endian), then the header; the
+# safetensors library refuses a header of more than this itself.
+MAX_SAFETENSORS_HEADER_BYTES = 100_000_000
 
 
 def read_json(hf_dir: Path, name: str, required: bool = True):
@@ -42,7 +48,9 @@ def read_json(hf_dir: Path, name: str, required: bool = True):
         raise TransformerMTError(f"{path} {problem}; give a Hugging Face model directory (config.json, weights, "
                                  f"tokenizer files)")
     try:
-        return json.loads(read_user_file(path, "file").decode("utf-8"))  # by descriptor: no foreign link
+        # by descriptor (no foreign link), bounded
+        return json.loads(read_user_file(path, "file", limit=MAX_JSON_BYTES,
+                                         fix="a model's JSON files are a few MB: download it again").decode("utf-8"))
     except RecursionError:  # a few hundred kB of brackets: no model's JSON nests more than a few levels
         raise TransformerMTError(f"{path} nests its brackets too deeply to be a model's JSON file; download it "
                                  f"again") from None
@@ -67,23 +75,27 @@ def _read_weights(hf_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
         if problem:
             raise TransformerMTError(f"{safetensors_path} {problem}")
         try:
-            from safetensors.torch import load as load_safetensors
+            from safetensors import safe_open
         except ImportError:
             raise TransformerMTError("reading model.safetensors needs the safetensors package: pip install "
                                      "'transformer-mt[import]'") from None
-        data = read_user_file(safetensors_path, "weights file")  # by descriptor: never another user's link
-        try:
-            return load_safetensors(data), safetensors_path
-        except Exception as exc:  # noqa: BLE001 -- safetensors raises its own error types for damaged files
-            raise TransformerMTError(f"{safetensors_path} is not a readable safetensors file "
-                                     f"({type(exc).__name__}); download it again") from None
+        with open_user_file(safetensors_path, "weights file") as handle:  # by descriptor: no foreign link
+            _check_safetensors_fits(handle, safetensors_path)
+            try:
+                # Mapped through the descriptor (the very file checked): each tensor is copied out as it is
+                # asked for, the file is never read whole.
+                with safe_open(f"/proc/self/fd/{handle.fileno()}", framework="pt", device="cpu") as tensors:
+                    return {name: tensors.get_tensor(name) for name in tensors.keys()}, safetensors_path
+            except Exception as exc:  # noqa: BLE001 -- safetensors raises its own error types for damaged files
+                raise TransformerMTError(f"{safetensors_path} is not a readable safetensors file "
+                                         f"({type(exc).__name__}); download it again") from None
     if bin_path.exists():
         problem = file_problem(bin_path, "a PyTorch weights file")
         if problem:
             raise TransformerMTError(f"{bin_path} {problem}")
         try:
             with open_user_file(bin_path, "weights file") as handle:
-                weights = torch.load(handle, map_location="cpu", weights_only=True)
+                weights = load_torch_file(handle, str(bin_path), map_location="cpu")
         except TransformerMTError:
             raise
         except Exception as exc:  # noqa: BLE001 -- refused pickles and damaged files alike
@@ -95,6 +107,39 @@ def _read_weights(hf_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
         return weights, bin_path
     raise TransformerMTError(f"{hf_dir} has no model.safetensors or pytorch_model.bin; give a Hugging Face model "
                              f"directory with its weights")
+
+
+def _check_safetensors_fits(handle, path: Path) -> None:
+    """Refuse a safetensors file from its header, before any tensor is allocated: a header larger than the
+    format allows, tensors past the end of the file (truncated), or more bytes of tensors than this machine's
+    memory (a sparse or crafted file may declare terabytes)."""
+    damaged = f"{path} is not a readable safetensors file"
+    size = os.fstat(handle.fileno()).st_size
+    prefix = handle.read(8)
+    header_size = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+    if not 0 < header_size <= min(MAX_SAFETENSORS_HEADER_BYTES, size - 8):
+        raise TransformerMTError(f"{damaged}: its header size ({header_size:,} bytes, in a file of {size:,} bytes) is "
+                                 f"not "
+                                 f"one the format allows (at most {amount(MAX_SAFETENSORS_HEADER_BYTES)}); download "
+                                 f"it again")
+    try:
+        header = json.loads(handle.read(header_size))
+        ends = [int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+        raise TransformerMTError(f"{damaged}: its header is not the JSON table of tensors the format has; download "
+                                 f"it again") from None
+    finally:
+        handle.seek(0)
+    needed = max(ends, default=0)
+    if 8 + header_size + needed != size:  # the format has nothing after the tensors
+        raise TransformerMTError(f"{damaged}: its header declares {amount(needed)} of tensors, but the file holds "
+                                 f"{amount(size - 8 - header_size)} after it ("
+                                 f"{'truncated' if 8 + header_size + needed > size else 'something was added'}); "
+                                 f"download it again")
+    memory = models._physical_memory()
+    if memory is not None and needed > memory:
+        raise TransformerMTError(f"{path} holds {amount(needed)} of tensors, more than this machine's memory "
+                                 f"({amount(memory)}); it was not loaded: import it on a machine with more memory")
 
 
 def check_output_dir(output_dir: Path) -> None:

@@ -38,11 +38,11 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from ..config import DataConfig, ModelConfig, TokenizerConfig, config_from_dict, save_config
-from ..data.tokenizer_files import BOS_ID, EOS_ID, PAD_ID, UNK_ID, check_model_file, ids_paths
+from ..data.tokenizer_files import BOS_ID, EOS_ID, MAX_MODEL_BYTES, PAD_ID, UNK_ID, check_model_file, ids_paths
 from ..errors import TransformerMTError
 from ..files import file_sha256
 from ..model import PositionalEncoding, Transformer, build_model
-from ..safe_files import write_run_file
+from ..safe_files import read_user_file, write_run_file
 from ..training.rundir import record_in_marker, write_marker
 from .hf_files import read_json, read_weights, write_run_dir
 
@@ -76,6 +76,10 @@ def marian_model_config(config: dict, shared: bool, tied: bool, where: str) -> M
     if activation is None:
         raise TransformerMTError(f"{where}: activation_function {config.get('activation_function')!r} is not one "
                                  f"of {', '.join(ACTIVATIONS)}")
+    if get("max_position_embeddings") < 2:  # a piece and the source's </s>: data.max_len is one less
+        raise TransformerMTError(f"{where}: 'max_position_embeddings' is {get('max_position_embeddings')}, but a model "
+                                 f"needs at least 2 positions (a piece and the source's </s>); the config.json is "
+                                 f"damaged: download it again")
     for key in ("normalize_before", "add_final_layer_norm", "normalize_embedding"):
         if config.get(key, False):  # MBart-style layer norms that Marian models do not have
             raise TransformerMTError(f"{where}: '{key}: true' is not a Marian (OPUS-MT) model; it cannot be imported")
@@ -287,7 +291,9 @@ def import_marian(hf_dir, hf_config: dict, output_dir) -> dict:
     def write(folder):
         write_marker(folder)
         for name, copy in (("source.spm", "spm.src.model"), ("target.spm", "spm.tgt.model")):
-            write_run_file(folder / copy, (hf_dir / name).read_bytes())
+            # by descriptor (never another user's link), bounded as check_model_file checked it
+            write_run_file(folder / copy, read_user_file(hf_dir / name, name, limit=MAX_MODEL_BYTES,
+                                                         fix="the model directory is damaged: download it again"))
         for names, ids in ((src_names, "spm.src.ids.json"), (tgt_names, "spm.tgt.ids.json")):
             write_run_file(folder / ids, json.dumps(names, ensure_ascii=False))
         save_config(config, folder / "config.yaml")

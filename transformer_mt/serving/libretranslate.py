@@ -35,6 +35,7 @@ import python_multipart
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartState
 
 from ..config import parse_whole_number
 from ..decoding.paragraphs import HTML_ALIGNMENT, html_word_pairs
@@ -178,7 +179,8 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict, dict]:
     def on_file(file) -> None:
         name = (file.field_name or b"").decode("utf-8", "replace")
         file.file_object.seek(0)
-        files[name] = ((file.file_name or b"").decode("utf-8", "replace"), file.file_object.read())
+        # In memory (MAX_MEMORY_FILE_SIZE below), a part of the body, which read_body bounded.
+        files[name] = ((file.file_name or b"").decode("utf-8", "replace"), file.file_object.read(len(body)))
 
     headers = {"Content-Type": content_type.encode("latin-1"), "Content-Length": str(len(body)).encode()}
     try:
@@ -194,6 +196,11 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict, dict]:
         raise ApiError(400, "a field of the multipart form is not valid UTF-8") from None
     except (FormParserError, ValueError) as exc:
         raise ApiError(400, f"the multipart form body is malformed ({exc})") from None
+    # python-multipart's finalize does not check that the body reached its closing boundary: a body cut off
+    # on the way would be taken as a form without its last fields (the API key, say) and refused for them.
+    if getattr(getattr(parser, "parser", None), "state", MultipartState.END) != MultipartState.END:
+        raise ApiError(400, "the multipart form body ends before its closing boundary (--BOUNDARY--): it was cut "
+                            "off on the way; send the whole body")
     return _form_fields(fields), files
 
 

@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 class ServeLimits:
     max_body_bytes: int = 1_000_000
     max_sentences_per_request: int = 256
-    max_chars_per_sentence: int = 5_000
+    max_chars_per_text: int = 5_000  # one text of 'q' (a sentence, a paragraph, a page) before it is split
     # Decoding time grows with the text, not the body size: this bounds how long one request holds the decoder.
     max_chars_per_request: int = 20_000
     max_nbest: int = 8
@@ -68,14 +68,15 @@ def check_texts(q, limits: ServeLimits) -> list[str]:
             text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but no text
             raise ApiError(400, f"text {i} is not valid Unicode text (a lone surrogate)") from None
-    # The limits keep their names from when a text was one sentence (command-line options use them).
+    # max_sentences_per_request keeps its name from when a text was one sentence (its command-line option uses it).
     if len(texts) > limits.max_sentences_per_request:
         raise ApiError(413, f"{len(texts)} texts in one request; the limit is "
                             f"{limits.max_sentences_per_request} (max_sentences_per_request)")
     for i, text in enumerate(texts):
-        if len(text) > limits.max_chars_per_sentence:
-            raise ApiError(413, f"text {i} has {len(text)} characters; the limit is "
-                                f"{limits.max_chars_per_sentence} (max_chars_per_sentence)")
+        if len(text) > limits.max_chars_per_text:
+            raise ApiError(413, f"text {i} has {len(text)} characters; the limit per text is "
+                                f"{limits.max_chars_per_text} (max_chars_per_text, serve --max-chars-per-text): send "
+                                f"it as several texts")
     total = sum(len(text) for text in texts)
     if total > limits.max_chars_per_request:
         raise ApiError(413, f"the request holds {total} characters; the limit is {limits.max_chars_per_request} "

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..safe_files import remove, write_run_file
+from ..safe_files import read_regular_file, remove, write_run_file
 
 # What a download name keeps of a client's file name: letters, digits, '.', '-' and '_' (no separators).
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -34,6 +34,7 @@ def safe_download_name(filename: str, extension: str) -> str:
 @dataclass
 class _Stored:
     path: Path
+    size: int  # bytes written: what is read back, at most
     download_name: str
     media_type: str
     created: float
@@ -56,7 +57,7 @@ class TranslatedFiles:
         write_run_file(path, data, mode=0o600)
         download_id = f"{key}.{download_name}"
         with self.lock:
-            self.files[download_id] = _Stored(path, download_name, media_type, time.monotonic())
+            self.files[download_id] = _Stored(path, len(data), download_name, media_type, time.monotonic())
             while len(self.files) > self.max_files:
                 self._remove(next(iter(self.files)))  # dicts keep insertion order: the oldest first
         return download_id
@@ -68,7 +69,7 @@ class TranslatedFiles:
             stored = self.files.get(download_id)
             if stored is None:
                 return None
-            return stored.path.read_bytes(), stored.download_name, stored.media_type
+            return read_regular_file(stored.path, stored.size), stored.download_name, stored.media_type
 
     def purge(self) -> None:
         """Remove the files older than ``ttl_s``."""

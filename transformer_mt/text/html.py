@@ -16,9 +16,10 @@ What is translated: the text of each block (a paragraph, heading, list item, tab
 or the text between blocks), taken together with the inline elements inside it (<b>, <i>, <a>, <em>,
 <span>, ...): they do not cut a sentence. Whitespace in the text counts as one space (as in a browser),
 the block's text is cut into sentences (text/segment.py), and each sentence is translated whole.
-Left as they are, text included: <script>, <style>, <code>, <pre>, <textarea>, <template>, SVG and
-MathML, elements with translate="no" or class "notranslate" (and everything inside them), comments,
-attributes (href, src, alt, title, class: untouched, entities included).
+Left as they are, text included: <script>, <style>, <code>, <pre>, <textarea>, <template>, the other
+raw-text elements (<noscript>, <noembed>, <noframes>, <xmp>, <iframe>), SVG and MathML, elements with
+translate="no" or class "notranslate" (and everything inside them), comments, attributes (href, src, alt,
+title, class: untouched, entities included).
 
 Putting the inline elements back is the approach of Bergamot (Mozilla's Firefox translations): each
 source word knows the inline elements it stood in (the deepest of its characters'), and each target
@@ -74,11 +75,16 @@ class MalformedHtmlError(TransformerMTError):
 
 
 # Elements whose content is never translated (code, scripts, raw text) and that are written back as they were.
+# The raw-text elements of the HTML parsing algorithm (style, xmp, iframe, noembed, noframes; script; noscript)
+# are among them: their content is one text node, markup included ("<p>Your <b>browser</b> ..." inside
+# <noframes> is characters, not elements), so translated as text its tags would be lost or mangled. Browsers
+# never show <noembed> and <noframes> (they support embeds and frames: "display: none" in the rendering rules),
+# so their content stays exactly as it was, as <noscript>'s does.
 PROTECTED_TAGS = frozenset({"script", "style", "code", "pre", "textarea", "template", "kbd", "samp", "var", "math",
-                            "svg", "iframe", "object", "noscript"})
+                            "svg", "iframe", "object", "noscript", "noembed", "noframes", "xmp"})
 # Of those, the ones that may stand inside a sentence (kept whole there) rather than part two blocks of text.
 INLINE_PROTECTED_TAGS = frozenset({"script", "style", "code", "template", "kbd", "samp", "var", "math", "svg",
-                                   "noscript"})
+                                   "noscript", "noembed", "noframes"})
 # Inline (phrasing) elements that may stand inside a sentence without cutting it.
 INLINE_TAGS = frozenset({"a", "abbr", "b", "bdi", "bdo", "big", "cite", "data", "del", "dfn", "em", "font", "i", "ins",
                          "label", "mark", "nobr", "q", "s", "small", "span", "strike", "strong", "sub", "sup", "time",

@@ -25,12 +25,13 @@ from ..data.tokenizer_files import ids_paths, tokenizer_paths
 from ..decoding.translator import find_checkpoint
 from ..errors import TransformerMTError
 from ..files import file_sha256
-from ..safe_files import check_no_foreign_link
+from ..safe_files import check_no_foreign_link, read_user_file
 from .rundir import is_run_dir
 
 # Model keys that may differ from the parent's: regularisation only, the weights compute the same function.
 FREE_MODEL_KEYS = {"dropout", "attention_dropout", "activation_dropout"}
 EXPORT_INFO = "export.json"  # interop.ctranslate2_export.EXPORT_INFO (not imported: it needs ctranslate2 only to run)
+MAX_EXPORT_INFO_BYTES = 1 << 20  # interop.ctranslate2_export.MAX_EXPORT_INFO_BYTES, likewise
 
 
 @dataclass
@@ -56,7 +57,9 @@ def parent_checkpoint(init_from: str, keep_optimizer: bool) -> Path:
                                  f"file or a CTranslate2 export of a run")
     if path.is_dir() and (path / EXPORT_INFO).is_file() and not (path / "run.json").exists():
         try:
-            path = Path(json.loads((path / EXPORT_INFO).read_text(encoding="utf-8"))["checkpoint"])
+            info = read_user_file(path / EXPORT_INFO, "'training.init_from' export info", limit=MAX_EXPORT_INFO_BYTES,
+                                  fix="name the run directory it was exported from instead")
+            path = Path(json.loads(info.decode("utf-8"))["checkpoint"])
         except (OSError, ValueError, KeyError, TypeError):
             raise TransformerMTError(f"'training.init_from' {init_from}: its {EXPORT_INFO} is damaged; name the run "
                                      f"directory it was exported from instead") from None

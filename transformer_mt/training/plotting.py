@@ -20,20 +20,27 @@ import json
 from pathlib import Path
 
 from ..errors import TransformerMTError
-from ..safe_files import make_folders, write_run_file
+from ..files import file_problem
+from ..safe_files import make_folders, read_user_file, write_run_file
 
 FORMATS = ("png", "svg", "pdf")
+# A record is ~300 bytes, one per training.log_every updates and validation: a million of them is a long run.
+MAX_METRICS_BYTES = 512 << 20
 
 
 def read_metrics(run_dir) -> list[dict]:
     """The records of a run's metrics.jsonl (a half-written last line, as a kill leaves it, is skipped)."""
     path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
+    problem = file_problem(path, "the run's metrics file")
+    if problem == "does not exist":
         raise TransformerMTError(f"{path} does not exist; --model must be a run directory that has trained")
+    if problem is not None:  # a FIFO or a folder is named as what it is, not as missing
+        raise TransformerMTError(f"{path} {problem}; put the run's metrics.jsonl there (copy the whole run "
+                                 f"directory again)")
     records = []
-    from ..safe_files import read_user_file
-
-    for line in read_user_file(path, "metrics file").decode("utf-8", errors="replace").splitlines():
+    text = read_user_file(path, "metrics file", limit=MAX_METRICS_BYTES,
+                          fix="a run logs far less; is it the run's metrics.jsonl?")
+    for line in text.decode("utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except ValueError:

@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 
 from .. import checkpoint as ckpt
-from ..config import Config, save_config, training_warnings
+from ..config import MAX_CONFIG_BYTES, Config, save_config, training_warnings
 from ..decoding.translator import CHECKPOINT_NAMES
 from ..errors import TransformerMTError
 from ..safe_files import (
@@ -39,6 +39,7 @@ from ..safe_files import (
     open_regular_file,
     open_run_file,
     read_regular_file,
+    regular_file_problem,
     remove,
     write_run_file,
 )
@@ -48,6 +49,7 @@ log = logging.getLogger("transformer_mt")
 MARKER = "run.json"
 LOCK_NAME = ".lock"
 RUN_FORMAT = 1
+MAX_MARKER_BYTES = 1 << 20  # run.json is a few hundred bytes; .lock holds "PID purpose"
 
 # Files (glob patterns relative to the run directory) that a run writes and may delete again.
 OWNED_PATTERNS = (
@@ -66,18 +68,34 @@ TEMPORARY_PATTERNS = (".checkpoint_*.pt.*.tmp", ".checkpoint_*.pt.tmp-*", ".chec
 def _is_our_lock_file(path: Path) -> bool:
     """Empty, or 'PID purpose' as RunLock writes it: a lock file of ours (maybe of a start that failed)."""
     try:
-        text = path.read_text(encoding="utf-8") if path.is_file() else None
+        with open_regular_file(path) as handle:  # by descriptor, never a FIFO; a lock of ours is one short line
+            text = handle.read(MAX_MARKER_BYTES + 1).decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return False
     return text is not None and re.fullmatch(r"(\d+ [^\n]*\n)?", text) is not None
 
 
 def is_run_dir(run_dir: Path) -> bool:
+    return marker_problem(run_dir) is None
+
+
+def marker_problem(run_dir: Path) -> str | None:
+    """What keeps ``run_dir``'s run.json from marking a transformer-mt run directory ("does not exist", "is not a
+    regular file ...", ...), or None when it does."""
+    path = Path(run_dir) / MARKER
     try:
-        marker = json.loads(read_regular_file(run_dir / MARKER).decode("utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(marker, dict) and marker.get("tool") == "transformer-mt"
+        marker = json.loads(read_regular_file(path, MAX_MARKER_BYTES).decode("utf-8"))
+    except FileNotFoundError:
+        return "does not exist"
+    except NotARegularFile:
+        return (regular_file_problem(path) or "is not a regular file").removesuffix(", expected a file")
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    except (ValueError, TransformerMTError):  # not JSON, not UTF-8, or larger than any marker
+        return "is not the JSON file transformer-mt writes there"
+    if not isinstance(marker, dict) or marker.get("tool") != "transformer-mt":
+        return "is not the JSON file transformer-mt writes there"
+    return None
 
 
 def write_marker(run_dir: Path) -> None:
@@ -88,7 +106,7 @@ def write_marker(run_dir: Path) -> None:
 def record_in_marker(run_dir: Path, key: str, value) -> None:
     """Set ``key`` in the run's run.json (e.g. where the run started: ``init_from``); None removes it."""
     path = run_dir / MARKER
-    marker = json.loads(read_regular_file(path).decode("utf-8"))
+    marker = json.loads(read_regular_file(path, MAX_MARKER_BYTES).decode("utf-8"))
     if value is None:
         marker.pop(key, None)
     else:
@@ -123,7 +141,7 @@ class RunLock:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             handle.seek(0)
-            holder = handle.read().split()
+            holder = handle.read(MAX_MARKER_BYTES).split()
             handle.close()
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise TransformerMTError(f"cannot lock run directory {self.run_dir}: {exc.strerror}") from None
@@ -171,7 +189,14 @@ def claim_run_dir(run_dir, overwrite: bool) -> RunLock:
         raise TransformerMTError(
             f"cannot create output directory {run_dir}: {os.strerror(exc.errno)}; choose another --output-dir or "
             f"fix the permissions of its parent") from None
-    if others and not is_run_dir(run_dir):
+    problem = marker_problem(run_dir) if others else None
+    if problem is not None and problem != "does not exist":  # a run.json is there, but not ours
+        raise TransformerMTError(
+            f"output directory {run_dir} holds files and its {MARKER} {problem}, so it is not known to be a "
+            f"transformer-mt run directory; training never writes into or deletes such a folder, with or without "
+            f"--overwrite. If it is a run of yours, put its {MARKER} back (copy the run directory again); otherwise "
+            f"choose a new or empty --output-dir")
+    if problem is not None:
         shown = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
         raise TransformerMTError(
             f"output directory {run_dir} already holds files ({shown}) and is not a transformer-mt run directory "
@@ -234,13 +259,15 @@ def read_saved_config(path: Path) -> tuple[dict | None, str | None]:
     import yaml
 
     try:
-        raw = yaml.safe_load(read_regular_file(path).decode("utf-8"))
+        raw = yaml.safe_load(read_regular_file(path, MAX_CONFIG_BYTES).decode("utf-8"))
     except FileNotFoundError:
         return None, "missing"
     except NotARegularFile as exc:
         return None, exc.strerror
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return None, f"unreadable: {type(exc).__name__}"
+    except TransformerMTError:  # read_within's bound
+        return None, f"larger than a config ({MAX_CONFIG_BYTES:,} bytes at most)"
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
         return None, "not a mapping of sections"
     return raw, None
@@ -332,7 +359,7 @@ def cut_logs_to_checkpoint(run_dir: Path, positions: dict) -> dict:
             if _tail_sha256(handle, size) != position["tail_sha256"]:
                 removed[name] = None
                 continue
-            removed[name] = handle.read().count(b"\n")
+            removed[name] = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
             handle.truncate(size)
     return removed
 
