@@ -63,7 +63,7 @@ class _Scanner(ast.NodeVisitor):
             self._flag(node, f"{name}() reads to the end (safe_files.read_within bounds it)")
         elif attr in WHOLE_READ_METHODS:
             self._flag(node, f".{attr}() reads a whole file by name")
-        elif name in WHOLE_LOADERS:
+        elif name in WHOLE_LOADERS and not _in_memory(node.args[0] if node.args else None):
             self._flag(node, f"{name}() reads a whole stream")
         elif name == "torch.load" and (self.path.name, (self.functions or [""])[-1]) != TORCH_LOAD_HOME:
             self._flag(node, "torch.load without the memory estimate (checkpoint.load_torch_file)")
@@ -77,6 +77,11 @@ class _Scanner(ast.NodeVisitor):
             if not (isinstance(first, ast.Constant) and str(first.value).startswith("/proc/")):
                 self._flag(node, f"{name}() of a path by name (safe_files opens user files, by descriptor)")
         self.generic_visit(node)
+
+
+def _in_memory(node: ast.AST | None) -> bool:
+    """A loader given ``io.BytesIO(data)`` reads bytes already read (within a bound), not a file."""
+    return isinstance(node, ast.Call) and ast.unparse(node.func) in ("io.BytesIO", "BytesIO")
 
 
 def _literal(node: ast.AST):

@@ -35,7 +35,7 @@ import yaml
 from torch import nn
 
 from ..checkpoint import tokenizer_checksums
-from ..config import config_from_dict
+from ..config import MAX_CONFIG_BYTES, config_from_dict
 from ..data.corpus import encode_parallel
 from ..data.lexicon import cooccurrence_lexicon
 from ..data.tokenizer import SPECIAL_IDS, Tokenizer, id_lists, load_tokenizers
@@ -221,7 +221,7 @@ def build_shortlist(run_dir, top_k: int = DEFAULT_TOP_K, frequent: int = DEFAULT
         raise TransformerMTError(f"{run_dir} is not a run directory (no config.yaml); give the --output-dir of a "
                                  f"training run")
     try:
-        raw = yaml.safe_load(read_regular_file(run_dir / "config.yaml").decode("utf-8"))
+        raw = yaml.safe_load(read_regular_file(run_dir / "config.yaml", MAX_CONFIG_BYTES).decode("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise TransformerMTError(f"{run_dir / 'config.yaml'} cannot be read ({type(exc).__name__}); give the "
                                  f"--output-dir of a training run") from None

@@ -48,6 +48,8 @@ DISTILL_FOLDER = "distill"
 MANIFEST = "manifest.json"
 CHUNK_LINES = 10_000  # a chunk is decoded in sorted batches: large enough that few batches are ragged
 DEFAULT_BEAM_SIZE = 5
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few hundred bytes; the bound of every file read whole
+MAX_CHUNK_BYTES = 1 << 30  # one chunk's translations, written here (as an --input file's bound)
 
 
 def distilled_path(folder: Path, corpus: int, tgt_lang: str) -> Path:
@@ -121,7 +123,7 @@ def translate_corpora(teacher: Translator, sources: list[Path], folder: Path, tg
     manifest_path = folder / MANIFEST
     if manifest_path.exists():
         try:
-            earlier = json.loads(read_regular_file(manifest_path).decode("utf-8"))
+            earlier = json.loads(read_regular_file(manifest_path, MAX_MANIFEST_BYTES).decode("utf-8"))
         except (OSError, ValueError):
             earlier = None
         if earlier != manifest:
@@ -153,7 +155,7 @@ def translate_corpora(teacher: Translator, sources: list[Path], folder: Path, tg
 
         def join(handle, parts=parts) -> None:
             for part in parts:
-                handle.write(read_regular_file(part))
+                handle.write(read_regular_file(part, MAX_CHUNK_BYTES))
 
         write_run_file(output, join)
         if count_lines(output) != record["lines"]:
