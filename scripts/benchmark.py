@@ -303,6 +303,9 @@ def main() -> int:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--skip-decoding", action="store_true")
     parser.add_argument("--quantize", action="store_true", help="also decode with int8 dynamic quantization")
+    parser.add_argument("--shortlist", action="store_true",
+                        help="also decode with --run's lexical shortlist (transformer-mt shortlist --model RUN), "
+                             "for each weights row")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                         help="training precision instead of the config's; also adds decoding rows in this "
                              "precision (bf16 pays off on CPUs with AVX-512 BF16 or AMX, and on GPUs)")
@@ -356,17 +359,21 @@ def main() -> int:
         sources = read_lines(data.path("test", data.src_lang))[:args.sentences]
         references = read_lines(data.path("test", data.tgt_lang))[:args.sentences]
         tokenize = resolve_tokenize(config.decoding.sacrebleu_tokenize, data.tgt_lang)
-        variants = [("fp32", "fp32", False)]
+        variants = [("fp32", "fp32", False, False)]
         if args.precision and args.precision != "fp32":
-            variants.append((args.precision, args.precision, False))
+            variants.append((args.precision, args.precision, False, False))
         if args.quantize:
-            variants.append(("int8", "fp32", True))
+            variants.append(("int8", "fp32", True, False))
+        if args.shortlist:
+            if not args.run:
+                parser.error("--shortlist decodes with a trained run's shortlist: give --run DIR")
+            variants += [(f"{name}+sl", precision, quantize, True) for name, precision, quantize, _ in variants]
         result["decoding"] = []
         profiles = []  # printed after the speed table
-        for name, precision, quantize in variants:
+        for name, precision, quantize, shortlist in variants:
             if args.run:
                 translator = Translator.from_run(args.run, args.checkpoint, device=args.device or "auto",
-                                                 precision=precision, quantize=quantize)
+                                                 precision=precision, quantize=quantize, shortlist=shortlist)
             else:
                 model = model_after_timing if model_after_timing is not None else trainer.model
                 if quantize:

@@ -125,6 +125,7 @@ def main() -> int:
             outputs[name] = translator.translate(sources, **options, **extra)
             timings[name].append(time.perf_counter() - start)
     tokenize = resolve_tokenize(translator.config.decoding.sacrebleu_tokenize, data.tgt_lang)
+    termless = [i for i, source in enumerate(sources) if not glossary.matches(source)]
     rows = {}
     for name, hyps in outputs.items():
         scores = score(hyps, references, tokenize)
@@ -132,14 +133,18 @@ def main() -> int:
         rows[name] = {"bleu": scores["bleu"], "chrf": scores["chrf"], "term_use": terms["term_use"],
                       "terms_used": terms["used"], "terms_applicable": terms["applicable"],
                       "sentences_per_second": len(sources) / min(timings[name]),
-                      "unchanged": sum(a == b for a, b in zip(hyps, plain))}
+                      "unchanged": sum(a == b for a, b in zip(hyps, plain)),
+                      # the sentences no entry applies to: what a glossary must leave as it was
+                      "unchanged_without_terms": sum(hyps[i] == plain[i] for i in termless),
+                      "sentences_without_terms": len(termless)}
     print(f"lexicon: {len(lexicon):,} entries from {len(train_sources):,} training pairs; glossary: {len(glossary)} "
           f"entries, applicable {rows['plain']['terms_applicable']} times in {len(sources)} test sentences")
-    print(f"{'':10} {'BLEU':>6} {'chrF':>6} {'term use':>9} {'sent/s':>8} {'same as plain':>14}")
+    print(f"{'':10} {'BLEU':>6} {'chrF':>6} {'term use':>9} {'sent/s':>8} {'same as plain':>14} "
+          f"{'same, no term':>14}")
     for name, row in rows.items():
         use = "-" if row["term_use"] is None else f"{row['term_use']:.1f}%"
         print(f"{name:10} {row['bleu']:6.2f} {row['chrf']:6.2f} {use:>9} {row['sentences_per_second']:8.1f} "
-              f"{row['unchanged']:>9}/{len(sources)}")
+              f"{row['unchanged']:>9}/{len(sources)} {row['unchanged_without_terms']:>9}/{len(termless)}")
     if args.json:
         Path(args.json).write_text(json.dumps({"glossary_entries": len(glossary), "lexicon_entries": len(lexicon),
                                                "sentences": len(sources), "beam_size": args.beam_size,

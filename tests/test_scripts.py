@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config, write_reverse_corpus
+from conftest import run_cli, tiny_config, write_reverse_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -69,11 +70,20 @@ def test_benchmark(tiny_yaml, tmp_path):
     assert "training updates (fp32)" in result.stdout and "beam-5 decoding of 5 sentences" in result.stdout
 
 
-def test_benchmark_decoding_a_trained_run(small_run):
+def test_benchmark_decoding_a_trained_run(small_run, tmp_path):
     _, _, run = small_run
     result = run_script("benchmark.py", "--config", run / "config.yaml", "--run", run, "--skip-training",
                         "--sentences", 5, "--check-exact", 3)
     assert "identical" in result.stdout, result.stdout
+    # --shortlist: each weights row again over the run's shortlist (built here, in a copy of the run)
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    assert run_cli("shortlist", "--model", copy).returncode == 0
+    out = tmp_path / "bench.json"
+    run_script("benchmark.py", "--config", copy / "config.yaml", "--run", copy, "--skip-training", "--sentences", 5,
+               "--shortlist", "--json", out)
+    rows = json.loads(out.read_text())["decoding"]
+    assert {row["weights"] for row in rows} == {"fp32", "fp32+sl"} and all(row["sentences_per_s"] > 0 for row in rows)
 
 
 def test_benchmark_data(tmp_path):
@@ -240,6 +250,8 @@ def test_glossary_bleu(small_run, tmp_path):
     assert set(rows) == {"plain", "glossary"} and numbers["glossary_entries"] == len(terms.read_text().splitlines())
     if rows["plain"]["terms_applicable"]:  # every entry was chosen because the plain translation missed it once
         assert rows["plain"]["term_use"] < 100.0 and rows["glossary"]["term_use"] == 100.0
+    termless = rows["glossary"]["sentences_without_terms"]
+    assert 0 <= rows["glossary"]["unchanged_without_terms"] <= termless == rows["plain"]["unchanged_without_terms"]
 
 
 def test_demo_tag_placement(tmp_path):
