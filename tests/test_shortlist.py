@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import itertools
 
 import numpy as np
@@ -223,6 +224,68 @@ def test_a_damaged_or_missing_shortlist_is_one_error(tmp_path, shortlisted_run):
     (tmp_path / "shortlist.npz").write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(TransformerMTError, match="damaged or not a shortlist"):
         Shortlist.load(tmp_path / "shortlist.npz", translator.src_tokenizer, translator.tgt_tokenizer)
+
+
+LOAD_AND_MEASURE = """
+import resource, sys
+from transformer_mt import Translator
+from transformer_mt.decoding.shortlist import Shortlist
+from transformer_mt.errors import TransformerMTError
+translator = Translator.from_run(sys.argv[1], device="cpu")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    Shortlist.load(sys.argv[2], translator.src_tokenizer, translator.tgt_tokenizer)
+    print("loaded", end=" ")
+except TransformerMTError as error:
+    print("refused:", error, end=" ")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+@pytest.mark.parametrize("member, array, outcome", [
+    ("scores", b"not an array at all", "loaded"),  # a member decoding never reads is never unpacked
+    ("scores", np.zeros((1 << 27,), dtype=np.int64), "loaded"),  # 1 GB of zeros: ~1 MB deflated
+    ("candidates", np.zeros((1 << 30,), dtype=np.int8), "refused: shortlist"),  # 1 GB of zeros
+    ("target_by_frequency", np.array([object()], dtype=object), "refused: shortlist"),
+    ("info", np.array("[" * 100_000 + "]" * 100_000), "refused: shortlist"),  # nested past the recursion limit
+])
+def test_a_crafted_shortlist_is_refused_before_its_arrays_are_unpacked(tmp_path, shortlisted_run, member, array,
+                                                                       outcome):
+    """A member's shape and type are read from its header and checked before its data is unpacked (a 3 MB file
+    held a member of 3 GB of zeros, and loading unpacked every member); only the three members decoding needs
+    are read. Measured in a fresh process: loading takes no more memory than the genuine file's."""
+    import subprocess
+    import sys
+    import zipfile
+
+    _, _, run = shortlisted_run
+    with zipfile.ZipFile(run / "shortlist.npz") as genuine:
+        members = {info.filename: genuine.read(info) for info in genuine.infolist()}
+    if isinstance(array, bytes):
+        members[f"{member}.npy"] = array
+    else:
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, array, allow_pickle=True)
+        members[f"{member}.npy"] = buffer.getvalue()
+    crafted = tmp_path / "shortlist.npz"
+    with zipfile.ZipFile(crafted, "w", zipfile.ZIP_DEFLATED) as out:
+        for name, data in members.items():
+            out.writestr(name, data)
+    assert crafted.stat().st_size < 10_000_000
+    answers = {}
+    for name, path in (("genuine", run / "shortlist.npz"), ("crafted", crafted)):
+        done = subprocess.run([sys.executable, "-c", LOAD_AND_MEASURE, str(run), str(path)], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        answers[name] = done.stdout
+    assert answers["crafted"].startswith(outcome), answers
+    grown = int(answers["crafted"].split()[-1]) - int(answers["genuine"].split()[-1])
+    assert grown < 100_000, answers  # kB: nothing was unpacked beyond what decoding needs
+
+
+def test_shortlist_top_k_is_bounded(small_run):
+    assert_clean_error(run_cli("shortlist", "--model", small_run[2], "--top-k", "300000"), "--top-k 300000",
+                       "at most 1000")
 
 
 def test_the_command_line_builds_and_decodes_with_a_shortlist(tmp_path, small_run):

@@ -58,7 +58,30 @@ DEFAULT_FREQUENT = 100
 # thread of a Zen 4 EPYC), so ~3 minutes for these and ~3 s for Multi30k.
 DEFAULT_MAX_PAIRS = 2_000_000
 MAX_FILE_BYTES = 1 << 30  # (source vocabulary x stored top-k) x 8 bytes: far below this for any real vocabulary
+MAX_TOP_K = 1000  # target pieces per source piece: a shortlist of more is no shortlist
+MAX_INFO_CHARS = 1 << 16  # the file's description (JSON): a few hundred characters
 ALWAYS = sorted(SPECIAL_IDS)  # pad, unk, bos, eos: ids 0-3, so that they keep their ids in a shortlist
+
+
+def _read_npz_member(archive: zipfile.ZipFile, name: str, limit: int) -> np.ndarray:
+    """The array ``name`` of an .npz archive, refused (ValueError) when its header declares more than ``limit``
+    bytes or objects, before any of its data is unpacked."""
+    with archive.open(f"{name}.npy") as stream:
+        version = np.lib.format.read_magic(stream)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"{name}: .npy format {version}")
+        shape, fortran_order, dtype = read_header(stream)
+        if dtype.hasobject:
+            raise ValueError(f"{name} holds Python objects")
+        size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if size < 0 or size * dtype.itemsize > limit:
+            raise ValueError(f"{name} declares {shape} of {dtype}, more than a shortlist holds")
+        raw = stream.read(size * dtype.itemsize)
+    if len(raw) != size * dtype.itemsize:
+        raise ValueError(f"{name} is cut short")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
 
 
 def shortlist_path(run_dir) -> Path:
@@ -102,12 +125,16 @@ class Shortlist:
                    else "remove it and build it again")
             raise TransformerMTError(f"shortlist {path} {problem}; {fix}")
         data = read_user_file(path, "shortlist", limit=MAX_FILE_BYTES)
+        # Each array's size is known from its header before its data is unpacked: a member of a few kB may
+        # inflate to gigabytes, and only these three are read (the stored scores are not needed to decode).
+        sizes = {"candidates": len(src_tok) * MAX_TOP_K * 8, "target_by_frequency": len(tgt_tok) * 8,
+                 "info": MAX_INFO_CHARS * 4}
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-                fields = {name: arrays[name] for name in arrays.files}
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                fields = {name: _read_npz_member(archive, name, limit) for name, limit in sizes.items()}
             info = json.loads(str(fields["info"]))
             candidates, frequency = fields["candidates"], fields["target_by_frequency"]
-        except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as exc:
+        except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile, RecursionError) as exc:
             raise TransformerMTError(f"shortlist {path} is damaged or not a shortlist ({type(exc).__name__}); build "
                                      f"it again with: transformer-mt shortlist --model {path.parent}") from None
         if not isinstance(info, dict) or info.get("format") != SHORTLIST_FORMAT:
@@ -216,7 +243,10 @@ def build_shortlist(run_dir, top_k: int = DEFAULT_TOP_K, frequent: int = DEFAULT
     for name, value, least in (("--top-k", top_k, 0), ("--frequent", frequent, 0), ("--max-pairs", max_pairs, 0)):
         if value < least:
             raise TransformerMTError(f"{name} must be at least {least}, got {value}")
-    stored_top_k = max(stored_top_k, top_k)
+    if top_k > MAX_TOP_K:
+        raise TransformerMTError(f"--top-k {top_k} is more target pieces per source piece than a shortlist takes; "
+                                 f"give at most {MAX_TOP_K} (default {DEFAULT_TOP_K})")
+    stored_top_k = min(max(stored_top_k, top_k), MAX_TOP_K)
     if regular_file_problem(run_dir / "config.yaml") is not None:
         raise TransformerMTError(f"{run_dir} is not a run directory (no config.yaml); give the --output-dir of a "
                                  f"training run")
