@@ -139,6 +139,22 @@ def test_shares_follow_weight_times_size_to_one_over_the_temperature(sizes, temp
     np.testing.assert_allclose(counts, wanted / wanted.sum() * total, atol=1.0)
 
 
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.integers(1, 10_000), min_size=1, max_size=6),
+       scale=st.sampled_from([1e-300, 1e-100, 1.0, 1e100, 1e308]),
+       temperature=st.sampled_from([0.0, 1e-310, 1e-300, 1e-3, 1.0, 1e300]))
+def test_shares_hold_for_any_representable_weight_and_temperature(sizes, scale, temperature):
+    """Equal weights of any size give the same shares as weight 1 (weights of 1e308 overflowed their sum, and each
+    corpus got one pair an epoch), and a temperature of 1e-310 gives all to the largest corpora (it was NaN, then a
+    traceback deep in training)."""
+    counts = shares(sizes, [scale] * len(sizes), temperature)
+    assert counts.sum() == sum(sizes) and (counts >= 0).all()
+    if temperature == 0.0:
+        np.testing.assert_array_equal(counts, shares(sizes, [1.0] * len(sizes)))
+    elif temperature <= 1e-300 and len(set(sizes)) == len(sizes):
+        assert counts[int(np.argmax(sizes))] >= sum(sizes) - len(sizes)  # the largest takes (nearly) all
+
+
 def test_temperature_draws_small_directions_more_often(tmp_path):
     root = write_parallel(tmp_path / "data", n_train=200)
     small = tmp_path / "small"

@@ -70,9 +70,13 @@ def shares(sizes: list[int], weights: list[float], temperature: float = 0.0) -> 
     ``temperature`` T > 0: to weight * size ** (1 / T)), rounded by largest remainders so that they add up."""
     total = sum(sizes)
     weights = np.asarray(weights, dtype=np.float64)
+    weights = weights / weights.max()  # weights of 1e308 would overflow their sum (every share 0)
     if temperature > 0:
-        # In logarithms: size ** (1 / T) of a large corpus and a small T overflows a float.
-        logs = np.log(weights) + np.log(np.asarray(sizes, dtype=np.float64)) / temperature
+        # In logarithms, relative to the largest corpus: size ** (1 / T) of a large corpus and a small T overflows
+        # a float (and inf - inf is NaN); the largest corpus's term is 0, a smaller one's at most 0.
+        logs = np.log(np.asarray(sizes, dtype=np.float64))
+        with np.errstate(over="ignore", divide="ignore"):  # -inf: that corpus's share is 0
+            logs = np.log(weights) + (logs - logs.max()) / temperature
         weights = np.exp(logs - logs.max())
     exact = weights / weights.sum() * total
     counts = np.floor(exact).astype(np.int64)
