@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from transformer_mt.config import check_data_files, load_config
+from transformer_mt.config import check_data_files, config_from_dict, load_config
 from transformer_mt.errors import TransformerMTError
 
 REPO_CONFIGS = sorted(str(p) for p in __import__("pathlib").Path("configs").glob("*.yaml"))
@@ -111,3 +111,11 @@ def test_parse_overrides_reads_values_as_yaml_and_names_bad_items():
         "training.max_steps": 100, "model.pre_norm": False, "training.precision": "bf16"}
     with pytest.raises(TransformerMTError, match="max_steps100"):
         parse_overrides(["max_steps100"])
+
+
+@pytest.mark.parametrize("section, key", [("data", "root"), ("data", "train_prefix"), ("data", "src_lang"),
+                                          ("tokenizer", "model")])
+def test_a_nul_character_in_a_text_key_is_one_error(section, key):
+    """A NUL in a path or code reached the OS as "embedded null byte" (a traceback, second probe)."""
+    with pytest.raises(TransformerMTError, match=rf"key '{section}\.{key}' holds a NUL character"):
+        config_from_dict({section: {key: "de\x00en"}})

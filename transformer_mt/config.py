@@ -475,6 +475,8 @@ def _check_value(key: str, value, expected_type, source: str):
         return number
     if expected_type is str:
         if isinstance(value, str):
+            if "\x00" in value:  # no path, language code or name holds one (the OS refuses it in a path)
+                raise TransformerMTError(f"{where} holds a NUL character (\\0); remove it")
             return value  # ${VAR} was expanded by load_config, for config files only (see expand_env_in)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
