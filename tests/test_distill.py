@@ -56,8 +56,10 @@ def test_distill_translates_resumes_after_an_interruption_and_trains_the_student
     assert translated == [60, 60]
 
     translated.clear()
+    damaged = folder / "corpus0.part000001.tgt"  # a chunk cut short (by hand, or a disk that filled) is not kept
+    damaged.write_text("".join(damaged.read_text().splitlines(keepends=True)[:10]))
     summary = distill(teacher, student(data), run, beam_size=2, chunk_lines=60, resume=True, show_progress=False)
-    assert translated == [60, 20]  # only the chunks not yet written
+    assert translated == [60, 60, 20]  # only the chunks not yet written whole
     assert summary["step"] == 2
     assert not list(folder.glob("corpus0.part*"))  # joined into one file
     # Line for line what the teacher makes of the sources, as one uninterrupted translation would.

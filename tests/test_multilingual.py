@@ -238,7 +238,9 @@ def test_evaluate_picks_the_split_files_of_the_direction(trained, corpus):
     assert_clean_error(run_cli("evaluate", "--model", run, "--split", "test"), "aa -> bb, aa -> cc, bb -> aa",
                        "--target-language")
     assert_clean_error(run_cli("evaluate", "--model", run, "--split", "test", "--target-language", "bb",
-                               "--source-language", "cc"), "none matches")
+                               "--source-language", "cc"), "--source-language 'cc' matches none of them")
+    assert_clean_error(run_cli("evaluate", "--model", run, "--split", "test", "--target-language", "aa",
+                               "--source-language", "aa"), "--source-language aa with --target-language aa matches none")
 
 
 def test_a_server_of_one_multilingual_run_lists_and_translates_its_directions(trained, tmp_path):

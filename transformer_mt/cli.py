@@ -908,10 +908,17 @@ def _split_files(args, data) -> tuple[Path, Path]:
               and (args.source_language is None or s == args.source_language)]
     shown = ", ".join(f"{s} -> {t}" for s, t in directions)
     if len(chosen) != 1:
-        fix = ("pick one with --target-language LANG" + (" and --source-language LANG" if len(chosen) > 1
-                                                         and args.target_language is not None else ""))
-        raise TransformerMTError(f"--split {args.split}: this run was trained for {shown}; "
-                                 f"{'none matches the languages given: ' if not chosen else ''}{fix}")
+        if not chosen:  # name what matches nothing: the source, the target, or the two together
+            given = [f"--{side}-language {value[:40]!r}" for side, value, known in (
+                ("source", args.source_language, {s for s, _ in directions}),
+                ("target", args.target_language, {t for _, t in directions})) if value is not None and value not in known]
+            wrong = " and ".join(given) or (f"--source-language {args.source_language} with --target-language "
+                                           f"{args.target_language}")
+            raise TransformerMTError(f"--split {args.split}: this run was trained for {shown}; {wrong} matches none "
+                                     f"of them")
+        fix = ("pick one with --target-language LANG" + (" and --source-language LANG" if args.target_language
+                                                         is not None else ""))
+        raise TransformerMTError(f"--split {args.split}: this run was trained for {shown}; {fix}")
     args.target_language = chosen[0][1]  # the files' direction is the one translated (read by _decode_kwargs)
     return data.split_files(args.split, chosen[0])
 

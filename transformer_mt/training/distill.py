@@ -145,8 +145,8 @@ def translate_corpora(teacher: Translator, sources: list[Path], folder: Path, tg
             continue
         for chunk, lines in enumerate(iter_line_chunks(source, chunk_lines)):
             path = chunk_path(folder, corpus, chunk, tgt_lang)
-            if path.exists():  # written whole by an earlier run
-                continue
+            if path.exists() and count_lines(path) == len(lines):  # written whole by an earlier run
+                continue  # (one of another length was not: it is translated again)
             translations = teacher.translate(lines, **decoding)
             write_run_file(path, "".join(text + "\n" for text in translations))
             if progress is not None:
@@ -159,10 +159,11 @@ def translate_corpora(teacher: Translator, sources: list[Path], folder: Path, tg
 
         write_run_file(output, join)
         if count_lines(output) != record["lines"]:
-            remove(output)
+            for path in (output, *parts):  # so that a rerun translates this corpus anew, not loops on this error
+                remove(path)
             raise TransformerMTError(f"the translations of {source} in {folder} have another number of lines than "
-                                     f"its {record['lines']}: the source changed while it was translated; run "
-                                     f"distill again")
+                                     f"its {record['lines']}: the source changed while it was translated; its "
+                                     f"translations were removed: run distill again to translate it anew")
         for part in parts:
             remove(part)
     return outputs
