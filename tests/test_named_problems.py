@@ -130,3 +130,31 @@ def test_decoding_values_stored_in_a_checkpoint_are_refused_naming_the_key(small
     torch.save(state, crafted)
     result = run_cli("translate", "--model", small_run[2], "--checkpoint", crafted, "ba de")
     assert_clean_error(result, f"config stored in {crafted}: key 'decoding.{key}' must be <=")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text", "nan", "version as text"])
+def test_upgrade_checkpoint_calls_a_damaged_file_damaged_not_an_earlier_format(small_run, tmp_path, damage):
+    """A damaged, truncated or NaN checkpoint was "in an earlier checkpoint format" and the user was told to
+    --trust it (second probe); a format version that is text read "has version 2, this reads version 2"."""
+    import shutil
+
+    path = tmp_path / "checkpoint.pt"
+    shutil.copy(small_run[2] / "checkpoint_best.pt", path)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:5000])
+    elif damage == "text":
+        path.write_text("hello\n")
+    else:
+        state = torch.load(path, weights_only=True)
+        if damage == "nan":
+            next(iter(state["model"].values())).fill_(float("nan"))
+        else:
+            state["format_version"] = "2"
+        torch.save(state, path)
+    for trust in ([], ["--trust"]):
+        result = run_cli("upgrade-checkpoint", *trust, path)
+        assert_clean_error(result, str(path))
+        assert "earlier checkpoint format" not in result.stderr and "pass --trust" not in result.stderr
+        assert ".upgrade-" not in result.stderr  # no temporary path
+    if damage == "version as text":
+        assert "its format version '2' is not a number" in result.stderr

@@ -167,6 +167,11 @@ def _plain_pickle_globals(path) -> list[str]:
     return names
 
 
+class EarlierFormat(TransformerMTError):
+    """A checkpoint of format 1, which ``upgrade_checkpoint --trust`` converts (any other refusal is no earlier
+    format: a damaged or crafted file is not one to convert)."""
+
+
 class UnsafeCheckpoint(TransformerMTError):
     """A checkpoint that holds Python objects loading would import and call: refused, never converted."""
 
@@ -243,7 +248,7 @@ def load_checkpoint(path, map_location="cpu", fix: str = ANOTHER_CHECKPOINT) -> 
         if not unsafe:
             raise TransformerMTError(f"checkpoint {path} is corrupt or truncated (unreadable pickle); {fix}") from None
         if set(unsafe) <= FORMAT1_GLOBAL_NAMES:
-            raise TransformerMTError(
+            raise EarlierFormat(
                 f"checkpoint {path} was written by transformer-mt before checkpoint format {FORMAT_VERSION} (it "
                 f"pickles a numpy array) and was not loaded; if you made it or trust its source, convert it once "
                 f"with: transformer-mt upgrade-checkpoint --trust {path}") from None
@@ -267,12 +272,16 @@ def _check_state(state, path) -> dict:
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise TransformerMTError(f"{path} is not a transformer-mt checkpoint (no model/config inside)")
     if state.get("format_version") == 1:
-        raise TransformerMTError(
+        raise EarlierFormat(
             f"checkpoint {path} was written by transformer-mt before checkpoint format {FORMAT_VERSION}; if you "
             f"made it or trust its source, convert it once with: transformer-mt upgrade-checkpoint --trust {path}")
-    if state.get("format_version") != FORMAT_VERSION:
+    version = state.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise TransformerMTError(f"checkpoint {path} is damaged: its format version {str(version)[:40]!r} is not a "
+                                 f"number")
+    if version != FORMAT_VERSION:
         raise TransformerMTError(
-            f"checkpoint {path} has format version {state.get('format_version')}, this transformer-mt "
+            f"checkpoint {path} has format version {version}, this transformer-mt "
             f"reads version {FORMAT_VERSION}; use the transformer-mt version that wrote it"
         )
     if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
@@ -391,8 +400,11 @@ def upgrade_checkpoint(path, trust: bool) -> bool:
         current = load_checkpoint(path)["format_version"] == FORMAT_VERSION
     except UnsafeCheckpoint as exc:  # crafted, not an earlier format: --trust is not the advice
         raise TransformerMTError(f"checkpoint {path} cannot be upgraded: {str(exc).split(': ', 1)[-1]}") from None
-    except TransformerMTError:
+    except EarlierFormat:
         current = False
+    except TransformerMTError as exc:  # damaged, truncated, not a checkpoint: nothing to convert, nor to trust
+        raise TransformerMTError(f"{exc}; it is not in an earlier format either, so upgrade-checkpoint cannot "
+                                 f"convert it") from None
     if current:
         return False
     if not trust:
