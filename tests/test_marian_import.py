@@ -311,6 +311,7 @@ def test_fine_tuning_an_import_trains_and_resumes_exactly(tmp_path, shared, corp
 
 @pytest.mark.parametrize("damage, message", [
     ("model_type", "model_type 'bart' cannot be imported"),
+    ("config_list", "holds a JSON list, not an object of settings"),
     ("no_weights", "has no model.safetensors or pytorch_model.bin"),
     ("crafted_bin", "may be crafted to run code"),
     ("bad_spm", "is not a SentencePiece model"),
@@ -326,6 +327,8 @@ def test_a_bad_model_directory_is_one_clear_error(tmp_path, spm_models, damage, 
     if damage == "model_type":
         config = json.loads((hf / "config.json").read_text())
         (hf / "config.json").write_text(json.dumps({**config, "model_type": "bart"}))
+    elif damage == "config_list":
+        (hf / "config.json").write_text(json.dumps([json.loads((hf / "config.json").read_text())]))
     elif damage == "no_weights":
         (hf / "pytorch_model.bin").unlink()
     elif damage == "crafted_bin":

@@ -255,3 +255,11 @@ def test_whitespace_around_elements_at_the_ends_of_a_block_is_written_once():
         assert segmented.sentences == ["One dog."]
         assert segmented.join(["One dog."], [[(0, 0), (1, 1)]], "en") == html.replace("<img src=a.png>",
                                                                                         '<img src="a.png">')
+
+
+@pytest.mark.parametrize("html", ["<p>a b</p><plaintext>keep <b>p</b>\n",
+                                  "<!doctype html><html><body><p>x</p><PLAINTEXT>y"])
+def test_plaintext_is_named_not_called_a_missing_closing_tag(html):
+    """<plaintext> has no closing tag by definition; the error said "Expected closing tag", a fix nobody can make."""
+    with pytest.raises(MalformedHtmlError, match="holds <plaintext>"):
+        segment_html(html, "en")

@@ -25,7 +25,10 @@ def import_model(hf_dir, output_dir) -> dict:
                                  f"of Helsinki-NLP/opus-mt-de-en)")
     check_output_dir(Path(output_dir))  # before minutes of loading: a link of another user on the way, a full folder
     config = read_json(hf_dir, "config.json")
-    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        raise TransformerMTError(f"{hf_dir / 'config.json'} holds a JSON {type(config).__name__}, not an object of "
+                                 f"settings (model_type, d_model, ...); download the model again")
+    model_type = config.get("model_type")
     if model_type == "marian":
         return import_marian(hf_dir, config, Path(output_dir))
     raise TransformerMTError(f"{hf_dir / 'config.json'}: model_type {model_type!r} cannot be imported; "

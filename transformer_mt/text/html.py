@@ -252,6 +252,13 @@ def _parse(document: str):
     builder = html5lib.getTreeBuilder("etree", ElementTree, fullTree=True)
     parser = html5lib.HTMLParser(tree=builder, namespaceHTMLElements=False)
     tree = parser.parse(document) if full else parser.parseFragment(document, container="div")
+    root = tree.getroot() if hasattr(tree, "getroot") else tree
+    if next(root.iter("plaintext"), None) is not None:
+        # No closing tag exists: everything after <plaintext> is text, which no serializer writes back as it was
+        # (html5lib reports only "expected closing tag", a fix the user cannot make).
+        raise MalformedHtmlError("the document holds <plaintext> (obsolete: it turns the rest of the document into "
+                                 "plain text, so it cannot be written back as HTML); remove it, or send the document "
+                                 "as format text")
     for (line, column), code, details in parser.errors:
         if code not in TOLERATED_PARSE_ERRORS:
             message = PARSE_ERROR_MESSAGES.get(code, code)
