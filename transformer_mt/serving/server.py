@@ -231,7 +231,14 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+        errors = exc.errors()
+        # pydantic's JSON parser refuses a lone surrogate escape ("\\ud800", valid JSON but no text) as "unexpected
+        # end of hex escape": say what it is, as the routes that read their JSON themselves do (a 400).
+        if any(e.get("type") == "json_invalid" and "hex escape" in str(e.get("msg")) for e in errors):
+            return JSONResponse({"error": "the body holds a \\u escape that is no text (a lone surrogate such as "
+                                          "\\ud800, or fewer than four hex digits); send valid Unicode text"},
+                                status_code=400)
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors)
         return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
