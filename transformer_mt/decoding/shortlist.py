@@ -66,7 +66,7 @@ ALWAYS = sorted(SPECIAL_IDS)  # pad, unk, bos, eos: ids 0-3, so that they keep t
 def _read_npz_member(archive: zipfile.ZipFile, name: str, limit: int) -> np.ndarray:
     """The array ``name`` of an .npz archive, refused (ValueError) when its header declares more than ``limit``
     bytes or objects, before any of its data is unpacked."""
-    with archive.open(f"{name}.npy") as stream:
+    with archive.open(f"{name}.npy", mode="r") as stream:
         version = np.lib.format.read_magic(stream)
         read_header = {(1, 0): np.lib.format.read_array_header_1_0,
                        (2, 0): np.lib.format.read_array_header_2_0}.get(version)
