@@ -196,3 +196,19 @@ def playwright_and_chromium():
             pytest.fail("CI must run the browser test: scripts/setup.sh installs Debian's chromium")
         pytest.skip("no chromium on this machine (apt-get install chromium)")
     return sync_api, chromium
+
+
+def train_language_pair(root, source: str, target: str, steps: int = 2, n_train: int = 200) -> Path:
+    """A tiny run of the reversal task between two named languages (root/models/<source>-<target>), for servers
+    and benchmarks of many models."""
+    from transformer_mt import train
+
+    data = write_reverse_corpus(root / f"data-{source}-{target}", n_train=n_train, n_valid=5, n_test=5)
+    for split in ("train", "valid", "test"):
+        (data / f"{split}.src").rename(data / f"{split}.{source}")
+        (data / f"{split}.tgt").rename(data / f"{split}.{target}")
+    config = tiny_config(data, max_steps=steps, validate_every=steps)
+    config.data.src_lang, config.data.tgt_lang = source, target
+    run = root / "models" / f"{source}-{target}"
+    train(config, run, show_progress=False)
+    return run

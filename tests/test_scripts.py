@@ -109,18 +109,10 @@ def test_benchmark_server(small_run, tmp_path):
 
 def test_benchmark_server_of_many_models(tmp_path):
     """--models-dir: cold and warm first requests per model, the mixed load, and one model alone."""
-    from conftest import tiny_config, write_reverse_corpus
-
-    from transformer_mt import train
+    from conftest import train_language_pair
 
     for source, target in (("de", "en"), ("en", "fr")):
-        data = write_reverse_corpus(tmp_path / f"data-{source}-{target}", n_train=100, n_valid=4, n_test=4)
-        for split in ("train", "valid", "test"):
-            (data / f"{split}.src").rename(data / f"{split}.{source}")
-            (data / f"{split}.tgt").rename(data / f"{split}.{target}")
-        config = tiny_config(data, max_steps=1, validate_every=1)
-        config.data.src_lang, config.data.tgt_lang = source, target
-        train(config, tmp_path / "models" / f"{source}-{target}", show_progress=False)
+        train_language_pair(tmp_path, source, target, steps=1, n_train=100)
     out = tmp_path / "many.json"
     result = run_script("benchmark_server.py", "--models-dir", tmp_path / "models", "--sentences", 6,
                         "--clients", 2, "--max-loaded-models", 1, "--json", out)

@@ -21,8 +21,7 @@ from conftest import (  # noqa: E402
     playwright_and_chromium,
     run_cli,
     stop_server,
-    tiny_config,
-    write_reverse_corpus,
+    train_language_pair,
 )
 
 from transformer_mt import Translator  # noqa: E402
@@ -36,25 +35,11 @@ ENGLISH = "I have lived in this beautiful city for many years and I walk my dog 
 FRENCH = "J'habite dans cette belle ville depuis de nombreuses années et je promène mon chien chaque matin."
 
 
-def train_pair(root, source, target):
-    from transformer_mt import train
-
-    data = write_reverse_corpus(root / f"data-{source}-{target}", n_train=200, n_valid=5, n_test=5)
-    for split in ("train", "valid", "test"):
-        (data / f"{split}.src").rename(data / f"{split}.{source}")
-        (data / f"{split}.tgt").rename(data / f"{split}.{target}")
-    config = tiny_config(data, max_steps=2, validate_every=2)
-    config.data.src_lang, config.data.tgt_lang = source, target
-    run = root / "models" / f"{source}-{target}"
-    train(config, run, show_progress=False)
-    return run
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A folder of two tiny runs, de -> en and en -> fr; their Translators by pair."""
     root = tmp_path_factory.mktemp("many")
-    runs = {pair: train_pair(root, *pair) for pair in PAIRS}
+    runs = {pair: train_language_pair(root, *pair) for pair in PAIRS}
     return root / "models", {pair: Translator.from_run(run, device="cpu") for pair, run in runs.items()}
 
 
