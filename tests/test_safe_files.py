@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli, tiny_config, write_reverse_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -456,3 +456,42 @@ def test_output_that_is_the_prefix_file_is_refused(small_run, tmp_path):
     assert_clean_error(run_cli("translate", "--model", run, "--device", "cpu", "--prefix-file", prefixes,
                                "--output", prefixes, "ba de"), "--prefix-file")
     assert prefixes.read_text() == "ba\n"
+
+
+# --- run directories: the caller's own folder ----------------------------------------------------------------
+
+@settings(max_examples=30, deadline=None)
+@given(mode=st.integers(0o700, 0o777), foreign=st.booleans() if IS_ROOT else st.just(False))
+def test_a_run_directory_must_be_the_callers_own_and_not_everyones(tmp_path_factory, mode, foreign):
+    """Checkpoints are read back on resume: whoever owns the folder, or anyone in a world-writable one, could
+    rename them away and put their own in their place, so training only claims a folder of the caller's own."""
+    from transformer_mt.training.rundir import claim_run_dir
+
+    run_dir = tmp_path_factory.mktemp("shared") / "run"
+    run_dir.mkdir()
+    run_dir.chmod(mode)
+    if foreign:
+        os.chown(run_dir, OTHER_UID, OTHER_UID)
+    if foreign or mode & stat.S_IWOTH:
+        with pytest.raises(TransformerMTError, match="--output-dir .*(belongs to another user|everyone may write)"):
+            claim_run_dir(run_dir, overwrite=False)
+        assert list(run_dir.iterdir()) == []  # nothing written into it
+    else:
+        claim_run_dir(run_dir, overwrite=False).release()
+        assert (run_dir / "run.json").is_file()
+
+
+@needs_root
+def test_train_refuses_a_run_directory_another_user_made(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o1777)  # a sticky shared folder such as /tmp
+    theirs = shared / "out"
+    theirs.mkdir()
+    os.chown(theirs, OTHER_UID, OTHER_UID)
+    data = write_reverse_corpus(tmp_path / "data", n_train=50, n_valid=5, n_test=5)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(data, max_steps=1).to_dict()))
+    result = run_cli("train", "--config", str(config), "--output-dir", str(theirs))
+    assert_clean_error(result, "belongs to another user")
+    assert list(theirs.iterdir()) == []

@@ -118,6 +118,15 @@ def test_bad_inline_glossaries_and_both_at_once(client):
     assert sampled.status_code == 400 and "beam search" in sampled.json()["error"]
 
 
+def test_libretranslate_routes_refuse_entries_they_would_ignore(client):
+    """/translate and /translate_file take glossary_id only: entries sent there must not be dropped silently."""
+    answer = client.post("/translate", json={"q": "ba", "source": "src", "target": "tgt", "glossary": [["ba", "de"]]})
+    assert answer.status_code == 400 and "glossary_id" in answer.json()["error"], answer.text
+    upload = client.post("/translate_file", data={"source": "src", "target": "tgt", "glossary": "ba\tde"},
+                         files={"file": ("a.txt", io.BytesIO(b"ba"), "text/plain")})
+    assert upload.status_code == 400 and "/v1/translate" in upload.json()["error"], upload.text
+
+
 def test_the_store_is_bounded(translator):
     store = GlossaryStore(max_glossaries=2, max_entries=3)
     store.add("a", "src", "tgt", Glossary.from_entries([["a", "b"]]))

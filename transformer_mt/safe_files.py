@@ -647,14 +647,27 @@ def held_folder(path, option: str | None = None) -> Iterator[str]:
     with _resolve_folder(path, option, create=True) as walked:
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=walked)
     try:
-        info = os.fstat(fd)
-        if info.st_uid != os.geteuid() or info.st_mode & stat.S_IWOTH:
-            whose = "belongs to another user" if info.st_uid != os.geteuid() else "everyone may write to"
-            raise _Walk(path, option).error(f"is a folder that {whose}, so files written in it by name could be "
-                                            f"swapped for links; use a folder of your own, or")
+        _check_own_folder(fd, path, option)
         yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
+
+
+def _check_own_folder(fd: int, path, option: str | None) -> None:
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid() or info.st_mode & stat.S_IWOTH:
+        whose = "belongs to another user" if info.st_uid != os.geteuid() else "everyone may write to"
+        raise _Walk(path, option).error(f"is a folder that {whose}, so the files in it could be swapped for links "
+                                        f"or for files of theirs; use a folder of your own, or")
+
+
+def make_own_folder(path, option: str | None = None) -> Path:
+    """Create ``path`` as :func:`make_folders` does and check that it is the caller's own and that not everyone
+    may write to it: a run directory's checkpoints are read back later, and whoever owns the folder (or anyone, in
+    a world-writable one) could rename them away and put their own files in their place."""
+    with _resolve_folder(path, option, create=True) as walked:
+        _check_own_folder(walked, path, option)
+    return Path(path)
 
 
 def check_output_folder(path, option: str = "--output") -> None:

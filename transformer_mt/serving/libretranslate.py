@@ -144,6 +144,14 @@ def refuse_pivot(service: Service, what: str) -> None:
                             f"{route.target} yourself")
 
 
+def refuse_inline_glossary(fields: dict) -> None:
+    """LibreTranslate's routes take a kept glossary by ``glossary_id`` only; a ``glossary`` field (entries, as
+    /v1/translate takes them) would otherwise be ignored like any unknown field, and the terms silently lost."""
+    if "glossary" in fields:
+        raise ApiError(400, "this route takes a glossary by 'glossary_id' (keep one with POST /v1/glossaries), not "
+                            "its entries in 'glossary': send those to /v1/translate, which takes them")
+
+
 def request_glossary(service: Service, glossary_id) -> Glossary | None:
     """The glossary a request names by ``glossary_id`` (None: none named), or a 404."""
     if glossary_id is None or glossary_id == "":
@@ -450,6 +458,7 @@ def add_translate_route(app: FastAPI, service: Service) -> None:
     async def translate(request: Request):
         fields, _ = parse_body(request, await read_body(request, limits.max_body_bytes))
         service.check_api_key(fields.get("api_key"))
+        refuse_inline_glossary(fields)
         if "q" not in fields:
             raise ApiError(400, "missing 'q': the text to translate (a string or a list of strings)")
         texts = service.check_texts(fields["q"])
@@ -551,6 +560,7 @@ def add_file_routes(app: FastAPI, service: Service) -> None:
         body = await read_body(request, limits.max_file_bytes + 65536)
         fields, files = parse_body(request, body, files_allowed=True)
         service.check_api_key(fields.get("api_key"))
+        refuse_inline_glossary(fields)
         if "file" not in files:
             raise ApiError(400, "missing 'file': send the document as the multipart form field 'file'")
         filename, data = files["file"]

@@ -35,7 +35,7 @@ from ..decoding.translator import CHECKPOINT_NAMES
 from ..errors import TransformerMTError
 from ..safe_files import (
     NotARegularFile,
-    make_folders,
+    make_own_folder,
     open_regular_file,
     open_run_file,
     read_regular_file,
@@ -181,7 +181,7 @@ def claim_run_dir(run_dir, overwrite: bool) -> RunLock:
     if run_dir.exists() and not run_dir.is_dir():
         raise TransformerMTError(f"output directory {run_dir} is a file; choose a directory for --output-dir")
     try:
-        make_folders(run_dir, "--output-dir")  # by descriptor: never through another user's link on the way
+        make_own_folder(run_dir, "--output-dir")  # by descriptor; the caller's own folder, not everyone's
         others = [p.name for p in run_dir.iterdir() if not (p.name == LOCK_NAME and _is_our_lock_file(p))]
     except (OSError, TransformerMTError) as exc:
         if getattr(exc, "errno", None) is None:  # a link of another user on the way: its own message
