@@ -85,6 +85,13 @@ def test_distill_translates_resumes_after_an_interruption_and_trains_the_student
     # Another search than the translations on disk were made with is refused, not mixed in.
     with pytest.raises(TransformerMTError, match=r"another teacher, corpus or search \(beam_size differ"):
         distill(teacher, student(data, max_steps=3), run, beam_size=3, chunk_lines=60, show_progress=False)
+    # A student config its checkpoint cannot continue is refused before any translating, not after it.
+    (folder / "corpus0.tgt").unlink()
+    wider = student(data, max_steps=3).to_dict()
+    wider["model"]["ffn_dim"] = 96
+    with pytest.raises(TransformerMTError, match=r"holds a run with a different config \(model.ffn_dim: 64 -> 96"):
+        distill(teacher, config_from_dict(wider), run, beam_size=2, chunk_lines=60, show_progress=False)
+    assert translated == []
 
 
 def test_distill_refuses_what_it_cannot_do_before_translating(tmp_path, small_run):

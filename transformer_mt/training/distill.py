@@ -35,11 +35,12 @@ from pathlib import Path
 from ..config import Config, config_from_dict
 from ..data.corpus import count_lines, iter_line_chunks
 from ..data.tokenizer_files import tokenizer_paths
-from ..decoding.translator import Translator, find_checkpoint, resolve_decoding
+from ..checkpoint import load_checkpoint
+from ..decoding.translator import CHECKPOINT_NAMES, Translator, find_checkpoint, resolve_decoding
 from ..errors import TransformerMTError
 from ..files import file_sha256
 from ..safe_files import make_run_folder, read_regular_file, remove, write_run_file
-from .rundir import claim_run_dir
+from .rundir import check_config_continues, claim_run_dir
 from .trainer import check_before_run_dir, train
 
 log = logging.getLogger("transformer_mt")
@@ -205,6 +206,11 @@ def distill(teacher_dir, config: Config, output_dir, beam_size: int = DEFAULT_BE
         if resume and not (folder / MANIFEST).exists():
             raise TransformerMTError(f"--resume was given but {output_dir} holds no distillation to continue; start "
                                      f"without --resume")
+        last = output_dir / CHECKPOINT_NAMES["last"]
+        if last.exists():  # a student config the student's checkpoint cannot continue: now, not after translating
+            planned = student_config(config, [distilled_path(folder, corpus, config.data.tgt_lang)
+                                              for corpus in range(len(files))], mix_original)
+            check_config_continues(load_checkpoint(last)["config"], planned, output_dir)
         distilled = translate_corpora(teacher, [corpus.src for corpus in files], folder, config.data.tgt_lang, manifest,
                                       chunk_lines, progress, beam_size=beam_size, batch_size=batch_size)
     finally:

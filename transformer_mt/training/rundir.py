@@ -288,11 +288,7 @@ def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool
             if "optimizer" not in state:
                 raise TransformerMTError(f"{last} holds only model weights and cannot be resumed from")
             check_world_size(state, last, world_size)
-            diffs = ckpt.config_differences(state["config"], config.to_dict())
-            if diffs:
-                raise TransformerMTError(
-                    f"output directory {run_dir} holds a run with a different config ({'; '.join(diffs[:5])}); "
-                    f"use another --output-dir, or pass --overwrite to delete that run")
+            check_config_continues(state["config"], config, run_dir)
             return lock, state
         if resume:
             raise TransformerMTError(f"--resume was given but {last} does not exist; start without --resume")
@@ -306,6 +302,16 @@ def prepare_run_dir(config: Config, run_dir: Path, resume: bool, overwrite: bool
     except BaseException:
         lock.release()
         raise
+
+
+def check_config_continues(saved: dict, config: Config, run_dir: Path) -> None:
+    """Refuse to resume the run whose checkpoint was trained with the config ``saved`` under ``config``, when
+    they differ in more than what a resumed run may change (checkpoint.RESUMABLE_CHANGES)."""
+    diffs = ckpt.config_differences(saved, config.to_dict())
+    if diffs:
+        raise TransformerMTError(
+            f"output directory {run_dir} holds a run with a different config ({'; '.join(diffs[:5])}); "
+            f"use another --output-dir, or pass --overwrite to delete that run")
 
 
 def check_world_size(state: dict, path: Path, world_size: int) -> None:
