@@ -495,3 +495,30 @@ def test_train_refuses_a_run_directory_another_user_made(tmp_path):
     result = run_cli("train", "--config", str(config), "--output-dir", str(theirs))
     assert_clean_error(result, "belongs to another user")
     assert list(theirs.iterdir()) == []
+
+
+@needs_root
+@settings(max_examples=20, deadline=None)
+@given(depth=st.integers(1, 3), level=st.integers(0, 2), kind=st.sampled_from(["foreign", "open", "sticky"]))
+def test_no_folder_above_a_run_directory_lets_another_user_swap_it(tmp_path_factory, depth, level, kind):
+    """The run directory's own folder is the caller's, but a folder above it is another user's (who may rename
+    what is in it) or everyone's without the sticky bit: refused. A sticky everyone's folder (/tmp) is fine."""
+    from transformer_mt.training.rundir import claim_run_dir
+
+    base = tmp_path_factory.mktemp("above")
+    folders = [base / "/".join(f"d{i}" for i in range(j + 1)) for j in range(depth)]
+    for folder in folders:
+        folder.mkdir()
+    above = folders[min(level, depth - 1)]
+    if kind == "foreign":
+        os.chown(above, OTHER_UID, OTHER_UID)
+    else:
+        above.chmod(0o777 if kind == "open" else 0o1777)
+    run_dir = folders[-1] / "run"
+    if kind == "sticky":
+        claim_run_dir(run_dir, overwrite=False).release()
+        assert (run_dir / "run.json").is_file()
+    else:
+        with pytest.raises(TransformerMTError, match=f"the folder {above} that holds it"):
+            claim_run_dir(run_dir, overwrite=False)
+        assert not (run_dir / "run.json").exists()

@@ -661,12 +661,40 @@ def _check_own_folder(fd: int, path, option: str | None) -> None:
                                         f"or for files of theirs; use a folder of your own, or")
 
 
+def _check_folders_above(fd: int, path, option: str | None) -> None:
+    """Every folder that holds the folder ``fd``, up to /, as the kernel has them (links already followed): each
+    must be the caller's or root's, and one that everyone may write to must be sticky (as /tmp is). Otherwise its
+    owner, or anyone, could rename the folder below away and put their own in its place (sshd's StrictModes)."""
+    current = os.dup(fd)
+    try:
+        while True:
+            parent = os.open("..", _DIR_FLAGS, dir_fd=current)
+            here, above = os.fstat(current), os.fstat(parent)
+            os.close(current)
+            current = parent
+            if (above.st_dev, above.st_ino) == (here.st_dev, here.st_ino):  # the root
+                return
+            # Group-writable is left alone: with umask 002 every folder a user makes is (for their own group).
+            shared = above.st_mode & stat.S_IWOTH and not above.st_mode & stat.S_ISVTX
+            if _trusted(above.st_uid) and not shared:
+                continue
+            why = (f"belongs to another user (uid {above.st_uid})" if not _trusted(above.st_uid)
+                   else "everyone may write to, without the sticky bit")
+            raise _Walk(path, option).error(f"the folder {_fd_path(parent) or '..'} that holds it {why}, who could "
+                                            f"rename it away and put a folder of theirs in its place; use a folder "
+                                            f"of your own, or")
+    finally:
+        os.close(current)
+
+
 def make_own_folder(path, option: str | None = None) -> Path:
-    """Create ``path`` as :func:`make_folders` does and check that it is the caller's own and that not everyone
-    may write to it: a run directory's checkpoints are read back later, and whoever owns the folder (or anyone, in
-    a world-writable one) could rename them away and put their own files in their place."""
+    """Create ``path`` as :func:`make_folders` does and check that it is the caller's own, that not everyone may
+    write to it, and that no folder above it lets another user swap it: a run directory is written for hours and
+    its checkpoints are read back later, so nobody else may be able to rename them (or it) away and put their own
+    files in their place."""
     with _resolve_folder(path, option, create=True) as walked:
         _check_own_folder(walked, path, option)
+        _check_folders_above(walked, path, option)
     return Path(path)
 
 
