@@ -119,3 +119,36 @@ def test_a_nul_character_in_a_text_key_is_one_error(section, key):
     """A NUL in a path or code reached the OS as "embedded null byte" (a traceback, second probe)."""
     with pytest.raises(TransformerMTError, match=rf"key '{section}\.{key}' holds a NUL character"):
         config_from_dict({section: {key: "de\x00en"}})
+
+
+def _yaml_notations(n: int) -> list[str]:
+    """The ways YAML 1.1 (PyYAML) reads as a number that do not mean what a reader of digits would think."""
+    minutes, seconds = divmod(n, 60)
+    return [f"0{n:o}", f"0x{n:x}", f"0b{n:b}", f"{minutes}:{seconds:02d}", f"{n:,}".replace(",", "_") + "_0",
+            f"{n}_0.5", f"{minutes}:{seconds:02d}.5"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 10**6), notation=st.integers(0, 6), where=st.sampled_from(["file", "set"]))
+def test_numbers_in_yaml_11_notations_are_refused_not_misread(tmp_path_factory, n, notation, where):
+    """max_steps: 010 is 8 to PyYAML and 1:30 is 90: a config's numbers are plain digits, or an error says so."""
+    from transformer_mt.config import parse_overrides
+
+    text = _yaml_notations(n)[notation]
+    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    # Refused either way: as a number in a misleading notation, or (0:01 is no YAML number) as text for a number.
+    refused = f"'{text}' is a (whole )?number in YAML 1.1's .*plain digits|must be an integer, got '{text}'"
+    with pytest.raises(TransformerMTError, match=refused):
+        if where == "file":
+            path.write_text(f"training:\n  max_steps: {text}\n")
+            load_config(path)
+        else:
+            path.write_text("training:\n  max_steps: 5\n")
+            load_config(path, parse_overrides([f"training.max_steps={text}"]))
+    path.write_text(f"training:\n  max_steps: {n}\n  lr: {n}.5e-7\n")
+    config = load_config(path)
+    assert config.training.max_steps == n and config.training.lr == float(f"{n}.5e-7")

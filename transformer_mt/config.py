@@ -785,6 +785,33 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+    # YAML 1.1 (PyYAML's) reads 010 as 8 (octal), 1:30 as 90 (base 60), 0b11, 0x10 and 1_000 as numbers too: a
+    # "validate_every: 0500" would silently be 320. A config's numbers are written in plain digits only.
+    PLAIN_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+    PLAIN_FLOAT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+
+    def construct_plain_int(self, node):
+        if not self.PLAIN_INT.fullmatch(node.value):
+            raise self._not_plain(node, "a whole number")
+        return int(node.value)
+
+    def construct_plain_float(self, node):
+        if not self.PLAIN_FLOAT.fullmatch(node.value):
+            raise self._not_plain(node, "a number")
+        return super().construct_yaml_float(node)
+
+    @staticmethod
+    def _not_plain(node, what: str) -> yaml.constructor.ConstructorError:
+        return yaml.constructor.ConstructorError(
+            None, None, f"'{node.value}' is {what} in YAML 1.1's octal, base-60, binary, hexadecimal or "
+                        f"underscore notation, which would not mean what it looks like: write it in plain digits "
+                        f"(e.g. 500, 0.001, 1e-4), or quote it if it is text", node.start_mark)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_plain_int)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _UniqueKeyLoader.construct_plain_float)
+
+
 # Nodes a config may hold once its aliases (*name) are expanded: real configs have about a hundred; an
 # "alias bomb" of a few lines expands to billions and would take minutes and gigabytes to walk.
 MAX_YAML_NODES = 10_000
