@@ -194,3 +194,38 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_naming_file_and_tensor(
     result = run_cli("translate", "--model", bad, "ba de")
     assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
     assert str(bad / "checkpoint_best.pt") in result.stderr and name in result.stderr
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(stored=st.integers(1, 64), rows=st.integers(1, 10**6), nested=st.booleans())
+def test_a_view_with_more_values_than_its_storage_is_refused_before_it_is_used(tmp_path_factory, stored, rows,
+                                                                              nested):
+    """torch.save keeps an expand()ed view as its few stored bytes: loading must refuse it, not let the first
+    operation on it allocate rows x stored values (the fourth probe's 110 kB file asked for 8 TB)."""
+    path = tmp_path_factory.mktemp("view") / "c.pt"
+    view = torch.zeros(stored).expand(rows, stored)
+    state = {"model": {"w": view}} if nested else {"optimizer": {"state": {0: {"exp_avg": [view]}}}}
+    torch.save(state, path)
+    with open(path, "rb") as handle:
+        if rows == 1:  # a view of all its values, once: an ordinary tensor
+            ckpt.load_torch_file(handle, "checkpoint c.pt")
+            return
+        with pytest.raises(TransformerMTError, match=rf"c.pt holds a tensor of {rows * stored:,} values .* not loaded"):
+            ckpt.load_torch_file(handle, "checkpoint c.pt")
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.integers(1, 20), cols=st.integers(1, 20), start=st.integers(0, 5))
+def test_ordinary_views_load_as_saved(tmp_path_factory, rows, cols, start):
+    """Slices and transposes own no more values than their storage: they load, equal to what was saved."""
+    base = torch.randn(rows + start, cols)
+    saved = {"t": base.t(), "slice": base[start:], "column": base[:, -1]}
+    path = tmp_path_factory.mktemp("views") / "c.pt"
+    torch.save(saved, path)
+    with open(path, "rb") as handle:
+        loaded = ckpt.load_torch_file(handle, "checkpoint c.pt")
+    assert all(torch.equal(loaded[key], value) for key, value in saved.items())

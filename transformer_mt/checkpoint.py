@@ -201,7 +201,33 @@ def load_torch_file(handle, name: str, **kwargs):
     made before anything is allocated (see :func:`check_torch_file_fits`). ``name`` names the file in
     messages ("checkpoint runs/a/checkpoint_best.pt")."""
     check_torch_file_fits(handle, name)
-    return torch.load(handle, weights_only=True, **kwargs)
+    loaded = torch.load(handle, weights_only=True, **kwargs)
+    for tensor in _tensors_in(loaded):
+        check_tensor_holds_its_values(tensor, name)
+    return loaded
+
+
+def _tensors_in(value, depth: int = 0):
+    """Every tensor in ``value`` and the dicts, lists and tuples in it (a checkpoint nests three or four deep)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif depth < 32 and isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors_in(item, depth + 1)
+    elif depth < 32 and isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors_in(item, depth + 1)
+
+
+def check_tensor_holds_its_values(tensor: torch.Tensor, name: str) -> None:
+    """Refuse a tensor with more values than its storage holds: a view with stride 0 (``expand``) of a few bytes
+    stored can stand for terabytes, which the first operation on it (a copy, a finiteness check) would allocate.
+    A tensor saved by training always owns its values."""
+    stored = tensor.untyped_storage().nbytes() - tensor.storage_offset() * tensor.element_size()
+    if tensor.numel() * tensor.element_size() > max(stored, 0):
+        raise TransformerMTError(f"{name} holds a tensor of {tensor.numel():,} values ({list(tensor.shape)}) over "
+                                 f"{amount(max(stored, 0))} of stored data (a view with repeated strides, as no "
+                                 f"training writes); it is damaged or crafted, and was not loaded")
 
 
 def check_torch_file_fits(handle, name: str) -> None:
