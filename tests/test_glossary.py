@@ -212,3 +212,23 @@ def test_cli_translate_and_evaluate_with_a_glossary(small_run, tmp_path):
     assert_clean_error(run_cli("evaluate", "--hyp", ref, "--ref", ref, "--glossary", terms), "--glossary counts")
     assert_clean_error(run_cli("translate", "--model", run, "--glossary", tmp_path / "missing.tsv", "ba"),
                        "--glossary", "missing.tsv")
+
+
+@settings(max_examples=15, deadline=None)
+@given(known=st.lists(st.sampled_from(WORDS), min_size=0, max_size=3),
+       unknown=st.text(alphabet="XYZÆ狗🦄", min_size=1, max_size=4), at=st.integers(0, 3))
+def test_a_target_term_the_model_cannot_write_is_refused_not_turned_into_marks(small_run, known, unknown, at):
+    """A term whose characters the target vocabulary has no piece for would come out as "⁇" (fourth probe):
+    the translation is refused naming the term; a term of the model's own words is kept as before."""
+    from transformer_mt import Translator
+
+    translator = Translator.from_run(small_run[2], device="cpu")
+    words = list(known)
+    words.insert(min(at, len(words)), unknown)
+    term = " ".join(words)
+    with pytest.raises(TransformerMTError, match=f"the target term {re.escape(repr(term))} .* cannot be written"):
+        translator.translate([f"{WORDS[0]} {WORDS[1]}"], beam_size=2, glossary=[[WORDS[0], term]])
+    if known:
+        spelled = " ".join(known)
+        [output] = translator.translate([f"{WORDS[0]} {WORDS[1]}"], beam_size=2, glossary=[[WORDS[0], spelled]])
+        assert spelled in output and "⁇" not in output

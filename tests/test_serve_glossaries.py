@@ -127,6 +127,14 @@ def test_libretranslate_routes_refuse_entries_they_would_ignore(client):
     assert upload.status_code == 400 and "/v1/translate" in upload.json()["error"], upload.text
 
 
+def test_a_term_the_model_cannot_write_is_a_400_naming_it(client):
+    kept = keep(client, [["ba", "ba QQ"]], name="unwritable")
+    for answer in (client.post("/translate", json={"q": "ba de", "source": "src", "target": "tgt",
+                                                   "glossary_id": kept["glossary_id"]}),
+                   client.post("/v1/translate", json={"text": "ba de", "glossary": [["ba", "ba QQ"]]})):
+        assert answer.status_code == 400 and "'ba QQ'" in answer.json()["error"], answer.text
+
+
 def test_the_store_is_bounded(translator):
     store = GlossaryStore(max_glossaries=2, max_entries=3)
     store.add("a", "src", "tgt", Glossary.from_entries([["a", "b"]]))

@@ -33,7 +33,7 @@ import torch
 
 from ..checkpoint import check_tokenizer_checksums, load_checkpoint
 from ..config import Config, config_from_dict
-from ..data.tokenizer import EOS_ID, LANGUAGE_CODE, PAD_ID, Tokenizer, id_lists, load_tokenizers
+from ..data.tokenizer import EOS_ID, LANGUAGE_CODE, PAD_ID, UNK_ID, Tokenizer, id_lists, load_tokenizers
 from ..device import autocast, resolve_device
 from ..errors import TransformerMTError
 from ..kernels import quantize_linear_layers
@@ -479,7 +479,16 @@ class Translator:
         flat = [phrase.strip() for phrases in per_sentence for phrase in phrases[:MAX_CONSTRAINTS]]
         if not flat:
             return None
-        ids = iter(self.tgt_tokenizer.encode(flat))
+        encoded = self.tgt_tokenizer.encode(flat)
+        for phrase, phrase_ids in zip(flat, encoded):
+            if UNK_ID in phrase_ids:  # kept, it would come out as "⁇" (and the search would build words around it)
+                unknown = [char for char in dict.fromkeys(phrase)
+                           if not char.isspace() and UNK_ID in self.tgt_tokenizer.encode([char])[0]]
+                shown = ", ".join(repr(char) for char in unknown[:8]) or "a word of it"
+                raise TransformerMTError(f"the target term {phrase!r} (of the glossary or constraints) cannot be "
+                                         f"written by this model: its target vocabulary has no piece for {shown}; "
+                                         f"write the term with characters the model's language uses, or leave it out")
+        ids = iter(encoded)
         return [[next(ids) for _ in phrases[:MAX_CONSTRAINTS]] for phrases in per_sentence]
 
     def translate(self, sentences: list[str], beam_size: int | None = None, nbest: int | None = None,
