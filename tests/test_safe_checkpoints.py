@@ -196,6 +196,21 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_naming_file_and_tensor(
     assert str(bad / "checkpoint_best.pt") in result.stderr and name in result.stderr
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int8, torch.uint8, torch.bool, torch.complex64])
+def test_a_checkpoint_whose_weights_are_not_floating_point_is_refused(trained, tmp_path, dtype):
+    """Loading converts an integer tensor into a float weight silently: a model of integers translated nonsense
+    with exit 0 (fourth probe). Every weight of these models is floating point."""
+    _, _, _, run = trained
+    bad = tmp_path / "bad"
+    shutil.copytree(run, bad)
+    state = ckpt.load_checkpoint(bad / "checkpoint_best.pt")
+    name = sorted(state["model"])[len(state["model"]) // 2]
+    state["model"][name] = state["model"][name].to(dtype)
+    ckpt.atomic_save(state, bad / "checkpoint_best.pt")
+    with pytest.raises(TransformerMTError, match=fr"weight {name} is of type {dtype}, where every weight"):
+        Translator.from_run(bad)
+
+
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

@@ -200,6 +200,11 @@ def load_torch_file(handle, name: str, **kwargs):
     """``torch.load(handle, weights_only=True, **kwargs)`` after an estimate of the memory loading takes,
     made before anything is allocated (see :func:`check_torch_file_fits`). ``name`` names the file in
     messages ("checkpoint runs/a/checkpoint_best.pt")."""
+    start = handle.read(4)
+    handle.seek(0)
+    if not (start.startswith(b"PK\x03\x04") or start.startswith(b"\x80")):  # torch.save's zip, or its older pickle
+        what = "is empty" if not start else "is not a PyTorch file (torch.save writes a zip archive)"
+        raise TransformerMTError(f"{name} {what}; is it the right file?")
     check_torch_file_fits(handle, name)
     loaded = torch.load(handle, weights_only=True, **kwargs)
     for tensor in _tensors_in(loaded):
@@ -222,7 +227,10 @@ def _tensors_in(value, depth: int = 0):
 def check_tensor_holds_its_values(tensor: torch.Tensor, name: str) -> None:
     """Refuse a tensor with more values than its storage holds: a view with stride 0 (``expand``) of a few bytes
     stored can stand for terabytes, which the first operation on it (a copy, a finiteness check) would allocate.
-    A tensor saved by training always owns its values."""
+    A tensor saved by training always owns its values. (Sparse and meta tensors have no such storage: they are
+    refused by name where weights are checked, unusable_weights.)"""
+    if tensor.layout != torch.strided or tensor.is_meta:
+        return
     stored = tensor.untyped_storage().nbytes() - tensor.storage_offset() * tensor.element_size()
     if tensor.numel() * tensor.element_size() > max(stored, 0):
         raise TransformerMTError(f"{name} holds a tensor of {tensor.numel():,} values ({list(tensor.shape)}) over "
@@ -329,13 +337,15 @@ def _check_state(state, path) -> dict:
 
 def unusable_weights(weights: dict) -> str | None:
     """What keeps ``weights`` from being a model's (the first tensor, by name): a sparse or meta tensor, or a type
-    no layer computes in (bool, complex); None when they are usable (their values: non_finite_weights)."""
+    no layer computes in (bool, complex, integers: every weight of these models is floating point, and loading
+    would convert integers silently into weights that translate nonsense); None when they are usable (their
+    values: non_finite_weights)."""
     for name, tensor in weights.items():
         if isinstance(tensor, torch.Tensor):
             if tensor.layout != torch.strided or tensor.is_meta:
                 return f"weight {name} is a {'meta' if tensor.is_meta else 'sparse'} tensor, which holds no weights"
-            if tensor.dtype == torch.bool or tensor.is_complex():  # integer buffers (counts) are fine
-                return f"weight {name} is of type {tensor.dtype}, which no layer computes in"
+            if not tensor.is_floating_point():
+                return f"weight {name} is of type {tensor.dtype}, where every weight of a model is floating point"
     return None
 
 
