@@ -22,6 +22,7 @@ import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import PurePath
 
 from ..errors import DocumentError, DocumentTooLarge
@@ -223,13 +224,99 @@ def _segment_html(text: str, filename: str, language: str, split: bool, bom: byt
                              lambda t, a, target: bom + segmented.join(t, a, target).encode("utf-8"))
 
 
+# SubRip, read line by line, in time linear in the file: the srt library's parser is one regular expression
+# whose nested quantifiers take time cubic in a run of digits and quadratic in a run of blank lines (a line of
+# 2,000 digits: a minute; 20,000 empty lines: 15 s). It reads what srt reads: a cue is its number (optional),
+# its timing line ("00:01:02,345 --> 00:01:04,000", with the separators editors write, and what follows the
+# times kept as it was) and its text; cues are parted by blank lines, or by none where a number and a timing
+# line follow the text; a blank line that more text follows (no cue) belongs to the text.
+# Each quantifier below is followed by what it cannot match (a digit run by a separator or the end, spaces by a
+# dash), so that a line that fails is refused after one pass over it, however long its runs of digits.
+_TIME_SEPARATOR = "[,.:\uff0c\uff0e\u3002\uff1a]"  # , . : and their full-width forms
+_TIME = f"[0-9]+{_TIME_SEPARATOR}[0-9]+{_TIME_SEPARATOR}[0-9]+(?:{_TIME_SEPARATOR}[0-9]*)?"
+_TIME_FIELDS = re.compile(f"([0-9]+){_TIME_SEPARATOR}([0-9]+){_TIME_SEPARATOR}([0-9]+)(?:{_TIME_SEPARATOR}([0-9]*))?")
+_TIMING_LINE = re.compile(f"\\s*(?P<start>{_TIME}) *-[ -] *> *(?P<end>{_TIME}) ?(?P<proprietary>.*)")
+_CUE_NUMBER = re.compile(r"\s*(-?[0-9]+(?:\.[0-9]*)?)\s*")
+
+
+def _parse_subtitles(text: str, filename: str) -> list:
+    """The cues of a SubRip file as srt.Subtitle objects, or a DocumentError naming the line that cannot be
+    read (a cue's time past what a time can be, a line where a cue should begin)."""
+    import srt
+
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    invalid = f"{filename!r} is not a valid SubRip (.srt) subtitle file"
+
+    def after_blank(k: int) -> int:
+        while k < len(lines) and not lines[k].strip():
+            k += 1
+        return k
+
+    def cue_start(k: int) -> tuple[str | None, int] | None:
+        """(the cue's number, the line of its timing) if a cue begins at line ``k``."""
+        if k >= len(lines):
+            return None
+        if _TIMING_LINE.fullmatch(lines[k]):
+            return None, k
+        number = _CUE_NUMBER.fullmatch(lines[k])
+        timing = after_blank(k + 1) if number else len(lines)
+        if timing < len(lines) and _TIMING_LINE.fullmatch(lines[timing]):
+            return number.group(1), timing
+        return None
+
+    def number_of(number: str | None, line: int) -> int | None:
+        try:  # "12.5" is cue 12 (as srt reads it)
+            return None if number is None else int(number.split(".")[0])
+        except ValueError:  # past the 4,300 digits Python turns into an int
+            raise DocumentError(f"{invalid}: line {line + 1}: the cue number {_shortened(number)} is out of range; "
+                                f"correct it") from None
+
+    def time_of(time: str, line: int):
+        hours, minutes, seconds, milliseconds = _TIME_FIELDS.fullmatch(time).groups()
+        try:
+            return timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds),
+                             milliseconds=int(milliseconds or 0))
+        except (ValueError, OverflowError):  # thousands of digits; past a C int or timedelta's 999,999,999 days
+            raise DocumentError(f"{invalid}: line {line + 1}: the time {_shortened(time)} is out of range (a time "
+                                f"is hours:minutes:seconds,milliseconds, each of a few digits); correct it") from None
+
+    subtitles = []
+    k = after_blank(0)
+    while k < len(lines):
+        start = cue_start(k)
+        if start is None:
+            raise DocumentError(f"{invalid}: line {k + 1} ({_shortened(lines[k].strip())!r}) does not begin a cue "
+                                f"(a cue is its number, its timing line such as 00:00:01,000 --> 00:00:02,000, and "
+                                f"its text)")
+        number, timing = start
+        times = _TIMING_LINE.fullmatch(lines[timing])
+        first = end = timing + 1  # the cue's text: lines first..end-1
+        while end < len(lines):
+            if not lines[end].strip():
+                following = after_blank(end)
+                if following == len(lines) or cue_start(following) is not None:
+                    break  # a blank line before the next cue
+                end = following  # a blank line inside the text
+            elif end > first and _CUE_NUMBER.fullmatch(lines[end]) and cue_start(end) is not None:
+                break  # the next cue, with no blank line before it (a cue's first line is its text, even "42")
+            else:
+                end += 1
+        subtitles.append(srt.Subtitle(index=number_of(number, k), start=time_of(times.group("start"), timing),
+                                      end=time_of(times.group("end"), timing), content="\n".join(lines[first:end]),
+                                      proprietary=times.group("proprietary")))
+        k = after_blank(end)
+    return subtitles
+
+
+def _shortened(text: str, keep: int = 20) -> str:
+    """``text`` for a message: its ends, where it is long (a number of thousands of digits)."""
+    return text if len(text) <= 2 * keep + 3 else f"{text[:keep]}...{text[-keep:]}"
+
+
 def _segment_srt(text: str, filename: str, language: str, split: bool, bom: bytes) -> SegmentedDocument:
     import srt
 
-    try:
-        subtitles = list(srt.parse(text))
-    except (srt.SRTParseError, ValueError) as exc:
-        raise DocumentError(f"{filename!r} is not a valid SubRip (.srt) subtitle file: {exc}") from None
+    subtitles = _parse_subtitles(text, filename)
     # A cue's markup is not the model's to translate: its position code ({\an8}) stays first, tags around the
     # whole cue (<i>...</i>, the usual italics of a voice off screen) go around each translated line, and
     # tags inside the text are left out (SubRip has no alignment to place them by).
