@@ -316,7 +316,7 @@ def test_any_digits_in_a_cue_are_read_or_refused_naming_its_line(index, start, e
     timings, or refused with one line naming the line of the number or time that is out of range."""
     import srt
 
-    text = (f"1\n00:00:01,000 --> 00:00:02,000\nLorem vanta.\n\n" + (f"{index}\n" if index else "") +
+    text = ("1\n00:00:01,000 --> 00:00:02,000\nLorem vanta.\n\n" + (f"{index}\n" if index else "") +
             f"{start} --> {end}\nKesu miro.\n\n3\n00:00:05,000 --> 00:00:06,000\nTabel dunor.\n")
     timing_line = 6 if index else 5
     try:

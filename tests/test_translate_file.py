@@ -98,7 +98,8 @@ def test_translate_file_refuses_bad_arguments_with_one_line(small_run, tmp_path,
 
 @pytest.mark.parametrize("name, content, fragments", [
     # F04: an OverflowError traceback, exit 1
-    ("late.srt", "1\n00:00:01,000 --> 999999999999:00:00,000\nBa be.\n\n", ["late.srt' is not a valid SubRip", "line 2", "out of range"]),
+    ("late.srt", "1\n00:00:01,000 --> 999999999999:00:00,000\nBa be.\n\n",
+     ["late.srt' is not a valid SubRip", "line 2", "out of range"]),
     # F05: 40,000 attributes on one tag took 50 s (quadratic in html5lib)
     ("crowded.html", "<p " + " ".join(f"a{i}" for i in range(40_000)) + ">Ba be.</p>", ["more than 256 attributes"]),
 ])
