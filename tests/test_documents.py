@@ -5,9 +5,10 @@
 
 import io
 import re
+import time
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from transformer_mt.errors import TransformerMTError
@@ -290,6 +291,114 @@ def test_a_subtitle_sentence_translates_whole_over_its_lines_and_cues(sentences,
         assert all(line.strip() for cue in lines for line in cue)  # an empty line would end the cue
         assert all(len(cue) <= len(cues[k]) for cue, k in zip(lines, owner))
         assert " ".join(" ".join(cue) for cue in lines) == reverse_upper(sentence)
+
+
+# A number of a cue as a file may hold it: a few digits, a dozen (past a C int and timedelta's 999,999,999 days),
+# or thousands (past the 4,300 digits Python converts to an int).
+CUE_NUMBER = st.one_of(st.text("0123456789", min_size=1, max_size=3), st.text("0123456789", min_size=1, max_size=14),
+                       st.integers(4290, 4400).map("9".__mul__))
+# The separators between the fields of a time: SubRip's own "," and ":", and the ones editors write.
+TIME_SEPARATOR = st.sampled_from(list(",.:，．。："))
+
+
+@st.composite
+def cue_time(draw, number=CUE_NUMBER) -> str:
+    hours, minutes, seconds = draw(number), draw(number), draw(number)
+    milliseconds = draw(st.one_of(st.just(""), st.tuples(TIME_SEPARATOR, number | st.just("")).map("".join)))
+    return f"{hours}{draw(TIME_SEPARATOR)}{minutes}{draw(TIME_SEPARATOR)}{seconds}{milliseconds}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(index=st.one_of(st.just(""), CUE_NUMBER), start=cue_time(), end=cue_time())
+def test_any_digits_in_a_cue_are_read_or_refused_naming_its_line(index, start, end):
+    """Any digits in any field of a cue's number and timing (F04: "999999999999:00:00,000" was an OverflowError
+    traceback in translate-file and a 500 on the server): the file is read and written back with the same
+    timings, or refused with one line naming the line of the number or time that is out of range."""
+    import srt
+
+    text = ("1\n00:00:01,000 --> 00:00:02,000\nLorem vanta.\n\n" + (f"{index}\n" if index else "") +
+            f"{start} --> {end}\nKesu miro.\n\n3\n00:00:05,000 --> 00:00:06,000\nTabel dunor.\n")
+    timing_line = 6 if index else 5
+    try:
+        document = segment_document(text.encode(), "film.srt", "en")
+    except DocumentError as error:
+        message = str(error)
+        assert message.startswith("'film.srt' is not a valid SubRip (.srt) subtitle file: line "), message
+        assert re.search(r": line (\d+): the (cue number|time) ", message).group(1) == str(
+            5 if "cue number" in message else timing_line)
+        assert "\n" not in message and len(message) < 300  # one line: numbers of thousands of digits are cut
+        return
+    got = list(srt.parse(join_reversed(document).decode()))
+    assert [(cue.start, cue.end) for cue in got] == [
+        (srt.srt_timestamp_to_timedelta(a), srt.srt_timestamp_to_timedelta(b))
+        for a, b in [("00:00:01,000", "00:00:02,000"), (start, end), ("00:00:05,000", "00:00:06,000")]]
+    assert got[1].index == (int(index) if index else 0)  # (srt writes a cue without a number as 0)
+
+
+# Files as editors write them, with what srt tolerates: numbers or none ("12.5" is cue 12), separators other
+# than SubRip's, arrows of other shapes, positions after the timing, CRLF, several blank lines between cues or
+# none before a numbered one, a blank line inside a cue's text, a text line that is a number.
+SUBTITLE_LINE = st.one_of(
+    st.sampled_from(["Lorem vanta.", "kesu miro", "- Zelt?", "<i>Rinu</i>", "42", "  indented", "{\\an8}Top"]),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=8))
+
+
+@st.composite
+def subtitle_file(draw) -> str:
+    cues = []
+    for _ in range(draw(st.integers(0, 4))):
+        number = draw(st.sampled_from(["", "7", "12.5", "-3", "8 ", "100000"]))
+        timing = (draw(cue_time(st.text("0123456789", min_size=1, max_size=3))) +
+                  draw(st.sampled_from([" --> ", "-->", " - > ", "  -->  "])) +
+                  draw(cue_time(st.text("0123456789", min_size=1, max_size=3))) +
+                  draw(st.sampled_from(["", " X1:100 X2:200", " "])))
+        text = draw(st.lists(SUBTITLE_LINE, min_size=0 if number else 1, max_size=3))
+        if text and draw(st.booleans()):
+            text.insert(draw(st.integers(1, len(text))), draw(st.sampled_from(["", "  "])))
+        if cues and not number and not cues[-1][2]:
+            number = "9"  # (srt reads a cue without text and an unnumbered one after it as one cue)
+        cues.append((number, timing, text))
+    eol = draw(st.sampled_from(["\n", "\r\n"]))
+    out = draw(st.sampled_from(["", "\n"]))
+    for k, (number, timing, text) in enumerate(cues):
+        if k:  # a numbered cue may follow the text before it with no blank line
+            out += draw(st.sampled_from(["", "\n", "\n\n", "  \n"] if number else ["\n", "\n\n"])).replace("\n", eol)
+        out += eol.join(([number] if number else []) + [timing] + text) + eol
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(subtitle_file())
+def test_a_subtitle_file_is_read_as_the_srt_library_reads_it(text):
+    """The reader of documents.py (linear in the file, unlike srt.parse) finds the cues srt finds: their
+    numbers, timings, positions and text lines (blank and surrounding white space aside)."""
+    import srt
+
+    from transformer_mt.text.documents import _parse_subtitles
+
+    def cues(subtitles):
+        return [(cue.index, cue.start, cue.end, cue.proprietary, [line.strip() for line in cue.content.splitlines()
+                                                                  if line.strip()]) for cue in subtitles]
+
+    assert cues(_parse_subtitles(text, "film.srt")) == cues(srt.parse(text))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["9", "\n", "\r\n", " ", "1\n", "12.5\n", "00:00:0", ",", " --> ", "x"]),
+                          st.one_of(st.integers(1, 100), st.integers(50_000, 300_000))), min_size=1, max_size=4))
+@example([("9", 300_000), ("\n", 1)])  # srt.parse: a line of 2,000 digits took a minute (cubic)
+@example([("\r\n", 300_000)])  # srt.parse: 20,000 CRLF line ends took 55 s (quadratic)
+@example([("\n\n1\n00:00:01,000 --> 00:00:02,000\nLorem.\n", 10_000), ("00:00:0", 1), ("9", 300_000)])
+def test_a_subtitle_file_is_read_in_time_linear_in_its_size(runs):
+    """Long runs of digits, blank lines, spaces, numbers, separators (srt.parse, which documents.py used, took a
+    minute for one line of 2,000 digits): each file of up to a few megabytes is read or refused in seconds."""
+    text = "".join(unit * count for unit, count in runs)
+    started = time.perf_counter()
+    try:
+        segment_document(text.encode(), "film.srt", "en")
+    except DocumentError:
+        pass
+    assert time.perf_counter() - started < 5, [(unit, count) for unit, count in runs]
 
 
 def test_subtitle_lines_are_balanced_and_dialogue_keeps_a_line_per_speaker():

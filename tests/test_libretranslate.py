@@ -145,6 +145,8 @@ def test_translate_file_docx_keeps_paragraphs_tables_and_formats(client, transla
     ("empty.html", b"<html><body></body></html>", 400, "holds no text"),
     ("latin1.txt", "caf\xe9".encode("latin-1"), 400, "not UTF-8"),
     ("bad.srt", b"1\n00:00:01,000 --> nonsense\nhello\n", 400, "SubRip"),
+    ("late.srt", b"1\n00:00:01,000 --> 999999999999:00:00,000\nhello\n", 400, "line 2: the time 999999999999"),
+    ("crowded.html", b"<p " + b" ".join(b"a%d" % i for i in range(300)) + b">hello</p>", 400, "256 attributes"),
     ("bad.docx", b"PK\x03\x04 not really a zip", 400, "not a valid Word"),
     ("image.png", b"\x89PNG\r\n", 400, "not supported"),
     ("noextension", b"ba", 400, "not supported"),

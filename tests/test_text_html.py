@@ -1,6 +1,7 @@
 """HTML cut into sentences and put back with its structure (transformer_mt/text/html.py)."""
 
 import re
+import time
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
 
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transformer_mt.errors import TransformerMTError
-from transformer_mt.text.html import MalformedHtmlError, segment_html
+from transformer_mt.text.html import MAX_ATTRIBUTES, MalformedHtmlError, segment_html
 from transformer_mt.text.segment import segment_text
 
 
@@ -240,6 +241,75 @@ def test_malformed_or_empty_html_is_a_clear_error(html, problem):
         segment_html(html, "en")
     assert isinstance(error.value, TransformerMTError)
     assert problem in str(error.value)
+
+
+# Attributes in every shape html5lib reads: a name alone, unquoted, quoted (a quoted value may hold ">", "<" and
+# "="), with no space between them after a quote; names distinct, repeated, or one character outside ASCII.
+ATTRIBUTE_SHAPE = st.sampled_from(["{}", "{}=v", '{}="v"', "{}='a > b'", '{}="<p x=1>"', '{}=""'])
+ATTRIBUTE_NAME = st.sampled_from([lambda i: f"a{i}", lambda i: "a", lambda i: chr(0x4E00 + i), lambda i: f"data-x{i}"])
+
+
+@st.composite
+def crowded_tag(draw) -> tuple[str, int]:
+    """A tag of more than MAX_ATTRIBUTES attributes, and where (0-based) its attribute MAX_ATTRIBUTES + 1 begins."""
+    shape, name = draw(ATTRIBUTE_SHAPE), draw(ATTRIBUTE_NAME)
+    attributes = [shape.format(name(i)) for i in range(draw(st.integers(MAX_ATTRIBUTES + 1, MAX_ATTRIBUTES + 40)))]
+    separator = "" if shape.endswith(("'", '"')) and draw(st.booleans()) else draw(st.sampled_from([" ", "\t", "  "]))
+    opening = draw(st.sampled_from(["<p ", "<img ", "</p ", "<span "]))
+    tag = opening + separator.join(attributes) + draw(st.sampled_from([">", "/>", ""]))
+    return tag, len(opening) + sum(len(a) + len(separator) for a in attributes[:MAX_ATTRIBUTES])
+
+
+@settings(max_examples=60, deadline=None)
+@given(before=document(), crowded=crowded_tag(), after=st.sampled_from(["", "x</p>", "<p>More.</p>"]))
+def test_a_tag_of_too_many_attributes_is_refused_naming_where(before, crowded, after):
+    """F05: html5lib compares each attribute with all the tag's earlier ones (40,000 attributes on one <p>: 50 s).
+    A tag is refused at its attribute MAX_ATTRIBUTES + 1, whatever the attributes' shape, naming where that is."""
+    tag, offset = crowded
+    html = before + "\n" + tag + after
+    with pytest.raises(MalformedHtmlError) as error:
+        segment_html(html, "en")
+    line = before.count("\n") + 2
+    assert f"more than {MAX_ATTRIBUTES} attributes (the next at line {line}, column {offset + 1})" in str(error.value)
+
+
+def test_a_tag_of_300000_attributes_is_refused_at_once():
+    """3.5 MB, under every size limit: most of an hour in html5lib before; refused after the first few hundred."""
+    html = "<p " + " ".join(f'a{i}="x"' for i in range(300_000)) + ">Lorem.</p>"
+    assert len(html) > 3_000_000
+    started = time.perf_counter()
+    with pytest.raises(MalformedHtmlError, match=f"more than {MAX_ATTRIBUTES} attributes"):
+        segment_html(html, "en")
+    assert time.perf_counter() - started < 5
+
+
+# What looks like attributes to a count of "=" or of words in tags, but is not to the parser: inside a script, a
+# style, a comment, a textarea, a title, a quoted attribute value, an SVG's CDATA section, a data: URI.
+FAKE_ATTRIBUTES = " ".join(f"a{i}=x" for i in range(4 * MAX_ATTRIBUTES))
+NOT_ATTRIBUTES = st.sampled_from([
+    f"<script>var s = '<p {FAKE_ATTRIBUTES}>'; if (a < b) {{ c = d; }}</script>",
+    f"<style>/* <p {FAKE_ATTRIBUTES}> */ p > b {{ color: red }}</style>",
+    f"<!-- <p {FAKE_ATTRIBUTES}> -->",
+    f"<textarea><p {FAKE_ATTRIBUTES}></textarea>",
+    f"<title><p {FAKE_ATTRIBUTES}></title>",
+    f'<a title="<p {FAKE_ATTRIBUTES}>" href="/x">Lorem.</a>',
+    f"<svg><![CDATA[<p {FAKE_ATTRIBUTES}>]]></svg>",
+    f'<img alt="x" src="data:image/svg+xml,%3Csvg {FAKE_ATTRIBUTES.replace(" ", "%20")}%3E">',
+])
+
+
+@settings(max_examples=60, deadline=None)
+@given(html=document(), extra=st.lists(NOT_ATTRIBUTES, max_size=3), count=st.sampled_from([1, 30, MAX_ATTRIBUTES]),
+       tag=st.sampled_from(["p", "span", "img", "td"]))
+def test_ordinary_html_and_up_to_the_limit_of_attributes_is_read(html, extra, count, tag):
+    """Attributes up to MAX_ATTRIBUTES on a tag, and any number of attribute-like pieces of text where the parser
+    reads no attributes, are read and come back as they were."""
+    attributes = " ".join(f'data-a{i}="{i}"' for i in range(count))
+    element = {"img": f"<img {attributes}>", "td": f"<table><tr><td {attributes}>Vanta.</td></tr></table>"}.get(
+        tag, f"<{tag} {attributes}>Vanta.</{tag}>")
+    source = "\n".join([html, *extra, element])
+    segmented = segment_html(source, "en")
+    assert set(tags_and_attributes(identity(segmented))) == set(tags_and_attributes(source))
 
 
 def test_a_protected_block_parts_the_text_around_it_and_an_inline_one_does_not():

@@ -96,6 +96,20 @@ def test_translate_file_refuses_bad_arguments_with_one_line(small_run, tmp_path,
     assert_clean_error(result, *fragments)
 
 
+@pytest.mark.parametrize("name, content, fragments", [
+    # F04: an OverflowError traceback, exit 1
+    ("late.srt", "1\n00:00:01,000 --> 999999999999:00:00,000\nBa be.\n\n",
+     ["late.srt' is not a valid SubRip", "line 2", "out of range"]),
+    # F05: 40,000 attributes on one tag took 50 s (quadratic in html5lib)
+    ("crowded.html", "<p " + " ".join(f"a{i}" for i in range(40_000)) + ">Ba be.</p>", ["more than 256 attributes"]),
+])
+def test_translate_file_refuses_a_bad_document_with_one_line(small_run, tmp_path, name, content, fragments):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    result = run_cli("translate-file", tmp_path / name, "--output", tmp_path / f"out-{name}", "--model", small_run[2])
+    assert_clean_error(result, *fragments)
+    assert not (tmp_path / f"out-{name}").exists()
+
+
 def test_a_document_bomb_is_refused_in_well_under_a_second():
     """A 300 kB .docx whose document.xml unpacks to 90 MB of text, and one of 6 million empty elements:
     refused while being read, from the first megabytes, not after parsing them."""

@@ -15,13 +15,15 @@ alignments when ``has_inline_tags``) and gives the translations back to ``join``
 
 from __future__ import annotations
 
+import codecs
 import copy
 import io
 import itertools
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import PurePath
 
 from ..errors import DocumentError, DocumentTooLarge
@@ -60,7 +62,7 @@ XML_BYTES_PER_CHAR = 200  # generous: a Word paragraph with one formatted phrase
 XML_ELEMENTS_PER_CHAR = 3  # that paragraph has ~30 elements; a table of empty cells ~8 a cell
 BASE_ELEMENTS = 50_000  # what a document's own parts hold besides its text (Word's styles: ~18,000)
 CHUNK_BYTES = 1 << 20
-_XML_TAG = re.compile(rb"<[^>]*>")
+_XML_TAG = re.compile(r"<[^>]*>")
 _SPACES = re.compile(r"\s+")
 
 
@@ -99,7 +101,7 @@ def segment_document(data: bytes, filename: str, language: str, split_sentences:
         document = _segment_docx(data, filename, language, split_sentences)
     elif extension in ARCHIVE_KINDS:
         kind = ARCHIVE_KINDS[extension]
-        check_archive(data, filename, kind, max_chars or MAX_DOCUMENT_CHARS)
+        check_archive(data, filename, kind, max_chars or MAX_DOCUMENT_CHARS, doctypes=extension == ".epub")
         if extension == ".pptx":
             document = SegmentedDocument(*segment_pptx(data, filename, language, split_sentences))
         elif extension == ".epub":
@@ -118,10 +120,13 @@ def segment_document(data: bytes, filename: str, language: str, split_sentences:
     return document
 
 
-def check_archive(data: bytes, filename: str, kind: str, max_chars: int) -> None:
+def check_archive(data: bytes, filename: str, kind: str, max_chars: int, doctypes: bool = False) -> None:
     """Refuse a zip archive of XML parts (``kind``: what it should be, for the message) that is not one, or
     that holds more than ``max_chars`` characters of text, XML_BYTES_PER_CHAR bytes or XML_ELEMENTS_PER_CHAR
-    elements per character allowed: counted while each part is unpacked, chunk by chunk."""
+    elements per character allowed: counted while each part is unpacked, chunk by chunk, on its text as the
+    XML parser decodes it. A part that declares entities is refused, and one with a document type declaration
+    unless ``doctypes`` (EPUB 2's XHTML has one, which is not loaded); and so is one in an encoding other than
+    UTF-8 and UTF-16, which is all that Office, OpenDocument and EPUB write."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             parts = archive.infolist()
@@ -129,9 +134,9 @@ def check_archive(data: bytes, filename: str, kind: str, max_chars: int) -> None
             if len(parts) > MAX_ARCHIVE_PARTS or unpacked > MAX_ARCHIVE_UNPACKED_BYTES:
                 raise DocumentTooLarge(f"{filename!r} unpacks to {len(parts)} parts of {unpacked} bytes; a {kind} may "
                                     f"hold at most {MAX_ARCHIVE_PARTS} parts of {MAX_ARCHIVE_UNPACKED_BYTES} bytes")
-            # Every part that is XML by its first bytes, whatever its name (a parser reads parts by the types the
-            # package declares, so a content part may be called anything); pictures and fonts are not.
-            xml_parts = [part for part in parts if _looks_like_xml(archive, part)]
+            # Every part that may be XML by its first bytes, whatever its name (a parser reads parts by the types
+            # the package declares, so a content part may be called anything); pictures and fonts are not.
+            xml_parts = [part for part in parts if _may_be_xml(archive, part)]
             max_bytes = XML_BYTES_PER_CHAR * max_chars + 1_000_000
             max_elements = XML_ELEMENTS_PER_CHAR * max_chars + BASE_ELEMENTS
             declared = sum(part.file_size for part in xml_parts)
@@ -140,24 +145,25 @@ def check_archive(data: bytes, filename: str, kind: str, max_chars: int) -> None
                                     f"{max_chars} characters of text needs ({max_bytes}); split it into smaller files")
             elements = characters = 0
             for part in xml_parts:
-                carry = b""  # a tag cut by the end of the previous chunk
-                with archive.open(part, mode="r") as stream:
-                    while chunk := stream.read(CHUNK_BYTES):
-                        chunk, carry = _whole_tags(carry + chunk)
-                        if any(declaration in chunk for declaration in _ENTITY_DECLARATIONS):
-                            # No office or e-book part needs its own entities; python-docx drops the text
-                            # after an unexpanded one without a word (one refusal here, for every format).
-                            raise DocumentError(f"{filename!r} is not read: its part {part.filename} declares XML "
-                                                f"entities, which no {kind} needs")
-                        # Counted on the bytes, at the speed of C: start tags, and the text between tags that is
-                        # not white space (entities count as their spelling). The format's parser reads the
-                        # part afterwards, well-formedness included, once it is known to be of bounded size.
-                        elements += chunk.count(b"<") - chunk.count(b"</") - chunk.count(b"<?") - chunk.count(b"<!")
-                        text = _XML_TAG.sub(b"", chunk).decode("utf-8", "ignore")
-                        characters += len(text) - sum(map(len, _SPACES.findall(text)))
-                        if elements > max_elements or characters > max_chars:
-                            _refuse_counts(filename, kind, part.filename, elements, characters, max_elements,
-                                           max_chars)
+                for text in _xml_text(archive, part, filename, kind):
+                    # No office or e-book part needs entities of its own, nor (but EPUB's XHTML) a document type,
+                    # whose external DTD could declare them: python-docx drops the text after an entity it does
+                    # not expand, without a word (one refusal here, for every format).
+                    if "<!ENTITY" in text:
+                        raise DocumentError(f"{filename!r} is not read: its part {part.filename} declares XML "
+                                            f"entities, which no {kind} needs")
+                    if not doctypes and "<!DOCTYPE" in text:
+                        raise DocumentError(f"{filename!r} is not read: its part {part.filename} declares a "
+                                            f"document type (<!DOCTYPE ...>), which no {kind} has")
+                    # Counted at the speed of C: start tags, and the text between tags that is not white space
+                    # (entities count as their spelling). The format's parser reads the part afterwards,
+                    # well-formedness included, once it is known to be of bounded size.
+                    elements += text.count("<") - text.count("</") - text.count("<?") - text.count("<!")
+                    between_tags = _XML_TAG.sub("", text)
+                    characters += len(between_tags) - sum(map(len, _SPACES.findall(between_tags)))
+                    if elements > max_elements or characters > max_chars:
+                        _refuse_counts(filename, kind, part.filename, elements, characters, max_elements,
+                                       max_chars)
             # Elements are bounded by the text they hold too: a document's markup is a few elements per word,
             # not hundreds of thousands of empty ones around one sentence.
             if elements > BASE_ELEMENTS + XML_ELEMENTS_PER_CHAR * characters:
@@ -171,7 +177,91 @@ def check_archive(data: bytes, filename: str, kind: str, max_chars: int) -> None
         raise DocumentError(f"{filename!r} is not a valid {kind} ({type(exc).__name__}: {exc})") from None
 
 
-_ENTITY_DECLARATIONS = tuple("<!ENTITY".encode(encoding) for encoding in ("utf-8", "utf-16-le", "utf-16-be"))
+# A part's encoding, told from its first bytes as an XML parser tells it (XML 1.0, appendix F; libxml2, under
+# lxml, python-docx and python-pptx, does so): a byte order mark; else the encoding in which the part begins
+# with "<" and a character that may follow it; else UTF-8, or the encoding its XML declaration names. The text
+# is then decoded as the parser decodes it: a search of the bytes for "<!ENTITY" in UTF-8 and UTF-16 found
+# nothing in a part in UTF-32, which python-docx read, dropping the text after an entity (fourth probe, F06).
+_BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),  # before UTF-16's
+                     (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+_WIDE_ENCODINGS = ("utf-32-le", "utf-32-be", "utf-16-le", "utf-16-be")
+_EBCDIC_XML_DECLARATION = b"\x4c\x6f\xa7\x94"  # "<?xm" in EBCDIC
+_READ_ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be")  # the others are refused
+# Encodings an XML declaration may name: UTF-8 and UTF-16, and the 8-bit encodings whose markup is ASCII, so that
+# the part's markup reads the same decoded as UTF-8. Any other (UTF-7, where "<" is "+ADw-"; ISO-2022-JP, HZ...,
+# which libxml2 reads) is refused.
+_DECLARED_ENCODINGS = frozenset({"utf-8", "utf8", "utf-16", "utf16", "utf-16le", "utf-16be", "us-ascii", "ascii",
+                                 "iso-8859-1", "iso-latin-1", "latin1", "windows-1252", "cp1252"})
+_XML_DECLARATION = re.compile(r"<\?xml\s[^>]*>")
+_DECLARED_ENCODING = re.compile(r"\sencoding\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
+_XML_SPACE = b" \t\r\n"
+_WRITTEN_IN_UTF = ("Office, OpenDocument and EPUB files are written in UTF-8 or UTF-16: save it again from the program "
+                   "that made it")
+
+
+def _xml_encoding(start: bytes) -> str | None:
+    """The encoding an XML parser reads a part that begins with ``start`` in (after white space, which may come
+    before the first tag), or None for a part that does not begin as XML does (a picture, a font)."""
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if start.startswith(mark):
+            return encoding
+    for encoding in _WIDE_ENCODINGS:
+        width = 4 if "32" in encoding else 2
+        try:
+            first = start[:2 * width].decode(encoding)
+        except UnicodeDecodeError:  # (a UTF-32 "character" past U+10FFFF: a video's first bytes)
+            continue
+        if first[:1] == "<" and (first[1:2] in ("?", "!", "_", ":") or first[1:2].isalpha()):
+            return encoding
+    if start.startswith(_EBCDIC_XML_DECLARATION):
+        return "ebcdic"
+    return "utf-8" if start[:1] == b"<" else None
+
+
+def _may_be_xml(archive: zipfile.ZipFile, part: zipfile.ZipInfo) -> bool:
+    """Whether a part's first bytes are those of XML in some encoding, or white space (which any amount of
+    may come before the first tag)."""
+    if part.is_dir() or part.file_size == 0:
+        return False
+    with archive.open(part, mode="r") as stream:
+        start = stream.read(64).lstrip(_XML_SPACE)
+    return not start or _xml_encoding(start) is not None
+
+
+def _xml_text(archive: zipfile.ZipFile, part: zipfile.ZipInfo, filename: str, kind: str) -> Iterator[str]:
+    """The text of ``part`` as the XML parser decodes it, chunk by chunk, each chunk up to its last whole tag;
+    nothing for a part that is not XML. A part in an encoding other than UTF-8 and UTF-16 is refused."""
+    refused = f"{filename!r} is not read: its part {part.filename}"
+    with archive.open(part, mode="r") as stream:
+        start = b""
+        while not start and (chunk := stream.read(CHUNK_BYTES)):
+            start = chunk.lstrip(_XML_SPACE)
+        encoding = _xml_encoding(start)
+        if encoding is None:
+            return
+        if encoding not in _READ_ENCODINGS:
+            raise DocumentError(f"{refused} is written in {encoding.upper().removesuffix('-LE').removesuffix('-BE')}; "
+                                f"{_WRITTEN_IN_UTF}")
+        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        text = decoder.decode(start).removeprefix("\ufeff")
+        if text.startswith("<?xml") and text[5:6].isspace():
+            declaration = _XML_DECLARATION.match(text)
+            if declaration is None:
+                raise DocumentError(f"{refused} does not close its XML declaration (<?xml ...?>)")
+            for double_quoted, single_quoted in _DECLARED_ENCODING.findall(declaration.group()):
+                declared = double_quoted or single_quoted
+                if declared.strip().lower().replace("_", "-") not in _DECLARED_ENCODINGS:
+                    raise DocumentError(f"{refused} declares the encoding {_shortened(declared)!r}; "
+                                        f"{_WRITTEN_IN_UTF}")
+        carry = ""  # a tag cut by the end of the previous chunk
+        while True:
+            whole, carry = _whole_tags(carry + text)
+            yield whole
+            chunk = stream.read(CHUNK_BYTES)
+            if not chunk:
+                break
+            text = decoder.decode(chunk)
+        yield carry + decoder.decode(b"", final=True)
 
 
 def _refuse_counts(filename: str, kind: str, part: str, elements: int, characters: int, max_elements: int,
@@ -181,21 +271,12 @@ def _refuse_counts(filename: str, kind: str, part: str, elements: int, character
                            f"most {max_chars} characters of text: split it into smaller files")
 
 
-def _looks_like_xml(archive: zipfile.ZipFile, part: zipfile.ZipInfo) -> bool:
-    """Whether a part's first bytes are XML's (after a byte order mark and white space): "<"."""
-    if part.is_dir() or part.file_size == 0:
-        return False
-    with archive.open(part, mode="r") as stream:
-        start = stream.read(64)
-    return start.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"<" or start[:2] in (b"\xff\xfe", b"\xfe\xff")
-
-
-def _whole_tags(data: bytes) -> tuple[bytes, bytes]:
-    """``data`` up to its last complete tag, and the unfinished tag after it (counted with the next chunk)."""
-    opening = data.rfind(b"<")
-    if opening > data.rfind(b">"):
-        return data[:opening], data[opening:]
-    return data, b""
+def _whole_tags(text: str) -> tuple[str, str]:
+    """``text`` up to its last complete tag, and the unfinished tag after it (read with the next chunk)."""
+    opening = text.rfind("<")
+    if opening > text.rfind(">"):
+        return text[:opening], text[opening:]
+    return text, ""
 
 
 def _decode(data: bytes, filename: str) -> tuple[str, bytes]:
@@ -223,13 +304,99 @@ def _segment_html(text: str, filename: str, language: str, split: bool, bom: byt
                              lambda t, a, target: bom + segmented.join(t, a, target).encode("utf-8"))
 
 
+# SubRip, read line by line, in time linear in the file: the srt library's parser is one regular expression
+# whose nested quantifiers take time cubic in a run of digits and quadratic in a run of blank lines (a line of
+# 2,000 digits: a minute; 20,000 empty lines: 15 s). It reads what srt reads: a cue is its number (optional),
+# its timing line ("00:01:02,345 --> 00:01:04,000", with the separators editors write, and what follows the
+# times kept as it was) and its text; cues are parted by blank lines, or by none where a number and a timing
+# line follow the text; a blank line that more text follows (no cue) belongs to the text.
+# Each quantifier below is followed by what it cannot match (a digit run by a separator or the end, spaces by a
+# dash), so that a line that fails is refused after one pass over it, however long its runs of digits.
+_TIME_SEPARATOR = "[,.:\uff0c\uff0e\u3002\uff1a]"  # , . : and their full-width forms
+_TIME = f"[0-9]+{_TIME_SEPARATOR}[0-9]+{_TIME_SEPARATOR}[0-9]+(?:{_TIME_SEPARATOR}[0-9]*)?"
+_TIME_FIELDS = re.compile(f"([0-9]+){_TIME_SEPARATOR}([0-9]+){_TIME_SEPARATOR}([0-9]+)(?:{_TIME_SEPARATOR}([0-9]*))?")
+_TIMING_LINE = re.compile(f"\\s*(?P<start>{_TIME}) *-[ -] *> *(?P<end>{_TIME}) ?(?P<proprietary>.*)")
+_CUE_NUMBER = re.compile(r"\s*(-?[0-9]+(?:\.[0-9]*)?)\s*")
+
+
+def _parse_subtitles(text: str, filename: str) -> list:
+    """The cues of a SubRip file as srt.Subtitle objects, or a DocumentError naming the line that cannot be
+    read (a cue's time past what a time can be, a line where a cue should begin)."""
+    import srt
+
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    invalid = f"{filename!r} is not a valid SubRip (.srt) subtitle file"
+
+    def after_blank(k: int) -> int:
+        while k < len(lines) and not lines[k].strip():
+            k += 1
+        return k
+
+    def cue_start(k: int) -> tuple[str | None, int] | None:
+        """(the cue's number, the line of its timing) if a cue begins at line ``k``."""
+        if k >= len(lines):
+            return None
+        if _TIMING_LINE.fullmatch(lines[k]):
+            return None, k
+        number = _CUE_NUMBER.fullmatch(lines[k])
+        timing = after_blank(k + 1) if number else len(lines)
+        if timing < len(lines) and _TIMING_LINE.fullmatch(lines[timing]):
+            return number.group(1), timing
+        return None
+
+    def number_of(number: str | None, line: int) -> int | None:
+        try:  # "12.5" is cue 12 (as srt reads it)
+            return None if number is None else int(number.split(".")[0])
+        except ValueError:  # past the 4,300 digits Python turns into an int
+            raise DocumentError(f"{invalid}: line {line + 1}: the cue number {_shortened(number)} is out of range; "
+                                f"correct it") from None
+
+    def time_of(time: str, line: int):
+        hours, minutes, seconds, milliseconds = _TIME_FIELDS.fullmatch(time).groups()
+        try:
+            return timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds),
+                             milliseconds=int(milliseconds or 0))
+        except (ValueError, OverflowError):  # thousands of digits; past a C int or timedelta's 999,999,999 days
+            raise DocumentError(f"{invalid}: line {line + 1}: the time {_shortened(time)} is out of range (a time "
+                                f"is hours:minutes:seconds,milliseconds, each of a few digits); correct it") from None
+
+    subtitles = []
+    k = after_blank(0)
+    while k < len(lines):
+        start = cue_start(k)
+        if start is None:
+            raise DocumentError(f"{invalid}: line {k + 1} ({_shortened(lines[k].strip())!r}) does not begin a cue "
+                                f"(a cue is its number, its timing line such as 00:00:01,000 --> 00:00:02,000, and "
+                                f"its text)")
+        number, timing = start
+        times = _TIMING_LINE.fullmatch(lines[timing])
+        first = end = timing + 1  # the cue's text: lines first..end-1
+        while end < len(lines):
+            if not lines[end].strip():
+                following = after_blank(end)
+                if following == len(lines) or cue_start(following) is not None:
+                    break  # a blank line before the next cue
+                end = following  # a blank line inside the text
+            elif end > first and _CUE_NUMBER.fullmatch(lines[end]) and cue_start(end) is not None:
+                break  # the next cue, with no blank line before it (a cue's first line is its text, even "42")
+            else:
+                end += 1
+        subtitles.append(srt.Subtitle(index=number_of(number, k), start=time_of(times.group("start"), timing),
+                                      end=time_of(times.group("end"), timing), content="\n".join(lines[first:end]),
+                                      proprietary=times.group("proprietary")))
+        k = after_blank(end)
+    return subtitles
+
+
+def _shortened(text: str, keep: int = 20) -> str:
+    """``text`` for a message: its ends, where it is long (a number of thousands of digits)."""
+    return text if len(text) <= 2 * keep + 3 else f"{text[:keep]}...{text[-keep:]}"
+
+
 def _segment_srt(text: str, filename: str, language: str, split: bool, bom: bytes) -> SegmentedDocument:
     import srt
 
-    try:
-        subtitles = list(srt.parse(text))
-    except (srt.SRTParseError, ValueError) as exc:
-        raise DocumentError(f"{filename!r} is not a valid SubRip (.srt) subtitle file: {exc}") from None
+    subtitles = _parse_subtitles(text, filename)
     # A cue's markup is not the model's to translate: its position code ({\an8}) stays first, tags around the
     # whole cue (<i>...</i>, the usual italics of a voice off screen) go around each translated line, and
     # tags inside the text are left out (SubRip has no alignment to place them by).

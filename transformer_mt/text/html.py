@@ -35,7 +35,9 @@ translation, the sentence's final punctuation included. Elements without text (<
 the source word they followed; a <br> parts two words as a space does.
 
 Documents nested more than MAX_DEPTH elements deep are refused before html5lib builds the tree (its
-tree building is quadratic in the nesting). html5lib is pure Python: about 25 ms a kilobyte here.
+tree building is quadratic in the nesting), and a tag with more than MAX_ATTRIBUTES attributes as soon as
+html5lib's tokenizer reads one more (it compares each attribute with all the tag's earlier ones: quadratic
+in their number). html5lib is pure Python: about 25 ms a kilobyte here.
 
 Words, as :meth:`SegmentedHtml.join` counts them, are the whitespace-separated words of
 ``sentences[k]`` and of ``translations[k]`` (``str.split()``): the words of
@@ -63,6 +65,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 import html5lib
+from html5lib._tokenizer import HTMLTokenizer
 from html5lib.constants import E as PARSE_ERROR_MESSAGES
 from html5lib.serializer import HTMLSerializer
 
@@ -107,6 +110,10 @@ NO_END_TAG = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "inpu
                         "body"})
 DOCTYPE = "<!DOCTYPE>"  # the tag html5lib's ElementTree builder gives the doctype
 MAX_DEPTH = 256  # deeper nesting is refused: no real page needs it, and walking it costs a recursion each
+# More attributes on one tag are refused: a page's busiest elements have a few dozen. html5lib's time per
+# attribute grows with the tag's attributes before it; at 256 a document of nothing but such tags (of distinct
+# one-character names, the worst case) parses at ~7 ms a kilobyte, against ~1.5 for ordinary HTML and ~17 at 1,000.
+MAX_ATTRIBUTES = 256
 DOCUMENT_START = re.compile(r"\s*(<!--.*?-->\s*)*<(!doctype|html[\s>])", re.IGNORECASE | re.DOTALL)
 
 
@@ -246,11 +253,42 @@ class SegmentedHtml:
         return self._marker.sub(lambda match: rendered[int(match.group(1))], self._skeleton)
 
 
+class _AttributeBoundTokenizer(HTMLTokenizer):
+    """html5lib's tokenizer, refusing a tag (start or end tag) as soon as it reads its attribute number
+    MAX_ATTRIBUTES + 1. html5lib compares each attribute name with those of all the tag's earlier attributes (to
+    report a repeated one), time quadratic in their number: one <p> of 40,000 attributes (430 kB) took 50 s,
+    of 300,000 (3.5 MB) most of an hour. Counted here, in the tokenizer that reads the tags, so that nothing that
+    is not an attribute to the parser (a script, a comment, a quoted value holding "<" or "=") is counted."""
+
+    def attributeNameState(self):
+        # Entered as each attribute begins, after html5lib has added it to the tag's list.
+        if len(self.currentToken["data"]) > MAX_ATTRIBUTES:
+            line, column = self.stream.position()
+            raise MalformedHtmlError(f"the HTML document has a tag with more than {MAX_ATTRIBUTES} attributes (the "
+                                     f"next at line {line}, column {column}); a page needs a few dozen at most: "
+                                     f"remove the ones it does not need")
+        return super().attributeNameState()
+
+
+class _AttributeBoundParser(html5lib.HTMLParser):
+    """html5lib's parser, reading with _AttributeBoundTokenizer. html5lib (1.1, its last release) has no way
+    to give it a tokenizer: this is its ``_parse`` with that one class changed, less the reparse that follows
+    a <meta charset> in a document given as bytes (a str has no encoding to change)."""
+
+    def _parse(self, stream, innerHTML=False, container="div", scripting=False, **kwargs):
+        self.innerHTMLMode = innerHTML
+        self.container = container
+        self.scripting = scripting
+        self.tokenizer = _AttributeBoundTokenizer(stream, parser=self, **kwargs)
+        self.reset()
+        self.mainLoop()
+
+
 def _parse(document: str):
     """The document (a full one with <html> or a doctype, else a fragment) as an ElementTree, checked."""
     full = DOCUMENT_START.match(document) is not None
     builder = html5lib.getTreeBuilder("etree", ElementTree, fullTree=True)
-    parser = html5lib.HTMLParser(tree=builder, namespaceHTMLElements=False)
+    parser = _AttributeBoundParser(tree=builder, namespaceHTMLElements=False)
     tree = parser.parse(document) if full else parser.parseFragment(document, container="div")
     root = tree.getroot() if hasattr(tree, "getroot") else tree
     if next(root.iter("plaintext"), None) is not None:

@@ -17,8 +17,9 @@ The paragraph's text is then exactly its translation.
   those elements (their attributes: style, link) carry the translation.
 
 Archives are checked by ``documents.check_archive`` before they are parsed (sizes, zip bombs, element and
-text counts); XML is parsed without loading DTDs, without the network and without resolving entities, and a
-part that declares entities is refused.
+text counts, on each part's text decoded as the XML parser decodes it); a part that declares entities or (but
+EPUB's XHTML) a document type is refused, and so is one in an encoding other than UTF-8 and UTF-16. XML is
+parsed without loading DTDs, without the network and without resolving entities.
 """
 
 from __future__ import annotations
