@@ -32,10 +32,10 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from ..checkpoint import load_checkpoint
 from ..config import Config, config_from_dict
 from ..data.corpus import count_lines, iter_line_chunks
 from ..data.tokenizer_files import tokenizer_paths
-from ..checkpoint import load_checkpoint
 from ..decoding.translator import CHECKPOINT_NAMES, Translator, find_checkpoint, resolve_decoding
 from ..errors import TransformerMTError
 from ..files import file_sha256
