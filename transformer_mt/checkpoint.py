@@ -200,6 +200,7 @@ def load_torch_file(handle, name: str, **kwargs):
     """``torch.load(handle, weights_only=True, **kwargs)`` after an estimate of the memory loading takes,
     made before anything is allocated (see :func:`check_torch_file_fits`). ``name`` names the file in
     messages ("checkpoint runs/a/checkpoint_best.pt")."""
+    handle.seek(0)
     start = handle.read(4)
     handle.seek(0)
     if not (start.startswith(b"PK\x03\x04") or start.startswith(b"\x80")):  # torch.save's zip, or its older pickle
