@@ -174,7 +174,13 @@ def workdir(tmp_path_factory):
     shutil.copytree(ROOT / "configs", work / "configs")
     shutil.copytree(ROOT / "data" / "demo", work / "data" / "demo")
     corpus = write_reverse_corpus(work / "reverse", n_train=200, n_valid=5, n_test=5)
+    # The glossary guide's example terms (cat -> miro, dog -> vasko: the demo language's words): a model that cannot spell a
+    # target term refuses it, so this stand-in for the demo model must know the word.
+    for split, line in (("src", "the cat dog\n"), ("tgt", "lo miro vasko\n")):
+        with open(corpus / f"train.{split}", "a", encoding="utf-8") as handle:
+            handle.write(line * 20)
     config = tiny_config(corpus, max_steps=2, validate_every=2)
+    config.tokenizer.vocab_size = 40  # the 30 words, these 6 and the 4 special pieces
     config.decoding.beam_size = 5
     train(config, work / "runs" / "demo", show_progress=False)
     sentences = "The old farmer sees two small birds.\nA dog sees the cat.\n"
