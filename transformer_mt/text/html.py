@@ -34,9 +34,10 @@ translation, the sentence's final punctuation included. Elements without text (<
 <a>) and protected elements inside a sentence (an inline <code>) stay after the target word aligned to
 the source word they followed; a <br> parts two words as a space does.
 
-Documents nested more than MAX_DEPTH elements deep are refused before html5lib builds the tree (its
-tree building is quadratic in the nesting), and a tag with more than MAX_ATTRIBUTES attributes as soon as
-html5lib's tokenizer reads one more (it compares each attribute with all the tag's earlier ones: quadratic
+Documents nested more than MAX_DEPTH elements deep are refused at the tag past it, before html5lib's tree is
+that deep (its tree building is quadratic in the nesting), and a tag with more than MAX_ATTRIBUTES attributes as
+soon as html5lib's tokenizer reads one more (both counted in that tokenizer: a separate pass with the standard
+library's HTMLParser took 39 s on 60 kB of "<a " repeated) (it compares each attribute with all the tag's earlier ones: quadratic
 in their number). html5lib is pure Python: about 25 ms a kilobyte here.
 
 Words, as :meth:`SegmentedHtml.join` counts them, are the whitespace-separated words of
@@ -62,11 +63,11 @@ import secrets
 import unicodedata
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 
 import html5lib
 from html5lib._tokenizer import HTMLTokenizer
 from html5lib.constants import E as PARSE_ERROR_MESSAGES
+from html5lib.constants import tokenTypes
 from html5lib.serializer import HTMLSerializer
 
 from ..errors import TransformerMTError
@@ -109,6 +110,7 @@ NO_END_TAG = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "inpu
                         "thead", "tbody", "tfoot", "colgroup", "caption", "rb", "rt", "rtc", "rp", "html", "head",
                         "body"})
 DOCTYPE = "<!DOCTYPE>"  # the tag html5lib's ElementTree builder gives the doctype
+_START_TAG, _END_TAG = tokenTypes["StartTag"], tokenTypes["EndTag"]
 MAX_DEPTH = 256  # deeper nesting is refused: no real page needs it, and walking it costs a recursion each
 # More attributes on one tag are refused: a page's busiest elements have a few dozen. html5lib's time per
 # attribute grows with the tag's attributes before it; at 256 a document of nothing but such tags (of distinct
@@ -269,6 +271,22 @@ class _AttributeBoundTokenizer(HTMLTokenizer):
                                      f"remove the ones it does not need")
         return super().attributeNameState()
 
+    def __iter__(self):
+        """The tokens, with an estimate of how deep the document nests kept as they pass (the open start tags, an
+        end tag closing its own and what was left open inside it): html5lib's tree building takes time quadratic
+        in the nesting (8,000 nested elements, 130 kB: minutes), so a document deeper than MAX_DEPTH is refused
+        at the first tag past it, before the tree is that deep. (_check_depth checks the tree built.)"""
+        open_tags: list[str] = []
+        for token in super().__iter__():
+            kind = token["type"]
+            if kind == _START_TAG and token["name"] not in NO_END_TAG:
+                open_tags.append(token["name"])
+                if len(open_tags) > MAX_DEPTH:
+                    raise _too_deep()
+            elif kind == _END_TAG and token["name"] in open_tags:  # a stray end tag closes nothing
+                del open_tags[len(open_tags) - 1 - open_tags[::-1].index(token["name"]):]
+            yield token
+
 
 class _AttributeBoundParser(html5lib.HTMLParser):
     """html5lib's parser, reading with _AttributeBoundTokenizer. html5lib (1.1, its last release) has no way
@@ -312,32 +330,6 @@ def _parse(document: str):
 def _too_deep() -> MalformedHtmlError:
     return MalformedHtmlError(f"the HTML document nests elements more than {MAX_DEPTH} deep; flatten it before "
                               f"translating")
-
-
-class _NestingGuard(HTMLParser):
-    """Estimates how deep a document nests before html5lib builds its tree: html5lib's tree building takes
-    time quadratic in the nesting (8,000 nested elements, 130 kB: minutes), so a document nested deeper
-    than MAX_DEPTH is refused after this linear pass (the standard library's tokenizer) instead."""
-
-    def __init__(self):
-        super().__init__(convert_charrefs=False)
-        self.open: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag not in NO_END_TAG:
-            self.open.append(tag)
-            if len(self.open) > MAX_DEPTH:
-                raise _too_deep()
-
-    def handle_endtag(self, tag):
-        if tag in self.open:  # close it and what was left open inside it; a stray end tag closes nothing
-            del self.open[len(self.open) - 1 - self.open[::-1].index(tag):]
-
-
-def _check_nesting(document: str) -> None:
-    guard = _NestingGuard()
-    guard.feed(document)
-    guard.close()
 
 
 def _check_depth(root) -> None:
@@ -528,7 +520,6 @@ def segment_html(html: str, language: str | None, split_sentences: bool = True) 
         raise TypeError(f"segment_html() takes a string, got {type(html).__name__}")
     if not html.strip():
         raise MalformedHtmlError("the HTML document is empty; give a document with some text to translate")
-    _check_nesting(html)
     tree = _parse(html)
     _check_depth(tree)
     if not any(True for _ in tree):  # text only: translated as text, lines and paragraphs kept
